@@ -1,0 +1,363 @@
+//! Errors: one enum, [`CanoError`], whose every variant carries an [`ErrorDetail`] that
+//! says what failed, in which state and task, and how to fix it.
+//!
+//! A user's own error is never flattened into a string: [`CanoError::task`] keeps it as
+//! the error's `source()`, so it can be downcast with [`CanoError::downcast_ref`].
+//!
+//! ```
+//! use cano_core::CanoError;
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("card declined")]
+//! struct Declined;
+//!
+//! let err = CanoError::task(Declined).with_hint("ask the customer for another card");
+//! assert!(err.downcast_ref::<Declined>().is_some());
+//! assert!(err.to_string().contains("card declined"));
+//! ```
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt;
+
+/// A boxed error from user code, kept with its type.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Shorthand for `Result<T, CanoError>`.
+pub type CanoResult<T> = Result<T, CanoError>;
+
+/// Everything that can go wrong in cano.
+///
+/// Match on the variant to decide what to do; print it to learn what happened, where,
+/// and how to fix it. New variants may be added, so matches need a `_` arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CanoError {
+    /// The run could not go on: no handler for the state reached, a single-task state
+    /// returned `Split`, or the workflow timeout elapsed.
+    #[error(transparent)]
+    Workflow(ErrorDetail),
+    /// The workflow or a resource is set up wrongly: no exit state, a duplicate
+    /// registration, a missing resource key, a resource of another type.
+    #[error(transparent)]
+    Configuration(ErrorDetail),
+    /// One attempt of a task ran past its `attempt_timeout`.
+    #[error(transparent)]
+    Timeout(ErrorDetail),
+    /// Every attempt the task's retry mode allows has failed; the last error is the
+    /// `source()`.
+    #[error(transparent)]
+    RetryExhausted(ErrorDetail),
+    /// A circuit breaker refused the call before the task ran.
+    #[error(transparent)]
+    CircuitOpen(ErrorDetail),
+    /// A task failed (returned an error or panicked).
+    #[error(transparent)]
+    TaskExecution(ErrorDetail),
+    /// A store operation failed: a missing key, a value of another type.
+    #[error(transparent)]
+    Store(ErrorDetail),
+    /// A resource failed to set up or tear down.
+    #[error(transparent)]
+    Resource(ErrorDetail),
+    /// The run was cancelled through its cancellation token or handle.
+    #[error(transparent)]
+    Cancelled(ErrorDetail),
+}
+
+/// The payload of every [`CanoError`]: the message, where it happened, how to fix it,
+/// and the underlying error.
+///
+/// It is boxed so that `Result<S, CanoError>` stays two words wide on the hot path.
+pub struct ErrorDetail(Box<Inner>);
+
+struct Inner {
+    message: Cow<'static, str>,
+    state: Option<String>,
+    task: Option<Cow<'static, str>>,
+    hint: Option<Cow<'static, str>>,
+    source: Option<BoxError>,
+    permanent: bool,
+}
+
+impl ErrorDetail {
+    /// A detail with just a message.
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self(Box::new(Inner {
+            message: message.into(),
+            state: None,
+            task: None,
+            hint: None,
+            source: None,
+            permanent: false,
+        }))
+    }
+
+    /// What happened.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// The state the workflow was in (its `Debug` text), if known.
+    pub fn state(&self) -> Option<&str> {
+        self.0.state.as_deref()
+    }
+
+    /// The task that was running, if known.
+    pub fn task(&self) -> Option<&str> {
+        self.0.task.as_deref()
+    }
+
+    /// How to fix it, if known.
+    pub fn hint(&self) -> Option<&str> {
+        self.0.hint.as_deref()
+    }
+
+    /// Whether retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        self.0.permanent
+    }
+}
+
+impl fmt::Display for ErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.0;
+        match (&inner.task, &inner.state) {
+            (Some(task), Some(state)) => write!(f, "task `{task}` in state {state}: ")?,
+            (Some(task), None) => write!(f, "task `{task}`: ")?,
+            (None, Some(state)) => write!(f, "state {state}: ")?,
+            (None, None) => {}
+        }
+        match (&inner.message, &inner.source) {
+            (m, Some(source)) if m.is_empty() => write!(f, "{source}")?,
+            (m, _) => f.write_str(m)?,
+        }
+        if let Some(hint) = &inner.hint {
+            write!(f, " (fix: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.0;
+        f.debug_struct("ErrorDetail")
+            .field("message", &inner.message)
+            .field("state", &inner.state)
+            .field("task", &inner.task)
+            .field("hint", &inner.hint)
+            .field("source", &inner.source)
+            .field("permanent", &inner.permanent)
+            .finish()
+    }
+}
+
+impl StdError for ErrorDetail {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+macro_rules! constructors {
+    ($($(#[$doc:meta])* $fn:ident => $variant:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $fn(message: impl Into<Cow<'static, str>>) -> Self {
+                Self::$variant(ErrorDetail::new(message))
+            }
+        )*
+    };
+}
+
+impl CanoError {
+    constructors! {
+        /// A [`CanoError::Workflow`] error.
+        workflow => Workflow;
+        /// A [`CanoError::Configuration`] error.
+        configuration => Configuration;
+        /// A [`CanoError::Timeout`] error.
+        timeout => Timeout;
+        /// A [`CanoError::RetryExhausted`] error.
+        retry_exhausted => RetryExhausted;
+        /// A [`CanoError::CircuitOpen`] error.
+        circuit_open => CircuitOpen;
+        /// A [`CanoError::TaskExecution`] error from a message.
+        task_execution => TaskExecution;
+        /// A [`CanoError::Store`] error.
+        store => Store;
+        /// A [`CanoError::Resource`] error.
+        resource => Resource;
+        /// A [`CanoError::Cancelled`] error.
+        cancelled => Cancelled;
+    }
+
+    /// Wraps a task's own error as [`CanoError::TaskExecution`], keeping its type as the
+    /// `source()` (so it can be downcast) and its text as the message.
+    pub fn task<E>(error: E) -> Self
+    where
+        E: StdError + Send + Sync + 'static,
+    {
+        Self::TaskExecution(ErrorDetail::new("")).with_source(error)
+    }
+
+    /// The detail every variant carries.
+    pub fn detail(&self) -> &ErrorDetail {
+        match self {
+            Self::Workflow(d)
+            | Self::Configuration(d)
+            | Self::Timeout(d)
+            | Self::RetryExhausted(d)
+            | Self::CircuitOpen(d)
+            | Self::TaskExecution(d)
+            | Self::Store(d)
+            | Self::Resource(d)
+            | Self::Cancelled(d) => d,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        match self {
+            Self::Workflow(d)
+            | Self::Configuration(d)
+            | Self::Timeout(d)
+            | Self::RetryExhausted(d)
+            | Self::CircuitOpen(d)
+            | Self::TaskExecution(d)
+            | Self::Store(d)
+            | Self::Resource(d)
+            | Self::Cancelled(d) => &mut d.0,
+        }
+    }
+
+    /// Adds how to fix it.
+    pub fn with_hint(mut self, hint: impl Into<Cow<'static, str>>) -> Self {
+        self.inner_mut().hint = Some(hint.into());
+        self
+    }
+
+    /// Sets the underlying error (kept with its type).
+    pub fn with_source<E>(mut self, source: E) -> Self
+    where
+        E: StdError + Send + Sync + 'static,
+    {
+        self.inner_mut().source = Some(Box::new(source));
+        self
+    }
+
+    /// Marks the error permanent: the retry loop stops at once instead of trying again.
+    pub fn permanent(mut self) -> Self {
+        self.inner_mut().permanent = true;
+        self
+    }
+
+    /// Records the state and task where the error happened, unless already known
+    /// (an error keeps the innermost place it came from).
+    pub fn at(mut self, state: &dyn fmt::Debug, task: &str) -> Self {
+        let inner = self.inner_mut();
+        if inner.state.is_none() {
+            inner.state = Some(format!("{state:?}"));
+        }
+        if inner.task.is_none() && !task.is_empty() {
+            inner.task = Some(Cow::Owned(task.to_owned()));
+        }
+        self
+    }
+
+    /// Whether retrying cannot help: configuration, workflow and cancellation errors,
+    /// and any error marked with [`CanoError::permanent`].
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Workflow(_) | Self::Configuration(_) | Self::Cancelled(_))
+            || self.detail().is_permanent()
+    }
+
+    /// The message without the state, task and hint.
+    pub fn message(&self) -> &str {
+        self.detail().message()
+    }
+
+    /// The state the error happened in (its `Debug` text), if known.
+    pub fn state(&self) -> Option<&str> {
+        self.detail().state()
+    }
+
+    /// The task the error happened in, if known.
+    pub fn task_name(&self) -> Option<&str> {
+        self.detail().task()
+    }
+
+    /// Finds an error of type `E` in the `source()` chain, the user's own error type
+    /// included.
+    pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
+        let mut next = StdError::source(self);
+        while let Some(err) = next {
+            if let Some(found) = err.downcast_ref::<E>() {
+                return Some(found);
+            }
+            next = err.source();
+        }
+        None
+    }
+}
+
+impl From<String> for CanoError {
+    /// A [`CanoError::TaskExecution`] with this message.
+    fn from(message: String) -> Self {
+        Self::task_execution(message)
+    }
+}
+
+impl From<&'static str> for CanoError {
+    /// A [`CanoError::TaskExecution`] with this message.
+    fn from(message: &'static str) -> Self {
+        Self::task_execution(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk full")]
+    struct DiskFull;
+
+    #[test]
+    fn user_errors_keep_their_type_through_wrapping() {
+        let inner = CanoError::task(DiskFull).at(&"Save", "SaveTask");
+        let outer = CanoError::retry_exhausted("gave up after 3 attempts").with_source(inner);
+        assert!(outer.downcast_ref::<DiskFull>().is_some());
+        assert!(outer.downcast_ref::<std::io::Error>().is_none());
+    }
+
+    #[test]
+    fn display_names_task_state_and_fix() {
+        let err = CanoError::workflow("no handler registered")
+            .at(&"Ship", "ShipTask")
+            .with_hint("register a task for it");
+        assert_eq!(
+            err.to_string(),
+            "task `ShipTask` in state \"Ship\": no handler registered (fix: register a task for it)"
+        );
+    }
+
+    #[test]
+    fn the_innermost_place_wins() {
+        let err = CanoError::store("missing").at(&1, "Inner").at(&2, "Outer");
+        assert_eq!(err.state(), Some("1"));
+        assert_eq!(err.task_name(), Some("Inner"));
+    }
+
+    #[test]
+    fn classification() {
+        assert!(CanoError::configuration("x").is_permanent());
+        assert!(!CanoError::task_execution("x").is_permanent());
+        assert!(CanoError::task_execution("x").permanent().is_permanent());
+    }
+
+    #[test]
+    fn wrapped_error_text_is_the_message() {
+        assert_eq!(CanoError::task(DiskFull).to_string(), "disk full");
+        assert_eq!(std::mem::size_of::<CanoError>(), 2 * std::mem::size_of::<usize>());
+    }
+}

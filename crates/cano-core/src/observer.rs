@@ -1,0 +1,86 @@
+//! Observers: synchronous callbacks for what happens in a run.
+//!
+//! Implement the [`WorkflowObserver`] methods you care about (all default to doing
+//! nothing) and attach it with `Workflow::with_observer`. Every callback carries the
+//! [`RunId`], so concurrent runs of one workflow can be told apart. A workflow without
+//! observers does not pay for them: the engine checks for an empty list and skips the
+//! calls.
+//!
+//! Callbacks run on the engine's task, between awaits: keep them short and never block.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::CanoError;
+use crate::run::RunId;
+
+/// Receives lifecycle and failure events of workflow runs. See the [module docs](self).
+pub trait WorkflowObserver: Send + Sync {
+    /// A run starts in `initial`.
+    fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
+        let _ = (run, initial);
+    }
+
+    /// A run ended: `Ok` with the exit state, or the error it returns.
+    fn on_run_end(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
+        let _ = (run, outcome);
+    }
+
+    /// The run entered `state` (before its handler runs).
+    fn on_state_enter(&self, run: RunId, state: &dyn Debug) {
+        let _ = (run, state);
+    }
+
+    /// Attempt `attempt` (from 1) of `task` starts.
+    fn on_task_start(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize) {
+        let _ = (run, state, task, attempt);
+    }
+
+    /// `task` succeeded.
+    fn on_task_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+        let _ = (run, state, task);
+    }
+
+    /// `task` failed for good (after any retries); `error` is what the run sees.
+    fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
+        let _ = (run, state, task, error);
+    }
+
+    /// Attempt `attempt` of `task` failed with `error`; the next starts after `delay`.
+    fn on_retry(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize, error: &CanoError, delay: Duration) {
+        let _ = (run, state, task, attempt, error, delay);
+    }
+}
+
+/// The observers of a workflow; empty costs one length check per event site.
+#[derive(Clone, Default)]
+pub struct Observers(Arc<[Arc<dyn WorkflowObserver>]>);
+
+impl Observers {
+    pub(crate) fn push(&mut self, observer: Arc<dyn WorkflowObserver>) {
+        let mut all: Vec<_> = self.0.iter().cloned().collect();
+        all.push(observer);
+        self.0 = all.into();
+    }
+
+    /// Whether there are none.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Calls `f` for each observer.
+    #[inline]
+    pub fn each(&self, f: impl Fn(&dyn WorkflowObserver)) {
+        for observer in self.0.iter() {
+            f(observer.as_ref());
+        }
+    }
+}
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Observers({})", self.0.len())
+    }
+}

@@ -1,0 +1,244 @@
+//! One run of a workflow: its [`RunId`], its [`CancellationToken`], and the
+//! [`RunContext`] a task can read while it runs.
+//!
+//! ```
+//! use cano_core::{CancellationToken, RunContext};
+//!
+//! // Inside a task: stop early if the run was cancelled.
+//! fn should_stop() -> bool {
+//!     RunContext::current().is_some_and(|run| run.is_cancelled())
+//! }
+//! # assert!(!should_stop());
+//! let token = CancellationToken::new();
+//! assert!(!token.is_cancelled());
+//! token.cancel();
+//! assert!(token.is_cancelled());
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+/// Identifies one run of a workflow. Unique within a process and, being seeded from
+/// the clock and process id, very unlikely to repeat across processes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(u64);
+
+impl RunId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let seed = *SEED.get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            nanos ^ (u64::from(std::process::id()).rotate_left(40))
+        });
+        // splitmix64 is a bijection: distinct counters give distinct ids.
+        let mut z = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Self(z ^ (z >> 31))
+    }
+
+    /// The id as a number.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<u64> for RunId {
+    fn from(id: u64) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunId({self})")
+    }
+}
+
+#[derive(Default)]
+struct CancelState {
+    cancelled: AtomicBool,
+    notify: Notify,
+}
+
+/// Asks a run to stop. Clones share the same flag.
+///
+/// Cancelling makes the run return [`CanoError::Cancelled`](crate::CanoError::Cancelled)
+/// at its next await point, after tearing its resources down; tasks that loop for long
+/// can check [`RunContext::is_cancelled`] to stop sooner.
+#[derive(Clone, Default)]
+pub struct CancellationToken {
+    state: Arc<CancelState>,
+}
+
+impl CancellationToken {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels every run holding this token. Idempotent.
+    pub fn cancel(&self) {
+        if !self.state.cancelled.swap(true, Ordering::AcqRel) {
+            self.state.notify.notify_waiters();
+        }
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.state.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Completes once the token is cancelled.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.state.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking the flag, so a cancel in between is not missed.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl fmt::Debug for CancellationToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancellationToken").field("cancelled", &self.is_cancelled()).finish()
+    }
+}
+
+/// What a task can learn about the run it is part of.
+#[derive(Clone, Debug)]
+pub struct RunContext {
+    run_id: RunId,
+    cancel: Option<CancellationToken>,
+}
+
+tokio::task_local! {
+    static CURRENT: RunContext;
+}
+
+impl RunContext {
+    pub(crate) fn new(run_id: RunId, cancel: Option<CancellationToken>) -> Self {
+        Self { run_id, cancel }
+    }
+
+    /// The run being executed by the calling task, if called from inside a run.
+    pub fn current() -> Option<RunContext> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// Runs `fut` with `self` as the [current](Self::current) run. The engine does this
+    /// for every run; handlers that spawn work onto other tokio tasks use it so that
+    /// those tasks see the run too.
+    pub fn scope<F: std::future::Future>(self, fut: F) -> impl std::future::Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
+    }
+
+    /// This run's id.
+    pub fn run_id(&self) -> RunId {
+        self.run_id
+    }
+
+    /// The run's cancellation token, if it has one (runs started with a token or with
+    /// `Workflow::spawn`).
+    pub fn cancellation_token(&self) -> Option<&CancellationToken> {
+        self.cancel.as_ref()
+    }
+
+    /// Whether the run was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Completes when the run is cancelled; never, for a run without a token.
+    pub async fn cancelled(&self) {
+        match &self.cancel {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Options for one run: its id and cancellation token.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub(crate) run_id: Option<RunId>,
+    pub(crate) cancel: Option<CancellationToken>,
+}
+
+impl RunOptions {
+    /// Default options: a fresh run id, no cancellation token.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `id` as the run id.
+    pub fn with_run_id(mut self, id: RunId) -> Self {
+        self.run_id = Some(id);
+        self
+    }
+
+    /// Cancels the run when `token` is cancelled.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_distinct() {
+        let ids: std::collections::HashSet<RunId> = (0..10_000).map(|_| RunId::new()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert_eq!(RunId::from(255).to_string(), "00000000000000ff");
+    }
+
+    #[tokio::test]
+    async fn cancelled_wakes_waiters_registered_before_and_after() {
+        let token = CancellationToken::new();
+        let early = tokio::spawn({
+            let token = token.clone();
+            async move { token.cancelled().await }
+        });
+        tokio::task::yield_now().await;
+        token.cancel();
+        early.await.unwrap();
+        token.cancelled().await; // already cancelled: returns at once
+        token.cancel(); // idempotent
+    }
+
+    #[tokio::test]
+    async fn current_is_visible_inside_scope_only() {
+        assert!(RunContext::current().is_none());
+        let ctx = RunContext::new(RunId::from(7), None);
+        let seen = ctx.scope(async { RunContext::current().map(|c| c.run_id()) }).await;
+        assert_eq!(seen, Some(RunId::from(7)));
+    }
+}

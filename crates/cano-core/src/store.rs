@@ -1,0 +1,240 @@
+//! [`MemoryStore`]: a typed, thread-safe key-value store that tasks use to hand data to
+//! the states after them.
+//!
+//! ```
+//! use cano_core::MemoryStore;
+//!
+//! let store = MemoryStore::new();
+//! store.put("rows", vec![1u32, 2, 3]).unwrap();
+//! store.append("rows", 4u32).unwrap();
+//! let rows: Vec<u32> = store.get("rows").unwrap();
+//! assert_eq!(rows, [1, 2, 3, 4]);
+//! // Reading with the wrong type is an error that names both types.
+//! let err = store.get::<String>("rows").unwrap_err();
+//! assert!(err.to_string().contains("Vec<u32>"));
+//! ```
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::error::CanoError;
+use crate::hash::FastBuildHasher;
+use crate::resource::Resource;
+use crate::util::short_type_name;
+
+/// Independent locks; keys hash to one of them, so unrelated keys rarely contend.
+const SHARDS: usize = 16;
+
+#[derive(Clone)]
+struct Value {
+    data: Arc<dyn Any + Send + Sync>,
+    type_name: &'static str,
+}
+
+type Shard = RwLock<HashMap<String, Value, FastBuildHasher>>;
+
+/// A typed in-memory key-value store, cheap to clone (clones share the data).
+///
+/// Values are kept behind `Arc`, so [`get_shared`](Self::get_shared) hands one out
+/// without copying it; [`get`](Self::get) returns a clone. The store is split into
+/// independently locked shards: writers of different keys rarely wait for each other.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shards: Arc<[Shard; SHARDS]>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore").field("len", &self.len()).finish()
+    }
+}
+
+impl Resource for MemoryStore {}
+
+// A poisoned lock only means a panic happened while it was held; every write below
+// replaces whole values, so the map is consistent and can be used on.
+fn read(shard: &Shard) -> RwLockReadGuard<'_, HashMap<String, Value, FastBuildHasher>> {
+    shard.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write(shard: &Shard) -> RwLockWriteGuard<'_, HashMap<String, Value, FastBuildHasher>> {
+    shard.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self { shards: Arc::new(std::array::from_fn(|_| RwLock::default())) }
+    }
+
+    fn shard(&self, key: &str) -> &Shard {
+        let h = FastBuildHasher::default().hash_one(key);
+        &self.shards[(h as usize) % SHARDS]
+    }
+
+    /// Stores `value` under `key`, replacing whatever was there.
+    pub fn put<T: Send + Sync + 'static>(&self, key: impl Into<String>, value: T) -> Result<(), CanoError> {
+        let key = key.into();
+        let value = Value { data: Arc::new(value), type_name: short_type_name::<T>() };
+        write(self.shard(&key)).insert(key, value);
+        Ok(())
+    }
+
+    /// A clone of the value under `key`.
+    ///
+    /// Fails with [`CanoError::Store`] naming the key if it is missing, or both types if
+    /// the value has another type.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self, key: &str) -> Result<T, CanoError> {
+        self.get_shared::<T>(key).map(|v| T::clone(&v))
+    }
+
+    /// The value under `key`, shared rather than cloned.
+    pub fn get_shared<T: Send + Sync + 'static>(&self, key: &str) -> Result<Arc<T>, CanoError> {
+        let value = read(self.shard(key)).get(key).cloned();
+        let Some(value) = value else {
+            return Err(CanoError::store(format!(
+                "no value under key {key:?} (wanted a `{}`)",
+                short_type_name::<T>()
+            ))
+            .with_hint("put it in an earlier state, or check the key's spelling"));
+        };
+        value.data.downcast::<T>().map_err(|_| mismatch::<T>(key, value.type_name))
+    }
+
+    /// Removes the value under `key`; returns whether there was one.
+    pub fn remove(&self, key: &str) -> bool {
+        write(self.shard(key)).remove(key).is_some()
+    }
+
+    /// Appends `item` to the `Vec<T>` under `key`, creating it if missing.
+    ///
+    /// Fails with [`CanoError::Store`] if the key holds something other than a `Vec<T>`.
+    pub fn append<T: Clone + Send + Sync + 'static>(&self, key: impl Into<String>, item: T) -> Result<(), CanoError> {
+        let key = key.into();
+        let mut shard = write(self.shard(&key));
+        match shard.get_mut(&key) {
+            None => {
+                let value = Value { data: Arc::new(vec![item]), type_name: short_type_name::<Vec<T>>() };
+                shard.insert(key, value);
+                Ok(())
+            }
+            Some(value) => {
+                let Some(items) = value.data.downcast_ref::<Vec<T>>() else {
+                    return Err(mismatch::<Vec<T>>(&key, value.type_name));
+                };
+                // Copy-on-write: readers holding the old Arc keep their snapshot.
+                let mut items = items.clone();
+                items.push(item);
+                value.data = Arc::new(items);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a value is stored under `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        read(self.shard(key)).contains_key(key)
+    }
+
+    /// Every key, in no particular order.
+    pub fn keys(&self) -> Vec<String> {
+        self.shards.iter().flat_map(|s| read(s).keys().cloned().collect::<Vec<_>>()).collect()
+    }
+
+    /// How many values are stored.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| read(s).len()).sum()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| read(s).is_empty())
+    }
+
+    /// Removes every value.
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            write(shard).clear();
+        }
+    }
+}
+
+fn mismatch<T>(key: &str, stored: &str) -> CanoError {
+    CanoError::store(format!(
+        "key {key:?} holds a `{stored}`, not the requested `{}`",
+        short_type_name::<T>()
+    ))
+    .with_hint("read it with the type it was written with, or use another key")
+    .permanent()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_round_trip_and_sharing() {
+        let store = MemoryStore::new();
+        store.put("n", 7u64).unwrap();
+        assert_eq!(store.get::<u64>("n").unwrap(), 7);
+        let a = store.get_shared::<u64>("n").unwrap();
+        let b = store.get_shared::<u64>("n").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let clone = store.clone();
+        clone.put("m", "x".to_string()).unwrap();
+        assert!(store.contains_key("m"));
+    }
+
+    #[test]
+    fn missing_and_mismatched_keys_are_clear_errors() {
+        let store = MemoryStore::new();
+        let err = store.get::<u32>("nope").unwrap_err();
+        assert!(matches!(err, CanoError::Store(_)));
+        assert!(err.to_string().contains("\"nope\""));
+        store.put("s", "text".to_string()).unwrap();
+        let err = store.append("s", 1u8).unwrap_err();
+        assert!(err.to_string().contains("String") && err.to_string().contains("Vec<u8>"), "{err}");
+    }
+
+    #[test]
+    fn remove_keys_len_clear() {
+        let store = MemoryStore::new();
+        for i in 0..40 {
+            store.put(format!("k{i}"), i).unwrap();
+        }
+        assert_eq!(store.len(), 40);
+        assert_eq!(store.keys().len(), 40);
+        assert!(store.remove("k3"));
+        assert!(!store.remove("k3"));
+        assert_eq!(store.len(), 39);
+        store.clear();
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn append_keeps_earlier_snapshots_and_is_safe_across_threads() {
+        let store = MemoryStore::new();
+        store.append("log", 0u32).unwrap();
+        let snapshot = store.get_shared::<Vec<u32>>("log").unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let store = store.clone();
+                s.spawn(move || {
+                    for i in 0..250 {
+                        store.append("log", t * 1000 + i).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(snapshot.len(), 1);
+        assert_eq!(store.get::<Vec<u32>>("log").unwrap().len(), 1001);
+    }
+}

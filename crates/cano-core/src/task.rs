@@ -1,0 +1,167 @@
+//! Tasks: the code that runs when the workflow enters a state.
+//!
+//! Implement [`Task::run`] (or [`Task::run_bare`] when the task needs no resources),
+//! write `#[task]` on the impl block so `async fn` can be used, and register the task
+//! for a state. The task returns the state to move to next.
+//!
+//! How a task is retried and bounded is its [`TaskConfig`], read once when the task is
+//! registered.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use cano_retry::{Retry, RetryMode};
+
+use crate::error::CanoError;
+use crate::resource::{DefaultKey, Resources};
+use crate::util::short_type_name;
+
+/// What a task hands back: the next state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskResult<S> {
+    /// Move to this state.
+    Single(S),
+    /// Several next states at once; only split handlers accept this, a state registered
+    /// with `register` fails with [`CanoError::Workflow`].
+    Split(Vec<S>),
+}
+
+/// The boxed future a task returns (what `#[task]` turns an `async fn` into).
+pub type TaskFuture<'a, S> = Pin<Box<dyn Future<Output = Result<TaskResult<S>, CanoError>> + Send + 'a>>;
+
+/// How the engine runs a task: its retry mode and per-attempt timeout.
+///
+/// The default is documented on [`TaskConfig::default`]; [`TaskConfig::minimal`] turns
+/// retries off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskConfig {
+    retry_mode: RetryMode,
+    attempt_timeout: Option<Duration>,
+}
+
+impl Default for TaskConfig {
+    /// Up to 3 retries with exponential backoff (100 ms, 200 ms, 400 ms, ±10 % jitter),
+    /// no per-attempt timeout. Errors that cannot pass on a retry (configuration and
+    /// workflow errors, errors marked [`CanoError::permanent`], panics) are never
+    /// retried.
+    fn default() -> Self {
+        Self { retry_mode: RetryMode::exponential(3), attempt_timeout: None }
+    }
+}
+
+impl TaskConfig {
+    /// The default configuration (see [`TaskConfig::default`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One attempt, no retry, no timeout: for tasks that must not run twice.
+    pub fn minimal() -> Self {
+        Self { retry_mode: RetryMode::None, attempt_timeout: None }
+    }
+
+    /// Retries up to `retries` times, `delay` apart.
+    pub fn with_fixed_retry(mut self, retries: usize, delay: Duration) -> Self {
+        self.retry_mode = RetryMode::fixed(retries, delay);
+        self
+    }
+
+    /// Retries up to `max_retries` times with the default exponential backoff.
+    pub fn with_exponential_retry(mut self, max_retries: usize) -> Self {
+        self.retry_mode = RetryMode::exponential(max_retries);
+        self
+    }
+
+    /// Uses `mode` for retries.
+    pub fn with_retry(mut self, mode: RetryMode) -> Self {
+        self.retry_mode = mode;
+        self
+    }
+
+    /// Fails any attempt that runs longer than `timeout` with [`CanoError::Timeout`]
+    /// (retried like any other failure).
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// The retry mode.
+    pub fn retry_mode(&self) -> &RetryMode {
+        &self.retry_mode
+    }
+
+    /// The per-attempt timeout, if any.
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.attempt_timeout
+    }
+
+    /// The equivalent `cano-retry` policy.
+    pub fn retry_policy(&self) -> Retry {
+        Retry::new(self.retry_mode).with_attempt_timeout(self.attempt_timeout)
+    }
+}
+
+/// The code run when the workflow enters a state.
+///
+/// `S` is the workflow's state type, `K` its resource key type (strings by default).
+/// Implement `run` or `run_bare` with `#[task]` on the impl block:
+///
+/// ```
+/// use cano_core::{CanoError, Resources, Task, TaskResult};
+///
+/// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// enum Step { Work, Done }
+///
+/// struct Work;
+///
+/// #[async_trait::async_trait] // what `#[cano::task]` expands to
+/// impl Task<Step> for Work {
+///     async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+///         Ok(TaskResult::Single(Step::Done))
+///     }
+/// }
+/// ```
+///
+/// The method signatures are those `async_trait` produces, so the default `run` hands
+/// back `run_bare`'s future as it is: a transition costs one boxed future either way.
+pub trait Task<S, K = DefaultKey>: Send + Sync {
+    /// Runs the task with the workflow's resources and returns the next state.
+    ///
+    /// Defaults to [`run_bare`](Self::run_bare).
+    fn run<'life0, 'life1, 'async_trait>(&'life0 self, res: &'life1 Resources<K>) -> TaskFuture<'async_trait, S>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let _ = res;
+        self.run_bare()
+    }
+
+    /// Runs a task that needs no resources. Implement this or [`run`](Self::run).
+    fn run_bare<'life0, 'async_trait>(&'life0 self) -> TaskFuture<'async_trait, S>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        let name = self.name();
+        Box::pin(async move {
+            Err(CanoError::configuration(format!(
+                "task `{name}` implements neither `run` nor `run_bare`"
+            ))
+            .with_hint("implement one of them inside the `#[task]` impl block"))
+        })
+    }
+
+    /// How the engine retries and bounds this task. Read once, at registration.
+    fn config(&self) -> TaskConfig {
+        TaskConfig::default()
+    }
+
+    /// The name used in errors and observer events: the type's name by default.
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(short_type_name::<Self>())
+    }
+}

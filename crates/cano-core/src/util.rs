@@ -1,0 +1,52 @@
+//! Small helpers shared by the modules of this crate.
+
+/// The type's name without its module path: `FetchTask` rather than
+/// `my_app::tasks::FetchTask`; generic arguments are shortened the same way.
+pub fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    // Plain paths (the common case) shorten to a suffix without allocating.
+    if !full.contains('<') {
+        return full.rsplit("::").next().unwrap_or(full);
+    }
+    shorten_generic(full)
+}
+
+fn shorten_generic(full: &'static str) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    // Generic names are shortened once and cached, so the result can be `'static`.
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(full).or_insert_with(|| {
+        let mut out = String::with_capacity(full.len());
+        let mut segment = String::new();
+        for c in full.chars() {
+            if c.is_alphanumeric() || c == '_' || c == ':' {
+                segment.push(c);
+            } else {
+                out.push_str(segment.rsplit("::").next().unwrap_or(&segment));
+                segment.clear();
+                out.push(c);
+            }
+        }
+        out.push_str(segment.rsplit("::").next().unwrap_or(&segment));
+        Box::leak(out.into_boxed_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Plain;
+    struct Wrapper<T>(T);
+
+    #[test]
+    fn strips_module_paths() {
+        assert_eq!(short_type_name::<Plain>(), "Plain");
+        assert_eq!(short_type_name::<Wrapper<Plain>>(), "Wrapper<Plain>");
+        assert_eq!(short_type_name::<Vec<Option<String>>>(), "Vec<Option<String>>");
+        assert_eq!(short_type_name::<u32>(), "u32");
+    }
+}

@@ -1,0 +1,280 @@
+//! The engine: drives a run from its initial state to an exit state.
+//!
+//! Per transition it does one map lookup (handler and exit flag together), runs the
+//! handler, and moves on. A single task's future is the only heap allocation; observers
+//! and cancellation cost a branch each when absent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::handler::{StateContext, TaskEnv};
+use super::{Handler, ResourceLifecycle, Workflow, WorkflowState};
+use crate::error::CanoError;
+use crate::resource::ResourceKey;
+use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
+use crate::task::TaskResult;
+use crate::workflow::execute::{execute_task, panic_error};
+
+/// How the states of a run stopped, before it is turned into an error that names the
+/// state (which the loop no longer borrows by then).
+enum Stop {
+    Finished(Result<(), CanoError>),
+    TimedOut(Duration),
+    Cancelled,
+}
+
+impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
+    /// Runs the workflow from `initial` until it reaches an exit state, and returns
+    /// that state.
+    ///
+    /// Resources are set up before the first state and torn down after the last (see
+    /// [`ResourceLifecycle`]). Fails with the first error a state returns, after any
+    /// retries its task's config allows.
+    pub async fn orchestrate(&self, initial: S) -> Result<S, CanoError> {
+        self.orchestrate_with(initial, RunOptions::default()).await
+    }
+
+    /// Like [`orchestrate`](Self::orchestrate), with a chosen run id and/or a
+    /// cancellation token.
+    ///
+    /// ```
+    /// use cano_core::{CancellationToken, CanoError, RunOptions, Task, TaskResult, Workflow};
+    ///
+    /// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    /// enum S { Wait, Done }
+    /// struct Forever;
+    /// #[async_trait::async_trait]
+    /// impl Task<S> for Forever {
+    ///     async fn run_bare(&self) -> Result<TaskResult<S>, CanoError> {
+    ///         std::future::pending().await
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let workflow = Workflow::bare().register(S::Wait, Forever).add_exit_state(S::Done);
+    /// let token = CancellationToken::new();
+    /// token.cancel();
+    /// let err = workflow
+    ///     .orchestrate_with(S::Wait, RunOptions::new().with_cancellation(token))
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(matches!(err, CanoError::Cancelled(_)));
+    /// # }
+    /// ```
+    pub async fn orchestrate_with(&self, initial: S, options: RunOptions) -> Result<S, CanoError> {
+        let spec = &*self.spec;
+        if !spec.problems.is_empty() || !spec.has_exit {
+            self.validate()?;
+        }
+        let run = RunContext::new(options.run_id.unwrap_or_default(), options.cancel);
+        let observers = &spec.observers;
+        if !observers.is_empty() {
+            observers.each(|o| o.on_run_start(run.run_id(), &initial));
+        }
+        let mut state = initial;
+        let outcome = run.clone().scope(self.run_states(&mut state, &run)).await;
+        let result = outcome.map(|()| state);
+        if !observers.is_empty() {
+            let view = result.as_ref().map(|s| s as &dyn std::fmt::Debug);
+            observers.each(|o| o.on_run_end(run.run_id(), view));
+        }
+        result
+    }
+
+    /// Starts a run on the tokio runtime and returns a handle to await or cancel it.
+    ///
+    /// Must be called from within a tokio runtime.
+    pub fn spawn(&self, initial: S) -> RunHandle<S> {
+        let token = CancellationToken::new();
+        let run_id = RunId::new();
+        let options = RunOptions::new().with_run_id(run_id).with_cancellation(token.clone());
+        let workflow = self.clone();
+        let join = tokio::spawn(async move { workflow.orchestrate_with(initial, options).await });
+        RunHandle { join, token, run_id }
+    }
+
+    /// Resource lifecycle around the bounded state loop.
+    async fn run_states(&self, state: &mut S, run: &RunContext) -> Result<(), CanoError> {
+        let spec = &*self.spec;
+        let managed = spec.lifecycle == ResourceLifecycle::PerRun && !spec.resources.is_empty();
+        if managed {
+            spec.resources.setup_all().await?;
+        }
+        let stop = self.bounded(state, run).await;
+        let outcome = match stop {
+            Stop::Finished(result) => result,
+            Stop::TimedOut(limit) => Err(CanoError::workflow(format!("workflow timed out after {limit:?}"))
+                .at(state, &self.label(state))
+                .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
+            Stop::Cancelled => Err(self.cancelled(state)),
+        };
+        if managed {
+            let teardown = spec.resources.teardown_all().await;
+            // A run's own error matters more than a teardown error after it.
+            if let (Ok(()), Err(e)) = (&outcome, teardown) {
+                return Err(e);
+            }
+        }
+        outcome
+    }
+
+    /// The state loop under the workflow timeout and the cancellation token.
+    async fn bounded(&self, state: &mut S, run: &RunContext) -> Stop {
+        let timeout = self.spec.timeout;
+        let token = run.cancellation_token();
+        let states = self.drive(state, run);
+        if timeout.is_none() && token.is_none() {
+            return Stop::Finished(states.await);
+        }
+        let deadline = async {
+            match timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancelled = async {
+            match token {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = cancelled => Stop::Cancelled,
+            () = deadline => Stop::TimedOut(timeout.unwrap_or_default()),
+            result = states => Stop::Finished(result),
+        }
+    }
+
+    /// The state loop.
+    async fn drive(&self, state: &mut S, run: &RunContext) -> Result<(), CanoError> {
+        let spec = &*self.spec;
+        let observers = &spec.observers;
+        let mut env: Option<TaskEnv<K>> = None;
+        let mut came_from: Option<&Handler<S, K>> = None;
+        loop {
+            let Some(slot) = spec.slots.get(state) else {
+                return Err(self.unregistered(state, came_from));
+            };
+            if slot.exit {
+                return Ok(());
+            }
+            let Some(handler) = &slot.handler else {
+                return Err(self.unregistered(state, came_from));
+            };
+            if run.is_cancelled() {
+                return Err(self.cancelled(state));
+            }
+            if !observers.is_empty() {
+                observers.each(|o| o.on_state_enter(run.run_id(), state));
+            }
+            let next = match handler {
+                Handler::Task(entry) => {
+                    let result =
+                        execute_task(&*entry.task, &entry.name, &entry.config, state, &spec.resources, run, observers)
+                            .await?;
+                    match result {
+                        TaskResult::Single(next) => next,
+                        TaskResult::Split(_) => {
+                            return Err(CanoError::workflow("a single-task state returned TaskResult::Split")
+                                .at(state, &entry.name)
+                                .with_hint(
+                                    "register the state with register_split to run tasks in parallel, or return TaskResult::Single",
+                                ));
+                        }
+                    }
+                }
+                Handler::Custom(custom) => {
+                    let env = env.get_or_insert_with(|| TaskEnv {
+                        resources: spec.resources.clone(),
+                        run: run.clone(),
+                        observers: observers.clone(),
+                    });
+                    let label = || handler.label();
+                    custom.handle(StateContext { state, env }).await.map_err(|e| e.at(state, &label()))?
+                }
+            };
+            came_from = Some(handler);
+            *state = next;
+            // Tasks that finish without ever waiting would otherwise keep the thread
+            // forever in a cyclic workflow; this yields now and then so timeouts,
+            // cancellation and other tasks get their turn.
+            tokio::task::consume_budget().await;
+        }
+    }
+
+    fn label(&self, state: &S) -> String {
+        match self.spec.slots.get(state).and_then(|slot| slot.handler.as_ref()) {
+            Some(handler) => handler.label().into_owned(),
+            None => String::new(),
+        }
+    }
+
+    fn cancelled(&self, state: &S) -> CanoError {
+        CanoError::cancelled("the run was cancelled").at(state, &self.label(state))
+    }
+
+    fn unregistered(&self, state: &S, came_from: Option<&Handler<S, K>>) -> CanoError {
+        let origin = match came_from {
+            Some(handler) => format!(", reached from task `{}`", handler.label()),
+            None => " (the initial state)".to_owned(),
+        };
+        CanoError::workflow(format!("no handler is registered for this state{origin}"))
+            .at(state, "")
+            .with_hint("register a task for it with .register(state, task), or make it an exit state with .add_exit_state(state)")
+    }
+}
+
+/// A run started with [`Workflow::spawn`]: await it for the result, or cancel it.
+#[must_use = "dropping the handle detaches the run; await it to get its result"]
+pub struct RunHandle<S> {
+    join: JoinHandle<Result<S, CanoError>>,
+    token: CancellationToken,
+    run_id: RunId,
+}
+
+impl<S> RunHandle<S> {
+    /// Cancels the run: it stops at its next await point, tears its resources down and
+    /// returns [`CanoError::Cancelled`].
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> RunId {
+        self.run_id
+    }
+
+    /// The run's cancellation token.
+    pub fn cancellation_token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Whether the run has ended.
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+}
+
+impl<S> Future for RunHandle<S> {
+    type Output = Result<S, CanoError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.join).poll(cx).map(|joined| match joined {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => Err(panic_error(e.into_panic())),
+            Err(_) => Err(CanoError::cancelled("the run's tokio task was aborted (its runtime shut down)")),
+        })
+    }
+}
+
+impl<S> std::fmt::Debug for RunHandle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunHandle").field("run_id", &self.run_id).field("cancelled", &self.token.is_cancelled()).finish()
+    }
+}

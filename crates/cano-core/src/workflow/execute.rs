@@ -1,0 +1,112 @@
+//! Running one task: attempts under the task's retry policy and timeout, panics caught,
+//! observers told. Shared by the engine and by handlers from other crates.
+
+use std::fmt::Debug;
+use std::panic::AssertUnwindSafe;
+
+use cano_retry::{AttemptError, ErrorClass, RetryError};
+use futures::FutureExt;
+
+use crate::error::CanoError;
+use crate::observer::Observers;
+use crate::resource::Resources;
+use crate::run::RunContext;
+use crate::task::{Task, TaskConfig, TaskResult};
+
+/// Turns a panic payload into the error the run returns. Panics are bugs, so they are
+/// not retried.
+pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> CanoError {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    CanoError::task_execution(format!("panic: {text}"))
+        .with_hint("a panic is a bug in the task: fix the invariant it asserts; panics are not retried")
+        .permanent()
+}
+
+pub(crate) async fn execute_task<S, K>(
+    task: &dyn Task<S, K>,
+    name: &str,
+    config: &TaskConfig,
+    state: &S,
+    resources: &Resources<K>,
+    run: &RunContext,
+    observers: &Observers,
+) -> Result<TaskResult<S>, CanoError>
+where
+    S: Debug,
+{
+    let mut attempt = 0usize;
+    let outcome = config
+        .retry_policy()
+        .run_with(
+            || {
+                attempt += 1;
+                if !observers.is_empty() {
+                    let n = attempt;
+                    observers.each(|o| o.on_task_start(run.run_id(), state, name, n));
+                }
+                AssertUnwindSafe(task.run(resources)).catch_unwind().map(|r| r.unwrap_or_else(|p| Err(panic_error(p))))
+            },
+            |e: &CanoError| if e.is_permanent() { ErrorClass::Permanent } else { ErrorClass::Retryable },
+            |event| {
+                if !observers.is_empty() {
+                    let error = attempt_error(event.error, config, state, name);
+                    observers.each(|o| o.on_retry(run.run_id(), state, name, event.attempt, &error, event.delay));
+                }
+            },
+        )
+        .await;
+    match outcome {
+        Ok(result) => {
+            if !observers.is_empty() {
+                observers.each(|o| o.on_task_success(run.run_id(), state, name));
+            }
+            Ok(result)
+        }
+        Err(failure) => {
+            let error = final_error(failure, config, state, name);
+            if !observers.is_empty() {
+                observers.each(|o| o.on_task_failure(run.run_id(), state, name, &error));
+            }
+            Err(error)
+        }
+    }
+}
+
+fn attempt_error(error: &AttemptError<CanoError>, config: &TaskConfig, state: &dyn Debug, name: &str) -> CanoError {
+    match error {
+        // Observers see a description; the error itself moves on to the final result.
+        AttemptError::Failed(e) => CanoError::task_execution(e.to_string()).at(state, name),
+        AttemptError::TimedOut(_) => timeout_error(config, state, name),
+    }
+}
+
+fn timeout_error(config: &TaskConfig, state: &dyn Debug, name: &str) -> CanoError {
+    let limit = config.attempt_timeout().unwrap_or_default();
+    CanoError::timeout(format!("attempt did not finish within {limit:?}"))
+        .at(state, name)
+        .with_hint("raise TaskConfig::with_attempt_timeout, make the task faster, or add a RetryMode if the slowness is transient")
+}
+
+fn final_error(failure: RetryError<CanoError>, config: &TaskConfig, state: &dyn Debug, name: &str) -> CanoError {
+    match failure {
+        RetryError::Permanent { error, .. } => error.at(state, name),
+        RetryError::Exhausted { attempts: 1, last } => match last {
+            AttemptError::Failed(error) => error.at(state, name),
+            AttemptError::TimedOut(_) => timeout_error(config, state, name),
+        },
+        RetryError::Exhausted { attempts, last } => {
+            let last = match last {
+                AttemptError::Failed(error) => error.at(state, name),
+                AttemptError::TimedOut(_) => timeout_error(config, state, name),
+            };
+            CanoError::retry_exhausted(format!("all {attempts} attempts failed; last error: {last}"))
+                .at(state, name)
+                .with_hint("fix the failing dependency, or allow more retries with TaskConfig::with_retry")
+                .with_source(last)
+        }
+    }
+}

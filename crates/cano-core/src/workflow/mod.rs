@@ -1,0 +1,298 @@
+//! [`Workflow`]: the state machine. Register a handler per state, mark the exit states,
+//! then [`orchestrate`](Workflow::orchestrate) from an initial state.
+//!
+//! A workflow is built once and can serve any number of concurrent runs: it is an
+//! `Arc` inside, so cloning it is cheap and `orchestrate` takes `&self`.
+
+mod engine;
+pub(crate) mod execute;
+pub mod handler;
+
+use std::borrow::Cow;
+use std::fmt::{self, Debug};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::CanoError;
+use crate::hash::FastMap;
+use crate::observer::{Observers, WorkflowObserver};
+use crate::resource::{DefaultKey, ResourceKey, Resources};
+use crate::task::{Task, TaskConfig};
+use handler::{HandlerInfo, StateHandler};
+
+pub use engine::RunHandle;
+
+/// What a workflow state must be: an enum (or any value) that can be cloned, compared,
+/// hashed, printed and sent between threads. Implemented for every type that qualifies.
+pub trait WorkflowState: Clone + Eq + Hash + Debug + Send + Sync + 'static {}
+impl<T: Clone + Eq + Hash + Debug + Send + Sync + 'static> WorkflowState for T {}
+
+/// When a run sets up and tears down the workflow's resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResourceLifecycle {
+    /// Every run calls `setup` on each resource before its first state and `teardown`
+    /// after it ends, whatever the outcome.
+    #[default]
+    PerRun,
+    /// The caller manages the lifecycle (with `Resources::setup_all` /
+    /// `teardown_all`), for example once for a long-lived server or scheduler.
+    External,
+}
+
+/// A single task registered for a state, with what is read from it once.
+pub(crate) struct TaskEntry<S, K> {
+    pub(crate) task: Arc<dyn Task<S, K>>,
+    pub(crate) config: TaskConfig,
+    pub(crate) name: Cow<'static, str>,
+}
+
+pub(crate) enum Handler<S, K> {
+    Task(Arc<TaskEntry<S, K>>),
+    Custom(Arc<dyn StateHandler<S, K>>),
+}
+
+impl<S, K> Clone for Handler<S, K> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Task(t) => Self::Task(t.clone()),
+            Self::Custom(h) => Self::Custom(h.clone()),
+        }
+    }
+}
+
+impl<S: 'static, K: 'static> Handler<S, K> {
+    pub(crate) fn info(&self) -> HandlerInfo {
+        match self {
+            Self::Task(t) => HandlerInfo { kind: "task", tasks: vec![t.name.clone()] },
+            Self::Custom(h) => h.info(),
+        }
+    }
+
+    /// The name to put in errors about this state: the task, or the handler's tasks.
+    pub(crate) fn label(&self) -> Cow<'static, str> {
+        match self {
+            Self::Task(t) => t.name.clone(),
+            Self::Custom(h) => {
+                let info = h.info();
+                Cow::Owned(format!("{} [{}]", info.kind, info.tasks.join(", ")))
+            }
+        }
+    }
+}
+
+/// One state's slot: its handler and whether it ends the run. One map lookup per
+/// transition answers both.
+pub(crate) struct Slot<S, K> {
+    pub(crate) handler: Option<Handler<S, K>>,
+    pub(crate) exit: bool,
+}
+
+impl<S, K> Clone for Slot<S, K> {
+    fn clone(&self) -> Self {
+        Self { handler: self.handler.clone(), exit: self.exit }
+    }
+}
+
+pub(crate) struct Spec<S, K> {
+    pub(crate) slots: FastMap<S, Slot<S, K>>,
+    pub(crate) resources: Arc<Resources<K>>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) observers: Observers,
+    pub(crate) lifecycle: ResourceLifecycle,
+    /// Mistakes found while building (a state registered twice); reported by
+    /// `validate` and by every run, since a builder method cannot fail.
+    pub(crate) problems: Vec<String>,
+    pub(crate) has_exit: bool,
+}
+
+impl<S: Clone, K> Clone for Spec<S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            slots: self.slots.clone(),
+            resources: self.resources.clone(),
+            timeout: self.timeout,
+            observers: self.observers.clone(),
+            lifecycle: self.lifecycle,
+            problems: self.problems.clone(),
+            has_exit: self.has_exit,
+        }
+    }
+}
+
+/// A finite state machine of tasks. See the [module docs](self).
+///
+/// The builder methods consume the workflow and return it, so chain them; a discarded
+/// result is a warning (`#[must_use]`), because the registration would be lost.
+#[must_use = "builder methods return the updated workflow; a discarded one loses the change"]
+pub struct Workflow<S, K = DefaultKey> {
+    pub(crate) spec: Arc<Spec<S, K>>,
+}
+
+impl<S, K> Clone for Workflow<S, K> {
+    fn clone(&self) -> Self {
+        Self { spec: self.spec.clone() }
+    }
+}
+
+impl<S: WorkflowState> Workflow<S, DefaultKey> {
+    /// A workflow whose tasks need no resources (they implement `run_bare`). The same
+    /// as `Workflow::new(Resources::empty())`.
+    pub fn bare() -> Self {
+        Self::new(Resources::empty())
+    }
+}
+
+impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
+    /// A workflow whose tasks share `resources`.
+    pub fn new(resources: Resources<K>) -> Self {
+        Self {
+            spec: Arc::new(Spec {
+                slots: FastMap::default(),
+                resources: Arc::new(resources),
+                timeout: None,
+                observers: Observers::default(),
+                lifecycle: ResourceLifecycle::default(),
+                problems: Vec::new(),
+                has_exit: false,
+            }),
+        }
+    }
+
+    fn spec_mut(&mut self) -> &mut Spec<S, K> {
+        Arc::make_mut(&mut self.spec)
+    }
+
+    /// Runs `task` whenever the workflow enters `state`. The task's
+    /// [`config`](Task::config) and [`name`](Task::name) are read here, once.
+    pub fn register<T: Task<S, K> + 'static>(self, state: S, task: T) -> Self {
+        let entry = TaskEntry { config: task.config(), name: task.name(), task: Arc::new(task) };
+        self.register_slot(state, Handler::Task(Arc::new(entry)))
+    }
+
+    /// Runs a custom [`StateHandler`] whenever the workflow enters `state`. This is how
+    /// split/join, compensatable and stepped states plug in.
+    pub fn register_handler<H: StateHandler<S, K>>(self, state: S, handler: H) -> Self {
+        self.register_slot(state, Handler::Custom(Arc::new(handler)))
+    }
+
+    fn register_slot(mut self, state: S, handler: Handler<S, K>) -> Self {
+        let spec = self.spec_mut();
+        let slot = spec.slots.entry(state.clone()).or_insert(Slot { handler: None, exit: false });
+        if let Some(old) = slot.handler.replace(handler) {
+            spec.problems.push(format!(
+                "state {state:?} is registered twice (first with {}); register each state once",
+                old.label()
+            ));
+        }
+        self
+    }
+
+    /// Ends the run when the workflow reaches `state`.
+    pub fn add_exit_state(mut self, state: S) -> Self {
+        let spec = self.spec_mut();
+        spec.slots.entry(state).or_insert(Slot { handler: None, exit: false }).exit = true;
+        spec.has_exit = true;
+        self
+    }
+
+    /// Ends the run when the workflow reaches any of `states`.
+    pub fn add_exit_states(self, states: impl IntoIterator<Item = S>) -> Self {
+        states.into_iter().fold(self, Self::add_exit_state)
+    }
+
+    /// Fails a run that takes longer than `timeout` in all with
+    /// [`CanoError::Workflow`], naming the state it was in.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.spec_mut().timeout = Some(timeout);
+        self
+    }
+
+    /// Tells `observer` about every run of this workflow (see [`WorkflowObserver`]).
+    pub fn with_observer(mut self, observer: Arc<dyn WorkflowObserver>) -> Self {
+        self.spec_mut().observers.push(observer);
+        self
+    }
+
+    /// Chooses when resources are set up and torn down (per run by default).
+    pub fn with_resource_lifecycle(mut self, lifecycle: ResourceLifecycle) -> Self {
+        self.spec_mut().lifecycle = lifecycle;
+        self
+    }
+
+    /// The workflow's resources.
+    pub fn resources(&self) -> &Arc<Resources<K>> {
+        &self.spec.resources
+    }
+
+    /// The whole-run timeout, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.spec.timeout
+    }
+
+    /// The states with a handler, with a description of each (in no particular order).
+    pub fn states(&self) -> Vec<(S, HandlerInfo)> {
+        self.spec
+            .slots
+            .iter()
+            .filter_map(|(s, slot)| slot.handler.as_ref().map(|h| (s.clone(), h.info())))
+            .collect()
+    }
+
+    /// The exit states (in no particular order).
+    pub fn exit_states(&self) -> Vec<S> {
+        self.spec.slots.iter().filter(|(_, slot)| slot.exit).map(|(s, _)| s.clone()).collect()
+    }
+
+    /// Checks the workflow's structure: at least one handler, at least one exit state,
+    /// no state registered twice, no exit state with a handler (it would never run).
+    /// Every finding is listed in one [`CanoError::Configuration`].
+    pub fn validate(&self) -> Result<(), CanoError> {
+        let spec = &*self.spec;
+        let mut findings = spec.problems.clone();
+        if !spec.slots.values().any(|slot| slot.handler.is_some()) {
+            findings.push("no state has a handler; register tasks with .register(state, task)".into());
+        }
+        if !spec.has_exit {
+            findings.push("no exit state, so no run can end; add one with .add_exit_state(state)".into());
+        }
+        let mut both: Vec<String> = spec
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.exit && slot.handler.is_some())
+            .map(|(state, _)| format!("{state:?}"))
+            .collect();
+        both.sort();
+        for state in both {
+            findings.push(format!(
+                "state {state} is an exit state and has a handler; the handler would never run, so remove one of the two"
+            ));
+        }
+        if findings.is_empty() {
+            Ok(())
+        } else {
+            Err(CanoError::configuration(format!("invalid workflow: {}", findings.join("; "))))
+        }
+    }
+
+    /// Checks that a run can start in `initial`: it has a handler, or is an exit state.
+    pub fn validate_initial_state(&self, initial: &S) -> Result<(), CanoError> {
+        match self.spec.slots.get(initial) {
+            Some(slot) if slot.handler.is_some() || slot.exit => Ok(()),
+            _ => Err(CanoError::configuration(format!("initial state {initial:?} has no handler"))
+                .with_hint("register a task for it with .register(state, task), or start from another state")),
+        }
+    }
+}
+
+impl<S: Debug, K> Debug for Workflow<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut states: Vec<String> = self.spec.slots.keys().map(|s| format!("{s:?}")).collect();
+        states.sort();
+        f.debug_struct("Workflow")
+            .field("states", &states)
+            .field("timeout", &self.spec.timeout)
+            .field("observers", &self.spec.observers)
+            .finish()
+    }
+}
