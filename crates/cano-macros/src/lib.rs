@@ -1,0 +1,44 @@
+//! Procedural macros of cano. Use them through the `cano` facade
+//! (`use cano::prelude::*`); the generated code refers to `::cano`.
+
+mod derive;
+mod impls;
+
+use proc_macro::TokenStream;
+
+/// Lets an `impl Task<S> for T` block (or an `impl Node<S> for T` block) use
+/// `async fn`. With `state = S` (and optionally `key = K`) it also turns an inherent
+/// impl block into the `Task` implementation: `run`, `run_bare`, `config` and `name`
+/// become the trait's methods, any other method stays inherent.
+#[proc_macro_attribute]
+pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Task).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+/// Lets an `impl Node<S> for T` block use `async fn`; with `state = S` it turns an
+/// inherent impl block into the `Node` implementation.
+#[proc_macro_attribute]
+pub fn node(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Node).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+/// Lets an `impl Resource for T` block use `async fn` for `setup`, `teardown` and
+/// `health`.
+#[proc_macro_attribute]
+pub fn resource(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Resource).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+/// Implements `Resource` with its defaults (no setup, no teardown, always healthy).
+#[proc_macro_derive(Resource)]
+pub fn derive_resource(item: TokenStream) -> TokenStream {
+    derive::resource(item.into()).unwrap_or_else(|e| e.to_compile_error()).into()
+}
+
+/// Generates `fn from_resources(res: &Resources<K>) -> Result<Self, CanoError>` for a
+/// struct whose fields are `Arc<T>`, each tagged `#[res("key")]` or
+/// `#[res(KeyEnum::Variant)]`.
+#[proc_macro_derive(FromResources, attributes(res))]
+pub fn derive_from_resources(item: TokenStream) -> TokenStream {
+    derive::from_resources(item.into()).unwrap_or_else(|e| e.to_compile_error()).into()
+}

@@ -1,0 +1,145 @@
+//! # cano: a type-safe async workflow engine
+//!
+//! A workflow is a finite state machine. Your `enum` is the set of states; each state
+//! gets a task; a task returns the next state; the run ends at an exit state. Around
+//! that core, cano retries failed attempts, bounds them with timeouts, catches panics,
+//! cancels runs on request, and tells observers what happens.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use cano::prelude::*;
+//!
+//! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+//! enum Step { Load, Total, Done }
+//!
+//! // A typed setting the tasks read from the workflow's resources.
+//! struct Settings { count: u32 }
+//! #[resource]
+//! impl Resource for Settings {}
+//!
+//! struct Load;
+//! #[task]
+//! impl Task<Step> for Load {
+//!     async fn run(&self, res: &Resources) -> Result<TaskResult<Step>, CanoError> {
+//!         let settings = res.get::<Settings, _>("settings")?;
+//!         let store = res.get::<MemoryStore, _>("store")?;
+//!         store.put("numbers", (1..=settings.count).collect::<Vec<u32>>())?;
+//!         Ok(TaskResult::Single(Step::Total))
+//!     }
+//! }
+//!
+//! struct Total;
+//! #[task]
+//! impl Task<Step> for Total {
+//!     async fn run(&self, res: &Resources) -> Result<TaskResult<Step>, CanoError> {
+//!         let store = res.get::<MemoryStore, _>("store")?;
+//!         let numbers: Vec<u32> = store.get("numbers")?;
+//!         store.put("total", numbers.iter().sum::<u32>())?;
+//!         Ok(TaskResult::Single(Step::Done))
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), CanoError> {
+//! let store = MemoryStore::new();
+//! let workflow = Workflow::new(
+//!     Resources::new()
+//!         .insert("settings", Settings { count: 4 })
+//!         .insert("store", store.clone()),
+//! )
+//! .register(Step::Load, Load)
+//! .register(Step::Total, Total)
+//! .add_exit_state(Step::Done);
+//!
+//! assert_eq!(workflow.orchestrate(Step::Load).await?, Step::Done);
+//! assert_eq!(store.get::<u32>("total")?, 10);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Tasks without resources
+//!
+//! Implement `run_bare` and build the workflow with [`Workflow::bare`]:
+//!
+//! ```
+//! use cano::prelude::*;
+//!
+//! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+//! enum Step { Compute, Done }
+//!
+//! struct Compute;
+//! #[task]
+//! impl Task<Step> for Compute {
+//!     async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+//!         Ok(TaskResult::Single(Step::Done))
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), CanoError> {
+//! let workflow = Workflow::bare().register(Step::Compute, Compute).add_exit_state(Step::Done);
+//! assert_eq!(workflow.orchestrate(Step::Compute).await?, Step::Done);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Retries, timeouts, failures
+//!
+//! A task's [`TaskConfig`] says how it is retried ([`RetryMode`]: none, fixed, or
+//! exponential backoff with jitter) and how long one attempt may take. The default is
+//! three retries with exponential backoff from 100 ms; errors that cannot pass on a
+//! retry (configuration errors, errors marked [`CanoError::permanent`], panics) are
+//! not retried. A panicking task fails its run with
+//! `CanoError::TaskExecution("panic: ...")`; the process goes on.
+//!
+//! Every [`CanoError`] names the state and the task and says how to fix it; your own
+//! error type is kept as its `source()` ([`CanoError::task`],
+//! [`CanoError::downcast_ref`]).
+//!
+//! ## Many runs, cancellation, observers
+//!
+//! A [`Workflow`] is built once and shared: `orchestrate` takes `&self`, cloning is an
+//! `Arc` clone, and every run gets its own [`RunId`]. [`Workflow::spawn`] starts a run
+//! and returns a [`RunHandle`] that can cancel it; tasks see the run through
+//! [`RunContext::current`]. [`WorkflowObserver`] receives run, state, task and retry
+//! events.
+//!
+//! ## Features
+//!
+//! `split` (default), `recovery`, `scheduler`, `tracing`, `metrics` and `testing` are
+//! reserved for the crates that bring those concerns; today they change nothing.
+
+pub use cano_core::{error, hash, node, observer, resource, run, store, workflow};
+
+/// Tasks: the [`Task`](task::Task) trait, its result and its configuration.
+pub mod task {
+    pub use cano_core::task::*;
+}
+
+/// Retry modes and the standalone retry loop (the `cano-retry` crate).
+pub mod retry {
+    pub use cano_retry::*;
+}
+
+pub use cano_core::{
+    BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, ErrorDetail, HandlerFuture, HandlerInfo,
+    HealthStatus, MemoryStore, Node, Observers, Resource, ResourceKey, ResourceLifecycle, Resources, RetryMode,
+    RunContext, RunHandle, RunId, RunOptions, StateContext, StateHandler, Task, TaskConfig, TaskEnv, TaskFuture,
+    TaskResult, Workflow, WorkflowObserver, WorkflowState,
+};
+pub use cano_macros::{FromResources, Resource, node, resource, task};
+
+/// Everything a workflow author needs: `use cano::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        CancellationToken, CanoError, CanoResult, FromResources, HealthStatus, MemoryStore, Node, Resource,
+        ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId, RunOptions, Task, TaskConfig,
+        TaskResult, Workflow, WorkflowObserver, node, resource, task,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+}
