@@ -118,8 +118,14 @@ impl<K: ResourceKey> Resources<K> {
     /// Adds `value` under `key`. A value already under that key is replaced (keeping
     /// its place in the setup order); use [`try_insert`](Self::try_insert) to refuse
     /// duplicates instead.
-    pub fn insert<R: Resource>(mut self, key: impl Into<K>, value: R) -> Self {
-        let entry = Self::entry(key.into(), value);
+    pub fn insert<R: Resource>(self, key: impl Into<K>, value: R) -> Self {
+        self.insert_shared(key, Arc::new(value))
+    }
+
+    /// Adds an already shared resource under `key` (replacing as [`insert`](Self::insert)
+    /// does), so several workflows can use one instance: a connection pool, a client.
+    pub fn insert_shared<R: Resource>(mut self, key: impl Into<K>, value: Arc<R>) -> Self {
+        let entry = Self::entry_shared(key.into(), value);
         match self.index.get(&entry.key) {
             Some(&i) => self.entries[i] = entry,
             None => self.push(entry),
@@ -143,7 +149,10 @@ impl<K: ResourceKey> Resources<K> {
     }
 
     fn entry<R: Resource>(key: K, value: R) -> Entry<K> {
-        let value = Arc::new(value);
+        Self::entry_shared(key, Arc::new(value))
+    }
+
+    fn entry_shared<R: Resource>(key: K, value: Arc<R>) -> Entry<K> {
         Entry {
             key,
             value: value.clone(),

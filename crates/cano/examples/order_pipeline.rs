@@ -1,0 +1,181 @@
+//! The showcase: an order pipeline with shared resources, a flaky payment gateway that
+//! is retried with backoff, a prep/exec/post node, an observer printing what happens,
+//! many orders run concurrently through one workflow, and the errors you get when an
+//! order is invalid, too slow, or cancelled.
+//!
+//! Run it with `cargo run --example order_pipeline`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cano::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Order {
+    Validate,
+    Price,
+    Charge,
+    Ship,
+    Delivered,
+    Rejected,
+}
+
+/// Pricing rules, shared by every run.
+#[derive(Resource)]
+struct Catalog {
+    unit_price_cents: u64,
+    free_shipping_from_cents: u64,
+}
+
+/// A payment gateway that declines every third call with a transient error.
+struct PaymentGateway {
+    calls: AtomicU32,
+}
+
+#[resource]
+impl Resource for PaymentGateway {
+    async fn health(&self) -> HealthStatus {
+        HealthStatus::Healthy
+    }
+}
+
+impl PaymentGateway {
+    async fn charge(&self, cents: u64) -> Result<String, CanoError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n % 3 == 1 {
+            return Err(CanoError::task_execution("gateway busy (HTTP 503)"));
+        }
+        Ok(format!("txn-{n:04}-{cents}"))
+    }
+}
+
+struct Validate;
+#[task]
+impl Task<Order> for Validate {
+    async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
+        let store = res.get::<MemoryStore, _>("order")?;
+        let quantity: u32 = store.get("quantity")?;
+        Ok(TaskResult::Single(if quantity == 0 { Order::Rejected } else { Order::Price }))
+    }
+}
+
+/// Pricing as a node: read the inputs, compute (cannot fail), write the result.
+struct Price;
+#[node]
+impl Node<Order> for Price {
+    type PrepResult = (u32, Arc<Catalog>);
+    type ExecResult = u64;
+
+    async fn prep(&self, res: &Resources) -> Result<Self::PrepResult, CanoError> {
+        let quantity = res.get::<MemoryStore, _>("order")?.get("quantity")?;
+        Ok((quantity, res.get::<Catalog, _>("catalog")?))
+    }
+    async fn exec(&self, (quantity, catalog): Self::PrepResult) -> u64 {
+        let goods = u64::from(quantity) * catalog.unit_price_cents;
+        if goods >= catalog.free_shipping_from_cents { goods } else { goods + 499 }
+    }
+    async fn post(&self, res: &Resources, total: u64) -> Result<Order, CanoError> {
+        res.get::<MemoryStore, _>("order")?.put("total_cents", total)?;
+        Ok(Order::Charge)
+    }
+}
+
+struct Charge;
+#[task]
+impl Task<Order> for Charge {
+    async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
+        let store = res.get::<MemoryStore, _>("order")?;
+        let total: u64 = store.get("total_cents")?;
+        let receipt = res.get::<PaymentGateway, _>("payments")?.charge(total).await?;
+        store.put("receipt", receipt)?;
+        Ok(TaskResult::Single(Order::Ship))
+    }
+    fn config(&self) -> TaskConfig {
+        // Transient gateway errors are retried quickly, a hung call is cut off.
+        TaskConfig::new()
+            .with_retry(RetryMode::exponential(4).with_base_delay(Duration::from_millis(2)))
+            .with_attempt_timeout(Duration::from_millis(200))
+    }
+}
+
+struct Ship {
+    delay: Duration,
+}
+#[task]
+impl Task<Order> for Ship {
+    async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
+        tokio::time::sleep(self.delay).await;
+        res.get::<MemoryStore, _>("order")?.put("tracking", "PARCEL-7")?;
+        Ok(TaskResult::Single(Order::Delivered))
+    }
+}
+
+/// Prints retries and failures as they happen.
+struct Console;
+impl WorkflowObserver for Console {
+    fn on_retry(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize, error: &CanoError, delay: Duration) {
+        println!("  [{run}] {state:?}: `{task}` attempt {attempt} failed ({}), retrying in {delay:?}", error.message());
+    }
+    fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
+        println!("  [{run}] {state:?}: `{task}` failed for good: {error}");
+    }
+}
+
+fn order_workflow(order: MemoryStore, payments: Arc<PaymentGateway>, ship_delay: Duration) -> Workflow<Order> {
+    let resources = Resources::new()
+        .insert("catalog", Catalog { unit_price_cents: 1_250, free_shipping_from_cents: 5_000 })
+        .insert_shared("payments", payments)
+        .insert("order", order);
+    Workflow::new(resources)
+        .register(Order::Validate, Validate)
+        .register(Order::Price, Price)
+        .register(Order::Charge, Charge)
+        .register(Order::Ship, Ship { delay: ship_delay })
+        .add_exit_states([Order::Delivered, Order::Rejected])
+        .with_timeout(Duration::from_secs(2))
+        .with_observer(Arc::new(Console))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), CanoError> {
+    let payments = Arc::new(PaymentGateway { calls: AtomicU32::new(0) });
+
+    println!("== Six orders, one workflow each, run concurrently ==");
+    let mut runs = Vec::new();
+    for quantity in [3u32, 0, 5, 1, 8, 2] {
+        let order = MemoryStore::new();
+        order.put("quantity", quantity)?;
+        let workflow = order_workflow(order.clone(), payments.clone(), Duration::from_millis(10));
+        runs.push((quantity, order, workflow.spawn(Order::Validate)));
+    }
+    for (quantity, order, run) in runs {
+        let end = run.await?;
+        let receipt = order.get::<String>("receipt").unwrap_or_else(|_| "-".into());
+        let total = order.get::<u64>("total_cents").map(|c| format!("{}.{:02}", c / 100, c % 100));
+        println!("quantity {quantity}: {end:?}, total {}, receipt {receipt}", total.unwrap_or_else(|_| "-".into()));
+    }
+
+    println!("\n== A shipment slower than the 2 s workflow timeout ==");
+    let order = MemoryStore::new();
+    order.put("quantity", 2u32)?;
+    let slow = order_workflow(order, payments.clone(), Duration::from_secs(30));
+    match slow.orchestrate(Order::Validate).await {
+        Err(CanoError::Workflow(detail)) => println!("stopped: {detail}"),
+        other => println!("unexpected: {other:?}"),
+    }
+
+    println!("\n== An order cancelled while it ships ==");
+    let order = MemoryStore::new();
+    order.put("quantity", 4u32)?;
+    let run = order_workflow(order, payments, Duration::from_secs(30)).spawn(Order::Validate);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run.cancel();
+    match run.await {
+        Err(CanoError::Cancelled(detail)) => println!("stopped: {detail}"),
+        other => println!("unexpected: {other:?}"),
+    }
+    Ok(())
+}
