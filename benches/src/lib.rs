@@ -1,0 +1,99 @@
+//! Shared workloads of the benchmarks, so that the benches and their sanity tests
+//! measure the same thing.
+
+use cano::prelude::*;
+use std::sync::Arc;
+
+/// A state of the linear benchmark workflow: `Step(0)` → … → `Step(LINEAR_STATES)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Step(pub u8);
+
+/// Tasks in the linear workflow (the last state is the exit).
+pub const LINEAR_STATES: u8 = 10;
+
+/// A trivial task: moves to `Step(self.0)`.
+pub struct Next(pub u8);
+
+#[task]
+impl Task<Step> for Next {
+    async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+        Ok(TaskResult::Single(Step(self.0)))
+    }
+}
+
+/// The linear workflow: `LINEAR_STATES` trivial tasks in a row.
+pub fn linear_workflow() -> Workflow<Step> {
+    (0..LINEAR_STATES)
+        .fold(Workflow::bare(), |wf, i| wf.register(Step(i), Next(i + 1)))
+        .add_exit_state(Step(LINEAR_STATES))
+}
+
+/// The same ten transitions written by hand: a `match` on the state awaiting the same
+/// boxed futures, with no engine around them.
+pub async fn hand_written(tasks: &[Next; LINEAR_STATES as usize]) -> Step {
+    let mut state = Step(0);
+    loop {
+        let next = match state.0 {
+            n if n < LINEAR_STATES => tasks[n as usize].run_bare().await,
+            _ => return state,
+        };
+        state = match next {
+            Ok(TaskResult::Single(s)) => s,
+            _ => unreachable!("trivial tasks always succeed"),
+        };
+    }
+}
+
+/// The tasks of [`hand_written`].
+pub fn hand_written_tasks() -> [Next; LINEAR_STATES as usize] {
+    std::array::from_fn(|i| Next(i as u8 + 1))
+}
+
+/// A task that signals its arrival, then waits for a gate to open, so many runs can be
+/// held in flight at once.
+pub struct Gated {
+    /// Gains one permit per run that reached the gate.
+    pub arrived: Arc<tokio::sync::Semaphore>,
+    /// Opened by the caller.
+    pub gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[task]
+impl Task<Step> for Gated {
+    async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+        self.arrived.add_permits(1);
+        let _permit = self.gate.acquire().await.map_err(CanoError::task)?;
+        Ok(TaskResult::Single(Step(2)))
+    }
+}
+
+/// `Step(0)` (trivial) → `Step(1)` (waits at the gate) → `Step(2)` (exit).
+pub fn gated_workflow(gated: Gated) -> Workflow<Step> {
+    Workflow::bare().register(Step(0), Next(1)).register(Step(1), gated).add_exit_state(Step(2))
+}
+
+/// Resident memory of this process in bytes (Linux), read from `/proc/self/statm`.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`).
+pub fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn both_linear_variants_end_in_the_same_state() {
+        assert_eq!(linear_workflow().orchestrate(Step(0)).await.unwrap(), Step(LINEAR_STATES));
+        assert_eq!(hand_written(&hand_written_tasks()).await, Step(LINEAR_STATES));
+    }
+}

@@ -1,0 +1,131 @@
+//! `cargo xtask <command>`: project chores.
+//!
+//! - `bench [criterion args]`: runs the criterion benches of `cano-benches` and prints
+//!   one summary table of the figures the project holds itself to. `--quick` (passed
+//!   to criterion) gives rougher figures in less time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("bench") => bench(args.collect()),
+        _ => {
+            eprintln!("usage: cargo xtask bench [criterion args, e.g. --quick]");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn bench(extra: Vec<String>) -> ExitCode {
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let criterion_home = target.join("criterion");
+    let out = target.join("cano-bench");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .env("CRITERION_HOME", &criterion_home)
+        .env("CANO_BENCH_OUT", &out)
+        .args(["bench", "-p", "cano-benches", "--bench", "engine", "--"])
+        .args(&extra)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            eprintln!("cargo bench failed: {s}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("could not run cargo: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    print!("{}", summary(&criterion_home, &out));
+    ExitCode::SUCCESS
+}
+
+/// The mean of one criterion benchmark, in nanoseconds.
+fn mean_ns(criterion_home: &Path, id: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(criterion_home.join(id).join("new").join("estimates.json")).ok()?;
+    number_after(&text, "\"mean\"", "\"point_estimate\":")
+}
+
+/// The number that follows `key` after the first `section` in a small JSON text.
+fn number_after(text: &str, section: &str, key: &str) -> Option<f64> {
+    let rest = &text[text.find(section)?..];
+    let rest = &rest[rest.find(key)? + key.len()..];
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+'))).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+fn summary(criterion_home: &Path, out: &Path) -> String {
+    const TRANSITIONS: f64 = 10.0;
+    const RUNS: f64 = 10_000.0;
+    let engine = mean_ns(criterion_home, "linear/engine");
+    let baseline = mean_ns(criterion_home, "linear/baseline");
+    let build = mean_ns(criterion_home, "build_and_run");
+    let concurrent = mean_ns(criterion_home, "concurrent/10k_runs");
+    let memory = std::fs::read_to_string(out.join("memory.json")).unwrap_or_default();
+    let mem = |key: &str| number_after(&memory, "{", &format!("\"{key}\":"));
+
+    let fmt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "n/a".into());
+    let ratio = engine.zip(baseline).map(|(e, b)| e / b);
+    let rows = [
+        ("linear: engine, per transition", fmt(engine, &|e| format!("{:.1} ns", e / TRANSITIONS)), "".to_string()),
+        ("linear: baseline, per transition", fmt(baseline, &|b| format!("{:.1} ns", b / TRANSITIONS)), "".to_string()),
+        (
+            "linear: engine / baseline",
+            fmt(ratio, &|r| format!("{r:.2}x")),
+            format!("<= 1.50x {}", verdict(ratio.map(|r| r <= 1.5))),
+        ),
+        ("build_and_run (10 states)", fmt(build, &|b| format!("{:.2} us", b / 1e3)), "".to_string()),
+        (
+            "concurrent: 10,000 runs, 2 workers",
+            fmt(concurrent, &|c| format!("{:.0} runs/s", RUNS / (c / 1e9))),
+            "".to_string(),
+        ),
+        (
+            "memory: 10,000 runs in flight",
+            fmt(mem("rss_delta"), &|d| format!("{:.1} MB ({:.0} B/run)", d / 1e6, d / RUNS)),
+            format!("~10 MB {}", verdict(mem("rss_delta").map(|d| d <= 12e6))),
+        ),
+        ("memory: peak RSS of the bench process", fmt(mem("peak_rss"), &|p| format!("{:.1} MB", p / 1e6)), "".to_string()),
+        (
+            "size of one orchestrate() future",
+            fmt(mem("orchestrate_future_bytes"), &|b| format!("{b:.0} B")),
+            format!("< 1 KB {}", verdict(mem("orchestrate_future_bytes").map(|b| b < 1024.0))),
+        ),
+    ];
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let mut table = format!("\n{:<width$} | {:>24} | target\n{}\n", "benchmark", "figure", "-".repeat(width + 40));
+    for (name, figure, target) in rows {
+        table.push_str(&format!("{name:<width$} | {figure:>24} | {target}\n"));
+    }
+    table
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "(met)",
+        Some(false) => "(MISSED)",
+        None => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_mean_point_estimate() {
+        let json = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":2.5e2,"standard_error":0.1},"median":{"point_estimate":9.0}}"#;
+        assert_eq!(number_after(json, "\"mean\"", "\"point_estimate\":"), Some(250.0));
+        assert_eq!(number_after(json, "\"median\"", "\"point_estimate\":"), Some(9.0));
+        assert_eq!(number_after(json, "\"missing\"", "\"point_estimate\":"), None);
+    }
+}
