@@ -10,21 +10,34 @@ use cano_benches::*;
 use criterion::{Criterion, Throughput, criterion_group};
 
 fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn two_workers() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn linear(c: &mut Criterion) {
     let rt = current_thread();
     let workflow = linear_workflow();
     let tasks = hand_written_tasks();
+    let dyn_tasks = dyn_dispatch_tasks();
     let mut group = c.benchmark_group("linear");
     group.throughput(Throughput::Elements(u64::from(LINEAR_STATES)));
-    group.bench_function("engine", |b| b.iter(|| rt.block_on(workflow.orchestrate(Step(0))).unwrap()));
+    group.bench_function("engine", |b| {
+        b.iter(|| rt.block_on(workflow.orchestrate(Step(0))).unwrap())
+    });
     group.bench_function("baseline", |b| b.iter(|| rt.block_on(hand_written(&tasks))));
+    group.bench_function("dyn_dispatch", |b| {
+        b.iter(|| rt.block_on(dyn_dispatch(&dyn_tasks)))
+    });
     group.finish();
 }
 
@@ -41,12 +54,16 @@ fn concurrent(c: &mut Criterion) {
     let rt = two_workers();
     let workflow = linear_workflow();
     let mut group = c.benchmark_group("concurrent");
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements(CONCURRENT_RUNS as u64));
     group.bench_function("10k_runs", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let runs: Vec<_> = (0..CONCURRENT_RUNS).map(|_| workflow.spawn(Step(0))).collect();
+                let runs: Vec<_> = (0..CONCURRENT_RUNS)
+                    .map(|_| workflow.spawn(Step(0)))
+                    .collect();
                 for run in runs {
                     run.await.unwrap();
                 }
@@ -62,11 +79,16 @@ fn memory_report() {
     let rt = two_workers();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let arrived = Arc::new(tokio::sync::Semaphore::new(0));
-    let workflow = gated_workflow(Gated { arrived: arrived.clone(), gate: gate.clone() });
+    let workflow = gated_workflow(Gated {
+        arrived: arrived.clone(),
+        gate: gate.clone(),
+    });
     let before = resident_bytes().unwrap_or(0);
     let started = Instant::now();
     let in_flight = rt.block_on(async {
-        let runs: Vec<_> = (0..CONCURRENT_RUNS).map(|_| workflow.spawn(Step(0))).collect();
+        let runs: Vec<_> = (0..CONCURRENT_RUNS)
+            .map(|_| workflow.spawn(Step(0)))
+            .collect();
         // Once every run has signalled its arrival, all of them are parked at the gate.
         let all = u32::try_from(CONCURRENT_RUNS).unwrap();
         arrived.acquire_many(all).await.unwrap().forget();

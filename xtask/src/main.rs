@@ -19,12 +19,17 @@ fn main() -> ExitCode {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn bench(extra: Vec<String>) -> ExitCode {
     let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let criterion_home = target.join("criterion");
     let out = target.join("cano-bench");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -51,7 +56,8 @@ fn bench(extra: Vec<String>) -> ExitCode {
 
 /// The mean of one criterion benchmark, in nanoseconds.
 fn mean_ns(criterion_home: &Path, id: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(criterion_home.join(id).join("new").join("estimates.json")).ok()?;
+    let text =
+        std::fs::read_to_string(criterion_home.join(id).join("new").join("estimates.json")).ok()?;
     number_after(&text, "\"mean\"", "\"point_estimate\":")
 }
 
@@ -59,7 +65,9 @@ fn mean_ns(criterion_home: &Path, id: &str) -> Option<f64> {
 fn number_after(text: &str, section: &str, key: &str) -> Option<f64> {
     let rest = &text[text.find(section)?..];
     let rest = &rest[rest.find(key)? + key.len()..];
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+'))).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
     rest[..end].trim().parse().ok()
 }
 
@@ -68,6 +76,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     const RUNS: f64 = 10_000.0;
     let engine = mean_ns(criterion_home, "linear/engine");
     let baseline = mean_ns(criterion_home, "linear/baseline");
+    let dyn_dispatch = mean_ns(criterion_home, "linear/dyn_dispatch");
     let build = mean_ns(criterion_home, "build_and_run");
     let concurrent = mean_ns(criterion_home, "concurrent/10k_runs");
     let memory = std::fs::read_to_string(out.join("memory.json")).unwrap_or_default();
@@ -75,15 +84,41 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
 
     let fmt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "n/a".into());
     let ratio = engine.zip(baseline).map(|(e, b)| e / b);
+    let dyn_ratio = engine.zip(dyn_dispatch).map(|(e, d)| e / d);
     let rows = [
-        ("linear: engine, per transition", fmt(engine, &|e| format!("{:.1} ns", e / TRANSITIONS)), "".to_string()),
-        ("linear: baseline, per transition", fmt(baseline, &|b| format!("{:.1} ns", b / TRANSITIONS)), "".to_string()),
         (
-            "linear: engine / baseline",
+            "linear: engine, per transition",
+            fmt(engine, &|e| format!("{:.1} ns", e / TRANSITIONS)),
+            format!(
+                "<= 60 ns {}",
+                verdict(engine.map(|e| e / TRANSITIONS <= 60.0))
+            ),
+        ),
+        (
+            "linear: match baseline, per transition",
+            fmt(baseline, &|b| format!("{:.1} ns", b / TRANSITIONS)),
+            "".to_string(),
+        ),
+        (
+            "linear: engine / match baseline",
             fmt(ratio, &|r| format!("{r:.2}x")),
             format!("<= 1.50x {}", verdict(ratio.map(|r| r <= 1.5))),
         ),
-        ("build_and_run (10 states)", fmt(build, &|b| format!("{:.2} us", b / 1e3)), "".to_string()),
+        (
+            "linear: hash + dyn loop, per transition",
+            fmt(dyn_dispatch, &|d| format!("{:.1} ns", d / TRANSITIONS)),
+            "".to_string(),
+        ),
+        (
+            "linear: engine / hash + dyn loop",
+            fmt(dyn_ratio, &|r| format!("{r:.2}x")),
+            format!("<= 1.50x {}", verdict(dyn_ratio.map(|r| r <= 1.5))),
+        ),
+        (
+            "build_and_run (10 states)",
+            fmt(build, &|b| format!("{:.2} us", b / 1e3)),
+            "".to_string(),
+        ),
         (
             "concurrent: 10,000 runs, 2 workers",
             fmt(concurrent, &|c| format!("{:.0} runs/s", RUNS / (c / 1e9))),
@@ -91,18 +126,32 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
         ),
         (
             "memory: 10,000 runs in flight",
-            fmt(mem("rss_delta"), &|d| format!("{:.1} MB ({:.0} B/run)", d / 1e6, d / RUNS)),
+            fmt(mem("rss_delta"), &|d| {
+                format!("{:.1} MB ({:.0} B/run)", d / 1e6, d / RUNS)
+            }),
             format!("~10 MB {}", verdict(mem("rss_delta").map(|d| d <= 12e6))),
         ),
-        ("memory: peak RSS of the bench process", fmt(mem("peak_rss"), &|p| format!("{:.1} MB", p / 1e6)), "".to_string()),
+        (
+            "memory: peak RSS of the bench process",
+            fmt(mem("peak_rss"), &|p| format!("{:.1} MB", p / 1e6)),
+            "".to_string(),
+        ),
         (
             "size of one orchestrate() future",
             fmt(mem("orchestrate_future_bytes"), &|b| format!("{b:.0} B")),
-            format!("< 1 KB {}", verdict(mem("orchestrate_future_bytes").map(|b| b < 1024.0))),
+            format!(
+                "< 1 KB {}",
+                verdict(mem("orchestrate_future_bytes").map(|b| b < 1024.0))
+            ),
         ),
     ];
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let mut table = format!("\n{:<width$} | {:>24} | target\n{}\n", "benchmark", "figure", "-".repeat(width + 40));
+    let mut table = format!(
+        "\n{:<width$} | {:>24} | target\n{}\n",
+        "benchmark",
+        "figure",
+        "-".repeat(width + 40)
+    );
     for (name, figure, target) in rows {
         table.push_str(&format!("{name:<width$} | {figure:>24} | {target}\n"));
     }
@@ -124,8 +173,17 @@ mod tests {
     #[test]
     fn reads_the_mean_point_estimate() {
         let json = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":2.5e2,"standard_error":0.1},"median":{"point_estimate":9.0}}"#;
-        assert_eq!(number_after(json, "\"mean\"", "\"point_estimate\":"), Some(250.0));
-        assert_eq!(number_after(json, "\"median\"", "\"point_estimate\":"), Some(9.0));
-        assert_eq!(number_after(json, "\"missing\"", "\"point_estimate\":"), None);
+        assert_eq!(
+            number_after(json, "\"mean\"", "\"point_estimate\":"),
+            Some(250.0)
+        );
+        assert_eq!(
+            number_after(json, "\"median\"", "\"point_estimate\":"),
+            Some(9.0)
+        );
+        assert_eq!(
+            number_after(json, "\"missing\"", "\"point_estimate\":"),
+            None
+        );
     }
 }

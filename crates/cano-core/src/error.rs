@@ -155,7 +155,10 @@ impl fmt::Debug for ErrorDetail {
 
 impl StdError for ErrorDetail {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.0.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 
@@ -267,8 +270,10 @@ impl CanoError {
     /// Whether retrying cannot help: configuration, workflow and cancellation errors,
     /// and any error marked with [`CanoError::permanent`].
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Workflow(_) | Self::Configuration(_) | Self::Cancelled(_))
-            || self.detail().is_permanent()
+        matches!(
+            self,
+            Self::Workflow(_) | Self::Configuration(_) | Self::Cancelled(_)
+        ) || self.detail().is_permanent()
     }
 
     /// The message without the state, task and hint.
@@ -358,6 +363,9 @@ mod tests {
     #[test]
     fn wrapped_error_text_is_the_message() {
         assert_eq!(CanoError::task(DiskFull).to_string(), "disk full");
-        assert_eq!(std::mem::size_of::<CanoError>(), 2 * std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<CanoError>(),
+            2 * std::mem::size_of::<usize>()
+        );
     }
 }

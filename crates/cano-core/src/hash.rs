@@ -95,6 +95,10 @@ mod tests {
     #[test]
     fn distinct_small_integers_spread_over_low_bits() {
         let buckets: std::collections::HashSet<u64> = (0u64..64).map(|i| hash(&i) & 63).collect();
-        assert!(buckets.len() > 32, "only {} of 64 buckets used", buckets.len());
+        assert!(
+            buckets.len() > 32,
+            "only {} of 64 buckets used",
+            buckets.len()
+        );
     }
 }

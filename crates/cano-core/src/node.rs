@@ -79,7 +79,10 @@ where
     S: Send + 'static,
     K: Send + Sync + 'static,
 {
-    fn run<'life0, 'life1, 'async_trait>(&'life0 self, res: &'life1 Resources<K>) -> TaskFuture<'async_trait, S>
+    fn run<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        res: &'life1 Resources<K>,
+    ) -> TaskFuture<'async_trait, S>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,

@@ -48,7 +48,15 @@ pub trait WorkflowObserver: Send + Sync {
     }
 
     /// Attempt `attempt` of `task` failed with `error`; the next starts after `delay`.
-    fn on_retry(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize, error: &CanoError, delay: Duration) {
+    fn on_retry(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        attempt: usize,
+        error: &CanoError,
+        delay: Duration,
+    ) {
         let _ = (run, state, task, attempt, error, delay);
     }
 }

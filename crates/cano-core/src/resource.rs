@@ -110,7 +110,10 @@ impl Resources<DefaultKey> {
 
 impl<K> Default for Resources<K> {
     fn default() -> Self {
-        Self { entries: Vec::new(), index: FastMap::default() }
+        Self {
+            entries: Vec::new(),
+            index: FastMap::default(),
+        }
     }
 }
 
@@ -135,7 +138,11 @@ impl<K: ResourceKey> Resources<K> {
 
     /// Adds `value` under `key`, or fails with [`CanoError::Configuration`] if the key
     /// is taken.
-    pub fn try_insert<R: Resource>(mut self, key: impl Into<K>, value: R) -> Result<Self, CanoError> {
+    pub fn try_insert<R: Resource>(
+        mut self,
+        key: impl Into<K>,
+        value: R,
+    ) -> Result<Self, CanoError> {
         let key = key.into();
         if let Some(&i) = self.index.get(&key) {
             return Err(CanoError::configuration(format!(
@@ -194,7 +201,11 @@ impl<K: ResourceKey> Resources<K> {
     }
 
     fn missing<Q: Debug + ?Sized>(&self, key: &Q, wanted: &str) -> CanoError {
-        let known: Vec<String> = self.entries.iter().map(|e| format!("{:?}", e.key)).collect();
+        let known: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| format!("{:?}", e.key))
+            .collect();
         CanoError::configuration(format!(
             "no resource {key:?} (wanted a `{wanted}`); known keys: [{}]",
             known.join(", ")
@@ -261,8 +272,12 @@ impl<K: ResourceKey> Resources<K> {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(CanoError::resource(format!("teardown failed for {}", failures.join("; ")))
-                .with_hint("make teardown tolerate a half-initialised or already closed resource"))
+            Err(
+                CanoError::resource(format!("teardown failed for {}", failures.join("; ")))
+                    .with_hint(
+                        "make teardown tolerate a half-initialised or already closed resource",
+                    ),
+            )
         }
     }
 

@@ -39,7 +39,10 @@ impl RunId {
             nanos ^ (u64::from(std::process::id()).rotate_left(40))
         });
         // splitmix64 is a bijection: distinct counters give distinct ids.
-        let mut z = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut z = seed.wrapping_add(
+            NEXT.fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         Self(z ^ (z >> 31))
@@ -126,7 +129,9 @@ impl CancellationToken {
 
 impl fmt::Debug for CancellationToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancellationToken").field("cancelled", &self.is_cancelled()).finish()
+        f.debug_struct("CancellationToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
     }
 }
 
@@ -154,7 +159,10 @@ impl RunContext {
     /// Runs `fut` with `self` as the [current](Self::current) run. The engine does this
     /// for every run; handlers that spawn work onto other tokio tasks use it so that
     /// those tasks see the run too.
-    pub fn scope<F: std::future::Future>(self, fut: F) -> impl std::future::Future<Output = F::Output> {
+    pub fn scope<F: std::future::Future>(
+        self,
+        fut: F,
+    ) -> impl std::future::Future<Output = F::Output> {
         CURRENT.scope(self, fut)
     }
 
@@ -171,7 +179,9 @@ impl RunContext {
 
     /// Whether the run was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.as_ref().is_some_and(CancellationToken::is_cancelled)
+        self.cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Completes when the run is cancelled; never, for a run without a token.
@@ -238,7 +248,9 @@ mod tests {
     async fn current_is_visible_inside_scope_only() {
         assert!(RunContext::current().is_none());
         let ctx = RunContext::new(RunId::from(7), None);
-        let seen = ctx.scope(async { RunContext::current().map(|c| c.run_id()) }).await;
+        let seen = ctx
+            .scope(async { RunContext::current().map(|c| c.run_id()) })
+            .await;
         assert_eq!(seen, Some(RunId::from(7)));
     }
 }

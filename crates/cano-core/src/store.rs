@@ -54,7 +54,9 @@ impl Default for MemoryStore {
 
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryStore").field("len", &self.len()).finish()
+        f.debug_struct("MemoryStore")
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -72,7 +74,9 @@ fn write(shard: &Shard) -> RwLockWriteGuard<'_, HashMap<String, Value, FastBuild
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self { shards: Arc::new(std::array::from_fn(|_| RwLock::default())) }
+        Self {
+            shards: Arc::new(std::array::from_fn(|_| RwLock::default())),
+        }
     }
 
     fn shard(&self, key: &str) -> &Shard {
@@ -81,9 +85,16 @@ impl MemoryStore {
     }
 
     /// Stores `value` under `key`, replacing whatever was there.
-    pub fn put<T: Send + Sync + 'static>(&self, key: impl Into<String>, value: T) -> Result<(), CanoError> {
+    pub fn put<T: Send + Sync + 'static>(
+        &self,
+        key: impl Into<String>,
+        value: T,
+    ) -> Result<(), CanoError> {
         let key = key.into();
-        let value = Value { data: Arc::new(value), type_name: short_type_name::<T>() };
+        let value = Value {
+            data: Arc::new(value),
+            type_name: short_type_name::<T>(),
+        };
         write(self.shard(&key)).insert(key, value);
         Ok(())
     }
@@ -106,7 +117,10 @@ impl MemoryStore {
             ))
             .with_hint("put it in an earlier state, or check the key's spelling"));
         };
-        value.data.downcast::<T>().map_err(|_| mismatch::<T>(key, value.type_name))
+        value
+            .data
+            .downcast::<T>()
+            .map_err(|_| mismatch::<T>(key, value.type_name))
     }
 
     /// Removes the value under `key`; returns whether there was one.
@@ -117,12 +131,19 @@ impl MemoryStore {
     /// Appends `item` to the `Vec<T>` under `key`, creating it if missing.
     ///
     /// Fails with [`CanoError::Store`] if the key holds something other than a `Vec<T>`.
-    pub fn append<T: Clone + Send + Sync + 'static>(&self, key: impl Into<String>, item: T) -> Result<(), CanoError> {
+    pub fn append<T: Clone + Send + Sync + 'static>(
+        &self,
+        key: impl Into<String>,
+        item: T,
+    ) -> Result<(), CanoError> {
         let key = key.into();
         let mut shard = write(self.shard(&key));
         match shard.get_mut(&key) {
             None => {
-                let value = Value { data: Arc::new(vec![item]), type_name: short_type_name::<Vec<T>>() };
+                let value = Value {
+                    data: Arc::new(vec![item]),
+                    type_name: short_type_name::<Vec<T>>(),
+                };
                 shard.insert(key, value);
                 Ok(())
             }
@@ -146,7 +167,10 @@ impl MemoryStore {
 
     /// Every key, in no particular order.
     pub fn keys(&self) -> Vec<String> {
-        self.shards.iter().flat_map(|s| read(s).keys().cloned().collect::<Vec<_>>()).collect()
+        self.shards
+            .iter()
+            .flat_map(|s| read(s).keys().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// How many values are stored.
@@ -201,7 +225,10 @@ mod tests {
         assert!(err.to_string().contains("\"nope\""));
         store.put("s", "text".to_string()).unwrap();
         let err = store.append("s", 1u8).unwrap_err();
-        assert!(err.to_string().contains("String") && err.to_string().contains("Vec<u8>"), "{err}");
+        assert!(
+            err.to_string().contains("String") && err.to_string().contains("Vec<u8>"),
+            "{err}"
+        );
     }
 
     #[test]

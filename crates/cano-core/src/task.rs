@@ -29,7 +29,8 @@ pub enum TaskResult<S> {
 }
 
 /// The boxed future a task returns (what `#[task]` turns an `async fn` into).
-pub type TaskFuture<'a, S> = Pin<Box<dyn Future<Output = Result<TaskResult<S>, CanoError>> + Send + 'a>>;
+pub type TaskFuture<'a, S> =
+    Pin<Box<dyn Future<Output = Result<TaskResult<S>, CanoError>> + Send + 'a>>;
 
 /// How the engine runs a task: its retry mode and per-attempt timeout.
 ///
@@ -47,7 +48,10 @@ impl Default for TaskConfig {
     /// workflow errors, errors marked [`CanoError::permanent`], panics) are never
     /// retried.
     fn default() -> Self {
-        Self { retry_mode: RetryMode::exponential(3), attempt_timeout: None }
+        Self {
+            retry_mode: RetryMode::exponential(3),
+            attempt_timeout: None,
+        }
     }
 }
 
@@ -59,7 +63,10 @@ impl TaskConfig {
 
     /// One attempt, no retry, no timeout: for tasks that must not run twice.
     pub fn minimal() -> Self {
-        Self { retry_mode: RetryMode::None, attempt_timeout: None }
+        Self {
+            retry_mode: RetryMode::None,
+            attempt_timeout: None,
+        }
     }
 
     /// Retries up to `retries` times, `delay` apart.
@@ -130,7 +137,10 @@ pub trait Task<S, K = DefaultKey>: Send + Sync {
     /// Runs the task with the workflow's resources and returns the next state.
     ///
     /// Defaults to [`run_bare`](Self::run_bare).
-    fn run<'life0, 'life1, 'async_trait>(&'life0 self, res: &'life1 Resources<K>) -> TaskFuture<'async_trait, S>
+    fn run<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        res: &'life1 Resources<K>,
+    ) -> TaskFuture<'async_trait, S>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,

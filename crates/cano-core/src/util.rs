@@ -46,7 +46,10 @@ mod tests {
     fn strips_module_paths() {
         assert_eq!(short_type_name::<Plain>(), "Plain");
         assert_eq!(short_type_name::<Wrapper<Plain>>(), "Wrapper<Plain>");
-        assert_eq!(short_type_name::<Vec<Option<String>>>(), "Vec<Option<String>>");
+        assert_eq!(
+            short_type_name::<Vec<Option<String>>>(),
+            "Vec<Option<String>>"
+        );
         assert_eq!(short_type_name::<u32>(), "u32");
     }
 }

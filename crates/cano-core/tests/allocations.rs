@@ -52,7 +52,9 @@ fn at_most_one_allocation_per_transition() {
     for i in 0..STATES {
         wf = wf.register(Step(i), Next(i + 1));
     }
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     // Warm up: first-use allocations of the runtime and thread-locals are not the engine's.
     rt.block_on(wf.orchestrate(Step(0))).unwrap();
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cano_core::{
-    CancellationToken, CanoError, MemoryStore, Node, Resource, Resources, RetryMode, RunContext, RunId, RunOptions,
-    Task, TaskConfig, TaskResult, Workflow, WorkflowObserver,
+    CancellationToken, CanoError, MemoryStore, Node, Resource, Resources, RetryMode, RunContext,
+    RunId, RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,7 +40,9 @@ impl Task<S> for Flaky {
     async fn run_bare(&self) -> Result<TaskResult<S>, CanoError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if n < self.failures {
-            Err(CanoError::task(std::io::Error::other(format!("flake #{n}"))))
+            Err(CanoError::task(std::io::Error::other(format!(
+                "flake #{n}"
+            ))))
         } else {
             Ok(TaskResult::Single(S::Done))
         }
@@ -59,25 +61,58 @@ struct Tracked {
 #[async_trait]
 impl Resource for Tracked {
     async fn setup(&self) -> Result<(), CanoError> {
-        self.log.lock().unwrap().push(format!("setup {}", self.name));
-        if self.fail_setup { Err(CanoError::resource("no connection")) } else { Ok(()) }
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("setup {}", self.name));
+        if self.fail_setup {
+            Err(CanoError::resource("no connection"))
+        } else {
+            Ok(())
+        }
     }
     async fn teardown(&self) -> Result<(), CanoError> {
-        self.log.lock().unwrap().push(format!("teardown {}", self.name));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("teardown {}", self.name));
         Ok(())
     }
 }
 
 fn tracked(log: &Arc<Mutex<Vec<String>>>, fail_second: bool) -> Resources {
     Resources::new()
-        .insert("first", Tracked { name: "first", log: log.clone(), fail_setup: false })
-        .insert("second", Tracked { name: "second", log: log.clone(), fail_setup: fail_second })
-        .insert("third", Tracked { name: "third", log: log.clone(), fail_setup: false })
+        .insert(
+            "first",
+            Tracked {
+                name: "first",
+                log: log.clone(),
+                fail_setup: false,
+            },
+        )
+        .insert(
+            "second",
+            Tracked {
+                name: "second",
+                log: log.clone(),
+                fail_setup: fail_second,
+            },
+        )
+        .insert(
+            "third",
+            Tracked {
+                name: "third",
+                log: log.clone(),
+                fail_setup: false,
+            },
+        )
 }
 
 #[tokio::test]
 async fn reaching_an_unregistered_state_names_it_and_where_it_came_from() {
-    let wf = Workflow::bare().register(S::A, Go(S::B)).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, Go(S::B))
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::Workflow(_)), "{err:?}");
     assert_eq!(err.state(), Some("B"));
@@ -86,7 +121,9 @@ async fn reaching_an_unregistered_state_names_it_and_where_it_came_from() {
 
 #[tokio::test]
 async fn an_initial_state_without_handler_fails_before_any_task() {
-    let wf = Workflow::bare().register(S::A, Go(S::Done)).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, Go(S::Done))
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::C).await.unwrap_err();
     assert!(matches!(err, CanoError::Workflow(_)));
     assert!(err.to_string().contains("initial state"), "{err}");
@@ -102,7 +139,10 @@ async fn a_workflow_without_exit_state_refuses_to_run() {
 
 #[tokio::test]
 async fn registering_a_state_twice_is_reported() {
-    let wf = Workflow::bare().register(S::A, Go(S::Done)).register(S::A, Go(S::B)).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, Go(S::Done))
+        .register(S::A, Go(S::B))
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(err.to_string().contains("registered twice"), "{err}");
     assert!(wf.validate().is_err());
@@ -110,9 +150,15 @@ async fn registering_a_state_twice_is_reported() {
 
 #[tokio::test]
 async fn an_exit_state_with_a_handler_is_reported_by_validate() {
-    let wf = Workflow::bare().register(S::A, Go(S::Done)).register(S::Done, Go(S::A)).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, Go(S::Done))
+        .register(S::Done, Go(S::A))
+        .add_exit_state(S::Done);
     let err = wf.validate().unwrap_err();
-    assert!(err.to_string().contains("exit state and has a handler"), "{err}");
+    assert!(
+        err.to_string().contains("exit state and has a handler"),
+        "{err}"
+    );
 }
 
 struct SplitOut;
@@ -125,7 +171,9 @@ impl Task<S> for SplitOut {
 
 #[tokio::test]
 async fn a_single_task_returning_split_is_a_workflow_error() {
-    let wf = Workflow::bare().register(S::A, SplitOut).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, SplitOut)
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::Workflow(_)));
     assert_eq!(err.task_name(), Some("SplitOut"));
@@ -145,10 +193,15 @@ impl Task<S> for Panics {
 async fn a_panicking_task_fails_the_run_once_without_retry_and_tears_down() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let calls = Arc::new(AtomicUsize::new(0));
-    let wf = Workflow::new(tracked(&log, false)).register(S::A, Panics(calls.clone())).add_exit_state(S::Done);
+    let wf = Workflow::new(tracked(&log, false))
+        .register(S::A, Panics(calls.clone()))
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::TaskExecution(_)));
-    assert!(err.message().starts_with("panic: ledger out of balance"), "{err}");
+    assert!(
+        err.message().starts_with("panic: ledger out of balance"),
+        "{err}"
+    );
     assert_eq!(err.state(), Some("A"));
     assert_eq!(calls.load(Ordering::SeqCst), 1, "panics are not retried");
     assert_eq!(log.lock().unwrap().last().unwrap(), "teardown first");
@@ -169,7 +222,9 @@ impl Task<S> for Sleeper {
 #[tokio::test(start_paused = true)]
 async fn a_task_hanging_past_its_attempt_timeout_is_a_timeout_error() {
     let config = TaskConfig::minimal().with_attempt_timeout(Duration::from_millis(50));
-    let wf = Workflow::bare().register(S::A, Sleeper(Duration::from_secs(3600), config)).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, Sleeper(Duration::from_secs(3600), config))
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::Timeout(_)), "{err:?}");
     assert_eq!(err.task_name(), Some("Sleeper"));
@@ -181,7 +236,9 @@ async fn timeouts_on_every_attempt_exhaust_the_retries() {
     let config = TaskConfig::minimal()
         .with_fixed_retry(2, Duration::from_millis(1))
         .with_attempt_timeout(Duration::from_millis(10));
-    let wf = Workflow::bare().register(S::A, Sleeper(Duration::from_secs(1), config)).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, Sleeper(Duration::from_secs(1), config))
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::RetryExhausted(_)), "{err:?}");
     assert!(err.to_string().contains("all 3 attempts failed"), "{err}");
@@ -192,7 +249,10 @@ async fn the_workflow_timeout_names_the_state_it_stopped_in() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let wf = Workflow::new(tracked(&log, false))
         .register(S::A, Go(S::B))
-        .register(S::B, Sleeper(Duration::from_secs(60), TaskConfig::minimal()))
+        .register(
+            S::B,
+            Sleeper(Duration::from_secs(60), TaskConfig::minimal()),
+        )
         .add_exit_state(S::Done)
         .with_timeout(Duration::from_secs(1));
     let err = wf.orchestrate(S::A).await.unwrap_err();
@@ -211,7 +271,9 @@ async fn retries_recover_from_transient_failures() {
         calls: calls.clone(),
         config: TaskConfig::minimal().with_fixed_retry(3, Duration::from_micros(10)),
     };
-    let wf = Workflow::bare().register(S::A, task).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, task)
+        .add_exit_state(S::Done);
     assert_eq!(wf.orchestrate(S::A).await.unwrap(), S::Done);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
@@ -219,20 +281,34 @@ async fn retries_recover_from_transient_failures() {
 #[tokio::test]
 async fn exhausted_retries_keep_the_users_error_reachable() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let task = Flaky { failures: 10, calls: calls.clone(), config: TaskConfig::minimal().with_fixed_retry(2, Duration::ZERO) };
-    let wf = Workflow::bare().register(S::A, task).add_exit_state(S::Done);
+    let task = Flaky {
+        failures: 10,
+        calls: calls.clone(),
+        config: TaskConfig::minimal().with_fixed_retry(2, Duration::ZERO),
+    };
+    let wf = Workflow::bare()
+        .register(S::A, task)
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::RetryExhausted(_)));
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    let io = err.downcast_ref::<std::io::Error>().expect("the task's own error survives");
+    let io = err
+        .downcast_ref::<std::io::Error>()
+        .expect("the task's own error survives");
     assert_eq!(io.to_string(), "flake #2");
 }
 
 #[tokio::test]
 async fn without_retries_the_users_error_is_returned_as_is() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let task = Flaky { failures: 1, calls, config: TaskConfig::minimal() };
-    let wf = Workflow::bare().register(S::A, task).add_exit_state(S::Done);
+    let task = Flaky {
+        failures: 1,
+        calls,
+        config: TaskConfig::minimal(),
+    };
+    let wf = Workflow::bare()
+        .register(S::A, task)
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::TaskExecution(_)));
     assert_eq!(err.to_string(), "task `Flaky` in state A: flake #0");
@@ -253,7 +329,9 @@ impl Task<S> for Invalid {
 #[tokio::test]
 async fn permanent_errors_are_not_retried() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let wf = Workflow::bare().register(S::A, Invalid(calls.clone())).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, Invalid(calls.clone()))
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::TaskExecution(_)));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -262,22 +340,36 @@ async fn permanent_errors_are_not_retried() {
 #[tokio::test]
 async fn resources_set_up_in_order_and_tear_down_in_reverse() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let wf = Workflow::new(tracked(&log, false)).register(S::A, Go(S::Done)).add_exit_state(S::Done);
+    let wf = Workflow::new(tracked(&log, false))
+        .register(S::A, Go(S::Done))
+        .add_exit_state(S::Done);
     wf.orchestrate(S::A).await.unwrap();
     assert_eq!(
         *log.lock().unwrap(),
-        ["setup first", "setup second", "setup third", "teardown third", "teardown second", "teardown first"]
+        [
+            "setup first",
+            "setup second",
+            "setup third",
+            "teardown third",
+            "teardown second",
+            "teardown first"
+        ]
     );
 }
 
 #[tokio::test]
 async fn a_failed_setup_tears_down_what_was_set_up_and_names_the_key() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let wf = Workflow::new(tracked(&log, true)).register(S::A, Go(S::Done)).add_exit_state(S::Done);
+    let wf = Workflow::new(tracked(&log, true))
+        .register(S::A, Go(S::Done))
+        .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::Resource(_)));
     assert!(err.to_string().contains("\"second\""), "{err}");
-    assert_eq!(*log.lock().unwrap(), ["setup first", "setup second", "teardown first"]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["setup first", "setup second", "teardown first"]
+    );
 }
 
 /// Waits until cancelled, noting that it saw the cancellation.
@@ -321,12 +413,18 @@ async fn cancelling_a_spawned_run_mid_task_returns_cancelled_and_tears_down() {
 
 #[tokio::test]
 async fn a_cyclic_workflow_of_instant_tasks_can_still_be_cancelled() {
-    let wf = Workflow::bare().register(S::A, Go(S::B)).register(S::B, Go(S::A)).add_exit_state(S::Done);
+    let wf = Workflow::bare()
+        .register(S::A, Go(S::B))
+        .register(S::B, Go(S::A))
+        .add_exit_state(S::Done);
     let token = CancellationToken::new();
     let run = tokio::spawn({
         let wf = wf.clone();
         let token = token.clone();
-        async move { wf.orchestrate_with(S::A, RunOptions::new().with_cancellation(token)).await }
+        async move {
+            wf.orchestrate_with(S::A, RunOptions::new().with_cancellation(token))
+                .await
+        }
     });
     tokio::task::yield_now().await;
     token.cancel();
@@ -339,7 +437,10 @@ async fn a_cyclic_workflow_stops_at_the_workflow_timeout() {
     // A -> B -> Done -> A -> ... never reaches the exit state C.
     let wf = Workflow::bare()
         .register(S::A, Go(S::B))
-        .register(S::B, Sleeper(Duration::from_millis(1), TaskConfig::minimal()))
+        .register(
+            S::B,
+            Sleeper(Duration::from_millis(1), TaskConfig::minimal()),
+        )
         .register(S::Done, Go(S::A))
         .add_exit_state(S::C)
         .with_timeout(Duration::from_millis(100));
@@ -379,10 +480,19 @@ impl Node<S> for Tally {
 async fn a_node_is_retried_as_a_unit() {
     let store = MemoryStore::new();
     let preps = Arc::new(AtomicUsize::new(0));
-    let node = Tally { preps: preps.clone(), posts: Arc::new(AtomicUsize::new(0)) };
-    let wf = Workflow::new(Resources::new().insert("store", store.clone())).register(S::A, node).add_exit_state(S::Done);
+    let node = Tally {
+        preps: preps.clone(),
+        posts: Arc::new(AtomicUsize::new(0)),
+    };
+    let wf = Workflow::new(Resources::new().insert("store", store.clone()))
+        .register(S::A, node)
+        .add_exit_state(S::Done);
     assert_eq!(wf.orchestrate(S::A).await.unwrap(), S::Done);
-    assert_eq!(preps.load(Ordering::SeqCst), 2, "prep ran again with the retry");
+    assert_eq!(
+        preps.load(Ordering::SeqCst),
+        2,
+        "prep ran again with the retry"
+    );
     assert_eq!(store.get::<u32>("value").unwrap(), 10);
 }
 
@@ -390,22 +500,45 @@ async fn a_node_is_retried_as_a_unit() {
 struct Recorder(Mutex<Vec<String>>);
 impl WorkflowObserver for Recorder {
     fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
-        self.0.lock().unwrap().push(format!("{run} start {initial:?}"));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{run} start {initial:?}"));
     }
     fn on_state_enter(&self, run: RunId, state: &dyn Debug) {
-        self.0.lock().unwrap().push(format!("{run} enter {state:?}"));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{run} enter {state:?}"));
     }
     fn on_task_start(&self, run: RunId, _: &dyn Debug, task: &str, attempt: usize) {
-        self.0.lock().unwrap().push(format!("{run} attempt {task} #{attempt}"));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{run} attempt {task} #{attempt}"));
     }
-    fn on_retry(&self, run: RunId, _: &dyn Debug, task: &str, attempt: usize, _: &CanoError, _: Duration) {
-        self.0.lock().unwrap().push(format!("{run} retry {task} after #{attempt}"));
+    fn on_retry(
+        &self,
+        run: RunId,
+        _: &dyn Debug,
+        task: &str,
+        attempt: usize,
+        _: &CanoError,
+        _: Duration,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{run} retry {task} after #{attempt}"));
     }
     fn on_task_success(&self, run: RunId, _: &dyn Debug, task: &str) {
         self.0.lock().unwrap().push(format!("{run} ok {task}"));
     }
     fn on_run_end(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
-        self.0.lock().unwrap().push(format!("{run} end {:?}", outcome.map_err(|e| e.to_string())));
+        self.0.lock().unwrap().push(format!(
+            "{run} end {:?}",
+            outcome.map_err(|e| e.to_string())
+        ));
     }
 }
 
@@ -417,14 +550,28 @@ async fn observers_see_every_event_tagged_with_the_run_id() {
         calls: Arc::new(AtomicUsize::new(0)),
         config: TaskConfig::minimal().with_retry(RetryMode::fixed(1, Duration::ZERO)),
     };
-    let wf = Workflow::bare().register(S::A, Go(S::B)).register(S::B, task).add_exit_state(S::Done).with_observer(recorder.clone());
+    let wf = Workflow::bare()
+        .register(S::A, Go(S::B))
+        .register(S::B, task)
+        .add_exit_state(S::Done)
+        .with_observer(recorder.clone());
     let id = RunId::from(42);
-    wf.orchestrate_with(S::A, RunOptions::new().with_run_id(id)).await.unwrap();
+    wf.orchestrate_with(S::A, RunOptions::new().with_run_id(id))
+        .await
+        .unwrap();
     let events = recorder.0.lock().unwrap().clone();
     let p = id.to_string();
     let expected: Vec<String> = [
-        "start A", "enter A", "attempt Go #1", "ok Go", "enter B", "attempt Flaky #1", "retry Flaky after #1",
-        "attempt Flaky #2", "ok Flaky", "end Ok(Done)",
+        "start A",
+        "enter A",
+        "attempt Go #1",
+        "ok Go",
+        "enter B",
+        "attempt Flaky #1",
+        "retry Flaky after #1",
+        "attempt Flaky #2",
+        "ok Flaky",
+        "end Ok(Done)",
     ]
     .iter()
     .map(|e| format!("{p} {e}"))
@@ -439,13 +586,16 @@ async fn one_workflow_serves_many_concurrent_runs_with_distinct_ids() {
     impl Task<S> for Id {
         async fn run(&self, res: &Resources) -> Result<TaskResult<S>, CanoError> {
             let run = RunContext::current().unwrap();
-            res.get::<MemoryStore, _>("ids")?.append("ids", run.run_id())?;
+            res.get::<MemoryStore, _>("ids")?
+                .append("ids", run.run_id())?;
             tokio::task::yield_now().await;
             Ok(TaskResult::Single(S::Done))
         }
     }
     let ids = MemoryStore::new();
-    let wf = Workflow::new(Resources::new().insert("ids", ids.clone())).register(S::A, Id).add_exit_state(S::Done);
+    let wf = Workflow::new(Resources::new().insert("ids", ids.clone()))
+        .register(S::A, Id)
+        .add_exit_state(S::Done);
     let runs: Vec<_> = (0..200).map(|_| wf.spawn(S::A)).collect();
     let mut expected: Vec<RunId> = runs.iter().map(|r| r.run_id()).collect();
     for run in runs {
@@ -455,4 +605,64 @@ async fn one_workflow_serves_many_concurrent_runs_with_distinct_ids() {
     seen.sort();
     expected.sort();
     assert_eq!(seen, expected);
+}
+
+/// A custom kind of state: runs its tasks one after another and moves on with the last
+/// task's choice, the way split/saga/stepped handlers plug in from their crates.
+struct Sequence(Vec<Arc<dyn Task<S>>>);
+
+impl cano_core::StateHandler<S> for Sequence {
+    fn handle<'a>(&'a self, cx: cano_core::StateContext<'a, S>) -> cano_core::HandlerFuture<'a, S> {
+        Box::pin(async move {
+            let mut next = None;
+            for task in &self.0 {
+                match cx.run_task(task.as_ref(), &TaskConfig::minimal()).await? {
+                    TaskResult::Single(s) => next = Some(s),
+                    TaskResult::Split(_) => {
+                        return Err(CanoError::workflow("no splits in a sequence"));
+                    }
+                }
+            }
+            next.ok_or_else(|| CanoError::configuration("an empty sequence has no next state"))
+        })
+    }
+
+    fn info(&self) -> cano_core::HandlerInfo {
+        cano_core::HandlerInfo {
+            kind: "sequence",
+            tasks: self.0.iter().map(|t| t.name()).collect(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn custom_state_handlers_plug_in_and_their_errors_name_the_state() {
+    let recorder = Arc::new(Recorder::default());
+    let ok = Workflow::bare()
+        .register_handler(
+            S::A,
+            Sequence(vec![Arc::new(Go(S::C)), Arc::new(Go(S::Done))]),
+        )
+        .add_exit_state(S::Done)
+        .with_observer(recorder.clone());
+    assert_eq!(
+        ok.orchestrate_with(S::A, RunOptions::new().with_run_id(RunId::from(1)))
+            .await
+            .unwrap(),
+        S::Done
+    );
+    let events = recorder.0.lock().unwrap().clone();
+    assert!(
+        events.contains(&"0000000000000001 ok Go".to_string()),
+        "{events:?}"
+    );
+    assert_eq!(ok.states()[0].1.kind, "sequence");
+
+    let empty = Workflow::bare()
+        .register_handler(S::B, Sequence(vec![]))
+        .add_exit_state(S::Done);
+    let err = empty.orchestrate(S::B).await.unwrap_err();
+    assert!(matches!(err, CanoError::Configuration(_)));
+    assert_eq!(err.state(), Some("B"));
+    assert_eq!(err.task_name(), Some("sequence []"));
 }

@@ -31,7 +31,11 @@ impl Task<St> for Scripted {
         self.path.lock().unwrap().push(self.me);
         let step = self.steps.fetch_add(1, Ordering::SeqCst);
         let visit = self.visits.fetch_add(1, Ordering::SeqCst);
-        let next = if step >= CAP { STOP } else { St(self.script[visit % self.script.len()]) };
+        let next = if step >= CAP {
+            STOP
+        } else {
+            St(self.script[visit % self.script.len()])
+        };
         Ok(TaskResult::Single(next))
     }
     fn config(&self) -> TaskConfig {
@@ -55,7 +59,11 @@ fn table() -> impl Strategy<Value = Table> {
             proptest::collection::vec(proptest::bool::weighted(0.2), n),
             0..n as u8,
         )
-            .prop_map(|(scripts, exits, initial)| Table { scripts, exits, initial })
+            .prop_map(|(scripts, exits, initial)| Table {
+                scripts,
+                exits,
+                initial,
+            })
     })
 }
 
@@ -77,7 +85,11 @@ fn expected(table: &Table) -> (Vec<u8>, Result<St, St>) {
             return (path, Err(St(state)));
         };
         path.push(state);
-        let next = if steps >= CAP { STOP.0 } else { script[visits[i] % script.len()] };
+        let next = if steps >= CAP {
+            STOP.0
+        } else {
+            script[visits[i] % script.len()]
+        };
         visits[i] += 1;
         steps += 1;
         state = next;
@@ -85,7 +97,7 @@ fn expected(table: &Table) -> (Vec<u8>, Result<St, St>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn the_engine_follows_the_tasks_choices(table in table()) {

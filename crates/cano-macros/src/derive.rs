@@ -21,35 +21,61 @@ pub fn from_resources(item: TokenStream) -> syn::Result<TokenStream> {
     let input: DeriveInput = syn::parse2(item)?;
     let name = &input.ident;
     let Data::Struct(data) = &input.data else {
-        return Err(Error::new_spanned(name, "#[derive(FromResources)] works on structs with named fields"));
+        return Err(Error::new_spanned(
+            name,
+            "#[derive(FromResources)] works on structs with named fields",
+        ));
     };
     let Fields::Named(fields) = &data.fields else {
-        return Err(Error::new_spanned(name, "#[derive(FromResources)] works on structs with named fields"));
+        return Err(Error::new_spanned(
+            name,
+            "#[derive(FromResources)] works on structs with named fields",
+        ));
     };
 
     let mut inits = Vec::new();
     let mut key_type: Option<TokenStream> = None;
     for field in &fields.named {
         let ident = field.ident.as_ref().expect("named field");
-        let attr = field.attrs.iter().find(|a| a.path().is_ident("res")).ok_or_else(|| {
-            Error::new_spanned(ident, format!("field `{ident}` needs #[res(\"key\")] or #[res(KeyEnum::Variant)]"))
-        })?;
+        let attr = field
+            .attrs
+            .iter()
+            .find(|a| a.path().is_ident("res"))
+            .ok_or_else(|| {
+                Error::new_spanned(
+                    ident,
+                    format!("field `{ident}` needs #[res(\"key\")] or #[res(KeyEnum::Variant)]"),
+                )
+            })?;
         let key = match attr.parse_args::<Expr>()? {
-            Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Key::Str(s),
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => Key::Str(s),
             Expr::Path(p) if p.path.segments.len() >= 2 => Key::Path(p),
             other => {
-                return Err(Error::new_spanned(other, "a resource key is a string literal or an enum variant path (Key::Variant)"));
+                return Err(Error::new_spanned(
+                    other,
+                    "a resource key is a string literal or an enum variant path (Key::Variant)",
+                ));
             }
         };
         let inner = arc_inner(&field.ty).ok_or_else(|| {
-            Error::new_spanned(&field.ty, format!("field `{ident}` must be an `Arc<T>` (resources are shared)"))
+            Error::new_spanned(
+                &field.ty,
+                format!("field `{ident}` must be an `Arc<T>` (resources are shared)"),
+            )
         })?;
         let this_key_type = match &key {
             Key::Str(_) => quote!(::cano::DefaultKey),
             Key::Path(p) => {
                 let mut path = p.path.clone();
                 path.segments.pop();
-                let path = path.segments.pairs().map(|p| p.into_value()).collect::<Vec<_>>();
+                let path = path
+                    .segments
+                    .pairs()
+                    .map(|p| p.into_value())
+                    .collect::<Vec<_>>();
                 quote!(#(#path)::*)
             }
         };
@@ -59,7 +85,9 @@ pub fn from_resources(item: TokenStream) -> syn::Result<TokenStream> {
             Some(seen) => {
                 return Err(Error::new_spanned(
                     ident,
-                    format!("all fields must use one key type; this one uses `{this_key_type}`, an earlier one `{seen}`"),
+                    format!(
+                        "all fields must use one key type; this one uses `{this_key_type}`, an earlier one `{seen}`"
+                    ),
                 ));
             }
         }
@@ -89,7 +117,9 @@ fn arc_inner(ty: &Type) -> Option<&Type> {
     if last.ident != "Arc" {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     match args.args.first()? {
         GenericArgument::Type(inner) => Some(inner),
         _ => None,

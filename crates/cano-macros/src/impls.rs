@@ -30,7 +30,9 @@ impl Target {
         };
         match item {
             ImplItem::Fn(f) => names.contains(&f.sig.ident.to_string().as_str()),
-            ImplItem::Type(t) => self == Self::Node && (t.ident == "PrepResult" || t.ident == "ExecResult"),
+            ImplItem::Type(t) => {
+                self == Self::Node && (t.ident == "PrepResult" || t.ident == "ExecResult")
+            }
             _ => false,
         }
     }
@@ -56,7 +58,9 @@ impl Parse for Args {
                 other => {
                     return Err(Error::new(
                         name.span(),
-                        format!("unknown argument `{other}`: expected `state = YourStateEnum` or `key = YourKeyType`"),
+                        format!(
+                            "unknown argument `{other}`: expected `state = YourStateEnum` or `key = YourKeyType`"
+                        ),
                     ));
                 }
             }
@@ -71,7 +75,13 @@ impl Parse for Args {
 pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Result<TokenStream> {
     let args: Args = syn::parse2(args)?;
     let mut block: ItemImpl = syn::parse2(item).map_err(|e| {
-        Error::new(e.span(), format!("#[{}] goes on an impl block", target.trait_name().to_lowercase()))
+        Error::new(
+            e.span(),
+            format!(
+                "#[{}] goes on an impl block",
+                target.trait_name().to_lowercase()
+            ),
+        )
     })?;
     let async_trait = quote!(#[::cano::__private::async_trait]);
 
@@ -105,11 +115,15 @@ pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Resu
             }
         }
     };
-    let (owned, rest): (Vec<ImplItem>, Vec<ImplItem>) = block.items.drain(..).partition(|i| target.owns(i));
+    let (owned, rest): (Vec<ImplItem>, Vec<ImplItem>) =
+        block.items.drain(..).partition(|i| target.owns(i));
     if owned.is_empty() {
         return Err(Error::new_spanned(
             &block.self_ty,
-            format!("this block defines none of the `{}` methods", target.trait_name()),
+            format!(
+                "this block defines none of the `{}` methods",
+                target.trait_name()
+            ),
         ));
     }
     let (impl_generics, _, where_clause) = block.generics.split_for_impl();

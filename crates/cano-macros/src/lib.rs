@@ -12,27 +12,35 @@ use proc_macro::TokenStream;
 /// become the trait's methods, any other method stays inherent.
 #[proc_macro_attribute]
 pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
-    impls::expand(args.into(), item.into(), impls::Target::Task).unwrap_or_else(|e| e.to_compile_error()).into()
+    impls::expand(args.into(), item.into(), impls::Target::Task)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
 }
 
 /// Lets an `impl Node<S> for T` block use `async fn`; with `state = S` it turns an
 /// inherent impl block into the `Node` implementation.
 #[proc_macro_attribute]
 pub fn node(args: TokenStream, item: TokenStream) -> TokenStream {
-    impls::expand(args.into(), item.into(), impls::Target::Node).unwrap_or_else(|e| e.to_compile_error()).into()
+    impls::expand(args.into(), item.into(), impls::Target::Node)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
 }
 
 /// Lets an `impl Resource for T` block use `async fn` for `setup`, `teardown` and
 /// `health`.
 #[proc_macro_attribute]
 pub fn resource(args: TokenStream, item: TokenStream) -> TokenStream {
-    impls::expand(args.into(), item.into(), impls::Target::Resource).unwrap_or_else(|e| e.to_compile_error()).into()
+    impls::expand(args.into(), item.into(), impls::Target::Resource)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
 }
 
 /// Implements `Resource` with its defaults (no setup, no teardown, always healthy).
 #[proc_macro_derive(Resource)]
 pub fn derive_resource(item: TokenStream) -> TokenStream {
-    derive::resource(item.into()).unwrap_or_else(|e| e.to_compile_error()).into()
+    derive::resource(item.into())
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
 }
 
 /// Generates `fn from_resources(res: &Resources<K>) -> Result<Self, CanoError>` for a
@@ -40,5 +48,7 @@ pub fn derive_resource(item: TokenStream) -> TokenStream {
 /// `#[res(KeyEnum::Variant)]`.
 #[proc_macro_derive(FromResources, attributes(res))]
 pub fn derive_from_resources(item: TokenStream) -> TokenStream {
-    derive::from_resources(item.into()).unwrap_or_else(|e| e.to_compile_error()).into()
+    derive::from_resources(item.into())
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
 }

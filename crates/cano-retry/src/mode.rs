@@ -139,9 +139,7 @@ impl RetryMode {
                 max_delay,
                 jitter,
                 ..
-            } => Some(backoff(
-                base_delay, multiplier, max_delay, jitter, attempt,
-            )),
+            } => Some(backoff(base_delay, multiplier, max_delay, jitter, attempt)),
         }
     }
 }
@@ -150,8 +148,18 @@ fn clamp_unit(x: f64) -> f64 {
     if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
 }
 
-fn backoff(base: Duration, multiplier: f64, cap: Duration, jitter: f64, attempt: usize) -> Duration {
-    let factor = if multiplier.is_finite() && multiplier > 1.0 { multiplier } else { 1.0 };
+fn backoff(
+    base: Duration,
+    multiplier: f64,
+    cap: Duration,
+    jitter: f64,
+    attempt: usize,
+) -> Duration {
+    let factor = if multiplier.is_finite() && multiplier > 1.0 {
+        multiplier
+    } else {
+        1.0
+    };
     let exponent = i32::try_from(attempt).unwrap_or(i32::MAX);
     let raw = base.as_secs_f64() * factor.powi(exponent);
     let jitter = clamp_unit(jitter);
@@ -214,7 +222,10 @@ mod tests {
             .with_jitter(0.5);
         for _ in 0..1_000 {
             let d = mode.delay_for_attempt(0).unwrap();
-            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(150), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_millis(150),
+                "{d:?}"
+            );
             assert!(mode.delay_for_attempt(4).unwrap() <= Duration::from_millis(150));
         }
     }
@@ -229,6 +240,9 @@ mod tests {
         assert!(d <= Duration::from_millis(200), "{d:?}");
         let huge = RetryMode::exponential(2000).with_jitter(0.0);
         assert_eq!(huge.delay_for_attempt(1999), Some(Duration::from_secs(30)));
-        assert_eq!(RetryMode::fixed(usize::MAX, Duration::ZERO).max_attempts(), usize::MAX);
+        assert_eq!(
+            RetryMode::fixed(usize::MAX, Duration::ZERO).max_attempts(),
+            usize::MAX
+        );
     }
 }

@@ -75,7 +75,10 @@ impl<E: fmt::Display> fmt::Display for RetryError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Permanent { attempts, error } => {
-                write!(f, "permanent error on attempt {attempts}, not retried: {error}")
+                write!(
+                    f,
+                    "permanent error on attempt {attempts}, not retried: {error}"
+                )
             }
             Self::Exhausted { attempts, last } => {
                 write!(f, "gave up after {attempts} attempt(s); last: {last}")
@@ -116,7 +119,10 @@ pub struct Retry {
 impl Retry {
     /// A policy following `mode`, with no per-attempt timeout.
     pub const fn new(mode: RetryMode) -> Self {
-        Self { mode, attempt_timeout: None }
+        Self {
+            mode,
+            attempt_timeout: None,
+        }
     }
 
     /// Drops any attempt that runs longer than `timeout`; the loop then treats it as
@@ -178,6 +184,45 @@ impl Retry {
         &self,
         mut op: F,
         classify: C,
+        on_retry: N,
+    ) -> Result<T, RetryError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> ErrorClass,
+        N: FnMut(RetryEvent<'_, E>),
+    {
+        match self.attempt(op()).await {
+            Ok(value) => Ok(value),
+            Err(first) => self.continue_after(first, op, classify, on_retry).await,
+        }
+    }
+
+    /// Runs one attempt under the per-attempt timeout.
+    ///
+    /// With [`continue_after`](Self::continue_after) a caller can run the first attempt
+    /// itself and build the rest of the loop only if it fails, keeping the common,
+    /// successful case small.
+    pub async fn attempt<T, E, Fut>(&self, attempt: Fut) -> Result<T, AttemptError<E>>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match self.attempt_timeout {
+            None => attempt.await.map_err(AttemptError::Failed),
+            Some(limit) => match tokio::time::timeout(limit, attempt).await {
+                Ok(result) => result.map_err(AttemptError::Failed),
+                Err(_) => Err(AttemptError::TimedOut(limit)),
+            },
+        }
+    }
+
+    /// Goes on after a first attempt that failed with `first`: classifies it, pauses,
+    /// and runs `op` again as [`run_with`](Self::run_with) would have.
+    pub async fn continue_after<T, E, F, Fut, C, N>(
+        &self,
+        first: AttemptError<E>,
+        mut op: F,
+        classify: C,
         mut on_retry: N,
     ) -> Result<T, RetryError<E>>
     where
@@ -187,31 +232,37 @@ impl Retry {
         N: FnMut(RetryEvent<'_, E>),
     {
         let mut failed = 0usize;
+        let mut error = first;
         loop {
-            let outcome = match self.attempt_timeout {
-                None => op().await.map_err(AttemptError::Failed),
-                Some(limit) => match tokio::time::timeout(limit, op()).await {
-                    Ok(result) => result.map_err(AttemptError::Failed),
-                    Err(_) => Err(AttemptError::TimedOut(limit)),
-                },
-            };
-            let error = match outcome {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
-            };
             if let AttemptError::Failed(e) = &error {
                 if classify(e) == ErrorClass::Permanent {
-                    let AttemptError::Failed(error) = error else { unreachable!() };
-                    return Err(RetryError::Permanent { attempts: failed + 1, error });
+                    let AttemptError::Failed(error) = error else {
+                        unreachable!()
+                    };
+                    return Err(RetryError::Permanent {
+                        attempts: failed + 1,
+                        error,
+                    });
                 }
             }
             let Some(delay) = self.mode.delay_for_attempt(failed) else {
-                return Err(RetryError::Exhausted { attempts: failed + 1, last: error });
+                return Err(RetryError::Exhausted {
+                    attempts: failed + 1,
+                    last: error,
+                });
             };
             failed += 1;
-            on_retry(RetryEvent { attempt: failed, error: &error, delay });
+            on_retry(RetryEvent {
+                attempt: failed,
+                error: &error,
+                delay,
+            });
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
+            }
+            match self.attempt(op()).await {
+                Ok(value) => return Ok(value),
+                Err(next) => error = next,
             }
         }
     }
@@ -230,7 +281,13 @@ mod tests {
                 .run(|| {
                     calls.set(calls.get() + 1);
                     let n = calls.get();
-                    async move { if n < 3 { Err(format!("fail {n}")) } else { Ok(n) } }
+                    async move {
+                        if n < 3 {
+                            Err(format!("fail {n}"))
+                        } else {
+                            Ok(n)
+                        }
+                    }
                 })
                 .await;
         assert_eq!(result, Ok(3));
@@ -245,7 +302,10 @@ mod tests {
                 .await;
         assert_eq!(
             result,
-            Err(RetryError::Exhausted { attempts: 3, last: AttemptError::Failed("down") })
+            Err(RetryError::Exhausted {
+                attempts: 3,
+                last: AttemptError::Failed("down")
+            })
         );
         // Two pauses of 10 ms on the paused clock.
         assert_eq!(start.elapsed(), Duration::from_millis(20));
@@ -260,11 +320,23 @@ mod tests {
                     calls.set(calls.get() + 1);
                     async { Err::<(), u32>(400) }
                 },
-                |code| if *code >= 400 { ErrorClass::Permanent } else { ErrorClass::Retryable },
+                |code| {
+                    if *code >= 400 {
+                        ErrorClass::Permanent
+                    } else {
+                        ErrorClass::Retryable
+                    }
+                },
                 |_| {},
             )
             .await;
-        assert_eq!(result, Err(RetryError::Permanent { attempts: 1, error: 400 }));
+        assert_eq!(
+            result,
+            Err(RetryError::Permanent {
+                attempts: 1,
+                error: 400
+            })
+        );
         assert_eq!(calls.get(), 1);
     }
 
@@ -293,7 +365,11 @@ mod tests {
         assert_eq!(result, Ok("second attempt"));
         assert_eq!(
             seen,
-            vec![(1, AttemptError::TimedOut(Duration::from_millis(50)), Duration::from_millis(5))]
+            vec![(
+                1,
+                AttemptError::TimedOut(Duration::from_millis(50)),
+                Duration::from_millis(5)
+            )]
         );
     }
 
@@ -312,7 +388,10 @@ mod tests {
             attempts: 4,
             last: AttemptError::TimedOut(Duration::from_millis(7)),
         };
-        assert_eq!(e.to_string(), "gave up after 4 attempt(s); last: attempt timed out after 7ms");
+        assert_eq!(
+            e.to_string(),
+            "gave up after 4 attempt(s); last: attempt timed out after 7ms"
+        );
         assert_eq!(e.attempts(), 4);
     }
 }

@@ -58,7 +58,11 @@ impl Task<Order> for Validate {
     async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
         let store = res.get::<MemoryStore, _>("order")?;
         let quantity: u32 = store.get("quantity")?;
-        Ok(TaskResult::Single(if quantity == 0 { Order::Rejected } else { Order::Price }))
+        Ok(TaskResult::Single(if quantity == 0 {
+            Order::Rejected
+        } else {
+            Order::Price
+        }))
     }
 }
 
@@ -75,10 +79,15 @@ impl Node<Order> for Price {
     }
     async fn exec(&self, (quantity, catalog): Self::PrepResult) -> u64 {
         let goods = u64::from(quantity) * catalog.unit_price_cents;
-        if goods >= catalog.free_shipping_from_cents { goods } else { goods + 499 }
+        if goods >= catalog.free_shipping_from_cents {
+            goods
+        } else {
+            goods + 499
+        }
     }
     async fn post(&self, res: &Resources, total: u64) -> Result<Order, CanoError> {
-        res.get::<MemoryStore, _>("order")?.put("total_cents", total)?;
+        res.get::<MemoryStore, _>("order")?
+            .put("total_cents", total)?;
         Ok(Order::Charge)
     }
 }
@@ -89,7 +98,10 @@ impl Task<Order> for Charge {
     async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
         let store = res.get::<MemoryStore, _>("order")?;
         let total: u64 = store.get("total_cents")?;
-        let receipt = res.get::<PaymentGateway, _>("payments")?.charge(total).await?;
+        let receipt = res
+            .get::<PaymentGateway, _>("payments")?
+            .charge(total)
+            .await?;
         store.put("receipt", receipt)?;
         Ok(TaskResult::Single(Order::Ship))
     }
@@ -108,7 +120,8 @@ struct Ship {
 impl Task<Order> for Ship {
     async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
         tokio::time::sleep(self.delay).await;
-        res.get::<MemoryStore, _>("order")?.put("tracking", "PARCEL-7")?;
+        res.get::<MemoryStore, _>("order")?
+            .put("tracking", "PARCEL-7")?;
         Ok(TaskResult::Single(Order::Delivered))
     }
 }
@@ -116,17 +129,38 @@ impl Task<Order> for Ship {
 /// Prints retries and failures as they happen.
 struct Console;
 impl WorkflowObserver for Console {
-    fn on_retry(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize, error: &CanoError, delay: Duration) {
-        println!("  [{run}] {state:?}: `{task}` attempt {attempt} failed ({}), retrying in {delay:?}", error.message());
+    fn on_retry(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        attempt: usize,
+        error: &CanoError,
+        delay: Duration,
+    ) {
+        println!(
+            "  [{run}] {state:?}: `{task}` attempt {attempt} failed ({}), retrying in {delay:?}",
+            error.message()
+        );
     }
     fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
         println!("  [{run}] {state:?}: `{task}` failed for good: {error}");
     }
 }
 
-fn order_workflow(order: MemoryStore, payments: Arc<PaymentGateway>, ship_delay: Duration) -> Workflow<Order> {
+fn order_workflow(
+    order: MemoryStore,
+    payments: Arc<PaymentGateway>,
+    ship_delay: Duration,
+) -> Workflow<Order> {
     let resources = Resources::new()
-        .insert("catalog", Catalog { unit_price_cents: 1_250, free_shipping_from_cents: 5_000 })
+        .insert(
+            "catalog",
+            Catalog {
+                unit_price_cents: 1_250,
+                free_shipping_from_cents: 5_000,
+            },
+        )
         .insert_shared("payments", payments)
         .insert("order", order);
     Workflow::new(resources)
@@ -141,7 +175,9 @@ fn order_workflow(order: MemoryStore, payments: Arc<PaymentGateway>, ship_delay:
 
 #[tokio::main]
 async fn main() -> Result<(), CanoError> {
-    let payments = Arc::new(PaymentGateway { calls: AtomicU32::new(0) });
+    let payments = Arc::new(PaymentGateway {
+        calls: AtomicU32::new(0),
+    });
 
     println!("== Six orders, one workflow each, run concurrently ==");
     let mut runs = Vec::new();
@@ -153,9 +189,16 @@ async fn main() -> Result<(), CanoError> {
     }
     for (quantity, order, run) in runs {
         let end = run.await?;
-        let receipt = order.get::<String>("receipt").unwrap_or_else(|_| "-".into());
-        let total = order.get::<u64>("total_cents").map(|c| format!("{}.{:02}", c / 100, c % 100));
-        println!("quantity {quantity}: {end:?}, total {}, receipt {receipt}", total.unwrap_or_else(|_| "-".into()));
+        let receipt = order
+            .get::<String>("receipt")
+            .unwrap_or_else(|_| "-".into());
+        let total = order
+            .get::<u64>("total_cents")
+            .map(|c| format!("{}.{:02}", c / 100, c % 100));
+        println!(
+            "quantity {quantity}: {end:?}, total {}, receipt {receipt}",
+            total.unwrap_or_else(|_| "-".into())
+        );
     }
 
     println!("\n== A shipment slower than the 2 s workflow timeout ==");

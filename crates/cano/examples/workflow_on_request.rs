@@ -52,14 +52,21 @@ fn build_workflow(store: MemoryStore) -> Workflow<Text> {
 async fn handle_request(body: String) -> Result<usize, CanoError> {
     let store = MemoryStore::new();
     store.put("body", body)?;
-    build_workflow(store.clone()).orchestrate(Text::Parse).await?;
+    build_workflow(store.clone())
+        .orchestrate(Text::Parse)
+        .await?;
     store.get("distinct")
 }
 
 #[tokio::main]
 async fn main() -> Result<(), CanoError> {
     let bodies = ["the cat and the hat", "to be or not to be", "one"];
-    let responses = futures_join(bodies.iter().map(|b| tokio::spawn(handle_request(b.to_string())))).await;
+    let responses = futures_join(
+        bodies
+            .iter()
+            .map(|b| tokio::spawn(handle_request(b.to_string()))),
+    )
+    .await;
     for (body, distinct) in bodies.iter().zip(responses) {
         println!("{body:?}: {} distinct words", distinct?);
     }

@@ -35,9 +35,14 @@ async fn main() -> Result<(), CanoError> {
         .add_exit_state(Step::Complete);
     sound.validate()?;
     sound.validate_initial_state(&Step::Start)?;
-    println!("sound workflow: valid, ends in {:?}", sound.orchestrate(Step::Start).await?);
+    println!(
+        "sound workflow: valid, ends in {:?}",
+        sound.orchestrate(Step::Start).await?
+    );
 
-    let no_exit = Workflow::bare().register(Step::Start, Begin).register(Step::Process, Work);
+    let no_exit = Workflow::bare()
+        .register(Step::Start, Begin)
+        .register(Step::Process, Work);
     println!("no exit state:      {}", no_exit.validate().unwrap_err());
 
     let twice = Workflow::bare()
@@ -46,8 +51,16 @@ async fn main() -> Result<(), CanoError> {
         .add_exit_state(Step::Complete);
     println!("registered twice:   {}", twice.validate().unwrap_err());
 
-    let partial = Workflow::bare().register(Step::Start, Begin).add_exit_state(Step::Complete);
-    println!("bad initial state:  {}", partial.validate_initial_state(&Step::Process).unwrap_err());
-    println!("missing transition: {}", partial.orchestrate(Step::Start).await.unwrap_err());
+    let partial = Workflow::bare()
+        .register(Step::Start, Begin)
+        .add_exit_state(Step::Complete);
+    println!(
+        "bad initial state:  {}",
+        partial.validate_initial_state(&Step::Process).unwrap_err()
+    );
+    println!(
+        "missing transition: {}",
+        partial.orchestrate(Step::Start).await.unwrap_err()
+    );
     Ok(())
 }

@@ -123,21 +123,27 @@ pub mod retry {
 }
 
 pub use cano_core::{
-    BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, ErrorDetail, HandlerFuture, HandlerInfo,
-    HealthStatus, MemoryStore, Node, Observers, Resource, ResourceKey, ResourceLifecycle, Resources, RetryMode,
-    RunContext, RunHandle, RunId, RunOptions, StateContext, StateHandler, Task, TaskConfig, TaskEnv, TaskFuture,
-    TaskResult, Workflow, WorkflowObserver, WorkflowState,
+    BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, ErrorDetail, HandlerFuture,
+    HandlerInfo, HealthStatus, MemoryStore, Node, Observers, Resource, ResourceKey,
+    ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId, RunOptions,
+    StateContext, StateHandler, Task, TaskConfig, TaskEnv, TaskFuture, TaskResult, Workflow,
+    WorkflowObserver, WorkflowState,
 };
 pub use cano_macros::{FromResources, Resource, node, resource, task};
 
 /// Everything a workflow author needs: `use cano::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        CancellationToken, CanoError, CanoResult, FromResources, HealthStatus, MemoryStore, Node, Resource,
-        ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId, RunOptions, Task, TaskConfig,
-        TaskResult, Workflow, WorkflowObserver, node, resource, task,
+        CancellationToken, CanoError, CanoResult, FromResources, HealthStatus, MemoryStore, Node,
+        Resource, ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId,
+        RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver, node, resource, task,
     };
 }
+
+/// The README's examples, compiled and run as doctests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 
 #[doc(hidden)]
 pub mod __private {

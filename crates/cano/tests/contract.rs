@@ -55,7 +55,10 @@ async fn quick_start_runs_to_the_exit_and_leaves_results_in_the_store() {
         .register(Pipeline::Summarise, Summarise)
         .add_exit_state(Pipeline::Finished);
 
-    assert_eq!(workflow.orchestrate(Pipeline::Gather).await.unwrap(), Pipeline::Finished);
+    assert_eq!(
+        workflow.orchestrate(Pipeline::Gather).await.unwrap(),
+        Pipeline::Finished
+    );
     assert_eq!(store.get::<u64>("sum").unwrap(), 15);
 }
 
@@ -78,10 +81,17 @@ impl Task<Calc> for PureCompute {
 
 #[tokio::test]
 async fn resource_free_workflow_with_bare() {
-    let workflow = Workflow::bare().register(Calc::Compute, PureCompute).add_exit_state(Calc::Done);
-    assert_eq!(workflow.orchestrate(Calc::Compute).await.unwrap(), Calc::Done);
+    let workflow = Workflow::bare()
+        .register(Calc::Compute, PureCompute)
+        .add_exit_state(Calc::Done);
+    assert_eq!(
+        workflow.orchestrate(Calc::Compute).await.unwrap(),
+        Calc::Done
+    );
     // `bare()` is `new(Resources::empty())`.
-    let same = Workflow::new(Resources::empty()).register(Calc::Compute, PureCompute).add_exit_state(Calc::Done);
+    let same = Workflow::new(Resources::empty())
+        .register(Calc::Compute, PureCompute)
+        .add_exit_state(Calc::Done);
     assert_eq!(same.orchestrate(Calc::Compute).await.unwrap(), Calc::Done);
 }
 
@@ -133,7 +143,10 @@ fn order_workflow(store: &MemoryStore) -> Workflow<Order> {
 #[tokio::test]
 async fn linear_order_workflow_with_inherent_task_impls() {
     let workflow = order_workflow(&MemoryStore::new());
-    assert_eq!(workflow.orchestrate(Order::Start).await.unwrap(), Order::Complete);
+    assert_eq!(
+        workflow.orchestrate(Order::Start).await.unwrap(),
+        Order::Complete
+    );
 }
 
 #[tokio::test]
@@ -145,7 +158,10 @@ async fn builder_steps_can_be_captured_one_by_one_or_chained() {
         .register(Order::Validate, Check)
         .register(Order::Process, Fulfil)
         .add_exit_state(Order::Complete);
-    assert_eq!(step_by_step.orchestrate(Order::Start).await.unwrap(), Order::Complete);
+    assert_eq!(
+        step_by_step.orchestrate(Order::Start).await.unwrap(),
+        Order::Complete
+    );
 
     let chained = order_workflow(&store);
     assert!(chained.validate().is_ok());
@@ -168,8 +184,12 @@ async fn validation_accepts_a_sound_workflow_and_names_what_is_missing() {
 
     // An exit state is a valid (if trivial) start; a state nobody handles is not.
     workflow.validate_initial_state(&Order::Failed).unwrap();
-    let partial = Workflow::bare().register(Order::Start, Begin).add_exit_state(Order::Complete);
-    let err = partial.validate_initial_state(&Order::Validate).unwrap_err();
+    let partial = Workflow::bare()
+        .register(Order::Start, Begin)
+        .add_exit_state(Order::Complete);
+    let err = partial
+        .validate_initial_state(&Order::Validate)
+        .unwrap_err();
     assert!(matches!(err, CanoError::Configuration(_)));
     assert!(err.to_string().contains("Validate"), "{err}");
 }
@@ -177,7 +197,9 @@ async fn validation_accepts_a_sound_workflow_and_names_what_is_missing() {
 #[tokio::test]
 async fn errors_can_be_matched_by_variant() {
     // Validate is never registered, so the run stops there.
-    let workflow = Workflow::bare().register(Order::Start, Begin).add_exit_state(Order::Complete);
+    let workflow = Workflow::bare()
+        .register(Order::Start, Begin)
+        .add_exit_state(Order::Complete);
     let outcome = match workflow.orchestrate(Order::Start).await {
         Ok(state) => format!("completed in {state:?}"),
         Err(CanoError::Workflow(msg)) => format!("workflow: {msg}"),
@@ -237,7 +259,11 @@ async fn a_workflow_per_request_keeps_requests_isolated() {
             let store = MemoryStore::new();
             store.put("input", text.clone())?;
             let end = per_request(store.clone()).orchestrate(Text::Parse).await?;
-            Ok::<_, CanoError>((end, text.split_whitespace().count(), store.get::<usize>("count")?))
+            Ok::<_, CanoError>((
+                end,
+                text.split_whitespace().count(),
+                store.get::<usize>("count")?,
+            ))
         }));
     }
     for handle in handles {

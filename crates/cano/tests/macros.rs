@@ -60,7 +60,10 @@ struct Load;
 impl Task<Flow, Key> for Load {
     async fn run(&self, res: &Resources<Key>) -> Result<TaskResult<Flow>, CanoError> {
         let deps = Deps::from_resources(res)?;
-        assert!(deps.db.open.load(Ordering::SeqCst), "set up before the first state");
+        assert!(
+            deps.db.open.load(Ordering::SeqCst),
+            "set up before the first state"
+        );
         assert_eq!(deps.settings.prefix, "v1");
         Ok(TaskResult::Single(Flow::Save))
     }
@@ -87,11 +90,16 @@ impl Save {
 
 #[tokio::test]
 async fn enum_keyed_resources_with_from_resources_and_lifecycle() {
-    let db = Arc::new(Db { open: AtomicBool::new(false) });
+    let db = Arc::new(Db {
+        open: AtomicBool::new(false),
+    });
     let resources = Resources::<Key>::default()
         .insert_shared(Key::Db, db.clone())
         .insert(Key::Settings, Settings { prefix: "v1" });
-    let workflow = Workflow::new(resources).register(Flow::Load, Load).register(Flow::Save, Save).add_exit_state(Flow::Done);
+    let workflow = Workflow::new(resources)
+        .register(Flow::Load, Load)
+        .register(Flow::Save, Save)
+        .add_exit_state(Flow::Done);
     assert_eq!(workflow.orchestrate(Flow::Load).await.unwrap(), Flow::Done);
     assert!(!db.open.load(Ordering::SeqCst), "torn down after the run");
     assert_eq!(Save.config(), TaskConfig::minimal());
@@ -110,21 +118,33 @@ struct StringDeps {
 #[test]
 fn from_resources_reports_a_missing_key_and_a_wrong_type() {
     let missing = Resources::new();
-    let err = StringDeps::from_resources(&missing).err().expect("missing key");
+    let err = StringDeps::from_resources(&missing)
+        .err()
+        .expect("missing key");
     assert!(err.to_string().contains("\"settings\""), "{err}");
 
     let wrong = Resources::new().insert("settings", MemoryStore::new());
-    let err = StringDeps::from_resources(&wrong).err().expect("wrong type");
-    assert!(err.to_string().contains("MemoryStore") && err.to_string().contains("Settings"), "{err}");
+    let err = StringDeps::from_resources(&wrong)
+        .err()
+        .expect("wrong type");
+    assert!(
+        err.to_string().contains("MemoryStore") && err.to_string().contains("Settings"),
+        "{err}"
+    );
 
     let right = Resources::new().insert("settings", Settings { prefix: "p" });
-    assert_eq!(StringDeps::from_resources(&right).unwrap().settings.prefix, "p");
+    assert_eq!(
+        StringDeps::from_resources(&right).unwrap().settings.prefix,
+        "p"
+    );
 }
 
 #[test]
 fn try_insert_refuses_a_taken_key() {
     let res = Resources::new().insert("a", Settings { prefix: "x" });
-    let err = res.try_insert("a", Settings { prefix: "y" }).err().expect("duplicate");
+    let err = res
+        .try_insert("a", Settings { prefix: "y" })
+        .expect_err("duplicate");
     assert!(matches!(err, CanoError::Configuration(_)));
     assert!(err.to_string().contains("\"a\""), "{err}");
 }
@@ -165,7 +185,15 @@ impl Task<Flow> for Nothing {}
 
 #[tokio::test]
 async fn a_task_with_neither_method_is_a_configuration_error() {
-    let err = Workflow::bare().register(Flow::Load, Nothing).add_exit_state(Flow::Done).orchestrate(Flow::Load).await.unwrap_err();
+    let err = Workflow::bare()
+        .register(Flow::Load, Nothing)
+        .add_exit_state(Flow::Done)
+        .orchestrate(Flow::Load)
+        .await
+        .unwrap_err();
     assert!(matches!(err, CanoError::Configuration(_)));
-    assert!(err.to_string().contains("neither `run` nor `run_bare`"), "{err}");
+    assert!(
+        err.to_string().contains("neither `run` nor `run_bare`"),
+        "{err}"
+    );
 }

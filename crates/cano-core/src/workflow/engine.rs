@@ -92,10 +92,16 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     pub fn spawn(&self, initial: S) -> RunHandle<S> {
         let token = CancellationToken::new();
         let run_id = RunId::new();
-        let options = RunOptions::new().with_run_id(run_id).with_cancellation(token.clone());
+        let options = RunOptions::new()
+            .with_run_id(run_id)
+            .with_cancellation(token.clone());
         let workflow = self.clone();
         let join = tokio::spawn(async move { workflow.orchestrate_with(initial, options).await });
-        RunHandle { join, token, run_id }
+        RunHandle {
+            join,
+            token,
+            run_id,
+        }
     }
 
     /// Resource lifecycle around the bounded state loop.
@@ -108,9 +114,11 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         let stop = self.bounded(state, run).await;
         let outcome = match stop {
             Stop::Finished(result) => result,
-            Stop::TimedOut(limit) => Err(CanoError::workflow(format!("workflow timed out after {limit:?}"))
-                .at(state, &self.label(state))
-                .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
+            Stop::TimedOut(limit) => Err(CanoError::workflow(format!(
+                "workflow timed out after {limit:?}"
+            ))
+            .at(state, &self.label(state))
+            .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
             Stop::Cancelled => Err(self.cancelled(state)),
         };
         if managed {
@@ -127,28 +135,35 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     async fn bounded(&self, state: &mut S, run: &RunContext) -> Stop {
         let timeout = self.spec.timeout;
         let token = run.cancellation_token();
+        // The state loop stays pinned here and is awaited or raced by reference, so the
+        // run holds one copy of it; only the workflow timer is boxed (once per run).
         let states = self.drive(state, run);
+        tokio::pin!(states);
         if timeout.is_none() && token.is_none() {
             return Stop::Finished(states.await);
         }
-        let deadline = async {
-            match timeout {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
-        };
+        let mut timer = timeout.map(|limit| Box::pin(tokio::time::sleep(limit)));
         let cancelled = async {
             match token {
                 Some(token) => token.cancelled().await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            biased;
-            () = cancelled => Stop::Cancelled,
-            () = deadline => Stop::TimedOut(timeout.unwrap_or_default()),
-            result = states => Stop::Finished(result),
-        }
+        tokio::pin!(cancelled);
+        // Cancellation first, then the deadline, then the states; a plain poll function
+        // keeps this smaller than `select!` would.
+        std::future::poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Stop::Cancelled);
+            }
+            if let Some(timer) = &mut timer {
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Stop::TimedOut(timeout.unwrap_or_default()));
+                }
+            }
+            states.as_mut().poll(cx).map(Stop::Finished)
+        })
+        .await
     }
 
     /// The state loop.
@@ -175,9 +190,16 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             }
             let next = match handler {
                 Handler::Task(entry) => {
-                    let result =
-                        execute_task(&*entry.task, &entry.name, &entry.config, state, &spec.resources, run, observers)
-                            .await?;
+                    let result = execute_task(
+                        &*entry.task,
+                        &entry.name,
+                        &entry.config,
+                        state,
+                        &spec.resources,
+                        run,
+                        observers,
+                    )
+                    .await?;
                     match result {
                         TaskResult::Single(next) => next,
                         TaskResult::Split(_) => {
@@ -196,7 +218,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         observers: observers.clone(),
                     });
                     let label = || handler.label();
-                    custom.handle(StateContext { state, env }).await.map_err(|e| e.at(state, &label()))?
+                    custom
+                        .handle(StateContext { state, env })
+                        .await
+                        .map_err(|e| e.at(state, &label()))?
                 }
             };
             came_from = Some(handler);
@@ -209,7 +234,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     fn label(&self, state: &S) -> String {
-        match self.spec.slots.get(state).and_then(|slot| slot.handler.as_ref()) {
+        match self
+            .spec
+            .slots
+            .get(state)
+            .and_then(|slot| slot.handler.as_ref())
+        {
             Some(handler) => handler.label().into_owned(),
             None => String::new(),
         }
@@ -265,16 +295,23 @@ impl<S> Future for RunHandle<S> {
     type Output = Result<S, CanoError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.join).poll(cx).map(|joined| match joined {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => Err(panic_error(e.into_panic())),
-            Err(_) => Err(CanoError::cancelled("the run's tokio task was aborted (its runtime shut down)")),
-        })
+        Pin::new(&mut self.join)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => Err(panic_error(e.into_panic())),
+                Err(_) => Err(CanoError::cancelled(
+                    "the run's tokio task was aborted (its runtime shut down)",
+                )),
+            })
     }
 }
 
 impl<S> std::fmt::Debug for RunHandle<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunHandle").field("run_id", &self.run_id).field("cancelled", &self.token.is_cancelled()).finish()
+        f.debug_struct("RunHandle")
+            .field("run_id", &self.run_id)
+            .field("cancelled", &self.token.is_cancelled())
+            .finish()
     }
 }

@@ -22,8 +22,34 @@ pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> CanoError {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned());
     CanoError::task_execution(format!("panic: {text}"))
-        .with_hint("a panic is a bug in the task: fix the invariant it asserts; panics are not retried")
+        .with_hint(
+            "a panic is a bug in the task: fix the invariant it asserts; panics are not retried",
+        )
         .permanent()
+}
+
+/// A task's future with a panic turned into an error.
+fn caught<'a, S: 'a>(
+    future: crate::task::TaskFuture<'a, S>,
+) -> impl std::future::Future<Output = Result<TaskResult<S>, CanoError>> + 'a {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .map(|r| r.unwrap_or_else(|p| Err(panic_error(p))))
+}
+
+async fn first_attempt<S, K>(
+    task: &dyn Task<S, K>,
+    config: &TaskConfig,
+    resources: &Resources<K>,
+) -> Result<TaskResult<S>, AttemptError<CanoError>> {
+    match config.attempt_timeout() {
+        None => caught(task.run(resources))
+            .await
+            .map_err(AttemptError::Failed),
+        // The timer is boxed so that the many tasks without a timeout do not carry its
+        // 100-odd bytes in every run's future.
+        Some(_) => Box::pin(config.retry_policy().attempt(caught(task.run(resources)))).await,
+    }
 }
 
 pub(crate) async fn execute_task<S, K>(
@@ -38,27 +64,52 @@ pub(crate) async fn execute_task<S, K>(
 where
     S: Debug,
 {
-    let mut attempt = 0usize;
-    let outcome = config
-        .retry_policy()
-        .run_with(
-            || {
-                attempt += 1;
-                if !observers.is_empty() {
-                    let n = attempt;
-                    observers.each(|o| o.on_task_start(run.run_id(), state, name, n));
-                }
-                AssertUnwindSafe(task.run(resources)).catch_unwind().map(|r| r.unwrap_or_else(|p| Err(panic_error(p))))
-            },
-            |e: &CanoError| if e.is_permanent() { ErrorClass::Permanent } else { ErrorClass::Retryable },
-            |event| {
-                if !observers.is_empty() {
-                    let error = attempt_error(event.error, config, state, name);
-                    observers.each(|o| o.on_retry(run.run_id(), state, name, event.attempt, &error, event.delay));
-                }
-            },
-        )
-        .await;
+    if !observers.is_empty() {
+        observers.each(|o| o.on_task_start(run.run_id(), state, name, 1));
+    }
+    // The first attempt runs inline; the retry loop, with its timers and closures, is
+    // built (and boxed) only once an attempt has failed. That keeps the run's future
+    // small and the successful transition free of extra work.
+    let outcome = match first_attempt(task, config, resources).await {
+        Ok(result) => Ok(result),
+        Err(first) => {
+            let mut attempt = 1usize;
+            Box::pin(config.retry_policy().continue_after(
+                first,
+                || {
+                    attempt += 1;
+                    if !observers.is_empty() {
+                        let n = attempt;
+                        observers.each(|o| o.on_task_start(run.run_id(), state, name, n));
+                    }
+                    caught(task.run(resources))
+                },
+                |e: &CanoError| {
+                    if e.is_permanent() {
+                        ErrorClass::Permanent
+                    } else {
+                        ErrorClass::Retryable
+                    }
+                },
+                |event| {
+                    if !observers.is_empty() {
+                        let error = attempt_error(event.error, config, state, name);
+                        observers.each(|o| {
+                            o.on_retry(
+                                run.run_id(),
+                                state,
+                                name,
+                                event.attempt,
+                                &error,
+                                event.delay,
+                            )
+                        });
+                    }
+                },
+            ))
+            .await
+        }
+    };
     match outcome {
         Ok(result) => {
             if !observers.is_empty() {
@@ -76,7 +127,12 @@ where
     }
 }
 
-fn attempt_error(error: &AttemptError<CanoError>, config: &TaskConfig, state: &dyn Debug, name: &str) -> CanoError {
+fn attempt_error(
+    error: &AttemptError<CanoError>,
+    config: &TaskConfig,
+    state: &dyn Debug,
+    name: &str,
+) -> CanoError {
     match error {
         // Observers see a description; the error itself moves on to the final result.
         AttemptError::Failed(e) => CanoError::task_execution(e.to_string()).at(state, name),
@@ -91,7 +147,12 @@ fn timeout_error(config: &TaskConfig, state: &dyn Debug, name: &str) -> CanoErro
         .with_hint("raise TaskConfig::with_attempt_timeout, make the task faster, or add a RetryMode if the slowness is transient")
 }
 
-fn final_error(failure: RetryError<CanoError>, config: &TaskConfig, state: &dyn Debug, name: &str) -> CanoError {
+fn final_error(
+    failure: RetryError<CanoError>,
+    config: &TaskConfig,
+    state: &dyn Debug,
+    name: &str,
+) -> CanoError {
     match failure {
         RetryError::Permanent { error, .. } => error.at(state, name),
         RetryError::Exhausted { attempts: 1, last } => match last {
@@ -103,10 +164,14 @@ fn final_error(failure: RetryError<CanoError>, config: &TaskConfig, state: &dyn 
                 AttemptError::Failed(error) => error.at(state, name),
                 AttemptError::TimedOut(_) => timeout_error(config, state, name),
             };
-            CanoError::retry_exhausted(format!("all {attempts} attempts failed; last error: {last}"))
-                .at(state, name)
-                .with_hint("fix the failing dependency, or allow more retries with TaskConfig::with_retry")
-                .with_source(last)
+            CanoError::retry_exhausted(format!(
+                "all {attempts} attempts failed; last error: {last}"
+            ))
+            .at(state, name)
+            .with_hint(
+                "fix the failing dependency, or allow more retries with TaskConfig::with_retry",
+            )
+            .with_source(last)
         }
     }
 }

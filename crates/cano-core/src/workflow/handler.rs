@@ -72,7 +72,11 @@ where
 
     /// Runs `task` for this state the way the engine runs any task: with its config's
     /// retries and attempt timeout, a panic caught as an error, and observers told.
-    pub async fn run_task(&self, task: &dyn Task<S, K>, config: &TaskConfig) -> Result<TaskResult<S>, CanoError> {
+    pub async fn run_task(
+        &self,
+        task: &dyn Task<S, K>,
+        config: &TaskConfig,
+    ) -> Result<TaskResult<S>, CanoError> {
         self.env.run_task(self.state, task, config).await
     }
 }
@@ -112,11 +116,25 @@ impl<K: Send + Sync + 'static> TaskEnv<K> {
     }
 
     /// Runs `task` in `state` with its config (see [`StateContext::run_task`]).
-    pub async fn run_task<S>(&self, state: &S, task: &dyn Task<S, K>, config: &TaskConfig) -> Result<TaskResult<S>, CanoError>
+    pub async fn run_task<S>(
+        &self,
+        state: &S,
+        task: &dyn Task<S, K>,
+        config: &TaskConfig,
+    ) -> Result<TaskResult<S>, CanoError>
     where
         S: Send + Sync + std::fmt::Debug + 'static,
     {
         let name = task.name();
-        execute_task(task, &name, config, state, &self.resources, &self.run, &self.observers).await
+        execute_task(
+            task,
+            &name,
+            config,
+            state,
+            &self.resources,
+            &self.run,
+            &self.observers,
+        )
+        .await
     }
 }

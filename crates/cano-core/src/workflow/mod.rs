@@ -64,7 +64,10 @@ impl<S, K> Clone for Handler<S, K> {
 impl<S: 'static, K: 'static> Handler<S, K> {
     pub(crate) fn info(&self) -> HandlerInfo {
         match self {
-            Self::Task(t) => HandlerInfo { kind: "task", tasks: vec![t.name.clone()] },
+            Self::Task(t) => HandlerInfo {
+                kind: "task",
+                tasks: vec![t.name.clone()],
+            },
             Self::Custom(h) => h.info(),
         }
     }
@@ -90,7 +93,10 @@ pub(crate) struct Slot<S, K> {
 
 impl<S, K> Clone for Slot<S, K> {
     fn clone(&self) -> Self {
-        Self { handler: self.handler.clone(), exit: self.exit }
+        Self {
+            handler: self.handler.clone(),
+            exit: self.exit,
+        }
     }
 }
 
@@ -131,7 +137,9 @@ pub struct Workflow<S, K = DefaultKey> {
 
 impl<S, K> Clone for Workflow<S, K> {
     fn clone(&self) -> Self {
-        Self { spec: self.spec.clone() }
+        Self {
+            spec: self.spec.clone(),
+        }
     }
 }
 
@@ -166,7 +174,11 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Runs `task` whenever the workflow enters `state`. The task's
     /// [`config`](Task::config) and [`name`](Task::name) are read here, once.
     pub fn register<T: Task<S, K> + 'static>(self, state: S, task: T) -> Self {
-        let entry = TaskEntry { config: task.config(), name: task.name(), task: Arc::new(task) };
+        let entry = TaskEntry {
+            config: task.config(),
+            name: task.name(),
+            task: Arc::new(task),
+        };
         self.register_slot(state, Handler::Task(Arc::new(entry)))
     }
 
@@ -178,7 +190,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     fn register_slot(mut self, state: S, handler: Handler<S, K>) -> Self {
         let spec = self.spec_mut();
-        let slot = spec.slots.entry(state.clone()).or_insert(Slot { handler: None, exit: false });
+        let slot = spec.slots.entry(state.clone()).or_insert(Slot {
+            handler: None,
+            exit: false,
+        });
         if let Some(old) = slot.handler.replace(handler) {
             spec.problems.push(format!(
                 "state {state:?} is registered twice (first with {}); register each state once",
@@ -191,7 +206,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Ends the run when the workflow reaches `state`.
     pub fn add_exit_state(mut self, state: S) -> Self {
         let spec = self.spec_mut();
-        spec.slots.entry(state).or_insert(Slot { handler: None, exit: false }).exit = true;
+        spec.slots
+            .entry(state)
+            .or_insert(Slot {
+                handler: None,
+                exit: false,
+            })
+            .exit = true;
         spec.has_exit = true;
         self
     }
@@ -241,7 +262,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// The exit states (in no particular order).
     pub fn exit_states(&self) -> Vec<S> {
-        self.spec.slots.iter().filter(|(_, slot)| slot.exit).map(|(s, _)| s.clone()).collect()
+        self.spec
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.exit)
+            .map(|(s, _)| s.clone())
+            .collect()
     }
 
     /// Checks the workflow's structure: at least one handler, at least one exit state,
@@ -251,10 +277,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         let spec = &*self.spec;
         let mut findings = spec.problems.clone();
         if !spec.slots.values().any(|slot| slot.handler.is_some()) {
-            findings.push("no state has a handler; register tasks with .register(state, task)".into());
+            findings
+                .push("no state has a handler; register tasks with .register(state, task)".into());
         }
         if !spec.has_exit {
-            findings.push("no exit state, so no run can end; add one with .add_exit_state(state)".into());
+            findings.push(
+                "no exit state, so no run can end; add one with .add_exit_state(state)".into(),
+            );
         }
         let mut both: Vec<String> = spec
             .slots
@@ -271,7 +300,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         if findings.is_empty() {
             Ok(())
         } else {
-            Err(CanoError::configuration(format!("invalid workflow: {}", findings.join("; "))))
+            Err(CanoError::configuration(format!(
+                "invalid workflow: {}",
+                findings.join("; ")
+            )))
         }
     }
 
