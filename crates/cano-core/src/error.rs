@@ -162,6 +162,23 @@ impl StdError for ErrorDetail {
     }
 }
 
+/// Matches every variant, binding its detail: the one list to extend with a variant.
+macro_rules! each_variant {
+    ($error:expr, $detail:ident => $body:expr) => {
+        match $error {
+            CanoError::Workflow($detail)
+            | CanoError::Configuration($detail)
+            | CanoError::Timeout($detail)
+            | CanoError::RetryExhausted($detail)
+            | CanoError::CircuitOpen($detail)
+            | CanoError::TaskExecution($detail)
+            | CanoError::Store($detail)
+            | CanoError::Resource($detail)
+            | CanoError::Cancelled($detail) => $body,
+        }
+    };
+}
+
 macro_rules! constructors {
     ($($(#[$doc:meta])* $fn:ident => $variant:ident;)*) => {
         $(
@@ -206,31 +223,11 @@ impl CanoError {
 
     /// The detail every variant carries.
     pub fn detail(&self) -> &ErrorDetail {
-        match self {
-            Self::Workflow(d)
-            | Self::Configuration(d)
-            | Self::Timeout(d)
-            | Self::RetryExhausted(d)
-            | Self::CircuitOpen(d)
-            | Self::TaskExecution(d)
-            | Self::Store(d)
-            | Self::Resource(d)
-            | Self::Cancelled(d) => d,
-        }
+        each_variant!(self, detail => detail)
     }
 
     fn inner_mut(&mut self) -> &mut Inner {
-        match self {
-            Self::Workflow(d)
-            | Self::Configuration(d)
-            | Self::Timeout(d)
-            | Self::RetryExhausted(d)
-            | Self::CircuitOpen(d)
-            | Self::TaskExecution(d)
-            | Self::Store(d)
-            | Self::Resource(d)
-            | Self::Cancelled(d) => &mut d.0,
-        }
+        each_variant!(self, detail => &mut detail.0)
     }
 
     /// Adds how to fix it.
