@@ -112,7 +112,7 @@
 
 pub use cano_core::{error, hash, node, observer, resource, run, store, workflow};
 
-/// Tasks: the [`Task`](task::Task) trait, its result and its configuration.
+/// Tasks: the [`Task`] trait, its result and its configuration.
 pub mod task {
     pub use cano_core::task::*;
 }
