@@ -247,6 +247,7 @@ impl<K: ResourceKey> Resources<K> {
                     entry.key, entry.type_name
                 ))
                 .with_source(err)
+                .with_hint("fix what the resource needs to start (address, credentials), or manage it yourself with ResourceLifecycle::External")
                 .permanent();
                 // Best effort: the setup error is the one to report.
                 let _ = self.teardown_first(i).await;

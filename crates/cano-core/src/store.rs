@@ -167,10 +167,11 @@ impl MemoryStore {
 
     /// Every key, in no particular order.
     pub fn keys(&self) -> Vec<String> {
-        self.shards
-            .iter()
-            .flat_map(|s| read(s).keys().cloned().collect::<Vec<_>>())
-            .collect()
+        let mut keys = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            keys.extend(read(shard).keys().cloned());
+        }
+        keys
     }
 
     /// How many values are stored.

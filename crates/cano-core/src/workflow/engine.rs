@@ -302,7 +302,8 @@ impl<S> Future for RunHandle<S> {
                 Err(e) if e.is_panic() => Err(panic_error(e.into_panic())),
                 Err(_) => Err(CanoError::cancelled(
                     "the run's tokio task was aborted (its runtime shut down)",
-                )),
+                )
+                .with_hint("keep the tokio runtime running until the spawned run has finished")),
             })
     }
 }

@@ -153,17 +153,16 @@ fn final_error(
     state: &dyn Debug,
     name: &str,
 ) -> CanoError {
+    let failed_attempt = |last| match last {
+        AttemptError::Failed(error) => CanoError::at(error, state, name),
+        AttemptError::TimedOut(_) => timeout_error(config, state, name),
+    };
     match failure {
         RetryError::Permanent { error, .. } => error.at(state, name),
-        RetryError::Exhausted { attempts: 1, last } => match last {
-            AttemptError::Failed(error) => error.at(state, name),
-            AttemptError::TimedOut(_) => timeout_error(config, state, name),
-        },
+        // Without retries the attempt's own error is the answer.
+        RetryError::Exhausted { attempts: 1, last } => failed_attempt(last),
         RetryError::Exhausted { attempts, last } => {
-            let last = match last {
-                AttemptError::Failed(error) => error.at(state, name),
-                AttemptError::TimedOut(_) => timeout_error(config, state, name),
-            };
+            let last = failed_attempt(last);
             CanoError::retry_exhausted(format!(
                 "all {attempts} attempts failed; last error: {last}"
             ))
