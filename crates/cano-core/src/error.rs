@@ -273,6 +273,22 @@ impl CanoError {
         ) || self.detail().is_permanent()
     }
 
+    /// The error for a task that panicked, from the panic's payload:
+    /// `TaskExecution("panic: <message>")`, permanent (a panic is a bug, so retrying
+    /// cannot help). Handlers that catch panics of their own use it too.
+    pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        Self::task_execution(format!("panic: {text}"))
+            .with_hint(
+                "a panic is a bug in the task: fix the invariant it asserts; panics are not retried",
+            )
+            .permanent()
+    }
+
     /// The message without the state, task and hint.
     pub fn message(&self) -> &str {
         self.detail().message()

@@ -60,7 +60,7 @@ pub use observer::{Observers, WorkflowObserver};
 pub use resource::{DefaultKey, HealthStatus, Resource, ResourceKey, Resources};
 pub use run::{CancellationToken, RunContext, RunId, RunOptions};
 pub use store::MemoryStore;
-pub use task::{Task, TaskConfig, TaskFuture, TaskResult};
+pub use task::{RegisteredTask, Task, TaskConfig, TaskFuture, TaskResult};
 pub use util::short_type_name;
 pub use workflow::handler::{HandlerFuture, HandlerInfo, StateContext, StateHandler, TaskEnv};
 pub use workflow::{ResourceLifecycle, RunHandle, Workflow, WorkflowState};

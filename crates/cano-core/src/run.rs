@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
+use crate::store::MemoryStore;
+
 /// Identifies one run of a workflow. Unique within a process and, being seeded from
 /// the clock and process id, very unlikely to repeat across processes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,6 +142,7 @@ impl fmt::Debug for CancellationToken {
 pub struct RunContext {
     run_id: RunId,
     cancel: Option<CancellationToken>,
+    outputs: Option<MemoryStore>,
 }
 
 tokio::task_local! {
@@ -147,8 +150,16 @@ tokio::task_local! {
 }
 
 impl RunContext {
-    pub(crate) fn new(run_id: RunId, cancel: Option<CancellationToken>) -> Self {
-        Self { run_id, cancel }
+    pub(crate) fn new(
+        run_id: RunId,
+        cancel: Option<CancellationToken>,
+        outputs: Option<MemoryStore>,
+    ) -> Self {
+        Self {
+            run_id,
+            cancel,
+            outputs,
+        }
     }
 
     /// The run being executed by the calling task, if called from inside a run.
@@ -175,6 +186,15 @@ impl RunContext {
     /// `Workflow::spawn`).
     pub fn cancellation_token(&self) -> Option<&CancellationToken> {
         self.cancel.as_ref()
+    }
+
+    /// This run's outputs: what handlers published for the states after them (a split
+    /// state's `SplitResult`, for example), private to the run and dropped with it.
+    ///
+    /// Present in runs of workflows with a custom handler (split, saga, ...); a workflow
+    /// of plain tasks pays nothing for it and returns `None`.
+    pub fn outputs(&self) -> Option<&MemoryStore> {
+        self.outputs.as_ref()
     }
 
     /// Whether the run was cancelled.
@@ -247,7 +267,7 @@ mod tests {
     #[tokio::test]
     async fn current_is_visible_inside_scope_only() {
         assert!(RunContext::current().is_none());
-        let ctx = RunContext::new(RunId::from(7), None);
+        let ctx = RunContext::new(RunId::from(7), None, None);
         let seen = ctx
             .scope(async { RunContext::current().map(|c| c.run_id()) })
             .await;

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cano_retry::{Retry, RetryMode};
@@ -173,5 +174,65 @@ pub trait Task<S, K = DefaultKey>: Send + Sync {
     /// The name used in errors and observer events: the type's name by default.
     fn name(&self) -> Cow<'static, str> {
         Cow::Borrowed(short_type_name::<Self>())
+    }
+}
+
+/// A task together with what the engine reads from it once: its [`TaskConfig`] and its
+/// name. Handlers outside this crate (split branches, compensatable steps) hold tasks
+/// this way and run them with [`TaskEnv::run_registered`](crate::TaskEnv::run_registered), so every task is
+/// retried, bounded and named the same way wherever it is registered.
+pub struct RegisteredTask<S, K = DefaultKey> {
+    task: Arc<dyn Task<S, K>>,
+    config: TaskConfig,
+    name: Cow<'static, str>,
+}
+
+impl<S, K> RegisteredTask<S, K> {
+    /// Reads `task`'s config and name and keeps them beside it.
+    pub fn new<T: Task<S, K> + 'static>(task: T) -> Self {
+        Self::from_arc(Arc::new(task))
+    }
+
+    /// Like [`new`](Self::new), for a task that is already shared.
+    pub fn from_arc(task: Arc<dyn Task<S, K>>) -> Self {
+        Self {
+            config: task.config(),
+            name: task.name(),
+            task,
+        }
+    }
+
+    /// The task.
+    pub fn task(&self) -> &Arc<dyn Task<S, K>> {
+        &self.task
+    }
+
+    /// The config read at registration.
+    pub fn config(&self) -> &TaskConfig {
+        &self.config
+    }
+
+    /// The name read at registration.
+    pub fn name(&self) -> &Cow<'static, str> {
+        &self.name
+    }
+}
+
+impl<S, K> Clone for RegisteredTask<S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            task: self.task.clone(),
+            config: self.config.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl<S, K> std::fmt::Debug for RegisteredTask<S, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredTask")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .finish()
     }
 }

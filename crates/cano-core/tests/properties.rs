@@ -1,6 +1,7 @@
 //! Properties of the state machine over random transition tables: the engine visits
 //! exactly the states its tasks choose, in order, stops at the first exit state, and
-//! reports an unregistered state as an error (never a panic).
+//! reports an unregistered state as an error (never a panic), and refuses a workflow
+//! with no handler at all before running anything.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,6 +120,13 @@ proptest! {
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let outcome = rt.block_on(wf.orchestrate(St(table.initial)));
+        let any_handler = (0..table.scripts.len()).any(|i| !table.exits[i] && table.scripts[i].is_some());
+        if !any_handler {
+            // A workflow without a single handler is refused before anything runs.
+            prop_assert!(matches!(outcome, Err(CanoError::Configuration(_))), "{:?}", outcome);
+            prop_assert!(path.lock().unwrap().is_empty());
+            return Ok(());
+        }
         let (want_path, want_end) = expected(&table);
         prop_assert_eq!(&*path.lock().unwrap(), &want_path);
         match (outcome, want_end) {

@@ -17,7 +17,7 @@ use crate::error::CanoError;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
 use crate::task::TaskResult;
-use crate::workflow::execute::{execute_task, panic_error};
+use crate::workflow::execute::execute_task;
 
 /// How the states of a run stopped, before it is turned into an error that names the
 /// state (which the loop no longer borrows by then).
@@ -68,10 +68,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// ```
     pub async fn orchestrate_with(&self, initial: S, options: RunOptions) -> Result<S, CanoError> {
         let spec = &*self.spec;
-        if !spec.problems.is_empty() || !spec.has_exit {
-            self.validate()?;
-        }
-        let run = RunContext::new(options.run_id.unwrap_or_default(), options.cancel);
+        self.validate()?;
+        let outputs = spec.outputs.then(crate::MemoryStore::new);
+        let run = RunContext::new(options.run_id.unwrap_or_default(), options.cancel, outputs);
         let observers = &spec.observers;
         if !observers.is_empty() {
             observers.each(|o| o.on_run_start(run.run_id(), &initial));
@@ -191,9 +190,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let next = match handler {
                 Handler::Task(entry) => {
                     let result = execute_task(
-                        &*entry.task,
-                        &entry.name,
-                        &entry.config,
+                        &**entry.task(),
+                        entry.name(),
+                        entry.config(),
                         state,
                         &spec.resources,
                         run,
@@ -204,7 +203,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         TaskResult::Single(next) => next,
                         TaskResult::Split(_) => {
                             return Err(CanoError::workflow("a single-task state returned TaskResult::Split")
-                                .at(state, &entry.name)
+                                .at(state, entry.name())
                                 .with_hint(
                                     "register the state with register_split to run tasks in parallel, or return TaskResult::Single",
                                 ));
@@ -299,7 +298,7 @@ impl<S> Future for RunHandle<S> {
             .poll(cx)
             .map(|joined| match joined {
                 Ok(result) => result,
-                Err(e) if e.is_panic() => Err(panic_error(e.into_panic())),
+                Err(e) if e.is_panic() => Err(CanoError::from_panic(e.into_panic())),
                 Err(_) => Err(CanoError::cancelled(
                     "the run's tokio task was aborted (its runtime shut down)",
                 )

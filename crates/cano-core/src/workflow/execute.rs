@@ -13,28 +13,13 @@ use crate::resource::Resources;
 use crate::run::RunContext;
 use crate::task::{Task, TaskConfig, TaskResult};
 
-/// Turns a panic payload into the error the run returns. Panics are bugs, so they are
-/// not retried.
-pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> CanoError {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned());
-    CanoError::task_execution(format!("panic: {text}"))
-        .with_hint(
-            "a panic is a bug in the task: fix the invariant it asserts; panics are not retried",
-        )
-        .permanent()
-}
-
 /// A task's future with a panic turned into an error.
 fn caught<'a, S: 'a>(
     future: crate::task::TaskFuture<'a, S>,
 ) -> impl std::future::Future<Output = Result<TaskResult<S>, CanoError>> + 'a {
     AssertUnwindSafe(future)
         .catch_unwind()
-        .map(|r| r.unwrap_or_else(|p| Err(panic_error(p))))
+        .map(|r| r.unwrap_or_else(|p| Err(CanoError::from_panic(p))))
 }
 
 async fn first_attempt<S, K>(

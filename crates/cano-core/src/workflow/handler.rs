@@ -13,7 +13,7 @@ use crate::error::CanoError;
 use crate::observer::Observers;
 use crate::resource::{DefaultKey, Resources};
 use crate::run::RunContext;
-use crate::task::{Task, TaskConfig, TaskResult};
+use crate::task::{RegisteredTask, Task, TaskConfig, TaskResult};
 use crate::workflow::execute::execute_task;
 
 /// The boxed future of a state handler: the next state.
@@ -37,6 +37,24 @@ pub trait StateHandler<S, K = DefaultKey>: Send + Sync + 'static {
 
     /// Describes the handler.
     fn info(&self) -> HandlerInfo;
+
+    /// Mistakes in the handler's own configuration that can be seen without running it
+    /// (a quorum of zero, an empty task list). [`Workflow::validate`] and every run
+    /// report them, prefixed with the state. None by default.
+    ///
+    /// [`Workflow::validate`]: crate::Workflow::validate
+    fn check(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The states this handler can move to, when it knows them (a split always moves to
+    /// its join state). [`Workflow::validate`] checks that each one has a handler or is
+    /// an exit state. `None`, the default, means "any state".
+    ///
+    /// [`Workflow::validate`]: crate::Workflow::validate
+    fn targets(&self) -> Option<Vec<S>> {
+        None
+    }
 }
 
 /// What a [`StateHandler`] is given: the state, the resources, the run, the observers.
@@ -113,6 +131,28 @@ impl<K: Send + Sync + 'static> TaskEnv<K> {
     /// The workflow's observers.
     pub fn observers(&self) -> &Observers {
         &self.observers
+    }
+
+    /// Runs a registered task in `state` (see [`StateContext::run_task`]); the task's
+    /// config and name were read once when it was registered.
+    pub async fn run_registered<S>(
+        &self,
+        state: &S,
+        task: &RegisteredTask<S, K>,
+    ) -> Result<TaskResult<S>, CanoError>
+    where
+        S: Send + Sync + std::fmt::Debug + 'static,
+    {
+        execute_task(
+            &**task.task(),
+            task.name(),
+            task.config(),
+            state,
+            &self.resources,
+            &self.run,
+            &self.observers,
+        )
+        .await
     }
 
     /// Runs `task` in `state` with its config (see [`StateContext::run_task`]).

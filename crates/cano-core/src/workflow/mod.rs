@@ -11,14 +11,14 @@ pub mod handler;
 use std::borrow::Cow;
 use std::fmt::{self, Debug};
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::CanoError;
 use crate::hash::FastMap;
 use crate::observer::{Observers, WorkflowObserver};
 use crate::resource::{DefaultKey, ResourceKey, Resources};
-use crate::task::{Task, TaskConfig};
+use crate::task::{RegisteredTask, Task};
 use handler::{HandlerInfo, StateHandler};
 
 pub use engine::RunHandle;
@@ -40,15 +40,8 @@ pub enum ResourceLifecycle {
     External,
 }
 
-/// A single task registered for a state, with what is read from it once.
-pub(crate) struct TaskEntry<S, K> {
-    pub(crate) task: Arc<dyn Task<S, K>>,
-    pub(crate) config: TaskConfig,
-    pub(crate) name: Cow<'static, str>,
-}
-
 pub(crate) enum Handler<S, K> {
-    Task(Arc<TaskEntry<S, K>>),
+    Task(Arc<RegisteredTask<S, K>>),
     Custom(Arc<dyn StateHandler<S, K>>),
 }
 
@@ -66,7 +59,7 @@ impl<S: 'static, K: 'static> Handler<S, K> {
         match self {
             Self::Task(t) => HandlerInfo {
                 kind: "task",
-                tasks: vec![t.name.clone()],
+                tasks: vec![t.name().clone()],
             },
             Self::Custom(h) => h.info(),
         }
@@ -75,7 +68,7 @@ impl<S: 'static, K: 'static> Handler<S, K> {
     /// The name to put in errors about this state: the task, or the handler's tasks.
     pub(crate) fn label(&self) -> Cow<'static, str> {
         match self {
-            Self::Task(t) => t.name.clone(),
+            Self::Task(t) => t.name().clone(),
             Self::Custom(h) => {
                 let info = h.info();
                 Cow::Owned(format!("{} [{}]", info.kind, info.tasks.join(", ")))
@@ -110,6 +103,12 @@ pub(crate) struct Spec<S, K> {
     /// `validate` and by every run, since a builder method cannot fail.
     pub(crate) problems: Vec<String>,
     pub(crate) has_exit: bool,
+    /// Whether runs carry a store for handlers to publish results in (see
+    /// [`RunContext::outputs`](crate::RunContext::outputs)).
+    pub(crate) outputs: bool,
+    /// What `validate` found, computed on first use. A builder change clones the spec,
+    /// which starts this afresh.
+    pub(crate) findings: OnceLock<Vec<String>>,
 }
 
 impl<S: Clone, K> Clone for Spec<S, K> {
@@ -122,6 +121,8 @@ impl<S: Clone, K> Clone for Spec<S, K> {
             lifecycle: self.lifecycle,
             problems: self.problems.clone(),
             has_exit: self.has_exit,
+            outputs: self.outputs,
+            findings: OnceLock::new(),
         }
     }
 }
@@ -163,6 +164,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 lifecycle: ResourceLifecycle::default(),
                 problems: Vec::new(),
                 has_exit: false,
+                outputs: false,
+                findings: OnceLock::new(),
             }),
         }
     }
@@ -174,17 +177,17 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Runs `task` whenever the workflow enters `state`. The task's
     /// [`config`](Task::config) and [`name`](Task::name) are read here, once.
     pub fn register<T: Task<S, K> + 'static>(self, state: S, task: T) -> Self {
-        let entry = TaskEntry {
-            config: task.config(),
-            name: task.name(),
-            task: Arc::new(task),
-        };
+        let entry = RegisteredTask::new(task);
         self.register_slot(state, Handler::Task(Arc::new(entry)))
     }
 
     /// Runs a custom [`StateHandler`] whenever the workflow enters `state`. This is how
     /// split/join, compensatable and stepped states plug in.
-    pub fn register_handler<H: StateHandler<S, K>>(self, state: S, handler: H) -> Self {
+    ///
+    /// Runs of a workflow with a custom handler carry an outputs store, where handlers
+    /// publish what later states read (see [`RunContext::outputs`](crate::RunContext::outputs)).
+    pub fn register_handler<H: StateHandler<S, K>>(mut self, state: S, handler: H) -> Self {
+        self.spec_mut().outputs = true;
         self.register_slot(state, Handler::Custom(Arc::new(handler)))
     }
 
@@ -271,9 +274,26 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     /// Checks the workflow's structure: at least one handler, at least one exit state,
-    /// no state registered twice, no exit state with a handler (it would never run).
-    /// Every finding is listed in one [`CanoError::Configuration`].
+    /// no state registered twice, no exit state with a handler (it would never run),
+    /// each handler's own configuration (see [`StateHandler::check`]) and every state a
+    /// handler declares it moves to (see [`StateHandler::targets`]) has a handler or is
+    /// an exit state. Every finding is listed in one [`CanoError::Configuration`].
+    ///
+    /// Every run performs the same check (once per workflow value, then cached), so a
+    /// workflow that fails it never starts a task.
     pub fn validate(&self) -> Result<(), CanoError> {
+        let findings = self.spec.findings.get_or_init(|| self.findings());
+        if findings.is_empty() {
+            Ok(())
+        } else {
+            Err(CanoError::configuration(format!(
+                "invalid workflow: {}",
+                findings.join("; ")
+            )))
+        }
+    }
+
+    fn findings(&self) -> Vec<String> {
         let spec = &*self.spec;
         let mut findings = spec.problems.clone();
         if !spec.slots.values().any(|slot| slot.handler.is_some()) {
@@ -285,26 +305,40 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 "no exit state, so no run can end; add one with .add_exit_state(state)".into(),
             );
         }
-        let mut both: Vec<String> = spec
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.exit && slot.handler.is_some())
-            .map(|(state, _)| format!("{state:?}"))
-            .collect();
-        both.sort();
-        for state in both {
-            findings.push(format!(
-                "state {state} is an exit state and has a handler; the handler would never run, so remove one of the two"
-            ));
+        // Per-state findings, sorted by state so the message is the same on every run.
+        let mut per_state: Vec<(String, String)> = Vec::new();
+        for (state, slot) in &spec.slots {
+            let Some(handler) = &slot.handler else {
+                continue;
+            };
+            let name = format!("{state:?}");
+            if slot.exit {
+                per_state.push((name.clone(), format!(
+                    "state {name} is an exit state and has a handler; the handler would never run, so remove one of the two"
+                )));
+            }
+            let Handler::Custom(custom) = handler else {
+                continue;
+            };
+            let kind = custom.info().kind;
+            for problem in custom.check() {
+                per_state.push((name.clone(), format!("{kind} state {name}: {problem}")));
+            }
+            for target in custom.targets().unwrap_or_default() {
+                let wired = spec
+                    .slots
+                    .get(&target)
+                    .is_some_and(|t| t.exit || t.handler.is_some());
+                if !wired {
+                    per_state.push((name.clone(), format!(
+                        "{kind} state {name} moves to {target:?}, which has no handler and is not an exit state; register it or add it with .add_exit_state"
+                    )));
+                }
+            }
         }
-        if findings.is_empty() {
-            Ok(())
-        } else {
-            Err(CanoError::configuration(format!(
-                "invalid workflow: {}",
-                findings.join("; ")
-            )))
-        }
+        per_state.sort();
+        findings.extend(per_state.into_iter().map(|(_, finding)| finding));
+        findings
     }
 
     /// Checks that a run can start in `initial`: it has a handler, or is an exit state.
