@@ -105,10 +105,62 @@
 //! [`RunContext::current`]. [`WorkflowObserver`] receives run, state, task and retry
 //! events.
 //!
+//! ## Parallel states
+//!
+//! With the `split` feature (on by default), [`SplitExt::register_split`] runs several
+//! tasks at once for one state and joins them by a [`JoinStrategy`]: `All`, `Any`,
+//! `Quorum(n)`, `Percentage(p)`, `PartialResults(min)` or `PartialTimeout`, with an
+//! optional timeout and bulkhead. The next state reads every branch's outcome from the
+//! [`SplitResult`]:
+//!
+//! ```
+//! use cano::prelude::*;
+//!
+//! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+//! enum Step { Fetch, Report, Done }
+//!
+//! struct Source(u32);
+//! #[task]
+//! impl Task<Step> for Source {
+//!     async fn run(&self, res: &Resources) -> Result<TaskResult<Step>, CanoError> {
+//!         res.get::<MemoryStore, _>("store")?.put(format!("source_{}", self.0), self.0 * 10)?;
+//!         Ok(TaskResult::Single(Step::Report))
+//!     }
+//! }
+//!
+//! struct Report;
+//! #[task]
+//! impl Task<Step> for Report {
+//!     async fn run(&self, res: &Resources) -> Result<TaskResult<Step>, CanoError> {
+//!         let fetched = SplitResult::<Step>::of(&Step::Fetch)?;
+//!         res.get::<MemoryStore, _>("store")?.put("sources", fetched.succeeded().count())?;
+//!         Ok(TaskResult::Single(Step::Done))
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), CanoError> {
+//! let store = MemoryStore::new();
+//! let workflow = Workflow::new(Resources::new().insert("store", store.clone()))
+//!     .register_split(
+//!         Step::Fetch,
+//!         vec![Source(1), Source(2), Source(3)],
+//!         JoinConfig::new(JoinStrategy::All, Step::Report),
+//!     )
+//!     .register(Step::Report, Report)
+//!     .add_exit_state(Step::Done);
+//! workflow.orchestrate(Step::Fetch).await?;
+//! assert_eq!(store.get::<usize>("sources")?, 3);
+//! assert_eq!(store.get::<u32>("source_2")?, 20);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Features
 //!
-//! `split` (default), `recovery`, `scheduler`, `tracing`, `metrics` and `testing` are
-//! reserved for the crates that bring those concerns; today they change nothing.
+//! `split` (default) brings the split/join states above. `recovery`, `scheduler`,
+//! `tracing`, `metrics` and `testing` are reserved for the crates that bring those
+//! concerns; today they change nothing.
 
 pub use cano_core::{error, hash, node, observer, resource, run, store, workflow};
 
@@ -124,12 +176,21 @@ pub mod retry {
 
 pub use cano_core::{
     BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, ErrorDetail, HandlerFuture,
-    HandlerInfo, HealthStatus, MemoryStore, Node, Observers, Resource, ResourceKey,
+    HandlerInfo, HealthStatus, MemoryStore, Node, Observers, RegisteredTask, Resource, ResourceKey,
     ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId, RunOptions,
     StateContext, StateHandler, Task, TaskConfig, TaskEnv, TaskFuture, TaskResult, Workflow,
     WorkflowObserver, WorkflowState,
 };
 pub use cano_macros::{FromResources, Resource, node, resource, task};
+
+/// Parallel split/join states (the `cano-split` crate, feature `split`, on by default).
+#[cfg(feature = "split")]
+pub mod split {
+    pub use cano_split::*;
+}
+
+#[cfg(feature = "split")]
+pub use cano_split::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};
 
 /// Everything a workflow author needs: `use cano::prelude::*;`.
 pub mod prelude {
@@ -138,6 +199,9 @@ pub mod prelude {
         Resource, ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId,
         RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver, node, resource, task,
     };
+
+    #[cfg(feature = "split")]
+    pub use crate::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};
 }
 
 /// The README's examples, compiled and run as doctests so they cannot drift.

@@ -70,8 +70,20 @@ impl<S: 'static, K: 'static> Handler<S, K> {
         match self {
             Self::Task(t) => t.name().clone(),
             Self::Custom(h) => {
+                // A split may have thousands of branches; name a few.
+                const SHOWN: usize = 3;
                 let info = h.info();
-                Cow::Owned(format!("{} [{}]", info.kind, info.tasks.join(", ")))
+                let mut names = info
+                    .tasks
+                    .iter()
+                    .take(SHOWN)
+                    .map(|t| &**t)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if info.tasks.len() > SHOWN {
+                    names.push_str(&format!(", +{} more", info.tasks.len() - SHOWN));
+                }
+                Cow::Owned(format!("{} [{names}]", info.kind))
             }
         }
     }

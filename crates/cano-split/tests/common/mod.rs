@@ -44,6 +44,7 @@ pub struct Probe {
 
 impl Probe {
     pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Ended>) {
+        quiet_branch_panics();
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Arc::new(Self {
@@ -56,6 +57,24 @@ impl Probe {
             rx,
         )
     }
+}
+
+/// Keeps the scripted branch panics out of the test output; every other panic (a
+/// failing assertion) is reported as usual.
+pub fn quiet_branch_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let scripted = info
+                .payload()
+                .downcast_ref::<String>()
+                .is_some_and(|m| m.starts_with("branch ") && m.ends_with(" panicked"));
+            if !scripted {
+                default(info);
+            }
+        }));
+    });
 }
 
 /// Waits for `count` branch futures to end and returns the ids of those cancelled, sorted.
