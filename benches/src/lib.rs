@@ -95,6 +95,43 @@ pub fn gated_workflow(gated: Gated) -> Workflow<Step> {
         .add_exit_state(Step(2))
 }
 
+/// A split of `branches` trivial tasks under `JoinStrategy::All`:
+/// `Step(0)` (split) → `Step(1)` (exit).
+pub fn split_workflow(branches: usize) -> Workflow<Step> {
+    let tasks: Vec<Next> = (0..branches).map(|_| Next(1)).collect();
+    Workflow::bare()
+        .register_split(Step(0), tasks, JoinConfig::new(JoinStrategy::All, Step(1)))
+        .add_exit_state(Step(1))
+}
+
+/// The same branches with a plain `tokio::task::JoinSet`: spawn every task's future,
+/// wait for all of them, stop at the first error.
+pub async fn join_set(tasks: &[Arc<Next>]) -> Result<(), CanoError> {
+    let mut set = tokio::task::JoinSet::new();
+    for task in tasks {
+        let task = task.clone();
+        set.spawn(async move { task.run_bare().await });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.map_err(CanoError::task)??;
+    }
+    Ok(())
+}
+
+/// A split whose `branches` branches all wait at `gated`'s gate.
+pub fn gated_split(branches: usize, gated: Arc<Gated>) -> Workflow<Step> {
+    let tasks: Vec<Arc<dyn Task<Step>>> = (0..branches)
+        .map(|_| gated.clone() as Arc<dyn Task<Step>>)
+        .collect();
+    Workflow::bare()
+        .register_split(
+            Step(0),
+            Branches::from(tasks),
+            JoinConfig::new(JoinStrategy::All, Step(1)),
+        )
+        .add_exit_state(Step(1))
+}
+
 /// Resident memory of this process in bytes (Linux), read from `/proc/self/statm`.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -124,5 +161,15 @@ mod tests {
             hand_written(&hand_written_tasks()).await,
             Step(LINEAR_STATES)
         );
+    }
+
+    #[tokio::test]
+    async fn both_split_variants_run_every_branch() {
+        assert_eq!(
+            split_workflow(100).orchestrate(Step(0)).await.unwrap(),
+            Step(1)
+        );
+        let tasks: Vec<Arc<Next>> = (0..100).map(|_| Arc::new(Next(1))).collect();
+        join_set(&tasks).await.unwrap();
     }
 }

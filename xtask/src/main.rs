@@ -36,7 +36,7 @@ fn bench(extra: Vec<String>) -> ExitCode {
         .current_dir(&root)
         .env("CRITERION_HOME", &criterion_home)
         .env("CANO_BENCH_OUT", &out)
-        .args(["bench", "-p", "cano-benches", "--bench", "engine", "--"])
+        .args(["bench", "-p", "cano-benches", "--benches", "--"])
         .args(&extra)
         .status();
     match status {
@@ -85,7 +85,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     let fmt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "n/a".into());
     let ratio = engine.zip(baseline).map(|(e, b)| e / b);
     let dyn_ratio = engine.zip(dyn_dispatch).map(|(e, d)| e / d);
-    let rows = [
+    let mut rows = vec![
         (
             "linear: engine, per transition",
             fmt(engine, &|e| format!("{:.1} ns", e / TRANSITIONS)),
@@ -145,6 +145,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
             ),
         ),
     ];
+    rows.extend(split_rows(criterion_home, out));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
         "\n{:<width$} | {:>24} | target\n{}\n",
@@ -156,6 +157,42 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
         table.push_str(&format!("{name:<width$} | {figure:>24} | {target}\n"));
     }
     table
+}
+
+/// The split/join rows: per-branch cost beside a plain JoinSet at each size, and heap
+/// bytes per in-flight branch.
+fn split_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, String)> {
+    const SIZES: [(usize, &str); 4] = [
+        (10, "split All, 10 branches: engine / JoinSet"),
+        (100, "split All, 100 branches: engine / JoinSet"),
+        (1_000, "split All, 1,000 branches: engine / JoinSet"),
+        (10_000, "split All, 10,000 branches: engine / JoinSet"),
+    ];
+    let mut rows = Vec::new();
+    for (n, name) in SIZES {
+        let engine = mean_ns(criterion_home, &format!("split_all/engine/{n}"));
+        let joinset = mean_ns(criterion_home, &format!("split_all/joinset/{n}"));
+        let figure = match engine.zip(joinset) {
+            Some((e, j)) => format!(
+                "{:.0} / {:.0} ns = {:.2}x",
+                e / n as f64,
+                j / n as f64,
+                e / j
+            ),
+            None => "n/a".into(),
+        };
+        let ratio = engine.zip(joinset).map(|(e, j)| e / j <= 1.3);
+        rows.push((name, figure, format!("<= 1.30x {}", verdict(ratio))));
+    }
+    let memory = std::fs::read_to_string(out.join("split_memory.json")).unwrap_or_default();
+    let mem = |key: &str| number_after(&memory, "{", &format!("\"{key}\":"));
+    let per_branch = |bytes: Option<f64>| bytes.zip(mem("branches")).map(|(b, n)| b / n);
+    let figure = match per_branch(mem("engine_bytes")).zip(per_branch(mem("joinset_bytes"))) {
+        Some((e, j)) => format!("{e:.0} B (JoinSet {j:.0} B)"),
+        None => "n/a".into(),
+    };
+    rows.push(("split: heap per in-flight branch", figure, String::new()));
+    rows
 }
 
 fn verdict(ok: Option<bool>) -> &'static str {

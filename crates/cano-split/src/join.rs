@@ -1,6 +1,11 @@
 //! The split handler: spawns the branches (all at once, or as the bulkhead allows),
 //! tallies what comes back, and stops the moment the strategy is decided.
 
+// Futures that are part of every run are written as `fn -> impl Future` returning an
+// `async move` block: an `async fn` keeps its arguments twice in its state
+// (rust-lang/rust#62958), which would grow every run and every split branch.
+#![allow(clippy::manual_async_fn)]
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,23 +116,31 @@ fn spawn_branch<S: WorkflowState, K: ResourceKey>(
     shared: &Arc<Shared<S, K>>,
     index: usize,
 ) {
-    let shared = Arc::clone(shared);
     let run = shared.env.run().clone();
+    let task = run_branch(Arc::clone(shared), index);
     // Inside the run's scope, so the branch's task sees `RunContext::current()`; a
     // panic anywhere in the branch is caught here and becomes its failure.
-    set.spawn(run.scope(async move {
-        let branch = async {
-            shared
-                .env
-                .run_registered(&shared.state, &shared.tasks[index])
-                .await
-        };
-        let outcome = AssertUnwindSafe(branch).catch_unwind().await;
+    let branch = run.scope(AssertUnwindSafe(task).catch_unwind().map(move |outcome| {
         (
             index,
             outcome.unwrap_or_else(|p| Err(CanoError::from_panic(p))),
         )
     }));
+    set.spawn(branch);
+}
+
+/// One branch's task, run like any registered task (retries, attempt timeout,
+/// observers). A plain `async move` block keeps the spawned future small.
+fn run_branch<S: WorkflowState, K: ResourceKey>(
+    shared: Arc<Shared<S, K>>,
+    index: usize,
+) -> impl std::future::Future<Output = Result<TaskResult<S>, CanoError>> {
+    async move {
+        shared
+            .env
+            .run_registered(&shared.state, &shared.tasks[index])
+            .await
+    }
 }
 
 /// Runs the branches until the strategy decides; the branches still running then are

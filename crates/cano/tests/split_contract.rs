@@ -23,7 +23,7 @@ impl Task<Fetch> for Download {
         let store = res.get::<MemoryStore, str>("store")?;
         tokio::time::sleep(Duration::from_millis(20 * u64::from(self.mirror))).await;
         store.put(
-            &format!("mirror_{}", self.mirror),
+            format!("mirror_{}", self.mirror),
             format!("payload from mirror {}", self.mirror),
         )?;
         Ok(TaskResult::Single(Fetch::Finished))

@@ -4,6 +4,11 @@
 //! handler, and moves on. A single task's future is the only heap allocation; observers
 //! and cancellation cost a branch each when absent.
 
+// Futures that are part of every run are written as `fn -> impl Future` returning an
+// `async move` block: an `async fn` keeps its arguments twice in its state
+// (rust-lang/rust#62958), which would grow every run and every split branch.
+#![allow(clippy::manual_async_fn)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -34,8 +39,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Resources are set up before the first state and torn down after the last (see
     /// [`ResourceLifecycle`]). Fails with the first error a state returns, after any
     /// retries its task's config allows.
-    pub async fn orchestrate(&self, initial: S) -> Result<S, CanoError> {
-        self.orchestrate_with(initial, RunOptions::default()).await
+    pub fn orchestrate(&self, initial: S) -> impl Future<Output = Result<S, CanoError>> + '_ {
+        self.orchestrate_with(initial, RunOptions::default())
     }
 
     /// Like [`orchestrate`](Self::orchestrate), with a chosen run id and/or a
@@ -66,23 +71,29 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// assert!(matches!(err, CanoError::Cancelled(_)));
     /// # }
     /// ```
-    pub async fn orchestrate_with(&self, initial: S, options: RunOptions) -> Result<S, CanoError> {
-        let spec = &*self.spec;
-        self.validate()?;
-        let outputs = spec.outputs.then(crate::MemoryStore::new);
-        let run = RunContext::new(options.run_id.unwrap_or_default(), options.cancel, outputs);
-        let observers = &spec.observers;
-        if !observers.is_empty() {
-            observers.each(|o| o.on_run_start(run.run_id(), &initial));
+    pub fn orchestrate_with(
+        &self,
+        initial: S,
+        options: RunOptions,
+    ) -> impl Future<Output = Result<S, CanoError>> + '_ {
+        async move {
+            let spec = &*self.spec;
+            self.validate()?;
+            let outputs = spec.outputs.then(crate::MemoryStore::new);
+            let run = RunContext::new(options.run_id.unwrap_or_default(), options.cancel, outputs);
+            let observers = &spec.observers;
+            if !observers.is_empty() {
+                observers.each(|o| o.on_run_start(run.run_id(), &initial));
+            }
+            let mut state = initial;
+            let outcome = run.clone().scope(self.run_states(&mut state, &run)).await;
+            let result = outcome.map(|()| state);
+            if !observers.is_empty() {
+                let view = result.as_ref().map(|s| s as &dyn std::fmt::Debug);
+                observers.each(|o| o.on_run_end(run.run_id(), view));
+            }
+            result
         }
-        let mut state = initial;
-        let outcome = run.clone().scope(self.run_states(&mut state, &run)).await;
-        let result = outcome.map(|()| state);
-        if !observers.is_empty() {
-            let view = result.as_ref().map(|s| s as &dyn std::fmt::Debug);
-            observers.each(|o| o.on_run_end(run.run_id(), view));
-        }
-        result
     }
 
     /// Starts a run on the tokio runtime and returns a handle to await or cancel it.
@@ -104,131 +115,141 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     /// Resource lifecycle around the bounded state loop.
-    async fn run_states(&self, state: &mut S, run: &RunContext) -> Result<(), CanoError> {
-        let spec = &*self.spec;
-        let managed = spec.lifecycle == ResourceLifecycle::PerRun && !spec.resources.is_empty();
-        if managed {
-            spec.resources.setup_all().await?;
-        }
-        let stop = self.bounded(state, run).await;
-        let outcome = match stop {
-            Stop::Finished(result) => result,
-            Stop::TimedOut(limit) => Err(CanoError::workflow(format!(
-                "workflow timed out after {limit:?}"
-            ))
-            .at(state, &self.label(state))
-            .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
-            Stop::Cancelled => Err(self.cancelled(state)),
-        };
-        if managed {
-            let teardown = spec.resources.teardown_all().await;
-            // A run's own error matters more than a teardown error after it.
-            if let (Ok(()), Err(e)) = (&outcome, teardown) {
-                return Err(e);
+    fn run_states<'a>(
+        &'a self,
+        state: &'a mut S,
+        run: &'a RunContext,
+    ) -> impl Future<Output = Result<(), CanoError>> + 'a {
+        async move {
+            let spec = &*self.spec;
+            let managed = spec.lifecycle == ResourceLifecycle::PerRun && !spec.resources.is_empty();
+            if managed {
+                spec.resources.setup_all().await?;
             }
+            let stop = self.bounded(state, run).await;
+            let outcome = match stop {
+                Stop::Finished(result) => result,
+                Stop::TimedOut(limit) => Err(CanoError::workflow(format!(
+                    "workflow timed out after {limit:?}"
+                ))
+                .at(state, &self.label(state))
+                .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
+                Stop::Cancelled => Err(self.cancelled(state)),
+            };
+            if managed {
+                let teardown = spec.resources.teardown_all().await;
+                // A run's own error matters more than a teardown error after it.
+                if let (Ok(()), Err(e)) = (&outcome, teardown) {
+                    return Err(e);
+                }
+            }
+            outcome
         }
-        outcome
     }
 
     /// The state loop under the workflow timeout and the cancellation token.
-    async fn bounded(&self, state: &mut S, run: &RunContext) -> Stop {
-        let timeout = self.spec.timeout;
-        let token = run.cancellation_token();
-        // The state loop stays pinned here and is awaited or raced by reference, so the
-        // run holds one copy of it; only the workflow timer is boxed (once per run).
-        let states = self.drive(state, run);
-        tokio::pin!(states);
-        if timeout.is_none() && token.is_none() {
-            return Stop::Finished(states.await);
-        }
-        let mut timer = timeout.map(|limit| Box::pin(tokio::time::sleep(limit)));
-        let cancelled = async {
-            match token {
-                Some(token) => token.cancelled().await,
-                None => std::future::pending().await,
+    fn bounded<'a>(
+        &'a self,
+        state: &'a mut S,
+        run: &'a RunContext,
+    ) -> impl Future<Output = Stop> + 'a {
+        async move {
+            let timeout = self.spec.timeout;
+            let token = run.cancellation_token();
+            // The state loop stays pinned here and is awaited or raced by reference, so the
+            // run holds one copy of it; only the workflow timer is boxed (once per run).
+            let states = self.drive(state, run);
+            tokio::pin!(states);
+            if timeout.is_none() && token.is_none() {
+                return Stop::Finished(states.await);
             }
-        };
-        tokio::pin!(cancelled);
-        // Cancellation first, then the deadline, then the states; a plain poll function
-        // keeps this smaller than `select!` would.
-        std::future::poll_fn(|cx| {
-            if cancelled.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Stop::Cancelled);
-            }
-            if let Some(timer) = &mut timer {
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Stop::TimedOut(timeout.unwrap_or_default()));
+            let mut timer = timeout.map(|limit| Box::pin(tokio::time::sleep(limit)));
+            let cancelled = async {
+                match token {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
                 }
-            }
-            states.as_mut().poll(cx).map(Stop::Finished)
-        })
-        .await
+            };
+            tokio::pin!(cancelled);
+            // Cancellation first, then the deadline, then the states; a plain poll function
+            // keeps this smaller than `select!` would.
+            std::future::poll_fn(|cx| {
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Stop::Cancelled);
+                }
+                if let Some(timer) = &mut timer {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Stop::TimedOut(timeout.unwrap_or_default()));
+                    }
+                }
+                states.as_mut().poll(cx).map(Stop::Finished)
+            })
+            .await
+        }
     }
 
     /// The state loop.
-    async fn drive(&self, state: &mut S, run: &RunContext) -> Result<(), CanoError> {
-        let spec = &*self.spec;
-        let observers = &spec.observers;
-        let mut env: Option<TaskEnv<K>> = None;
-        let mut came_from: Option<&Handler<S, K>> = None;
-        loop {
-            let Some(slot) = spec.slots.get(state) else {
-                return Err(self.unregistered(state, came_from));
-            };
-            if slot.exit {
-                return Ok(());
-            }
-            let Some(handler) = &slot.handler else {
-                return Err(self.unregistered(state, came_from));
-            };
-            if run.is_cancelled() {
-                return Err(self.cancelled(state));
-            }
-            if !observers.is_empty() {
-                observers.each(|o| o.on_state_enter(run.run_id(), state));
-            }
-            let next = match handler {
-                Handler::Task(entry) => {
-                    let result = execute_task(
-                        &**entry.task(),
-                        entry.name(),
-                        entry.config(),
-                        state,
-                        &spec.resources,
-                        run,
-                        observers,
-                    )
-                    .await?;
-                    match result {
-                        TaskResult::Single(next) => next,
-                        TaskResult::Split(_) => {
-                            return Err(CanoError::workflow("a single-task state returned TaskResult::Split")
-                                .at(state, entry.name())
-                                .with_hint(
-                                    "register the state with register_split to run tasks in parallel, or return TaskResult::Single",
-                                ));
+    fn drive<'a>(
+        &'a self,
+        state: &'a mut S,
+        run: &'a RunContext,
+    ) -> impl Future<Output = Result<(), CanoError>> + 'a {
+        async move {
+            let spec = &*self.spec;
+            let observers = &spec.observers;
+            let mut env: Option<TaskEnv<K>> = None;
+            let mut came_from: Option<&Handler<S, K>> = None;
+            loop {
+                let Some(slot) = spec.slots.get(state) else {
+                    return Err(self.unregistered(state, came_from));
+                };
+                if slot.exit {
+                    return Ok(());
+                }
+                let Some(handler) = &slot.handler else {
+                    return Err(self.unregistered(state, came_from));
+                };
+                if run.is_cancelled() {
+                    return Err(self.cancelled(state));
+                }
+                if !observers.is_empty() {
+                    observers.each(|o| o.on_state_enter(run.run_id(), state));
+                }
+                let next = match handler {
+                    Handler::Task(entry) => {
+                        let result =
+                            execute_task(&**entry, state, &spec.resources, run, observers).await?;
+                        match result {
+                            TaskResult::Single(next) => next,
+                            TaskResult::Split(_) => {
+                                return Err(CanoError::workflow("a single-task state returned TaskResult::Split")
+                                    .at(state, entry.name())
+                                    .with_hint(
+                                        "register the state with register_split to run tasks in parallel, or return TaskResult::Single",
+                                    ));
+                            }
                         }
                     }
-                }
-                Handler::Custom(custom) => {
-                    let env = env.get_or_insert_with(|| TaskEnv {
-                        resources: spec.resources.clone(),
-                        run: run.clone(),
-                        observers: observers.clone(),
-                    });
-                    let label = || handler.label();
-                    custom
-                        .handle(StateContext { state, env })
-                        .await
-                        .map_err(|e| e.at(state, &label()))?
-                }
-            };
-            came_from = Some(handler);
-            *state = next;
-            // Tasks that finish without ever waiting would otherwise keep the thread
-            // forever in a cyclic workflow; this yields now and then so timeouts,
-            // cancellation and other tasks get their turn.
-            tokio::task::consume_budget().await;
+                    Handler::Custom(custom) => {
+                        let env = env.get_or_insert_with(|| TaskEnv {
+                            resources: spec.resources.clone(),
+                            run: run.clone(),
+                            observers: observers.clone(),
+                        });
+                        let label = || handler.label();
+                        custom
+                            .handle(StateContext { state, env })
+                            .await
+                            .map_err(|e| e.at(state, &label()))?
+                    }
+                };
+                came_from = Some(handler);
+                *state = next;
+                // Tasks that finish without ever waiting would otherwise keep the thread
+                // forever in a cyclic workflow; this yields now and then so timeouts,
+                // cancellation and other tasks get their turn.
+                tokio::task::consume_budget().await;
+            }
         }
     }
 

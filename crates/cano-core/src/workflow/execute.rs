@@ -1,11 +1,19 @@
 //! Running one task: attempts under the task's retry policy and timeout, panics caught,
 //! observers told. Shared by the engine and by handlers from other crates.
 
+// Futures that are part of every run are written as `fn -> impl Future` returning an
+// `async move` block: an `async fn` keeps its arguments twice in its state
+// (rust-lang/rust#62958), which would grow every run and every split branch.
+#![allow(clippy::manual_async_fn)]
+
 use std::fmt::Debug;
 use std::panic::AssertUnwindSafe;
 
 use cano_retry::{AttemptError, ErrorClass, RetryError};
 use futures::FutureExt;
+use futures::future::Either;
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::error::CanoError;
 use crate::observer::Observers;
@@ -16,50 +24,137 @@ use crate::task::{Task, TaskConfig, TaskResult};
 /// A task's future with a panic turned into an error.
 fn caught<'a, S: 'a>(
     future: crate::task::TaskFuture<'a, S>,
-) -> impl std::future::Future<Output = Result<TaskResult<S>, CanoError>> + 'a {
+) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a {
     AssertUnwindSafe(future)
         .catch_unwind()
         .map(|r| r.unwrap_or_else(|p| Err(CanoError::from_panic(p))))
 }
 
-async fn first_attempt<S, K>(
-    task: &dyn Task<S, K>,
-    config: &TaskConfig,
-    resources: &Resources<K>,
-) -> Result<TaskResult<S>, AttemptError<CanoError>> {
+/// The first attempt, built synchronously so that nothing but the attempt's own future
+/// is kept in the caller's state: the task's boxed future, or (with an attempt timeout)
+/// one box holding that future and its timer, so the many tasks without a timeout do
+/// not carry a timer in every run's future.
+fn first_attempt<'a, S: 'a, K>(
+    task: &'a dyn Task<S, K>,
+    config: &'a TaskConfig,
+    resources: &'a Resources<K>,
+) -> impl Future<Output = Result<TaskResult<S>, AttemptError<CanoError>>> + 'a {
     match config.attempt_timeout() {
-        None => caught(task.run(resources))
-            .await
-            .map_err(AttemptError::Failed),
-        // The timer is boxed so that the many tasks without a timeout do not carry its
-        // 100-odd bytes in every run's future.
-        Some(_) => Box::pin(config.retry_policy().attempt(caught(task.run(resources)))).await,
+        None => Either::Left(caught(task.run(resources)).map(|r| r.map_err(AttemptError::Failed))),
+        Some(_) => Either::Right(Box::pin(async move {
+            config
+                .retry_policy()
+                .attempt(caught(task.run(resources)))
+                .await
+        })),
     }
 }
 
-pub(crate) async fn execute_task<S, K>(
-    task: &dyn Task<S, K>,
-    name: &str,
-    config: &TaskConfig,
-    state: &S,
-    resources: &Resources<K>,
-    run: &RunContext,
-    observers: &Observers,
-) -> Result<TaskResult<S>, CanoError>
+/// What running a task needs to know about it: the task, its name and its config.
+pub(crate) trait TaskParts<S, K> {
+    fn task(&self) -> &dyn Task<S, K>;
+    fn name(&self) -> &str;
+    fn config(&self) -> &TaskConfig;
+}
+
+impl<S, K> TaskParts<S, K> for crate::task::RegisteredTask<S, K> {
+    fn task(&self) -> &dyn Task<S, K> {
+        &**self.task()
+    }
+    fn name(&self) -> &str {
+        self.name()
+    }
+    fn config(&self) -> &TaskConfig {
+        self.config()
+    }
+}
+
+/// A task handed over with its config, not registered (`TaskEnv::run_task`).
+pub(crate) struct LooseTask<'a, S, K> {
+    pub(crate) task: &'a dyn Task<S, K>,
+    pub(crate) name: std::borrow::Cow<'static, str>,
+    pub(crate) config: &'a TaskConfig,
+}
+
+impl<S, K> TaskParts<S, K> for LooseTask<'_, S, K> {
+    fn task(&self) -> &dyn Task<S, K> {
+        self.task
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn config(&self) -> &TaskConfig {
+        self.config
+    }
+}
+
+// A plain `fn` returning an `async move` block rather than an `async fn`: an async
+// fn keeps its arguments twice in its state (rust-lang/rust#62958), and this future is
+// part of every run and every split branch.
+pub(crate) fn execute_task<'a, S, K, T: TaskParts<S, K> + ?Sized>(
+    entry: &'a T,
+    state: &'a S,
+    resources: &'a Resources<K>,
+    run: &'a RunContext,
+    observers: &'a Observers,
+) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a
 where
     S: Debug,
 {
-    if !observers.is_empty() {
-        observers.each(|o| o.on_task_start(run.run_id(), state, name, 1));
+    async move {
+        // Read from `entry` at each use rather than kept in locals, so the future holds
+        // one reference instead of three.
+        let (task, config) = (entry.task(), entry.config());
+        if !observers.is_empty() {
+            observers.each(|o| o.on_task_start(run.run_id(), state, entry.name(), 1));
+        }
+        // The first attempt runs inline; the retry loop, with its timers and closures, is
+        // built (and boxed) only once an attempt has failed. That keeps the run's future
+        // small and the successful transition free of extra work.
+        let outcome = match first_attempt(task, config, resources).await {
+            Ok(result) => Ok(result),
+            Err(first) => {
+                let (task, name, config) = (entry.task(), entry.name(), entry.config());
+                retry_after(first, task, name, config, state, resources, run, observers).await
+            }
+        };
+        let name = entry.name();
+        match outcome {
+            Ok(result) => {
+                if !observers.is_empty() {
+                    observers.each(|o| o.on_task_success(run.run_id(), state, name));
+                }
+                Ok(result)
+            }
+            Err(failure) => {
+                let error = final_error(failure, entry.config(), state, name);
+                if !observers.is_empty() {
+                    observers.each(|o| o.on_task_failure(run.run_id(), state, name, &error));
+                }
+                Err(error)
+            }
+        }
     }
-    // The first attempt runs inline; the retry loop, with its timers and closures, is
-    // built (and boxed) only once an attempt has failed. That keeps the run's future
-    // small and the successful transition free of extra work.
-    let outcome = match first_attempt(task, config, resources).await {
-        Ok(result) => Ok(result),
-        Err(first) => {
-            let mut attempt = 1usize;
-            Box::pin(config.retry_policy().continue_after(
+}
+
+/// The retries after a failed first attempt, in one box: the policy, its timers and
+/// the closures live there, not in the state of every run's future.
+#[allow(clippy::too_many_arguments)]
+fn retry_after<'a, S: Debug, K>(
+    first: AttemptError<CanoError>,
+    task: &'a dyn Task<S, K>,
+    name: &'a str,
+    config: &'a TaskConfig,
+    state: &'a S,
+    resources: &'a Resources<K>,
+    run: &'a RunContext,
+    observers: &'a Observers,
+) -> Pin<Box<impl Future<Output = Result<TaskResult<S>, RetryError<CanoError>>> + 'a>> {
+    Box::pin(async move {
+        let mut attempt = 1usize;
+        config
+            .retry_policy()
+            .continue_after(
                 first,
                 || {
                     attempt += 1;
@@ -91,25 +186,9 @@ where
                         });
                     }
                 },
-            ))
+            )
             .await
-        }
-    };
-    match outcome {
-        Ok(result) => {
-            if !observers.is_empty() {
-                observers.each(|o| o.on_task_success(run.run_id(), state, name));
-            }
-            Ok(result)
-        }
-        Err(failure) => {
-            let error = final_error(failure, config, state, name);
-            if !observers.is_empty() {
-                observers.each(|o| o.on_task_failure(run.run_id(), state, name, &error));
-            }
-            Err(error)
-        }
-    }
+    })
 }
 
 fn attempt_error(

@@ -14,7 +14,7 @@ use crate::observer::Observers;
 use crate::resource::{DefaultKey, Resources};
 use crate::run::RunContext;
 use crate::task::{RegisteredTask, Task, TaskConfig, TaskResult};
-use crate::workflow::execute::execute_task;
+use crate::workflow::execute::{LooseTask, execute_task};
 
 /// The boxed future of a state handler: the next state.
 pub type HandlerFuture<'a, S> = Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>>;
@@ -135,24 +135,15 @@ impl<K: Send + Sync + 'static> TaskEnv<K> {
 
     /// Runs a registered task in `state` (see [`StateContext::run_task`]); the task's
     /// config and name were read once when it was registered.
-    pub async fn run_registered<S>(
-        &self,
-        state: &S,
-        task: &RegisteredTask<S, K>,
-    ) -> Result<TaskResult<S>, CanoError>
+    pub fn run_registered<'a, S>(
+        &'a self,
+        state: &'a S,
+        task: &'a RegisteredTask<S, K>,
+    ) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a
     where
         S: Send + Sync + std::fmt::Debug + 'static,
     {
-        execute_task(
-            &**task.task(),
-            task.name(),
-            task.config(),
-            state,
-            &self.resources,
-            &self.run,
-            &self.observers,
-        )
-        .await
+        execute_task(task, state, &self.resources, &self.run, &self.observers)
     }
 
     /// Runs `task` in `state` with its config (see [`StateContext::run_task`]).
@@ -165,16 +156,11 @@ impl<K: Send + Sync + 'static> TaskEnv<K> {
     where
         S: Send + Sync + std::fmt::Debug + 'static,
     {
-        let name = task.name();
-        execute_task(
+        let task = LooseTask {
             task,
-            &name,
+            name: task.name(),
             config,
-            state,
-            &self.resources,
-            &self.run,
-            &self.observers,
-        )
-        .await
+        };
+        execute_task(&task, state, &self.resources, &self.run, &self.observers).await
     }
 }

@@ -1,0 +1,105 @@
+//! Heap memory per in-flight split branch, beside a bare `tokio::task::JoinSet` holding
+//! the same task futures. Bytes are counted by a global allocator, so the figure is
+//! exact and independent of what the process freed earlier (unlike resident memory).
+//!
+//! Writes `split_memory.json` where `cargo xtask bench` finds it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use cano::Task;
+use cano_benches::*;
+
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+#[allow(unsafe_code)]
+// SAFETY: forwards to the system allocator and only keeps a running byte count.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const IN_FLIGHT: usize = 10_000;
+
+/// Heap bytes live while `IN_FLIGHT` branches wait at a gate, beyond those live before
+/// they were started.
+fn in_flight_bytes(
+    rt: &tokio::runtime::Runtime,
+    start: impl FnOnce(Arc<Gated>) -> tokio::task::JoinHandle<()>,
+) -> isize {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let arrived = Arc::new(tokio::sync::Semaphore::new(0));
+    let gated = Arc::new(Gated {
+        arrived: arrived.clone(),
+        gate: gate.clone(),
+    });
+    rt.block_on(async {
+        let before = LIVE_BYTES.load(Ordering::SeqCst);
+        let done = start(gated);
+        arrived
+            .acquire_many(IN_FLIGHT as u32)
+            .await
+            .unwrap()
+            .forget();
+        let during = LIVE_BYTES.load(Ordering::SeqCst);
+        gate.add_permits(IN_FLIGHT);
+        done.await.unwrap();
+        during - before
+    })
+}
+
+fn engine(gated: Arc<Gated>) -> tokio::task::JoinHandle<()> {
+    let workflow = gated_split(IN_FLIGHT, gated);
+    tokio::spawn(async move {
+        workflow.orchestrate(Step(0)).await.unwrap();
+    })
+}
+
+fn joinset(gated: Arc<Gated>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..IN_FLIGHT {
+            let gated = gated.clone();
+            set.spawn(async move { gated.run_bare().await });
+        }
+        while let Some(joined) = set.join_next().await {
+            joined.unwrap().unwrap();
+        }
+    })
+}
+
+fn main() {
+    // Criterion passes its own arguments (`--bench`); there is nothing to configure.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    // Warm the runtime (worker threads, timer wheels) once before measuring.
+    in_flight_bytes(&rt, engine);
+    let engine_bytes = in_flight_bytes(&rt, engine);
+    let joinset_bytes = in_flight_bytes(&rt, joinset);
+    let future_bytes = std::mem::size_of_val(&split_workflow(1).orchestrate(Step(0)));
+    let report = format!(
+        "{{\"branches\":{IN_FLIGHT},\"engine_bytes\":{engine_bytes},\"joinset_bytes\":{joinset_bytes},\"orchestrate_future_bytes\":{future_bytes}}}\n"
+    );
+    let dir = std::env::var("CANO_BENCH_OUT").unwrap_or_else(|_| "../target/cano-bench".into());
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(format!("{dir}/split_memory.json"), &report);
+    eprintln!("split memory: {report}");
+}
