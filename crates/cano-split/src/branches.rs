@@ -31,9 +31,11 @@ use cano_core::{DefaultKey, RegisteredTask, Task};
 /// let branches = Branches::new().with(Cache).with(Database);
 /// assert_eq!(branches.len(), 2);
 ///
-/// // Tasks already behind `Arc<dyn Task>` convert too.
+/// // Tasks already behind `Arc<dyn Task>` or `Box<dyn Task>` convert too.
 /// let shared: Vec<Arc<dyn Task<Step>>> = vec![Arc::new(Cache), Arc::new(Database)];
 /// assert_eq!(Branches::from(shared).len(), 2);
+/// let boxed: Vec<Box<dyn Task<Step>>> = vec![Box::new(Cache), Box::new(Database)];
+/// assert_eq!(Branches::from(boxed).names().collect::<Vec<_>>(), ["Cache", "Database"]);
 /// ```
 pub struct Branches<S, K = DefaultKey> {
     pub(crate) tasks: Vec<RegisteredTask<S, K>>,
@@ -87,6 +89,17 @@ impl<S, K> From<Vec<Arc<dyn Task<S, K>>>> for Branches<S, K> {
     fn from(tasks: Vec<Arc<dyn Task<S, K>>>) -> Self {
         Self {
             tasks: tasks.into_iter().map(RegisteredTask::from_arc).collect(),
+        }
+    }
+}
+
+impl<S, K> From<Vec<Box<dyn Task<S, K>>>> for Branches<S, K> {
+    fn from(tasks: Vec<Box<dyn Task<S, K>>>) -> Self {
+        Self {
+            tasks: tasks
+                .into_iter()
+                .map(|task| RegisteredTask::from_arc(Arc::from(task)))
+                .collect(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The showcase: an order pipeline with shared resources, a flaky payment gateway that
-//! is retried with backoff, a prep/exec/post node, an observer printing what happens,
-//! many orders run concurrently through one workflow, and the errors you get when an
-//! order is invalid, too slow, or cancelled.
+//! is retried with backoff, a prep/exec/post node, shipping quotes asked of three
+//! carriers in parallel (the first two answers win, a carrier that is down does not
+//! matter), an observer printing what happens, many orders run concurrently through one
+//! workflow, and the errors you get when an order is invalid, too slow, or cancelled.
 //!
 //! Run it with `cargo run --example order_pipeline`.
 
@@ -17,6 +18,8 @@ enum Order {
     Validate,
     Price,
     Charge,
+    Quote,
+    PickCarrier,
     Ship,
     Delivered,
     Rejected,
@@ -103,13 +106,74 @@ impl Task<Order> for Charge {
             .charge(total)
             .await?;
         store.put("receipt", receipt)?;
-        Ok(TaskResult::Single(Order::Ship))
+        Ok(TaskResult::Single(Order::Quote))
     }
     fn config(&self) -> TaskConfig {
         // Transient gateway errors are retried quickly, a hung call is cut off.
         TaskConfig::new()
             .with_retry(RetryMode::exponential(4).with_base_delay(Duration::from_millis(2)))
             .with_attempt_timeout(Duration::from_millis(200))
+    }
+}
+
+/// A carrier asked for a shipping quote; one of them is down.
+struct Carrier {
+    name: &'static str,
+    answers_after: Duration,
+    quote_cents: Option<u64>,
+}
+#[task]
+impl Task<Order> for Carrier {
+    async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
+        tokio::time::sleep(self.answers_after).await;
+        let cents = self.quote_cents.ok_or_else(|| {
+            CanoError::task_execution(format!("{} is not answering (HTTP 502)", self.name))
+        })?;
+        res.get::<MemoryStore, _>("order")?
+            .put(format!("quote:{}", self.name), cents)?;
+        Ok(TaskResult::Single(Order::PickCarrier))
+    }
+    fn config(&self) -> TaskConfig {
+        TaskConfig::minimal()
+    }
+    // Each carrier is named after itself, so the split's result says who answered.
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        self.name.into()
+    }
+}
+
+fn carriers() -> Vec<Carrier> {
+    let carrier = |name, ms, quote_cents| Carrier {
+        name,
+        answers_after: Duration::from_millis(ms),
+        quote_cents,
+    };
+    vec![
+        carrier("swiftpost", 30, Some(690)),
+        carrier("parcelco", 5, None),
+        carrier("cargoline", 15, Some(540)),
+        carrier("slowfreight", 900, Some(90)),
+    ]
+}
+
+/// Takes the cheapest of the quotes that arrived.
+struct PickCarrier;
+#[task]
+impl Task<Order> for PickCarrier {
+    async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
+        let store = res.get::<MemoryStore, _>("order")?;
+        let quotes = SplitResult::<Order>::of(&Order::Quote)?;
+        let mut best: Option<(u64, String)> = None;
+        for (index, _) in quotes.succeeded() {
+            let carrier = quotes.branches()[index].task.to_string();
+            let cents: u64 = store.get(&format!("quote:{carrier}"))?;
+            if best.as_ref().is_none_or(|(b, _)| cents < *b) {
+                best = Some((cents, carrier));
+            }
+        }
+        let (_, carrier) = best.ok_or_else(|| CanoError::workflow("no carrier quoted"))?;
+        store.put("carrier", carrier)?;
+        Ok(TaskResult::Single(Order::Ship))
     }
 }
 
@@ -144,7 +208,7 @@ impl WorkflowObserver for Console {
         );
     }
     fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
-        println!("  [{run}] {state:?}: `{task}` failed for good: {error}");
+        println!("  [{run}] {state:?}: `{task}` gave up: {error}");
     }
 }
 
@@ -167,6 +231,15 @@ fn order_workflow(
         .register(Order::Validate, Validate)
         .register(Order::Price, Price)
         .register(Order::Charge, Charge)
+        // Two quotes are enough: the carrier that is down and the slow one are not
+        // waited for.
+        .register_split(
+            Order::Quote,
+            carriers(),
+            JoinConfig::new(JoinStrategy::Quorum(2), Order::PickCarrier)
+                .with_timeout(Duration::from_millis(500)),
+        )
+        .register(Order::PickCarrier, PickCarrier)
         .register(Order::Ship, Ship { delay: ship_delay })
         .add_exit_states([Order::Delivered, Order::Rejected])
         .with_timeout(Duration::from_secs(2))
@@ -195,8 +268,11 @@ async fn main() -> Result<(), CanoError> {
         let total = order
             .get::<u64>("total_cents")
             .map(|c| format!("{}.{:02}", c / 100, c % 100));
+        let carrier = order
+            .get::<String>("carrier")
+            .unwrap_or_else(|_| "-".into());
         println!(
-            "quantity {quantity}: {end:?}, total {}, receipt {receipt}",
+            "quantity {quantity}: {end:?}, total {}, receipt {receipt}, carrier {carrier}",
             total.unwrap_or_else(|_| "-".into())
         );
     }

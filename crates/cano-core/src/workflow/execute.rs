@@ -11,7 +11,6 @@ use std::panic::AssertUnwindSafe;
 
 use cano_retry::{AttemptError, ErrorClass, RetryError};
 use futures::FutureExt;
-use futures::future::Either;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -30,24 +29,19 @@ fn caught<'a, S: 'a>(
         .map(|r| r.unwrap_or_else(|p| Err(CanoError::from_panic(p))))
 }
 
-/// The first attempt, built synchronously so that nothing but the attempt's own future
-/// is kept in the caller's state: the task's boxed future, or (with an attempt timeout)
-/// one box holding that future and its timer, so the many tasks without a timeout do
-/// not carry a timer in every run's future.
-fn first_attempt<'a, S: 'a, K>(
+/// A first attempt under an attempt timeout, in one box with its timer, so that the
+/// many tasks without a timeout do not carry a timer in every run's future.
+fn timed_first_attempt<'a, S: 'a, K>(
     task: &'a dyn Task<S, K>,
     config: &'a TaskConfig,
     resources: &'a Resources<K>,
-) -> impl Future<Output = Result<TaskResult<S>, AttemptError<CanoError>>> + 'a {
-    match config.attempt_timeout() {
-        None => Either::Left(caught(task.run(resources)).map(|r| r.map_err(AttemptError::Failed))),
-        Some(_) => Either::Right(Box::pin(async move {
-            config
-                .retry_policy()
-                .attempt(caught(task.run(resources)))
-                .await
-        })),
-    }
+) -> Pin<Box<impl Future<Output = Result<TaskResult<S>, AttemptError<CanoError>>> + 'a>> {
+    Box::pin(async move {
+        config
+            .retry_policy()
+            .attempt(caught(task.run(resources)))
+            .await
+    })
 }
 
 /// What running a task needs to know about it: the task, its name and its config.
@@ -111,7 +105,16 @@ where
         // The first attempt runs inline; the retry loop, with its timers and closures, is
         // built (and boxed) only once an attempt has failed. That keeps the run's future
         // small and the successful transition free of extra work.
-        let outcome = match first_attempt(task, config, resources).await {
+        // Awaited here rather than through combinators, so the common case (no timeout,
+        // success) compiles into the caller's poll with nothing in between.
+        let first = match config.attempt_timeout() {
+            None => match AssertUnwindSafe(task.run(resources)).catch_unwind().await {
+                Ok(result) => result.map_err(AttemptError::Failed),
+                Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
+            },
+            Some(_) => timed_first_attempt(task, config, resources).await,
+        };
+        let outcome = match first {
             Ok(result) => Ok(result),
             Err(first) => {
                 let (task, name, config) = (entry.task(), entry.name(), entry.config());

@@ -323,8 +323,11 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let Some(handler) = &slot.handler else {
                 continue;
             };
-            let name = format!("{state:?}");
+            // Formatted only when there is something to say: a sound workflow is
+            // checked without allocating per state.
+            let name = || format!("{state:?}");
             if slot.exit {
+                let name = name();
                 per_state.push((name.clone(), format!(
                     "state {name} is an exit state and has a handler; the handler would never run, so remove one of the two"
                 )));
@@ -334,6 +337,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             };
             let kind = custom.info().kind;
             for problem in custom.check() {
+                let name = name();
                 per_state.push((name.clone(), format!("{kind} state {name}: {problem}")));
             }
             for target in custom.targets().unwrap_or_default() {
@@ -342,6 +346,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     .get(&target)
                     .is_some_and(|t| t.exit || t.handler.is_some());
                 if !wired {
+                    let name = name();
                     per_state.push((name.clone(), format!(
                         "{kind} state {name} moves to {target:?}, which has no handler and is not an exit state; register it or add it with .add_exit_state"
                     )));
