@@ -9,21 +9,6 @@ use std::time::{Duration, Instant};
 use cano_benches::*;
 use criterion::{Criterion, Throughput, criterion_group};
 
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn two_workers() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn linear(c: &mut Criterion) {
     let rt = current_thread();
     let workflow = linear_workflow();

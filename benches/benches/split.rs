@@ -13,14 +13,6 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 /// The branch counts measured (and summarised by `cargo xtask bench`).
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 
-fn two_workers() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn split_all(c: &mut Criterion) {
     let rt = two_workers();
     let mut group = c.benchmark_group("split_all");

@@ -84,11 +84,7 @@ fn joinset(gated: Arc<Gated>) -> tokio::task::JoinHandle<()> {
 
 fn main() {
     // Criterion passes its own arguments (`--bench`); there is nothing to configure.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     let _guard = rt.enter();
     // Warm the runtime (worker threads, timer wheels) once before measuring.
     in_flight_bytes(&rt, engine);

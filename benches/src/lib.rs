@@ -132,6 +132,23 @@ pub fn gated_split(branches: usize, gated: Arc<Gated>) -> Workflow<Step> {
         .add_exit_state(Step(1))
 }
 
+/// A current-thread runtime, for measuring one run without cross-thread wake-ups.
+pub fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A runtime with two worker threads, the machine the project's figures are quoted for.
+pub fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Resident memory of this process in bytes (Linux), read from `/proc/self/statm`.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
