@@ -61,6 +61,11 @@ fn mean_ns(criterion_home: &Path, id: &str) -> Option<f64> {
     number_after(&text, "\"mean\"", "\"point_estimate\":")
 }
 
+/// The number under `key` in one of the flat JSON reports the benches write.
+fn json_number(text: &str, key: &str) -> Option<f64> {
+    number_after(text, "{", &format!("\"{key}\":"))
+}
+
 /// The number that follows `key` after the first `section` in a small JSON text.
 fn number_after(text: &str, section: &str, key: &str) -> Option<f64> {
     let rest = &text[text.find(section)?..];
@@ -80,7 +85,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     let build = mean_ns(criterion_home, "build_and_run");
     let concurrent = mean_ns(criterion_home, "concurrent/10k_runs");
     let memory = std::fs::read_to_string(out.join("memory.json")).unwrap_or_default();
-    let mem = |key: &str| number_after(&memory, "{", &format!("\"{key}\":"));
+    let mem = |key: &str| json_number(&memory, key);
 
     let fmt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "n/a".into());
     let ratio = engine.zip(baseline).map(|(e, b)| e / b);
@@ -185,7 +190,7 @@ fn split_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, S
         rows.push((name, figure, format!("<= 1.30x {}", verdict(ratio))));
     }
     let memory = std::fs::read_to_string(out.join("split_memory.json")).unwrap_or_default();
-    let mem = |key: &str| number_after(&memory, "{", &format!("\"{key}\":"));
+    let mem = |key: &str| json_number(&memory, key);
     let per_branch = |bytes: Option<f64>| bytes.zip(mem("branches")).map(|(b, n)| b / n);
     let figure = match per_branch(mem("engine_bytes")).zip(per_branch(mem("joinset_bytes"))) {
         Some((e, j)) => format!("{e:.0} B (JoinSet {j:.0} B)"),

@@ -1,9 +1,8 @@
 //! The split handler: spawns the branches (all at once, or as the bulkhead allows),
 //! tallies what comes back, and stops the moment the strategy is decided.
 
-// Futures that are part of every run are written as `fn -> impl Future` returning an
-// `async move` block: an `async fn` keeps its arguments twice in its state
-// (rust-lang/rust#62958), which would grow every run and every split branch.
+// `run_branch` returns an `async move` block instead of being an `async fn`, which
+// would store its arguments twice in every spawned branch (rust-lang/rust#62958).
 #![allow(clippy::manual_async_fn)]
 
 use std::panic::AssertUnwindSafe;

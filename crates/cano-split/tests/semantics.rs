@@ -271,9 +271,7 @@ async fn cancelling_the_run_cancels_every_branch() {
     let (wf, _) = split_workflow(branches, join(JoinStrategy::All));
     let handle = wf.spawn(S::Fan);
     // Wait until every branch is running, then cancel.
-    while probe.attempts.load(std::sync::atomic::Ordering::SeqCst) < 4 {
-        tokio::task::yield_now().await;
-    }
+    probe.started.acquire_many(4).await.unwrap().forget();
     handle.cancel();
     let err = handle.await.unwrap_err();
     assert!(matches!(err, CanoError::Cancelled(_)), "{err:?}");

@@ -82,9 +82,6 @@ impl<S, K> TaskParts<S, K> for LooseTask<'_, S, K> {
     }
 }
 
-// A plain `fn` returning an `async move` block rather than an `async fn`: an async
-// fn keeps its arguments twice in its state (rust-lang/rust#62958), and this future is
-// part of every run and every split branch.
 pub(crate) fn execute_task<'a, S, K, T: TaskParts<S, K> + ?Sized>(
     entry: &'a T,
     state: &'a S,
@@ -96,23 +93,23 @@ where
     S: Debug,
 {
     async move {
-        // Read from `entry` at each use rather than kept in locals, so the future holds
-        // one reference instead of three.
-        let (task, config) = (entry.task(), entry.config());
         if !observers.is_empty() {
             observers.each(|o| o.on_task_start(run.run_id(), state, entry.name(), 1));
         }
-        // The first attempt runs inline; the retry loop, with its timers and closures, is
-        // built (and boxed) only once an attempt has failed. That keeps the run's future
-        // small and the successful transition free of extra work.
-        // Awaited here rather than through combinators, so the common case (no timeout,
-        // success) compiles into the caller's poll with nothing in between.
-        let first = match config.attempt_timeout() {
-            None => match AssertUnwindSafe(task.run(resources)).catch_unwind().await {
+        // The first attempt is awaited right here, not through combinators, so the
+        // common case (no timeout, success) compiles into the caller's poll; the retry
+        // loop, with its timers and closures, is built (and boxed) only once an attempt
+        // has failed. That keeps the run's future small and a successful transition
+        // free of extra work.
+        let first = match entry.config().attempt_timeout() {
+            None => match AssertUnwindSafe(entry.task().run(resources))
+                .catch_unwind()
+                .await
+            {
                 Ok(result) => result.map_err(AttemptError::Failed),
                 Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
             },
-            Some(_) => timed_first_attempt(task, config, resources).await,
+            Some(_) => timed_first_attempt(entry.task(), entry.config(), resources).await,
         };
         let outcome = match first {
             Ok(result) => Ok(result),

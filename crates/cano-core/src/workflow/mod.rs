@@ -335,9 +335,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let Handler::Custom(custom) = handler else {
                 continue;
             };
-            let kind = custom.info().kind;
+            // `info()` lists every task (a split may have thousands): ask only when needed.
+            let kind = || custom.info().kind;
             for problem in custom.check() {
-                let name = name();
+                let (name, kind) = (name(), kind());
                 per_state.push((name.clone(), format!("{kind} state {name}: {problem}")));
             }
             for target in custom.targets().unwrap_or_default() {
@@ -346,7 +347,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     .get(&target)
                     .is_some_and(|t| t.exit || t.handler.is_some());
                 if !wired {
-                    let name = name();
+                    let (name, kind) = (name(), kind());
                     per_state.push((name.clone(), format!(
                         "{kind} state {name} moves to {target:?}, which has no handler and is not an exit state; register it or add it with .add_exit_state"
                     )));

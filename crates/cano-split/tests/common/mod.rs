@@ -39,6 +39,8 @@ pub struct Probe {
     /// The most tokio tasks alive in the runtime when a branch started.
     pub max_alive: AtomicUsize,
     pub attempts: AtomicUsize,
+    /// Gains a permit each time a branch starts running.
+    pub started: tokio::sync::Semaphore,
     ended: mpsc::UnboundedSender<Ended>,
 }
 
@@ -52,6 +54,7 @@ impl Probe {
                 max_running: AtomicUsize::new(0),
                 max_alive: AtomicUsize::new(0),
                 attempts: AtomicUsize::new(0),
+                started: tokio::sync::Semaphore::new(0),
                 ended: tx,
             }),
             rx,
@@ -138,6 +141,7 @@ impl Task<S> for Branch {
             .metrics()
             .num_alive_tasks();
         self.probe.max_alive.fetch_max(alive, Ordering::SeqCst);
+        self.probe.started.add_permits(1);
         let mut guard = Guard {
             id: self.id,
             probe: self.probe.clone(),
