@@ -43,7 +43,10 @@
 //! # }
 //! ```
 
-pub mod error;
+/// Errors, re-exported from `cano-error` (every cano crate shares the one type).
+pub mod error {
+    pub use cano_error::*;
+}
 pub mod hash;
 pub mod node;
 pub mod observer;

@@ -5,7 +5,7 @@
 //! the error's `source()`, so it can be downcast with [`CanoError::downcast_ref`].
 //!
 //! ```
-//! use cano_core::CanoError;
+//! use cano_error::CanoError;
 //!
 //! #[derive(Debug, thiserror::Error)]
 //! #[error("card declined")]
@@ -19,6 +19,7 @@
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
+use std::time::Duration;
 
 /// A boxed error from user code, kept with its type.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -51,6 +52,15 @@ pub enum CanoError {
     /// A circuit breaker refused the call before the task ran.
     #[error(transparent)]
     CircuitOpen(ErrorDetail),
+    /// A rate limiter refused the call and waiting was not allowed (or the wait would
+    /// have been too long); `retry_after` says when the call could go ahead.
+    #[error("{detail}")]
+    RateLimited {
+        /// How long until the limiter could admit the call.
+        retry_after: Duration,
+        /// What was refused and how to fix it.
+        detail: ErrorDetail,
+    },
     /// A task failed (returned an error or panicked).
     #[error(transparent)]
     TaskExecution(ErrorDetail),
@@ -171,6 +181,9 @@ macro_rules! each_variant {
             | CanoError::Timeout($detail)
             | CanoError::RetryExhausted($detail)
             | CanoError::CircuitOpen($detail)
+            | CanoError::RateLimited {
+                detail: $detail, ..
+            }
             | CanoError::TaskExecution($detail)
             | CanoError::Store($detail)
             | CanoError::Resource($detail)
@@ -210,6 +223,22 @@ impl CanoError {
         resource => Resource;
         /// A [`CanoError::Cancelled`] error.
         cancelled => Cancelled;
+    }
+
+    /// A [`CanoError::RateLimited`] error: the call could go ahead after `retry_after`.
+    pub fn rate_limited(retry_after: Duration, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::RateLimited {
+            retry_after,
+            detail: ErrorDetail::new(message),
+        }
+    }
+
+    /// For a [`CanoError::RateLimited`] error, how long until the call could go ahead.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 
     /// Wraps a task's own error as [`CanoError::TaskExecution`], keeping its type as the
@@ -307,7 +336,9 @@ impl CanoError {
     /// Finds an error of type `E` in the `source()` chain, the user's own error type
     /// included.
     pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
-        let mut next = StdError::source(self);
+        // From the detail's source, which every variant has (a struct variant's
+        // `source()` is not derived through its detail).
+        let mut next = StdError::source(self.detail());
         while let Some(err) = next {
             if let Some(found) = err.downcast_ref::<E>() {
                 return Some(found);
@@ -376,9 +407,24 @@ mod tests {
     #[test]
     fn wrapped_error_text_is_the_message() {
         assert_eq!(CanoError::task(DiskFull).to_string(), "disk full");
-        assert_eq!(
-            std::mem::size_of::<CanoError>(),
-            2 * std::mem::size_of::<usize>()
+        // The detail is boxed; only `RateLimited` carries its delay beside it.
+        assert!(std::mem::size_of::<CanoError>() <= 3 * std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn rate_limited_keeps_its_delay_and_source() {
+        let err = CanoError::rate_limited(Duration::from_millis(250), "bucket empty")
+            .with_source(DiskFull)
+            .at(&"Fetch", "FetchTask");
+        assert!(
+            matches!(err, CanoError::RateLimited { retry_after, .. } if retry_after == Duration::from_millis(250))
         );
+        assert_eq!(err.retry_after(), Some(Duration::from_millis(250)));
+        assert!(err.downcast_ref::<DiskFull>().is_some());
+        assert_eq!(
+            err.to_string(),
+            "task `FetchTask` in state \"Fetch\": bucket empty"
+        );
+        assert!(!err.is_permanent());
     }
 }
