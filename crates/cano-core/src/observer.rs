@@ -59,6 +59,42 @@ pub trait WorkflowObserver: Send + Sync {
     ) {
         let _ = (run, state, task, attempt, error, delay);
     }
+
+    /// A failure of `task` opened the circuit breaker named `breaker`.
+    fn on_circuit_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        let _ = (run, state, task, breaker);
+    }
+
+    /// An attempt of `task` found `breaker` past its reset timeout and went ahead as
+    /// the first half-open probe.
+    fn on_circuit_half_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        let _ = (run, state, task, breaker);
+    }
+
+    /// A successful probe by `task` closed `breaker`.
+    fn on_circuit_close(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        let _ = (run, state, task, breaker);
+    }
+
+    /// `breaker` refused an attempt of `task` (open, or its half-open probes busy).
+    fn on_circuit_rejected(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        let _ = (run, state, task, breaker);
+    }
+
+    /// An attempt of `task` was held back by the rate limiter named `limiter`:
+    /// admitted after `waited`, or refused (`admitted == false`, failing with
+    /// [`CanoError::RateLimited`]).
+    fn on_throttled(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        limiter: &str,
+        waited: Duration,
+        admitted: bool,
+    ) {
+        let _ = (run, state, task, limiter, waited, admitted);
+    }
 }
 
 /// The observers of a workflow; empty costs one length check per event site.

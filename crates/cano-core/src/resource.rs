@@ -80,6 +80,40 @@ pub trait Resource: Send + Sync + 'static {
     }
 }
 
+/// A circuit breaker in [`Resources`], for tasks that guard calls by hand; its health is
+/// its state: closed is healthy, half-open degraded, open unhealthy.
+#[async_trait]
+impl Resource for cano_circuit::CircuitBreaker {
+    async fn health(&self) -> HealthStatus {
+        match self.state() {
+            cano_circuit::CircuitState::Closed => HealthStatus::Healthy,
+            cano_circuit::CircuitState::HalfOpen => HealthStatus::Degraded(format!(
+                "circuit breaker `{}` is half-open: probing the dependency",
+                self.name()
+            )),
+            cano_circuit::CircuitState::Open => HealthStatus::Unhealthy(format!(
+                "circuit breaker `{}` is open: the dependency kept failing",
+                self.name()
+            )),
+        }
+    }
+}
+
+/// A rate limiter in [`Resources`], for tasks that pace calls by hand; degraded while
+/// callers are queued for it.
+#[async_trait]
+impl Resource for cano_circuit::RateLimiter {
+    async fn health(&self) -> HealthStatus {
+        match self.waiting() {
+            0 => HealthStatus::Healthy,
+            n => HealthStatus::Degraded(format!(
+                "rate limiter `{}` has {n} caller(s) waiting",
+                self.name()
+            )),
+        }
+    }
+}
+
 struct Entry<K> {
     key: K,
     value: Arc<dyn Any + Send + Sync>,

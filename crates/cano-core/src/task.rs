@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cano_circuit::{CircuitBreaker, RateLimiter};
 use cano_retry::{Retry, RetryMode};
 
 use crate::error::CanoError;
@@ -33,14 +34,42 @@ pub enum TaskResult<S> {
 pub type TaskFuture<'a, S> =
     Pin<Box<dyn Future<Output = Result<TaskResult<S>, CanoError>> + Send + 'a>>;
 
-/// How the engine runs a task: its retry mode and per-attempt timeout.
+/// How the engine runs a task: its retry mode, per-attempt timeout, and what admits
+/// each attempt (a circuit breaker, a rate limiter).
 ///
 /// The default is documented on [`TaskConfig::default`]; [`TaskConfig::minimal`] turns
 /// retries off.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Before every attempt the engine asks the circuit breaker for a permit (an open
+/// breaker fails the attempt with [`CanoError::CircuitOpen`] at once, and the retry
+/// loop stops there rather than spend its attempts), then waits for the rate limiter,
+/// then runs the task body under the attempt timeout and reports the outcome to the
+/// breaker.
+#[derive(Debug, Clone)]
 pub struct TaskConfig {
     retry_mode: RetryMode,
     attempt_timeout: Option<Duration>,
+    circuit_breaker: Option<Arc<CircuitBreaker>>,
+    rate_limiter: Option<Arc<RateLimiter>>,
+    max_throttle_wait: Option<Duration>,
+}
+
+impl PartialEq for TaskConfig {
+    /// Equal settings, and the very same breaker and limiter (compared by identity).
+    fn eq(&self, other: &Self) -> bool {
+        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        self.retry_mode == other.retry_mode
+            && self.attempt_timeout == other.attempt_timeout
+            && same(&self.circuit_breaker, &other.circuit_breaker)
+            && same(&self.rate_limiter, &other.rate_limiter)
+            && self.max_throttle_wait == other.max_throttle_wait
+    }
 }
 
 impl Default for TaskConfig {
@@ -51,7 +80,7 @@ impl Default for TaskConfig {
     fn default() -> Self {
         Self {
             retry_mode: RetryMode::exponential(3),
-            attempt_timeout: None,
+            ..Self::minimal()
         }
     }
 }
@@ -67,6 +96,9 @@ impl TaskConfig {
         Self {
             retry_mode: RetryMode::None,
             attempt_timeout: None,
+            circuit_breaker: None,
+            rate_limiter: None,
+            max_throttle_wait: None,
         }
     }
 
@@ -93,6 +125,53 @@ impl TaskConfig {
     pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
         self
+    }
+
+    /// Guards every attempt with `breaker` (shared with any other task, workflow or
+    /// thread that calls the same dependency). An open breaker fails the attempt with
+    /// [`CanoError::CircuitOpen`] before the task body runs, and the retry loop stops
+    /// there instead of spending retries. Which errors count against the breaker is
+    /// its policy's classifier.
+    pub fn with_circuit_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.circuit_breaker = Some(breaker);
+        self
+    }
+
+    /// Paces every attempt with `limiter`: an attempt waits (first come, first served)
+    /// until the limiter admits it. Bound the wait with
+    /// [`with_max_throttle_wait`](Self::with_max_throttle_wait).
+    pub fn with_rate_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.rate_limiter = Some(limiter);
+        self
+    }
+
+    /// An attempt that the rate limiter would make wait longer than `max` fails with
+    /// [`CanoError::RateLimited`] instead (retried like any other failure). `Duration::ZERO`
+    /// never waits.
+    pub fn with_max_throttle_wait(mut self, max: Duration) -> Self {
+        self.max_throttle_wait = Some(max);
+        self
+    }
+
+    /// The circuit breaker guarding each attempt, if any.
+    pub fn circuit_breaker(&self) -> Option<&Arc<CircuitBreaker>> {
+        self.circuit_breaker.as_ref()
+    }
+
+    /// The rate limiter pacing each attempt, if any.
+    pub fn rate_limiter(&self) -> Option<&Arc<RateLimiter>> {
+        self.rate_limiter.as_ref()
+    }
+
+    /// The longest an attempt waits for the rate limiter (`None`: as long as needed).
+    pub fn max_throttle_wait(&self) -> Option<Duration> {
+        self.max_throttle_wait
+    }
+
+    /// Whether anything must admit an attempt before it runs.
+    #[inline]
+    pub(crate) fn is_guarded(&self) -> bool {
+        self.circuit_breaker.is_some() || self.rate_limiter.is_some()
     }
 
     /// The retry mode.

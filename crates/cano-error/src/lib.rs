@@ -294,11 +294,12 @@ impl CanoError {
     }
 
     /// Whether retrying cannot help: configuration, workflow and cancellation errors,
-    /// and any error marked with [`CanoError::permanent`].
+    /// an open circuit breaker (retrying would only hammer it; it stays open for its
+    /// reset timeout), and any error marked with [`CanoError::permanent`].
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            Self::Workflow(_) | Self::Configuration(_) | Self::Cancelled(_)
+            Self::Workflow(_) | Self::Configuration(_) | Self::Cancelled(_) | Self::CircuitOpen(_)
         ) || self.detail().is_permanent()
     }
 

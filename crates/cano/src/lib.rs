@@ -97,6 +97,56 @@
 //! error type is kept as its `source()` ([`CanoError::task`],
 //! [`CanoError::downcast_ref`]).
 //!
+//! ## Circuit breakers and rate limits
+//!
+//! Admission comes before retries. [`TaskConfig::with_circuit_breaker`] guards every
+//! attempt with a shared [`CircuitBreaker`]: once the dependency has failed often
+//! enough ([`CircuitPolicy`]: failures in a row, or a failure rate over a rolling
+//! window) the breaker opens and attempts fail at once with [`CanoError::CircuitOpen`],
+//! without spending retries; after its reset timeout, probe calls decide whether it
+//! closes again. [`TaskConfig::with_rate_limiter`] paces every attempt with a shared
+//! [`RateLimiter`] (token bucket, fixed window, or several tiers at once); bounded with
+//! [`TaskConfig::with_max_throttle_wait`], an attempt that would wait too long fails
+//! with [`CanoError::RateLimited`] instead.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use cano::prelude::*;
+//!
+//! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+//! enum Step { Fetch, Done }
+//!
+//! struct Fetch { breaker: Arc<CircuitBreaker> }
+//! #[task]
+//! impl Task<Step> for Fetch {
+//!     fn config(&self) -> TaskConfig {
+//!         TaskConfig::minimal().with_circuit_breaker(self.breaker.clone())
+//!     }
+//!     async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+//!         Err(CanoError::task_execution("upstream returned 503"))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), CanoError> {
+//! let breaker = Arc::new(CircuitBreaker::named(
+//!     "upstream",
+//!     CircuitPolicy::consecutive(2, Duration::from_secs(30)),
+//! )?);
+//! let workflow = Workflow::bare()
+//!     .register(Step::Fetch, Fetch { breaker: breaker.clone() })
+//!     .add_exit_state(Step::Done);
+//! for _ in 0..2 {
+//!     assert!(matches!(workflow.orchestrate(Step::Fetch).await, Err(CanoError::TaskExecution(_))));
+//! }
+//! // Two failures in a row opened it: the next run fails fast, the task never runs.
+//! assert_eq!(breaker.state(), CircuitState::Open);
+//! assert!(matches!(workflow.orchestrate(Step::Fetch).await, Err(CanoError::CircuitOpen(_))));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Many runs, cancellation, observers
 //!
 //! A [`Workflow`] is built once and shared: `orchestrate` takes `&self`, cloning is an
@@ -174,6 +224,16 @@ pub mod retry {
     pub use cano_retry::*;
 }
 
+/// Admission control (the `cano-circuit` crate): the circuit breaker and the rate
+/// limiters, usable inside a workflow or on their own.
+pub mod circuit {
+    pub use cano_circuit::*;
+}
+
+pub use cano_circuit::{
+    CircuitBreaker, CircuitPolicy, CircuitState, Permit as CircuitPermit, RateLimiter, TripRule,
+};
+
 pub use cano_core::{
     BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, ErrorDetail, HandlerFuture,
     HandlerInfo, HealthStatus, MemoryStore, Node, Observers, RegisteredTask, Resource, ResourceKey,
@@ -195,9 +255,10 @@ pub use cano_split::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt
 /// Everything a workflow author needs: `use cano::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        CancellationToken, CanoError, CanoResult, FromResources, HealthStatus, MemoryStore, Node,
-        Resource, ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId,
-        RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver, node, resource, task,
+        CancellationToken, CanoError, CanoResult, CircuitBreaker, CircuitPermit, CircuitPolicy,
+        CircuitState, FromResources, HealthStatus, MemoryStore, Node, RateLimiter, Resource,
+        ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId, RunOptions, Task,
+        TaskConfig, TaskResult, Workflow, WorkflowObserver, node, resource, task,
     };
 
     #[cfg(feature = "split")]

@@ -175,6 +175,12 @@ impl RateLimiter {
         self.kind.capacity()
     }
 
+    /// How long until a call of `cost` could be admitted, not counting the callers
+    /// already waiting (zero: now).
+    pub fn available_in(&self, cost: u64) -> Duration {
+        Duration::from_nanos(self.kind.wait_for(cost))
+    }
+
     /// How many callers are waiting in [`acquire`](Self::acquire) now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)

@@ -9,7 +9,7 @@
 use std::fmt::Debug;
 use std::panic::AssertUnwindSafe;
 
-use cano_retry::{AttemptError, ErrorClass, RetryError};
+use cano_retry::{AttemptError, ErrorClass, Retry, RetryError, RetryEvent};
 use futures::FutureExt;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,8 +20,10 @@ use crate::resource::Resources;
 use crate::run::RunContext;
 use crate::task::{Task, TaskConfig, TaskResult};
 
+use super::admission::{Site, guarded_attempt};
+
 /// A task's future with a panic turned into an error.
-fn caught<'a, S: 'a>(
+pub(crate) fn caught<'a, S: 'a>(
     future: crate::task::TaskFuture<'a, S>,
 ) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a {
     AssertUnwindSafe(future)
@@ -101,7 +103,19 @@ where
         // loop, with its timers and closures, is built (and boxed) only once an attempt
         // has failed. That keeps the run's future small and a successful transition
         // free of extra work.
-        let first = match entry.config().attempt_timeout() {
+        let config = entry.config();
+        let first = match config.attempt_timeout() {
+            _ if config.is_guarded() => {
+                let site = Site {
+                    state,
+                    task: entry.name(),
+                    run,
+                    observers,
+                };
+                guarded_attempt(entry.task(), config, resources, site)
+                    .await
+                    .map_err(AttemptError::Failed)
+            }
             None => match AssertUnwindSafe(entry.task().run(resources))
                 .catch_unwind()
                 .await
@@ -152,42 +166,68 @@ fn retry_after<'a, S: Debug, K>(
 ) -> Pin<Box<impl Future<Output = Result<TaskResult<S>, RetryError<CanoError>>> + 'a>> {
     Box::pin(async move {
         let mut attempt = 1usize;
-        config
-            .retry_policy()
-            .continue_after(
-                first,
-                || {
-                    attempt += 1;
-                    if !observers.is_empty() {
-                        let n = attempt;
-                        observers.each(|o| o.on_task_start(run.run_id(), state, name, n));
-                    }
-                    caught(task.run(resources))
-                },
-                |e: &CanoError| {
-                    if e.is_permanent() {
-                        ErrorClass::Permanent
-                    } else {
-                        ErrorClass::Retryable
-                    }
-                },
-                |event| {
-                    if !observers.is_empty() {
-                        let error = attempt_error(event.error, config, state, name);
-                        observers.each(|o| {
-                            o.on_retry(
-                                run.run_id(),
-                                state,
-                                name,
-                                event.attempt,
-                                &error,
-                                event.delay,
-                            )
-                        });
-                    }
-                },
-            )
-            .await
+        let mut next_attempt = || {
+            attempt += 1;
+            if !observers.is_empty() {
+                let n = attempt;
+                observers.each(|o| o.on_task_start(run.run_id(), state, name, n));
+            }
+        };
+        let classify = |e: &CanoError| {
+            if e.is_permanent() {
+                ErrorClass::Permanent
+            } else {
+                ErrorClass::Retryable
+            }
+        };
+        let on_retry = |event: RetryEvent<'_, CanoError>| {
+            if !observers.is_empty() {
+                let error = attempt_error(event.error, config, state, name);
+                observers.each(|o| {
+                    o.on_retry(
+                        run.run_id(),
+                        state,
+                        name,
+                        event.attempt,
+                        &error,
+                        event.delay,
+                    )
+                });
+            }
+        };
+        if config.is_guarded() {
+            // The guarded attempt applies the attempt timeout itself, after admission.
+            let site = Site {
+                state,
+                task: name,
+                run,
+                observers,
+            };
+            Retry::new(*config.retry_mode())
+                .continue_after(
+                    first,
+                    || {
+                        next_attempt();
+                        guarded_attempt(task, config, resources, site)
+                    },
+                    classify,
+                    on_retry,
+                )
+                .await
+        } else {
+            config
+                .retry_policy()
+                .continue_after(
+                    first,
+                    || {
+                        next_attempt();
+                        caught(task.run(resources))
+                    },
+                    classify,
+                    on_retry,
+                )
+                .await
+        }
     })
 }
 
@@ -204,7 +244,7 @@ fn attempt_error(
     }
 }
 
-fn timeout_error(config: &TaskConfig, state: &dyn Debug, name: &str) -> CanoError {
+pub(crate) fn timeout_error(config: &TaskConfig, state: &dyn Debug, name: &str) -> CanoError {
     let limit = config.attempt_timeout().unwrap_or_default();
     CanoError::timeout(format!("attempt did not finish within {limit:?}"))
         .at(state, name)

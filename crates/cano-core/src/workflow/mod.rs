@@ -4,6 +4,7 @@
 //! A workflow is built once and can serve any number of concurrent runs: it is an
 //! `Arc` inside, so cloning it is cheap and `orchestrate` takes `&self`.
 
+mod admission;
 mod engine;
 pub(crate) mod execute;
 pub mod handler;

@@ -1,0 +1,138 @@
+//! One attempt of a task whose config has a circuit breaker or a rate limiter: admitted
+//! first, then run under its timeout, then reported to the breaker. Tasks without either
+//! never come here and pay nothing for it.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use cano_circuit::{CircuitState, RateLimiter};
+use tokio::time::Instant;
+
+use crate::error::CanoError;
+use crate::observer::Observers;
+use crate::resource::Resources;
+use crate::run::RunContext;
+use crate::task::{Task, TaskConfig, TaskResult};
+
+use super::execute::{caught, timeout_error};
+
+/// Where an attempt runs, for errors and observer events.
+pub(crate) struct Site<'a, S> {
+    pub(crate) state: &'a S,
+    pub(crate) task: &'a str,
+    pub(crate) run: &'a RunContext,
+    pub(crate) observers: &'a Observers,
+}
+
+// Only references: copyable whatever the state type is (a derive would demand `S: Copy`).
+impl<S> Clone for Site<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S> Copy for Site<'_, S> {}
+
+impl<S: Debug> Site<'_, S> {
+    fn tell(&self, event: impl Fn(&dyn crate::WorkflowObserver, &S, &str)) {
+        if !self.observers.is_empty() {
+            self.observers.each(|o| event(o, self.state, self.task));
+        }
+    }
+}
+
+/// One admitted attempt, its timeout included: a timeout comes back as the
+/// [`CanoError::Timeout`] the run would report.
+pub(crate) fn guarded_attempt<'a, S: Debug, K>(
+    task: &'a dyn Task<S, K>,
+    config: &'a TaskConfig,
+    resources: &'a Resources<K>,
+    site: Site<'a, S>,
+) -> Pin<Box<impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a>> {
+    Box::pin(async move {
+        let run = site.run.run_id();
+        let permit = match config.circuit_breaker() {
+            None => None,
+            Some(breaker) => match breaker.try_acquire() {
+                Ok(permit) => {
+                    if permit.transition() == Some(CircuitState::HalfOpen) {
+                        site.tell(|o, s, t| o.on_circuit_half_open(run, s, t, breaker.name()));
+                    }
+                    Some((breaker, permit))
+                }
+                Err(refused) => {
+                    site.tell(|o, s, t| o.on_circuit_rejected(run, s, t, breaker.name()));
+                    return Err(refused);
+                }
+            },
+        };
+        if let Some(limiter) = config.rate_limiter() {
+            if let Err(refused) = throttle(limiter, config.max_throttle_wait(), site).await {
+                if let Some((breaker, permit)) = permit {
+                    // Never called: nothing learnt about the dependency.
+                    breaker.release(permit);
+                }
+                return Err(refused);
+            }
+        }
+        let result = match config.attempt_timeout() {
+            None => caught(task.run(resources)).await,
+            Some(limit) => match tokio::time::timeout(limit, caught(task.run(resources))).await {
+                Ok(result) => result,
+                Err(_) => Err(timeout_error(config, site.state, site.task)),
+            },
+        };
+        if let Some((breaker, permit)) = permit {
+            let moved = match &result {
+                Ok(_) => breaker.record_success(permit),
+                Err(error) => breaker.record_error(permit, error),
+            };
+            match moved {
+                Some(CircuitState::Open) => {
+                    site.tell(|o, s, t| o.on_circuit_open(run, s, t, breaker.name()))
+                }
+                Some(CircuitState::Closed) => {
+                    site.tell(|o, s, t| o.on_circuit_close(run, s, t, breaker.name()))
+                }
+                _ => {}
+            }
+        }
+        result
+    })
+}
+
+/// Waits for the limiter's leave, at most `max_wait`.
+async fn throttle<S: Debug>(
+    limiter: &RateLimiter,
+    max_wait: Option<Duration>,
+    site: Site<'_, S>,
+) -> Result<(), CanoError> {
+    let refused = match limiter.try_acquire() {
+        Ok(()) => return Ok(()),
+        Err(refused) => refused,
+    };
+    let run = site.run.run_id();
+    let started = Instant::now();
+    let waited = match (max_wait, refused.retry_after()) {
+        // Not a refusal that waiting could cure (a cost the limiter can never hold).
+        (_, None) => Err(refused),
+        (Some(max), Some(_)) if max.is_zero() => Err(refused),
+        (None, Some(_)) => limiter.acquire().await,
+        (Some(max), Some(_)) => match tokio::time::timeout(max, limiter.acquire()).await {
+            Ok(admitted) => admitted,
+            Err(_) => Err(CanoError::rate_limited(
+                limiter.available_in(1),
+                format!(
+                    "rate limiter `{}` did not admit the attempt within {max:?}",
+                    limiter.name()
+                ),
+            )
+            .with_hint("raise TaskConfig::with_max_throttle_wait, or the limiter's rate")),
+        },
+    };
+    let elapsed = started.elapsed();
+    let admitted = waited.is_ok();
+    site.tell(|o, s, t| o.on_throttled(run, s, t, limiter.name(), elapsed, admitted));
+    waited.map_err(|e| e.at(site.state, site.task))
+}
