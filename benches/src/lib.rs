@@ -28,6 +28,39 @@ pub fn linear_workflow() -> Workflow<Step> {
         .add_exit_state(Step(LINEAR_STATES))
 }
 
+/// A trivial task whose every attempt is admitted by a shared circuit breaker.
+pub struct Guarded(pub u8, pub Arc<CircuitBreaker>);
+
+#[task]
+impl Task<Step> for Guarded {
+    fn config(&self) -> TaskConfig {
+        TaskConfig::new().with_circuit_breaker(self.1.clone())
+    }
+    async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+        Ok(TaskResult::Single(Step(self.0)))
+    }
+}
+
+/// The linear workflow with every task behind one (closed) circuit breaker.
+pub fn guarded_linear_workflow(breaker: &Arc<CircuitBreaker>) -> Workflow<Step> {
+    (0..LINEAR_STATES)
+        .fold(Workflow::bare(), |wf, i| {
+            wf.register(Step(i), Guarded(i + 1, breaker.clone()))
+        })
+        .add_exit_state(Step(LINEAR_STATES))
+}
+
+/// A breaker that never opens in a benchmark (nothing fails).
+pub fn bench_breaker() -> Arc<CircuitBreaker> {
+    Arc::new(
+        CircuitBreaker::named(
+            "bench",
+            CircuitPolicy::consecutive(5, std::time::Duration::from_secs(30)),
+        )
+        .expect("a valid policy"),
+    )
+}
+
 /// The same ten transitions written by hand: a `match` on the state awaiting the same
 /// boxed futures, with no engine around them.
 pub async fn hand_written(tasks: &[Next; LINEAR_STATES as usize]) -> Step {

@@ -151,6 +151,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
         ),
     ];
     rows.extend(split_rows(criterion_home, out));
+    rows.extend(admission_rows(criterion_home));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
         "\n{:<width$} | {:>24} | target\n{}\n",
@@ -198,6 +199,66 @@ fn split_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, S
     };
     rows.push(("split: heap per in-flight branch", figure, String::new()));
     rows
+}
+
+/// The circuit breaker and rate limiter rows.
+fn admission_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
+    let ns = |id: &str| {
+        mean_ns(criterion_home, id)
+            .map(|v| format!("{v:.1} ns"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let closed = mean_ns(criterion_home, "circuit/closed_acquire_record");
+    let guarded = mean_ns(criterion_home, "linear/engine_with_breaker");
+    vec![
+        (
+            "circuit: closed acquire + record, 1 thread",
+            ns("circuit/closed_acquire_record"),
+            format!("< 50 ns {}", verdict(closed.map(|c| c < 50.0))),
+        ),
+        (
+            "circuit: closed, 16 tasks on 2 workers, per call",
+            ns("circuit/closed_concurrent/16"),
+            String::new(),
+        ),
+        (
+            "circuit: closed, 64 tasks on 2 workers, per call",
+            ns("circuit/closed_concurrent/64"),
+            String::new(),
+        ),
+        (
+            "circuit: closed, 256 tasks on 2 workers, per call",
+            ns("circuit/closed_concurrent/256"),
+            String::new(),
+        ),
+        (
+            "circuit: rejection by an open breaker",
+            ns("circuit/open_reject"),
+            String::new(),
+        ),
+        (
+            "limiter: token bucket try_acquire, granted",
+            ns("limiter/try_acquire_granted"),
+            String::new(),
+        ),
+        (
+            "limiter: token bucket try_acquire, refused",
+            ns("limiter/try_acquire_refused"),
+            String::new(),
+        ),
+        (
+            "limiter: windowed try_acquire, granted",
+            ns("limiter/windowed_try_acquire"),
+            String::new(),
+        ),
+        (
+            "linear: engine with a breaker, per transition",
+            guarded
+                .map(|g| format!("{:.1} ns", g / 10.0))
+                .unwrap_or_else(|| "n/a".into()),
+            String::new(),
+        ),
+    ]
 }
 
 fn verdict(ok: Option<bool>) -> &'static str {
