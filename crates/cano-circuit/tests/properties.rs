@@ -260,6 +260,7 @@ proptest! {
                     Ok(()) => grants.push((now, cost)),
                     Err(CanoError::RateLimited { retry_after, .. }) => {
                         // The promised delay is truthful: after it, the same call passes.
+                        let retry_after = retry_after.duration();
                         prop_assert!(retry_after > Duration::ZERO);
                         tokio::time::advance(retry_after).await;
                         now += retry_after;

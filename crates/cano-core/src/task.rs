@@ -131,7 +131,10 @@ impl TaskConfig {
     /// thread that calls the same dependency). An open breaker fails the attempt with
     /// [`CanoError::CircuitOpen`] before the task body runs, and the retry loop stops
     /// there instead of spending retries. Which errors count against the breaker is
-    /// its policy's classifier.
+    /// its policy's classifier; an attempt timeout counts as a failure. An attempt the
+    /// engine abandons (its run cancelled or past the workflow timeout, a split that no
+    /// longer needs the branch) hands its permit back without a verdict, so cancelling
+    /// runs or hedging with `JoinStrategy::Any` never trips a breaker.
     pub fn with_circuit_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
         self.circuit_breaker = Some(breaker);
         self

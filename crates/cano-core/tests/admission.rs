@@ -342,3 +342,51 @@ async fn breakers_and_limiters_are_resources_with_health() {
         matches!(resources.overall_health().await, HealthStatus::Unhealthy(reason) if reason.contains("`upstream` is open"))
     );
 }
+
+/// Signals when its attempt starts, then never finishes.
+struct Waits {
+    started: Arc<tokio::sync::Semaphore>,
+    config: TaskConfig,
+}
+
+#[async_trait]
+impl Task<S> for Waits {
+    async fn run_bare(&self) -> Result<TaskResult<S>, CanoError> {
+        self.started.add_permits(1);
+        std::future::pending().await
+    }
+    fn config(&self) -> TaskConfig {
+        self.config.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_abandoned_by_cancellation_is_no_verdict_on_the_dependency() {
+    let breaker = breaker(1);
+    // Open it, then let the reset timeout pass so the next attempt is the only probe.
+    drop(breaker.try_acquire().unwrap());
+    tokio::time::advance(Duration::from_secs(10)).await;
+
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let workflow = Workflow::bare()
+        .register(
+            S::Call,
+            Waits {
+                started: started.clone(),
+                config: TaskConfig::minimal().with_circuit_breaker(breaker.clone()),
+            },
+        )
+        .add_exit_state(S::Done);
+    let run = workflow.spawn(S::Call);
+    started.acquire().await.unwrap().forget();
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    run.cancel();
+    assert!(matches!(run.await, Err(CanoError::Cancelled(_))));
+
+    // The cancelled probe neither reopened the breaker nor kept its probe slot.
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    let next = breaker
+        .try_acquire()
+        .expect("the probe slot was handed back");
+    assert_eq!(breaker.record_success(next), Some(CircuitState::Closed));
+}

@@ -53,13 +53,12 @@ pub enum CanoError {
     #[error(transparent)]
     CircuitOpen(ErrorDetail),
     /// A rate limiter refused the call and waiting was not allowed (or the wait would
-    /// have been too long); `retry_after` says when the call could go ahead.
-    #[error("{detail}")]
+    /// have been too long); `retry_after` says when the call could go ahead (it
+    /// dereferences to a `Duration` and compares with one).
+    #[error("{}", retry_after.0)]
     RateLimited {
-        /// How long until the limiter could admit the call.
-        retry_after: Duration,
-        /// What was refused and how to fix it.
-        detail: ErrorDetail,
+        /// How long until the limiter could admit the call, with the error's detail.
+        retry_after: RetryAfter,
     },
     /// A task failed (returned an error or panicked).
     #[error(transparent)]
@@ -88,6 +87,8 @@ struct Inner {
     hint: Option<Cow<'static, str>>,
     source: Option<BoxError>,
     permanent: bool,
+    /// Only meaningful for [`CanoError::RateLimited`].
+    retry_after: Duration,
 }
 
 impl ErrorDetail {
@@ -100,6 +101,7 @@ impl ErrorDetail {
             hint: None,
             source: None,
             permanent: false,
+            retry_after: Duration::ZERO,
         }))
     }
 
@@ -172,6 +174,72 @@ impl StdError for ErrorDetail {
     }
 }
 
+/// The payload of [`CanoError::RateLimited`]: how long until the refused call could go
+/// ahead, together with the error's detail.
+///
+/// It dereferences to that [`Duration`] and compares with one, so
+/// `CanoError::RateLimited { retry_after, .. }` reads as the delay it names. It is one
+/// boxed pointer, not a `Duration` beside the detail, because a wider variant would
+/// widen `CanoError` — and every `Result` on the engine's hot path with it.
+///
+/// ```
+/// use std::time::Duration;
+/// use cano_error::CanoError;
+///
+/// let err = CanoError::rate_limited(Duration::from_millis(300), "bucket empty");
+/// if let CanoError::RateLimited { retry_after, .. } = &err {
+///     assert_eq!(*retry_after, Duration::from_millis(300));
+///     assert!(retry_after.as_millis() < 1_000);
+/// }
+/// ```
+pub struct RetryAfter(ErrorDetail);
+
+impl RetryAfter {
+    /// The delay.
+    pub fn duration(&self) -> Duration {
+        self.0.0.retry_after
+    }
+
+    /// The error's detail (message, state, task, hint).
+    pub fn detail(&self) -> &ErrorDetail {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for RetryAfter {
+    type Target = Duration;
+    fn deref(&self) -> &Duration {
+        &self.0.0.retry_after
+    }
+}
+
+impl PartialEq<Duration> for RetryAfter {
+    fn eq(&self, other: &Duration) -> bool {
+        self.duration() == *other
+    }
+}
+
+impl PartialOrd<Duration> for RetryAfter {
+    fn partial_cmp(&self, other: &Duration) -> Option<std::cmp::Ordering> {
+        self.duration().partial_cmp(other)
+    }
+}
+
+impl From<&RetryAfter> for Duration {
+    fn from(value: &RetryAfter) -> Self {
+        value.duration()
+    }
+}
+
+impl fmt::Debug for RetryAfter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryAfter")
+            .field("duration", &self.duration())
+            .field("detail", &self.0)
+            .finish()
+    }
+}
+
 /// Matches every variant, binding its detail: the one list to extend with a variant.
 macro_rules! each_variant {
     ($error:expr, $detail:ident => $body:expr) => {
@@ -182,7 +250,7 @@ macro_rules! each_variant {
             | CanoError::RetryExhausted($detail)
             | CanoError::CircuitOpen($detail)
             | CanoError::RateLimited {
-                detail: $detail, ..
+                retry_after: RetryAfter($detail),
             }
             | CanoError::TaskExecution($detail)
             | CanoError::Store($detail)
@@ -227,16 +295,17 @@ impl CanoError {
 
     /// A [`CanoError::RateLimited`] error: the call could go ahead after `retry_after`.
     pub fn rate_limited(retry_after: Duration, message: impl Into<Cow<'static, str>>) -> Self {
+        let mut detail = ErrorDetail::new(message);
+        detail.0.retry_after = retry_after;
         Self::RateLimited {
-            retry_after,
-            detail: ErrorDetail::new(message),
+            retry_after: RetryAfter(detail),
         }
     }
 
     /// For a [`CanoError::RateLimited`] error, how long until the call could go ahead.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::RateLimited { retry_after } => Some(**retry_after),
             _ => None,
         }
     }
@@ -337,7 +406,7 @@ impl CanoError {
     /// Finds an error of type `E` in the `source()` chain, the user's own error type
     /// included.
     pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
-        // From the detail's source, which every variant has (a struct variant's
+        // From the detail's source, which every variant has (the `RateLimited` variant's
         // `source()` is not derived through its detail).
         let mut next = StdError::source(self.detail());
         while let Some(err) = next {
@@ -408,8 +477,11 @@ mod tests {
     #[test]
     fn wrapped_error_text_is_the_message() {
         assert_eq!(CanoError::task(DiskFull).to_string(), "disk full");
-        // The detail is boxed; only `RateLimited` carries its delay beside it.
-        assert!(std::mem::size_of::<CanoError>() <= 3 * std::mem::size_of::<usize>());
+        // Every variant is one boxed detail: two words, whatever the variant.
+        assert_eq!(
+            std::mem::size_of::<CanoError>(),
+            2 * std::mem::size_of::<usize>()
+        );
     }
 
     #[test]
@@ -418,7 +490,7 @@ mod tests {
             .with_source(DiskFull)
             .at(&"Fetch", "FetchTask");
         assert!(
-            matches!(err, CanoError::RateLimited { retry_after, .. } if retry_after == Duration::from_millis(250))
+            matches!(&err, CanoError::RateLimited { retry_after, .. } if *retry_after == Duration::from_millis(250))
         );
         assert_eq!(err.retry_after(), Some(Duration::from_millis(250)));
         assert!(err.downcast_ref::<DiskFull>().is_some());

@@ -100,7 +100,10 @@ async fn main() -> Result<(), CanoError> {
         .add_exit_state(Geo::Done);
     match impatient.orchestrate(Geo::Lookup).await {
         Err(CanoError::RateLimited { retry_after, .. }) => {
-            println!("an impatient call is refused: come back in {retry_after:?}")
+            println!(
+                "an impatient call is refused: come back in {:?}",
+                *retry_after
+            )
         }
         other => println!("the impatient call got {other:?}"),
     }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use cano_circuit::{CircuitState, RateLimiter};
+use cano_circuit::{CircuitBreaker, CircuitState, Permit, RateLimiter};
 use tokio::time::Instant;
 
 use crate::error::CanoError;
@@ -52,14 +52,17 @@ pub(crate) fn guarded_attempt<'a, S: Debug, K>(
 ) -> Pin<Box<impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a>> {
     Box::pin(async move {
         let run = site.run.run_id();
-        let permit = match config.circuit_breaker() {
+        let held = match config.circuit_breaker() {
             None => None,
             Some(breaker) => match breaker.try_acquire() {
                 Ok(permit) => {
                     if permit.transition() == Some(CircuitState::HalfOpen) {
                         site.tell(|o, s, t| o.on_circuit_half_open(run, s, t, breaker.name()));
                     }
-                    Some((breaker, permit))
+                    Some(Held {
+                        breaker,
+                        permit: Some(permit),
+                    })
                 }
                 Err(refused) => {
                     site.tell(|o, s, t| o.on_circuit_rejected(run, s, t, breaker.name()));
@@ -68,13 +71,9 @@ pub(crate) fn guarded_attempt<'a, S: Debug, K>(
             },
         };
         if let Some(limiter) = config.rate_limiter() {
-            if let Err(refused) = throttle(limiter, config.max_throttle_wait(), site).await {
-                if let Some((breaker, permit)) = permit {
-                    // Never called: nothing learnt about the dependency.
-                    breaker.release(permit);
-                }
-                return Err(refused);
-            }
+            // Refused or abandoned here, the call never happened: `held` hands its
+            // permit back without a verdict.
+            throttle(limiter, config.max_throttle_wait(), site).await?;
         }
         let result = match config.attempt_timeout() {
             None => caught(task.run(resources)).await,
@@ -83,12 +82,9 @@ pub(crate) fn guarded_attempt<'a, S: Debug, K>(
                 Err(_) => Err(timeout_error(config, site.state, site.task)),
             },
         };
-        if let Some((breaker, permit)) = permit {
-            let moved = match &result {
-                Ok(_) => breaker.record_success(permit),
-                Err(error) => breaker.record_error(permit, error),
-            };
-            match moved {
+        if let Some(held) = held {
+            let breaker = held.breaker;
+            match held.record(&result) {
                 Some(CircuitState::Open) => {
                     site.tell(|o, s, t| o.on_circuit_open(run, s, t, breaker.name()))
                 }
@@ -100,6 +96,34 @@ pub(crate) fn guarded_attempt<'a, S: Debug, K>(
         }
         result
     })
+}
+
+/// The permit of one attempt. An attempt the engine abandons (its run cancelled or
+/// timed out, a split that no longer needs the branch, a limiter that refused it) says
+/// nothing about the dependency, so dropping this hands the permit back without a
+/// verdict rather than counting a failure as a bare dropped permit would.
+struct Held<'a> {
+    breaker: &'a CircuitBreaker,
+    permit: Option<Permit<'a>>,
+}
+
+impl Held<'_> {
+    /// Reports the attempt's outcome; the state the breaker moved to, if it moved.
+    fn record<T>(mut self, result: &Result<T, CanoError>) -> Option<CircuitState> {
+        let permit = self.permit.take()?;
+        match result {
+            Ok(_) => self.breaker.record_success(permit),
+            Err(error) => self.breaker.record_error(permit, error),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.release(permit);
+        }
+    }
 }
 
 /// Waits for the limiter's leave, at most `max_wait`.
