@@ -1,6 +1,6 @@
 //! The showcase: an order pipeline with shared resources, a flaky payment gateway that
-//! is retried with backoff, a prep/exec/post node, shipping quotes asked of three
-//! carriers in parallel (the first two answers win, a carrier that is down does not
+//! is retried with backoff behind a shared circuit breaker and rate limiter, a
+//! prep/exec/post node, shipping quotes asked of four carriers in parallel (the first two answers win, a carrier that is down does not
 //! matter), an observer printing what happens, many orders run concurrently through one
 //! workflow, and the errors you get when an order is invalid, too slow, or cancelled.
 //!
@@ -95,7 +95,12 @@ impl Node<Order> for Price {
     }
 }
 
-struct Charge;
+/// Charges the order; every attempt passes the gateway's circuit breaker and rate
+/// limiter, shared by all runs.
+struct Charge {
+    breaker: Arc<CircuitBreaker>,
+    limiter: Arc<RateLimiter>,
+}
 #[task]
 impl Task<Order> for Charge {
     async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
@@ -109,10 +114,13 @@ impl Task<Order> for Charge {
         Ok(TaskResult::Single(Order::Quote))
     }
     fn config(&self) -> TaskConfig {
-        // Transient gateway errors are retried quickly, a hung call is cut off.
+        // Transient gateway errors are retried quickly, a hung call is cut off, a
+        // gateway that keeps failing is left alone, and the gateway's quota is kept.
         TaskConfig::new()
             .with_retry(RetryMode::exponential(4).with_base_delay(Duration::from_millis(2)))
             .with_attempt_timeout(Duration::from_millis(200))
+            .with_circuit_breaker(self.breaker.clone())
+            .with_rate_limiter(self.limiter.clone())
     }
 }
 
@@ -212,11 +220,15 @@ impl WorkflowObserver for Console {
     }
 }
 
-fn order_workflow(
-    order: MemoryStore,
+/// What every run shares: the gateway, and what guards calls to it.
+#[derive(Clone)]
+struct Gateway {
     payments: Arc<PaymentGateway>,
-    ship_delay: Duration,
-) -> Workflow<Order> {
+    breaker: Arc<CircuitBreaker>,
+    limiter: Arc<RateLimiter>,
+}
+
+fn order_workflow(order: MemoryStore, gateway: &Gateway, ship_delay: Duration) -> Workflow<Order> {
     let resources = Resources::new()
         .insert(
             "catalog",
@@ -225,12 +237,18 @@ fn order_workflow(
                 free_shipping_from_cents: 5_000,
             },
         )
-        .insert_shared("payments", payments)
+        .insert_shared("payments", gateway.payments.clone())
         .insert("order", order);
     Workflow::new(resources)
         .register(Order::Validate, Validate)
         .register(Order::Price, Price)
-        .register(Order::Charge, Charge)
+        .register(
+            Order::Charge,
+            Charge {
+                breaker: gateway.breaker.clone(),
+                limiter: gateway.limiter.clone(),
+            },
+        )
         // Two quotes are enough: the carrier that is down and the slow one are not
         // waited for.
         .register_split(
@@ -248,16 +266,27 @@ fn order_workflow(
 
 #[tokio::main]
 async fn main() -> Result<(), CanoError> {
-    let payments = Arc::new(PaymentGateway {
-        calls: AtomicU32::new(0),
-    });
+    let gateway = Gateway {
+        payments: Arc::new(PaymentGateway {
+            calls: AtomicU32::new(0),
+        }),
+        // Five failures in a row would open it; one in three never does.
+        breaker: Arc::new(CircuitBreaker::named(
+            "payment-gateway",
+            CircuitPolicy::consecutive(5, Duration::from_secs(5)),
+        )?),
+        // The gateway allows 100 calls a second, 4 at once.
+        limiter: Arc::new(
+            RateLimiter::token_bucket(100, Duration::from_secs(1), 4)?.with_name("payment-gateway"),
+        ),
+    };
 
     println!("== Six orders, one workflow each, run concurrently ==");
     let mut runs = Vec::new();
     for quantity in [3u32, 0, 5, 1, 8, 2] {
         let order = MemoryStore::new();
         order.put("quantity", quantity)?;
-        let workflow = order_workflow(order.clone(), payments.clone(), Duration::from_millis(10));
+        let workflow = order_workflow(order.clone(), &gateway, Duration::from_millis(10));
         runs.push((quantity, order, workflow.spawn(Order::Validate)));
     }
     for (quantity, order, run) in runs {
@@ -280,7 +309,7 @@ async fn main() -> Result<(), CanoError> {
     println!("\n== A shipment slower than the 2 s workflow timeout ==");
     let order = MemoryStore::new();
     order.put("quantity", 2u32)?;
-    let slow = order_workflow(order, payments.clone(), Duration::from_secs(30));
+    let slow = order_workflow(order, &gateway, Duration::from_secs(30));
     match slow.orchestrate(Order::Validate).await {
         Err(CanoError::Workflow(detail)) => println!("stopped: {detail}"),
         other => println!("unexpected: {other:?}"),
@@ -289,12 +318,17 @@ async fn main() -> Result<(), CanoError> {
     println!("\n== An order cancelled while it ships ==");
     let order = MemoryStore::new();
     order.put("quantity", 4u32)?;
-    let run = order_workflow(order, payments, Duration::from_secs(30)).spawn(Order::Validate);
+    let run = order_workflow(order, &gateway, Duration::from_secs(30)).spawn(Order::Validate);
     tokio::time::sleep(Duration::from_millis(100)).await;
     run.cancel();
     match run.await {
         Err(CanoError::Cancelled(detail)) => println!("stopped: {detail}"),
         other => println!("unexpected: {other:?}"),
     }
+    println!(
+        "\npayment gateway: {} calls, breaker {}",
+        gateway.payments.calls.load(Ordering::SeqCst),
+        gateway.breaker.state()
+    );
     Ok(())
 }
