@@ -103,16 +103,16 @@ where
         // loop, with its timers and closures, is built (and boxed) only once an attempt
         // has failed. That keeps the run's future small and a successful transition
         // free of extra work.
-        let config = entry.config();
-        let first = match config.attempt_timeout() {
-            _ if config.is_guarded() => {
+        // No config local is held across the awaits: it would ride in every future.
+        let first = match entry.config().attempt_timeout() {
+            _ if entry.config().is_guarded() => {
                 let site = Site {
                     state,
                     task: entry.name(),
                     run,
                     observers,
                 };
-                guarded_attempt(entry.task(), config, resources, site)
+                guarded_attempt(entry.task(), entry.config(), resources, site)
                     .await
                     .map_err(AttemptError::Failed)
             }
