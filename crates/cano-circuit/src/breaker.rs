@@ -214,7 +214,8 @@ impl CircuitBreaker {
     }
 
     /// Reports that the call behind `permit` succeeded. Returns the state the breaker
-    /// moved to if this report moved it (a probe that closed it).
+    /// moved to if this report moved it (a probe that closed it). Every report goes to
+    /// the breaker that issued the permit.
     pub fn record_success(&self, permit: Permit<'_>) -> Option<CircuitState> {
         let (breaker, word) = permit.settle();
         breaker.succeeded(word)
