@@ -168,22 +168,15 @@ impl CircuitBreaker {
     fn acquire_slow(&self, seen: u64) -> Result<Permit<'_>, CanoError> {
         if seen & STATE_MASK == OPEN {
             // Refusing needs no lock: the lock is only for turning half-open.
-            let now = self.clock.now();
-            let retry_at = self.retry_at.load(Ordering::Acquire);
-            if now < retry_at {
-                return Err(self.open_error(retry_at - now));
-            }
+            self.still_cooling()?;
         }
         let mut probes = self.lock();
         let word = self.word.load(Ordering::Acquire);
         match word & STATE_MASK {
             CLOSED => Ok(Permit::new(self, word, None)),
             OPEN => {
-                let now = self.clock.now();
-                let retry_at = self.retry_at.load(Ordering::Acquire);
-                if now < retry_at {
-                    return Err(self.open_error(retry_at - now));
-                }
+                // Checked again under the lock: another caller may have reopened it.
+                self.still_cooling()?;
                 let half = advance(word, HALF_OPEN);
                 *probes = Probes {
                     in_flight: 1,
@@ -204,13 +197,19 @@ impl CircuitBreaker {
         }
     }
 
-    fn open_error(&self, remaining: u64) -> CanoError {
-        CanoError::circuit_open(format!(
+    /// Refuses while an open breaker's reset timeout is still running.
+    fn still_cooling(&self) -> Result<(), CanoError> {
+        let now = self.clock.now();
+        let retry_at = self.retry_at.load(Ordering::Acquire);
+        if now >= retry_at {
+            return Ok(());
+        }
+        Err(CanoError::circuit_open(format!(
             "circuit breaker `{}` is open: calls are refused for another {:?}",
             self.name,
-            Duration::from_nanos(remaining)
+            Duration::from_nanos(retry_at - now)
         ))
-        .with_hint("wait for the breaker's reset timeout or fix the failing dependency; attempts refused by an open breaker do not use up retries")
+        .with_hint("wait for the breaker's reset timeout or fix the failing dependency; attempts refused by an open breaker do not use up retries"))
     }
 
     /// Reports that the call behind `permit` succeeded. Returns the state the breaker
@@ -232,7 +231,8 @@ impl CircuitBreaker {
     /// error counts against the dependency, otherwise the permit is handed back without
     /// a verdict (see [`release`](Self::release)).
     pub fn record_error(&self, permit: Permit<'_>, error: &CanoError) -> Option<CircuitState> {
-        if self.policy.counts(error) {
+        // The issuing breaker's classifier, like every other report.
+        if permit.breaker.policy.counts(error) {
             self.record_failure(permit)
         } else {
             self.release(permit);
