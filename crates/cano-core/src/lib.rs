@@ -47,6 +47,7 @@
 pub mod error {
     pub use cano_error::*;
 }
+pub mod checkpoint;
 pub mod hash;
 pub mod node;
 pub mod observer;
@@ -57,6 +58,9 @@ pub mod task;
 mod util;
 pub mod workflow;
 
+pub use checkpoint::{
+    CheckpointRow, CheckpointStore, DurableStore, Retention, RowKind, RunStatus, RunSummary,
+};
 pub use error::{BoxError, CanoError, CanoResult, ErrorDetail};
 pub use node::Node;
 pub use observer::{Observers, WorkflowObserver};

@@ -95,6 +95,17 @@ pub trait WorkflowObserver: Send + Sync {
     ) {
         let _ = (run, state, task, limiter, waited, admitted);
     }
+
+    /// Checkpoint row `seq` of the run was written on entering `state`.
+    fn on_checkpoint(&self, run: RunId, state: &dyn Debug, seq: u64) {
+        let _ = (run, state, seq);
+    }
+
+    /// The run was resumed from its checkpoints in `state`; `seq` is the `Resume` row
+    /// that claimed it. (`on_run_start` was called just before, as for any run.)
+    fn on_resume(&self, run: RunId, state: &dyn Debug, seq: u64) {
+        let _ = (run, state, seq);
+    }
 }
 
 /// The observers of a workflow; empty costs one length check per event site.

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
+use crate::checkpoint::{DurableStore, Journal};
 use crate::store::MemoryStore;
 
 /// Identifies one run of a workflow. Unique within a process and, being seeded from
@@ -53,6 +54,34 @@ impl RunId {
     /// The id as a number.
     pub const fn as_u64(self) -> u64 {
         self.0
+    }
+}
+
+impl serde::Serialize for RunId {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RunId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        u64::deserialize(deserializer).map(Self)
+    }
+}
+
+impl std::str::FromStr for RunId {
+    type Err = crate::error::CanoError;
+
+    /// Parses the 16 hex digits [`Display`](fmt::Display) prints (as in logs and
+    /// checkpoint listings).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(text.trim(), 16).map(Self).map_err(|e| {
+            crate::error::CanoError::configuration(format!("{text:?} is not a run id"))
+                .with_source(e)
+                .with_hint(
+                    "a run id is written as up to 16 hex digits, as RunId's Display prints it",
+                )
+        })
     }
 }
 
@@ -143,6 +172,7 @@ pub struct RunContext {
     run_id: RunId,
     cancel: Option<CancellationToken>,
     outputs: Option<MemoryStore>,
+    journal: Option<Arc<Journal>>,
 }
 
 tokio::task_local! {
@@ -154,11 +184,13 @@ impl RunContext {
         run_id: RunId,
         cancel: Option<CancellationToken>,
         outputs: Option<MemoryStore>,
+        journal: Option<Arc<Journal>>,
     ) -> Self {
         Self {
             run_id,
             cancel,
             outputs,
+            journal,
         }
     }
 
@@ -195,6 +227,18 @@ impl RunContext {
     /// of plain tasks pays nothing for it and returns `None`.
     pub fn outputs(&self) -> Option<&MemoryStore> {
         self.outputs.as_ref()
+    }
+
+    /// The run's checkpoint journal, in runs of a workflow with a checkpoint store.
+    /// Handlers that save progress of their own (stepped tasks) write through it.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
+    }
+
+    /// The run's durable data (see [`DurableStore`]), in runs of a workflow with a
+    /// checkpoint store.
+    pub fn durable(&self) -> Option<&DurableStore> {
+        self.journal.as_deref().map(Journal::durable)
     }
 
     /// Whether the run was cancelled.
@@ -248,6 +292,9 @@ mod tests {
         let ids: std::collections::HashSet<RunId> = (0..10_000).map(|_| RunId::new()).collect();
         assert_eq!(ids.len(), 10_000);
         assert_eq!(RunId::from(255).to_string(), "00000000000000ff");
+        let id = RunId::new();
+        assert_eq!(id.to_string().parse::<RunId>().unwrap(), id);
+        assert!("not hex".parse::<RunId>().is_err());
     }
 
     #[tokio::test]
@@ -267,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn current_is_visible_inside_scope_only() {
         assert!(RunContext::current().is_none());
-        let ctx = RunContext::new(RunId::from(7), None, None);
+        let ctx = RunContext::new(RunId::from(7), None, None, None);
         let seen = ctx
             .scope(async { RunContext::current().map(|c| c.run_id()) })
             .await;

@@ -72,6 +72,10 @@ pub enum CanoError {
     /// The run was cancelled through its cancellation token or handle.
     #[error(transparent)]
     Cancelled(ErrorDetail),
+    /// A checkpointed run was written by another version of the workflow than the one
+    /// asked to resume it (see `Workflow::with_workflow_version`).
+    #[error(transparent)]
+    WorkflowVersionMismatch(ErrorDetail),
 }
 
 /// The payload of every [`CanoError`]: the message, where it happened, how to fix it,
@@ -255,7 +259,8 @@ macro_rules! each_variant {
             | CanoError::TaskExecution($detail)
             | CanoError::Store($detail)
             | CanoError::Resource($detail)
-            | CanoError::Cancelled($detail) => $body,
+            | CanoError::Cancelled($detail)
+            | CanoError::WorkflowVersionMismatch($detail) => $body,
         }
     };
 }
@@ -291,6 +296,8 @@ impl CanoError {
         resource => Resource;
         /// A [`CanoError::Cancelled`] error.
         cancelled => Cancelled;
+        /// A [`CanoError::WorkflowVersionMismatch`] error.
+        workflow_version_mismatch => WorkflowVersionMismatch;
     }
 
     /// A [`CanoError::RateLimited`] error: the call could go ahead after `retry_after`.
@@ -362,13 +369,17 @@ impl CanoError {
         self
     }
 
-    /// Whether retrying cannot help: configuration, workflow and cancellation errors,
-    /// an open circuit breaker (retrying would only hammer it; it stays open for its
+    /// Whether retrying cannot help: configuration, workflow, cancellation and version
+    /// mismatch errors, an open circuit breaker (retrying would only hammer it; it stays open for its
     /// reset timeout), and any error marked with [`CanoError::permanent`].
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            Self::Workflow(_) | Self::Configuration(_) | Self::Cancelled(_) | Self::CircuitOpen(_)
+            Self::Workflow(_)
+                | Self::Configuration(_)
+                | Self::Cancelled(_)
+                | Self::CircuitOpen(_)
+                | Self::WorkflowVersionMismatch(_)
         ) || self.detail().is_permanent()
     }
 

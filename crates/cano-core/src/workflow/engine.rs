@@ -11,12 +11,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use super::handler::{StateContext, TaskEnv};
+use super::recovery::fresh_start;
 use super::{Handler, ResourceLifecycle, Workflow, WorkflowState};
 use crate::error::CanoError;
 use crate::resource::ResourceKey;
@@ -79,20 +81,42 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         async move {
             let spec = &*self.spec;
             self.validate()?;
-            let outputs = spec.outputs.then(crate::MemoryStore::new);
-            let run = RunContext::new(options.run_id.unwrap_or_default(), options.cancel, outputs);
-            let observers = &spec.observers;
-            if !observers.is_empty() {
-                observers.each(|o| o.on_run_start(run.run_id(), &initial));
+            if let Some(checkpointing) = &spec.checkpoint {
+                let run_id = options.run_id.unwrap_or_default();
+                let journal = Arc::new(self.journal(checkpointing, run_id, fresh_start()));
+                let options = options.with_run_id(run_id);
+                return self.run_checkpointed(initial, options, journal, None).await;
             }
+            let outputs = spec.outputs.then(crate::MemoryStore::new);
+            let run_id = options.run_id.unwrap_or_default();
+            let run = RunContext::new(run_id, options.cancel, outputs, None);
             let mut state = initial;
-            let outcome = run.clone().scope(self.run_states(&mut state, &run)).await;
-            let result = outcome.map(|()| state);
+            let outcome = self.run_observed(&mut state, &run, None).await;
+            outcome.map(|()| state)
+        }
+    }
+
+    /// A run between its observers' `on_run_start` (and `on_resume`) and `on_run_end`.
+    pub(crate) fn run_observed<'a>(
+        &'a self,
+        state: &'a mut S,
+        run: &'a RunContext,
+        resumed: Option<u64>,
+    ) -> impl Future<Output = Result<(), CanoError>> + 'a {
+        async move {
+            let observers = &self.spec.observers;
             if !observers.is_empty() {
-                let view = result.as_ref().map(|s| s as &dyn std::fmt::Debug);
+                observers.each(|o| o.on_run_start(run.run_id(), &*state));
+                if let Some(seq) = resumed {
+                    observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
+                }
+            }
+            let outcome = run.clone().scope(self.run_states(state, run)).await;
+            if !observers.is_empty() {
+                let view = outcome.as_ref().map(|()| &*state as &dyn std::fmt::Debug);
                 observers.each(|o| o.on_run_end(run.run_id(), view));
             }
-            result
+            outcome
         }
     }
 
@@ -215,6 +239,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 if !observers.is_empty() {
                     observers.each(|o| o.on_state_enter(run.run_id(), state));
                 }
+                if let Some(journal) = run.journal() {
+                    if handler.writes_checkpoint() {
+                        self.checkpoint_enter(journal, state, run)
+                            .await
+                            .map_err(|e| e.at(state, &handler.label()))?;
+                    }
+                }
                 let next = match handler {
                     Handler::Task(entry) => {
                         let result =
@@ -289,6 +320,18 @@ pub struct RunHandle<S> {
 }
 
 impl<S> RunHandle<S> {
+    pub(crate) fn new(
+        join: JoinHandle<Result<S, CanoError>>,
+        token: CancellationToken,
+        run_id: RunId,
+    ) -> Self {
+        Self {
+            join,
+            token,
+            run_id,
+        }
+    }
+
     /// Cancels the run: it stops at its next await point, tears its resources down and
     /// returns [`CanoError::Cancelled`].
     pub fn cancel(&self) {

@@ -55,6 +55,13 @@ pub trait StateHandler<S, K = DefaultKey>: Send + Sync + 'static {
     fn targets(&self) -> Option<Vec<S>> {
         None
     }
+
+    /// Whether entering this state writes a checkpoint row (when the workflow has a
+    /// store). `true` by default; a pure router, which changes nothing worth
+    /// recovering, says `false`.
+    fn writes_checkpoint(&self) -> bool {
+        true
+    }
 }
 
 /// What a [`StateHandler`] is given: the state, the resources, the run, the observers.

@@ -8,6 +8,7 @@ mod admission;
 mod engine;
 pub(crate) mod execute;
 pub mod handler;
+mod recovery;
 
 use std::borrow::Cow;
 use std::fmt::{self, Debug};
@@ -23,6 +24,8 @@ use crate::task::{RegisteredTask, Task};
 use handler::{HandlerInfo, StateHandler};
 
 pub use engine::RunHandle;
+pub use recovery::DEFAULT_COMPACT_AFTER;
+use recovery::{Checkpointing, RecoverySettings};
 
 /// What a workflow state must be: an enum (or any value) that can be cloned, compared,
 /// hashed, printed and sent between threads. Implemented for every type that qualifies.
@@ -63,6 +66,14 @@ impl<S: 'static, K: 'static> Handler<S, K> {
                 tasks: vec![t.name().clone()],
             },
             Self::Custom(h) => h.info(),
+        }
+    }
+
+    /// Whether entering the state writes a checkpoint row.
+    pub(crate) fn writes_checkpoint(&self) -> bool {
+        match self {
+            Self::Task(_) => true,
+            Self::Custom(h) => h.writes_checkpoint(),
         }
     }
 
@@ -122,6 +133,9 @@ pub(crate) struct Spec<S, K> {
     /// What `validate` found, computed on first use. A builder change clones the spec,
     /// which starts this afresh.
     pub(crate) findings: OnceLock<Vec<String>>,
+    /// The checkpoint store and state codec, when runs are checkpointed.
+    pub(crate) checkpoint: Option<Checkpointing<S>>,
+    pub(crate) recovery: RecoverySettings,
 }
 
 impl<S: Clone, K> Clone for Spec<S, K> {
@@ -136,6 +150,8 @@ impl<S: Clone, K> Clone for Spec<S, K> {
             has_exit: self.has_exit,
             outputs: self.outputs,
             findings: OnceLock::new(),
+            checkpoint: self.checkpoint.clone(),
+            recovery: self.recovery.clone(),
         }
     }
 }
@@ -179,6 +195,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 has_exit: false,
                 outputs: false,
                 findings: OnceLock::new(),
+                checkpoint: None,
+                recovery: RecoverySettings::new::<S>(),
             }),
         }
     }

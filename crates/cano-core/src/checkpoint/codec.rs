@@ -1,0 +1,108 @@
+//! How values become bytes in checkpoints: the [`Codec`] trait and its default,
+//! [`Bincode`]. States, durable run data and stepped cursors all go through it, so a
+//! different encoding is one implementation away.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::CanoError;
+
+/// Encodes and decodes serde values for checkpoints.
+///
+/// A codec is a type, not a value: the engine calls it through monomorphised functions,
+/// so no codec object is carried around.
+pub trait Codec: Send + Sync + 'static {
+    /// The codec's name, for error messages.
+    const NAME: &'static str;
+
+    /// The bytes of `value`.
+    fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanoError>;
+
+    /// The value encoded in `bytes`; an error if they do not hold a `T`.
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CanoError>;
+}
+
+/// The default codec: bincode 2 through serde, with variable-length integers. Compact
+/// and fast; not self-describing, so the reading type must match the writing one (a
+/// mismatch is a decode error, never a wrong value of the right size).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bincode;
+
+impl Codec for Bincode {
+    const NAME: &'static str = "bincode";
+
+    fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanoError> {
+        bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
+            CanoError::store(format!(
+                "could not encode a `{}` with bincode",
+                std::any::type_name::<T>()
+            ))
+            .with_source(e)
+            .with_hint("check the type's Serialize implementation (maps need string-like keys for some formats; bincode needs known lengths)")
+            .permanent()
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CanoError> {
+        let (value, used) =
+            bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard()).map_err(
+                |e| {
+                    CanoError::store(format!(
+                        "could not decode a `{}` from {} bytes",
+                        std::any::type_name::<T>(),
+                        bytes.len()
+                    ))
+                    .with_source(e)
+                    .permanent()
+                },
+            )?;
+        if used != bytes.len() {
+            return Err(CanoError::store(format!(
+                "{} bytes left over after decoding a `{}`: the bytes hold another type",
+                bytes.len() - used,
+                std::any::type_name::<T>()
+            ))
+            .permanent());
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum State {
+        Start,
+        Fetch { page: u32, url: String },
+        Done(Vec<u8>),
+    }
+
+    #[test]
+    fn payload_variants_round_trip() {
+        for state in [
+            State::Start,
+            State::Fetch {
+                page: 7,
+                url: "https://example.com".into(),
+            },
+            State::Done(vec![1, 2, 3]),
+        ] {
+            let bytes = Bincode::encode(&state).unwrap();
+            assert_eq!(Bincode::decode::<State>(&bytes).unwrap(), state);
+        }
+    }
+
+    #[test]
+    fn another_type_is_an_error_not_a_value() {
+        let bytes = Bincode::encode(&State::Fetch {
+            page: 1,
+            url: "x".into(),
+        })
+        .unwrap();
+        assert!(Bincode::decode::<u8>(&bytes).is_err());
+        assert!(Bincode::decode::<State>(&[9]).is_err());
+        assert!(Bincode::decode::<State>(&[]).is_err());
+    }
+}

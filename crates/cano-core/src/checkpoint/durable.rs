@@ -1,0 +1,267 @@
+//! [`DurableStore`]: run data that survives a crash with the run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::DataChange;
+use super::codec::{Bincode, Codec};
+use crate::error::CanoError;
+use crate::run::RunContext;
+
+#[derive(Default)]
+struct Data {
+    values: BTreeMap<String, Arc<[u8]>>,
+    /// Keys written or removed since the last checkpoint row.
+    dirty: BTreeSet<String>,
+}
+
+/// Serde values private to one run that are saved with its checkpoints: what a task
+/// puts here is written with the run's next row, and a resumed run finds exactly what
+/// the crashed run had written up to its last row.
+///
+/// Present in runs of a workflow with a checkpoint store; a task reaches it with
+/// [`DurableStore::current`]. Clones share the data. Values are encoded when put, so a
+/// value that cannot be encoded is an error at once, not at the next checkpoint.
+///
+/// ```
+/// use cano_core::checkpoint::DurableStore;
+///
+/// let data = DurableStore::default();
+/// data.put("rows_loaded", &1_200u64)?;
+/// data.update("pages", |pages: Option<Vec<u32>>| {
+///     let mut pages = pages.unwrap_or_default();
+///     pages.push(7);
+///     pages
+/// })?;
+/// assert_eq!(data.get::<u64>("rows_loaded")?, 1_200);
+/// assert_eq!(data.get::<Vec<u32>>("pages")?, [7]);
+/// assert_eq!(data.get_opt::<u64>("missing")?, None);
+/// # Ok::<(), cano_core::CanoError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct DurableStore {
+    data: Arc<Mutex<Data>>,
+}
+
+impl DurableStore {
+    /// The durable store of the run the calling task belongs to.
+    ///
+    /// Fails with [`CanoError::Configuration`] outside a run, or in a run of a workflow
+    /// without a checkpoint store (there is nowhere to save the data).
+    pub fn current() -> Result<Self, CanoError> {
+        let run = RunContext::current().ok_or_else(|| {
+            CanoError::configuration("DurableStore::current was called outside a workflow run")
+                .with_hint("call it from a task while the workflow runs it")
+        })?;
+        run.durable().cloned().ok_or_else(|| {
+            CanoError::configuration(format!(
+                "run {} has no durable store: its workflow has no checkpoint store",
+                run.run_id()
+            ))
+            .with_hint("attach one with Workflow::with_checkpoint_store (an in-memory store will do in tests)")
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Data> {
+        // Every write replaces whole entries, so a panic under the lock leaves it sound.
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub fn put<T: Serialize + ?Sized>(
+        &self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<(), CanoError> {
+        let key = key.into();
+        let bytes = Bincode::encode(value).map_err(|e| at_key(e, &key))?;
+        let mut data = self.lock();
+        data.values.insert(key.clone(), bytes.into());
+        data.dirty.insert(key);
+        Ok(())
+    }
+
+    /// The value under `key`; [`CanoError::Store`] if there is none or it is not a `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T, CanoError> {
+        self.get_opt(key)?.ok_or_else(|| {
+            CanoError::store(format!("no durable value under key {key:?}"))
+                .with_hint("put it in an earlier state, or check the key's spelling")
+        })
+    }
+
+    /// The value under `key`, or `None` if there is none; an error if it is not a `T`.
+    pub fn get_opt<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CanoError> {
+        let bytes = self.lock().values.get(key).cloned();
+        bytes
+            .map(|bytes| Bincode::decode(&bytes).map_err(|e| at_key(e, key)))
+            .transpose()
+    }
+
+    /// Replaces the value under `key` with `f(old value)`, atomically with respect to
+    /// other writers of this run (concurrent split branches, say).
+    pub fn update<T, F>(&self, key: impl Into<String>, f: F) -> Result<T, CanoError>
+    where
+        T: Serialize + DeserializeOwned + Clone,
+        F: FnOnce(Option<T>) -> T,
+    {
+        let key = key.into();
+        let mut data = self.lock();
+        let old = data
+            .values
+            .get(&key)
+            .map(|bytes| Bincode::decode::<T>(bytes).map_err(|e| at_key(e, &key)))
+            .transpose()?;
+        let new = f(old);
+        let bytes = Bincode::encode(&new).map_err(|e| at_key(e, &key))?;
+        data.values.insert(key.clone(), bytes.into());
+        data.dirty.insert(key);
+        Ok(new)
+    }
+
+    /// Removes the value under `key`; returns whether there was one.
+    pub fn remove(&self, key: &str) -> bool {
+        let mut data = self.lock();
+        let had = data.values.remove(key).is_some();
+        if had {
+            data.dirty.insert(key.to_owned());
+        }
+        had
+    }
+
+    /// Whether a value is stored under `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.lock().values.contains_key(key)
+    }
+
+    /// Every key, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().values.keys().cloned().collect()
+    }
+
+    /// How many values are stored.
+    pub fn len(&self) -> usize {
+        self.lock().values.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.lock().values.is_empty()
+    }
+
+    /// The encoded values, in key order: what a checkpoint snapshot holds.
+    pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        self.lock()
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_vec()))
+            .collect()
+    }
+
+    /// What changed since the last call (or everything, for a snapshot), marking it
+    /// saved.
+    pub(crate) fn take_change(&self, full: bool) -> DataChange {
+        let mut data = self.lock();
+        let dirty = std::mem::take(&mut data.dirty);
+        let entries = if full {
+            data.values
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.to_vec())))
+                .collect()
+        } else {
+            dirty
+                .into_iter()
+                .map(|k| {
+                    let value = data.values.get(&k).map(|v| v.to_vec());
+                    (k, value)
+                })
+                .collect()
+        };
+        DataChange { full, entries }
+    }
+
+    /// Applies a row's change (replaying a log); marks nothing dirty.
+    pub(crate) fn apply(&self, change: &DataChange) {
+        let mut data = self.lock();
+        if change.full {
+            data.values.clear();
+        }
+        for (key, value) in &change.entries {
+            match value {
+                Some(bytes) => {
+                    data.values.insert(key.clone(), bytes.as_slice().into());
+                }
+                None => {
+                    data.values.remove(key);
+                }
+            }
+        }
+    }
+}
+
+fn at_key(error: CanoError, key: &str) -> CanoError {
+    let message = format!("durable value {key:?}: {}", error.message());
+    match error {
+        CanoError::Store(_) => CanoError::store(message).permanent(),
+        other => other,
+    }
+}
+
+impl fmt::Debug for DurableStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurableStore")
+            .field("keys", &self.keys())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_taken_once_and_replay_to_the_same_data() {
+        let data = DurableStore::default();
+        data.put("a", &1u32).unwrap();
+        data.put("b", "two").unwrap();
+        let first = data.take_change(false);
+        assert_eq!(first.entries.len(), 2);
+        assert!(data.take_change(false).is_empty());
+        data.put("a", &3u32).unwrap();
+        assert!(data.remove("b"));
+        let second = data.take_change(false);
+        assert_eq!(second.entries[1], ("b".to_owned(), None));
+
+        let replayed = DurableStore::default();
+        replayed.apply(&first);
+        replayed.apply(&second);
+        assert_eq!(replayed.snapshot(), data.snapshot());
+        assert!(replayed.take_change(false).is_empty());
+
+        let full = data.take_change(true);
+        assert!(full.full);
+        let from_snapshot = DurableStore::default();
+        from_snapshot.put("stale", &0u8).unwrap();
+        from_snapshot.apply(&full);
+        assert_eq!(from_snapshot.keys(), ["a"]);
+    }
+
+    #[test]
+    fn wrong_type_and_missing_key_name_the_key() {
+        let data = DurableStore::default();
+        data.put("n", &"text").unwrap();
+        let err = data.get::<u64>("n").unwrap_err();
+        assert!(err.to_string().contains("\"n\""), "{err}");
+        let err = data.get::<u64>("absent").unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn current_outside_a_run_is_a_clear_error() {
+        let err = DurableStore::current().unwrap_err();
+        assert!(matches!(err, CanoError::Configuration(_)));
+    }
+}

@@ -1,0 +1,287 @@
+//! [`Journal`]: one run's side of checkpointing. The engine writes its rows through it;
+//! handlers that persist progress of their own (stepped tasks) do too.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{CheckpointRow, CheckpointStore, DataChange, DurableStore, Retention, RowKind, now_ms};
+use crate::error::CanoError;
+use crate::run::RunId;
+
+/// What a journal knows of the run's position.
+struct Progress {
+    next_seq: u64,
+    /// Rows written since the last full snapshot of the durable data.
+    since_snapshot: u32,
+    /// The current state, encoded, and its `Debug` text (for `Step` rows).
+    state: Vec<u8>,
+    label: String,
+    /// A stepped state's cursor read back on resume, until its handler takes it.
+    resumed_cursor: Option<Vec<u8>>,
+    /// The next `Enter` is the state a resume already wrote a row for.
+    skip_enter: bool,
+    /// A write failed after its change was taken: the next row carries everything.
+    force_full: bool,
+}
+
+/// The checkpoint log of one run: the store, where the run stands, and its durable data.
+///
+/// Handlers reach it through `RunContext::journal`; plain tasks never need it.
+pub struct Journal {
+    store: Arc<dyn CheckpointStore>,
+    run: RunId,
+    workflow: Arc<str>,
+    version: u32,
+    compact_after: u32,
+    retention: Retention,
+    durable: DurableStore,
+    progress: Mutex<Progress>,
+}
+
+/// Where a journal starts: at a new run's first row, or after a log read back.
+pub(crate) struct Start {
+    pub(crate) next_seq: u64,
+    pub(crate) durable: DurableStore,
+    pub(crate) resumed_cursor: Option<Vec<u8>>,
+}
+
+/// The settings a journal takes from its workflow.
+pub(crate) struct JournalConfig {
+    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) workflow: Arc<str>,
+    pub(crate) version: u32,
+    pub(crate) compact_after: u32,
+    pub(crate) retention: Retention,
+}
+
+impl Journal {
+    pub(crate) fn new(config: &JournalConfig, run: RunId, start: Start) -> Self {
+        Self {
+            store: config.store.clone(),
+            run,
+            workflow: config.workflow.clone(),
+            version: config.version,
+            compact_after: config.compact_after.max(1),
+            retention: config.retention,
+            durable: start.durable,
+            progress: Mutex::new(Progress {
+                next_seq: start.next_seq,
+                since_snapshot: 0,
+                state: Vec::new(),
+                label: String::new(),
+                resumed_cursor: start.resumed_cursor,
+                skip_enter: false,
+                force_full: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The run this journal belongs to.
+    pub fn run_id(&self) -> RunId {
+        self.run
+    }
+
+    /// The workflow id its rows carry.
+    pub fn workflow_id(&self) -> &str {
+        &self.workflow
+    }
+
+    /// The run's durable data.
+    pub fn durable(&self) -> &DurableStore {
+        &self.durable
+    }
+
+    /// Takes the cursor a resumed stepped state had saved last, if this run was resumed
+    /// in the middle of one. Only the first caller gets it.
+    pub fn take_resumed_cursor(&self) -> Option<Vec<u8>> {
+        self.lock().resumed_cursor.take()
+    }
+
+    /// Writes a `Step` row for the current state with `cursor` (encoded), and the
+    /// durable data written since the previous row. Returns the row's number.
+    pub async fn record_step(&self, cursor: Vec<u8>) -> Result<u64, CanoError> {
+        let row = {
+            let mut progress = self.lock();
+            let (state, label) = (progress.state.clone(), progress.label.clone());
+            self.row(
+                &mut progress,
+                RowKind::Step,
+                state,
+                label,
+                Some(cursor),
+                String::new(),
+            )
+        };
+        self.write(row).await
+    }
+
+    /// The run entered a state: write its `Enter` row, unless the resume already did.
+    /// Returns the row's number, or `None` when no row was needed.
+    pub(crate) async fn enter(
+        &self,
+        state: Vec<u8>,
+        label: String,
+    ) -> Result<Option<u64>, CanoError> {
+        let row = {
+            let mut progress = self.lock();
+            progress.state.clone_from(&state);
+            progress.label.clone_from(&label);
+            if std::mem::take(&mut progress.skip_enter) {
+                return Ok(None);
+            }
+            // A state entered anew has no saved cursor.
+            progress.resumed_cursor = None;
+            self.row(
+                &mut progress,
+                RowKind::Enter,
+                state,
+                label,
+                None,
+                String::new(),
+            )
+        };
+        self.write(row).await.map(Some)
+    }
+
+    /// The run is resumed in `state`: write the `Resume` row that claims it. The
+    /// state's own `Enter` is then skipped (its row exists).
+    pub(crate) async fn resume(&self, state: Vec<u8>, label: String) -> Result<u64, CanoError> {
+        let row = {
+            let mut progress = self.lock();
+            progress.state.clone_from(&state);
+            progress.label.clone_from(&label);
+            progress.skip_enter = true;
+            let cursor = progress.resumed_cursor.clone();
+            self.row(
+                &mut progress,
+                RowKind::Resume,
+                state,
+                label,
+                cursor,
+                String::new(),
+            )
+        };
+        self.write(row).await
+    }
+
+    /// The run reached the exit state: clear its rows, or close them with `Finish`.
+    pub(crate) async fn finish(&self, state: Vec<u8>, label: String) -> Result<(), CanoError> {
+        match self.retention {
+            Retention::ClearFinished => self.store.clear(self.run).await.map_err(|e| {
+                CanoError::store(format!(
+                    "run {} finished in {label}, but its checkpoint rows could not be cleared",
+                    self.run
+                ))
+                .with_source(e)
+                .with_hint("nothing is lost: the rows stay until CheckpointStore::clear or prune removes them")
+            }),
+            Retention::KeepFinished => {
+                let row = {
+                    let mut progress = self.lock();
+                    self.row(&mut progress, RowKind::Finish, state, label, None, String::new())
+                };
+                self.write(row).await.map(drop)
+            }
+        }
+    }
+
+    /// The run failed in `state`: record why, so it can be resumed there later. A store
+    /// that fails again here is ignored; the run's own error is what matters.
+    pub(crate) async fn fail(&self, state: Vec<u8>, label: String, error: &CanoError) {
+        let row = {
+            let mut progress = self.lock();
+            self.row(
+                &mut progress,
+                RowKind::Fail,
+                state,
+                label,
+                None,
+                error.to_string(),
+            )
+        };
+        let _ = self.write(row).await;
+    }
+
+    fn row(
+        &self,
+        progress: &mut Progress,
+        kind: RowKind,
+        state: Vec<u8>,
+        label: String,
+        cursor: Option<Vec<u8>>,
+        message: String,
+    ) -> CheckpointRow {
+        let seq = progress.next_seq;
+        progress.next_seq += 1;
+        // A long (or looping) run's log is compacted: every so often an `Enter` row
+        // carries all the data, and the rows before it are dropped.
+        let full = seq == 0
+            || std::mem::take(&mut progress.force_full)
+            || (matches!(kind, RowKind::Enter | RowKind::Step)
+                && progress.since_snapshot >= self.compact_after);
+        progress.since_snapshot = if full { 0 } else { progress.since_snapshot + 1 };
+        // A failed state's partial writes are not saved: a resume re-runs the state from
+        // the data it started with, as it would after a crash.
+        let data = if kind == RowKind::Fail && !full {
+            DataChange::default()
+        } else {
+            self.durable.take_change(full)
+        };
+        CheckpointRow {
+            run: self.run,
+            seq,
+            kind,
+            workflow: self.workflow.to_string(),
+            version: self.version,
+            state,
+            label,
+            data,
+            cursor,
+            message,
+            written_at_ms: now_ms(),
+        }
+    }
+
+    async fn write(&self, row: CheckpointRow) -> Result<u64, CanoError> {
+        let (seq, kind, full) = (row.seq, row.kind, row.data.full);
+        let label = row.label.clone();
+        if let Err(e) = self.store.append(row).await {
+            // The change taken for this row was not saved: carry all data next time.
+            self.lock().force_full = true;
+            return Err(CanoError::store(format!(
+                "could not write checkpoint row {seq} ({kind:?} {label}) of run {}: {}",
+                self.run,
+                e.message()
+            ))
+            .with_source(e)
+            .with_hint(format!(
+                "rows up to {} are safe; fix the store, then continue with Workflow::resume_from({:?})",
+                seq.saturating_sub(1),
+                self.run
+            )));
+        }
+        if full && seq > 0 {
+            self.store.truncate(self.run, seq).await.map_err(|e| {
+                CanoError::store(format!(
+                    "could not compact the checkpoint log of run {} before row {seq}",
+                    self.run
+                ))
+                .with_source(e)
+            })?;
+        }
+        Ok(seq)
+    }
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("run", &self.run)
+            .field("workflow", &self.workflow)
+            .field("version", &self.version)
+            .finish()
+    }
+}

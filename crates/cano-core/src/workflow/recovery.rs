@@ -1,0 +1,399 @@
+//! The workflow's side of crash recovery: attaching a checkpoint store, and resuming
+//! runs from their logs. The rows themselves are written by the engine through each
+//! run's [`Journal`].
+
+#![allow(clippy::manual_async_fn)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Workflow, WorkflowState};
+use crate::checkpoint::{
+    Bincode, CheckpointStore, Codec, DurableStore, Journal, JournalConfig, Retention, RowKind,
+    RunStatus, RunSummary, Start, replay,
+};
+use crate::error::CanoError;
+use crate::resource::ResourceKey;
+use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
+
+use super::engine::RunHandle;
+
+/// A workflow's checkpoint store with the functions that encode its states.
+pub(crate) struct Checkpointing<S> {
+    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) encode: fn(&S) -> Result<Vec<u8>, CanoError>,
+    pub(crate) decode: fn(&[u8]) -> Result<S, CanoError>,
+}
+
+impl<S> Clone for Checkpointing<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            encode: self.encode,
+            decode: self.decode,
+        }
+    }
+}
+
+/// How a workflow's runs are checkpointed; meaningful once a store is attached.
+#[derive(Clone)]
+pub(crate) struct RecoverySettings {
+    pub(crate) workflow_id: Arc<str>,
+    pub(crate) version: u32,
+    pub(crate) retention: Retention,
+    pub(crate) compact_after: u32,
+}
+
+impl RecoverySettings {
+    pub(crate) fn new<S>() -> Self {
+        Self {
+            workflow_id: std::any::type_name::<S>().into(),
+            version: 1,
+            retention: Retention::default(),
+            compact_after: DEFAULT_COMPACT_AFTER,
+        }
+    }
+}
+
+/// Rows between two snapshots of a run's durable data, by default.
+pub const DEFAULT_COMPACT_AFTER: u32 = 64;
+
+fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, CanoError> {
+    Bincode::encode(state)
+}
+
+fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, CanoError> {
+    Bincode::decode(bytes)
+}
+
+impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
+    /// Checkpoints every run in `store`: a row is appended each time a run enters a
+    /// state, before the state's handler runs, so a run whose process died can be
+    /// continued with [`resume_from`](Self::resume_from).
+    ///
+    /// States are stored by their serde encoding, hence the bounds: enum variants with
+    /// payloads round-trip, and a changed `Debug` impl cannot break a resume. Each run
+    /// also gets a [`DurableStore`] whose data is saved with its rows.
+    ///
+    /// ```
+    /// use cano_core::checkpoint::{CheckpointRow, CheckpointStore, RunSummary};
+    /// use cano_core::{CanoError, RunId, Task, TaskResult, Workflow};
+    /// # use std::sync::Mutex;
+    /// # use std::time::SystemTime;
+    /// # #[derive(Default)]
+    /// # struct Rows(Mutex<Vec<CheckpointRow>>);
+    /// # #[async_trait::async_trait]
+    /// # impl CheckpointStore for Rows {
+    /// #     async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> { self.0.lock().unwrap().push(row); Ok(()) }
+    /// #     async fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> { Ok(self.0.lock().unwrap().iter().filter(|r| r.run == run).cloned().collect()) }
+    /// #     async fn truncate(&self, _: RunId, _: u64) -> Result<(), CanoError> { Ok(()) }
+    /// #     async fn clear(&self, run: RunId) -> Result<(), CanoError> { self.0.lock().unwrap().retain(|r| r.run != run); Ok(()) }
+    /// #     async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> { Ok(vec![]) }
+    /// #     async fn prune(&self, _: SystemTime) -> Result<usize, CanoError> { Ok(0) }
+    /// # }
+    ///
+    /// #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    /// enum Import { Fetch { page: u32 }, Done }
+    ///
+    /// struct Fetch;
+    /// #[async_trait::async_trait]
+    /// impl Task<Import> for Fetch {
+    ///     async fn run_bare(&self) -> Result<TaskResult<Import>, CanoError> {
+    ///         Ok(TaskResult::Single(Import::Done))
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), CanoError> {
+    /// let workflow = Workflow::bare()
+    ///     .register(Import::Fetch { page: 1 }, Fetch)
+    ///     .add_exit_state(Import::Done)
+    ///     .with_checkpoint_store(Rows::default())
+    ///     .with_workflow_id("import");
+    /// assert_eq!(workflow.orchestrate(Import::Fetch { page: 1 }).await?, Import::Done);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_checkpoint_store(self, store: impl CheckpointStore) -> Self
+    where
+        S: Serialize + DeserializeOwned,
+    {
+        self.with_shared_checkpoint_store(Arc::new(store))
+    }
+
+    /// Like [`with_checkpoint_store`](Self::with_checkpoint_store), with a store
+    /// shared with other workflows or code.
+    pub fn with_shared_checkpoint_store(mut self, store: Arc<dyn CheckpointStore>) -> Self
+    where
+        S: Serialize + DeserializeOwned,
+    {
+        self.spec_mut().checkpoint = Some(Checkpointing {
+            store,
+            encode: encode_state::<S>,
+            decode: decode_state::<S>,
+        });
+        self
+    }
+
+    /// Names the workflow in its checkpoint rows (by default, the state type's path).
+    /// A run is only resumed by a workflow with the same id, so give workflows that
+    /// share a store and a state type distinct ids.
+    pub fn with_workflow_id(mut self, id: impl Into<String>) -> Self {
+        self.spec_mut().recovery.workflow_id = id.into().into();
+        self
+    }
+
+    /// The workflow's version (1 by default), written in every row. Resuming a run
+    /// written by another version fails with [`CanoError::WorkflowVersionMismatch`]:
+    /// raise it when a change of states or tasks makes old runs unsafe to continue.
+    pub fn with_workflow_version(mut self, version: u32) -> Self {
+        self.spec_mut().recovery.version = version;
+        self
+    }
+
+    /// What happens to a run's rows when it finishes (cleared by default).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.spec_mut().recovery.retention = retention;
+        self
+    }
+
+    /// Writes a full snapshot of a run's durable data every `rows` rows and drops the
+    /// rows before it, so a looping run's log stays bounded (64 by default; 0 is taken
+    /// as 1).
+    pub fn with_compaction(mut self, rows: u32) -> Self {
+        self.spec_mut().recovery.compact_after = rows.max(1);
+        self
+    }
+
+    /// The workflow's id in checkpoint rows.
+    pub fn workflow_id(&self) -> &str {
+        &self.spec.recovery.workflow_id
+    }
+
+    /// The workflow's version in checkpoint rows.
+    pub fn workflow_version(&self) -> u32 {
+        self.spec.recovery.version
+    }
+
+    /// The attached checkpoint store, if any.
+    pub fn checkpoint_store(&self) -> Option<&Arc<dyn CheckpointStore>> {
+        self.spec.checkpoint.as_ref().map(|c| &c.store)
+    }
+
+    fn checkpointing(&self) -> Result<&Checkpointing<S>, CanoError> {
+        self.spec.checkpoint.as_ref().ok_or_else(|| {
+            CanoError::configuration(
+                "this workflow has no checkpoint store, so there is nothing to resume from",
+            )
+            .with_hint(
+                "attach the store the run was written to with Workflow::with_checkpoint_store",
+            )
+        })
+    }
+
+    /// The runs in the store written by this workflow that did not finish: interrupted
+    /// ones (their process stopped) and failed ones.
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunSummary>, CanoError> {
+        let checkpointing = self.checkpointing()?;
+        let mut runs = checkpointing.store.unfinished().await?;
+        runs.retain(|r| *r.workflow == *self.spec.recovery.workflow_id);
+        runs.sort_by_key(|r| (r.updated_at_ms, r.run));
+        Ok(runs)
+    }
+
+    /// Resumes every interrupted run of this workflow (those whose process stopped,
+    /// not those that failed), concurrently, and returns each one's outcome.
+    pub async fn resume_interrupted(
+        &self,
+    ) -> Result<Vec<(RunId, Result<S, CanoError>)>, CanoError> {
+        let runs = self.unfinished_runs().await?;
+        let resumes = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Interrupted)
+            .map(|r| async move { (r.run, self.resume_from(r.run).await) });
+        Ok(futures::future::join_all(resumes).await)
+    }
+
+    /// Continues run `run` from its checkpoint log: re-enters the state of its last
+    /// row (whose handler runs again), with the durable data it had saved, and drives
+    /// it to an exit state like [`orchestrate`](Self::orchestrate).
+    ///
+    /// Fails without running anything when the log cannot be trusted: no rows, a
+    /// corrupt or missing row, rows of another workflow, another version
+    /// ([`CanoError::WorkflowVersionMismatch`]), a state that no longer decodes or has
+    /// no handler, or another resumer that already claimed the run. A run whose rows
+    /// were kept after it finished returns its exit state at once.
+    pub fn resume_from(&self, run: RunId) -> impl Future<Output = Result<S, CanoError>> + '_ {
+        self.resume_from_with(run, None)
+    }
+
+    /// Like [`resume_from`](Self::resume_from), cancelled by `token`.
+    pub fn resume_from_with(
+        &self,
+        run: RunId,
+        token: Option<CancellationToken>,
+    ) -> impl Future<Output = Result<S, CanoError>> + '_ {
+        async move {
+            self.validate()?;
+            let checkpointing = self.checkpointing()?;
+            let settings = &self.spec.recovery;
+            let rows = checkpointing.store.load(run).await.map_err(|e| {
+                CanoError::store(format!(
+                    "could not read the checkpoint rows of run {run}: {}",
+                    e.message()
+                ))
+                .with_source(e)
+            })?;
+            let point = replay(run, &rows, &settings.workflow_id, settings.version)?;
+            drop(rows);
+            let state = (checkpointing.decode)(&point.state).map_err(|e| {
+                CanoError::store(format!(
+                    "row {} of run {run} holds state {} that this workflow's state type cannot decode: {}",
+                    point.last_seq,
+                    point.label,
+                    e.message()
+                ))
+                .with_source(e)
+                .with_hint("the state was probably renamed or removed; resume with the build that wrote it")
+                .permanent()
+            })?;
+            if point.last_kind == RowKind::Finish {
+                return Ok(state);
+            }
+            self.validate_initial_state(&state).map_err(|_| {
+                CanoError::configuration(format!(
+                    "row {} of run {run} re-enters state {state:?}, which has no handler in this workflow",
+                    point.last_seq
+                ))
+                .with_hint("register a task for it again, or resume with the build that wrote the run")
+            })?;
+            let journal = Arc::new(self.journal(
+                checkpointing,
+                run,
+                Start {
+                    next_seq: point.last_seq + 1,
+                    durable: point.durable,
+                    resumed_cursor: point.cursor,
+                },
+            ));
+            let encoded = (checkpointing.encode)(&state)?;
+            let seq = journal
+                .resume(encoded, format!("{state:?}"))
+                .await
+                .map_err(|e| e.at(&state, ""))?;
+            let mut options = RunOptions::new().with_run_id(run);
+            options.cancel = token;
+            self.run_checkpointed(state, options, journal, Some(seq))
+                .await
+        }
+    }
+
+    /// Resumes run `run` on the tokio runtime (see [`resume_from`](Self::resume_from))
+    /// and returns a handle to await or cancel it.
+    pub fn spawn_resume(&self, run: RunId) -> RunHandle<S> {
+        let token = CancellationToken::new();
+        let workflow = self.clone();
+        let cancel = token.clone();
+        let join = tokio::spawn(async move { workflow.resume_from_with(run, Some(cancel)).await });
+        RunHandle::new(join, token, run)
+    }
+
+    pub(crate) fn journal(
+        &self,
+        checkpointing: &Checkpointing<S>,
+        run: RunId,
+        start: Start,
+    ) -> Journal {
+        let settings = &self.spec.recovery;
+        Journal::new(
+            &JournalConfig {
+                store: checkpointing.store.clone(),
+                workflow: settings.workflow_id.clone(),
+                version: settings.version,
+                compact_after: settings.compact_after,
+                retention: settings.retention,
+            },
+            run,
+            start,
+        )
+    }
+
+    /// A run of a checkpointed workflow: the ordinary run, then its log closed
+    /// (cleared or finished on success, a `Fail` row otherwise).
+    pub(crate) fn run_checkpointed(
+        &self,
+        initial: S,
+        options: RunOptions,
+        journal: Arc<Journal>,
+        resumed: Option<u64>,
+    ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + '_>> {
+        Box::pin(async move {
+            let spec = &*self.spec;
+            let Some(checkpointing) = &spec.checkpoint else {
+                unreachable!("run_checkpointed is only called with a store attached");
+            };
+            let outputs = spec.outputs.then(crate::MemoryStore::new);
+            let run_id = journal.run_id();
+            let run = RunContext::new(run_id, options.cancel, outputs, Some(journal.clone()));
+            let mut state = initial;
+            let result = self.run_observed(&mut state, &run, resumed).await;
+            let label = format!("{state:?}");
+            let encoded = (checkpointing.encode)(&state);
+            match (result, encoded) {
+                (Ok(()), Ok(bytes)) => {
+                    journal.finish(bytes, label).await?;
+                    Ok(state)
+                }
+                (Ok(()), Err(e)) => Err(e.at(&state, "")),
+                (Err(error), Ok(bytes)) => {
+                    journal.fail(bytes, label, &error).await;
+                    Err(error)
+                }
+                (Err(error), Err(_)) => Err(error),
+            }
+        })
+    }
+
+    /// Writes the `Enter` row of `state`; boxed, as only checkpointed runs need it.
+    pub(crate) fn checkpoint_enter<'a>(
+        &'a self,
+        journal: &'a Journal,
+        state: &'a S,
+        run: &'a RunContext,
+    ) -> Pin<Box<dyn Future<Output = Result<(), CanoError>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(checkpointing) = &self.spec.checkpoint else {
+                return Ok(());
+            };
+            let bytes = (checkpointing.encode)(state).map_err(|e| {
+                CanoError::store(format!(
+                    "could not encode state {state:?} for its checkpoint row: {}",
+                    e.message()
+                ))
+                .with_source(e)
+                .with_hint("make the state's Serialize implementation succeed for every value")
+                .permanent()
+            })?;
+            if let Some(seq) = journal.enter(bytes, format!("{state:?}")).await? {
+                let observers = &self.spec.observers;
+                if !observers.is_empty() {
+                    observers.each(|o| o.on_checkpoint(run.run_id(), state, seq));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A durable store for a fresh run.
+pub(crate) fn fresh_start() -> Start {
+    Start {
+        next_seq: 0,
+        durable: DurableStore::default(),
+        resumed_cursor: None,
+    }
+}
