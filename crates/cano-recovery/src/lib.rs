@@ -78,5 +78,5 @@ mod sled_store;
 mod stepped;
 
 pub use memory::MemoryCheckpointStore;
-pub use sled_store::{Durability, SledCheckpointStore};
+pub use sled_store::{Durability, SledCheckpointStore, SledStats};
 pub use stepped::{StepOutcome, SteppedTask, SteppedWorkflow};

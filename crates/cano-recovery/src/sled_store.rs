@@ -4,6 +4,8 @@
 //! (group commit).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +33,22 @@ pub enum Durability {
     /// re-enters an earlier state, whose task runs again. Fastest; choose it only when
     /// the tasks tolerate that.
     Periodic(Duration),
+}
+
+/// What a store's writer has done since it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SledStats {
+    /// Rows appended.
+    pub rows: u64,
+    /// Flushes (fsyncs) done to make rows, clears and prunes durable. Under group
+    /// commit this is well below `rows` whenever runs write concurrently.
+    pub flushes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    rows: AtomicU64,
+    flushes: AtomicU64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, CanoError>>;
@@ -64,7 +82,7 @@ enum Command {
 /// ```
 #[derive(Clone)]
 pub struct SledCheckpointStore {
-    inner: std::sync::Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 struct Inner {
@@ -72,6 +90,7 @@ struct Inner {
     writer: Option<JoinHandle<()>>,
     path: PathBuf,
     durability: Durability,
+    counters: Arc<Counters>,
 }
 
 impl Drop for Inner {
@@ -113,10 +132,12 @@ impl SledCheckpointStore {
             .with_source(e)
         })?;
         let (commands, receiver) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
         let writer = Writer {
             db,
             tree,
             durability,
+            counters: counters.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("cano-sled-writer".into())
@@ -125,11 +146,12 @@ impl SledCheckpointStore {
                 CanoError::store("could not start the sled checkpoint writer thread").with_source(e)
             })?;
         Ok(Self {
-            inner: std::sync::Arc::new(Inner {
+            inner: Arc::new(Inner {
                 commands,
                 writer: Some(writer),
                 path,
                 durability,
+                counters,
             }),
         })
     }
@@ -137,6 +159,14 @@ impl SledCheckpointStore {
     /// The directory of the database.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Rows appended and flushes done since the store opened.
+    pub fn stats(&self) -> SledStats {
+        SledStats {
+            rows: self.inner.counters.rows.load(Ordering::Relaxed),
+            flushes: self.inner.counters.flushes.load(Ordering::Relaxed),
+        }
     }
 
     /// The durability the store was opened with.
@@ -223,6 +253,7 @@ struct Writer {
     db: sled::Db,
     tree: sled::Tree,
     durability: Durability,
+    counters: Arc<Counters>,
 }
 
 /// Commands taken from the queue at once: their writes share one flush.
@@ -295,6 +326,7 @@ impl Writer {
     }
 
     fn flush(&self) -> Result<(), CanoError> {
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         self.db
             .flush()
             .map(drop)
@@ -333,6 +365,7 @@ impl Writer {
         // check and the insert below cannot be interleaved with another append.
         check_next_seq(row.run, self.last_seq(row.run)?, row.seq)?;
         let bytes = encode_row(row)?;
+        self.counters.rows.fetch_add(1, Ordering::Relaxed);
         self.tree
             .insert(key(row.run, row.seq), bytes)
             .map(drop)

@@ -285,3 +285,43 @@ impl std::fmt::Debug for Journal {
             .finish()
     }
 }
+
+/// The checkpointed runs this process is driving, by workflow and run id. A second
+/// driver of the same run in the same process is refused at once; across processes,
+/// the store's append rule (and sled's directory lock, or a lease) does the same.
+static ACTIVE: Mutex<Vec<(Arc<str>, RunId)>> = Mutex::new(Vec::new());
+
+/// This process's claim on driving a run; released when dropped.
+pub(crate) struct Claim {
+    workflow: Arc<str>,
+    run: RunId,
+}
+
+impl Claim {
+    pub(crate) fn take(workflow: &Arc<str>, run: RunId) -> Result<Self, CanoError> {
+        let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+        if active.iter().any(|(w, r)| *r == run && **w == **workflow) {
+            return Err(CanoError::workflow(format!(
+                "run {run} of workflow {workflow:?} is already running in this process"
+            ))
+            .with_hint("wait for it to end (its handle or future) instead of starting or resuming it a second time"));
+        }
+        active.push((workflow.clone(), run));
+        Ok(Self {
+            workflow: workflow.clone(),
+            run,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = active
+            .iter()
+            .position(|(w, r)| *r == self.run && Arc::ptr_eq(w, &self.workflow))
+        {
+            active.swap_remove(i);
+        }
+    }
+}

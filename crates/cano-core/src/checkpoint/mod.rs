@@ -29,7 +29,7 @@ use crate::run::RunId;
 pub use codec::{Bincode, Codec};
 pub use durable::DurableStore;
 pub use journal::Journal;
-pub(crate) use journal::{JournalConfig, Start};
+pub(crate) use journal::{Claim, JournalConfig, Start};
 pub use replay::{ResumePoint, replay};
 
 /// What a row records.

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use super::handler::{StateContext, TaskEnv};
 use super::recovery::fresh_start;
 use super::{Handler, ResourceLifecycle, Workflow, WorkflowState};
+use crate::checkpoint::Claim;
 use crate::error::CanoError;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
@@ -83,9 +84,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             self.validate()?;
             if let Some(checkpointing) = &spec.checkpoint {
                 let run_id = options.run_id.unwrap_or_default();
+                let claim = Claim::take(&spec.recovery.workflow_id, run_id)?;
                 let journal = Arc::new(self.journal(checkpointing, run_id, fresh_start()));
                 let options = options.with_run_id(run_id);
-                return self.run_checkpointed(initial, options, journal, None).await;
+                return self
+                    .run_checkpointed(initial, options, journal, None, claim)
+                    .await;
             }
             let outputs = spec.outputs.then(crate::MemoryStore::new);
             let run_id = options.run_id.unwrap_or_default();

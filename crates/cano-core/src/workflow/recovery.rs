@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::{Workflow, WorkflowState};
 use crate::checkpoint::{
-    Bincode, CheckpointStore, Codec, DurableStore, Journal, JournalConfig, Retention, RowKind,
-    RunStatus, RunSummary, Start, replay,
+    Bincode, CheckpointStore, Claim, Codec, DurableStore, Journal, JournalConfig, Retention,
+    RowKind, RunStatus, RunSummary, Start, replay,
 };
 use crate::error::CanoError;
 use crate::resource::ResourceKey;
@@ -241,6 +241,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             self.validate()?;
             let checkpointing = self.checkpointing()?;
             let settings = &self.spec.recovery;
+            let claim = Claim::take(&settings.workflow_id, run)?;
             let rows = checkpointing.store.load(run).await.map_err(|e| {
                 CanoError::store(format!(
                     "could not read the checkpoint rows of run {run}: {}",
@@ -287,7 +288,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 .map_err(|e| e.at(&state, ""))?;
             let mut options = RunOptions::new().with_run_id(run);
             options.cancel = token;
-            self.run_checkpointed(state, options, journal, Some(seq))
+            self.run_checkpointed(state, options, journal, Some(seq), claim)
                 .await
         }
     }
@@ -330,6 +331,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         options: RunOptions,
         journal: Arc<Journal>,
         resumed: Option<u64>,
+        claim: Claim,
     ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + '_>> {
         Box::pin(async move {
             let spec = &*self.spec;
@@ -341,6 +343,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let run = RunContext::new(run_id, options.cancel, outputs, Some(journal.clone()));
             let mut state = initial;
             let result = self.run_observed(&mut state, &run, resumed).await;
+            // Keep the claim until the log is closed below.
+            let _claim = claim;
             let label = format!("{state:?}");
             let encoded = (checkpointing.encode)(&state);
             match (result, encoded) {

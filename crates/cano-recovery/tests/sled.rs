@@ -1,0 +1,162 @@
+//! The sled store on a real database in a temporary directory.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use cano_core::{CanoError, CheckpointStore, Retention, RowKind, RunId, RunOptions};
+use cano_recovery::{Durability, SledCheckpointStore};
+use common::{Ledger, Step, pipeline};
+
+#[tokio::test]
+async fn a_run_resumes_after_the_store_is_closed_and_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let ledger = Ledger::default();
+    let run = RunId::new();
+    {
+        let store = SledCheckpointStore::open(&path).unwrap();
+        let (workflow, failures) = pipeline(&ledger, "load");
+        failures.store(1, Ordering::SeqCst);
+        workflow
+            .with_checkpoint_store(store)
+            .orchestrate_with(Step::Start, RunOptions::new().with_run_id(run))
+            .await
+            .unwrap_err();
+    }
+    let store = SledCheckpointStore::open(&path).unwrap();
+    let (workflow, _) = pipeline(&ledger, "");
+    let workflow = workflow.with_checkpoint_store(store.clone());
+    let unfinished = workflow.unfinished_runs().await.unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].run, run);
+    assert_eq!(workflow.resume_from(run).await.unwrap(), Step::Done);
+    assert_eq!(
+        ledger.entries(),
+        ["start", "fetch", "transform", "load", "load"]
+    );
+    assert!(
+        store.load(run).await.unwrap().is_empty(),
+        "cleared on finishing"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_runs_share_flushes_under_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledCheckpointStore::open(dir.path()).unwrap();
+    let (workflow, _) = pipeline(&Ledger::default(), "");
+    let workflow = workflow
+        .with_checkpoint_store(store.clone())
+        .with_retention(Retention::KeepFinished);
+    let handles: Vec<_> = (0..100).map(|_| workflow.spawn(Step::Start)).collect();
+    let mut runs = Vec::new();
+    for handle in handles {
+        runs.push(handle.run_id());
+        handle.await.unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.rows, 500);
+    assert!(stats.flushes < stats.rows, "{stats:?}");
+    for run in runs {
+        let rows = store.load(run).await.unwrap();
+        let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [0, 1, 2, 3, 4]);
+        assert_eq!(rows[4].kind, RowKind::Finish);
+    }
+}
+
+#[tokio::test]
+async fn every_row_mode_flushes_each_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledCheckpointStore::open_with(dir.path(), Durability::EveryRow).unwrap();
+    let (workflow, _) = pipeline(&Ledger::default(), "");
+    workflow
+        .with_checkpoint_store(store.clone())
+        .orchestrate(Step::Start)
+        .await
+        .unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.rows, 4);
+    assert_eq!(stats.flushes, 5, "four rows and the clear");
+}
+
+#[tokio::test]
+async fn periodic_mode_acknowledges_without_flushing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        SledCheckpointStore::open_with(dir.path(), Durability::Periodic(Duration::from_millis(50)))
+            .unwrap();
+    let (workflow, _) = pipeline(&Ledger::default(), "");
+    workflow
+        .with_checkpoint_store(store.clone())
+        .orchestrate(Step::Start)
+        .await
+        .unwrap();
+    assert_eq!(store.stats().flushes, 0);
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_reported_with_its_run_and_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::default();
+    let run = RunId::new();
+    {
+        let store = SledCheckpointStore::open(dir.path()).unwrap();
+        let (workflow, failures) = pipeline(&ledger, "transform");
+        failures.store(1, Ordering::SeqCst);
+        workflow
+            .with_checkpoint_store(store)
+            .orchestrate_with(Step::Start, RunOptions::new().with_run_id(run))
+            .await
+            .unwrap_err();
+    }
+    {
+        // Damage row 1 behind the store's back.
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("rows").unwrap();
+        let mut key = run.as_u64().to_be_bytes().to_vec();
+        key.extend_from_slice(&1u64.to_be_bytes());
+        let mut bytes = tree.get(&key).unwrap().unwrap().to_vec();
+        bytes.truncate(bytes.len() / 2);
+        tree.insert(&key, bytes).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledCheckpointStore::open(dir.path()).unwrap();
+    let (workflow, _) = pipeline(&ledger, "");
+    let err = workflow
+        .with_checkpoint_store(store.clone())
+        .resume_from(run)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CanoError::Store(_)), "{text}");
+    assert!(
+        text.contains(&format!("row 1 of run {run}")) && text.contains("corrupt"),
+        "{text}"
+    );
+    // Nothing ran, and the other rows are still there.
+    assert_eq!(ledger.entries().len(), 3);
+    drop(store);
+    let db = sled::open(dir.path()).unwrap();
+    assert_eq!(db.open_tree("rows").unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn prune_removes_runs_whose_last_row_is_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledCheckpointStore::open(dir.path()).unwrap();
+    let (workflow, failures) = pipeline(&Ledger::default(), "load");
+    let workflow = workflow
+        .with_checkpoint_store(store.clone())
+        .with_retention(Retention::KeepFinished);
+    workflow.orchestrate(Step::Start).await.unwrap();
+    failures.store(1, Ordering::SeqCst);
+    workflow.orchestrate(Step::Start).await.unwrap_err();
+    assert_eq!(workflow.unfinished_runs().await.unwrap().len(), 1);
+    assert_eq!(store.prune(SystemTime::UNIX_EPOCH).await.unwrap(), 0);
+    let later = SystemTime::now() + Duration::from_secs(60);
+    assert_eq!(store.prune(later).await.unwrap(), 2);
+    assert!(store.unfinished().await.unwrap().is_empty());
+}
