@@ -4,6 +4,34 @@
 use cano::prelude::*;
 use std::sync::Arc;
 
+/// A state of the checkpointed benchmark workflow (serde, as a store requires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Stage(pub u8);
+
+/// A trivial task of the checkpointed workflow: moves to `Stage(self.0)`.
+pub struct NextStage(pub u8);
+
+#[task]
+impl Task<Stage> for NextStage {
+    async fn run_bare(&self) -> Result<TaskResult<Stage>, CanoError> {
+        Ok(TaskResult::Single(Stage(self.0)))
+    }
+}
+
+/// The linear workflow over [`Stage`], `LINEAR_STATES` trivial tasks, with `store`
+/// attached when given.
+pub fn checkpointed_workflow(store: Option<Arc<dyn CheckpointStore>>) -> Workflow<Stage> {
+    let workflow = (0..LINEAR_STATES)
+        .fold(Workflow::bare(), |wf, i| {
+            wf.register(Stage(i), NextStage(i + 1))
+        })
+        .add_exit_state(Stage(LINEAR_STATES));
+    match store {
+        Some(store) => workflow.with_shared_checkpoint_store(store),
+        None => workflow,
+    }
+}
+
 /// A state of the linear benchmark workflow: `Step(0)` → … → `Step(LINEAR_STATES)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Step(pub u8);

@@ -154,6 +154,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     ];
     rows.extend(split_rows(criterion_home, out));
     rows.extend(admission_rows(criterion_home));
+    rows.extend(recovery_rows(criterion_home, out));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
         "\n{:<width$} | {:>24} | target\n{}\n",
@@ -257,6 +258,61 @@ fn admission_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> 
             "linear: engine with a breaker, per transition",
             guarded
                 .map(|g| format!("{:.1} ns", g / TRANSITIONS))
+                .unwrap_or_else(|| "n/a".into()),
+            String::new(),
+        ),
+    ]
+}
+
+/// The checkpointing rows: per-transition cost without a store, with the in-memory
+/// store and on sled flushing every row; rows per second of 100 concurrent runs on sled
+/// with group commit, and how many rows shared each flush there.
+fn recovery_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, String)> {
+    let per_transition = |id: &str| {
+        mean_ns(criterion_home, id)
+            .map(|v| {
+                let ns = v / TRANSITIONS;
+                if ns >= 10_000.0 {
+                    format!("{:.1} us", ns / 1e3)
+                } else {
+                    format!("{ns:.1} ns")
+                }
+            })
+            .unwrap_or_else(|| "n/a".into())
+    };
+    // 100 runs of 10 states each, per iteration.
+    let group = mean_ns(criterion_home, "recovery/sled_group_commit_100_runs");
+    let stats = std::fs::read_to_string(out.join("recovery.json")).ok();
+    let per_flush = stats
+        .as_deref()
+        .and_then(|text| Some(json_number(text, "rows")? / json_number(text, "flushes")?.max(1.0)));
+    vec![
+        (
+            "recovery: no store, per transition",
+            per_transition("recovery/no_store"),
+            String::new(),
+        ),
+        (
+            "recovery: in-memory store, per transition",
+            per_transition("recovery/memory_store"),
+            String::new(),
+        ),
+        (
+            "recovery: sled, flush every row, per transition",
+            per_transition("recovery/sled_every_row"),
+            String::new(),
+        ),
+        (
+            "recovery: sled group commit, 100 runs, rows/s",
+            group
+                .map(|g| format!("{:.0}", 1_000.0 / (g / 1e9)))
+                .unwrap_or_else(|| "n/a".into()),
+            String::new(),
+        ),
+        (
+            "recovery: sled group commit, rows per flush",
+            per_flush
+                .map(|r| format!("{r:.1}"))
                 .unwrap_or_else(|| "n/a".into()),
             String::new(),
         ),

@@ -89,10 +89,7 @@ impl CheckpointStore for KeepAll {
 fn tables() -> impl Strategy<Value = Vec<Vec<u8>>> {
     (2usize..6).prop_flat_map(|n| {
         prop::collection::vec(
-            prop::collection::vec(
-                prop_oneof![4 => 0..n as u8, 1 => Just(EXIT)],
-                1..4,
-            ),
+            prop::collection::vec(prop_oneof![4 => 0..n as u8, 1 => Just(EXIT)], 1..4),
             n,
         )
     })

@@ -3,6 +3,9 @@
 //! prep/exec/post node, shipping quotes asked of four carriers in parallel (the first two answers win, a carrier that is down does not
 //! matter), an observer printing what happens, many orders run concurrently through one
 //! workflow, and the errors you get when an order is invalid, too slow, or cancelled.
+//! Every run is checkpointed in an embedded sled database (group commit: concurrent
+//! orders share their flushes), so an order stopped by a timeout or a cancellation is
+//! left there to be resumed.
 //!
 //! Run it with `cargo run --example order_pipeline`.
 
@@ -13,7 +16,7 @@ use std::time::Duration;
 
 use cano::prelude::*;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Order {
     Validate,
     Price,
@@ -226,6 +229,7 @@ struct Gateway {
     payments: Arc<PaymentGateway>,
     breaker: Arc<CircuitBreaker>,
     limiter: Arc<RateLimiter>,
+    checkpoints: SledCheckpointStore,
 }
 
 fn order_workflow(order: MemoryStore, gateway: &Gateway, ship_delay: Duration) -> Workflow<Order> {
@@ -262,11 +266,15 @@ fn order_workflow(order: MemoryStore, gateway: &Gateway, ship_delay: Duration) -
         .add_exit_states([Order::Delivered, Order::Rejected])
         .with_timeout(Duration::from_secs(2))
         .with_observer(Arc::new(Console))
+        .with_checkpoint_store(gateway.checkpoints.clone())
+        .with_workflow_id("order-pipeline")
 }
 
 #[tokio::main]
 async fn main() -> Result<(), CanoError> {
+    let dir = tempfile::tempdir().map_err(|e| CanoError::store("no temp dir").with_source(e))?;
     let gateway = Gateway {
+        checkpoints: SledCheckpointStore::open(dir.path().join("checkpoints"))?,
         payments: Arc::new(PaymentGateway {
             calls: AtomicU32::new(0),
         }),
@@ -330,5 +338,17 @@ async fn main() -> Result<(), CanoError> {
         gateway.payments.calls.load(Ordering::SeqCst),
         gateway.breaker.state()
     );
+    let stats = gateway.checkpoints.stats();
+    println!(
+        "checkpoints: {} rows written with {} flushes",
+        stats.rows, stats.flushes
+    );
+    let probe = order_workflow(MemoryStore::new(), &gateway, Duration::ZERO);
+    for run in probe.unfinished_runs().await? {
+        println!(
+            "  left to resume: run {} ({:?} in {})",
+            run.run, run.status, run.label
+        );
+    }
     Ok(())
 }

@@ -206,13 +206,58 @@
 //! # }
 //! ```
 //!
+//! ## Crash recovery
+//!
+//! Attach a checkpoint store and each run writes a row as it enters a state, before the
+//! state's task runs. If the process dies, [`Workflow::resume_from`] continues a run
+//! from its last row: the state it was in runs again (so tasks from there on should be
+//! idempotent), the states before it do not, and what tasks saved in the run's
+//! [`DurableStore`] is back. States are stored by their serde encoding.
+//!
+//! ```
+//! use cano::prelude::*;
+//!
+//! #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+//! enum Import { Fetch { page: u32 }, Done }
+//!
+//! struct Fetch;
+//! #[task]
+//! impl Task<Import> for Fetch {
+//!     async fn run_bare(&self) -> Result<TaskResult<Import>, CanoError> {
+//!         DurableStore::current()?.put("rows", &120u32)?;
+//!         Ok(TaskResult::Single(Import::Done))
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), CanoError> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let workflow = Workflow::bare()
+//!     .register(Import::Fetch { page: 1 }, Fetch)
+//!     .add_exit_state(Import::Done)
+//!     .with_checkpoint_store(SledCheckpointStore::open(dir.path())?)
+//!     .with_workflow_id("import");
+//!
+//! // At startup: continue whatever the last process left unfinished, then start anew.
+//! for (run, outcome) in workflow.resume_interrupted().await? {
+//!     println!("resumed {run}: {outcome:?}");
+//! }
+//! assert_eq!(workflow.orchestrate(Import::Fetch { page: 1 }).await?, Import::Done);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`SteppedTask`] does long work in steps whose cursor is saved after each one, so a
+//! resumed run goes on from the last step.
+//!
 //! ## Features
 //!
-//! `split` (default) brings the split/join states above. `recovery`, `scheduler`,
-//! `tracing`, `metrics` and `testing` are reserved for the crates that bring those
-//! concerns; today they change nothing.
+//! `split` (default) brings the split/join states above; `recovery` (default) brings
+//! the checkpoint stores (sled, in-memory) and stepped tasks. `scheduler`, `tracing`,
+//! `metrics` and `testing` are reserved for the crates that bring those concerns;
+//! today they change nothing.
 
-pub use cano_core::{error, hash, node, observer, resource, run, store, workflow};
+pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store, workflow};
 
 /// Tasks: the [`Task`] trait, its result and its configuration.
 pub mod task {
@@ -241,6 +286,9 @@ pub use cano_core::{
     StateContext, StateHandler, Task, TaskConfig, TaskEnv, TaskFuture, TaskResult, Workflow,
     WorkflowObserver, WorkflowState,
 };
+pub use cano_core::{
+    CheckpointRow, CheckpointStore, DurableStore, Retention, RowKind, RunStatus, RunSummary,
+};
 pub use cano_macros::{FromResources, Resource, node, resource, task};
 
 /// Parallel split/join states (the `cano-split` crate, feature `split`, on by default).
@@ -251,6 +299,19 @@ pub mod split {
 
 #[cfg(feature = "split")]
 pub use cano_split::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};
+
+/// Crash recovery (the `cano-recovery` crate, feature `recovery`, on by default):
+/// checkpoint stores and stepped tasks.
+#[cfg(feature = "recovery")]
+pub mod recovery {
+    pub use cano_recovery::*;
+}
+
+#[cfg(feature = "recovery")]
+pub use cano_recovery::{
+    Durability, MemoryCheckpointStore, SledCheckpointStore, StepOutcome, SteppedTask,
+    SteppedWorkflow,
+};
 
 /// Everything a workflow author needs: `use cano::prelude::*;`.
 pub mod prelude {
@@ -263,6 +324,13 @@ pub mod prelude {
 
     #[cfg(feature = "split")]
     pub use crate::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};
+
+    pub use crate::{CheckpointStore, DurableStore, Retention};
+    #[cfg(feature = "recovery")]
+    pub use crate::{
+        Durability, MemoryCheckpointStore, SledCheckpointStore, StepOutcome, SteppedTask,
+        SteppedWorkflow,
+    };
 }
 
 /// The README's examples, compiled and run as doctests so they cannot drift.
