@@ -1,7 +1,8 @@
 //! [`Journal`]: one run's side of checkpointing. The engine writes its rows through it;
 //! handlers that persist progress of their own (stepped tasks) do too.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use super::{CheckpointRow, CheckpointStore, DataChange, DurableStore, Retention, RowKind, now_ms};
 use crate::error::CanoError;
@@ -218,14 +219,17 @@ impl Journal {
         progress.next_seq += 1;
         // A long (or looping) run's log is compacted: every so often an `Enter` row
         // carries all the data, and the rows before it are dropped.
-        let full = seq == 0
-            || std::mem::take(&mut progress.force_full)
-            || (matches!(kind, RowKind::Enter | RowKind::Step)
-                && progress.since_snapshot >= self.compact_after);
+        // A `Fail` row never carries a snapshot: the failed state's partial writes are
+        // not saved (see below), and a snapshot would include them.
+        let full = kind != RowKind::Fail
+            && (seq == 0
+                || std::mem::take(&mut progress.force_full)
+                || (matches!(kind, RowKind::Enter | RowKind::Step)
+                    && progress.since_snapshot >= self.compact_after));
         progress.since_snapshot = if full { 0 } else { progress.since_snapshot + 1 };
         // A failed state's partial writes are not saved: a resume re-runs the state from
         // the data it started with, as it would after a crash.
-        let data = if kind == RowKind::Fail && !full {
+        let data = if kind == RowKind::Fail {
             DataChange::default()
         } else {
             self.durable.take_change(full)
@@ -289,7 +293,7 @@ impl std::fmt::Debug for Journal {
 /// The checkpointed runs this process is driving, by workflow and run id. A second
 /// driver of the same run in the same process is refused at once; across processes,
 /// the store's append rule (and sled's directory lock, or a lease) does the same.
-static ACTIVE: Mutex<Vec<(Arc<str>, RunId)>> = Mutex::new(Vec::new());
+static ACTIVE: LazyLock<Mutex<HashSet<(Arc<str>, RunId)>>> = LazyLock::new(Default::default);
 
 /// This process's claim on driving a run; released when dropped.
 pub(crate) struct Claim {
@@ -300,13 +304,12 @@ pub(crate) struct Claim {
 impl Claim {
     pub(crate) fn take(workflow: &Arc<str>, run: RunId) -> Result<Self, CanoError> {
         let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
-        if active.iter().any(|(w, r)| *r == run && **w == **workflow) {
+        if !active.insert((workflow.clone(), run)) {
             return Err(CanoError::workflow(format!(
                 "run {run} of workflow {workflow:?} is already running in this process"
             ))
             .with_hint("wait for it to end (its handle or future) instead of starting or resuming it a second time"));
         }
-        active.push((workflow.clone(), run));
         Ok(Self {
             workflow: workflow.clone(),
             run,
@@ -317,11 +320,6 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = active
-            .iter()
-            .position(|(w, r)| *r == self.run && Arc::ptr_eq(w, &self.workflow))
-        {
-            active.swap_remove(i);
-        }
+        active.remove(&(self.workflow.clone(), self.run));
     }
 }
