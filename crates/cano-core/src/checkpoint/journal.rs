@@ -293,7 +293,10 @@ impl std::fmt::Debug for Journal {
 /// The checkpointed runs this process is driving, by workflow and run id. A second
 /// driver of the same run in the same process is refused at once; across processes,
 /// the store's append rule (and sled's directory lock, or a lease) does the same.
-static ACTIVE: LazyLock<Mutex<HashSet<(Arc<str>, RunId)>>> = LazyLock::new(Default::default);
+static ACTIVE: LazyLock<Mutex<HashSet<RunKey>>> = LazyLock::new(Default::default);
+
+/// A run as this process knows it: its workflow's id and its run id.
+type RunKey = (Arc<str>, RunId);
 
 /// This process's claim on driving a run; released when dropped.
 pub(crate) struct Claim {
