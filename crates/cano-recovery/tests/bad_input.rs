@@ -5,9 +5,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
-use cano_core::checkpoint::{CheckpointRow, RunSummary};
 use cano_core::{CanoError, CheckpointStore, RunId, RunOptions, Task, TaskResult, Workflow};
 use cano_recovery::MemoryCheckpointStore;
 use common::{Ledger, Step, pipeline};
@@ -208,9 +206,10 @@ async fn two_resumers_of_one_run_never_both_drive_it() {
     claim.kind = cano_core::RowKind::Resume;
     store.append(claim).await.unwrap();
     let err = orders(&Ledger::default())
-        .with_checkpoint_store(StaleLoad {
+        .with_checkpoint_store(common::FaultyStore {
             inner: store.clone(),
-            rows,
+            stale_rows: Some(rows),
+            ..Default::default()
         })
         .resume_from(run)
         .await
@@ -222,75 +221,13 @@ async fn two_resumers_of_one_run_never_both_drive_it() {
     );
 }
 
-/// A store whose `load` returns an older log, as a second process would have read it.
-struct StaleLoad {
-    inner: MemoryCheckpointStore,
-    rows: Vec<CheckpointRow>,
-}
-
-#[async_trait::async_trait]
-impl CheckpointStore for StaleLoad {
-    async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
-        self.inner.append(row).await
-    }
-    async fn load(&self, _: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
-        Ok(self.rows.clone())
-    }
-    async fn truncate(&self, run: RunId, before: u64) -> Result<(), CanoError> {
-        self.inner.truncate(run, before).await
-    }
-    async fn clear(&self, run: RunId) -> Result<(), CanoError> {
-        self.inner.clear(run).await
-    }
-    async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
-        self.inner.unfinished().await
-    }
-    async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
-        self.inner.prune(older_than).await
-    }
-}
-
-/// A store whose appends start failing after `ok` of them, as a full disk would.
-struct FailingStore {
-    inner: MemoryCheckpointStore,
-    ok: Mutex<usize>,
-}
-
-#[async_trait::async_trait]
-impl CheckpointStore for FailingStore {
-    async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
-        {
-            let mut ok = self.ok.lock().unwrap();
-            if *ok == 0 {
-                return Err(CanoError::store("No space left on device (os error 28)"));
-            }
-            *ok -= 1;
-        }
-        self.inner.append(row).await
-    }
-    async fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
-        self.inner.load(run).await
-    }
-    async fn truncate(&self, run: RunId, before: u64) -> Result<(), CanoError> {
-        self.inner.truncate(run, before).await
-    }
-    async fn clear(&self, run: RunId) -> Result<(), CanoError> {
-        self.inner.clear(run).await
-    }
-    async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
-        self.inner.unfinished().await
-    }
-    async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
-        self.inner.prune(older_than).await
-    }
-}
-
 #[tokio::test]
 async fn a_store_failing_mid_run_stops_the_run_and_keeps_every_row_written() {
     let inner = MemoryCheckpointStore::new();
-    let store = Arc::new(FailingStore {
+    let store = Arc::new(common::FaultyStore {
         inner: inner.clone(),
-        ok: Mutex::new(2),
+        appends_left: Mutex::new(Some(2)),
+        ..Default::default()
     });
     let ledger = Ledger::default();
     let workflow = orders(&ledger).with_shared_checkpoint_store(store.clone());
@@ -311,7 +248,7 @@ async fn a_store_failing_mid_run_stops_the_run_and_keeps_every_row_written() {
     assert_eq!(inner.load(run).await.unwrap().len(), 2);
 
     // Disk freed: the run goes on from its last row, not from the start.
-    *store.ok.lock().unwrap() = usize::MAX;
+    *store.appends_left.lock().unwrap() = None;
     assert_eq!(workflow.resume_from(run).await.unwrap(), Step::Done);
     assert_eq!(
         ledger.entries(),

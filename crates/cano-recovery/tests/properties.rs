@@ -1,10 +1,11 @@
 //! Property: resuming from any prefix of a run's checkpoint log reaches the same end
 //! state, the same visited sequence and the same durable data as the uninterrupted run.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+mod common;
 
-use cano_core::checkpoint::{CheckpointRow, DurableStore, RunSummary, replay};
+use std::sync::Arc;
+
+use cano_core::checkpoint::{DurableStore, replay};
 use cano_core::{
     CanoError, CheckpointStore, Retention, RowKind, RunId, RunOptions, Task, TaskResult, Workflow,
 };
@@ -59,33 +60,6 @@ fn build(table: &Arc<Vec<Vec<u8>>>, max_steps: u32, compaction: u32) -> Workflow
         .with_workflow_id("walk")
 }
 
-/// Keeps every row: compaction's truncation is ignored, so that each prefix of the full
-/// log (snapshots included) can be replayed.
-#[derive(Clone, Default)]
-struct KeepAll(MemoryCheckpointStore);
-
-#[async_trait::async_trait]
-impl CheckpointStore for KeepAll {
-    async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
-        self.0.append(row).await
-    }
-    async fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
-        self.0.load(run).await
-    }
-    async fn truncate(&self, _: RunId, _: u64) -> Result<(), CanoError> {
-        Ok(())
-    }
-    async fn clear(&self, run: RunId) -> Result<(), CanoError> {
-        self.0.clear(run).await
-    }
-    async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
-        self.0.unfinished().await
-    }
-    async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
-        self.0.prune(older_than).await
-    }
-}
-
 fn tables() -> impl Strategy<Value = Vec<Vec<u8>>> {
     (2usize..6).prop_flat_map(|n| {
         prop::collection::vec(
@@ -107,12 +81,14 @@ proptest! {
         let table = Arc::new(table);
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
-            let original = KeepAll::default();
+            // Keeps every row (truncation ignored), so each prefix of the full log,
+            // snapshots included, can be replayed.
+            let original = Arc::new(common::FaultyStore { keep_truncated: true, ..Default::default() });
             let run = RunId::new();
             let workflow = build(&table, max_steps, compaction);
             let end = workflow
                 .clone()
-                .with_checkpoint_store(original.clone())
+                .with_shared_checkpoint_store(original.clone())
                 .orchestrate_with(0, RunOptions::new().with_run_id(run))
                 .await
                 .unwrap();

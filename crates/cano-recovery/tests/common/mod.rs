@@ -106,3 +106,51 @@ pub fn pipeline(ledger: &Ledger, fail_at: &str) -> (Workflow<Step>, Arc<AtomicUs
         .add_exit_state(Step::Done);
     (workflow, failures)
 }
+
+/// A memory store with faults: appends that fail once `appends_left` runs out (a full
+/// disk), a `load` that returns an older log (a second process that read first), and
+/// truncation ignored (so a test keeps every row written).
+#[derive(Default)]
+pub struct FaultyStore {
+    pub inner: cano_recovery::MemoryCheckpointStore,
+    pub appends_left: Mutex<Option<usize>>,
+    pub stale_rows: Option<Vec<cano_core::CheckpointRow>>,
+    pub keep_truncated: bool,
+}
+
+#[async_trait::async_trait]
+impl cano_core::CheckpointStore for FaultyStore {
+    async fn append(&self, row: cano_core::CheckpointRow) -> Result<(), CanoError> {
+        if let Some(left) = self.appends_left.lock().unwrap().as_mut() {
+            if *left == 0 {
+                return Err(CanoError::store("No space left on device (os error 28)"));
+            }
+            *left -= 1;
+        }
+        self.inner.append(row).await
+    }
+    async fn load(
+        &self,
+        run: cano_core::RunId,
+    ) -> Result<Vec<cano_core::CheckpointRow>, CanoError> {
+        match &self.stale_rows {
+            Some(rows) => Ok(rows.clone()),
+            None => self.inner.load(run).await,
+        }
+    }
+    async fn truncate(&self, run: cano_core::RunId, before: u64) -> Result<(), CanoError> {
+        if self.keep_truncated {
+            return Ok(());
+        }
+        self.inner.truncate(run, before).await
+    }
+    async fn clear(&self, run: cano_core::RunId) -> Result<(), CanoError> {
+        self.inner.clear(run).await
+    }
+    async fn unfinished(&self) -> Result<Vec<cano_core::RunSummary>, CanoError> {
+        self.inner.unfinished().await
+    }
+    async fn prune(&self, older_than: std::time::SystemTime) -> Result<usize, CanoError> {
+        self.inner.prune(older_than).await
+    }
+}
