@@ -11,16 +11,7 @@ use cano_recovery::MemoryCheckpointStore;
 use common::{Ledger, Step, pipeline};
 
 async fn failed_run(store: &MemoryCheckpointStore, fail_at: &str) -> RunId {
-    let (workflow, failures) = pipeline(&Ledger::default(), fail_at);
-    failures.store(1, Ordering::SeqCst);
-    let run = RunId::new();
-    workflow
-        .with_checkpoint_store(store.clone())
-        .with_workflow_id("orders")
-        .orchestrate_with(Step::Start, RunOptions::new().with_run_id(run))
-        .await
-        .unwrap_err();
-    run
+    common::failed_run(&Ledger::default(), fail_at, store.clone(), Some("orders")).await
 }
 
 fn orders(ledger: &Ledger) -> Workflow<Step> {

@@ -5,26 +5,17 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use cano_core::{CanoError, CheckpointStore, Retention, RowKind, RunId, RunOptions};
+use cano_core::{CanoError, CheckpointStore, Retention, RowKind};
 use cano_recovery::{Durability, SledCheckpointStore};
-use common::{Ledger, Step, pipeline};
+use common::{Ledger, Step, failed_run, pipeline};
 
 #[tokio::test]
 async fn a_run_resumes_after_the_store_is_closed_and_reopened() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let ledger = Ledger::default();
-    let run = RunId::new();
-    {
-        let store = SledCheckpointStore::open(&path).unwrap();
-        let (workflow, failures) = pipeline(&ledger, "load");
-        failures.store(1, Ordering::SeqCst);
-        workflow
-            .with_checkpoint_store(store)
-            .orchestrate_with(Step::Start, RunOptions::new().with_run_id(run))
-            .await
-            .unwrap_err();
-    }
+    let store = SledCheckpointStore::open(&path).unwrap();
+    let run = failed_run(&ledger, "load", store, None).await;
     let store = SledCheckpointStore::open(&path).unwrap();
     let (workflow, _) = pipeline(&ledger, "");
     let workflow = workflow.with_checkpoint_store(store.clone());
@@ -101,17 +92,8 @@ async fn periodic_mode_acknowledges_without_flushing() {
 async fn a_corrupt_row_is_reported_with_its_run_and_number() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::default();
-    let run = RunId::new();
-    {
-        let store = SledCheckpointStore::open(dir.path()).unwrap();
-        let (workflow, failures) = pipeline(&ledger, "transform");
-        failures.store(1, Ordering::SeqCst);
-        workflow
-            .with_checkpoint_store(store)
-            .orchestrate_with(Step::Start, RunOptions::new().with_run_id(run))
-            .await
-            .unwrap_err();
-    }
+    let store = SledCheckpointStore::open(dir.path()).unwrap();
+    let run = failed_run(&ledger, "transform", store, None).await;
     {
         // Damage row 1 behind the store's back.
         let db = sled::open(dir.path()).unwrap();

@@ -205,7 +205,7 @@ impl DurableStore {
 fn at_key(error: CanoError, key: &str) -> CanoError {
     let message = format!("durable value {key:?}: {}", error.message());
     match error {
-        CanoError::Store(_) => CanoError::store(message).permanent(),
+        CanoError::Store(_) => CanoError::store(message).with_source(error).permanent(),
         other => other,
     }
 }

@@ -45,6 +45,17 @@ pub(crate) struct Start {
     pub(crate) resumed_cursor: Option<Vec<u8>>,
 }
 
+impl Start {
+    /// A run's first row, with empty durable data.
+    pub(crate) fn fresh() -> Self {
+        Self {
+            next_seq: 0,
+            durable: DurableStore::default(),
+            resumed_cursor: None,
+        }
+    }
+}
+
 /// The settings a journal takes from its workflow.
 pub(crate) struct JournalConfig {
     pub(crate) store: Arc<dyn CheckpointStore>,

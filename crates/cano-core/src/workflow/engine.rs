@@ -11,16 +11,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use super::handler::{StateContext, TaskEnv};
-use super::recovery::fresh_start;
 use super::{Handler, ResourceLifecycle, Workflow, WorkflowState};
-use crate::checkpoint::Claim;
 use crate::error::CanoError;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
@@ -83,12 +80,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let spec = &*self.spec;
             self.validate()?;
             if let Some(checkpointing) = &spec.checkpoint {
-                let run_id = options.run_id.unwrap_or_default();
-                let claim = Claim::take(&spec.recovery.workflow_id, run_id)?;
-                let journal = Arc::new(self.journal(checkpointing, run_id, fresh_start()));
-                let options = options.with_run_id(run_id);
                 return self
-                    .run_checkpointed(initial, options, journal, None, claim)
+                    .start_checkpointed(checkpointing, initial, options)
                     .await;
             }
             let outputs = spec.outputs.then(crate::MemoryStore::new);
@@ -135,11 +128,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             .with_cancellation(token.clone());
         let workflow = self.clone();
         let join = tokio::spawn(async move { workflow.orchestrate_with(initial, options).await });
-        RunHandle {
-            join,
-            token,
-            run_id,
-        }
+        RunHandle::new(join, token, run_id)
     }
 
     /// Resource lifecycle around the bounded state loop.

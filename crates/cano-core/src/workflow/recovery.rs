@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Workflow, WorkflowState};
 use crate::checkpoint::{
-    Bincode, CheckpointStore, Claim, Codec, DurableStore, Journal, JournalConfig, Retention,
+    Bincode, CheckpointStore, Claim, Codec, Journal, JournalConfig, ResumePoint, Retention,
     RowKind, RunStatus, RunSummary, Start, replay,
 };
 use crate::error::CanoError;
@@ -61,14 +61,6 @@ impl RecoverySettings {
 
 /// Rows between two snapshots of a run's durable data, by default.
 pub const DEFAULT_COMPACT_AFTER: u32 = 64;
-
-fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, CanoError> {
-    Bincode::encode(state)
-}
-
-fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, CanoError> {
-    Bincode::decode(bytes)
-}
 
 impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Checkpoints every run in `store`: a row is appended each time a run enters a
@@ -133,8 +125,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     {
         self.spec_mut().checkpoint = Some(Checkpointing {
             store,
-            encode: encode_state::<S>,
-            decode: decode_state::<S>,
+            encode: Bincode::encode::<S>,
+            decode: Bincode::decode::<S>,
         });
         self
     }
@@ -272,23 +264,31 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 ))
                 .with_hint("register a task for it again, or resume with the build that wrote the run")
             })?;
+            let ResumePoint {
+                state: bytes,
+                label,
+                last_seq,
+                cursor,
+                durable,
+                ..
+            } = point;
             let journal = Arc::new(self.journal(
                 checkpointing,
                 run,
                 Start {
-                    next_seq: point.last_seq + 1,
-                    durable: point.durable,
-                    resumed_cursor: point.cursor,
+                    next_seq: last_seq + 1,
+                    durable,
+                    resumed_cursor: cursor,
                 },
             ));
-            let encoded = (checkpointing.encode)(&state)?;
+            // The row's own bytes and label: the state just decoded from them.
             let seq = journal
-                .resume(encoded, format!("{state:?}"))
+                .resume(bytes, label)
                 .await
                 .map_err(|e| e.at(&state, ""))?;
             let mut options = RunOptions::new().with_run_id(run);
             options.cancel = token;
-            self.run_checkpointed(state, options, journal, Some(seq), claim)
+            self.run_checkpointed(checkpointing, state, options, journal, Some(seq), claim)
                 .await
         }
     }
@@ -325,19 +325,17 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// A run of a checkpointed workflow: the ordinary run, then its log closed
     /// (cleared or finished on success, a `Fail` row otherwise).
-    pub(crate) fn run_checkpointed(
-        &self,
+    pub(crate) fn run_checkpointed<'a>(
+        &'a self,
+        checkpointing: &'a Checkpointing<S>,
         initial: S,
         options: RunOptions,
         journal: Arc<Journal>,
         resumed: Option<u64>,
         claim: Claim,
-    ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>> {
         Box::pin(async move {
             let spec = &*self.spec;
-            let Some(checkpointing) = &spec.checkpoint else {
-                unreachable!("run_checkpointed is only called with a store attached");
-            };
             let outputs = spec.outputs.then(crate::MemoryStore::new);
             let run_id = journal.run_id();
             let run = RunContext::new(run_id, options.cancel, outputs, Some(journal.clone()));
@@ -391,13 +389,28 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             Ok(())
         })
     }
-}
 
-/// A durable store for a fresh run.
-pub(crate) fn fresh_start() -> Start {
-    Start {
-        next_seq: 0,
-        durable: DurableStore::default(),
-        resumed_cursor: None,
+    /// A fresh run of a checkpointed workflow, as one boxed future: `orchestrate`
+    /// holds only the box, so runs without a store do not carry this path's locals.
+    pub(crate) fn start_checkpointed<'a>(
+        &'a self,
+        checkpointing: &'a Checkpointing<S>,
+        initial: S,
+        options: RunOptions,
+    ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>> {
+        let run_id = options.run_id.unwrap_or_default();
+        let claim = match Claim::take(&self.spec.recovery.workflow_id, run_id) {
+            Ok(claim) => claim,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let journal = Arc::new(self.journal(checkpointing, run_id, Start::fresh()));
+        self.run_checkpointed(
+            checkpointing,
+            initial,
+            options.with_run_id(run_id),
+            journal,
+            None,
+            claim,
+        )
     }
 }

@@ -154,3 +154,26 @@ impl cano_core::CheckpointStore for FaultyStore {
         self.inner.prune(older_than).await
     }
 }
+
+/// Runs the pipeline once on `store` with the task `fail_at` failing once, so the run
+/// stops there with a `Fail` row; returns its id. `workflow_id` replaces the default.
+pub async fn failed_run(
+    ledger: &Ledger,
+    fail_at: &str,
+    store: impl cano_core::CheckpointStore,
+    workflow_id: Option<&str>,
+) -> cano_core::RunId {
+    let (workflow, failures) = pipeline(ledger, fail_at);
+    failures.store(1, Ordering::SeqCst);
+    let workflow = match workflow_id {
+        Some(id) => workflow.with_workflow_id(id),
+        None => workflow,
+    };
+    let run = cano_core::RunId::new();
+    workflow
+        .with_checkpoint_store(store)
+        .orchestrate_with(Step::Start, cano_core::RunOptions::new().with_run_id(run))
+        .await
+        .unwrap_err();
+    run
+}
