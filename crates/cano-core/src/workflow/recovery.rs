@@ -69,7 +69,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     ///
     /// States are stored by their serde encoding, hence the bounds: enum variants with
     /// payloads round-trip, and a changed `Debug` impl cannot break a resume. Each run
-    /// also gets a [`DurableStore`] whose data is saved with its rows.
+    /// also gets a [`DurableStore`](crate::checkpoint::DurableStore) whose data is saved
+    /// with its rows.
     ///
     /// ```
     /// use cano_core::checkpoint::{CheckpointRow, CheckpointStore, RunSummary};
