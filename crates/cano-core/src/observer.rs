@@ -106,6 +106,29 @@ pub trait WorkflowObserver: Send + Sync {
     fn on_resume(&self, run: RunId, state: &dyn Debug, seq: u64) {
         let _ = (run, state, seq);
     }
+
+    /// The failed run is rolling back: the compensation of the step it completed in
+    /// `state` (by `task`) starts.
+    fn on_compensation_start(&self, run: RunId, state: &dyn Debug, task: &str) {
+        let _ = (run, state, task);
+    }
+
+    /// The step completed in `state` was undone.
+    fn on_compensation_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+        let _ = (run, state, task);
+    }
+
+    /// The compensation of the step completed in `state` failed for good (after its
+    /// retries), panicked, or ran out of time; the rollback goes on with the next one.
+    fn on_compensation_failure(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        error: &CanoError,
+    ) {
+        let _ = (run, state, task, error);
+    }
 }
 
 /// The observers of a workflow; empty costs one length check per event site.

@@ -76,6 +76,14 @@ pub enum CanoError {
     /// asked to resume it (see `Workflow::with_workflow_version`).
     #[error(transparent)]
     WorkflowVersionMismatch(ErrorDetail),
+    /// A run failed and rolling it back failed too: one or more compensations of its
+    /// completed steps did not succeed. [`CompensationFailure::original`] is the error
+    /// the run failed with, [`CompensationFailure::errors`] every compensation error.
+    #[error("{}", failure.0)]
+    CompensationFailed {
+        /// The original error and the compensation errors, with the error's detail.
+        failure: CompensationFailure,
+    },
 }
 
 /// The payload of every [`CanoError`]: the message, where it happened, how to fix it,
@@ -93,6 +101,14 @@ struct Inner {
     permanent: bool,
     /// Only meaningful for [`CanoError::RateLimited`].
     retry_after: Duration,
+    /// Only present for [`CanoError::CompensationFailed`].
+    rollback: Option<Box<Rollback>>,
+}
+
+/// What a failed rollback leaves: the run's own error and each compensation's.
+struct Rollback {
+    original: CanoError,
+    errors: Vec<CanoError>,
 }
 
 impl ErrorDetail {
@@ -106,6 +122,7 @@ impl ErrorDetail {
             source: None,
             permanent: false,
             retry_after: Duration::ZERO,
+            rollback: None,
         }))
     }
 
@@ -171,10 +188,18 @@ impl fmt::Debug for ErrorDetail {
 
 impl StdError for ErrorDetail {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        // A failed rollback's cause is the run's own error, so `downcast_ref` finds the
+        // user's error type through it.
         self.0
             .source
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static))
+            .or_else(|| {
+                self.0
+                    .rollback
+                    .as_ref()
+                    .map(|r| &r.original as &(dyn StdError + 'static))
+            })
     }
 }
 
@@ -244,6 +269,61 @@ impl fmt::Debug for RetryAfter {
     }
 }
 
+/// The payload of [`CanoError::CompensationFailed`]: the error the run failed with and
+/// the error of every compensation that did not succeed, with the error's detail.
+///
+/// ```
+/// use cano_error::CanoError;
+///
+/// let original = CanoError::task_execution("carrier refused the parcel").at(&"Ship", "Ship");
+/// let refund = CanoError::task_execution("refund API down").at(&"Charge", "Charge");
+/// let err = CanoError::compensation_failed(original, vec![refund]);
+/// if let CanoError::CompensationFailed { failure } = &err {
+///     assert_eq!(failure.original().message(), "carrier refused the parcel");
+///     assert_eq!(failure.errors().len(), 1);
+///     assert_eq!(failure.errors()[0].state(), Some("\"Charge\""));
+/// }
+/// assert!(err.to_string().contains("refund API down"));
+/// ```
+pub struct CompensationFailure(ErrorDetail);
+
+impl CompensationFailure {
+    fn rollback(&self) -> &Rollback {
+        // Built only by `CanoError::compensation_failed`, which always sets it.
+        self.0
+            .0
+            .rollback
+            .as_deref()
+            .expect("a CompensationFailure always carries its rollback")
+    }
+
+    /// The error the run failed with, which started the rollback.
+    pub fn original(&self) -> &CanoError {
+        &self.rollback().original
+    }
+
+    /// The error of each compensation that failed, newest step first (the order the
+    /// rollback ran them in); each names its state and task.
+    pub fn errors(&self) -> &[CanoError] {
+        &self.rollback().errors
+    }
+
+    /// The error's detail (message, hint).
+    pub fn detail(&self) -> &ErrorDetail {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CompensationFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompensationFailure")
+            .field("original", self.original())
+            .field("errors", &self.errors())
+            .field("detail", &self.0)
+            .finish()
+    }
+}
+
 /// Matches every variant, binding its detail: the one list to extend with a variant.
 macro_rules! each_variant {
     ($error:expr, $detail:ident => $body:expr) => {
@@ -260,7 +340,10 @@ macro_rules! each_variant {
             | CanoError::Store($detail)
             | CanoError::Resource($detail)
             | CanoError::Cancelled($detail)
-            | CanoError::WorkflowVersionMismatch($detail) => $body,
+            | CanoError::WorkflowVersionMismatch($detail)
+            | CanoError::CompensationFailed {
+                failure: CompensationFailure($detail),
+            } => $body,
         }
     };
 }
@@ -306,6 +389,30 @@ impl CanoError {
         detail.0.retry_after = retry_after;
         Self::RateLimited {
             retry_after: RetryAfter(detail),
+        }
+    }
+
+    /// A [`CanoError::CompensationFailed`] error: the run failed with `original`, and
+    /// the compensations that should have undone its completed steps failed with
+    /// `errors` (each naming its state and task). The message lists them all.
+    pub fn compensation_failed(original: CanoError, errors: Vec<CanoError>) -> Self {
+        let listed = errors
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{}) {e}", i + 1))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut detail = ErrorDetail::new(format!(
+            "the run failed ({original}) and {} of its compensations failed: {listed}",
+            errors.len()
+        ));
+        detail.0.hint = Some(Cow::Borrowed(
+            "the steps listed were not undone: fix what made their compensations fail, then finish the rollback with Workflow::resume_from (with a checkpoint store), or undo them by hand",
+        ));
+        detail.0.permanent = true;
+        detail.0.rollback = Some(Box::new(Rollback { original, errors }));
+        Self::CompensationFailed {
+            failure: CompensationFailure(detail),
         }
     }
 
@@ -369,8 +476,8 @@ impl CanoError {
         self
     }
 
-    /// Whether retrying cannot help: configuration, workflow, cancellation and version
-    /// mismatch errors, an open circuit breaker (retrying would only hammer it; it stays open for its
+    /// Whether retrying cannot help: configuration, workflow, cancellation, version
+    /// mismatch and failed-rollback errors, an open circuit breaker (retrying would only hammer it; it stays open for its
     /// reset timeout), and any error marked with [`CanoError::permanent`].
     pub fn is_permanent(&self) -> bool {
         matches!(
@@ -380,6 +487,7 @@ impl CanoError {
                 | Self::Cancelled(_)
                 | Self::CircuitOpen(_)
                 | Self::WorkflowVersionMismatch(_)
+                | Self::CompensationFailed { .. }
         ) || self.detail().is_permanent()
     }
 
@@ -510,5 +618,31 @@ mod tests {
             "task `FetchTask` in state \"Fetch\": bucket empty"
         );
         assert!(!err.is_permanent());
+    }
+
+    #[test]
+    fn a_failed_rollback_keeps_the_original_and_every_compensation_error() {
+        let original = CanoError::task(DiskFull).at(&"Ship", "ShipTask");
+        let errors = vec![
+            CanoError::timeout("hung").at(&"Charge", "Charge"),
+            CanoError::task_execution("refused").at(&"Reserve", "Reserve"),
+        ];
+        let err = CanoError::compensation_failed(original, errors);
+        assert!(err.is_permanent());
+        // The user's error of the original failure is still found.
+        assert!(err.downcast_ref::<DiskFull>().is_some());
+        let CanoError::CompensationFailed { failure } = &err else {
+            panic!("wrong variant: {err:?}");
+        };
+        assert_eq!(failure.original().task_name(), Some("ShipTask"));
+        let states: Vec<_> = failure.errors().iter().map(|e| e.state()).collect();
+        assert_eq!(states, [Some("\"Charge\""), Some("\"Reserve\"")]);
+        let text = err.to_string();
+        assert!(text.contains("disk full") && text.contains("2 of its compensations failed"));
+        assert!(text.contains("1) task `Charge`") && text.contains("2) task `Reserve`"));
+        assert_eq!(
+            std::mem::size_of::<CanoError>(),
+            2 * std::mem::size_of::<usize>()
+        );
     }
 }

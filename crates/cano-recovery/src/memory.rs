@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use cano_core::checkpoint::{CheckpointRow, CheckpointStore, RowKind, RunSummary, check_next_seq};
+use cano_core::checkpoint::{CheckpointRow, CheckpointStore, RunSummary, check_next_seq};
 use cano_core::{CanoError, RunId};
 
 /// A checkpoint store in memory. Clones share the rows; nothing survives the process.
@@ -87,7 +87,7 @@ impl CheckpointStore for MemoryCheckpointStore {
             .lock()
             .values()
             .filter_map(|rows| rows.last())
-            .filter(|last| last.kind != RowKind::Finish)
+            .filter(|last| !last.kind.ends_run())
             .map(RunSummary::from_last_row)
             .collect())
     }

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cano_core::checkpoint::{CheckpointRow, CheckpointStore, RowKind, RunSummary, check_next_seq};
+use cano_core::checkpoint::{CheckpointRow, CheckpointStore, RunSummary, check_next_seq};
 use cano_core::{CanoError, RunId};
 use tokio::sync::oneshot;
 
@@ -460,7 +460,7 @@ impl Writer {
     fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
         let mut runs = Vec::new();
         self.each_last_row(|last| {
-            if last.kind != RowKind::Finish {
+            if !last.kind.ends_run() {
                 runs.push(RunSummary::from_last_row(&last));
             }
             Ok(())

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use cano::checkpoint::check_next_seq;
 use cano::prelude::*;
 use cano::recovery::codec::{decode_row, encode_row};
-use cano::{CheckpointRow, RowKind, RunSummary};
+use cano::{CheckpointRow, RunSummary};
 
 /// One file per run: each row is a 4-byte length and the encoded row.
 struct FileStore {
@@ -98,7 +98,7 @@ impl CheckpointStore for FileStore {
         let mut out = Vec::new();
         for run in self.runs()? {
             if let Some(last) = self.read(run)?.last() {
-                if last.kind != RowKind::Finish {
+                if !last.kind.ends_run() {
                     out.push(RunSummary::from_last_row(last));
                 }
             }

@@ -12,6 +12,22 @@ use super::codec::{Bincode, Codec};
 use crate::error::CanoError;
 use crate::run::RunContext;
 
+/// Keys the engine keeps for itself in a run's durable data (the compensation stack of
+/// a saga); they start with a NUL, are invisible to the public methods and cannot be
+/// written through them.
+pub(crate) const ENGINE_PREFIX: &str = "\u{0}cano/";
+
+fn is_engine_key(key: &str) -> bool {
+    key.starts_with('\u{0}')
+}
+
+fn reserved(key: &str) -> CanoError {
+    CanoError::configuration(format!(
+        "durable key {key:?} starts with a NUL character, which is reserved for the engine"
+    ))
+    .with_hint("choose a key that does not start with '\\0'")
+}
+
 #[derive(Default)]
 struct Data {
     values: BTreeMap<String, Arc<[u8]>>,
@@ -78,6 +94,9 @@ impl DurableStore {
         value: &T,
     ) -> Result<(), CanoError> {
         let key = key.into();
+        if is_engine_key(&key) {
+            return Err(reserved(&key));
+        }
         let bytes = Bincode::encode(value).map_err(|e| at_key(e, &key))?;
         let mut data = self.lock();
         data.values.insert(key.clone(), bytes.into());
@@ -95,6 +114,9 @@ impl DurableStore {
 
     /// The value under `key`, or `None` if there is none; an error if it is not a `T`.
     pub fn get_opt<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CanoError> {
+        if is_engine_key(key) {
+            return Ok(None);
+        }
         let bytes = self.lock().values.get(key).cloned();
         bytes
             .map(|bytes| Bincode::decode(&bytes).map_err(|e| at_key(e, key)))
@@ -109,6 +131,9 @@ impl DurableStore {
         F: FnOnce(Option<T>) -> T,
     {
         let key = key.into();
+        if is_engine_key(&key) {
+            return Err(reserved(&key));
+        }
         let mut data = self.lock();
         let old = data
             .values
@@ -124,6 +149,9 @@ impl DurableStore {
 
     /// Removes the value under `key`; returns whether there was one.
     pub fn remove(&self, key: &str) -> bool {
+        if is_engine_key(key) {
+            return false;
+        }
         let mut data = self.lock();
         let had = data.values.remove(key).is_some();
         if had {
@@ -134,30 +162,71 @@ impl DurableStore {
 
     /// Whether a value is stored under `key`.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.lock().values.contains_key(key)
+        !is_engine_key(key) && self.lock().values.contains_key(key)
     }
 
     /// Every key, in order.
     pub fn keys(&self) -> Vec<String> {
-        self.lock().values.keys().cloned().collect()
+        self.lock()
+            .values
+            .keys()
+            .filter(|k| !is_engine_key(k))
+            .cloned()
+            .collect()
     }
 
     /// How many values are stored.
     pub fn len(&self) -> usize {
-        self.lock().values.len()
+        self.lock()
+            .values
+            .keys()
+            .filter(|k| !is_engine_key(k))
+            .count()
     }
 
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
-        self.lock().values.is_empty()
+        self.len() == 0
     }
 
-    /// The encoded values, in key order: what a checkpoint snapshot holds.
+    /// The encoded values, in key order.
     pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
         self.lock()
             .values
             .iter()
+            .filter(|(k, _)| !is_engine_key(k))
             .map(|(k, v)| (k.clone(), v.to_vec()))
+            .collect()
+    }
+
+    /// Stores the engine's own entry `key` (under [`ENGINE_PREFIX`]).
+    pub(crate) fn put_engine(&self, key: String, bytes: Vec<u8>) {
+        debug_assert!(key.starts_with(ENGINE_PREFIX));
+        let mut data = self.lock();
+        data.values.insert(key.clone(), bytes.into());
+        data.dirty.insert(key);
+    }
+
+    /// Removes the engine's own entry `key`.
+    pub(crate) fn remove_engine(&self, key: &str) {
+        let mut data = self.lock();
+        if data.values.remove(key).is_some() {
+            data.dirty.insert(key.to_owned());
+        }
+    }
+
+    /// Whether the engine keeps entries of its own here.
+    pub(crate) fn has_engine_entries(&self) -> bool {
+        self.lock().values.keys().any(|k| is_engine_key(k))
+    }
+
+    /// The engine's own entries whose keys start with `prefix`, in key order.
+    pub(crate) fn engine_entries(&self, prefix: &str) -> Vec<(String, Arc<[u8]>)> {
+        self.lock()
+            .values
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
@@ -257,6 +326,36 @@ mod tests {
         assert!(err.to_string().contains("\"n\""), "{err}");
         let err = data.get::<u64>("absent").unwrap_err();
         assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn engine_entries_are_saved_but_hidden_from_users() {
+        let data = DurableStore::default();
+        data.put("mine", &1u8).unwrap();
+        let key = format!("{ENGINE_PREFIX}saga/1");
+        data.put_engine(key.clone(), vec![9]);
+        assert_eq!(data.keys(), ["mine"]);
+        assert_eq!(data.len(), 1);
+        assert!(!data.contains_key(&key));
+        assert_eq!(data.get_opt::<u8>(&key).unwrap(), None);
+        assert!(!data.remove(&key));
+        assert!(matches!(
+            data.put(&key, &0u8),
+            Err(CanoError::Configuration(_))
+        ));
+        let change = data.take_change(false);
+        assert!(
+            change
+                .entries
+                .iter()
+                .any(|(k, v)| *k == key && v.as_deref() == Some(&[9u8][..]))
+        );
+        let replayed = DurableStore::default();
+        replayed.apply(&change);
+        assert_eq!(replayed.engine_entries(ENGINE_PREFIX).len(), 1);
+        data.remove_engine(&key);
+        assert!(data.engine_entries(ENGINE_PREFIX).is_empty());
+        assert_eq!(data.take_change(false).entries, [(key, None)]);
     }
 
     #[test]

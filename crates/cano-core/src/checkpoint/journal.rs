@@ -18,7 +18,8 @@ struct Progress {
     label: String,
     /// A stepped state's cursor read back on resume, until its handler takes it.
     resumed_cursor: Option<Vec<u8>>,
-    /// The next `Enter` is the state a resume already wrote a row for.
+    /// A `Resume` or `Completed` row already names the state entered next (`state`),
+    /// so that state's `Enter` row is not written.
     skip_enter: bool,
     /// A write failed after its change was taken: the next row carries everything.
     force_full: bool,
@@ -139,11 +140,13 @@ impl Journal {
     ) -> Result<Option<u64>, CanoError> {
         let row = {
             let mut progress = self.lock();
-            progress.state.clone_from(&state);
-            progress.label.clone_from(&label);
-            if std::mem::take(&mut progress.skip_enter) {
+            // Only the very state the previous row named is skipped: a state that writes
+            // no row (a router) may come in between.
+            if std::mem::take(&mut progress.skip_enter) && progress.state == state {
                 return Ok(None);
             }
+            progress.state.clone_from(&state);
+            progress.label.clone_from(&label);
             // A state entered anew has no saved cursor.
             progress.resumed_cursor = None;
             self.row(
@@ -177,6 +180,76 @@ impl Journal {
             )
         };
         self.write(row).await
+    }
+
+    /// A compensatable step finished and the run moves to `next` (encoded, with its
+    /// `Debug` text): write the `Completed` row, which carries the step's saved output in
+    /// its data and stands in for `next`'s `Enter` row.
+    pub(crate) async fn completed(&self, next: Vec<u8>, label: String) -> Result<u64, CanoError> {
+        let row = {
+            let mut progress = self.lock();
+            progress.state.clone_from(&next);
+            progress.label.clone_from(&label);
+            progress.skip_enter = true;
+            progress.resumed_cursor = None;
+            self.row(
+                &mut progress,
+                RowKind::Completed,
+                next,
+                label,
+                None,
+                String::new(),
+            )
+        };
+        self.write(row).await
+    }
+
+    /// The run is rolling back after failing with `message`: write a `Rollback` row for
+    /// the state it failed in, with the compensation stack's changes in its data.
+    pub(crate) async fn rollback(&self, message: &str) -> Result<u64, CanoError> {
+        let row = {
+            let mut progress = self.lock();
+            let (state, label) = (progress.state.clone(), progress.label.clone());
+            self.row(
+                &mut progress,
+                RowKind::Rollback,
+                state,
+                label,
+                None,
+                message.to_owned(),
+            )
+        };
+        self.write(row).await
+    }
+
+    /// Every completed step of the failed run was compensated: clear its rows, or close
+    /// them with `RolledBack`.
+    pub(crate) async fn rolled_back(&self, message: &str) -> Result<(), CanoError> {
+        match self.retention {
+            Retention::ClearFinished => self.store.clear(self.run).await.map_err(|e| {
+                CanoError::store(format!(
+                    "run {} was rolled back, but its checkpoint rows could not be cleared",
+                    self.run
+                ))
+                .with_source(e)
+                .with_hint("nothing is lost: a resume of it only reports the rollback again")
+            }),
+            Retention::KeepFinished => {
+                let row = {
+                    let mut progress = self.lock();
+                    let (state, label) = (progress.state.clone(), progress.label.clone());
+                    self.row(
+                        &mut progress,
+                        RowKind::RolledBack,
+                        state,
+                        label,
+                        None,
+                        message.to_owned(),
+                    )
+                };
+                self.write(row).await.map(drop)
+            }
+        }
     }
 
     /// The run reached the exit state: clear its rows, or close them with `Finish`.
@@ -235,7 +308,7 @@ impl Journal {
         let full = kind != RowKind::Fail
             && (seq == 0
                 || std::mem::take(&mut progress.force_full)
-                || (matches!(kind, RowKind::Enter | RowKind::Step)
+                || (matches!(kind, RowKind::Enter | RowKind::Step | RowKind::Completed)
                     && progress.since_snapshot >= self.compact_after));
         progress.since_snapshot = if full { 0 } else { progress.since_snapshot + 1 };
         // A failed state's partial writes are not saved: a resume re-runs the state from

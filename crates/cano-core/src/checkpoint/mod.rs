@@ -28,6 +28,7 @@ use crate::run::RunId;
 
 pub use codec::{Bincode, Codec};
 pub use durable::DurableStore;
+pub(crate) use durable::ENGINE_PREFIX;
 pub use journal::Journal;
 pub(crate) use journal::{Claim, JournalConfig, Start};
 pub use replay::{ResumePoint, replay};
@@ -47,8 +48,28 @@ pub enum RowKind {
     /// retained; by default a finished run's rows are cleared).
     Finish,
     /// The run failed (or was cancelled, or timed out) in `state`; `message` says why.
-    /// It can be resumed in that state once the cause is fixed.
+    /// It can be resumed in that state once the cause is fixed (or, if it had begun
+    /// rolling back, its rollback finished).
     Fail,
+    /// A compensatable step finished: its output is saved in the row's data, and the
+    /// run moves on to `state` (the next state, whose own `Enter` row this replaces).
+    Completed,
+    /// The run failed and is rolling back its completed steps: written when the
+    /// rollback starts and after each compensation that succeeded (the row's data drops
+    /// that step). `state` is where the run failed; `message` says why.
+    Rollback,
+    /// The run failed and every completed step was compensated (kept only when
+    /// finished runs are retained; by default its rows are cleared). Nothing is left
+    /// to resume.
+    RolledBack,
+}
+
+impl RowKind {
+    /// Whether a log ending with this row is over: nothing to resume (`Finish` and
+    /// `RolledBack`). Backends' [`CheckpointStore::unfinished`] leaves such runs out.
+    pub fn ends_run(self) -> bool {
+        matches!(self, Self::Finish | Self::RolledBack)
+    }
 }
 
 /// Durable run data written since the previous row.
@@ -95,7 +116,7 @@ pub struct CheckpointRow {
     pub data: DataChange,
     /// A stepped task's cursor, encoded (`Step` rows, and `Resume` rows of a stepped state).
     pub cursor: Option<Vec<u8>>,
-    /// Why the run failed (`Fail` rows); empty otherwise.
+    /// Why the run failed (`Fail` and `Rollback` rows); empty otherwise.
     pub message: String,
     /// When the row was written, in milliseconds since the Unix epoch.
     pub written_at_ms: u64,
@@ -119,13 +140,16 @@ pub(crate) fn now_ms() -> u64 {
 /// Where a run with rows stands, from its last row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunStatus {
-    /// Its process stopped while it ran (its last row is `Enter`, `Step` or `Resume`):
-    /// resume it.
+    /// Its process stopped while it ran or rolled back (its last row is `Enter`,
+    /// `Step`, `Resume`, `Completed` or `Rollback`): resume it.
     Interrupted,
-    /// It failed, was cancelled or timed out; it can be resumed once the cause is fixed.
+    /// It failed, was cancelled or timed out; it can be resumed once the cause is fixed
+    /// (a run whose rollback failed then finishes its rollback).
     Failed,
     /// It reached an exit state (rows kept for audit).
     Finished,
+    /// It failed and all its completed steps were compensated (rows kept for audit).
+    RolledBack,
 }
 
 /// A run in a store, described by its last row.
@@ -155,9 +179,14 @@ impl RunSummary {
             workflow: last.workflow.clone(),
             version: last.version,
             status: match last.kind {
-                RowKind::Enter | RowKind::Step | RowKind::Resume => RunStatus::Interrupted,
+                RowKind::Enter
+                | RowKind::Step
+                | RowKind::Resume
+                | RowKind::Completed
+                | RowKind::Rollback => RunStatus::Interrupted,
                 RowKind::Fail => RunStatus::Failed,
                 RowKind::Finish => RunStatus::Finished,
+                RowKind::RolledBack => RunStatus::RolledBack,
             },
             last_seq: last.seq,
             label: last.label.clone(),
@@ -194,7 +223,8 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// Deletes every row of `run`.
     async fn clear(&self, run: RunId) -> Result<(), CanoError>;
 
-    /// The runs whose last row is not `Finish`: interrupted and failed runs.
+    /// The runs whose last row does not end them (see [`RowKind::ends_run`]):
+    /// interrupted and failed runs.
     async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError>;
 
     /// Deletes every run (finished or not) whose last row was written before

@@ -15,6 +15,8 @@ pub struct ResumePoint {
     pub last_seq: u64,
     /// What the last row records.
     pub last_kind: RowKind,
+    /// The last row's message (why the run failed or was rolled back), if any.
+    pub last_message: String,
     /// The cursor of a stepped state, when the run stopped inside one.
     pub cursor: Option<Vec<u8>>,
     /// The durable data as of the last row.
@@ -88,13 +90,13 @@ pub fn replay(
         }
         durable.apply(&row.data);
         match row.kind {
-            RowKind::Enter => cursor = None,
+            RowKind::Enter | RowKind::Completed => cursor = None,
             RowKind::Step => cursor.clone_from(&row.cursor),
             RowKind::Resume => {
                 resumes += 1;
                 cursor.clone_from(&row.cursor);
             }
-            RowKind::Fail | RowKind::Finish => {}
+            RowKind::Fail | RowKind::Finish | RowKind::Rollback | RowKind::RolledBack => {}
         }
     }
     let last = rows.last().unwrap_or(first);
@@ -103,6 +105,7 @@ pub fn replay(
         label: last.label.clone(),
         last_seq: last.seq,
         last_kind: last.kind,
+        last_message: last.message.clone(),
         cursor,
         durable,
         resumes,

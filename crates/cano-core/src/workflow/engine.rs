@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use super::compensation::{Compensations, resumed_failure};
 use super::handler::{StateContext, TaskEnv};
 use super::{Handler, ResourceLifecycle, Workflow, WorkflowState};
 use crate::error::CanoError;
@@ -87,8 +88,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let outputs = spec.outputs.then(crate::MemoryStore::new);
             let run_id = options.run_id.unwrap_or_default();
             let run = RunContext::new(run_id, options.cancel, outputs, None);
+            // Boxed: a workflow without compensatable states carries one null pointer.
+            let saga = spec.compensating.then(|| Box::new(Compensations::new()));
             let mut state = initial;
-            let outcome = self.run_observed(&mut state, &run, None).await;
+            let outcome = self
+                .run_observed(&mut state, &run, None, saga.as_deref())
+                .await;
             outcome.map(|()| state)
         }
     }
@@ -99,6 +104,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         state: &'a mut S,
         run: &'a RunContext,
         resumed: Option<u64>,
+        saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
             let observers = &self.spec.observers;
@@ -108,7 +114,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
                 }
             }
-            let outcome = run.clone().scope(self.run_states(state, run)).await;
+            let outcome = run.clone().scope(self.run_states(state, run, saga)).await;
             if !observers.is_empty() {
                 let view = outcome.as_ref().map(|()| &*state as &dyn std::fmt::Debug);
                 observers.each(|o| o.on_run_end(run.run_id(), view));
@@ -131,11 +137,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         RunHandle::new(join, token, run_id)
     }
 
-    /// Resource lifecycle around the bounded state loop.
+    /// Resource lifecycle around the bounded state loop, and the rollback of a run
+    /// that failed after completing compensatable steps (resources are still up then).
     fn run_states<'a>(
         &'a self,
         state: &'a mut S,
         run: &'a RunContext,
+        saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
             let spec = &*self.spec;
@@ -143,8 +151,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             if managed {
                 spec.resources.setup_all().await?;
             }
-            let stop = self.bounded(state, run).await;
-            let outcome = match stop {
+            // A run resumed in the middle of its rollback does not go forward again.
+            let resumed_rollback = saga.and_then(Compensations::resumed_rollback);
+            let stop = match &resumed_rollback {
+                Some(message) => Stop::Finished(Err(resumed_failure(run.run_id(), message))),
+                None => self.bounded(state, run, saga).await,
+            };
+            let mut outcome = match stop {
                 Stop::Finished(result) => result,
                 Stop::TimedOut(limit) => Err(CanoError::workflow(format!(
                     "workflow timed out after {limit:?}"
@@ -153,6 +166,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
                 Stop::Cancelled => Err(self.cancelled(state)),
             };
+            if let (Err(_), Some(saga)) = (&outcome, saga) {
+                if !saga.is_empty() || resumed_rollback.is_some() {
+                    if let Err(original) = outcome {
+                        outcome = Err(self.roll_back(saga, run, original).await);
+                    }
+                }
+            }
             if managed {
                 let teardown = spec.resources.teardown_all().await;
                 // A run's own error matters more than a teardown error after it.
@@ -169,13 +189,14 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         &'a self,
         state: &'a mut S,
         run: &'a RunContext,
+        saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Stop> + 'a {
         async move {
             let timeout = self.spec.timeout;
             let token = run.cancellation_token();
             // The state loop stays pinned here and is awaited or raced by reference, so the
             // run holds one copy of it; only the workflow timer is boxed (once per run).
-            let states = self.drive(state, run);
+            let states = self.drive(state, run, saga);
             tokio::pin!(states);
             if timeout.is_none() && token.is_none() {
                 return Stop::Finished(states.await);
@@ -210,6 +231,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         &'a self,
         state: &'a mut S,
         run: &'a RunContext,
+        saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
             let spec = &*self.spec;
@@ -261,10 +283,20 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             observers: observers.clone(),
                         });
                         let label = || handler.label();
-                        custom
-                            .handle(StateContext { state, env })
-                            .await
-                            .map_err(|e| e.at(state, &label()))?
+                        let result = custom.handle(StateContext { state, env, saga }).await;
+                        // A step that recorded its output joins the compensation stack,
+                        // even if its handler then failed: its work was done.
+                        let recorded = saga.and_then(Compensations::take_recorded);
+                        if let (Some(saga), Some(output)) = (saga, recorded) {
+                            let pushed = self
+                                .push_completed(saga, state, output, result.as_ref().ok(), run)
+                                .await;
+                            let next = result.map_err(|e| e.at(state, &label()))?;
+                            pushed.map_err(|e| e.at(state, &label()))?;
+                            next
+                        } else {
+                            result.map_err(|e| e.at(state, &label()))?
+                        }
                     }
                 };
                 came_from = Some(handler);

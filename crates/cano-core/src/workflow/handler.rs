@@ -14,10 +14,14 @@ use crate::observer::Observers;
 use crate::resource::{DefaultKey, Resources};
 use crate::run::RunContext;
 use crate::task::{RegisteredTask, Task, TaskConfig, TaskResult};
+use crate::workflow::compensation::Compensations;
 use crate::workflow::execute::{LooseTask, execute_task};
 
 /// The boxed future of a state handler: the next state.
 pub type HandlerFuture<'a, S> = Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>>;
+
+/// The boxed future of a compensation ([`StateHandler::compensate`]).
+pub type CompensationFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CanoError>> + Send + 'a>>;
 
 /// What a handler looks like from outside, for validation, diagrams and errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,12 +66,43 @@ pub trait StateHandler<S, K = DefaultKey>: Send + Sync + 'static {
     fn writes_checkpoint(&self) -> bool {
         true
     }
+
+    /// Whether this handler can undo its work: it records an output with
+    /// [`StateContext::record_compensation`] when a step succeeds, and
+    /// [`compensate`](Self::compensate) undoes that step given the output. `false` by
+    /// default. A workflow with such a state keeps a compensation stack per run and
+    /// drains it, newest step first, when the run fails.
+    fn compensates(&self) -> bool {
+        false
+    }
+
+    /// Undoes one step this handler completed in `cx.state()`, given the output it
+    /// recorded then. Called while a failed run rolls back (resources are still set
+    /// up); an error, a panic or running out of the rollback's time is reported and the
+    /// rollback goes on with the next step. Handlers that do not
+    /// [`compensate`](Self::compensates) are never asked.
+    fn compensate<'a>(
+        &'a self,
+        cx: StateContext<'a, S, K>,
+        output: &'a [u8],
+    ) -> CompensationFuture<'a> {
+        let _ = (cx, output);
+        Box::pin(std::future::ready(Err(CanoError::configuration(
+            "this state's handler cannot compensate",
+        )
+        .with_hint(
+            "implement StateHandler::compensates and compensate together",
+        ))))
+    }
 }
 
 /// What a [`StateHandler`] is given: the state, the resources, the run, the observers.
 pub struct StateContext<'a, S, K = DefaultKey> {
     pub(crate) state: &'a S,
     pub(crate) env: &'a TaskEnv<K>,
+    /// The run's compensation stack, in workflows with a compensatable state (and not
+    /// while compensating).
+    pub(crate) saga: Option<&'a Compensations<S>>,
 }
 
 impl<'a, S, K> StateContext<'a, S, K>
@@ -93,6 +128,23 @@ where
     /// The run being executed.
     pub fn run(&self) -> &'a RunContext {
         &self.env.run
+    }
+
+    /// Records `output` (encoded) as what undoes the step this handler just completed:
+    /// the engine pushes it onto the run's compensation stack when the handler returns
+    /// and, with a checkpoint store, saves it with the run. One output per step; only
+    /// for handlers that [`compensate`](StateHandler::compensates).
+    pub fn record_compensation(&self, output: Vec<u8>) -> Result<(), CanoError> {
+        match self.saga {
+            Some(saga) => saga.record(output),
+            None => Err(CanoError::configuration(
+                "a compensation output was recorded outside a compensatable step",
+            )
+            .at(self.state, "")
+            .with_hint(
+                "record outputs from the handle() of a StateHandler whose compensates() is true",
+            )),
+        }
     }
 
     /// Runs `task` for this state the way the engine runs any task: with its config's

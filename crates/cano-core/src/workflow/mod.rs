@@ -5,6 +5,7 @@
 //! `Arc` inside, so cloning it is cheap and `orchestrate` takes `&self`.
 
 mod admission;
+mod compensation;
 mod engine;
 pub(crate) mod execute;
 pub mod handler;
@@ -23,6 +24,7 @@ use crate::resource::{DefaultKey, ResourceKey, Resources};
 use crate::task::{RegisteredTask, Task};
 use handler::{HandlerInfo, StateHandler};
 
+pub use compensation::DEFAULT_COMPENSATION_TIMEOUT;
 pub use engine::RunHandle;
 pub use recovery::DEFAULT_COMPACT_AFTER;
 use recovery::{Checkpointing, RecoverySettings};
@@ -66,6 +68,14 @@ impl<S: 'static, K: 'static> Handler<S, K> {
                 tasks: vec![t.name().clone()],
             },
             Self::Custom(h) => h.info(),
+        }
+    }
+
+    /// The handler, if it undoes its steps when a later state fails.
+    pub(crate) fn compensator(&self) -> Option<&dyn StateHandler<S, K>> {
+        match self {
+            Self::Custom(h) if h.compensates() => Some(&**h),
+            _ => None,
         }
     }
 
@@ -136,6 +146,10 @@ pub(crate) struct Spec<S, K> {
     /// The checkpoint store and state codec, when runs are checkpointed.
     pub(crate) checkpoint: Option<Checkpointing<S>>,
     pub(crate) recovery: RecoverySettings,
+    /// Whether a state compensates, so runs keep a compensation stack.
+    pub(crate) compensating: bool,
+    /// The bound on a rollback's duration.
+    pub(crate) compensation_timeout: Duration,
 }
 
 impl<S: Clone, K> Clone for Spec<S, K> {
@@ -152,6 +166,8 @@ impl<S: Clone, K> Clone for Spec<S, K> {
             findings: OnceLock::new(),
             checkpoint: self.checkpoint.clone(),
             recovery: self.recovery.clone(),
+            compensating: self.compensating,
+            compensation_timeout: self.compensation_timeout,
         }
     }
 }
@@ -197,6 +213,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 findings: OnceLock::new(),
                 checkpoint: None,
                 recovery: RecoverySettings::new::<S>(),
+                compensating: false,
+                compensation_timeout: compensation::DEFAULT_COMPENSATION_TIMEOUT,
             }),
         }
     }
@@ -218,7 +236,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Runs of a workflow with a custom handler carry an outputs store, where handlers
     /// publish what later states read (see [`RunContext::outputs`](crate::RunContext::outputs)).
     pub fn register_handler<H: StateHandler<S, K>>(mut self, state: S, handler: H) -> Self {
-        self.spec_mut().outputs = true;
+        let spec = self.spec_mut();
+        spec.outputs = true;
+        spec.compensating |= handler.compensates();
         self.register_slot(state, Handler::Custom(Arc::new(handler)))
     }
 

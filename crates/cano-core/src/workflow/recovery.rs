@@ -20,6 +20,7 @@ use crate::error::CanoError;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
 
+use super::compensation::{Compensations, RollbackOutcome};
 use super::engine::RunHandle;
 
 /// A workflow's checkpoint store with the functions that encode its states.
@@ -255,16 +256,40 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 .with_hint("the state was probably renamed or removed; resume with the build that wrote it")
                 .permanent()
             })?;
-            if point.last_kind == RowKind::Finish {
-                return Ok(state);
+            match point.last_kind {
+                RowKind::Finish => return Ok(state),
+                RowKind::RolledBack => {
+                    return Err(CanoError::workflow(format!(
+                        "run {run} was rolled back after it failed: {}",
+                        point.last_message
+                    ))
+                    .at(&state, "")
+                    .with_hint("a rolled-back run is over; start a new run instead")
+                    .permanent());
+                }
+                _ => {}
             }
-            self.validate_initial_state(&state).map_err(|_| {
-                CanoError::configuration(format!(
+            let saga = if self.spec.compensating || point.durable.has_engine_entries() {
+                Some(Box::new(Compensations::restore(
+                    &point.durable,
+                    run,
+                    checkpointing.decode,
+                )?))
+            } else {
+                None
+            };
+            let rolling_back = saga
+                .as_ref()
+                .is_some_and(|s| s.resumed_rollback().is_some());
+            // A run rolling back may have failed in a state without a handler.
+            let known = rolling_back || self.validate_initial_state(&state).is_ok();
+            if !known {
+                return Err(CanoError::configuration(format!(
                     "row {} of run {run} re-enters state {state:?}, which has no handler in this workflow",
                     point.last_seq
                 ))
-                .with_hint("register a task for it again, or resume with the build that wrote the run")
-            })?;
+                .with_hint("register a task for it again, or resume with the build that wrote the run"));
+            }
             let ResumePoint {
                 state: bytes,
                 label,
@@ -289,8 +314,16 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 .map_err(|e| e.at(&state, ""))?;
             let mut options = RunOptions::new().with_run_id(run);
             options.cancel = token;
-            self.run_checkpointed(checkpointing, state, options, journal, Some(seq), claim)
-                .await
+            self.run_checkpointed(
+                checkpointing,
+                state,
+                options,
+                journal,
+                Some(seq),
+                claim,
+                saga,
+            )
+            .await
         }
     }
 
@@ -325,7 +358,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     /// A run of a checkpointed workflow: the ordinary run, then its log closed
-    /// (cleared or finished on success, a `Fail` row otherwise).
+    /// (cleared or finished on success, cleared or `RolledBack` after a clean rollback,
+    /// a `Fail` row otherwise).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_checkpointed<'a>(
         &'a self,
         checkpointing: &'a Checkpointing<S>,
@@ -334,6 +369,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         journal: Arc<Journal>,
         resumed: Option<u64>,
         claim: Claim,
+        saga: Option<Box<Compensations<S>>>,
     ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>> {
         Box::pin(async move {
             let spec = &*self.spec;
@@ -341,7 +377,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let run_id = journal.run_id();
             let run = RunContext::new(run_id, options.cancel, outputs, Some(journal.clone()));
             let mut state = initial;
-            let result = self.run_observed(&mut state, &run, resumed).await;
+            let result = self
+                .run_observed(&mut state, &run, resumed, saga.as_deref())
+                .await;
             // Keep the claim until the log is closed below.
             let _claim = claim;
             let label = format!("{state:?}");
@@ -352,6 +390,14 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     Ok(state)
                 }
                 (Ok(()), Err(e)) => Err(e.at(&state, "")),
+                (Err(error), _)
+                    if saga.as_ref().and_then(|s| s.outcome()) == Some(RollbackOutcome::Clean) =>
+                {
+                    // Rolled back: nothing is left to resume. A store that fails here
+                    // leaves a log whose resume only reports the rollback again.
+                    let _ = journal.rolled_back(&error.to_string()).await;
+                    Err(error)
+                }
                 (Err(error), Ok(bytes)) => {
                     journal.fail(bytes, label, &error).await;
                     Err(error)
@@ -405,6 +451,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         let journal = Arc::new(self.journal(checkpointing, run_id, Start::fresh()));
+        let saga = self
+            .spec
+            .compensating
+            .then(|| Box::new(Compensations::new()));
         self.run_checkpointed(
             checkpointing,
             initial,
@@ -412,6 +462,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             journal,
             None,
             claim,
+            saga,
         )
     }
 }
