@@ -69,7 +69,9 @@ pub use run::{CancellationToken, RunContext, RunId, RunOptions};
 pub use store::MemoryStore;
 pub use task::{RegisteredTask, Task, TaskConfig, TaskFuture, TaskResult};
 pub use util::short_type_name;
-pub use workflow::handler::{HandlerFuture, HandlerInfo, StateContext, StateHandler, TaskEnv};
+pub use workflow::handler::{
+    CompensationFuture, HandlerFuture, HandlerInfo, StateContext, StateHandler, TaskEnv,
+};
 pub use workflow::{ResourceLifecycle, RunHandle, Workflow, WorkflowState};
 
 /// The retry policy types, re-exported from `cano-retry`.

@@ -396,6 +396,29 @@ impl CanoError {
     /// the compensations that should have undone its completed steps failed with
     /// `errors` (each naming its state and task). The message lists them all.
     pub fn compensation_failed(original: CanoError, errors: Vec<CanoError>) -> Self {
+        // A failed rollback of a failed rollback is one rollback: its errors come first
+        // (they are of newer steps), the original stays the run's own error.
+        let (original, errors) = match original {
+            CanoError::CompensationFailed {
+                failure: CompensationFailure(mut detail),
+            } => match detail.0.rollback.take() {
+                Some(inner) => {
+                    let Rollback {
+                        original,
+                        errors: mut all,
+                    } = *inner;
+                    all.extend(errors);
+                    (original, all)
+                }
+                None => (
+                    CanoError::CompensationFailed {
+                        failure: CompensationFailure(detail),
+                    },
+                    errors,
+                ),
+            },
+            other => (other, errors),
+        };
         let listed = errors
             .iter()
             .enumerate()
@@ -644,5 +667,13 @@ mod tests {
             std::mem::size_of::<CanoError>(),
             2 * std::mem::size_of::<usize>()
         );
+        // Failing again while rolling back adds to the same list.
+        let later = CanoError::task_execution("release refused").at(&"Reserve", "Reserve");
+        let merged = CanoError::compensation_failed(err, vec![later]);
+        let CanoError::CompensationFailed { failure } = &merged else {
+            panic!("wrong variant");
+        };
+        assert_eq!(failure.original().task_name(), Some("ShipTask"));
+        assert_eq!(failure.errors().len(), 3);
     }
 }

@@ -34,7 +34,7 @@ impl Codec for Bincode {
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanoError> {
         bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
             CanoError::store(format!(
-                "could not encode a `{}` with bincode",
+                "could not encode a `{}` with bincode: {e}",
                 std::any::type_name::<T>()
             ))
             .with_source(e)

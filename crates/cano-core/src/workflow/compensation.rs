@@ -319,7 +319,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     );
                     continue;
                 };
-                let label = handler.label();
+                // Named by its task (or tasks), as errors and observers name any task.
+                let label = handler.info().tasks.join(", ");
                 if tokio::time::Instant::now() >= deadline {
                     let error = CanoError::timeout(format!(
                         "not attempted: the rollback's time bound of {limit:?} had run out"
