@@ -6,9 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cano_core::{
-    CancellationToken, CanoError, RunOptions, Task, TaskConfig, TaskResult, Workflow,
-};
+use cano_core::{CancellationToken, CanoError, RunOptions, Task, TaskConfig, TaskResult, Workflow};
 use cano_saga::{CompensatableTask, SagaExt};
 use common::{Events, LONG, Log, Order, Ship, Step, Undo};
 
@@ -69,7 +67,10 @@ async fn a_failure_before_any_step_completed_has_nothing_to_undo() {
     #[async_trait::async_trait]
     impl CompensatableTask<Order> for Broken {
         type Output = ();
-        async fn run(&self, _: &cano_core::Resources) -> Result<(TaskResult<Order>, ()), CanoError> {
+        async fn run(
+            &self,
+            _: &cano_core::Resources,
+        ) -> Result<(TaskResult<Order>, ()), CanoError> {
             Err(CanoError::task_execution("stock service down"))
         }
         async fn compensate(&self, _: &cano_core::Resources, (): ()) -> Result<(), CanoError> {
@@ -172,7 +173,13 @@ async fn a_compensation_that_fails_every_retry_is_reported_and_the_rollback_goes
     let err = Workflow::bare()
         .register_with_compensation(Order::Reserve, Step::new("Reserve", Order::Charge, &log))
         .register_with_compensation(Order::Charge, charge)
-        .register(Order::Ship, Ship { log: log.clone(), fails: true })
+        .register(
+            Order::Ship,
+            Ship {
+                log: log.clone(),
+                fails: true,
+            },
+        )
         .add_exit_state(Order::Done)
         .orchestrate(Order::Reserve)
         .await
@@ -187,10 +194,16 @@ async fn a_compensation_that_fails_every_retry_is_reported_and_the_rollback_goes
     assert!(failure.original().to_string().contains("carrier refused"));
     assert_eq!(failure.errors().len(), 1);
     let charge_error = &failure.errors()[0];
-    assert!(matches!(charge_error, CanoError::RetryExhausted(_)), "{charge_error:?}");
+    assert!(
+        matches!(charge_error, CanoError::RetryExhausted(_)),
+        "{charge_error:?}"
+    );
     assert_eq!(charge_error.state(), Some("Charge"));
     let text = err.to_string();
-    assert!(text.contains("Charge cannot be undone") && text.contains("carrier refused"), "{text}");
+    assert!(
+        text.contains("Charge cannot be undone") && text.contains("carrier refused"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -202,7 +215,13 @@ async fn a_compensation_retried_until_it_works_is_a_clean_rollback() {
     let err = Workflow::bare()
         .register_with_compensation(Order::Reserve, Step::new("Reserve", Order::Charge, &log))
         .register_with_compensation(Order::Charge, charge)
-        .register(Order::Ship, Ship { log: log.clone(), fails: true })
+        .register(
+            Order::Ship,
+            Ship {
+                log: log.clone(),
+                fails: true,
+            },
+        )
         .add_exit_state(Order::Done)
         .orchestrate(Order::Reserve)
         .await
@@ -239,7 +258,13 @@ async fn a_hanging_compensation_is_cut_by_its_attempt_timeout_and_the_rollback_g
     let err = Workflow::bare()
         .register_with_compensation(Order::Reserve, Step::new("Reserve", Order::Charge, &log))
         .register_with_compensation(Order::Charge, charge)
-        .register(Order::Ship, Ship { log: log.clone(), fails: true })
+        .register(
+            Order::Ship,
+            Ship {
+                log: log.clone(),
+                fails: true,
+            },
+        )
         .add_exit_state(Order::Done)
         .orchestrate(Order::Reserve)
         .await
@@ -248,7 +273,10 @@ async fn a_hanging_compensation_is_cut_by_its_attempt_timeout_and_the_rollback_g
         panic!("expected CompensationFailed, got {err:?}");
     };
     assert_eq!(failure.errors().len(), 1);
-    assert!(failure.errors()[0].to_string().contains("within 2s"), "{err}");
+    assert!(
+        failure.errors()[0].to_string().contains("within 2s"),
+        "{err}"
+    );
     assert_eq!(log.count("undo Reserve Reserve-output"), 1);
 }
 
@@ -269,7 +297,12 @@ async fn the_rollback_has_a_time_bound() {
     assert!(errors[0].contains("Charge") && errors[0].contains("time bound of 10s ran out"));
     // Reserve was never started: the bound had run out.
     assert!(errors[1].contains("Reserve") && errors[1].contains("not attempted"));
-    assert!(failure.errors().iter().all(|e| matches!(e, CanoError::Timeout(_))));
+    assert!(
+        failure
+            .errors()
+            .iter()
+            .all(|e| matches!(e, CanoError::Timeout(_)))
+    );
     assert_eq!(log.count("undo Reserve Reserve-output"), 0);
 }
 
@@ -371,7 +404,10 @@ async fn an_output_that_cannot_be_serialized_is_compensated_at_once_and_fails_th
     #[async_trait::async_trait]
     impl CompensatableTask<Order> for Book {
         type Output = Opaque;
-        async fn run(&self, _: &cano_core::Resources) -> Result<(TaskResult<Order>, Opaque), CanoError> {
+        async fn run(
+            &self,
+            _: &cano_core::Resources,
+        ) -> Result<(TaskResult<Order>, Opaque), CanoError> {
             self.0.push("do Book");
             Ok((TaskResult::Single(Order::Ship), Opaque(7)))
         }
@@ -390,28 +426,53 @@ async fn an_output_that_cannot_be_serialized_is_compensated_at_once_and_fails_th
         Workflow::bare()
             .register_with_compensation(Order::Reserve, Step::new("Reserve", Order::Charge, log))
             .register_with_compensation(Order::Charge, Book(log.clone(), undo_fails))
-            .register(Order::Ship, Ship { log: log.clone(), fails: false })
+            .register(
+                Order::Ship,
+                Ship {
+                    log: log.clone(),
+                    fails: false,
+                },
+            )
             .add_exit_state(Order::Done)
     };
     let log = Log::default();
-    let err = workflow(&log, false).orchestrate(Order::Reserve).await.unwrap_err();
+    let err = workflow(&log, false)
+        .orchestrate(Order::Reserve)
+        .await
+        .unwrap_err();
     assert!(matches!(err, CanoError::TaskExecution(_)), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("could not be serialized") && text.contains("opaque handle"), "{text}");
+    assert!(
+        text.contains("could not be serialized") && text.contains("opaque handle"),
+        "{text}"
+    );
     assert_eq!(err.state(), Some("Charge"));
     // Undone at once, then the step before it; Ship never ran.
     assert_eq!(
         log.lines(),
-        ["do Reserve", "do Book", "undo Book 7", "undo Reserve Reserve-output"]
+        [
+            "do Reserve",
+            "do Book",
+            "undo Book 7",
+            "undo Reserve Reserve-output"
+        ]
     );
 
     // And if undoing it at once fails, that is in the error too.
     let log = Log::default();
-    let err = workflow(&log, true).orchestrate(Order::Reserve).await.unwrap_err();
+    let err = workflow(&log, true)
+        .orchestrate(Order::Reserve)
+        .await
+        .unwrap_err();
     let CanoError::CompensationFailed { failure } = &err else {
         panic!("expected CompensationFailed, got {err:?}");
     };
-    assert!(failure.original().to_string().contains("could not be serialized"));
+    assert!(
+        failure
+            .original()
+            .to_string()
+            .contains("could not be serialized")
+    );
     assert!(failure.errors()[0].to_string().contains("booking API down"));
     assert_eq!(log.count("undo Reserve Reserve-output"), 1);
 }

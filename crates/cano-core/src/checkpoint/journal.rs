@@ -337,8 +337,15 @@ impl Journal {
         let (seq, kind, full) = (row.seq, row.kind, row.data.full);
         let label = row.label.clone();
         if let Err(e) = self.store.append(row).await {
-            // The change taken for this row was not saved: carry all data next time.
-            self.lock().force_full = true;
+            // The change taken for this row was not saved: carry all data next time,
+            // and give the next row this row's number, so that a store that recovers
+            // (a full disk freed) can take the rows that follow, a rollback's included.
+            let mut progress = self.lock();
+            progress.force_full = true;
+            if progress.next_seq == seq + 1 {
+                progress.next_seq = seq;
+            }
+            drop(progress);
             return Err(CanoError::store(format!(
                 "could not write checkpoint row {seq} ({kind:?} {label}) of run {}: {}",
                 self.run,

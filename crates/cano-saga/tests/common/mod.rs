@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use cano_core::{CanoError, Resources, RunId, Task, TaskConfig, TaskResult, WorkflowObserver};
 use cano_saga::CompensatableTask;
 
@@ -54,6 +56,9 @@ pub struct Step {
     pub undo: Undo,
     pub undo_attempts: Arc<AtomicUsize>,
     pub undo_config: TaskConfig,
+    /// When set, the next compensation signals it and never ends (a crash is then
+    /// simulated by dropping the run).
+    pub hang_once: Mutex<Option<Arc<Notify>>>,
 }
 
 impl Step {
@@ -65,7 +70,13 @@ impl Step {
             undo: Undo::Works,
             undo_attempts: Arc::default(),
             undo_config: TaskConfig::minimal(),
+            hang_once: Mutex::new(None),
         }
+    }
+
+    pub fn hang_undo_once(self, signal: &Arc<Notify>) -> Self {
+        *self.hang_once.lock().unwrap() = Some(signal.clone());
+        self
     }
 
     pub fn undo(mut self, undo: Undo) -> Self {
@@ -85,11 +96,20 @@ impl CompensatableTask<Order> for Step {
 
     async fn run(&self, _: &Resources) -> Result<(TaskResult<Order>, String), CanoError> {
         self.log.push(format!("do {}", self.name));
-        Ok((TaskResult::Single(self.next.clone()), format!("{}-output", self.name)))
+        Ok((
+            TaskResult::Single(self.next.clone()),
+            format!("{}-output", self.name),
+        ))
     }
 
     async fn compensate(&self, _: &Resources, output: String) -> Result<(), CanoError> {
         let attempt = self.undo_attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let gate = self.hang_once.lock().unwrap().take();
+        if let Some(signal) = gate {
+            self.log.push(format!("undo {} started", self.name));
+            signal.notify_one();
+            std::future::pending::<()>().await;
+        }
         match self.undo {
             Undo::Works => {}
             Undo::FailsFirst(n) if attempt > n => {}
@@ -125,6 +145,28 @@ pub struct Ship {
     pub fails: bool,
 }
 
+/// A last step that signals it started and never ends.
+pub struct Stuck(pub Arc<Notify>);
+
+#[async_trait::async_trait]
+impl Task<Order> for Stuck {
+    async fn run_bare(&self) -> Result<TaskResult<Order>, CanoError> {
+        self.0.notify_one();
+        std::future::pending().await
+    }
+}
+
+/// Drives `run` until `signal` fires, then drops it: the process "crashed" there.
+pub async fn crash_when<F: std::future::Future>(run: F, signal: &Notify)
+where
+    F::Output: std::fmt::Debug,
+{
+    tokio::select! {
+        outcome = run => panic!("the run ended before the crash point: {outcome:?}"),
+        () = signal.notified() => {}
+    }
+}
+
 #[async_trait::async_trait]
 impl Task<Order> for Ship {
     fn config(&self) -> TaskConfig {
@@ -146,16 +188,27 @@ pub struct Events(pub Mutex<Vec<(RunId, String)>>);
 
 impl Events {
     pub fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|(_, e)| e.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 }
 
 impl WorkflowObserver for Events {
     fn on_compensation_start(&self, run: RunId, state: &dyn std::fmt::Debug, task: &str) {
-        self.0.lock().unwrap().push((run, format!("start {state:?} {task}")));
+        self.0
+            .lock()
+            .unwrap()
+            .push((run, format!("start {state:?} {task}")));
     }
     fn on_compensation_success(&self, run: RunId, state: &dyn std::fmt::Debug, task: &str) {
-        self.0.lock().unwrap().push((run, format!("undone {state:?} {task}")));
+        self.0
+            .lock()
+            .unwrap()
+            .push((run, format!("undone {state:?} {task}")));
     }
     fn on_compensation_failure(
         &self,
@@ -164,7 +217,10 @@ impl WorkflowObserver for Events {
         task: &str,
         _: &CanoError,
     ) {
-        self.0.lock().unwrap().push((run, format!("failed {state:?} {task}")));
+        self.0
+            .lock()
+            .unwrap()
+            .push((run, format!("failed {state:?} {task}")));
     }
 }
 
