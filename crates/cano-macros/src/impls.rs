@@ -10,6 +10,7 @@ pub enum Target {
     Task,
     Node,
     Resource,
+    Compensatable,
 }
 
 impl Target {
@@ -18,6 +19,17 @@ impl Target {
             Self::Task => "Task",
             Self::Node => "Node",
             Self::Resource => "Resource",
+            Self::Compensatable => "CompensatableTask",
+        }
+    }
+
+    /// The attribute as users write it, for error messages.
+    fn attribute(self) -> &'static str {
+        match self {
+            Self::Task => "task",
+            Self::Node => "node",
+            Self::Resource => "resource",
+            Self::Compensatable => "saga::task",
         }
     }
 
@@ -27,12 +39,15 @@ impl Target {
             Self::Task => &["run", "run_bare", "config", "name"],
             Self::Node => &["prep", "exec", "post", "config", "name"],
             Self::Resource => &["setup", "teardown", "health"],
+            Self::Compensatable => &["run", "compensate", "config", "compensation_config", "name"],
         };
         match item {
             ImplItem::Fn(f) => names.contains(&f.sig.ident.to_string().as_str()),
-            ImplItem::Type(t) => {
-                self == Self::Node && (t.ident == "PrepResult" || t.ident == "ExecResult")
-            }
+            ImplItem::Type(t) => match self {
+                Self::Node => t.ident == "PrepResult" || t.ident == "ExecResult",
+                Self::Compensatable => t.ident == "Output",
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -77,10 +92,7 @@ pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Resu
     let mut block: ItemImpl = syn::parse2(item).map_err(|e| {
         Error::new(
             e.span(),
-            format!(
-                "#[{}] goes on an impl block",
-                target.trait_name().to_lowercase()
-            ),
+            format!("#[{}] goes on an impl block", target.attribute()),
         )
     })?;
     let async_trait = quote!(#[::cano::__private::async_trait]);
@@ -98,20 +110,24 @@ pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Resu
     // An inherent block: build the trait impl from it.
     let trait_path = match target {
         Target::Resource => quote!(::cano::Resource),
-        Target::Task | Target::Node => {
+        Target::Task | Target::Node | Target::Compensatable => {
             let Some(state) = &args.state else {
                 return Err(Error::new_spanned(
                     &block.self_ty,
                     format!(
                         "on an inherent impl block, name the state type: #[{}(state = YourStateEnum)]",
-                        target.trait_name().to_lowercase()
+                        target.attribute()
                     ),
                 ));
             };
             let name = syn::Ident::new(target.trait_name(), proc_macro2::Span::call_site());
+            let path = match target {
+                Target::Compensatable => quote!(::cano::saga::#name),
+                _ => quote!(::cano::#name),
+            };
             match &args.key {
-                Some(key) => quote!(::cano::#name<#state, #key>),
-                None => quote!(::cano::#name<#state>),
+                Some(key) => quote!(#path<#state, #key>),
+                None => quote!(#path<#state>),
             }
         }
     };

@@ -26,6 +26,18 @@ pub fn node(args: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
+/// Lets an `impl CompensatableTask<S> for T` block use `async fn` for `run` and
+/// `compensate`; with `state = S` (and optionally `key = K`) it turns an inherent impl
+/// block into the `CompensatableTask` implementation (`type Output`, `run`,
+/// `compensate`, `config`, `compensation_config` and `name` move into it). Re-exported
+/// by the facade as `cano::saga::task`, written `#[saga::task]`.
+#[proc_macro_attribute]
+pub fn saga_task(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Compensatable)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
+}
+
 /// Lets an `impl Resource for T` block use `async fn` for `setup`, `teardown` and
 /// `health`.
 #[proc_macro_attribute]

@@ -250,10 +250,70 @@
 //! [`SteppedTask`] does long work in steps whose cursor is saved after each one, so a
 //! resumed run goes on from the last step.
 //!
+//! ## Sagas
+//!
+//! A step that changes another system (reserve stock, charge a card) cannot be undone
+//! by a transaction. Implement [`CompensatableTask`]: its `run` returns the next state
+//! and an output, its `compensate` undoes that step given the output. Register it with
+//! [`SagaExt::register_with_compensation`]. When a later state fails (an error, a
+//! panic, a timeout, a cancellation, a missing handler, a checkpoint that cannot be
+//! written), the run rolls back: every completed step is compensated, newest first,
+//! each with its own retry policy and all within
+//! [`Workflow::with_compensation_timeout`]. A clean rollback returns the original
+//! error; otherwise [`CanoError::CompensationFailed`] carries it with every
+//! compensation error. With a checkpoint store the outputs are saved with the run, so
+//! a resumed run still undoes work done before a crash, and `resume_from` finishes a
+//! rollback that a crash or a failed compensation cut short.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicI64, Ordering};
+//! use std::sync::Arc;
+//! use cano::prelude::*;
+//!
+//! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+//! enum Pay { Charge, Ship, Done }
+//!
+//! struct Charge { balance: Arc<AtomicI64> }
+//! #[saga::task]
+//! impl CompensatableTask<Pay> for Charge {
+//!     type Output = i64; // the amount taken
+//!     async fn run(&self, _: &Resources) -> Result<(TaskResult<Pay>, i64), CanoError> {
+//!         self.balance.fetch_sub(25, Ordering::SeqCst);
+//!         Ok((TaskResult::Single(Pay::Ship), 25))
+//!     }
+//!     async fn compensate(&self, _: &Resources, amount: i64) -> Result<(), CanoError> {
+//!         self.balance.fetch_add(amount, Ordering::SeqCst); // refund
+//!         Ok(())
+//!     }
+//! }
+//!
+//! struct Ship;
+//! #[task]
+//! impl Task<Pay> for Ship {
+//!     fn config(&self) -> TaskConfig { TaskConfig::minimal() }
+//!     async fn run_bare(&self) -> Result<TaskResult<Pay>, CanoError> {
+//!         Err(CanoError::task_execution("no carrier today"))
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let balance = Arc::new(AtomicI64::new(100));
+//! let workflow = Workflow::bare()
+//!     .register_with_compensation(Pay::Charge, Charge { balance: balance.clone() })
+//!     .register(Pay::Ship, Ship)
+//!     .add_exit_state(Pay::Done);
+//! let err = workflow.orchestrate(Pay::Charge).await.unwrap_err();
+//! assert!(err.to_string().contains("no carrier today"));
+//! assert_eq!(balance.load(Ordering::SeqCst), 100); // refunded
+//! # }
+//! ```
+//!
 //! ## Features
 //!
 //! `split` (default) brings the split/join states above; `recovery` (default) brings
-//! the checkpoint stores (sled, in-memory) and stepped tasks. `scheduler`, `tracing`,
+//! the checkpoint stores (sled, in-memory) and stepped tasks; `saga` (default) brings
+//! compensatable tasks. `scheduler`, `tracing`,
 //! `metrics` and `testing` are reserved for the crates that bring those concerns;
 //! today they change nothing.
 
@@ -313,6 +373,22 @@ pub use cano_recovery::{
     SteppedWorkflow,
 };
 
+/// Sagas (the `cano-saga` crate, feature `saga`, on by default): compensatable tasks,
+/// undone newest first when a later state of their run fails. `#[saga::task]` lets
+/// their impl blocks use `async fn`.
+#[cfg(feature = "saga")]
+pub mod saga {
+    pub use cano_saga::*;
+
+    /// Lets an `impl CompensatableTask<S> for T` block use `async fn`; with
+    /// `state = S` it turns an inherent impl block into the implementation. Written
+    /// `#[saga::task]` with `use cano::prelude::*`.
+    pub use cano_macros::saga_task as task;
+}
+
+#[cfg(feature = "saga")]
+pub use cano_saga::{CompensatableTask, SagaExt};
+
 /// Everything a workflow author needs: `use cano::prelude::*;`.
 pub mod prelude {
     pub use crate::{
@@ -331,6 +407,10 @@ pub mod prelude {
         Durability, MemoryCheckpointStore, SledCheckpointStore, StepOutcome, SteppedTask,
         SteppedWorkflow,
     };
+
+    // `saga` the module, so that `#[saga::task]` resolves.
+    #[cfg(feature = "saga")]
+    pub use crate::{CompensatableTask, SagaExt, saga};
 }
 
 /// The README's examples, compiled and run as doctests so they cannot drift.
