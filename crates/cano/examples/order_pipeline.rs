@@ -3,9 +3,10 @@
 //! prep/exec/post node, shipping quotes asked of four carriers in parallel (the first two answers win, a carrier that is down does not
 //! matter), an observer printing what happens, many orders run concurrently through one
 //! workflow, and the errors you get when an order is invalid, too slow, or cancelled.
-//! Every run is checkpointed in an embedded sled database (group commit: concurrent
-//! orders share their flushes), so an order stopped by a timeout or a cancellation is
-//! left there to be resumed.
+//! The charge is a saga step: an order stopped after it was charged (by the workflow
+//! timeout, or a cancellation) is rolled back and its payment refunded. Every run is
+//! checkpointed in an embedded sled database (group commit: concurrent orders share
+//! their flushes), with the charge's receipt saved so a crashed run would still refund.
 //!
 //! Run it with `cargo run --example order_pipeline`.
 
@@ -35,9 +36,10 @@ struct Catalog {
     free_shipping_from_cents: u64,
 }
 
-/// A payment gateway that declines every third call with a transient error.
+/// A payment gateway that declines every third charge with a transient error.
 struct PaymentGateway {
     calls: AtomicU32,
+    refunds: AtomicU32,
 }
 
 #[resource]
@@ -55,6 +57,13 @@ impl PaymentGateway {
             return Err(CanoError::task_execution("gateway busy (HTTP 503)"));
         }
         Ok(format!("txn-{n:04}-{cents}"))
+    }
+
+    async fn refund(&self, receipt: &str) -> Result<(), CanoError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.refunds.fetch_add(1, Ordering::SeqCst);
+        println!("  refunded {receipt}");
+        Ok(())
     }
 }
 
@@ -99,22 +108,29 @@ impl Node<Order> for Price {
 }
 
 /// Charges the order; every attempt passes the gateway's circuit breaker and rate
-/// limiter, shared by all runs.
+/// limiter, shared by all runs. If a later state fails, the charge is refunded.
 struct Charge {
     breaker: Arc<CircuitBreaker>,
     limiter: Arc<RateLimiter>,
 }
-#[task]
-impl Task<Order> for Charge {
-    async fn run(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
+#[saga::task]
+impl CompensatableTask<Order> for Charge {
+    /// The receipt: what a refund needs.
+    type Output = String;
+    async fn run(&self, res: &Resources) -> Result<(TaskResult<Order>, String), CanoError> {
         let store = res.get::<MemoryStore, _>("order")?;
         let total: u64 = store.get("total_cents")?;
         let receipt = res
             .get::<PaymentGateway, _>("payments")?
             .charge(total)
             .await?;
-        store.put("receipt", receipt)?;
-        Ok(TaskResult::Single(Order::Quote))
+        store.put("receipt", receipt.clone())?;
+        Ok((TaskResult::Single(Order::Quote), receipt))
+    }
+    async fn compensate(&self, res: &Resources, receipt: String) -> Result<(), CanoError> {
+        res.get::<PaymentGateway, _>("payments")?
+            .refund(&receipt)
+            .await
     }
     fn config(&self) -> TaskConfig {
         // Transient gateway errors are retried quickly, a hung call is cut off, a
@@ -246,7 +262,7 @@ fn order_workflow(order: MemoryStore, gateway: &Gateway, ship_delay: Duration) -
     Workflow::new(resources)
         .register(Order::Validate, Validate)
         .register(Order::Price, Price)
-        .register(
+        .register_with_compensation(
             Order::Charge,
             Charge {
                 breaker: gateway.breaker.clone(),
@@ -277,6 +293,7 @@ async fn main() -> Result<(), CanoError> {
         checkpoints: SledCheckpointStore::open(dir.path().join("checkpoints"))?,
         payments: Arc::new(PaymentGateway {
             calls: AtomicU32::new(0),
+            refunds: AtomicU32::new(0),
         }),
         // Five failures in a row would open it; one in three never does.
         breaker: Arc::new(CircuitBreaker::named(
@@ -319,7 +336,7 @@ async fn main() -> Result<(), CanoError> {
     order.put("quantity", 2u32)?;
     let slow = order_workflow(order, &gateway, Duration::from_secs(30));
     match slow.orchestrate(Order::Validate).await {
-        Err(CanoError::Workflow(detail)) => println!("stopped: {detail}"),
+        Err(CanoError::Workflow(detail)) => println!("stopped, charge refunded: {detail}"),
         other => println!("unexpected: {other:?}"),
     }
 
@@ -330,12 +347,13 @@ async fn main() -> Result<(), CanoError> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     run.cancel();
     match run.await {
-        Err(CanoError::Cancelled(detail)) => println!("stopped: {detail}"),
+        Err(CanoError::Cancelled(detail)) => println!("stopped, charge refunded: {detail}"),
         other => println!("unexpected: {other:?}"),
     }
     println!(
-        "\npayment gateway: {} calls, breaker {}",
+        "\npayment gateway: {} calls, {} refunds, breaker {}",
         gateway.payments.calls.load(Ordering::SeqCst),
+        gateway.payments.refunds.load(Ordering::SeqCst),
         gateway.breaker.state()
     );
     let stats = gateway.checkpoints.stats();
