@@ -32,6 +32,54 @@ pub fn checkpointed_workflow(store: Option<Arc<dyn CheckpointStore>>) -> Workflo
     }
 }
 
+/// A saga step of the benchmark: "holds" an amount, returned as its output, and gives
+/// it back when compensated.
+pub struct Hold(pub u8);
+
+#[saga::task]
+impl CompensatableTask<Stage> for Hold {
+    type Output = u64;
+    async fn run(&self, _: &Resources) -> Result<(TaskResult<Stage>, u64), CanoError> {
+        Ok((TaskResult::Single(Stage(self.0)), u64::from(self.0) * 100))
+    }
+    async fn compensate(&self, _: &Resources, amount: u64) -> Result<(), CanoError> {
+        std::hint::black_box(amount);
+        Ok(())
+    }
+}
+
+/// The last state of a saga that must roll back.
+pub struct Refuse;
+
+#[task]
+impl Task<Stage> for Refuse {
+    fn config(&self) -> TaskConfig {
+        TaskConfig::minimal()
+    }
+    async fn run_bare(&self) -> Result<TaskResult<Stage>, CanoError> {
+        Err(CanoError::task_execution("refused"))
+    }
+}
+
+/// `LINEAR_STATES` compensatable steps in a row; with `fail`, a last state that fails
+/// so every step is compensated.
+pub fn saga_workflow(fail: bool, store: Option<Arc<dyn CheckpointStore>>) -> Workflow<Stage> {
+    let workflow = (0..LINEAR_STATES).fold(Workflow::bare(), |wf, i| {
+        wf.register_with_compensation(Stage(i), Hold(i + 1))
+    });
+    let workflow = if fail {
+        workflow
+            .register(Stage(LINEAR_STATES), Refuse)
+            .add_exit_state(Stage(LINEAR_STATES + 1))
+    } else {
+        workflow.add_exit_state(Stage(LINEAR_STATES))
+    };
+    match store {
+        Some(store) => workflow.with_shared_checkpoint_store(store),
+        None => workflow,
+    }
+}
+
 /// A state of the linear benchmark workflow: `Step(0)` → … → `Step(LINEAR_STATES)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Step(pub u8);
@@ -239,6 +287,22 @@ mod tests {
             hand_written(&hand_written_tasks()).await,
             Step(LINEAR_STATES)
         );
+    }
+
+    #[tokio::test]
+    async fn the_saga_workload_completes_or_rolls_back_with_the_original_error() {
+        assert_eq!(
+            saga_workflow(false, None)
+                .orchestrate(Stage(0))
+                .await
+                .unwrap(),
+            Stage(LINEAR_STATES)
+        );
+        let err = saga_workflow(true, None)
+            .orchestrate(Stage(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CanoError::TaskExecution(_)), "{err:?}");
     }
 
     #[tokio::test]

@@ -155,6 +155,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(split_rows(criterion_home, out));
     rows.extend(admission_rows(criterion_home));
     rows.extend(recovery_rows(criterion_home, out));
+    rows.extend(saga_rows(criterion_home));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
         "\n{:<width$} | {:>24} | target\n{}\n",
@@ -314,6 +315,43 @@ fn recovery_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String
             per_flush
                 .map(|r| format!("{r:.1}"))
                 .unwrap_or_else(|| "n/a".into()),
+            String::new(),
+        ),
+    ]
+}
+
+/// The saga rows: a compensatable step against a plain one (without and with the
+/// in-memory store), and one compensation of a rollback.
+fn saga_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
+    let per_step = |id: &str| mean_ns(criterion_home, id).map(|v| v / TRANSITIONS);
+    let ns = |v: Option<f64>| {
+        v.map(|v| format!("{v:.1} ns"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let plain = per_step("saga/plain_steps");
+    let steps = per_step("saga/compensatable_steps");
+    let stored = per_step("saga/compensatable_steps_memory_store");
+    // A rollback run: ten steps forward, the failing state, then ten compensations.
+    let rollback = per_step("saga/rollback_10_steps");
+    let per_compensation = rollback.zip(steps).map(|(r, s)| r - s);
+    vec![
+        ("saga: plain step", ns(plain), String::new()),
+        (
+            "saga: compensatable step",
+            ns(steps),
+            steps
+                .zip(plain)
+                .map(|(s, p)| format!("{:.2}x plain", s / p))
+                .unwrap_or_default(),
+        ),
+        (
+            "saga: compensatable step, in-memory store",
+            ns(stored),
+            String::new(),
+        ),
+        (
+            "saga: one compensation of a rollback",
+            ns(per_compensation),
             String::new(),
         ),
     ]
