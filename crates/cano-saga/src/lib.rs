@@ -24,6 +24,11 @@
 //!   a crash resumes where it stopped (a compensation whose success was recorded is not
 //!   run again).
 //!
+//! A rollback is not stopped by the run's cancellation or workflow timeout (either may
+//! be what started it); its own time bound is what limits it. A step is undone only
+//! once it has completed: make each step atomic (or idempotent by id), since a crash
+//! or a cancellation in the middle of one leaves nothing on the stack for it.
+//!
 //! Observers hear of each compensation through `on_compensation_start`,
 //! `on_compensation_success` and `on_compensation_failure`.
 //!

@@ -116,8 +116,8 @@ impl<S> Compensations<S> {
         Ok(())
     }
 
-    pub(crate) fn take_recorded(&self) -> Option<Vec<u8>> {
-        self.lock().recorded.take()
+    pub(crate) fn has_recorded(&self) -> bool {
+        self.lock().recorded.is_some()
     }
 
     fn push(&self, state: S, output: Arc<[u8]>) -> u64 {
@@ -132,13 +132,21 @@ impl<S> Compensations<S> {
         self.lock().done.retain(|d| d.key != key);
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().done.is_empty()
+    /// Whether a failed run has something to roll back: completed steps, or a
+    /// rollback it was resumed in the middle of.
+    pub(crate) fn must_roll_back(&self) -> bool {
+        let stack = self.lock();
+        !stack.done.is_empty() || stack.resumed_rollback.is_some()
     }
 
     /// The text of the error a resumed run had failed with, if it was rolling back.
     pub(crate) fn resumed_rollback(&self) -> Option<String> {
         self.lock().resumed_rollback.clone()
+    }
+
+    /// Whether this run was resumed in the middle of its rollback.
+    pub(crate) fn is_resumed_rollback(&self) -> bool {
+        self.lock().resumed_rollback.is_some()
     }
 
     pub(crate) fn outcome(&self) -> Option<RollbackOutcome> {
@@ -227,16 +235,40 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// Pushes the output a handler recorded in `state` onto the run's stack and, with a
     /// checkpoint store, saves it: in the run's durable data, written by the
-    /// `Completed` row that also moves the run on to `next` (when the step succeeded).
+    /// `Completed` row that also moves the run on to the next state when the handler
+    /// succeeded. Returns the handler's `result`, or the error that kept the step from
+    /// being saved. Boxed: only compensatable steps pay for it.
     pub(crate) fn push_completed<'a>(
         &'a self,
         saga: &'a Compensations<S>,
         state: &'a S,
-        output: Vec<u8>,
-        next: Option<&'a S>,
+        result: Result<S, CanoError>,
         run: &'a RunContext,
-    ) -> Pin<Box<dyn Future<Output = Result<(), CanoError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>> {
         Box::pin(async move {
+            let Some(output) = saga.lock().recorded.take() else {
+                return result;
+            };
+            let saved = self
+                .save_completed(saga, state, output, result.as_ref().ok(), run)
+                .await;
+            // The handler's own error matters more than a failure to save after it.
+            match (result, saved) {
+                (Ok(next), Ok(())) => Ok(next),
+                (Ok(_), Err(e)) | (Err(e), _) => Err(e),
+            }
+        })
+    }
+
+    async fn save_completed(
+        &self,
+        saga: &Compensations<S>,
+        state: &S,
+        output: Vec<u8>,
+        next: Option<&S>,
+        run: &RunContext,
+    ) -> Result<(), CanoError> {
+        {
             let key = saga.push(state.clone(), output.as_slice().into());
             let (Some(journal), Some(checkpointing)) = (run.journal(), &self.spec.checkpoint)
             else {
@@ -270,7 +302,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 }
             }
             Ok(())
-        })
+        }
     }
 
     /// Rolls a failed run back: undoes every completed step, newest first, within the
@@ -406,9 +438,13 @@ fn unrecorded(error: CanoError) -> CanoError {
 
 /// The error a resumed rollback reports as the run's own: the original error's text is
 /// all the log kept of it.
-pub(crate) fn resumed_failure(run: RunId, message: &str) -> CanoError {
+pub(crate) fn resumed_failure<S>(run: &RunContext, saga: Option<&Compensations<S>>) -> CanoError {
+    let message = saga
+        .and_then(Compensations::resumed_rollback)
+        .unwrap_or_default();
     CanoError::workflow(format!(
-        "run {run} failed before this resume and was being rolled back: {message}"
+        "run {} failed before this resume and was being rolled back: {message}",
+        run.run_id()
     ))
     .permanent()
 }

@@ -152,10 +152,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 spec.resources.setup_all().await?;
             }
             // A run resumed in the middle of its rollback does not go forward again.
-            let resumed_rollback = saga.and_then(Compensations::resumed_rollback);
-            let stop = match &resumed_rollback {
-                Some(message) => Stop::Finished(Err(resumed_failure(run.run_id(), message))),
-                None => self.bounded(state, run, saga).await,
+            let stop = if saga.is_some_and(Compensations::is_resumed_rollback) {
+                Stop::Finished(Err(resumed_failure(run, saga)))
+            } else {
+                self.bounded(state, run, saga).await
             };
             let mut outcome = match stop {
                 Stop::Finished(result) => result,
@@ -166,11 +166,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
                 Stop::Cancelled => Err(self.cancelled(state)),
             };
-            if let (Err(_), Some(saga)) = (&outcome, saga) {
-                if !saga.is_empty() || resumed_rollback.is_some() {
-                    if let Err(original) = outcome {
-                        outcome = Err(self.roll_back(saga, run, original).await);
-                    }
+            if let Some(saga) = saga.filter(|s| outcome.is_err() && s.must_roll_back()) {
+                if let Err(original) = outcome {
+                    outcome = Err(self.roll_back(saga, run, original).await);
                 }
             }
             if managed {
@@ -283,20 +281,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             observers: observers.clone(),
                         });
                         let label = || handler.label();
-                        let result = custom.handle(StateContext { state, env, saga }).await;
+                        let mut result = custom.handle(StateContext { state, env, saga }).await;
                         // A step that recorded its output joins the compensation stack,
                         // even if its handler then failed: its work was done.
-                        let recorded = saga.and_then(Compensations::take_recorded);
-                        if let (Some(saga), Some(output)) = (saga, recorded) {
-                            let pushed = self
-                                .push_completed(saga, state, output, result.as_ref().ok(), run)
-                                .await;
-                            let next = result.map_err(|e| e.at(state, &label()))?;
-                            pushed.map_err(|e| e.at(state, &label()))?;
-                            next
-                        } else {
-                            result.map_err(|e| e.at(state, &label()))?
+                        if let Some(saga) = saga.filter(|s| s.has_recorded()) {
+                            result = self.push_completed(saga, state, result, run).await;
                         }
+                        result.map_err(|e| e.at(state, &label()))?
                     }
                 };
                 came_from = Some(handler);
