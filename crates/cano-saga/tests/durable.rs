@@ -13,30 +13,19 @@ use cano_core::{
     RunSummary, Task, Workflow,
 };
 use cano_recovery::{MemoryCheckpointStore, SledCheckpointStore};
-use cano_saga::SagaExt;
-use common::{Log, Order, Ship, Step, Stuck, Undo, crash_when};
+use common::{Log, Order, Step, Stuck, Undo, crash_when, ship, steps};
 use tokio::sync::Notify;
 
+/// The order workflow of `common`, checkpointed in `store`.
 fn order(
     reserve: Step,
     charge: Step,
-    ship: impl Task<Order> + 'static,
+    last: impl Task<Order> + 'static,
     store: Arc<dyn CheckpointStore>,
 ) -> Workflow<Order> {
-    Workflow::bare()
-        .register_with_compensation(Order::Reserve, reserve)
-        .register_with_compensation(Order::Charge, charge)
-        .register(Order::Ship, ship)
-        .add_exit_state(Order::Done)
+    common::order(reserve, charge, last)
         .with_shared_checkpoint_store(store)
         .with_workflow_id("order")
-}
-
-fn steps(log: &Log) -> (Step, Step) {
-    (
-        Step::new("Reserve", Order::Charge, log),
-        Step::new("Charge", Order::Ship, log),
-    )
 }
 
 fn kinds(rows: &[CheckpointRow]) -> Vec<(RowKind, String)> {
@@ -74,15 +63,7 @@ async fn a_resumed_run_undoes_steps_completed_before_the_crash() {
 
         // The next process: Ship fails now.
         let (reserve, charge) = steps(&log);
-        let workflow = order(
-            reserve,
-            charge,
-            Ship {
-                log: log.clone(),
-                fails: true,
-            },
-            store.clone(),
-        );
+        let workflow = order(reserve, charge, ship(&log, true), store.clone());
         let err = workflow.resume_from(run).await.unwrap_err();
         assert!(err.to_string().contains("carrier refused"), "{err}");
         assert_eq!(
@@ -109,15 +90,7 @@ async fn a_failed_rollback_is_finished_by_resume_from_without_undoing_anything_t
         let (reserve, charge) = steps(&log);
         let charge = charge.undo(Undo::FailsFirst(1));
         let attempts = charge.undo_attempts.clone();
-        let workflow = order(
-            reserve,
-            charge,
-            Ship {
-                log: log.clone(),
-                fails: true,
-            },
-            store.clone(),
-        );
+        let workflow = order(reserve, charge, ship(&log, true), store.clone());
         let err = workflow
             .orchestrate_with(Order::Reserve, RunOptions::new().with_run_id(run))
             .await
@@ -156,10 +129,7 @@ async fn a_crash_during_the_rollback_resumes_it_where_it_stopped() {
         let workflow = order(
             reserve.hang_undo_once(&hung),
             charge,
-            Ship {
-                log: log.clone(),
-                fails: true,
-            },
+            ship(&log, true),
             store.clone(),
         );
         crash_when(
@@ -183,15 +153,7 @@ async fn a_crash_during_the_rollback_resumes_it_where_it_stopped() {
         );
 
         let (reserve, charge) = steps(&log);
-        let workflow = order(
-            reserve,
-            charge,
-            Ship {
-                log: log.clone(),
-                fails: true,
-            },
-            store.clone(),
-        );
+        let workflow = order(reserve, charge, ship(&log, true), store.clone());
         let outcomes = workflow.resume_interrupted().await.unwrap();
         assert_eq!(outcomes.len(), 1);
         assert!(outcomes[0].1.is_err());
@@ -214,10 +176,7 @@ async fn a_crash_during_the_rollback_resumes_it_where_it_stopped() {
         let workflow = order(
             reserve,
             charge.hang_undo_once(&hung),
-            Ship {
-                log: log.clone(),
-                fails: true,
-            },
+            ship(&log, true),
             store.clone(),
         );
         crash_when(
@@ -226,15 +185,7 @@ async fn a_crash_during_the_rollback_resumes_it_where_it_stopped() {
         )
         .await;
         let (reserve, charge) = steps(&log);
-        let workflow = order(
-            reserve,
-            charge,
-            Ship {
-                log: log.clone(),
-                fails: true,
-            },
-            store.clone(),
-        );
+        let workflow = order(reserve, charge, ship(&log, true), store.clone());
         workflow.resume_from(run).await.unwrap_err();
         assert_eq!(log.count("undo Charge started"), 1);
         assert_eq!(log.count("undo Charge Charge-output"), 1);
@@ -248,16 +199,8 @@ async fn kept_logs_end_rolled_back_and_are_not_resumed() {
     let log = Log::default();
     let run = RunId::new();
     let (reserve, charge) = steps(&log);
-    let workflow = order(
-        reserve,
-        charge,
-        Ship {
-            log: log.clone(),
-            fails: true,
-        },
-        store.clone(),
-    )
-    .with_retention(Retention::KeepFinished);
+    let workflow = order(reserve, charge, ship(&log, true), store.clone())
+        .with_retention(Retention::KeepFinished);
     workflow
         .orchestrate_with(Order::Reserve, RunOptions::new().with_run_id(run))
         .await
@@ -288,15 +231,7 @@ async fn a_checkpoint_failure_starts_a_rollback_too() {
     let log = Log::default();
     let run = RunId::new();
     let (reserve, charge) = steps(&log);
-    let workflow = order(
-        reserve,
-        charge,
-        Ship {
-            log: log.clone(),
-            fails: true,
-        },
-        store,
-    );
+    let workflow = order(reserve, charge, ship(&log, true), store);
     let err = workflow
         .orchestrate_with(Order::Reserve, RunOptions::new().with_run_id(run))
         .await
@@ -332,16 +267,7 @@ async fn compaction_keeps_the_steps_still_to_undo() {
     .await;
     assert!(store.load(run).await.unwrap().len() < 3);
     let (reserve, charge) = steps(&log);
-    let workflow = order(
-        reserve,
-        charge,
-        Ship {
-            log: log.clone(),
-            fails: true,
-        },
-        store.clone(),
-    )
-    .with_compaction(1);
+    let workflow = order(reserve, charge, ship(&log, true), store.clone()).with_compaction(1);
     workflow.resume_from(run).await.unwrap_err();
     assert_eq!(log.count("undo Charge Charge-output"), 1);
     assert_eq!(log.count("undo Reserve Reserve-output"), 1);
@@ -354,15 +280,7 @@ async fn a_resumed_run_that_succeeds_keeps_its_steps() {
     let run = RunId::new();
     crash_in_ship(store.clone(), &log, run).await;
     let (reserve, charge) = steps(&log);
-    let workflow = order(
-        reserve,
-        charge,
-        Ship {
-            log: log.clone(),
-            fails: false,
-        },
-        store.clone(),
-    );
+    let workflow = order(reserve, charge, ship(&log, false), store.clone());
     assert_eq!(workflow.resume_from(run).await.unwrap(), Order::Done);
     // Neither step ran again nor was undone.
     assert_eq!(log.lines(), ["do Reserve", "do Charge", "do Ship"]);

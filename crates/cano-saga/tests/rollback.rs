@@ -8,23 +8,11 @@ use std::time::Duration;
 
 use cano_core::{CancellationToken, CanoError, RunOptions, Task, TaskConfig, TaskResult, Workflow};
 use cano_saga::{CompensatableTask, SagaExt};
-use common::{Events, LONG, Log, Order, Ship, Step, Undo};
+use common::{Events, LONG, Log, Order, Step, Undo, order, ship, steps};
 
 fn payment(log: &Log, charge_undo: Undo, ship_fails: bool) -> Workflow<Order> {
-    Workflow::bare()
-        .register_with_compensation(Order::Reserve, Step::new("Reserve", Order::Charge, log))
-        .register_with_compensation(
-            Order::Charge,
-            Step::new("Charge", Order::Ship, log).undo(charge_undo),
-        )
-        .register(
-            Order::Ship,
-            Ship {
-                log: log.clone(),
-                fails: ship_fails,
-            },
-        )
-        .add_exit_state(Order::Done)
+    let (reserve, charge) = steps(log);
+    order(reserve, charge.undo(charge_undo), ship(log, ship_fails))
 }
 
 #[tokio::test]
@@ -170,20 +158,14 @@ async fn a_compensation_that_fails_every_retry_is_reported_and_the_rollback_goes
         .undo(Undo::FailsAlways)
         .undo_config(TaskConfig::minimal().with_fixed_retry(2, Duration::ZERO));
     let attempts = charge.undo_attempts.clone();
-    let err = Workflow::bare()
-        .register_with_compensation(Order::Reserve, Step::new("Reserve", Order::Charge, &log))
-        .register_with_compensation(Order::Charge, charge)
-        .register(
-            Order::Ship,
-            Ship {
-                log: log.clone(),
-                fails: true,
-            },
-        )
-        .add_exit_state(Order::Done)
-        .orchestrate(Order::Reserve)
-        .await
-        .unwrap_err();
+    let err = order(
+        Step::new("Reserve", Order::Charge, &log),
+        charge,
+        ship(&log, true),
+    )
+    .orchestrate(Order::Reserve)
+    .await
+    .unwrap_err();
     // Its own retry policy: three attempts.
     assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
     // The rollback went on: Reserve was undone.
@@ -212,20 +194,14 @@ async fn a_compensation_retried_until_it_works_is_a_clean_rollback() {
     let charge = Step::new("Charge", Order::Ship, &log)
         .undo(Undo::FailsFirst(2))
         .undo_config(TaskConfig::minimal().with_fixed_retry(3, Duration::ZERO));
-    let err = Workflow::bare()
-        .register_with_compensation(Order::Reserve, Step::new("Reserve", Order::Charge, &log))
-        .register_with_compensation(Order::Charge, charge)
-        .register(
-            Order::Ship,
-            Ship {
-                log: log.clone(),
-                fails: true,
-            },
-        )
-        .add_exit_state(Order::Done)
-        .orchestrate(Order::Reserve)
-        .await
-        .unwrap_err();
+    let err = order(
+        Step::new("Reserve", Order::Charge, &log),
+        charge,
+        ship(&log, true),
+    )
+    .orchestrate(Order::Reserve)
+    .await
+    .unwrap_err();
     assert!(matches!(err, CanoError::TaskExecution(_)), "{err:?}");
     assert_eq!(log.count("undo Charge Charge-output"), 1);
     assert_eq!(log.count("undo Reserve Reserve-output"), 1);
@@ -255,20 +231,14 @@ async fn a_hanging_compensation_is_cut_by_its_attempt_timeout_and_the_rollback_g
                 .with_attempt_timeout(Duration::from_secs(2))
                 .with_fixed_retry(1, Duration::from_secs(1)),
         );
-    let err = Workflow::bare()
-        .register_with_compensation(Order::Reserve, Step::new("Reserve", Order::Charge, &log))
-        .register_with_compensation(Order::Charge, charge)
-        .register(
-            Order::Ship,
-            Ship {
-                log: log.clone(),
-                fails: true,
-            },
-        )
-        .add_exit_state(Order::Done)
-        .orchestrate(Order::Reserve)
-        .await
-        .unwrap_err();
+    let err = order(
+        Step::new("Reserve", Order::Charge, &log),
+        charge,
+        ship(&log, true),
+    )
+    .orchestrate(Order::Reserve)
+    .await
+    .unwrap_err();
     let CanoError::CompensationFailed { failure } = &err else {
         panic!("expected CompensationFailed, got {err:?}");
     };
@@ -426,13 +396,7 @@ async fn an_output_that_cannot_be_serialized_is_compensated_at_once_and_fails_th
         Workflow::bare()
             .register_with_compensation(Order::Reserve, Step::new("Reserve", Order::Charge, log))
             .register_with_compensation(Order::Charge, Book(log.clone(), undo_fails))
-            .register(
-                Order::Ship,
-                Ship {
-                    log: log.clone(),
-                    fails: false,
-                },
-            )
+            .register(Order::Ship, ship(log, false))
             .add_exit_state(Order::Done)
     };
     let log = Log::default();

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use cano_core::{CanoError, Resources, RunId, Task, TaskConfig, TaskResult, WorkflowObserver};
+use cano_core::{
+    CanoError, Resources, RunId, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver,
+};
 use cano_saga::CompensatableTask;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -143,6 +145,32 @@ impl CompensatableTask<Order> for Step {
 pub struct Ship {
     pub log: Log,
     pub fails: bool,
+}
+
+/// The last step, failing or not.
+pub fn ship(log: &Log, fails: bool) -> Ship {
+    Ship {
+        log: log.clone(),
+        fails,
+    }
+}
+
+/// The two saga steps of the order, with compensations that work.
+pub fn steps(log: &Log) -> (Step, Step) {
+    (
+        Step::new("Reserve", Order::Charge, log),
+        Step::new("Charge", Order::Ship, log),
+    )
+}
+
+/// Reserve → Charge (both compensatable) → `ship` → Done.
+pub fn order(reserve: Step, charge: Step, ship: impl Task<Order> + 'static) -> Workflow<Order> {
+    use cano_saga::SagaExt;
+    Workflow::bare()
+        .register_with_compensation(Order::Reserve, reserve)
+        .register_with_compensation(Order::Charge, charge)
+        .register(Order::Ship, ship)
+        .add_exit_state(Order::Done)
 }
 
 /// A last step that signals it started and never ends.
