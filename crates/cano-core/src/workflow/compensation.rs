@@ -268,41 +268,28 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         next: Option<&S>,
         run: &RunContext,
     ) -> Result<(), CanoError> {
-        {
-            let key = saga.push(state.clone(), output.as_slice().into());
-            let (Some(journal), Some(checkpointing)) = (run.journal(), &self.spec.checkpoint)
-            else {
-                return Ok(());
-            };
-            let encode = |s: &S| {
-                (checkpointing.encode)(s).map_err(|e| {
-                    CanoError::store(format!(
-                        "could not encode state {s:?} for its checkpoint row: {}",
-                        e.message()
-                    ))
-                    .with_source(e)
-                    .permanent()
-                })
-            };
-            let saved = SavedStep {
-                state: encode(state)?,
-                label: format!("{state:?}"),
-                output,
-            };
-            journal
-                .durable()
-                .put_engine(step_key(key), Bincode::encode(&saved)?);
-            if let Some(next) = next {
-                let seq = journal
-                    .completed(encode(next)?, format!("{next:?}"))
-                    .await?;
-                let observers = &self.spec.observers;
-                if !observers.is_empty() {
-                    observers.each(|o| o.on_checkpoint(run.run_id(), next, seq));
-                }
+        let key = saga.push(state.clone(), output.as_slice().into());
+        let (Some(journal), Some(checkpointing)) = (run.journal(), &self.spec.checkpoint) else {
+            return Ok(());
+        };
+        let saved = SavedStep {
+            state: checkpointing.encode_state(state)?,
+            label: format!("{state:?}"),
+            output,
+        };
+        journal
+            .durable()
+            .put_engine(step_key(key), Bincode::encode(&saved)?);
+        if let Some(next) = next {
+            let seq = journal
+                .completed(checkpointing.encode_state(next)?, format!("{next:?}"))
+                .await?;
+            let observers = &self.spec.observers;
+            if !observers.is_empty() {
+                observers.each(|o| o.on_checkpoint(run.run_id(), next, seq));
             }
-            Ok(())
         }
+        Ok(())
     }
 
     /// Rolls a failed run back: undoes every completed step, newest first, within the
@@ -336,12 +323,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 observers: observers.clone(),
             };
             for (key, state, output) in saga.newest_first() {
-                let handler = spec
+                let compensator = spec
                     .slots
                     .get(&state)
                     .and_then(|slot| slot.handler.as_ref())
-                    .filter(|h| h.compensator().is_some());
-                let Some(handler) = handler else {
+                    .and_then(|h| h.compensator());
+                let Some(compensator) = compensator else {
                     failures.push(
                         CanoError::configuration(
                             "a step completed in this state, but no handler of this workflow can compensate it",
@@ -352,7 +339,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     continue;
                 };
                 // Named by its task (or tasks), as errors and observers name any task.
-                let label = handler.info().tasks.join(", ");
+                let label = compensator.info().tasks.join(", ");
                 if tokio::time::Instant::now() >= deadline {
                     let error = CanoError::timeout(format!(
                         "not attempted: the rollback's time bound of {limit:?} had run out"
@@ -370,7 +357,6 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 if !observers.is_empty() {
                     observers.each(|o| o.on_compensation_start(run.run_id(), &state, &label));
                 }
-                let compensator = handler.compensator().expect("filtered above");
                 let undo = compensator.compensate(
                     StateContext {
                         state: &state,

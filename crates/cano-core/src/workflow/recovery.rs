@@ -30,6 +30,21 @@ pub(crate) struct Checkpointing<S> {
     pub(crate) decode: fn(&[u8]) -> Result<S, CanoError>,
 }
 
+impl<S: std::fmt::Debug> Checkpointing<S> {
+    /// `state` encoded for a checkpoint row; the error names the state.
+    pub(crate) fn encode_state(&self, state: &S) -> Result<Vec<u8>, CanoError> {
+        (self.encode)(state).map_err(|e| {
+            CanoError::store(format!(
+                "could not encode state {state:?} for its checkpoint row: {}",
+                e.message()
+            ))
+            .with_source(e)
+            .with_hint("make the state's Serialize implementation succeed for every value")
+            .permanent()
+        })
+    }
+}
+
 impl<S> Clone for Checkpointing<S> {
     fn clone(&self) -> Self {
         Self {
@@ -418,15 +433,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let Some(checkpointing) = &self.spec.checkpoint else {
                 return Ok(());
             };
-            let bytes = (checkpointing.encode)(state).map_err(|e| {
-                CanoError::store(format!(
-                    "could not encode state {state:?} for its checkpoint row: {}",
-                    e.message()
-                ))
-                .with_source(e)
-                .with_hint("make the state's Serialize implementation succeed for every value")
-                .permanent()
-            })?;
+            let bytes = checkpointing.encode_state(state)?;
             if let Some(seq) = journal.enter(bytes, format!("{state:?}")).await? {
                 let observers = &self.spec.observers;
                 if !observers.is_empty() {
