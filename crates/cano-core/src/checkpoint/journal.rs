@@ -116,18 +116,7 @@ impl Journal {
     /// Writes a `Step` row for the current state with `cursor` (encoded), and the
     /// durable data written since the previous row. Returns the row's number.
     pub async fn record_step(&self, cursor: Vec<u8>) -> Result<u64, CanoError> {
-        let row = {
-            let mut progress = self.lock();
-            let (state, label) = (progress.state.clone(), progress.label.clone());
-            self.row(
-                &mut progress,
-                RowKind::Step,
-                state,
-                label,
-                Some(cursor),
-                String::new(),
-            )
-        };
+        let row = self.row_here(&mut self.lock(), RowKind::Step, Some(cursor), String::new());
         self.write(row).await
     }
 
@@ -207,67 +196,56 @@ impl Journal {
     /// The run is rolling back after failing with `message`: write a `Rollback` row for
     /// the state it failed in, with the compensation stack's changes in its data.
     pub(crate) async fn rollback(&self, message: &str) -> Result<u64, CanoError> {
-        let row = {
-            let mut progress = self.lock();
-            let (state, label) = (progress.state.clone(), progress.label.clone());
-            self.row(
-                &mut progress,
-                RowKind::Rollback,
-                state,
-                label,
-                None,
-                message.to_owned(),
-            )
-        };
+        let row = self.row_here(
+            &mut self.lock(),
+            RowKind::Rollback,
+            None,
+            message.to_owned(),
+        );
         self.write(row).await
     }
 
     /// Every completed step of the failed run was compensated: clear its rows, or close
     /// them with `RolledBack`.
     pub(crate) async fn rolled_back(&self, message: &str) -> Result<(), CanoError> {
-        match self.retention {
-            Retention::ClearFinished => self.store.clear(self.run).await.map_err(|e| {
-                CanoError::store(format!(
-                    "run {} was rolled back, but its checkpoint rows could not be cleared",
-                    self.run
-                ))
-                .with_source(e)
-                .with_hint("nothing is lost: a resume of it only reports the rollback again")
-            }),
-            Retention::KeepFinished => {
-                let row = {
-                    let mut progress = self.lock();
-                    let (state, label) = (progress.state.clone(), progress.label.clone());
-                    self.row(
-                        &mut progress,
-                        RowKind::RolledBack,
-                        state,
-                        label,
-                        None,
-                        message.to_owned(),
-                    )
-                };
-                self.write(row).await.map(drop)
-            }
-        }
+        self.close(
+            "was rolled back",
+            "nothing is lost: a resume of it only reports the rollback again",
+            |progress| self.row_here(progress, RowKind::RolledBack, None, message.to_owned()),
+        )
+        .await
     }
 
     /// The run reached the exit state: clear its rows, or close them with `Finish`.
     pub(crate) async fn finish(&self, state: Vec<u8>, label: String) -> Result<(), CanoError> {
+        let ended = format!("finished in {label}");
+        self.close(
+            &ended,
+            "nothing is lost: the rows stay until CheckpointStore::clear or prune removes them",
+            |progress| self.row(progress, RowKind::Finish, state, label, None, String::new()),
+        )
+        .await
+    }
+
+    /// Ends a run's log as its workflow's retention says: cleared, or closed with the
+    /// row `last` builds (only built when rows are kept, as it takes a row number).
+    async fn close(
+        &self,
+        ended: &str,
+        hint: &'static str,
+        last: impl FnOnce(&mut Progress) -> CheckpointRow,
+    ) -> Result<(), CanoError> {
         match self.retention {
             Retention::ClearFinished => self.store.clear(self.run).await.map_err(|e| {
                 CanoError::store(format!(
-                    "run {} finished in {label}, but its checkpoint rows could not be cleared",
+                    "run {} {ended}, but its checkpoint rows could not be cleared",
                     self.run
                 ))
                 .with_source(e)
-                .with_hint("nothing is lost: the rows stay until CheckpointStore::clear or prune removes them")
+                .with_hint(hint)
             }),
             Retention::KeepFinished => {
-                let row = {
-                    let mut progress = self.lock();
-                    self.row(&mut progress, RowKind::Finish, state, label, None, String::new())
-                };
+                let row = last(&mut self.lock());
                 self.write(row).await.map(drop)
             }
         }
@@ -288,6 +266,19 @@ impl Journal {
             )
         };
         let _ = self.write(row).await;
+    }
+
+    /// A row for the state the run is in (as its last `Enter`, `Resume` or `Completed`
+    /// row named it).
+    fn row_here(
+        &self,
+        progress: &mut Progress,
+        kind: RowKind,
+        cursor: Option<Vec<u8>>,
+        message: String,
+    ) -> CheckpointRow {
+        let (state, label) = (progress.state.clone(), progress.label.clone());
+        self.row(progress, kind, state, label, cursor, message)
     }
 
     fn row(

@@ -51,7 +51,6 @@ pub(crate) enum RollbackOutcome {
     Incomplete,
 }
 
-#[derive(Default)]
 struct Stack<S> {
     done: Vec<Done<S>>,
     /// The output the running state's handler recorded, until the engine pushes it.
@@ -142,11 +141,6 @@ impl<S> Compensations<S> {
     /// The text of the error a resumed run had failed with, if it was rolling back.
     pub(crate) fn resumed_rollback(&self) -> Option<String> {
         self.lock().resumed_rollback.clone()
-    }
-
-    /// Whether this run was resumed in the middle of its rollback.
-    pub(crate) fn is_resumed_rollback(&self) -> bool {
-        self.lock().resumed_rollback.is_some()
     }
 
     pub(crate) fn outcome(&self) -> Option<RollbackOutcome> {
@@ -422,15 +416,11 @@ fn unrecorded(error: CanoError) -> CanoError {
     )
 }
 
-/// The error a resumed rollback reports as the run's own: the original error's text is
-/// all the log kept of it.
-pub(crate) fn resumed_failure<S>(run: &RunContext, saga: Option<&Compensations<S>>) -> CanoError {
-    let message = saga
-        .and_then(Compensations::resumed_rollback)
-        .unwrap_or_default();
+/// The error a resumed rollback reports as the run's own: the original error's text
+/// (`message`) is all the log kept of it.
+pub(crate) fn resumed_failure(run: RunId, message: &str) -> CanoError {
     CanoError::workflow(format!(
-        "run {} failed before this resume and was being rolled back: {message}",
-        run.run_id()
+        "run {run} failed before this resume and was being rolled back: {message}"
     ))
     .permanent()
 }

@@ -152,8 +152,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 spec.resources.setup_all().await?;
             }
             // A run resumed in the middle of its rollback does not go forward again.
-            let stop = if saga.is_some_and(Compensations::is_resumed_rollback) {
-                Stop::Finished(Err(resumed_failure(run, saga)))
+            // (An `if let` scrutinee is dropped before `else`: no string held across it.)
+            let stop = if let Some(message) = saga.and_then(Compensations::resumed_rollback) {
+                Stop::Finished(Err(resumed_failure(run.run_id(), &message)))
             } else {
                 self.bounded(state, run, saga).await
             };
