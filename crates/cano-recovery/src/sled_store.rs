@@ -116,7 +116,7 @@ impl SledCheckpointStore {
             let ms = every.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
             config = config.flush_every_ms(Some(ms));
         }
-        let db = config.open().map_err(|e| {
+        let db = open_when_released(&config).map_err(|e| {
             CanoError::store(format!(
                 "could not open the sled checkpoint store at {}: {e}",
                 path.display()
@@ -181,6 +181,27 @@ impl SledCheckpointStore {
             .send(command(reply))
             .map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+/// Opens the database, waiting a little for a lock that this process is releasing.
+///
+/// sled lets go of its directory lock only when its last background job has dropped
+/// its handle, which can be shortly after the `Db` itself was dropped; a store closed
+/// and reopened at once would otherwise fail now and then. A lock held for longer
+/// (another process) is still refused, after the wait.
+fn open_when_released(config: &sled::Config) -> sled::Result<sled::Db> {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let start = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && start.elapsed() < WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 

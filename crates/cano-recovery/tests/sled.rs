@@ -96,7 +96,7 @@ async fn a_corrupt_row_is_reported_with_its_run_and_number() {
     let run = failed_run(&ledger, "transform", store, None).await;
     {
         // Damage row 1 behind the store's back.
-        let db = sled::open(dir.path()).unwrap();
+        let db = reopen_raw(dir.path());
         let tree = db.open_tree("rows").unwrap();
         let mut key = run.as_u64().to_be_bytes().to_vec();
         key.extend_from_slice(&1u64.to_be_bytes());
@@ -121,7 +121,7 @@ async fn a_corrupt_row_is_reported_with_its_run_and_number() {
     // Nothing ran, and the other rows are still there.
     assert_eq!(ledger.entries().len(), 3);
     drop(store);
-    let db = sled::open(dir.path()).unwrap();
+    let db = reopen_raw(dir.path());
     assert_eq!(db.open_tree("rows").unwrap().len(), 4);
 }
 
@@ -141,4 +141,21 @@ async fn prune_removes_runs_whose_last_row_is_old() {
     let later = SystemTime::now() + Duration::from_secs(60);
     assert_eq!(store.prune(later).await.unwrap(), 2);
     assert!(store.unfinished().await.unwrap().is_empty());
+}
+
+/// Opens the store's directory with sled directly, behind the store's back. sled
+/// releases its lock only once its background jobs let go of the closed store, a
+/// moment after it was dropped, so a lock refusal is retried for a short while, as
+/// `SledCheckpointStore::open` does.
+fn reopen_raw(path: &std::path::Path) -> sled::Db {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            Err(e) if start.elapsed() < std::time::Duration::from_secs(2) => {
+                assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
