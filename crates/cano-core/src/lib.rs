@@ -52,6 +52,7 @@ pub mod hash;
 pub mod node;
 pub mod observer;
 pub mod resource;
+pub mod router;
 pub mod run;
 pub mod store;
 pub mod task;
@@ -60,12 +61,14 @@ pub mod workflow;
 
 pub use checkpoint::{
     CheckpointRow, CheckpointStore, DurableStore, Retention, RowKind, RunStatus, RunSummary,
+    TaskProgress,
 };
 pub use error::{BoxError, CanoError, CanoResult, ErrorDetail};
 pub use node::Node;
 pub use observer::{Observers, WorkflowObserver};
 pub use resource::{DefaultKey, HealthStatus, Resource, ResourceKey, Resources};
-pub use run::{CancellationToken, RunContext, RunId, RunOptions};
+pub use router::RouterTask;
+pub use run::{CancellationToken, DrainGuard, RunContext, RunId, RunOptions};
 pub use store::MemoryStore;
 pub use task::{RegisteredTask, Task, TaskConfig, TaskFuture, TaskResult};
 pub use util::short_type_name;

@@ -15,9 +15,10 @@
 //! assert!(token.is_cancelled());
 //! ```
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -167,12 +168,42 @@ impl fmt::Debug for CancellationToken {
 }
 
 /// What a task can learn about the run it is part of.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunContext {
     run_id: RunId,
     cancel: Option<CancellationToken>,
+    /// How many tasks asked to finish their work in hand before a cancellation stops
+    /// the run (see [`RunContext::hold_drain`]); only runs that can be cancelled have it.
+    draining: Option<Arc<AtomicUsize>>,
     outputs: Option<MemoryStore>,
     journal: Option<Arc<Journal>>,
+    /// The workflow's `Arc<Resources<K>>`, type-erased (the context is not generic).
+    resources: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunContext")
+            .field("run_id", &self.run_id)
+            .field("cancel", &self.cancel)
+            .field("outputs", &self.outputs)
+            .field("journal", &self.journal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A task's claim to finish its work in hand when its run is cancelled (see
+/// [`RunContext::hold_drain`]); released when dropped.
+#[derive(Debug)]
+#[must_use = "the claim ends when the guard is dropped"]
+pub struct DrainGuard {
+    draining: Arc<AtomicUsize>,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        self.draining.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 tokio::task_local! {
@@ -188,10 +219,49 @@ impl RunContext {
     ) -> Self {
         Self {
             run_id,
+            draining: cancel.as_ref().map(|_| Arc::default()),
             cancel,
             outputs,
             journal,
+            resources: None,
         }
+    }
+
+    /// Gives tasks of the run access to the workflow's resources as an `Arc`, so they
+    /// can move work onto other tokio tasks.
+    pub(crate) fn with_resources<K: Send + Sync + 'static>(
+        mut self,
+        resources: Arc<crate::Resources<K>>,
+    ) -> Self {
+        self.resources = Some(resources);
+        self
+    }
+
+    /// The workflow's resources, shared, for work a task spawns onto other tokio tasks
+    /// (which cannot borrow the `&Resources` the task was given). `None` outside a run
+    /// started by a workflow, or when `K` is not the workflow's key type.
+    pub fn resources<K: Send + Sync + 'static>(&self) -> Option<Arc<crate::Resources<K>>> {
+        self.resources.clone()?.downcast().ok()
+    }
+
+    /// Asks that a cancellation of this run let the calling task finish the work it has
+    /// in hand (flush a window, save a cursor) before the run stops: until the guard is
+    /// dropped, a cancelled run keeps polling its current state instead of dropping it.
+    /// The task must watch [`cancelled`](Self::cancelled) and wind down promptly; the
+    /// workflow timeout still cuts it off. `None` for a run that cannot be cancelled.
+    pub fn hold_drain(&self) -> Option<DrainGuard> {
+        let draining = self.draining.as_ref()?;
+        draining.fetch_add(1, Ordering::AcqRel);
+        Some(DrainGuard {
+            draining: draining.clone(),
+        })
+    }
+
+    /// Whether a task of this run holds a [`DrainGuard`].
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining
+            .as_ref()
+            .is_some_and(|d| d.load(Ordering::Acquire) > 0)
     }
 
     /// The run being executed by the calling task, if called from inside a run.

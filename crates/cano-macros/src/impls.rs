@@ -11,6 +11,11 @@ pub enum Target {
     Node,
     Resource,
     Compensatable,
+    Router,
+    Poll,
+    Batch,
+    Timer,
+    Stream,
 }
 
 impl Target {
@@ -20,6 +25,23 @@ impl Target {
             Self::Node => "Node",
             Self::Resource => "Resource",
             Self::Compensatable => "CompensatableTask",
+            Self::Router => "RouterTask",
+            Self::Poll => "PollTask",
+            Self::Batch => "BatchTask",
+            Self::Timer => "TimerTask",
+            Self::Stream => "StreamTask",
+        }
+    }
+
+    /// The facade module the trait lives in, for the task models.
+    fn model_module(self) -> Option<&'static str> {
+        match self {
+            Self::Router => Some("router"),
+            Self::Poll => Some("poll"),
+            Self::Batch => Some("batch"),
+            Self::Timer => Some("timer"),
+            Self::Stream => Some("stream"),
+            _ => None,
         }
     }
 
@@ -30,6 +52,11 @@ impl Target {
             Self::Node => "node",
             Self::Resource => "resource",
             Self::Compensatable => "saga::task",
+            Self::Router => "task::router",
+            Self::Poll => "task::poll",
+            Self::Batch => "task::batch",
+            Self::Timer => "task::timer",
+            Self::Stream => "task::stream",
         }
     }
 
@@ -40,12 +67,26 @@ impl Target {
             Self::Node => &["prep", "exec", "post", "config", "name"],
             Self::Resource => &["setup", "teardown", "health"],
             Self::Compensatable => &["run", "compensate", "config", "compensation_config", "name"],
+            Self::Router => &["route", "targets", "name"],
+            Self::Poll => &["poll", "on_error", "max_wait", "config", "name"],
+            Self::Batch => &[
+                "load",
+                "process_item",
+                "finish",
+                "batch_config",
+                "config",
+                "name",
+            ],
+            Self::Timer => &["deadline", "fire", "config", "name"],
+            Self::Stream => &["open", "flush", "finish", "stream_config", "config", "name"],
         };
         match item {
             ImplItem::Fn(f) => names.contains(&f.sig.ident.to_string().as_str()),
             ImplItem::Type(t) => match self {
                 Self::Node => t.ident == "PrepResult" || t.ident == "ExecResult",
                 Self::Compensatable => t.ident == "Output",
+                Self::Batch => t.ident == "Item" || t.ident == "ItemOutput",
+                Self::Stream => t.ident == "Item" || t.ident == "Cursor",
                 _ => false,
             },
             _ => false,
@@ -104,13 +145,20 @@ pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Resu
                 "`state = ..` is only for inherent impl blocks; this block already names its trait",
             ));
         }
-        return Ok(quote!(#async_trait #block));
+        let companion = match target.model_module() {
+            Some(_) => {
+                let (state, key) = trait_args(&block)?;
+                companion_task(&block, target, &state, &key)
+            }
+            None => quote!(),
+        };
+        return Ok(quote!(#async_trait #block #companion));
     }
 
     // An inherent block: build the trait impl from it.
     let trait_path = match target {
         Target::Resource => quote!(::cano::Resource),
-        Target::Task | Target::Node | Target::Compensatable => {
+        _ => {
             let Some(state) = &args.state else {
                 return Err(Error::new_spanned(
                     &block.self_ty,
@@ -121,8 +169,12 @@ pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Resu
                 ));
             };
             let name = syn::Ident::new(target.trait_name(), proc_macro2::Span::call_site());
-            let path = match target {
-                Target::Compensatable => quote!(::cano::saga::#name),
+            let path = match (target, target.model_module()) {
+                (Target::Compensatable, _) => quote!(::cano::saga::#name),
+                (_, Some(module)) => {
+                    let module = syn::Ident::new(module, proc_macro2::Span::call_site());
+                    quote!(::cano::task::#module::#name)
+                }
                 _ => quote!(::cano::#name),
             };
             match &args.key {
@@ -151,11 +203,109 @@ pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Resu
         quote!(#(#attrs)* impl #impl_generics #self_ty #where_clause { #(#rest)* })
     };
     let owned = owned.into_iter().map(strip_visibility);
+    let companion = match (target.model_module(), &args.state) {
+        (Some(_), Some(state)) => {
+            let key = match &args.key {
+                Some(key) => quote!(#key),
+                None => quote!(::cano::DefaultKey),
+            };
+            companion_task(&block, target, &quote!(#state), &key)
+        }
+        _ => quote!(),
+    };
     Ok(quote! {
         #async_trait
         impl #impl_generics #trait_path for #self_ty #where_clause { #(#owned)* }
         #inherent
+        #companion
     })
+}
+
+/// The state and key types named by `impl PollTask<S, K> for T`.
+fn trait_args(block: &ItemImpl) -> syn::Result<(TokenStream, TokenStream)> {
+    let Some((_, path, _)) = &block.trait_ else {
+        unreachable!("only called for trait impl blocks")
+    };
+    let segment = path.segments.last().expect("a trait path has a segment");
+    let mut types = Vec::new();
+    if let syn::PathArguments::AngleBracketed(args) = &segment.arguments {
+        for arg in &args.args {
+            if let syn::GenericArgument::Type(ty) = arg {
+                types.push(quote!(#ty));
+            }
+        }
+    }
+    match types.len() {
+        1 => Ok((types.remove(0), quote!(::cano::DefaultKey))),
+        2 => {
+            let key = types.remove(1);
+            Ok((types.remove(0), key))
+        }
+        _ => Err(Error::new_spanned(
+            path,
+            format!(
+                "name the state type: `impl {}<YourStateEnum> for ..`",
+                segment.ident
+            ),
+        )),
+    }
+}
+
+/// The `Task` impl that makes a task model registrable with `Workflow::register`.
+fn companion_task(
+    block: &ItemImpl,
+    target: Target,
+    state: &TokenStream,
+    key: &TokenStream,
+) -> TokenStream {
+    let (impl_generics, _, where_clause) = block.generics.split_for_impl();
+    let self_ty = &block.self_ty;
+    let module = syn::Ident::new(
+        target.model_module().expect("a task model"),
+        proc_macro2::Span::call_site(),
+    );
+    let name = syn::Ident::new(target.trait_name(), proc_macro2::Span::call_site());
+    let model = quote!(::cano::task::#module::#name<#state, #key>);
+    let (body, config) = match target {
+        Target::Router => (
+            quote!(::std::boxed::Box::pin(async move {
+                ::std::result::Result::Ok(::cano::TaskResult::Single(
+                    <Self as #model>::route(self, res).await?,
+                ))
+            })),
+            quote!(::cano::TaskConfig::minimal()),
+        ),
+        _ => {
+            let runner = syn::Ident::new(&format!("run_{module}"), proc_macro2::Span::call_site());
+            (
+                quote!(::std::boxed::Box::pin(::cano::task::#module::#runner(self, res))),
+                quote!(<Self as #model>::config(self)),
+            )
+        }
+    };
+    quote! {
+        impl #impl_generics ::cano::Task<#state, #key> for #self_ty #where_clause {
+            fn run<'cano_self, 'cano_res, 'cano_future>(
+                &'cano_self self,
+                res: &'cano_res ::cano::Resources<#key>,
+            ) -> ::cano::TaskFuture<'cano_future, #state>
+            where
+                'cano_self: 'cano_future,
+                'cano_res: 'cano_future,
+                Self: 'cano_future,
+            {
+                #body
+            }
+
+            fn config(&self) -> ::cano::TaskConfig {
+                #config
+            }
+
+            fn name(&self) -> ::std::borrow::Cow<'static, str> {
+                <Self as #model>::name(self)
+            }
+        }
+    }
 }
 
 /// Trait methods take no visibility; a `pub` written in the inherent form is dropped.

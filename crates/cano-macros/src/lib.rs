@@ -38,6 +38,59 @@ pub fn saga_task(args: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
+/// Lets an `impl RouterTask<S> for T` block use `async fn` and makes the router a
+/// `Task` too; with `state = S` it turns an inherent impl block into the implementation.
+/// Written `#[task::router]` with `use cano::prelude::*`.
+#[proc_macro_attribute]
+pub fn router(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Router)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
+}
+
+/// Lets an `impl PollTask<S> for T` block use `async fn` and writes the `Task` impl
+/// that runs the poll loop, so the task registers with `Workflow::register`; with
+/// `state = S` it turns an inherent impl block into the implementation. Written
+/// `#[task::poll]`.
+#[proc_macro_attribute]
+pub fn poll(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Poll)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
+}
+
+/// Lets an `impl BatchTask<S> for T` block use `async fn` and writes the `Task` impl
+/// that runs the batch; with `state = S` it turns an inherent impl block (its
+/// `type Item` and `type ItemOutput` included) into the implementation. Written
+/// `#[task::batch]`.
+#[proc_macro_attribute]
+pub fn batch(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Batch)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
+}
+
+/// Lets an `impl TimerTask<S> for T` block use `async fn` and writes the `Task` impl
+/// that waits and fires; with `state = S` it turns an inherent impl block into the
+/// implementation. Written `#[task::timer]`.
+#[proc_macro_attribute]
+pub fn timer(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Timer)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
+}
+
+/// Lets an `impl StreamTask<S> for T` block use `async fn` and writes the `Task` impl
+/// that consumes the stream; with `state = S` it turns an inherent impl block (its
+/// `type Item` and `type Cursor` included) into the implementation. Written
+/// `#[task::stream]`.
+#[proc_macro_attribute]
+pub fn stream(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Stream)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
+}
+
 /// Lets an `impl Resource for T` block use `async fn` for `setup`, `teardown` and
 /// `health`.
 #[proc_macro_attribute]

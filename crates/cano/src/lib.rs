@@ -319,9 +319,51 @@
 
 pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store, workflow};
 
-/// Tasks: the [`Task`] trait, its result and its configuration.
+/// Tasks: the [`Task`] trait, its result and its configuration, and the task models
+/// built on it, each in its module with its attribute macro of the same name
+/// (`#[task::router]`, `#[task::poll]`, `#[task::batch]`, `#[task::timer]`,
+/// `#[task::stream]`).
 pub mod task {
     pub use cano_core::task::*;
+
+    /// Routers: side-effect-free branching, registered with
+    /// [`Workflow::register_router`](crate::Workflow::register_router).
+    pub mod router {
+        pub use cano_core::router::*;
+    }
+    pub use cano_macros::router;
+
+    /// Poll tasks: wait until something is ready (the `cano-task-models` crate).
+    #[cfg(feature = "task-models")]
+    pub mod poll {
+        pub use cano_task_models::poll::*;
+    }
+    #[cfg(feature = "task-models")]
+    pub use cano_macros::poll;
+
+    /// Batch tasks: process a list of items (the `cano-task-models` crate).
+    #[cfg(feature = "task-models")]
+    pub mod batch {
+        pub use cano_task_models::batch::*;
+    }
+    #[cfg(feature = "task-models")]
+    pub use cano_macros::batch;
+
+    /// Timer tasks: wait for a duration or a moment (the `cano-task-models` crate).
+    #[cfg(feature = "task-models")]
+    pub mod timer {
+        pub use cano_task_models::timer::*;
+    }
+    #[cfg(feature = "task-models")]
+    pub use cano_macros::timer;
+
+    /// Stream tasks: consume a stream in windows (the `cano-task-models` crate).
+    #[cfg(feature = "task-models")]
+    pub mod stream {
+        pub use cano_task_models::stream::*;
+    }
+    #[cfg(feature = "task-models")]
+    pub use cano_macros::stream;
 }
 
 /// Retry modes and the standalone retry loop (the `cano-retry` crate).
@@ -340,11 +382,11 @@ pub use cano_circuit::{
 };
 
 pub use cano_core::{
-    BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, ErrorDetail, HandlerFuture,
-    HandlerInfo, HealthStatus, MemoryStore, Node, Observers, RegisteredTask, Resource, ResourceKey,
-    ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId, RunOptions,
-    StateContext, StateHandler, Task, TaskConfig, TaskEnv, TaskFuture, TaskResult, Workflow,
-    WorkflowObserver, WorkflowState,
+    BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, DrainGuard, ErrorDetail,
+    HandlerFuture, HandlerInfo, HealthStatus, MemoryStore, Node, Observers, RegisteredTask,
+    Resource, ResourceKey, ResourceLifecycle, Resources, RetryMode, RouterTask, RunContext,
+    RunHandle, RunId, RunOptions, StateContext, StateHandler, Task, TaskConfig, TaskEnv,
+    TaskFuture, TaskProgress, TaskResult, Workflow, WorkflowObserver, WorkflowState,
 };
 pub use cano_core::{
     CheckpointRow, CheckpointStore, DurableStore, Retention, RowKind, RunStatus, RunSummary,
@@ -389,6 +431,12 @@ pub mod saga {
 #[cfg(feature = "saga")]
 pub use cano_saga::{CompensatableTask, SagaExt};
 
+#[cfg(feature = "task-models")]
+pub use cano_task_models::{
+    BatchConfig, BatchTask, Deadline, ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy,
+    PollOutcome, PollTask, StreamConfig, StreamSummary, StreamTask, TimerTask, WindowOutcome,
+};
+
 /// Everything a workflow author needs: `use cano::prelude::*;`.
 pub mod prelude {
     pub use crate::{
@@ -398,8 +446,16 @@ pub mod prelude {
         TaskConfig, TaskResult, Workflow, WorkflowObserver, node, resource, task,
     };
 
+    pub use crate::RouterTask;
+
     #[cfg(feature = "split")]
     pub use crate::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};
+
+    #[cfg(feature = "task-models")]
+    pub use crate::{
+        BatchConfig, BatchTask, Deadline, ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy,
+        PollOutcome, PollTask, StreamConfig, StreamSummary, StreamTask, TimerTask, WindowOutcome,
+    };
 
     pub use crate::{CheckpointStore, DurableStore, Retention};
     #[cfg(feature = "recovery")]

@@ -215,11 +215,6 @@ impl DurableStore {
         }
     }
 
-    /// Whether the engine keeps entries of its own here.
-    pub(crate) fn has_engine_entries(&self) -> bool {
-        self.lock().values.keys().any(|k| is_engine_key(k))
-    }
-
     /// The engine's own entries whose keys start with `prefix`, in key order.
     pub(crate) fn engine_entries(&self, prefix: &str) -> Vec<(String, Arc<[u8]>)> {
         self.lock()

@@ -37,6 +37,9 @@ pub struct Journal {
     retention: Retention,
     durable: DurableStore,
     progress: Mutex<Progress>,
+    /// Taken from numbering a row until it is appended, so rows reach the store in
+    /// order even when several tasks of a run (split branches) save progress at once.
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// Where a journal starts: at a new run's first row, or after a log read back.
@@ -85,6 +88,7 @@ impl Journal {
                 skip_enter: false,
                 force_full: false,
             }),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -116,8 +120,23 @@ impl Journal {
     /// Writes a `Step` row for the current state with `cursor` (encoded), and the
     /// durable data written since the previous row. Returns the row's number.
     pub async fn record_step(&self, cursor: Vec<u8>) -> Result<u64, CanoError> {
+        let _turn = self.turn.lock().await;
         let row = self.row_here(&mut self.lock(), RowKind::Step, Some(cursor), String::new());
         self.write(row).await
+    }
+
+    /// Writes a `Step` row for the current state without a cursor: it carries the
+    /// durable data written since the previous row (a task's saved progress, see
+    /// [`TaskProgress`](super::TaskProgress)). Returns the row's number.
+    pub async fn record_progress(&self) -> Result<u64, CanoError> {
+        let _turn = self.turn.lock().await;
+        let row = self.row_here(&mut self.lock(), RowKind::Step, None, String::new());
+        self.write(row).await
+    }
+
+    /// The `Debug` text of the state the run is in, as its rows name it.
+    pub fn current_label(&self) -> String {
+        self.lock().label.clone()
     }
 
     /// The run entered a state: write its `Enter` row, unless the resume already did.
@@ -127,6 +146,7 @@ impl Journal {
         state: Vec<u8>,
         label: String,
     ) -> Result<Option<u64>, CanoError> {
+        let _turn = self.turn.lock().await;
         let row = {
             let mut progress = self.lock();
             // Only the very state the previous row named is skipped: a state that writes
@@ -153,6 +173,7 @@ impl Journal {
     /// The run is resumed in `state`: write the `Resume` row that claims it. The
     /// state's own `Enter` is then skipped (its row exists).
     pub(crate) async fn resume(&self, state: Vec<u8>, label: String) -> Result<u64, CanoError> {
+        let _turn = self.turn.lock().await;
         let row = {
             let mut progress = self.lock();
             progress.state.clone_from(&state);
@@ -175,6 +196,7 @@ impl Journal {
     /// `Debug` text): write the `Completed` row, which carries the step's saved output in
     /// its data and stands in for `next`'s `Enter` row.
     pub(crate) async fn completed(&self, next: Vec<u8>, label: String) -> Result<u64, CanoError> {
+        let _turn = self.turn.lock().await;
         let row = {
             let mut progress = self.lock();
             progress.state.clone_from(&next);
@@ -196,6 +218,7 @@ impl Journal {
     /// The run is rolling back after failing with `message`: write a `Rollback` row for
     /// the state it failed in, with the compensation stack's changes in its data.
     pub(crate) async fn rollback(&self, message: &str) -> Result<u64, CanoError> {
+        let _turn = self.turn.lock().await;
         let row = self.row_here(
             &mut self.lock(),
             RowKind::Rollback,
@@ -235,6 +258,7 @@ impl Journal {
         hint: &'static str,
         last: impl FnOnce(&mut Progress) -> CheckpointRow,
     ) -> Result<(), CanoError> {
+        let _turn = self.turn.lock().await;
         match self.retention {
             Retention::ClearFinished => self.store.clear(self.run).await.map_err(|e| {
                 CanoError::store(format!(
@@ -254,6 +278,7 @@ impl Journal {
     /// The run failed in `state`: record why, so it can be resumed there later. A store
     /// that fails again here is ignored; the run's own error is what matters.
     pub(crate) async fn fail(&self, state: Vec<u8>, label: String, error: &CanoError) {
+        let _turn = self.turn.lock().await;
         let row = {
             let mut progress = self.lock();
             self.row(

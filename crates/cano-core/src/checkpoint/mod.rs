@@ -16,6 +16,7 @@
 mod codec;
 mod durable;
 mod journal;
+mod progress;
 mod replay;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use durable::DurableStore;
 pub(crate) use durable::ENGINE_PREFIX;
 pub use journal::Journal;
 pub(crate) use journal::{Claim, JournalConfig, Start};
+pub use progress::TaskProgress;
 pub use replay::{ResumePoint, replay};
 
 /// What a row records.

@@ -84,6 +84,15 @@ fn rollback_key() -> String {
     format!("{ENGINE_PREFIX}rollback")
 }
 
+/// Whether `durable` holds a saved compensation stack or rollback marker (a run's
+/// durable data may hold other engine entries, such as a task's saved progress).
+pub(crate) fn saved_in(durable: &DurableStore) -> bool {
+    !durable
+        .engine_entries(&format!("{ENGINE_PREFIX}saga/"))
+        .is_empty()
+        || !durable.engine_entries(&rollback_key()).is_empty()
+}
+
 impl<S> Compensations<S> {
     pub(crate) fn new() -> Self {
         Self {

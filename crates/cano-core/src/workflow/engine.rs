@@ -87,7 +87,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             }
             let outputs = spec.outputs.then(crate::MemoryStore::new);
             let run_id = options.run_id.unwrap_or_default();
-            let run = RunContext::new(run_id, options.cancel, outputs, None);
+            let run = RunContext::new(run_id, options.cancel, outputs, None)
+                .with_resources(spec.resources.clone());
             // Boxed: a workflow without compensatable states carries one null pointer.
             let saga = spec.compensating.then(|| Box::new(Compensations::new()));
             let mut state = initial;
@@ -210,8 +211,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             tokio::pin!(cancelled);
             // Cancellation first, then the deadline, then the states; a plain poll function
             // keeps this smaller than `select!` would.
+            let mut cancel_seen = false;
             std::future::poll_fn(|cx| {
-                if cancelled.as_mut().poll(cx).is_ready() {
+                if !cancel_seen && cancelled.as_mut().poll(cx).is_ready() {
+                    cancel_seen = true;
+                }
+                // A task holding a drain guard finishes its work in hand first.
+                if cancel_seen && !run.is_draining() {
                     return Poll::Ready(Stop::Cancelled);
                 }
                 if let Some(timer) = &mut timer {
@@ -219,7 +225,15 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         return Poll::Ready(Stop::TimedOut(timeout.unwrap_or_default()));
                     }
                 }
-                states.as_mut().poll(cx).map(Stop::Finished)
+                match states.as_mut().poll(cx) {
+                    Poll::Ready(_) if cancel_seen => Poll::Ready(Stop::Cancelled),
+                    Poll::Ready(done) => Poll::Ready(Stop::Finished(done)),
+                    // The drain ended while the state went on: stop now.
+                    Poll::Pending if cancel_seen && !run.is_draining() => {
+                        Poll::Ready(Stop::Cancelled)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
             })
             .await
         }

@@ -242,6 +242,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         self.register_slot(state, Handler::Custom(Arc::new(handler)))
     }
 
+    /// Registers a router's handler. Unlike other custom handlers, a router does not
+    /// make runs carry an outputs store: it publishes nothing.
+    pub(crate) fn register_routing<H: StateHandler<S, K>>(self, state: S, handler: H) -> Self {
+        self.register_slot(state, Handler::Custom(Arc::new(handler)))
+    }
+
     fn register_slot(mut self, state: S, handler: Handler<S, K>) -> Self {
         let spec = self.spec_mut();
         let slot = spec.slots.entry(state.clone()).or_insert(Slot {

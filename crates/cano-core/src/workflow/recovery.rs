@@ -20,7 +20,7 @@ use crate::error::CanoError;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
 
-use super::compensation::{Compensations, RollbackOutcome};
+use super::compensation::{self, Compensations, RollbackOutcome};
 use super::engine::RunHandle;
 
 /// A workflow's checkpoint store with the functions that encode its states.
@@ -284,7 +284,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 }
                 _ => {}
             }
-            let saga = if self.spec.compensating || point.durable.has_engine_entries() {
+            let saga = if self.spec.compensating || compensation::saved_in(&point.durable) {
                 Some(Box::new(Compensations::restore(
                     &point.durable,
                     run,
@@ -390,7 +390,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let spec = &*self.spec;
             let outputs = spec.outputs.then(crate::MemoryStore::new);
             let run_id = journal.run_id();
-            let run = RunContext::new(run_id, options.cancel, outputs, Some(journal.clone()));
+            let run = RunContext::new(run_id, options.cancel, outputs, Some(journal.clone()))
+                .with_resources(spec.resources.clone());
             let mut state = initial;
             let result = self
                 .run_observed(&mut state, &run, resumed, saga.as_deref())

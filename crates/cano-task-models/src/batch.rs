@@ -1,0 +1,380 @@
+//! Batch tasks: load a list of items, process each (several at a time, each retried on
+//! its own), then decide the next state from every item's result.
+//!
+//! Results come back in the order the items were loaded, one per item, failures
+//! included: a failed or panicking item is a failed result for
+//! [`finish`](BatchTask::finish) to judge, never a crashed run. In a workflow with a
+//! checkpoint store every finished item's output is saved, so a run resumed after a
+//! crash processes only the items that had not finished.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cano_core::{
+    CanoError, DefaultKey, Resources, RetryMode, RunContext, TaskConfig, TaskProgress, TaskResult,
+    short_type_name,
+};
+use cano_retry::{AttemptError, ErrorClass, Retry, RetryError};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinSet;
+
+use crate::util::{caught, decode, encode};
+
+/// How a batch processes its items.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchConfig {
+    concurrency: usize,
+    item_retry: RetryMode,
+    item_timeout: Option<Duration>,
+    worker_threads: bool,
+}
+
+impl Default for BatchConfig {
+    /// Up to 16 items at a time, each tried once with no timeout, all inside the
+    /// state's own tokio task.
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            item_retry: RetryMode::None,
+            item_timeout: None,
+            worker_threads: false,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// The default configuration (see [`BatchConfig::default`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Processes at most `limit` items at once (at least 1).
+    pub fn with_concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = limit;
+        self
+    }
+
+    /// Retries a failed item as `mode` says. Errors marked permanent are not retried.
+    pub fn with_item_retry(mut self, mode: RetryMode) -> Self {
+        self.item_retry = mode;
+        self
+    }
+
+    /// Fails any attempt at an item that runs longer than `timeout` (then retried like
+    /// any other failure).
+    pub fn with_item_timeout(mut self, timeout: Duration) -> Self {
+        self.item_timeout = Some(timeout);
+        self
+    }
+
+    /// Runs each item on its own tokio task, so items run in parallel on the runtime's
+    /// worker threads (for CPU-heavy items). By default items take turns on the state's
+    /// own task, which is cheaper for items that mostly wait on I/O.
+    pub fn on_worker_threads(mut self) -> Self {
+        self.worker_threads = true;
+        self
+    }
+
+    /// The most items processed at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// The retry mode of each item.
+    pub fn item_retry(&self) -> RetryMode {
+        self.item_retry
+    }
+
+    /// The timeout of each attempt at an item, if any.
+    pub fn item_timeout(&self) -> Option<Duration> {
+        self.item_timeout
+    }
+
+    /// Whether items run on their own tokio tasks.
+    pub fn runs_on_worker_threads(&self) -> bool {
+        self.worker_threads
+    }
+}
+
+/// One item's result, as [`finish`](BatchTask::finish) receives it.
+pub type ItemResult<T> = Result<T, CanoError>;
+
+/// Fan-out over data: [`load`](Self::load) the items,
+/// [`process_item`](Self::process_item) each, [`finish`](Self::finish) with all the
+/// results. Write `#[task::batch]` on the impl block (through the `cano` facade): it
+/// lets the block use `async fn` and makes the type a [`Task`](cano_core::Task),
+/// registered with `Workflow::register`.
+///
+/// The task is `Clone` so that, [on worker threads](BatchConfig::on_worker_threads),
+/// each item can own a handle to it; it is cloned once per batch, not per item.
+#[async_trait]
+pub trait BatchTask<S, K = DefaultKey>: Clone + Send + Sync + 'static {
+    /// One unit of work.
+    type Item: Send + Sync + 'static;
+    /// What processing an item produces; saved per item when the run is checkpointed.
+    type ItemOutput: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Loads the items. On a resumed run it must return the same items in the same
+    /// order: saved outputs are matched to items by position (a batch whose item count
+    /// changed starts over).
+    async fn load(&self, res: &Resources<K>) -> Result<Vec<Self::Item>, CanoError>;
+
+    /// Processes one item.
+    async fn process_item(
+        &self,
+        res: &Resources<K>,
+        item: &Self::Item,
+    ) -> Result<Self::ItemOutput, CanoError>;
+
+    /// Given every item's result, in load order, returns the next state.
+    async fn finish(
+        &self,
+        res: &Resources<K>,
+        results: Vec<ItemResult<Self::ItemOutput>>,
+    ) -> Result<TaskResult<S>, CanoError>;
+
+    /// Concurrency, per-item retries and timeout, where items run.
+    fn batch_config(&self) -> BatchConfig {
+        BatchConfig::default()
+    }
+
+    /// How the engine runs the whole batch (load, items, finish as one attempt): no
+    /// retries by default.
+    fn config(&self) -> TaskConfig {
+        TaskConfig::minimal()
+    }
+
+    /// The name used in errors, observer events and saved progress: the type's name by
+    /// default.
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(short_type_name::<Self>())
+    }
+}
+
+/// The progress key of the item count, and the prefix of each item's saved output.
+const COUNT: &str = "count";
+const ITEM: &str = "item/";
+
+fn item_key(index: usize) -> String {
+    // Zero-padded so saved items list in order.
+    format!("{ITEM}{index:010}")
+}
+
+/// One item, tried as the batch's config says.
+async fn process<T, S, K>(
+    task: &T,
+    res: &Resources<K>,
+    item: &T::Item,
+    retry: Retry,
+    index: usize,
+) -> ItemResult<T::ItemOutput>
+where
+    T: BatchTask<S, K>,
+    K: Send + Sync + 'static,
+{
+    let classify = |e: &CanoError| {
+        if e.is_permanent() {
+            ErrorClass::Permanent
+        } else {
+            ErrorClass::Retryable
+        }
+    };
+    let attempt = || caught(task.process_item(res, item));
+    match retry.run_with(attempt, classify, |_| {}).await {
+        Ok(output) => Ok(output),
+        Err(RetryError::Permanent { error, .. }) => Err(error),
+        Err(RetryError::Exhausted { attempts, last }) => {
+            let last = match last {
+                AttemptError::Failed(error) => error,
+                AttemptError::TimedOut(limit) => {
+                    CanoError::timeout(format!("item {index} did not finish within {limit:?}"))
+                        .with_hint("raise BatchConfig::with_item_timeout, or make the item faster")
+                }
+            };
+            if attempts == 1 {
+                return Err(last);
+            }
+            Err(CanoError::retry_exhausted(format!(
+                "item {index}: all {attempts} attempts failed; last error: {last}"
+            ))
+            .with_source(last))
+        }
+    }
+}
+
+type Spawned<T> = JoinSet<(usize, ItemResult<T>)>;
+
+/// A progress row being written.
+type Saving<'a> = Pin<Box<dyn Future<Output = Result<u64, CanoError>> + Send + 'a>>;
+
+/// Where the items in flight run: on the state's task, or on their own tokio tasks.
+enum Lanes<F, T> {
+    Local(FuturesUnordered<F>),
+    Spawned(Spawned<T>),
+}
+
+impl<F, T> Lanes<F, T>
+where
+    F: Future<Output = (usize, ItemResult<T>)>,
+    T: Send + 'static,
+{
+    fn len(&self) -> usize {
+        match self {
+            Self::Local(set) => set.len(),
+            Self::Spawned(set) => set.len(),
+        }
+    }
+
+    async fn next(&mut self) -> Option<(usize, ItemResult<T>)> {
+        match self {
+            Self::Local(set) => set.next().await,
+            Self::Spawned(set) => {
+                let joined = set.join_next().await?;
+                // Items catch their own panics; a join error means the runtime is
+                // shutting down, which nothing here can finish.
+                Some(joined.unwrap_or_else(|e| {
+                    (
+                        usize::MAX,
+                        Err(CanoError::cancelled(format!(
+                            "an item's tokio task ended: {e}"
+                        ))),
+                    )
+                }))
+            }
+        }
+    }
+}
+
+/// Loads, processes and finishes `task`'s batch: what the `Task` impl that
+/// `#[task::batch]` writes calls.
+pub async fn run_batch<T, S, K>(task: &T, res: &Resources<K>) -> Result<TaskResult<S>, CanoError>
+where
+    T: BatchTask<S, K>,
+    S: Send + 'static,
+    K: Send + Sync + 'static,
+{
+    let name = task.name();
+    let config = task.batch_config();
+    if config.concurrency == 0 {
+        return Err(CanoError::configuration(format!(
+            "batch task `{name}` has a concurrency of 0, so no item could ever run"
+        ))
+        .with_hint("use BatchConfig::with_concurrency(1) or more"));
+    }
+    let items: Vec<T::Item> = caught(task.load(res)).await.map_err(|e| {
+        CanoError::task_execution(format!("batch task `{name}` could not load its items: {e}"))
+            .with_source(e)
+    })?;
+    let count = items.len();
+    let progress = TaskProgress::current(&name);
+    let mut results: Vec<Option<ItemResult<T::ItemOutput>>> = (0..count).map(|_| None).collect();
+    if let Some(progress) = &progress {
+        restore(progress, &name, &mut results)?;
+    }
+    let todo: Vec<usize> = (0..count).filter(|&i| results[i].is_none()).collect();
+    let retry = Retry::new(config.item_retry).with_attempt_timeout(config.item_timeout);
+    let items = Arc::new(items);
+    let shared = match config.worker_threads {
+        true => RunContext::current().and_then(|run| Some((run.resources::<K>()?, run))),
+        false => None,
+    };
+    let mut lanes = match &shared {
+        Some(_) => Lanes::Spawned(JoinSet::new()),
+        None => Lanes::Local(FuturesUnordered::new()),
+    };
+    let mut next = todo.into_iter();
+    // At most one progress row is written at a time; outputs finished meanwhile go
+    // into the next one (a group commit).
+    let mut saving: Option<Saving<'_>> = None;
+    let mut unsaved = false;
+    loop {
+        while lanes.len() < config.concurrency {
+            let Some(index) = next.next() else { break };
+            match (&mut lanes, &shared) {
+                (Lanes::Local(set), _) => {
+                    let items = &items;
+                    set.push(async move {
+                        (index, process(task, res, &items[index], retry, index).await)
+                    });
+                }
+                (Lanes::Spawned(set), Some((resources, run))) => {
+                    let (task, resources, items) = (task.clone(), resources.clone(), items.clone());
+                    set.spawn(run.clone().scope(async move {
+                        let output = process(&task, &resources, &items[index], retry, index).await;
+                        (index, output)
+                    }));
+                }
+                (Lanes::Spawned(_), None) => unreachable!("spawned lanes need the run's resources"),
+            }
+        }
+        if lanes.len() == 0 && saving.is_none() && !unsaved {
+            break;
+        }
+        tokio::select! {
+            Some((index, output)) = lanes.next(), if lanes.len() > 0 => {
+                let Some(slot) = results.get_mut(index) else {
+                    return Err(output.err().unwrap_or_else(|| CanoError::cancelled("an item's tokio task ended")));
+                };
+                if let (Some(progress), Ok(value)) = (&progress, &output) {
+                    progress.put(&item_key(index), encode(value)?);
+                    unsaved = true;
+                }
+                *slot = Some(output);
+            }
+            saved = async { saving.as_mut().expect("guarded by the condition").await }, if saving.is_some() => {
+                saving = None;
+                saved?;
+            }
+        }
+        if unsaved && saving.is_none() {
+            if let Some(progress) = &progress {
+                saving = Some(Box::pin(progress.save()));
+            }
+            unsaved = false;
+        }
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.expect("every item has a result once no lane is busy"))
+        .collect();
+    let next = caught(task.finish(res, results)).await?;
+    if let Some(progress) = &progress {
+        progress.clear();
+    }
+    Ok(next)
+}
+
+/// Puts the outputs a crashed run had saved back in `results`, or, when the saved
+/// batch was of another size, forgets them.
+fn restore<O: DeserializeOwned>(
+    progress: &TaskProgress,
+    name: &str,
+    results: &mut [Option<ItemResult<O>>],
+) -> Result<(), CanoError> {
+    let count = results.len();
+    let saved_count = match progress.get(COUNT) {
+        Some(bytes) => Some(decode::<u64>(&bytes, name, "item count")?),
+        None => None,
+    };
+    if saved_count != Some(count as u64) {
+        progress.clear();
+        progress.put(COUNT, encode(&(count as u64))?);
+        return Ok(());
+    }
+    for (key, bytes) in progress.entries() {
+        let Some(index) = key.strip_prefix(ITEM).and_then(|i| i.parse::<usize>().ok()) else {
+            continue;
+        };
+        if let Some(slot) = results.get_mut(index) {
+            *slot = Some(Ok(decode(&bytes, name, "item output")?));
+        }
+    }
+    Ok(())
+}
