@@ -9,7 +9,7 @@ use std::time::Duration;
 use cano::prelude::*;
 use futures::stream;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Step {
     Route,
     Poll,
@@ -205,4 +205,83 @@ fn models_are_also_tasks_for_split_branches() {
     is_task(&Cooldown);
     is_task(&Totals);
     let _shared: Arc<dyn Task<Step>> = Arc::new(Square);
+}
+
+/// Routes to whatever the store says, declaring only `Poll` and `Small`.
+struct Declared;
+
+#[task::router]
+impl RouterTask<Step> for Declared {
+    async fn route(&self, res: &Resources) -> Result<Step, CanoError> {
+        let to: String = res.get::<MemoryStore, _>("store")?.get("to")?;
+        match to.as_str() {
+            "small" => Ok(Step::Small),
+            "done" => Ok(Step::Done),
+            _ => panic!("unknown route {to}"),
+        }
+    }
+
+    fn targets(&self) -> Option<Vec<Step>> {
+        Some(vec![Step::Small, Step::Poll])
+    }
+}
+
+fn routed(to: &str) -> (Workflow<Step>, MemoryCheckpointStore) {
+    let store = MemoryStore::new();
+    store.put("to", to.to_owned()).unwrap();
+    let rows = MemoryCheckpointStore::new();
+    let workflow = Workflow::new(Resources::new().insert("store", store))
+        .register_router(Step::Route, Declared)
+        .register(Step::Poll, Ready(AtomicU32::new(0)))
+        .add_exit_states([Step::Small, Step::Done, Step::Batch])
+        .with_checkpoint_store(rows.clone())
+        .with_retention(Retention::KeepFinished);
+    (workflow, rows)
+}
+
+#[tokio::test]
+async fn a_router_state_writes_no_checkpoint_row() {
+    let (workflow, rows) = routed("small");
+    let run = RunId::new();
+    let end = workflow
+        .orchestrate_with(Step::Route, RunOptions::new().with_run_id(run))
+        .await
+        .unwrap();
+    assert_eq!(end, Step::Small);
+    let written: Vec<String> = rows
+        .load(run)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{:?} {}", r.kind, r.label))
+        .collect();
+    assert_eq!(written, ["Finish Small"]);
+}
+
+#[tokio::test]
+async fn a_route_outside_the_declared_states_fails_the_run() {
+    let (workflow, _) = routed("done");
+    let err = workflow.orchestrate(Step::Route).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CanoError::Workflow(_)), "{text}");
+    assert!(
+        text.contains("router `Declared` picked Done") && text.contains("Route"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_router_is_an_error() {
+    let (workflow, _) = routed("nowhere");
+    let err = workflow.orchestrate(Step::Route).await.unwrap_err();
+    assert!(err.to_string().contains("unknown route nowhere"), "{err}");
+}
+
+#[test]
+fn validate_checks_the_states_a_router_declares() {
+    let workflow = Workflow::<Step>::bare()
+        .register_router(Step::Route, Declared)
+        .add_exit_state(Step::Small);
+    let err = workflow.validate().unwrap_err().to_string();
+    assert!(err.contains("router state Route moves to Poll"), "{err}");
 }
