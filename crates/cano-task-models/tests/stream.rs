@@ -20,6 +20,9 @@ enum S {
     Halted,
 }
 
+/// A flushed window: when (seconds since the start) and what.
+type Window = (u64, Vec<u32>);
+
 /// What the source sends: an item, an error, or the end of the stream.
 #[derive(Debug, Clone)]
 enum Event {
@@ -36,7 +39,7 @@ struct Reader {
     hold_after: Option<usize>,
     config: StreamConfig,
     stop_at: Option<u32>,
-    flushed: Arc<Mutex<Vec<(u64, Vec<u32>)>>>,
+    flushed: Arc<Mutex<Vec<Window>>>,
     opened: Arc<Mutex<Vec<Option<u32>>>>,
     pulled: Arc<tokio::sync::watch::Sender<u32>>,
     started: Instant,
@@ -58,7 +61,7 @@ impl Reader {
         }
     }
 
-    fn windows(&self) -> Vec<(u64, Vec<u32>)> {
+    fn windows(&self) -> Vec<Window> {
         self.flushed.lock().unwrap().clone()
     }
 }
