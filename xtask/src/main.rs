@@ -156,6 +156,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(admission_rows(criterion_home));
     rows.extend(recovery_rows(criterion_home, out));
     rows.extend(saga_rows(criterion_home));
+    rows.extend(batch_rows(criterion_home));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
         "\n{:<width$} | {:>24} | target\n{}\n",
@@ -352,6 +353,42 @@ fn saga_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
         (
             "saga: one compensation of a rollback",
             ns(per_compensation),
+            String::new(),
+        ),
+    ]
+}
+
+/// The batch rows: a `BatchTask` over 1,000 items against `buffer_unordered` doing the
+/// same work, per item.
+fn batch_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
+    const ITEMS: f64 = 1_000.0;
+    let per_item = |id: &str| mean_ns(criterion_home, id).map(|v| v / ITEMS);
+    let ns = |v: Option<f64>| {
+        v.map(|v| format!("{v:.1} ns"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let plain = per_item("batch/buffer_unordered_1000");
+    let batch = per_item("batch/batch_task_1000");
+    let spawned = per_item("batch/batch_task_1000_worker_threads");
+    let ratio = batch.zip(plain).map(|(b, p)| b / p);
+    vec![
+        (
+            "batch: buffer_unordered, per item",
+            ns(plain),
+            String::new(),
+        ),
+        (
+            "batch: BatchTask, per item",
+            ns(batch),
+            format!(
+                "{} <= 1.3x {}",
+                ratio.map(|r| format!("{r:.2}x")).unwrap_or_default(),
+                verdict(ratio.map(|r| r <= 1.3))
+            ),
+        ),
+        (
+            "batch: BatchTask on worker threads, per item",
+            ns(spawned),
             String::new(),
         ),
     ]

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,10 +20,11 @@ use cano_core::{
     short_type_name,
 };
 use cano_retry::{AttemptError, ErrorClass, Retry, RetryError};
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::panic::AssertUnwindSafe;
 use tokio::task::JoinSet;
 
 use crate::util::{caught, decode, encode};
@@ -167,8 +169,49 @@ fn item_key(index: usize) -> String {
     format!("{ITEM}{index:010}")
 }
 
-/// One item, tried as the batch's config says.
-async fn process<T, S, K>(
+/// One item, tried as the batch's config says. The first attempt runs inline and the
+/// retry loop is built (boxed) only after it fails, so items that succeed at once pay
+/// for nothing but their own future.
+///
+/// It holds references only: every item's future is moved into the set of items in
+/// flight, so a small one is cheaper to start. (Not an `async fn`, which would keep its
+/// arguments twice in its state, rust-lang/rust#62958.)
+#[allow(clippy::manual_async_fn)]
+fn process<'a, T, S, K>(
+    task: &'a T,
+    res: &'a Resources<K>,
+    item: &'a T::Item,
+    retry: &'a Retry,
+    index: usize,
+) -> impl Future<Output = (usize, ItemResult<T::ItemOutput>)> + Send + 'a
+where
+    T: BatchTask<S, K>,
+    K: Send + Sync + 'static,
+{
+    async move {
+        let first = match retry.timeout() {
+            // Unwrapped by hand rather than through `caught`: one state machine less
+            // in every item's future.
+            None => match AssertUnwindSafe(task.process_item(res, item))
+                .catch_unwind()
+                .await
+            {
+                Ok(result) => result.map_err(AttemptError::Failed),
+                Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
+            },
+            Some(_) => Box::pin(retry.attempt(caught(task.process_item(res, item)))).await,
+        };
+        let output = match first {
+            Ok(output) => Ok(output),
+            Err(first) => Box::pin(retry_item(first, task, res, item, *retry, index)).await,
+        };
+        (index, output)
+    }
+}
+
+/// The retries of an item whose first attempt failed.
+async fn retry_item<T, S, K>(
+    first: AttemptError<CanoError>,
     task: &T,
     res: &Resources<K>,
     item: &T::Item,
@@ -187,7 +230,7 @@ where
         }
     };
     let attempt = || caught(task.process_item(res, item));
-    match retry.run_with(attempt, classify, |_| {}).await {
+    match retry.continue_after(first, attempt, classify, |_| {}).await {
         Ok(output) => Ok(output),
         Err(RetryError::Permanent { error, .. }) => Err(error),
         Err(RetryError::Exhausted { attempts, last }) => {
@@ -232,24 +275,31 @@ where
         }
     }
 
-    async fn next(&mut self) -> Option<(usize, ItemResult<T>)> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, ItemResult<T>)>> {
         match self {
-            Self::Local(set) => set.next().await,
-            Self::Spawned(set) => {
-                let joined = set.join_next().await?;
+            Self::Local(set) => set.poll_next_unpin(cx),
+            Self::Spawned(set) => set.poll_join_next(cx).map(|joined| {
                 // Items catch their own panics; a join error means the runtime is
                 // shutting down, which nothing here can finish.
-                Some(joined.unwrap_or_else(|e| {
-                    (
-                        usize::MAX,
-                        Err(CanoError::cancelled(format!(
-                            "an item's tokio task ended: {e}"
-                        ))),
-                    )
-                }))
-            }
+                joined.map(|joined| {
+                    joined.unwrap_or_else(|e| {
+                        (
+                            usize::MAX,
+                            Err(CanoError::cancelled(format!(
+                                "an item's tokio task ended: {e}"
+                            ))),
+                        )
+                    })
+                })
+            }),
         }
     }
+}
+
+/// What the batch loop woke up for.
+enum Woke<T> {
+    Item(usize, ItemResult<T>),
+    Saved(Result<u64, CanoError>),
 }
 
 /// Loads, processes and finishes `task`'s batch: what the `Task` impl that
@@ -299,16 +349,12 @@ where
             let Some(index) = next.next() else { break };
             match (&mut lanes, &shared) {
                 (Lanes::Local(set), _) => {
-                    let items = &items;
-                    set.push(async move {
-                        (index, process(task, res, &items[index], retry, index).await)
-                    });
+                    set.push(process(task, res, &items[index], &retry, index));
                 }
                 (Lanes::Spawned(set), Some((resources, run))) => {
                     let (task, resources, items) = (task.clone(), resources.clone(), items.clone());
                     set.spawn(run.clone().scope(async move {
-                        let output = process(&task, &resources, &items[index], retry, index).await;
-                        (index, output)
+                        process(&task, &resources, &items[index], &retry, index).await
                     }));
                 }
                 (Lanes::Spawned(_), None) => unreachable!("spawned lanes need the run's resources"),
@@ -317,20 +363,34 @@ where
         if lanes.len() == 0 && saving.is_none() && !unsaved {
             break;
         }
-        tokio::select! {
-            Some((index, output)) = lanes.next(), if lanes.len() > 0 => {
+        let woke = std::future::poll_fn(|cx| {
+            if let Some(save) = saving.as_mut() {
+                if let Poll::Ready(saved) = save.as_mut().poll(cx) {
+                    return Poll::Ready(Woke::Saved(saved));
+                }
+            }
+            match lanes.poll_next(cx) {
+                Poll::Ready(Some((index, output))) => Poll::Ready(Woke::Item(index, output)),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        match woke {
+            Woke::Saved(saved) => {
+                saving = None;
+                saved?;
+            }
+            Woke::Item(index, output) => {
                 let Some(slot) = results.get_mut(index) else {
-                    return Err(output.err().unwrap_or_else(|| CanoError::cancelled("an item's tokio task ended")));
+                    return Err(output
+                        .err()
+                        .unwrap_or_else(|| CanoError::cancelled("an item's tokio task ended")));
                 };
                 if let (Some(progress), Ok(value)) = (&progress, &output) {
                     progress.put(&item_key(index), encode(value)?);
                     unsaved = true;
                 }
                 *slot = Some(output);
-            }
-            saved = async { saving.as_mut().expect("guarded by the condition").await }, if saving.is_some() => {
-                saving = None;
-                saved?;
             }
         }
         if unsaved && saving.is_none() {
