@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cano::prelude::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Export {
+enum Report {
     AwaitExport,
     Download,
     Done,
@@ -28,9 +28,9 @@ struct AwaitExport {
     max_wait: Duration,
 }
 
-#[task::poll(state = Export)]
+#[task::poll(state = Report)]
 impl AwaitExport {
-    async fn poll(&self, _res: &Resources) -> Result<PollOutcome<Export>, CanoError> {
+    async fn poll(&self, _res: &Resources) -> Result<PollOutcome<Report>, CanoError> {
         let check = self.service.checks.fetch_add(1, Ordering::SeqCst) + 1;
         if check == 2 || check == 3 {
             println!("  check {check}: status endpoint answered 503");
@@ -38,7 +38,7 @@ impl AwaitExport {
         }
         if check >= self.service.ready_after {
             println!("  check {check}: export ready");
-            return Ok(PollOutcome::ready(Export::Download));
+            return Ok(PollOutcome::ready(Report::Download));
         }
         println!("  check {check}: still running");
         Ok(PollOutcome::pending(Duration::from_millis(200)))
@@ -58,23 +58,23 @@ impl AwaitExport {
 
 struct Download;
 
-#[task(state = Export)]
+#[task(state = Report)]
 impl Download {
-    async fn run_bare(&self) -> Result<TaskResult<Export>, CanoError> {
-        Ok(TaskResult::Single(Export::Done))
+    async fn run_bare(&self) -> Result<TaskResult<Report>, CanoError> {
+        Ok(TaskResult::Single(Report::Done))
     }
 }
 
-async fn export(ready_after: u32, max_wait: Duration) -> Result<Export, CanoError> {
+async fn export(ready_after: u32, max_wait: Duration) -> Result<Report, CanoError> {
     let service = Arc::new(ExportService {
         checks: AtomicU32::new(0),
         ready_after,
     });
     Workflow::bare()
-        .register(Export::AwaitExport, AwaitExport { service, max_wait })
-        .register(Export::Download, Download)
-        .add_exit_state(Export::Done)
-        .orchestrate(Export::AwaitExport)
+        .register(Report::AwaitExport, AwaitExport { service, max_wait })
+        .register(Report::Download, Download)
+        .add_exit_state(Report::Done)
+        .orchestrate(Report::AwaitExport)
         .await
 }
 
