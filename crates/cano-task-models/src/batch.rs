@@ -20,6 +20,7 @@ use cano_core::{
     short_type_name,
 };
 use cano_retry::{AttemptError, ErrorClass, Retry, RetryError};
+use futures::future::Either;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
@@ -169,19 +170,15 @@ fn item_key(index: usize) -> String {
     format!("{ITEM}{index:010}")
 }
 
-/// One item, tried as the batch's config says. The first attempt runs inline and the
-/// retry loop is built (boxed) only after it fails, so items that succeed at once pay
-/// for nothing but their own future.
-///
-/// It holds references only: every item's future is moved into the set of items in
-/// flight, so a small one is cheaper to start. (Not an `async fn`, which would keep its
+/// One attempt at an item, a panic caught: all an item is when its batch neither
+/// retries nor times items out. It holds references only, since every item's future
+/// is moved into the set of items in flight. (Not an `async fn`, which would keep its
 /// arguments twice in its state, rust-lang/rust#62958.)
 #[allow(clippy::manual_async_fn)]
-fn process<'a, T, S, K>(
+fn attempt<'a, T, S, K>(
     task: &'a T,
     res: &'a Resources<K>,
     item: &'a T::Item,
-    retry: &'a Retry,
     index: usize,
 ) -> impl Future<Output = (usize, ItemResult<T::ItemOutput>)> + Send + 'a
 where
@@ -189,24 +186,39 @@ where
     K: Send + Sync + 'static,
 {
     async move {
-        let first = match retry.timeout() {
-            // Unwrapped by hand rather than through `caught`: one state machine less
-            // in every item's future.
-            None => match AssertUnwindSafe(task.process_item(res, item))
-                .catch_unwind()
-                .await
-            {
-                Ok(result) => result.map_err(AttemptError::Failed),
-                Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
-            },
-            Some(_) => Box::pin(retry.attempt(caught(task.process_item(res, item)))).await,
-        };
-        let output = match first {
-            Ok(output) => Ok(output),
-            Err(first) => Box::pin(retry_item(first, task, res, item, *retry, index)).await,
-        };
+        let output = AssertUnwindSafe(task.process_item(res, item))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(CanoError::from_panic(panic)));
         (index, output)
     }
+}
+
+/// One item, tried as the batch's config says: a first attempt, then the retry loop
+/// (built only if it failed).
+async fn process<T, S, K>(
+    task: &T,
+    res: &Resources<K>,
+    item: &T::Item,
+    retry: Retry,
+    index: usize,
+) -> (usize, ItemResult<T::ItemOutput>)
+where
+    T: BatchTask<S, K>,
+    K: Send + Sync + 'static,
+{
+    let first = match retry.timeout() {
+        None => attempt(task, res, item, index)
+            .await
+            .1
+            .map_err(AttemptError::Failed),
+        Some(_) => retry.attempt(caught(task.process_item(res, item))).await,
+    };
+    let output = match first {
+        Ok(output) => Ok(output),
+        Err(first) => Box::pin(retry_item(first, task, res, item, retry, index)).await,
+    };
+    (index, output)
 }
 
 /// The retries of an item whose first attempt failed.
@@ -330,6 +342,7 @@ where
     }
     let todo: Vec<usize> = (0..count).filter(|&i| results[i].is_none()).collect();
     let retry = Retry::new(config.item_retry).with_attempt_timeout(config.item_timeout);
+    let plain = config.item_retry == RetryMode::None && config.item_timeout.is_none();
     let items = Arc::new(items);
     let shared = match config.worker_threads {
         true => RunContext::current().and_then(|run| Some((run.resources::<K>()?, run))),
@@ -348,13 +361,24 @@ where
         while lanes.len() < config.concurrency {
             let Some(index) = next.next() else { break };
             match (&mut lanes, &shared) {
+                // A plain item is pushed as it is; one with retries or a timeout
+                // is boxed, so that the common case keeps its futures small.
+                (Lanes::Local(set), _) if plain => {
+                    set.push(Either::Left(attempt(task, res, &items[index], index)));
+                }
                 (Lanes::Local(set), _) => {
-                    set.push(process(task, res, &items[index], &retry, index));
+                    set.push(Either::Right(Box::pin(process(
+                        task,
+                        res,
+                        &items[index],
+                        retry,
+                        index,
+                    ))));
                 }
                 (Lanes::Spawned(set), Some((resources, run))) => {
                     let (task, resources, items) = (task.clone(), resources.clone(), items.clone());
                     set.spawn(run.clone().scope(async move {
-                        process(&task, &resources, &items[index], &retry, index).await
+                        process(&task, &resources, &items[index], retry, index).await
                     }));
                 }
                 (Lanes::Spawned(_), None) => unreachable!("spawned lanes need the run's resources"),
