@@ -309,11 +309,81 @@
 //! # }
 //! ```
 //!
+//! ## Task models
+//!
+//! Some states are not "run once and move on". Each of these models is a trait whose
+//! macro also makes it a [`Task`], so it registers with `register`:
+//! [`RouterTask`] (`#[task::router]`, or `register_router` to skip its checkpoint
+//! row) picks the next state; [`PollTask`] (`#[task::poll]`) waits until something is
+//! ready; [`BatchTask`] (`#[task::batch]`) processes a list of items with a
+//! concurrency limit and per-item retries; [`TimerTask`] (`#[task::timer]`) waits for a
+//! duration or a moment; [`StreamTask`] (`#[task::stream]`) consumes a stream in
+//! windows. With a checkpoint store, a batch's finished items, a timer's deadline and a
+//! stream's cursor are saved, so a resumed run carries on from there.
+//!
+//! ```
+//! use std::time::Duration;
+//! use cano::prelude::*;
+//!
+//! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+//! enum Job { Invoice, Remind, Done }
+//!
+//! #[derive(Clone)]
+//! struct Invoice;
+//!
+//! #[task::batch(state = Job)]
+//! impl Invoice {
+//!     type Item = u32;
+//!     type ItemOutput = u32;
+//!
+//!     async fn load(&self, _res: &Resources) -> Result<Vec<u32>, CanoError> {
+//!         Ok(vec![120, 80, 45])
+//!     }
+//!     async fn process_item(&self, _res: &Resources, cents: &u32) -> Result<u32, CanoError> {
+//!         Ok(cents * 121 / 100) // add VAT
+//!     }
+//!     async fn finish(
+//!         &self,
+//!         res: &Resources,
+//!         results: Vec<ItemResult<u32>>,
+//!     ) -> Result<TaskResult<Job>, CanoError> {
+//!         let total: u32 = results.into_iter().sum::<Result<u32, _>>()?;
+//!         res.get::<MemoryStore, _>("store")?.put("total", total)?;
+//!         Ok(TaskResult::Single(Job::Remind))
+//!     }
+//! }
+//!
+//! struct Remind;
+//!
+//! #[task::timer(state = Job)]
+//! impl Remind {
+//!     async fn deadline(&self, _res: &Resources) -> Result<Deadline, CanoError> {
+//!         Ok(Deadline::After(Duration::from_secs(7 * 24 * 3600)))
+//!     }
+//!     async fn fire(&self, _res: &Resources) -> Result<TaskResult<Job>, CanoError> {
+//!         Ok(TaskResult::Single(Job::Done))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), CanoError> {
+//! let store = MemoryStore::new();
+//! let workflow = Workflow::new(Resources::new().insert("store", store.clone()))
+//!     .register(Job::Invoice, Invoice)
+//!     .register(Job::Remind, Remind)
+//!     .add_exit_state(Job::Done);
+//! assert_eq!(workflow.orchestrate(Job::Invoice).await?, Job::Done); // a week, on a paused clock
+//! assert_eq!(store.get::<u32>("total")?, 145 + 96 + 54);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Features
 //!
 //! `split` (default) brings the split/join states above; `recovery` (default) brings
 //! the checkpoint stores (sled, in-memory) and stepped tasks; `saga` (default) brings
-//! compensatable tasks. `scheduler`, `tracing`,
+//! compensatable tasks; `task-models` (default) the poll, batch, timer and stream
+//! tasks (routers are always there). `scheduler`, `tracing`,
 //! `metrics` and `testing` are reserved for the crates that bring those concerns;
 //! today they change nothing.
 
