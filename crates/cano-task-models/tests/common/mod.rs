@@ -55,6 +55,11 @@ impl Watched {
             .await;
     }
 
+    /// Every row appended so far, in order (truncation does not remove them here).
+    pub fn appended(&self) -> Vec<CheckpointRow> {
+        self.rows.borrow().clone()
+    }
+
     /// Waits until the rows appended so far satisfy `done`.
     pub async fn until(&self, done: impl Fn(&[CheckpointRow]) -> bool) {
         let mut seen = self.rows.subscribe();
