@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cano_core::{
-    CanoError, DefaultKey, Resources, RunContext, TaskConfig, TaskProgress, TaskResult,
+    CanoError, DefaultKey, DrainGuard, Resources, RunContext, TaskConfig, TaskProgress, TaskResult,
     short_type_name,
 };
 use futures::{Stream, StreamExt};
@@ -188,6 +188,11 @@ struct Consumer<'a, T: StreamTask<S, K> + ?Sized, S, K> {
     name: Cow<'static, str>,
     progress: Option<TaskProgress>,
     summary: StreamSummary<T::Cursor>,
+    run: Option<RunContext>,
+    /// Held while a window has items: a cancellation of the run then waits for it to
+    /// be flushed. An empty window holds nothing, so a cancellation while waiting for
+    /// items (or reopening the stream) stops the run at once.
+    drain: Option<DrainGuard>,
 }
 
 impl<T, S, K> Consumer<'_, T, S, K>
@@ -196,8 +201,21 @@ where
     S: Send + 'static,
     K: Send + Sync + 'static,
 {
+    /// A window starts filling: hold the run's cancellation until it is flushed.
+    fn filling(&mut self) {
+        if self.drain.is_none() {
+            self.drain = self.run.as_ref().and_then(RunContext::hold_drain);
+        }
+    }
+
     /// Flushes `window` and saves the cursor it ends at; the next state if it stops.
     async fn flush(&mut self, window: Vec<T::Item>) -> Result<Option<S>, CanoError> {
+        let flushed = self.flush_and_save(window).await;
+        self.drain = None;
+        flushed
+    }
+
+    async fn flush_and_save(&mut self, window: Vec<T::Item>) -> Result<Option<S>, CanoError> {
         let size = window.len() as u64;
         let (cursor, stop) = match caught(self.task.flush(self.res, window)).await? {
             WindowOutcome::Continue(cursor) => (cursor, None),
@@ -248,8 +266,6 @@ where
         None => None,
     };
     let run = RunContext::current();
-    // Held while consuming: a cancellation lets the window in hand be flushed first.
-    let _drain = run.as_ref().and_then(RunContext::hold_drain);
     let mut consumer = Consumer {
         task,
         res,
@@ -261,6 +277,8 @@ where
             items: 0,
             skipped: 0,
         },
+        run: run.clone(),
+        drain: None,
     };
     let mut stream = consumer.open().await?;
     let mut window: Vec<T::Item> = Vec::new();
@@ -309,6 +327,7 @@ where
                 Some(Ok(item)) => {
                     if window.is_empty() {
                         window_due = config.max_age.map(|age| Instant::now() + age);
+                        consumer.filling();
                     }
                     window.push(item);
                     if window.len() >= config.max_items {
@@ -335,6 +354,7 @@ where
                         }
                         window.clear();
                         window_due = None;
+                        consumer.drain = None;
                         tokio::time::sleep(delay).await;
                         stream = consumer.open().await?;
                     }

@@ -357,3 +357,28 @@ async fn a_stream_that_will_not_open_fails_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_while_waiting_for_items_stops_at_once() {
+    // [0, 1, 2] fills a window and is flushed; then the source goes quiet for good.
+    let mut reader = Reader::new(items(0..10, 1), StreamConfig::new().with_max_items(3));
+    reader.hold_after = Some(3);
+    let token = CancellationToken::new();
+    let workflow = workflow(&reader);
+    let run = workflow.orchestrate_with(
+        S::Consume,
+        RunOptions::new().with_cancellation(token.clone()),
+    );
+    let cancel = async {
+        reader
+            .pulled
+            .subscribe()
+            .wait_for(|&n| n >= 3)
+            .await
+            .unwrap();
+        token.cancel();
+    };
+    let (result, ()) = tokio::join!(run, cancel);
+    assert!(matches!(result.unwrap_err(), CanoError::Cancelled(_)));
+    assert_eq!(reader.windows(), [(3, vec![0, 1, 2])]);
+}
