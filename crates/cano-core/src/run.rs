@@ -171,10 +171,8 @@ impl fmt::Debug for CancellationToken {
 #[derive(Clone)]
 pub struct RunContext {
     run_id: RunId,
-    cancel: Option<CancellationToken>,
-    /// How many tasks asked to finish their work in hand before a cancellation stops
-    /// the run (see [`RunContext::hold_drain`]); only runs that can be cancelled have it.
-    draining: Option<Arc<AtomicUsize>>,
+    /// The run's token and drain count; only runs that can be cancelled have them.
+    cancel: Option<Arc<RunCancel>>,
     outputs: Option<MemoryStore>,
     journal: Option<Arc<Journal>>,
     /// The workflow's `Arc<Resources<K>>`, type-erased (the context is not generic).
@@ -190,6 +188,15 @@ impl fmt::Debug for RunContext {
             .field("journal", &self.journal)
             .finish_non_exhaustive()
     }
+}
+
+/// How a run is cancelled: its token, and how many tasks asked to finish their work in
+/// hand before a cancellation stops the run (see [`RunContext::hold_drain`]). One
+/// allocation per cancellable run, and one pointer in every context.
+#[derive(Debug)]
+struct RunCancel {
+    token: CancellationToken,
+    draining: Arc<AtomicUsize>,
 }
 
 /// A task's claim to finish its work in hand when its run is cancelled (see
@@ -219,8 +226,12 @@ impl RunContext {
     ) -> Self {
         Self {
             run_id,
-            draining: cancel.as_ref().map(|_| Arc::default()),
-            cancel,
+            cancel: cancel.map(|token| {
+                Arc::new(RunCancel {
+                    token,
+                    draining: Arc::default(),
+                })
+            }),
             outputs,
             journal,
             resources: None,
@@ -250,7 +261,7 @@ impl RunContext {
     /// The task must watch [`cancelled`](Self::cancelled) and wind down promptly; the
     /// workflow timeout still cuts it off. `None` for a run that cannot be cancelled.
     pub fn hold_drain(&self) -> Option<DrainGuard> {
-        let draining = self.draining.as_ref()?;
+        let draining = &self.cancel.as_ref()?.draining;
         draining.fetch_add(1, Ordering::AcqRel);
         Some(DrainGuard {
             draining: draining.clone(),
@@ -259,9 +270,9 @@ impl RunContext {
 
     /// Whether a task of this run holds a [`DrainGuard`].
     pub(crate) fn is_draining(&self) -> bool {
-        self.draining
+        self.cancel
             .as_ref()
-            .is_some_and(|d| d.load(Ordering::Acquire) > 0)
+            .is_some_and(|c| c.draining.load(Ordering::Acquire) > 0)
     }
 
     /// The run being executed by the calling task, if called from inside a run.
@@ -287,7 +298,7 @@ impl RunContext {
     /// The run's cancellation token, if it has one (runs started with a token or with
     /// `Workflow::spawn`).
     pub fn cancellation_token(&self) -> Option<&CancellationToken> {
-        self.cancel.as_ref()
+        self.cancel.as_deref().map(|c| &c.token)
     }
 
     /// This run's outputs: what handlers published for the states after them (a split
@@ -313,14 +324,13 @@ impl RunContext {
 
     /// Whether the run was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel
-            .as_ref()
+        self.cancellation_token()
             .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Completes when the run is cancelled; never, for a run without a token.
     pub async fn cancelled(&self) {
-        match &self.cancel {
+        match self.cancellation_token() {
             Some(token) => token.cancelled().await,
             None => std::future::pending().await,
         }
