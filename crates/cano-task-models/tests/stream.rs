@@ -286,26 +286,27 @@ async fn retry_beyond_the_budget_fails() {
     assert_eq!(reader.opened.lock().unwrap().len(), 3);
 }
 
-#[tokio::test(start_paused = true)]
-async fn cancelling_the_run_flushes_the_window_in_hand() {
-    let mut reader = Reader::new(items(0..10, 1), StreamConfig::new().with_max_items(100));
-    reader.hold_after = Some(4);
+/// Runs `reader` and cancels the run once `pulled` items came out of its stream.
+async fn cancel_after(reader: &Reader, pulled: u32) -> Result<S, CanoError> {
     let token = CancellationToken::new();
-    let workflow = workflow(&reader);
+    let workflow = workflow(reader);
     let run = workflow.orchestrate_with(
         S::Consume,
         RunOptions::new().with_cancellation(token.clone()),
     );
     let cancel = async {
-        reader
-            .pulled
-            .subscribe()
-            .wait_for(|&n| n >= 4)
-            .await
-            .unwrap();
+        let mut seen = reader.pulled.subscribe();
+        seen.wait_for(|&n| n >= pulled).await.unwrap();
         token.cancel();
     };
-    let (result, ()) = tokio::join!(run, cancel);
+    tokio::join!(run, cancel).0
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_the_run_flushes_the_window_in_hand() {
+    let mut reader = Reader::new(items(0..10, 1), StreamConfig::new().with_max_items(100));
+    reader.hold_after = Some(4);
+    let result = cancel_after(&reader, 4).await;
     let err = result.unwrap_err();
     assert!(matches!(err, CanoError::Cancelled(_)), "{err}");
     assert_eq!(reader.windows(), [(4, vec![0, 1, 2, 3])]);
@@ -363,22 +364,7 @@ async fn a_cancellation_while_waiting_for_items_stops_at_once() {
     // [0, 1, 2] fills a window and is flushed; then the source goes quiet for good.
     let mut reader = Reader::new(items(0..10, 1), StreamConfig::new().with_max_items(3));
     reader.hold_after = Some(3);
-    let token = CancellationToken::new();
-    let workflow = workflow(&reader);
-    let run = workflow.orchestrate_with(
-        S::Consume,
-        RunOptions::new().with_cancellation(token.clone()),
-    );
-    let cancel = async {
-        reader
-            .pulled
-            .subscribe()
-            .wait_for(|&n| n >= 3)
-            .await
-            .unwrap();
-        token.cancel();
-    };
-    let (result, ()) = tokio::join!(run, cancel);
+    let result = cancel_after(&reader, 3).await;
     assert!(matches!(result.unwrap_err(), CanoError::Cancelled(_)));
     assert_eq!(reader.windows(), [(3, vec![0, 1, 2])]);
 }
