@@ -79,7 +79,9 @@ impl BatchConfig {
 
     /// Runs each item on its own tokio task, so items run in parallel on the runtime's
     /// worker threads (for CPU-heavy items). By default items take turns on the state's
-    /// own task, which is cheaper for items that mostly wait on I/O.
+    /// own task, which is cheaper for items that mostly wait on I/O. (Called outside a
+    /// workflow run, [`run_batch`] has no shared resources to hand the items' tasks,
+    /// and keeps them on its own.)
     pub fn on_worker_threads(mut self) -> Self {
         self.worker_threads = true;
         self
@@ -269,13 +271,18 @@ type Spawned<T> = JoinSet<(usize, ItemResult<T>)>;
 /// A progress row being written.
 type Saving<'a> = Pin<Box<dyn Future<Output = Result<u64, CanoError>> + Send + 'a>>;
 
-/// Where the items in flight run: on the state's task, or on their own tokio tasks.
-enum Lanes<F, T> {
+/// Where the items in flight run: on the state's task, or each on its own tokio task
+/// (with what such a task needs to own: the workflow's resources and the run).
+enum Lanes<F, T, K> {
     Local(FuturesUnordered<F>),
-    Spawned(Spawned<T>),
+    Spawned {
+        set: Spawned<T>,
+        resources: Arc<Resources<K>>,
+        run: RunContext,
+    },
 }
 
-impl<F, T> Lanes<F, T>
+impl<F, T, K> Lanes<F, T, K>
 where
     F: Future<Output = (usize, ItemResult<T>)>,
     T: Send + 'static,
@@ -283,14 +290,14 @@ where
     fn len(&self) -> usize {
         match self {
             Self::Local(set) => set.len(),
-            Self::Spawned(set) => set.len(),
+            Self::Spawned { set, .. } => set.len(),
         }
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, ItemResult<T>)>> {
         match self {
             Self::Local(set) => set.poll_next_unpin(cx),
-            Self::Spawned(set) => set.poll_join_next(cx).map(|joined| {
+            Self::Spawned { set, .. } => set.poll_join_next(cx).map(|joined| {
                 // Items catch their own panics; a join error means the runtime is
                 // shutting down, which nothing here can finish.
                 joined.map(|joined| {
@@ -344,12 +351,18 @@ where
     let retry = Retry::new(config.item_retry).with_attempt_timeout(config.item_timeout);
     let plain = config.item_retry == RetryMode::None && config.item_timeout.is_none();
     let items = Arc::new(items);
+    // Worker threads need the run's resources as an `Arc`; outside a workflow run
+    // there is none, and items stay on this task.
     let shared = match config.worker_threads {
         true => RunContext::current().and_then(|run| Some((run.resources::<K>()?, run))),
         false => None,
     };
-    let mut lanes = match &shared {
-        Some(_) => Lanes::Spawned(JoinSet::new()),
+    let mut lanes = match shared {
+        Some((resources, run)) => Lanes::Spawned {
+            set: JoinSet::new(),
+            resources,
+            run,
+        },
         None => Lanes::Local(FuturesUnordered::new()),
     };
     let mut next = todo.into_iter();
@@ -360,13 +373,13 @@ where
     loop {
         while lanes.len() < config.concurrency {
             let Some(index) = next.next() else { break };
-            match (&mut lanes, &shared) {
+            match &mut lanes {
                 // A plain item is pushed as it is; one with retries or a timeout
                 // is boxed, so that the common case keeps its futures small.
-                (Lanes::Local(set), _) if plain => {
+                Lanes::Local(set) if plain => {
                     set.push(Either::Left(attempt(task, res, &items[index], index)));
                 }
-                (Lanes::Local(set), _) => {
+                Lanes::Local(set) => {
                     set.push(Either::Right(Box::pin(process(
                         task,
                         res,
@@ -375,13 +388,16 @@ where
                         index,
                     ))));
                 }
-                (Lanes::Spawned(set), Some((resources, run))) => {
+                Lanes::Spawned {
+                    set,
+                    resources,
+                    run,
+                } => {
                     let (task, resources, items) = (task.clone(), resources.clone(), items.clone());
                     set.spawn(run.clone().scope(async move {
                         process(&task, &resources, &items[index], retry, index).await
                     }));
                 }
-                (Lanes::Spawned(_), None) => unreachable!("spawned lanes need the run's resources"),
             }
         }
         if lanes.len() == 0 && saving.is_none() && !unsaved {
@@ -424,9 +440,18 @@ where
             unsaved = false;
         }
     }
+    // Every item has a result once no lane is busy; a gap would be a bug here, and is
+    // reported as that item's failure rather than a panic.
     let results = results
         .into_iter()
-        .map(|r| r.expect("every item has a result once no lane is busy"))
+        .enumerate()
+        .map(|(index, result)| {
+            result.unwrap_or_else(|| {
+                Err(CanoError::workflow(format!(
+                    "item {index} of batch task `{name}` finished without a result"
+                )))
+            })
+        })
         .collect();
     let next = caught(task.finish(res, results)).await?;
     if let Some(progress) = &progress {
