@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use cano_core::{
     CanoError, CheckpointRow, CheckpointStore, Retention, RowKind, RunId, RunOptions, RunStatus,
     RunSummary, Task, Workflow,
 };
 use cano_recovery::{MemoryCheckpointStore, SledCheckpointStore};
+use cano_testing::FaultyStore;
 use common::{Log, Order, Step, Stuck, Undo, crash_when, ship, steps};
 use tokio::sync::Notify;
 
@@ -223,11 +223,8 @@ async fn kept_logs_end_rolled_back_and_are_not_resumed() {
 async fn a_checkpoint_failure_starts_a_rollback_too() {
     let inner = MemoryCheckpointStore::new();
     // The third row (Charge's Completed row) cannot be written: disk full, once.
-    let store = Arc::new(FailingAppends {
-        inner: inner.clone(),
-        failing: Mutex::new(vec![2]),
-        appends: Mutex::new(0),
-    });
+    let store = FaultyStore::wrapping(Arc::new(inner.clone()));
+    store.fail_append(2);
     let log = Log::default();
     let run = RunId::new();
     let (reserve, charge) = steps(&log);
@@ -294,41 +291,4 @@ fn stores() -> (tempfile::TempDir, Vec<Arc<dyn CheckpointStore>>) {
         dir,
         vec![Arc::new(MemoryCheckpointStore::new()), Arc::new(sled)],
     )
-}
-
-/// Fails the appends numbered in `failing` (counting every append from 0).
-struct FailingAppends {
-    inner: MemoryCheckpointStore,
-    failing: Mutex<Vec<usize>>,
-    appends: Mutex<usize>,
-}
-
-#[async_trait::async_trait]
-impl CheckpointStore for FailingAppends {
-    async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
-        let n = {
-            let mut appends = self.appends.lock().unwrap();
-            *appends += 1;
-            *appends - 1
-        };
-        if self.failing.lock().unwrap().contains(&n) {
-            return Err(CanoError::store("No space left on device (os error 28)"));
-        }
-        self.inner.append(row).await
-    }
-    async fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
-        self.inner.load(run).await
-    }
-    async fn truncate(&self, run: RunId, before: u64) -> Result<(), CanoError> {
-        self.inner.truncate(run, before).await
-    }
-    async fn clear(&self, run: RunId) -> Result<(), CanoError> {
-        self.inner.clear(run).await
-    }
-    async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
-        self.inner.unfinished().await
-    }
-    async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
-        self.inner.prune(older_than).await
-    }
 }

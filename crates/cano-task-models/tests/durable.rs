@@ -18,7 +18,8 @@ use cano_task_models::{
     BatchConfig, BatchTask, Deadline, ItemResult, ItemStream, StreamConfig, StreamSummary,
     StreamTask, TimerTask, WindowOutcome, run_batch, run_stream, run_timer,
 };
-use common::{Backend, Watched};
+use cano_testing::FaultyStore;
+use common::Backend;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -27,7 +28,7 @@ enum S {
     Done,
 }
 
-fn workflow<T: cano_core::Task<S> + 'static>(task: T, store: Arc<Watched>) -> Workflow<S> {
+fn workflow<T: cano_core::Task<S> + 'static>(task: T, store: Arc<FaultyStore>) -> Workflow<S> {
     Workflow::new(Resources::new().insert("out", MemoryStore::new()))
         .register(S::Work, task)
         .add_exit_state(S::Done)
@@ -113,14 +114,14 @@ async fn batch_resumes_without_redoing_items(backend: Backend) {
         done: Arc::default(),
     };
     let run = RunId::new();
-    let store = Watched::new(backend.open());
+    let store = FaultyStore::wrapping(backend.open());
     let first = workflow(import.clone(), store.clone());
-    crash_when(&first, run, store.until(|rows| saved_items(rows) == 6)).await;
+    crash_when(&first, run, store.wait_for(|rows| saved_items(rows) == 6)).await;
     drop((first, store));
     assert_eq!(import.done.lock().unwrap().len(), 6);
 
     import.stuck.store(false, Ordering::SeqCst);
-    let store = Watched::new(backend.open());
+    let store = FaultyStore::wrapping(backend.open());
     let resumed = workflow(import.clone(), store.clone());
     assert_eq!(resumed.resume_from(run).await.unwrap(), S::Done);
     // Every item was processed exactly once over both runs, and `finish` saw all ten.
@@ -194,10 +195,10 @@ async fn a_batch_whose_items_changed_starts_over() {
     let backend = Backend::memory();
     let run = RunId::new();
     let loads = Arc::new(AtomicU32::new(0));
-    let store = Watched::new(backend.open());
+    let store = FaultyStore::wrapping(backend.open());
     let first = workflow(Resized(loads.clone()), store.clone());
-    crash_when(&first, run, store.until(|rows| saved_items(rows) == 3)).await;
-    let resumed = workflow(Resized(loads), Watched::new(backend.open()));
+    crash_when(&first, run, store.wait_for(|rows| saved_items(rows) == 3)).await;
+    let resumed = workflow(Resized(loads), FaultyStore::wrapping(backend.open()));
     resumed.resume_from(run).await.unwrap();
     let values: Vec<u32> = resumed
         .resources()
@@ -234,21 +235,21 @@ as_task!(Reminder, TimerTask, run_timer, S);
 async fn timer_waits_only_for_what_remains(backend: Backend) {
     let asked = Arc::new(AtomicU32::new(0));
     let run = RunId::new();
-    let store = Watched::new(backend.open());
+    let store = FaultyStore::wrapping(backend.open());
     let first = workflow(
         Reminder {
             asked: asked.clone(),
         },
         store.clone(),
     );
-    crash_when(&first, run, store.steps(1)).await;
+    crash_when(&first, run, store.wait_for_steps(1)).await;
     drop((first, store));
 
     let resumed = workflow(
         Reminder {
             asked: asked.clone(),
         },
-        Watched::new(backend.open()),
+        FaultyStore::wrapping(backend.open()),
     );
     let started = Instant::now();
     assert_eq!(resumed.resume_from(run).await.unwrap(), S::Done);
@@ -348,14 +349,14 @@ use futures::StreamExt as _;
 async fn stream_reopens_after_the_last_flushed_window(backend: Backend) {
     let tail = Tail::new(7);
     let run = RunId::new();
-    let store = Watched::new(backend.open());
+    let store = FaultyStore::wrapping(backend.open());
     let first = workflow(tail.clone(), store.clone());
     // Windows [0, 1, 2] and [3, 4, 5] are saved; item 6 is in hand when it dies.
-    crash_when(&first, run, store.steps(2)).await;
+    crash_when(&first, run, store.wait_for_steps(2)).await;
     drop((first, store));
 
     *tail.stall_after.lock().unwrap() = None;
-    let resumed = workflow(tail.clone(), Watched::new(backend.open()));
+    let resumed = workflow(tail.clone(), FaultyStore::wrapping(backend.open()));
     assert_eq!(resumed.resume_from(run).await.unwrap(), S::Done);
     assert_eq!(*tail.opened.lock().unwrap(), [None, Some(5)]);
     let flushed = tail.flushed.lock().unwrap().clone();
@@ -380,7 +381,7 @@ async fn a_cancelled_stream_saves_its_drained_window_and_resumes_after_it() {
     let backend = Backend::memory();
     let tail = Tail::new(5);
     let run = RunId::new();
-    let store = Watched::new(backend.open());
+    let store = FaultyStore::wrapping(backend.open());
     let first = workflow(tail.clone(), store.clone());
     let token = CancellationToken::new();
     let running = first.orchestrate_with(
@@ -399,7 +400,7 @@ async fn a_cancelled_stream_saves_its_drained_window_and_resumes_after_it() {
     assert_eq!(*tail.flushed.lock().unwrap(), [vec![0, 1, 2], vec![3, 4]]);
 
     *tail.stall_after.lock().unwrap() = None;
-    let resumed = workflow(tail.clone(), Watched::new(backend.open()));
+    let resumed = workflow(tail.clone(), FaultyStore::wrapping(backend.open()));
     assert_eq!(resumed.resume_from(run).await.unwrap(), S::Done);
     assert_eq!(*tail.opened.lock().unwrap(), [None, Some(4)]);
     assert_eq!(
@@ -446,7 +447,7 @@ as_task!(Named, BatchTask, run_batch, S);
 async fn batches_in_a_split_save_their_progress_in_order() {
     use cano_split::{Branches, JoinConfig, JoinStrategy, SplitExt};
     let backend = Backend::sled();
-    let store = Watched::new(backend.open());
+    let store = FaultyStore::wrapping(backend.open());
     let workflow = Workflow::<S>::bare()
         .register_split(
             S::Work,

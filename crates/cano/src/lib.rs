@@ -383,9 +383,9 @@
 //! `split` (default) brings the split/join states above; `recovery` (default) brings
 //! the checkpoint stores (sled, in-memory) and stepped tasks; `saga` (default) brings
 //! compensatable tasks; `task-models` (default) the poll, batch, timer and stream
-//! tasks (routers are always there). `scheduler`, `tracing`,
-//! `metrics` and `testing` are reserved for the crates that bring those concerns;
-//! today they change nothing.
+//! tasks (routers are always there); `testing` the test kit in [`testing`].
+//! `scheduler`, `tracing` and `metrics` are reserved for the crates that bring those
+//! concerns; today they change nothing.
 
 pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store, workflow};
 
@@ -506,6 +506,15 @@ pub use cano_task_models::{
     BatchConfig, BatchTask, Deadline, ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy,
     PollOutcome, PollTask, StreamConfig, StreamSummary, StreamTask, TimerTask, WindowOutcome,
 };
+
+/// The test kit (the `cano-testing` crate, feature `testing`): a recording observer
+/// with path assertions, a checkpoint store with fault injection, a task that fails or
+/// panics on chosen attempts, and paused-clock helpers. Enable it in
+/// `[dev-dependencies]`.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use cano_testing::*;
+}
 
 /// Everything a workflow author needs: `use cano::prelude::*;`.
 pub mod prelude {

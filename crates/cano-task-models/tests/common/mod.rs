@@ -1,12 +1,10 @@
 //! Shared by the task-model tests: the `Task` impl the facade's macros would write, and
-//! a checkpoint store that reports each row it takes.
+//! the checkpoint stores the durable tests run on.
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use cano_core::{CanoError, CheckpointRow, CheckpointStore, RowKind, RunId, RunSummary};
-use tokio::sync::watch;
+use cano_core::CheckpointStore;
 
 /// Writes `impl Task<$state> for $ty` through `$runner`, as `#[task::poll]` and its
 /// siblings do in the facade.
@@ -35,38 +33,6 @@ macro_rules! as_task {
     };
 }
 
-/// A store that lets a test await the rows it has taken.
-pub struct Watched {
-    inner: Arc<dyn CheckpointStore>,
-    rows: watch::Sender<Vec<CheckpointRow>>,
-}
-
-impl Watched {
-    pub fn new(inner: Arc<dyn CheckpointStore>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            rows: watch::channel(Vec::new()).0,
-        })
-    }
-
-    /// Waits until at least `n` `Step` rows were appended.
-    pub async fn steps(&self, n: usize) {
-        self.until(|rows| rows.iter().filter(|r| r.kind == RowKind::Step).count() >= n)
-            .await;
-    }
-
-    /// Every row appended so far, in order (truncation does not remove them here).
-    pub fn appended(&self) -> Vec<CheckpointRow> {
-        self.rows.borrow().clone()
-    }
-
-    /// Waits until the rows appended so far satisfy `done`.
-    pub async fn until(&self, done: impl Fn(&[CheckpointRow]) -> bool) {
-        let mut seen = self.rows.subscribe();
-        seen.wait_for(|rows| done(rows)).await.unwrap();
-    }
-}
-
 /// Where the durable tests keep their rows: in memory, or in a sled database that is
 /// closed and reopened across the simulated crash.
 pub enum Backend {
@@ -91,29 +57,5 @@ impl Backend {
                 Arc::new(cano_recovery::SledCheckpointStore::open(dir.path()).unwrap())
             }
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl CheckpointStore for Watched {
-    async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
-        self.inner.append(row.clone()).await?;
-        self.rows.send_modify(|rows| rows.push(row));
-        Ok(())
-    }
-    async fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
-        self.inner.load(run).await
-    }
-    async fn truncate(&self, run: RunId, before: u64) -> Result<(), CanoError> {
-        self.inner.truncate(run, before).await
-    }
-    async fn clear(&self, run: RunId) -> Result<(), CanoError> {
-        self.inner.clear(run).await
-    }
-    async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
-        self.inner.unfinished().await
-    }
-    async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
-        self.inner.prune(older_than).await
     }
 }

@@ -1,0 +1,416 @@
+//! [`RecordingObserver`]: every event of every run, kept in order, with assertions on
+//! the path a run took.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cano_core::{CanoError, RunId, WorkflowObserver};
+
+/// One observer callback, with states and errors as text (`Debug` and `Display`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields are the callback's arguments, named alike
+pub enum Event {
+    RunStart {
+        run: RunId,
+        state: String,
+    },
+    RunEnd {
+        run: RunId,
+        outcome: Result<String, String>,
+    },
+    StateEnter {
+        run: RunId,
+        state: String,
+    },
+    TaskStart {
+        run: RunId,
+        state: String,
+        task: String,
+        attempt: usize,
+    },
+    TaskSuccess {
+        run: RunId,
+        state: String,
+        task: String,
+    },
+    TaskFailure {
+        run: RunId,
+        state: String,
+        task: String,
+        error: String,
+    },
+    Retry {
+        run: RunId,
+        state: String,
+        task: String,
+        attempt: usize,
+        error: String,
+        delay: Duration,
+    },
+    CircuitOpen {
+        run: RunId,
+        state: String,
+        task: String,
+        breaker: String,
+    },
+    CircuitHalfOpen {
+        run: RunId,
+        state: String,
+        task: String,
+        breaker: String,
+    },
+    CircuitClose {
+        run: RunId,
+        state: String,
+        task: String,
+        breaker: String,
+    },
+    CircuitRejected {
+        run: RunId,
+        state: String,
+        task: String,
+        breaker: String,
+    },
+    Throttled {
+        run: RunId,
+        state: String,
+        task: String,
+        limiter: String,
+        waited: Duration,
+        admitted: bool,
+    },
+    Checkpoint {
+        run: RunId,
+        state: String,
+        seq: u64,
+    },
+    Resume {
+        run: RunId,
+        state: String,
+        seq: u64,
+    },
+    CompensationStart {
+        run: RunId,
+        state: String,
+        task: String,
+    },
+    CompensationSuccess {
+        run: RunId,
+        state: String,
+        task: String,
+    },
+    CompensationFailure {
+        run: RunId,
+        state: String,
+        task: String,
+        error: String,
+    },
+}
+
+impl Event {
+    /// The run the event belongs to.
+    pub fn run(&self) -> RunId {
+        match self {
+            Self::RunStart { run, .. }
+            | Self::RunEnd { run, .. }
+            | Self::StateEnter { run, .. }
+            | Self::TaskStart { run, .. }
+            | Self::TaskSuccess { run, .. }
+            | Self::TaskFailure { run, .. }
+            | Self::Retry { run, .. }
+            | Self::CircuitOpen { run, .. }
+            | Self::CircuitHalfOpen { run, .. }
+            | Self::CircuitClose { run, .. }
+            | Self::CircuitRejected { run, .. }
+            | Self::Throttled { run, .. }
+            | Self::Checkpoint { run, .. }
+            | Self::Resume { run, .. }
+            | Self::CompensationStart { run, .. }
+            | Self::CompensationSuccess { run, .. }
+            | Self::CompensationFailure { run, .. } => *run,
+        }
+    }
+}
+
+/// Records every event it is told about. Attach it with
+/// `Workflow::with_observer(recorder.clone())` and ask it afterwards.
+///
+/// ```
+/// use cano_core::{CanoError, Task, TaskResult, Workflow};
+/// use cano_testing::RecordingObserver;
+///
+/// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// enum S { A, B, Done }
+/// struct Go(S);
+/// #[async_trait::async_trait]
+/// impl Task<S> for Go {
+///     async fn run_bare(&self) -> Result<TaskResult<S>, CanoError> {
+///         Ok(TaskResult::Single(self.0.clone()))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let recorder = RecordingObserver::new();
+/// let workflow = Workflow::bare()
+///     .register(S::A, Go(S::B))
+///     .register(S::B, Go(S::Done))
+///     .add_exit_state(S::Done)
+///     .with_observer(recorder.clone());
+/// workflow.orchestrate(S::A).await.unwrap();
+/// let run = recorder.runs()[0];
+/// recorder.assert_path(run, &["A", "B"]);
+/// assert_eq!(recorder.outcome(run), Some(Ok("Done".to_owned())));
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct RecordingObserver {
+    events: Mutex<Vec<Event>>,
+}
+
+impl RecordingObserver {
+    /// A recorder with no events, shared (as `with_observer` takes it).
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, event: Event) {
+        self.lock().push(event);
+    }
+
+    /// Every event so far, in the order they happened.
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().clone()
+    }
+
+    /// The events of one run.
+    pub fn events_of(&self, run: RunId) -> Vec<Event> {
+        self.lock()
+            .iter()
+            .filter(|e| e.run() == run)
+            .cloned()
+            .collect()
+    }
+
+    /// The runs seen, in the order they started.
+    pub fn runs(&self) -> Vec<RunId> {
+        self.lock()
+            .iter()
+            .filter_map(|e| match e {
+                Event::RunStart { run, .. } => Some(*run),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The states `run` entered, in order (`Debug` text), exit state excluded.
+    pub fn path(&self, run: RunId) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter_map(|e| match e {
+                Event::StateEnter { run: r, state } if *r == run => Some(state.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Panics, listing both paths, unless `run` entered exactly `expected`.
+    #[track_caller]
+    pub fn assert_path(&self, run: RunId, expected: &[&str]) {
+        let path = self.path(run);
+        assert!(
+            path.iter().map(String::as_str).eq(expected.iter().copied()),
+            "run {run} took the path {path:?}, expected {expected:?}"
+        );
+    }
+
+    /// How `run` ended: `Ok` with the exit state, `Err` with the error's text; `None`
+    /// while it is still running.
+    pub fn outcome(&self, run: RunId) -> Option<Result<String, String>> {
+        self.lock().iter().find_map(|e| match e {
+            Event::RunEnd { run: r, outcome } if *r == run => Some(outcome.clone()),
+            _ => None,
+        })
+    }
+
+    /// How many attempts of `task` started, over all runs.
+    pub fn attempts(&self, task: &str) -> usize {
+        self.count(|e| matches!(e, Event::TaskStart { task: t, .. } if t == task))
+    }
+
+    /// How many retries of `task` were scheduled, over all runs.
+    pub fn retries(&self, task: &str) -> usize {
+        self.count(|e| matches!(e, Event::Retry { task: t, .. } if t == task))
+    }
+
+    /// How many events satisfy `matches`.
+    pub fn count(&self, matches: impl Fn(&Event) -> bool) -> usize {
+        self.lock().iter().filter(|e| matches(e)).count()
+    }
+
+    /// Forgets every event.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+fn text(value: &dyn Debug) -> String {
+    format!("{value:?}")
+}
+
+impl WorkflowObserver for RecordingObserver {
+    fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
+        self.push(Event::RunStart {
+            run,
+            state: text(initial),
+        });
+    }
+    fn on_run_end(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
+        let outcome = outcome.map(text).map_err(ToString::to_string);
+        self.push(Event::RunEnd { run, outcome });
+    }
+    fn on_state_enter(&self, run: RunId, state: &dyn Debug) {
+        self.push(Event::StateEnter {
+            run,
+            state: text(state),
+        });
+    }
+    fn on_task_start(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize) {
+        let (state, task) = (text(state), task.to_owned());
+        self.push(Event::TaskStart {
+            run,
+            state,
+            task,
+            attempt,
+        });
+    }
+    fn on_task_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+        let (state, task) = (text(state), task.to_owned());
+        self.push(Event::TaskSuccess { run, state, task });
+    }
+    fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
+        let (state, task, error) = (text(state), task.to_owned(), error.to_string());
+        self.push(Event::TaskFailure {
+            run,
+            state,
+            task,
+            error,
+        });
+    }
+    fn on_retry(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        attempt: usize,
+        error: &CanoError,
+        delay: Duration,
+    ) {
+        let (state, task, error) = (text(state), task.to_owned(), error.to_string());
+        self.push(Event::Retry {
+            run,
+            state,
+            task,
+            attempt,
+            error,
+            delay,
+        });
+    }
+    fn on_circuit_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        let (state, task, breaker) = (text(state), task.to_owned(), breaker.to_owned());
+        self.push(Event::CircuitOpen {
+            run,
+            state,
+            task,
+            breaker,
+        });
+    }
+    fn on_circuit_half_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        let (state, task, breaker) = (text(state), task.to_owned(), breaker.to_owned());
+        self.push(Event::CircuitHalfOpen {
+            run,
+            state,
+            task,
+            breaker,
+        });
+    }
+    fn on_circuit_close(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        let (state, task, breaker) = (text(state), task.to_owned(), breaker.to_owned());
+        self.push(Event::CircuitClose {
+            run,
+            state,
+            task,
+            breaker,
+        });
+    }
+    fn on_circuit_rejected(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        let (state, task, breaker) = (text(state), task.to_owned(), breaker.to_owned());
+        self.push(Event::CircuitRejected {
+            run,
+            state,
+            task,
+            breaker,
+        });
+    }
+    fn on_throttled(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        limiter: &str,
+        waited: Duration,
+        admitted: bool,
+    ) {
+        let (state, task, limiter) = (text(state), task.to_owned(), limiter.to_owned());
+        self.push(Event::Throttled {
+            run,
+            state,
+            task,
+            limiter,
+            waited,
+            admitted,
+        });
+    }
+    fn on_checkpoint(&self, run: RunId, state: &dyn Debug, seq: u64) {
+        self.push(Event::Checkpoint {
+            run,
+            state: text(state),
+            seq,
+        });
+    }
+    fn on_resume(&self, run: RunId, state: &dyn Debug, seq: u64) {
+        self.push(Event::Resume {
+            run,
+            state: text(state),
+            seq,
+        });
+    }
+    fn on_compensation_start(&self, run: RunId, state: &dyn Debug, task: &str) {
+        let (state, task) = (text(state), task.to_owned());
+        self.push(Event::CompensationStart { run, state, task });
+    }
+    fn on_compensation_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+        let (state, task) = (text(state), task.to_owned());
+        self.push(Event::CompensationSuccess { run, state, task });
+    }
+    fn on_compensation_failure(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        error: &CanoError,
+    ) {
+        let (state, task, error) = (text(state), task.to_owned(), error.to_string());
+        self.push(Event::CompensationFailure {
+            run,
+            state,
+            task,
+            error,
+        });
+    }
+}
