@@ -54,8 +54,11 @@ pub mod observer;
 pub mod resource;
 pub mod router;
 pub mod run;
+mod spans;
 pub mod store;
 pub mod task;
+#[cfg(feature = "tracing")]
+mod tracing_observer;
 mod util;
 pub mod workflow;
 
@@ -71,6 +74,8 @@ pub use router::RouterTask;
 pub use run::{CancellationToken, DrainGuard, RunContext, RunId, RunOptions};
 pub use store::MemoryStore;
 pub use task::{RegisteredTask, Task, TaskConfig, TaskFuture, TaskResult};
+#[cfg(feature = "tracing")]
+pub use tracing_observer::TracingObserver;
 pub use util::short_type_name;
 pub use workflow::handler::{
     CompensationFuture, HandlerFuture, HandlerInfo, StateContext, StateHandler, TaskEnv,

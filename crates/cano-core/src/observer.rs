@@ -15,6 +15,9 @@ use std::time::Duration;
 use crate::error::CanoError;
 use crate::run::RunId;
 
+#[cfg(feature = "tracing")]
+pub use crate::tracing_observer::TracingObserver;
+
 /// Receives lifecycle and failure events of workflow runs. See the [module docs](self).
 pub trait WorkflowObserver: Send + Sync {
     /// A run starts in `initial`.

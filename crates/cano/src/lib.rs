@@ -383,9 +383,10 @@
 //! `split` (default) brings the split/join states above; `recovery` (default) brings
 //! the checkpoint stores (sled, in-memory) and stepped tasks; `saga` (default) brings
 //! compensatable tasks; `task-models` (default) the poll, batch, timer and stream
-//! tasks (routers are always there); `testing` the test kit in [`testing`].
-//! `scheduler`, `tracing` and `metrics` are reserved for the crates that bring those
-//! concerns; today they change nothing.
+//! tasks (routers are always there); `testing` the test kit in [`testing`];
+//! `tracing` a span per run, state and task attempt, and `TracingObserver`, which
+//! turns observer events into `tracing` events. `scheduler` and `metrics` are reserved
+//! for the crates that bring those concerns; today they change nothing.
 
 pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store, workflow};
 
@@ -501,6 +502,9 @@ pub mod saga {
 #[cfg(feature = "saga")]
 pub use cano_saga::{CompensatableTask, SagaExt};
 
+#[cfg(feature = "tracing")]
+pub use cano_core::TracingObserver;
+
 #[cfg(feature = "task-models")]
 pub use cano_task_models::{
     BatchConfig, BatchTask, Deadline, ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy,
@@ -526,6 +530,9 @@ pub mod prelude {
     };
 
     pub use crate::RouterTask;
+
+    #[cfg(feature = "tracing")]
+    pub use crate::TracingObserver;
 
     #[cfg(feature = "split")]
     pub use crate::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};

@@ -107,7 +107,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         resumed: Option<u64>,
         saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
-        async move {
+        let run_id = run.run_id();
+        let observed = async move {
             let observers = &self.spec.observers;
             if !observers.is_empty() {
                 observers.each(|o| o.on_run_start(run.run_id(), &*state));
@@ -121,7 +122,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 observers.each(|o| o.on_run_end(run.run_id(), view));
             }
             outcome
-        }
+        };
+        crate::spans::run(observed, run_id, &self.spec.recovery.workflow_id)
     }
 
     /// Starts a run on the tokio runtime and returns a handle to await or cancel it.
@@ -276,8 +278,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 }
                 let next = match handler {
                     Handler::Task(entry) => {
-                        let result =
-                            execute_task(&**entry, state, &spec.resources, run, observers).await?;
+                        let task = execute_task(&**entry, state, &spec.resources, run, observers);
+                        let result = crate::spans::state(task, state).await?;
                         match result {
                             TaskResult::Single(next) => next,
                             TaskResult::Split(_) => {
@@ -296,7 +298,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             observers: observers.clone(),
                         });
                         let label = || handler.label();
-                        let mut result = custom.handle(StateContext { state, env, saga }).await;
+                        let handled = custom.handle(StateContext { state, env, saga });
+                        let mut result = crate::spans::state(handled, state).await;
                         // A step that recorded its output joins the compensation stack,
                         // even if its handler then failed: its work was done.
                         if let Some(saga) = saga.filter(|s| s.has_recorded()) {

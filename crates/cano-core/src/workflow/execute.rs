@@ -18,13 +18,14 @@ use crate::error::CanoError;
 use crate::observer::Observers;
 use crate::resource::Resources;
 use crate::run::RunContext;
+use crate::spans;
 use crate::task::{Task, TaskConfig, TaskResult};
 
 use super::admission::{Site, guarded_attempt};
 
 /// A task's future with a panic turned into an error.
 pub(crate) fn caught<'a, S: 'a>(
-    future: crate::task::TaskFuture<'a, S>,
+    future: impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a,
 ) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a {
     AssertUnwindSafe(future)
         .catch_unwind()
@@ -35,14 +36,13 @@ pub(crate) fn caught<'a, S: 'a>(
 /// many tasks without a timeout do not carry a timer in every run's future.
 fn timed_first_attempt<'a, S: 'a, K>(
     task: &'a dyn Task<S, K>,
+    name: &'a str,
     config: &'a TaskConfig,
     resources: &'a Resources<K>,
 ) -> Pin<Box<impl Future<Output = Result<TaskResult<S>, AttemptError<CanoError>>> + 'a>> {
     Box::pin(async move {
-        config
-            .retry_policy()
-            .attempt(caught(task.run(resources)))
-            .await
+        let attempt = spans::attempt(task.run(resources), name, 1);
+        config.retry_policy().attempt(caught(attempt)).await
     })
 }
 
@@ -112,18 +112,22 @@ where
                     run,
                     observers,
                 };
-                guarded_attempt(entry.task(), entry.config(), resources, site)
+                let attempt = guarded_attempt(entry.task(), entry.config(), resources, site);
+                spans::attempt(attempt, entry.name(), 1)
                     .await
                     .map_err(AttemptError::Failed)
             }
-            None => match AssertUnwindSafe(entry.task().run(resources))
-                .catch_unwind()
-                .await
-            {
-                Ok(result) => result.map_err(AttemptError::Failed),
-                Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
-            },
-            Some(_) => timed_first_attempt(entry.task(), entry.config(), resources).await,
+            None => {
+                let attempt = spans::attempt(entry.task().run(resources), entry.name(), 1);
+                match AssertUnwindSafe(attempt).catch_unwind().await {
+                    Ok(result) => result.map_err(AttemptError::Failed),
+                    Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
+                }
+            }
+            Some(_) => {
+                let (task, name, config) = (entry.task(), entry.name(), entry.config());
+                timed_first_attempt(task, name, config, resources).await
+            }
         };
         let outcome = match first {
             Ok(result) => Ok(result),
@@ -168,10 +172,11 @@ fn retry_after<'a, S: Debug, K>(
         let mut attempt = 1usize;
         let mut next_attempt = || {
             attempt += 1;
+            let n = attempt;
             if !observers.is_empty() {
-                let n = attempt;
                 observers.each(|o| o.on_task_start(run.run_id(), state, name, n));
             }
+            n
         };
         let classify = |e: &CanoError| {
             if e.is_permanent() {
@@ -207,8 +212,8 @@ fn retry_after<'a, S: Debug, K>(
                 .continue_after(
                     first,
                     || {
-                        next_attempt();
-                        guarded_attempt(task, config, resources, site)
+                        let n = next_attempt();
+                        spans::attempt(guarded_attempt(task, config, resources, site), name, n)
                     },
                     classify,
                     on_retry,
@@ -220,8 +225,8 @@ fn retry_after<'a, S: Debug, K>(
                 .continue_after(
                     first,
                     || {
-                        next_attempt();
-                        caught(task.run(resources))
+                        let n = next_attempt();
+                        caught(spans::attempt(task.run(resources), name, n))
                     },
                     classify,
                     on_retry,

@@ -1,0 +1,140 @@
+//! [`TracingObserver`]: workflow events as `tracing` events (feature `tracing`).
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use tracing::{debug, error, info, warn};
+
+use crate::error::CanoError;
+use crate::observer::WorkflowObserver;
+use crate::run::RunId;
+
+/// Re-emits every observer callback as a `tracing` event: run start and end, resumes,
+/// compensations and circuit changes at INFO (a failed run at ERROR), retries, open
+/// circuits, rejections and refused throttles at WARN, a task's final failure and a
+/// failed compensation at ERROR, and the rest (state entries, attempts, checkpoints) at
+/// DEBUG. Every event carries `run_id`; with the feature on, the engine also opens the
+/// `cano.run`, `cano.state` and `cano.attempt` spans these events nest in.
+///
+/// Without a subscriber interested in them the events cost a check each, never a
+/// formatted string.
+///
+/// ```
+/// use std::sync::Arc;
+/// use cano_core::{TracingObserver, Workflow};
+///
+/// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// enum S { Start, Done }
+///
+/// let workflow = Workflow::<S>::bare()
+///     .add_exit_state(S::Done)
+///     .with_observer(Arc::new(TracingObserver::new()));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingObserver;
+
+impl TracingObserver {
+    /// The observer (it has no settings: filter with your subscriber).
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl WorkflowObserver for TracingObserver {
+    fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
+        info!(run_id = %run, initial = ?initial, "run started");
+    }
+
+    fn on_run_end(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
+        match outcome {
+            Ok(state) => info!(run_id = %run, exit = ?state, "run finished"),
+            Err(e) => error!(run_id = %run, error = %e, "run failed"),
+        }
+    }
+
+    fn on_state_enter(&self, run: RunId, state: &dyn Debug) {
+        debug!(run_id = %run, state = ?state, "state entered");
+    }
+
+    fn on_task_start(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize) {
+        debug!(run_id = %run, state = ?state, task, attempt, "attempt started");
+    }
+
+    fn on_task_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+        debug!(run_id = %run, state = ?state, task, "task succeeded");
+    }
+
+    fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
+        error!(run_id = %run, state = ?state, task, error = %error, "task failed");
+    }
+
+    fn on_retry(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        attempt: usize,
+        error: &CanoError,
+        delay: Duration,
+    ) {
+        warn!(run_id = %run, state = ?state, task, attempt, ?delay, error = %error, "attempt failed, retrying");
+    }
+
+    fn on_circuit_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        warn!(run_id = %run, state = ?state, task, breaker, "circuit opened");
+    }
+
+    fn on_circuit_half_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        info!(run_id = %run, state = ?state, task, breaker, "circuit half-open: probing");
+    }
+
+    fn on_circuit_close(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        info!(run_id = %run, state = ?state, task, breaker, "circuit closed");
+    }
+
+    fn on_circuit_rejected(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+        warn!(run_id = %run, state = ?state, task, breaker, "circuit refused the attempt");
+    }
+
+    fn on_throttled(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        limiter: &str,
+        waited: Duration,
+        admitted: bool,
+    ) {
+        if admitted {
+            debug!(run_id = %run, state = ?state, task, limiter, ?waited, "throttled, then admitted");
+        } else {
+            warn!(run_id = %run, state = ?state, task, limiter, ?waited, "throttled and refused");
+        }
+    }
+
+    fn on_checkpoint(&self, run: RunId, state: &dyn Debug, seq: u64) {
+        debug!(run_id = %run, state = ?state, seq, "checkpoint written");
+    }
+
+    fn on_resume(&self, run: RunId, state: &dyn Debug, seq: u64) {
+        info!(run_id = %run, state = ?state, seq, "run resumed");
+    }
+
+    fn on_compensation_start(&self, run: RunId, state: &dyn Debug, task: &str) {
+        info!(run_id = %run, state = ?state, task, "compensating");
+    }
+
+    fn on_compensation_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+        info!(run_id = %run, state = ?state, task, "compensated");
+    }
+
+    fn on_compensation_failure(
+        &self,
+        run: RunId,
+        state: &dyn Debug,
+        task: &str,
+        error: &CanoError,
+    ) {
+        error!(run_id = %run, state = ?state, task, error = %error, "compensation failed");
+    }
+}
