@@ -49,6 +49,8 @@ pub mod error {
 }
 pub mod checkpoint;
 pub mod hash;
+#[cfg(feature = "metrics")]
+mod metrics_observer;
 pub mod node;
 pub mod observer;
 pub mod resource;
@@ -67,6 +69,8 @@ pub use checkpoint::{
     TaskProgress,
 };
 pub use error::{BoxError, CanoError, CanoResult, ErrorDetail};
+#[cfg(feature = "metrics")]
+pub use metrics_observer::{METRICS, MetricsObserver, describe as describe_metrics};
 pub use node::Node;
 pub use observer::{Observers, WorkflowObserver};
 pub use resource::{DefaultKey, HealthStatus, Resource, ResourceKey, Resources};

@@ -15,6 +15,8 @@ use std::time::Duration;
 use crate::error::CanoError;
 use crate::run::RunId;
 
+#[cfg(feature = "metrics")]
+pub use crate::metrics_observer::MetricsObserver;
 #[cfg(feature = "tracing")]
 pub use crate::tracing_observer::TracingObserver;
 

@@ -385,8 +385,9 @@
 //! compensatable tasks; `task-models` (default) the poll, batch, timer and stream
 //! tasks (routers are always there); `testing` the test kit in [`testing`];
 //! `tracing` a span per run, state and task attempt, and `TracingObserver`, which
-//! turns observer events into `tracing` events. `scheduler` and `metrics` are reserved
-//! for the crates that bring those concerns; today they change nothing.
+//! turns observer events into `tracing` events; `metrics` the `MetricsObserver` and
+//! `cano::metrics::describe()`. `scheduler` is reserved for the crate that brings
+//! scheduling; today it changes nothing.
 
 pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store, workflow};
 
@@ -505,6 +506,16 @@ pub use cano_saga::{CompensatableTask, SagaExt};
 #[cfg(feature = "tracing")]
 pub use cano_core::TracingObserver;
 
+#[cfg(feature = "metrics")]
+pub use cano_core::MetricsObserver;
+
+/// Metrics (feature `metrics`): what [`MetricsObserver`] records, and [`describe`](metrics::describe)
+/// to register help text and units with your recorder.
+#[cfg(feature = "metrics")]
+pub mod metrics {
+    pub use cano_core::{METRICS, MetricsObserver, describe_metrics as describe};
+}
+
 #[cfg(feature = "task-models")]
 pub use cano_task_models::{
     BatchConfig, BatchTask, Deadline, ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy,
@@ -533,6 +544,9 @@ pub mod prelude {
 
     #[cfg(feature = "tracing")]
     pub use crate::TracingObserver;
+
+    #[cfg(feature = "metrics")]
+    pub use crate::MetricsObserver;
 
     #[cfg(feature = "split")]
     pub use crate::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};
