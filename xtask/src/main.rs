@@ -32,22 +32,39 @@ fn bench(extra: Vec<String>) -> ExitCode {
         .unwrap_or_else(|| root.join("target"));
     let criterion_home = target.join("criterion");
     let out = target.join("cano-bench");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .env("CRITERION_HOME", &criterion_home)
-        .env("CANO_BENCH_OUT", &out)
-        .args(["bench", "-p", "cano-benches", "--benches", "--"])
-        .args(&extra)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            eprintln!("cargo bench failed: {s}");
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            eprintln!("could not run cargo: {e}");
-            return ExitCode::FAILURE;
+    // The observer benches need cano's tracing and metrics compiled in, which would
+    // change every other bench's engine: they run in a build of their own.
+    let runs: [&[&str]; 2] = [
+        &["bench", "-p", "cano-benches", "--benches", "--"],
+        &[
+            "bench",
+            "-p",
+            "cano-benches",
+            "--features",
+            "observe",
+            "--bench",
+            "observers",
+            "--",
+        ],
+    ];
+    for args in runs {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .env("CRITERION_HOME", &criterion_home)
+            .env("CANO_BENCH_OUT", &out)
+            .args(args)
+            .args(&extra)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                eprintln!("cargo bench failed: {s}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("could not run cargo: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     print!("{}", summary(&criterion_home, &out));
@@ -157,6 +174,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(recovery_rows(criterion_home, out));
     rows.extend(saga_rows(criterion_home));
     rows.extend(batch_rows(criterion_home));
+    rows.extend(observer_rows(criterion_home));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
         "\n{:<width$} | {:>24} | target\n{}\n",
@@ -390,6 +408,51 @@ fn batch_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
             "batch: BatchTask on worker threads, per item",
             ns(spawned),
             String::new(),
+        ),
+    ]
+}
+
+/// The observer rows: each observer against the bare run, in the build with tracing
+/// and metrics compiled in.
+fn observer_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
+    let per_step = |id: &str| mean_ns(criterion_home, id).map(|v| v / TRANSITIONS);
+    let bare = per_step("observers/bare");
+    let against = |id: &str| {
+        let v = per_step(id);
+        let ratio = v.zip(bare).map(|(v, b)| v / b);
+        (
+            v.map(|v| format!("{v:.1} ns"))
+                .unwrap_or_else(|| "n/a".into()),
+            format!(
+                "{} <= 1.2x bare {}",
+                ratio.map(|r| format!("{r:.2}x")).unwrap_or_default(),
+                verdict(ratio.map(|r| r <= 1.2))
+            ),
+        )
+    };
+    let row = |name, id| {
+        let (figure, target) = against(id);
+        (name, figure, target)
+    };
+    vec![
+        (
+            "observers: bare run, tracing + metrics compiled in",
+            bare.map(|v| format!("{v:.1} ns"))
+                .unwrap_or_else(|| "n/a".into()),
+            String::new(),
+        ),
+        row("observers: no-op observer", "observers/noop"),
+        row(
+            "observers: TracingObserver, no subscriber",
+            "observers/tracing_no_subscriber",
+        ),
+        row(
+            "observers: MetricsObserver, no recorder",
+            "observers/metrics_no_recorder",
+        ),
+        row(
+            "observers: MetricsObserver per task, no recorder",
+            "observers/metrics_per_task_no_recorder",
         ),
     ]
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use metrics::{Counter, Gauge, Histogram, Label, SharedString, Unit};
 
 use crate::error::CanoError;
+use crate::hash::FastMap;
 use crate::observer::WorkflowObserver;
 use crate::run::RunId;
 
@@ -203,7 +204,7 @@ pub struct MetricsObserver {
     checkpoints: Counter,
     compensations: [Counter; 3],
     per_task: bool,
-    tasks: RwLock<HashMap<Box<str>, Arc<TaskMetrics>>>,
+    tasks: RwLock<FastMap<Box<str>, Arc<TaskMetrics>>>,
     /// Other interned handles (breakers, limiters), registered on first sight.
     named: Mutex<HashMap<(&'static str, String, &'static str), Counter>>,
     durations: bool,
@@ -300,11 +301,15 @@ impl MetricsObserver {
         started.remove(&(run, what.into())).map(|t| t.elapsed())
     }
 
+    /// A task's last attempt ended. Per-task attempts are counted here and at each
+    /// retry (every attempt ends in one or the other), so a transition looks its task's
+    /// handles up once.
     fn task_ended(&self, run: RunId, task: &str, failed: bool) {
         if failed {
             self.failures.increment(1);
         }
         if let Some(metrics) = self.task(task) {
+            metrics.attempts.increment(1);
             if failed {
                 metrics.failures.increment(1);
             }
@@ -358,9 +363,6 @@ impl WorkflowObserver for MetricsObserver {
 
     fn on_task_start(&self, run: RunId, _state: &dyn Debug, task: &str, attempt: usize) {
         self.attempts.increment(1);
-        if let Some(metrics) = self.task(task) {
-            metrics.attempts.increment(1);
-        }
         if attempt == 1 {
             self.timing_start(run, task);
         }
@@ -388,6 +390,7 @@ impl WorkflowObserver for MetricsObserver {
         self.retries.increment(1);
         if let Some(metrics) = self.task(task) {
             metrics.retries.increment(1);
+            metrics.attempts.increment(1);
         }
     }
 

@@ -177,6 +177,9 @@ pub struct RunContext {
     journal: Option<Arc<Journal>>,
     /// The workflow's `Arc<Resources<K>>`, type-erased (the context is not generic).
     resources: Option<Arc<dyn Any + Send + Sync>>,
+    /// The run's span, parent of its states' spans.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 impl fmt::Debug for RunContext {
@@ -235,7 +238,31 @@ impl RunContext {
             outputs,
             journal,
             resources: None,
+            #[cfg(feature = "tracing")]
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Names the run's workflow in its tracing span (without feature `tracing`, there
+    /// is no span and this does nothing).
+    pub(crate) fn in_workflow(self, workflow: &str) -> Self {
+        #[cfg(feature = "tracing")]
+        {
+            let mut run = self;
+            run.span = crate::spans::run_span(run.run_id, workflow);
+            run
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            let _ = workflow;
+            self
+        }
+    }
+
+    /// The run's span.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Gives tasks of the run access to the workflow's resources as an `Arc`, so they

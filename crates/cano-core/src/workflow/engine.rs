@@ -88,7 +88,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let outputs = spec.outputs.then(crate::MemoryStore::new);
             let run_id = options.run_id.unwrap_or_default();
             let run = RunContext::new(run_id, options.cancel, outputs, None)
-                .with_resources(spec.resources.clone());
+                .with_resources(spec.resources.clone())
+                .in_workflow(&spec.recovery.workflow_id);
             // Boxed: a workflow without compensatable states carries one null pointer.
             let saga = spec.compensating.then(|| Box::new(Compensations::new()));
             let mut state = initial;
@@ -107,23 +108,23 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         resumed: Option<u64>,
         saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
-        let run_id = run.run_id();
-        let observed = async move {
+        async move {
             let observers = &self.spec.observers;
             if !observers.is_empty() {
-                observers.each(|o| o.on_run_start(run.run_id(), &*state));
-                if let Some(seq) = resumed {
-                    observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
-                }
+                crate::spans::in_run(run, || {
+                    observers.each(|o| o.on_run_start(run.run_id(), &*state));
+                    if let Some(seq) = resumed {
+                        observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
+                    }
+                });
             }
             let outcome = run.clone().scope(self.run_states(state, run, saga)).await;
             if !observers.is_empty() {
                 let view = outcome.as_ref().map(|()| &*state as &dyn std::fmt::Debug);
-                observers.each(|o| o.on_run_end(run.run_id(), view));
+                crate::spans::in_run(run, || observers.each(|o| o.on_run_end(run.run_id(), view)));
             }
             outcome
-        };
-        crate::spans::run(observed, run_id, &self.spec.recovery.workflow_id)
+        }
     }
 
     /// Starts a run on the tokio runtime and returns a handle to await or cancel it.
@@ -278,8 +279,11 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 }
                 let next = match handler {
                     Handler::Task(entry) => {
-                        let task = execute_task(&**entry, state, &spec.resources, run, observers);
-                        let result = crate::spans::state(task, state).await?;
+                        let result = crate::spans::await_in_state!(
+                            execute_task(&**entry, state, &spec.resources, run, observers),
+                            state,
+                            run
+                        )?;
                         match result {
                             TaskResult::Single(next) => next,
                             TaskResult::Split(_) => {
@@ -299,7 +303,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         });
                         let label = || handler.label();
                         let handled = custom.handle(StateContext { state, env, saga });
-                        let mut result = crate::spans::state(handled, state).await;
+                        let mut result = crate::spans::state(handled, state, run).await;
                         // A step that recorded its output joins the compensation stack,
                         // even if its handler then failed: its work was done.
                         if let Some(saga) = saga.filter(|s| s.has_recorded()) {
