@@ -383,7 +383,7 @@
 //! `split` (default) brings the split/join states above; `recovery` (default) brings
 //! the checkpoint stores (sled, in-memory) and stepped tasks; `saga` (default) brings
 //! compensatable tasks; `task-models` (default) the poll, batch, timer and stream
-//! tasks (routers are always there); `testing` the test kit in [`testing`];
+//! tasks (routers are always there); `testing` the test kit in `cano::testing`;
 //! `tracing` a span per run, state and task attempt, and `TracingObserver`, which
 //! turns observer events into `tracing` events; `metrics` the `MetricsObserver` and
 //! `cano::metrics::describe()`. `scheduler` is reserved for the crate that brings
