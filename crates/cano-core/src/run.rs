@@ -177,9 +177,10 @@ pub struct RunContext {
     journal: Option<Arc<Journal>>,
     /// The workflow's `Arc<Resources<K>>`, type-erased (the context is not generic).
     resources: Option<Arc<dyn Any + Send + Sync>>,
-    /// The run's span, parent of its states' spans.
+    /// The run's span, parent of its states' spans; boxed, and only when a subscriber
+    /// wants it, so that runs nobody traces carry one null pointer.
     #[cfg(feature = "tracing")]
-    span: tracing::Span,
+    span: Option<Box<tracing::Span>>,
 }
 
 impl fmt::Debug for RunContext {
@@ -239,7 +240,7 @@ impl RunContext {
             journal,
             resources: None,
             #[cfg(feature = "tracing")]
-            span: tracing::Span::none(),
+            span: None,
         }
     }
 
@@ -249,7 +250,8 @@ impl RunContext {
         #[cfg(feature = "tracing")]
         {
             let mut run = self;
-            run.span = crate::spans::run_span(run.run_id, workflow);
+            let span = crate::spans::run_span(run.run_id, workflow);
+            run.span = (!span.is_disabled()).then(|| Box::new(span));
             run
         }
         #[cfg(not(feature = "tracing"))]
@@ -259,10 +261,11 @@ impl RunContext {
         }
     }
 
-    /// The run's span.
+    /// The run's span (a disabled one when nothing traces the run).
     #[cfg(feature = "tracing")]
     pub(crate) fn span(&self) -> &tracing::Span {
-        &self.span
+        static UNTRACED: tracing::Span = tracing::Span::none();
+        self.span.as_deref().unwrap_or(&UNTRACED)
     }
 
     /// Gives tasks of the run access to the workflow's resources as an `Arc`, so they
