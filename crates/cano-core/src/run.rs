@@ -391,6 +391,16 @@ impl RunOptions {
         self.cancel = Some(token);
         self
     }
+
+    /// The run id chosen, if any.
+    pub fn run_id(&self) -> Option<RunId> {
+        self.run_id
+    }
+
+    /// The cancellation token given, if any.
+    pub fn cancellation_token(&self) -> Option<&CancellationToken> {
+        self.cancel.as_ref()
+    }
 }
 
 #[cfg(test)]

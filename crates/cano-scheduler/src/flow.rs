@@ -1,0 +1,401 @@
+//! One flow: its schedule, its runs, and the loop that drives them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cano_core::{CancellationToken, CanoError, RunId, RunOptions};
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::policy::{FlowPolicy, MissedFire, Overlap};
+use crate::schedule::Schedule;
+
+/// A run of a flow's workflow, its state types erased: the exit state's `Debug` text.
+pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<String, CanoError>> + Send>>;
+
+/// Starts one run of a flow (resuming a crashed one first, when there is one that is
+/// not among `in_flight`).
+pub(crate) type Runner = Arc<dyn Fn(RunOptions, Vec<RunId>) -> RunFuture + Send + Sync>;
+
+/// Where a flow stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for its next run.
+    Idle,
+    /// A run is going.
+    Running,
+    /// Its schedule has no further run (a cron expression with no future instant).
+    Completed,
+    /// Failing, and waiting out its backoff before the next run.
+    Backoff,
+    /// Stopped after too many failures in a row; `reset_flow` starts it again.
+    Tripped,
+}
+
+/// A flow as [`RunningScheduler::status`](crate::RunningScheduler::status) reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowInfo {
+    /// The flow's id.
+    pub id: String,
+    /// Where it stands.
+    pub status: Status,
+    /// Runs started so far.
+    pub runs: u64,
+    /// When the last run started.
+    pub last_run: Option<DateTime<Utc>>,
+    /// When the next run is due, if scheduled.
+    pub next_run: Option<DateTime<Utc>>,
+    /// Failures in a row (0 after a success).
+    pub failure_streak: u32,
+    /// The last run's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// What the scheduler's handle asks of a flow.
+pub(crate) enum Command {
+    Trigger,
+    Cancel,
+    Reset,
+    Stop { deadline: Instant },
+}
+
+/// A registered flow, before the scheduler starts.
+pub(crate) struct FlowSpec {
+    pub(crate) id: String,
+    pub(crate) schedule: Schedule,
+    pub(crate) policy: FlowPolicy,
+    pub(crate) runner: Runner,
+}
+
+/// What a flow's handle shares with its loop.
+pub(crate) struct Shared {
+    info: Mutex<FlowInfo>,
+}
+
+impl Shared {
+    pub(crate) fn new(id: &str) -> Arc<Self> {
+        Arc::new(Self {
+            info: Mutex::new(FlowInfo {
+                id: id.to_owned(),
+                status: Status::Idle,
+                runs: 0,
+                last_run: None,
+                next_run: None,
+                failure_streak: 0,
+                last_error: None,
+            }),
+        })
+    }
+
+    pub(crate) fn info(&self) -> MutexGuard<'_, FlowInfo> {
+        self.info.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The loop's own state.
+struct Driver {
+    spec: FlowSpec,
+    shared: Arc<Shared>,
+    clock: Clock,
+    running: JoinSet<(RunId, Result<String, CanoError>)>,
+    tokens: HashMap<RunId, CancellationToken>,
+    /// The next scheduled tick.
+    next_tick: Option<Instant>,
+    /// No run before this (backing off after a failure).
+    backoff_until: Option<Instant>,
+    queued: bool,
+    tripped: bool,
+    /// Runs cancelled by `cancel_flow`: their `Cancelled` error is not a failure.
+    cancelled: Vec<RunId>,
+    stopping: Option<Instant>,
+    jitter_seed: u64,
+}
+
+/// Drives one flow until it is stopped and its runs have ended.
+pub(crate) async fn drive(
+    spec: FlowSpec,
+    shared: Arc<Shared>,
+    clock: Clock,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let now = Instant::now();
+    let mut driver = Driver {
+        next_tick: None,
+        spec,
+        shared,
+        clock,
+        running: JoinSet::new(),
+        tokens: HashMap::new(),
+        backoff_until: None,
+        queued: false,
+        tripped: false,
+        cancelled: Vec::new(),
+        stopping: None,
+        jitter_seed: 0x9E37_79B9_7F4A_7C15,
+    };
+    driver.next_tick = driver.first_tick(now);
+    loop {
+        driver.publish();
+        if driver.stopping.is_some() && driver.running.is_empty() {
+            break;
+        }
+        let wake = driver.wake_at();
+        let stop_deadline = driver.stopping;
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => driver.command(command),
+                // Every handle is gone: stop now, letting runs finish.
+                None => driver.stopping = driver.stopping.or(Some(far_future())),
+            },
+            () = sleep_until(wake) => driver.tick(),
+            Some(ended) = driver.running.join_next(), if !driver.running.is_empty() => driver.ended(ended),
+            () = sleep_until(stop_deadline), if stop_deadline.is_some() => {
+                // The grace period is over: cancel what is still running, then wait for it.
+                for token in driver.tokens.values() {
+                    token.cancel();
+                }
+                driver.stopping = Some(far_future());
+            }
+        }
+    }
+    driver.publish();
+}
+
+/// A deadline that never comes (thirty years on: `Instant` arithmetic must not overflow).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 86_400)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn period(&self) -> Option<(Duration, bool)> {
+        match self.spec.schedule {
+            Schedule::Every { period, fixed_rate } => Some((period, fixed_rate)),
+            _ => None,
+        }
+    }
+
+    fn first_tick(&self, now: Instant) -> Option<Instant> {
+        match &self.spec.schedule {
+            Schedule::Every { period, .. } => Some(now + *period),
+            Schedule::Cron { .. } => self.cron_after(now),
+            Schedule::Manual => None,
+        }
+    }
+
+    fn cron_after(&self, at: Instant) -> Option<Instant> {
+        let next = self.spec.schedule.next_cron(self.clock.wall(at))?;
+        Some(self.clock.instant(next))
+    }
+
+    /// When the loop must wake for a tick: the tick, but not before the backoff ends.
+    fn wake_at(&self) -> Option<Instant> {
+        if self.tripped || self.stopping.is_some() {
+            return None;
+        }
+        let tick = self.next_tick?;
+        Some(match self.backoff_until {
+            Some(until) if until > tick => until,
+            _ => tick,
+        })
+    }
+
+    /// The tick after `tick` for a schedule on a grid (fixed rate, cron).
+    fn following(&self, tick: Instant) -> Option<Instant> {
+        match &self.spec.schedule {
+            Schedule::Every {
+                period,
+                fixed_rate: true,
+            } => Some(tick + *period),
+            Schedule::Cron { .. } => self.cron_after(tick),
+            _ => None,
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let Some(tick) = self.next_tick else { return };
+        // Ticks that passed while the loop was not awake (or was backing off).
+        let mut next = self.following(tick);
+        let mut missed = false;
+        while let Some(n) = next.filter(|n| *n <= now) {
+            missed = true;
+            next = self.following(n);
+        }
+        self.next_tick = match self.period() {
+            // Fixed delay: the next tick is set when this run ends.
+            Some((_, false)) => None,
+            _ => next,
+        };
+        let backing_off = self.backoff_until.is_some_and(|until| until > tick);
+        self.backoff_until = None;
+        if missed && !backing_off && self.spec.policy.missed_fire == MissedFire::Skip {
+            if self.next_tick.is_none() {
+                // A fixed-delay flow that skips still needs a next tick.
+                self.next_tick = self.period().map(|(p, _)| now + p);
+            }
+            return;
+        }
+        self.fire();
+    }
+
+    /// A tick or a trigger: start a run, as the overlap policy allows.
+    fn fire(&mut self) {
+        if self.tripped || self.stopping.is_some() {
+            return;
+        }
+        if !self.running.is_empty() {
+            match self.spec.policy.overlap {
+                Overlap::Skip => {
+                    if let Some((period, false)) = self.period() {
+                        self.next_tick = self.next_tick.or(Some(Instant::now() + period));
+                    }
+                    return;
+                }
+                Overlap::QueueOne => {
+                    self.queued = true;
+                    return;
+                }
+                Overlap::Allow => {}
+            }
+        }
+        self.start();
+    }
+
+    fn start(&mut self) {
+        let run = RunId::new();
+        let token = CancellationToken::new();
+        let options = RunOptions::new()
+            .with_run_id(run)
+            .with_cancellation(token.clone());
+        let in_flight: Vec<RunId> = self.tokens.keys().copied().collect();
+        let future = (self.spec.runner)(options, in_flight);
+        self.tokens.insert(run, token);
+        self.running.spawn(async move { (run, future.await) });
+        let mut info = self.shared.info();
+        info.runs += 1;
+        info.last_run = Some(self.clock.wall(Instant::now()));
+    }
+
+    fn ended(
+        &mut self,
+        joined: Result<(RunId, Result<String, CanoError>), tokio::task::JoinError>,
+    ) {
+        let now = Instant::now();
+        let sample = self.sample();
+        let (run, outcome) = match joined {
+            Ok(ended) => ended,
+            Err(e) => (
+                RunId::from(0),
+                Err(CanoError::from_panic(Box::new(e.to_string()))),
+            ),
+        };
+        self.tokens.remove(&run);
+        let cancelled_by_us = match self.cancelled.iter().position(|r| *r == run) {
+            Some(i) => {
+                self.cancelled.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        {
+            let mut info = self.shared.info();
+            match &outcome {
+                Ok(_) => {
+                    info.failure_streak = 0;
+                    info.last_error = None;
+                }
+                Err(e) if cancelled_by_us || self.stopping.is_some() => {
+                    info.last_error = Some(e.to_string());
+                }
+                Err(e) => {
+                    info.failure_streak += 1;
+                    info.last_error = Some(e.to_string());
+                    let streak = info.failure_streak;
+                    if self.spec.policy.trip_after.is_some_and(|n| streak >= n) {
+                        self.tripped = true;
+                        self.queued = false;
+                    } else if let Some(backoff) = self.spec.policy.backoff {
+                        self.backoff_until = Some(now + backoff.delay(streak, sample));
+                    }
+                }
+            }
+        }
+        if let Some((period, false)) = self.period() {
+            if self.running.is_empty() && self.next_tick.is_none() {
+                self.next_tick = Some(now + period);
+            }
+        }
+        if std::mem::take(&mut self.queued) && !self.tripped {
+            self.fire();
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Trigger => self.fire(),
+            Command::Cancel => {
+                self.queued = false;
+                for (run, token) in &self.tokens {
+                    token.cancel();
+                    self.cancelled.push(*run);
+                }
+            }
+            Command::Reset => {
+                self.tripped = false;
+                self.backoff_until = None;
+                let mut info = self.shared.info();
+                info.failure_streak = 0;
+                info.last_error = None;
+                drop(info);
+                if self.next_tick.is_none() {
+                    self.next_tick = self.first_tick(Instant::now());
+                }
+            }
+            Command::Stop { deadline } => {
+                self.queued = false;
+                self.stopping = Some(self.stopping.map_or(deadline, |d| d.min(deadline)));
+            }
+        }
+    }
+
+    /// A pseudo-random sample in `[0, 1)` for backoff jitter (xorshift).
+    fn sample(&mut self) -> f64 {
+        let mut x = self.jitter_seed;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter_seed = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Publishes where the flow stands for `status()`.
+    fn publish(&self) {
+        let now = Instant::now();
+        let mut info = self.shared.info();
+        info.status = if self.tripped {
+            Status::Tripped
+        } else if !self.running.is_empty() {
+            Status::Running
+        } else if self.backoff_until.is_some_and(|until| until > now) {
+            Status::Backoff
+        } else if self.next_tick.is_none() && matches!(self.spec.schedule, Schedule::Cron { .. }) {
+            Status::Completed
+        } else {
+            Status::Idle
+        };
+        info.next_run = self.wake_at().map(|at| self.clock.wall(at));
+    }
+}
