@@ -174,6 +174,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(recovery_rows(criterion_home, out));
     rows.extend(saga_rows(criterion_home));
     rows.extend(batch_rows(criterion_home));
+    rows.extend(scheduler_rows(criterion_home, out));
     rows.extend(observer_rows(criterion_home));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
@@ -407,6 +408,46 @@ fn batch_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
         (
             "batch: BatchTask on worker threads, per item",
             ns(spawned),
+            String::new(),
+        ),
+    ]
+}
+
+/// The scheduler rows: per fire of 10,000 interval flows over 60 simulated seconds
+/// (and the bare run inside it), and wake-up lateness of 100 flows on the real clock.
+fn scheduler_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, String)> {
+    const FIRES: f64 = 10_000.0 * 60.0;
+    let per_fire = mean_ns(criterion_home, "scheduler/10k_flows_60s").map(|v| v / FIRES);
+    let bare = mean_ns(criterion_home, "scheduler/bare_run");
+    let stats = std::fs::read_to_string(out.join("scheduler.json")).unwrap_or_default();
+    let us = |key: &str| {
+        json_number(&stats, key)
+            .map(|v| format!("{v:.0} us"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let ns = |v: Option<f64>| {
+        v.map(|v| format!("{v:.0} ns"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    vec![
+        (
+            "scheduler: per fire, 10,000 flows x 60 s",
+            ns(per_fire),
+            String::new(),
+        ),
+        (
+            "scheduler: scheduling overhead per fire",
+            ns(per_fire.zip(bare).map(|(f, b)| f - b)),
+            format!("(bare run {})", ns(bare)),
+        ),
+        (
+            "scheduler: wake-up lateness p50, 100 flows",
+            us("p50_us"),
+            String::new(),
+        ),
+        (
+            "scheduler: wake-up lateness p99, 100 flows",
+            us("p99_us"),
             String::new(),
         ),
     ]

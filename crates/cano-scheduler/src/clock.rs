@@ -22,6 +22,11 @@ impl Clock {
         }
     }
 
+    /// The tokio instant the scheduler started at.
+    pub(crate) fn started(&self) -> Instant {
+        self.at
+    }
+
     /// The wall time of `instant`.
     pub(crate) fn wall(&self, instant: Instant) -> DateTime<Utc> {
         let since = instant.saturating_duration_since(self.at);

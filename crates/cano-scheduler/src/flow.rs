@@ -124,7 +124,8 @@ pub(crate) async fn drive(
     clock: Clock,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let now = Instant::now();
+    // Ticks count from the scheduler's start, not from when this task first runs.
+    let started = clock.started();
     let mut driver = Driver {
         next_tick: None,
         spec,
@@ -139,7 +140,7 @@ pub(crate) async fn drive(
         stopping: None,
         jitter_seed: 0x9E37_79B9_7F4A_7C15,
     };
-    driver.next_tick = driver.first_tick(now);
+    driver.next_tick = driver.first_tick(started);
     loop {
         driver.publish();
         if driver.stopping.is_some() && driver.running.is_empty() {
@@ -360,8 +361,10 @@ impl Driver {
                 info.failure_streak = 0;
                 info.last_error = None;
                 drop(info);
-                if self.next_tick.is_none() {
-                    self.next_tick = self.first_tick(Instant::now());
+                // Ticks that fell due while tripped are not made up for.
+                let now = Instant::now();
+                if self.next_tick.is_none_or(|tick| tick <= now) {
+                    self.next_tick = self.first_tick(now);
                 }
             }
             Command::Stop { deadline } => {

@@ -386,8 +386,8 @@
 //! tasks (routers are always there); `testing` the test kit in `cano::testing`;
 //! `tracing` a span per run, state and task attempt, and `TracingObserver`, which
 //! turns observer events into `tracing` events; `metrics` the `MetricsObserver` and
-//! `cano::metrics::describe()`. `scheduler` is reserved for the crate that brings
-//! scheduling; today it changes nothing.
+//! `cano::metrics::describe()`; `scheduler` the `Scheduler` for cron, interval and
+//! manual flows.
 
 pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store, workflow};
 
@@ -506,6 +506,19 @@ pub use cano_saga::{CompensatableTask, SagaExt};
 #[cfg(feature = "tracing")]
 pub use cano_core::TracingObserver;
 
+/// Scheduling (the `cano-scheduler` crate, feature `scheduler`): cron, interval and
+/// manual flows, backoff and trip, overlap and missed-fire policies, graceful stop.
+#[cfg(feature = "scheduler")]
+pub mod scheduler {
+    pub use cano_scheduler::*;
+}
+
+#[cfg(feature = "scheduler")]
+pub use cano_scheduler::{
+    BackoffPolicy, FlowInfo, FlowPolicy, MissedFire, Overlap, RunningScheduler, Schedule,
+    Scheduler, Status,
+};
+
 #[cfg(feature = "metrics")]
 pub use cano_core::MetricsObserver;
 
@@ -544,6 +557,12 @@ pub mod prelude {
 
     #[cfg(feature = "tracing")]
     pub use crate::TracingObserver;
+
+    #[cfg(feature = "scheduler")]
+    pub use crate::{
+        BackoffPolicy, FlowInfo, FlowPolicy, MissedFire, Overlap, RunningScheduler, Schedule,
+        Scheduler, Status,
+    };
 
     #[cfg(feature = "metrics")]
     pub use crate::MetricsObserver;
