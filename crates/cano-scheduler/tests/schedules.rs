@@ -434,3 +434,46 @@ async fn a_crashed_run_is_resumed_before_a_fresh_one_starts() {
     assert_eq!(scheduler.status("import").unwrap().last_error, None);
     scheduler.stop(Duration::ZERO).await.unwrap();
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Email {
+    Send,
+    Sent,
+}
+
+struct SendEmail;
+
+#[async_trait::async_trait]
+impl Task<Email> for SendEmail {
+    async fn run_bare(&self) -> Result<TaskResult<Email>, CanoError> {
+        Ok(TaskResult::Single(Email::Sent))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn flows_of_different_state_types_share_one_scheduler() {
+    let job = Job::new(Duration::ZERO);
+    let emails = Workflow::bare()
+        .register(Email::Send, SendEmail)
+        .add_exit_state(Email::Sent);
+    // Five seconds past a minute: the cron flow fires 5, 15 and 25 s in.
+    let scheduler = Scheduler::new()
+        .with_clock_origin(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 5).unwrap())
+        .every("job", job.workflow(), S::Work, Duration::from_secs(5))
+        .unwrap()
+        .cron("digest", emails, Email::Send, "*/10 * * * * *")
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(31)).await;
+    let list = scheduler.list();
+    assert_eq!(
+        list.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+        ["job", "digest"]
+    );
+    assert_eq!(list[0].runs, 6);
+    assert_eq!(list[1].runs, 3);
+    assert!(list[1].next_run.is_some() && list[1].last_run.is_some());
+    scheduler.stop(Duration::ZERO).await.unwrap();
+}
