@@ -32,6 +32,8 @@ type Lifecycle = Arc<dyn Fn(bool) -> BoxFuture<'static, Result<(), CanoError>> +
 #[derive(Default)]
 pub struct Scheduler {
     flows: Vec<FlowSpec>,
+    /// The ids taken, so a duplicate is found without comparing every flow.
+    ids: std::collections::HashSet<String>,
     lifecycles: Vec<(usize, Lifecycle)>,
     origin: Option<DateTime<Utc>>,
 }
@@ -57,7 +59,7 @@ impl Scheduler {
         K: ResourceKey,
     {
         let id = id.into();
-        if self.flows.iter().any(|f| f.id == id) {
+        if !self.ids.insert(id.clone()) {
             return Err(
                 CanoError::configuration(format!("flow {id:?} is registered twice"))
                     .with_hint("give each flow its own id"),
