@@ -34,8 +34,20 @@ fn bench(extra: Vec<String>) -> ExitCode {
     let out = target.join("cano-bench");
     // The observer benches need cano's tracing and metrics compiled in, which would
     // change every other bench's engine: they run in a build of their own.
-    let runs: [&[&str]; 2] = [
+    // The scheduler's simulation needs tokio's paused clock (test-util), which slows
+    // tokio's clock for everything else: a build of its own too.
+    let runs: [&[&str]; 3] = [
         &["bench", "-p", "cano-benches", "--benches", "--"],
+        &[
+            "bench",
+            "-p",
+            "cano-benches",
+            "--features",
+            "simulate",
+            "--bench",
+            "scheduler",
+            "--",
+        ],
         &[
             "bench",
             "-p",
