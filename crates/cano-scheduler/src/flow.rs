@@ -19,6 +19,9 @@ use crate::schedule::Schedule;
 /// A run of a flow's workflow, its state types erased: the exit state's `Debug` text.
 pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<String, CanoError>> + Send>>;
 
+/// A run that ended: its id and outcome.
+type Ended = (RunId, Result<String, CanoError>);
+
 /// Starts one run of a flow (resuming a crashed one first, when there is one that is
 /// not among `in_flight`).
 pub(crate) type Runner = Arc<dyn Fn(RunOptions, Vec<RunId>) -> RunFuture + Send + Sync>;
@@ -103,8 +106,10 @@ struct Driver {
     spec: FlowSpec,
     shared: Arc<Shared>,
     clock: Clock,
-    running: JoinSet<(RunId, Result<String, CanoError>)>,
+    running: JoinSet<Ended>,
     tokens: HashMap<RunId, CancellationToken>,
+    /// Each run's tokio task, so a run whose task panicked is still known by its id.
+    tasks: HashMap<tokio::task::Id, RunId>,
     /// The next scheduled tick.
     next_tick: Option<Instant>,
     /// No run before this (backing off after a failure).
@@ -133,6 +138,7 @@ pub(crate) async fn drive(
         clock,
         running: JoinSet::new(),
         tokens: HashMap::new(),
+        tasks: HashMap::new(),
         backoff_until: None,
         queued: false,
         tripped: false,
@@ -155,7 +161,7 @@ pub(crate) async fn drive(
                 None => driver.stopping = driver.stopping.or(Some(far_future())),
             },
             () = sleep_until(wake) => driver.tick(),
-            Some(ended) = driver.running.join_next(), if !driver.running.is_empty() => driver.ended(ended),
+            Some(ended) = driver.running.join_next_with_id(), if !driver.running.is_empty() => driver.ended(ended),
             () = sleep_until(stop_deadline), if stop_deadline.is_some() => {
                 // The grace period is over: cancel what is still running, then wait for it.
                 for token in driver.tokens.values() {
@@ -284,25 +290,27 @@ impl Driver {
         let in_flight: Vec<RunId> = self.tokens.keys().copied().collect();
         let future = (self.spec.runner)(options, in_flight);
         self.tokens.insert(run, token);
-        self.running.spawn(async move { (run, future.await) });
+        let task = self.running.spawn(async move { (run, future.await) });
+        self.tasks.insert(task.id(), run);
         let mut info = self.shared.info();
         info.runs += 1;
         info.last_run = Some(self.clock.wall(Instant::now()));
     }
 
-    fn ended(
-        &mut self,
-        joined: Result<(RunId, Result<String, CanoError>), tokio::task::JoinError>,
-    ) {
+    fn ended(&mut self, joined: Result<(tokio::task::Id, Ended), tokio::task::JoinError>) {
         let now = Instant::now();
         let sample = self.sample();
-        let (run, outcome) = match joined {
-            Ok(ended) => ended,
-            Err(e) => (
-                RunId::from(0),
-                Err(CanoError::from_panic(Box::new(e.to_string()))),
-            ),
+        let (task, run, outcome) = match joined {
+            Ok((task, (run, outcome))) => (task, run, outcome),
+            // A run's task only ends in error if it panicked outside the engine.
+            Err(e) => {
+                let task = e.id();
+                let run = self.tasks.get(&task).copied().unwrap_or_default();
+                let outcome = Err(CanoError::from_panic(Box::new(e.to_string())));
+                (task, run, outcome)
+            }
         };
+        self.tasks.remove(&task);
         self.tokens.remove(&run);
         let cancelled_by_us = match self.cancelled.iter().position(|r| *r == run) {
             Some(i) => {

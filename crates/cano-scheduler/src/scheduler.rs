@@ -234,7 +234,8 @@ struct Inner {
 }
 
 /// A started scheduler. Clones share it: one can [`wait`](Self::wait) while another
-/// [`stop`](Self::stop)s it.
+/// [`stop`](Self::stop)s it. Dropping every handle without stopping stops scheduling
+/// and lets runs in flight finish, but tears no resource down: call `stop`.
 #[derive(Clone)]
 pub struct RunningScheduler {
     inner: Arc<Inner>,
