@@ -253,6 +253,44 @@ impl RecordingObserver {
         self.lock().iter().filter(|e| matches(e)).count()
     }
 
+    /// The paths the recorded runs took, as a Mermaid flowchart: each state entered,
+    /// with how many times runs entered it, and each transition taken, with how many
+    /// times; a run that ended adds its exit state. Compare it with
+    /// `Workflow::to_mermaid` to see which declared paths real runs use.
+    pub fn to_mermaid(&self) -> String {
+        use std::collections::BTreeMap;
+        use std::fmt::Write as _;
+
+        let mut visits: BTreeMap<String, usize> = BTreeMap::new();
+        let mut edges: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut last: std::collections::HashMap<RunId, String> = Default::default();
+        for event in self.lock().iter() {
+            let (run, state) = match event {
+                Event::StateEnter { run, state } => (*run, state.clone()),
+                Event::RunEnd {
+                    run,
+                    outcome: Ok(exit),
+                } => (*run, exit.clone()),
+                _ => continue,
+            };
+            *visits.entry(state.clone()).or_default() += 1;
+            if let Some(previous) = last.insert(run, state.clone()) {
+                *edges.entry((previous, state)).or_default() += 1;
+            }
+        }
+        let ids: BTreeMap<&String, usize> =
+            visits.keys().enumerate().map(|(i, s)| (s, i)).collect();
+        let mut out = String::from("flowchart TD\n");
+        for (state, count) in &visits {
+            let label = state.replace('"', "#quot;");
+            let _ = writeln!(out, "    s{}[\"{label} ×{count}\"]", ids[state]);
+        }
+        for ((from, to), count) in &edges {
+            let _ = writeln!(out, "    s{} -- \"{count}\" --> s{}", ids[from], ids[to]);
+        }
+        out
+    }
+
     /// Forgets every event.
     pub fn clear(&self) {
         self.lock().clear();

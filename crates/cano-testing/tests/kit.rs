@@ -164,3 +164,20 @@ async fn retries_take_exact_virtual_time() {
     assert_eq!(took, Duration::from_secs(120));
     assert_eq!((flaky.attempts(), recorder.retries("FlakyTask")), (3, 2));
 }
+
+#[tokio::test]
+async fn observed_runs_draw_the_paths_they_took() {
+    let recorder = RecordingObserver::new();
+    let workflow = Workflow::bare()
+        .register(S::A, FlakyTask::new(S::B))
+        .register(S::B, FlakyTask::new(S::Done))
+        .add_exit_state(S::Done)
+        .with_observer(recorder.clone());
+    for _ in 0..3 {
+        workflow.orchestrate(S::A).await.unwrap();
+    }
+    assert_eq!(
+        recorder.to_mermaid(),
+        "flowchart TD\n    s0[\"A ×3\"]\n    s1[\"B ×3\"]\n    s2[\"Done ×3\"]\n    s0 -- \"3\" --> s1\n    s1 -- \"3\" --> s2\n"
+    );
+}

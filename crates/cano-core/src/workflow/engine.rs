@@ -312,6 +312,11 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         result.map_err(|e| e.at(state, &label()))?
                     }
                 };
+                if let Some(targets) = &slot.targets {
+                    if !targets.contains(&next) {
+                        return Err(self.undeclared(state, &next, targets, handler));
+                    }
+                }
                 came_from = Some(handler);
                 *state = next;
                 // Tasks that finish without ever waiting would otherwise keep the thread
@@ -336,6 +341,14 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     fn cancelled(&self, state: &S) -> CanoError {
         CanoError::cancelled("the run was cancelled").at(state, &self.label(state))
+    }
+
+    fn undeclared(&self, state: &S, next: &S, targets: &[S], handler: &Handler<S, K>) -> CanoError {
+        CanoError::workflow(format!(
+            "moved to {next:?}, which is not among the transitions declared for this state ({targets:?})"
+        ))
+        .at(state, &handler.label())
+        .with_hint("declare the transition with Workflow::transitions, or fix the task")
     }
 
     fn unregistered(&self, state: &S, came_from: Option<&Handler<S, K>>) -> CanoError {

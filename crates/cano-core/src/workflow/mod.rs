@@ -8,6 +8,7 @@ mod admission;
 mod compensation;
 mod engine;
 pub(crate) mod execute;
+mod graph;
 pub mod handler;
 mod recovery;
 
@@ -116,6 +117,19 @@ impl<S: 'static, K: 'static> Handler<S, K> {
 pub(crate) struct Slot<S, K> {
     pub(crate) handler: Option<Handler<S, K>>,
     pub(crate) exit: bool,
+    /// The states this state's task declared it moves to (see
+    /// [`Workflow::transitions`]); checked after every run of the state.
+    pub(crate) targets: Option<Arc<[S]>>,
+}
+
+impl<S, K> Slot<S, K> {
+    fn empty() -> Self {
+        Self {
+            handler: None,
+            exit: false,
+            targets: None,
+        }
+    }
 }
 
 impl<S, K> Clone for Slot<S, K> {
@@ -123,6 +137,7 @@ impl<S, K> Clone for Slot<S, K> {
         Self {
             handler: self.handler.clone(),
             exit: self.exit,
+            targets: self.targets.clone(),
         }
     }
 }
@@ -250,10 +265,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     fn register_slot(mut self, state: S, handler: Handler<S, K>) -> Self {
         let spec = self.spec_mut();
-        let slot = spec.slots.entry(state.clone()).or_insert(Slot {
-            handler: None,
-            exit: false,
-        });
+        let slot = spec.slots.entry(state.clone()).or_insert_with(Slot::empty);
         if let Some(old) = slot.handler.replace(handler) {
             spec.problems.push(format!(
                 "state {state:?} is registered twice (first with {}); register each state once",
@@ -266,13 +278,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Ends the run when the workflow reaches `state`.
     pub fn add_exit_state(mut self, state: S) -> Self {
         let spec = self.spec_mut();
-        spec.slots
-            .entry(state)
-            .or_insert(Slot {
-                handler: None,
-                exit: false,
-            })
-            .exit = true;
+        spec.slots.entry(state).or_insert_with(Slot::empty).exit = true;
         spec.has_exit = true;
         self
     }
@@ -366,6 +372,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         let mut per_state: Vec<(String, String)> = Vec::new();
         for (state, slot) in &spec.slots {
             let Some(handler) = &slot.handler else {
+                if slot.targets.is_some() {
+                    let name = format!("{state:?}");
+                    per_state.push((name.clone(), format!(
+                        "state {name} declares transitions but has no handler; register a task for it"
+                    )));
+                }
                 continue;
             };
             // Formatted only when there is something to say: a sound workflow is
@@ -376,6 +388,18 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 per_state.push((name.clone(), format!(
                     "state {name} is an exit state and has a handler; the handler would never run, so remove one of the two"
                 )));
+            }
+            for target in slot.targets.iter().flat_map(|t| t.iter()) {
+                let wired = spec
+                    .slots
+                    .get(target)
+                    .is_some_and(|t| t.exit || t.handler.is_some());
+                if !wired {
+                    let name = name();
+                    per_state.push((name.clone(), format!(
+                        "state {name} declares a transition to {target:?}, which has no handler and is not an exit state; register it or add it with .add_exit_state"
+                    )));
+                }
             }
             let Handler::Custom(custom) = handler else {
                 continue;
