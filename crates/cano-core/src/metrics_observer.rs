@@ -147,6 +147,9 @@ fn outcome(result: Result<(), &CanoError>) -> &'static str {
 
 const OUTCOMES: [&str; 5] = ["ok", "error", "cancelled", "timeout", "compensation_failed"];
 
+/// Handles by the name of the breaker or limiter they label.
+type ByName<T> = HashMap<Box<str>, T>;
+
 /// The handles of one task's metrics (per-task labels).
 struct TaskMetrics {
     attempts: Counter,
@@ -206,7 +209,11 @@ pub struct MetricsObserver {
     per_task: bool,
     tasks: RwLock<FastMap<Box<str>, Arc<TaskMetrics>>>,
     /// Other interned handles (breakers, limiters), registered on first sight.
-    named: Mutex<HashMap<(&'static str, String, &'static str), Counter>>,
+    /// Keyed by metric and static label value, then by the breaker or limiter name
+    /// (looked up by `&str`: nothing is allocated once a name has been seen).
+    named: Mutex<HashMap<(&'static str, &'static str), ByName<Counter>>>,
+    /// Throttle wait histograms, by limiter name.
+    waits: Mutex<ByName<Histogram>>,
     durations: bool,
     started: Mutex<HashMap<(RunId, Box<str>), Instant>>,
 }
@@ -232,6 +239,7 @@ impl MetricsObserver {
             per_task: false,
             tasks: RwLock::default(),
             named: Mutex::default(),
+            waits: Mutex::default(),
             durations: false,
             started: Mutex::default(),
         }
@@ -275,15 +283,16 @@ impl MetricsObserver {
         extra: (&'static str, &'static str),
     ) {
         let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
-        named
-            .entry((name, key.1.to_owned(), extra.1))
-            .or_insert_with(|| {
-                counter(
-                    name,
-                    vec![label(key.0, key.1.to_owned()), label(extra.0, extra.1)],
-                )
-            })
-            .increment(1);
+        let by_name = named.entry((name, extra.1)).or_default();
+        match by_name.get(key.1) {
+            Some(counter) => counter.increment(1),
+            None => {
+                let labels = vec![label(key.0, key.1.to_owned()), label(extra.0, extra.1)];
+                let registered = counter(name, labels);
+                registered.increment(1);
+                by_name.insert(key.1.into(), registered);
+            }
+        }
     }
 
     fn timing_start(&self, run: RunId, what: &str) {
@@ -441,11 +450,17 @@ impl WorkflowObserver for MetricsObserver {
             ("limiter", limiter),
             ("admitted", admitted),
         );
-        histogram(
-            "cano_throttle_wait_seconds",
-            vec![label("limiter", limiter.to_owned())],
-        )
-        .record(waited.as_secs_f64());
+        let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        if !waits.contains_key(limiter) {
+            let labels = vec![label("limiter", limiter.to_owned())];
+            waits.insert(
+                limiter.into(),
+                histogram("cano_throttle_wait_seconds", labels),
+            );
+        }
+        if let Some(wait) = waits.get(limiter) {
+            wait.record(waited.as_secs_f64());
+        }
     }
 
     fn on_checkpoint(&self, _run: RunId, _state: &dyn Debug, _seq: u64) {

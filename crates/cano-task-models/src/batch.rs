@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cano_core::checkpoint::{Bincode, Codec};
 use cano_core::{
     CanoError, DefaultKey, Resources, RetryMode, RunContext, TaskConfig, TaskProgress, TaskResult,
     short_type_name,
@@ -28,7 +29,7 @@ use serde::de::DeserializeOwned;
 use std::panic::AssertUnwindSafe;
 use tokio::task::JoinSet;
 
-use crate::util::{caught, decode, encode};
+use crate::util::{caught, decode};
 
 /// How a batch processes its items.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -427,7 +428,7 @@ where
                         .unwrap_or_else(|| CanoError::cancelled("an item's tokio task ended")));
                 };
                 if let (Some(progress), Ok(value)) = (&progress, &output) {
-                    progress.put(&item_key(index), encode(value)?);
+                    progress.put(&item_key(index), Bincode::encode(value)?);
                     unsaved = true;
                 }
                 *slot = Some(output);
@@ -474,7 +475,7 @@ fn restore<O: DeserializeOwned>(
     };
     if saved_count != Some(count as u64) {
         progress.clear();
-        progress.put(COUNT, encode(&(count as u64))?);
+        progress.put(COUNT, Bincode::encode(&(count as u64))?);
         return Ok(());
     }
     for (key, bytes) in progress.entries() {

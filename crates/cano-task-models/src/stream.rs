@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cano_core::checkpoint::{Bincode, Codec};
 use cano_core::{
     CanoError, DefaultKey, DrainGuard, Resources, RunContext, TaskConfig, TaskProgress, TaskResult,
     short_type_name,
@@ -21,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::util::{caught, decode, encode};
+use crate::util::{caught, decode};
 
 /// The stream a [`StreamTask`] opens: items, or errors the task's
 /// [`ItemErrorPolicy`] deals with.
@@ -222,7 +223,7 @@ where
             WindowOutcome::Stop(cursor, next) => (cursor, Some(next)),
         };
         if let Some(progress) = &self.progress {
-            progress.put(CURSOR, encode(&cursor)?);
+            progress.put(CURSOR, Bincode::encode(&cursor)?);
             progress.save().await?;
         }
         self.summary.cursor = Some(cursor);

@@ -9,11 +9,12 @@ use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use cano_core::checkpoint::{Bincode, Codec};
 use cano_core::{
     CanoError, DefaultKey, Resources, TaskConfig, TaskProgress, TaskResult, short_type_name,
 };
 
-use crate::util::{caught, decode, encode};
+use crate::util::{caught, decode};
 
 /// When a timer fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +86,7 @@ where
                 Deadline::At(at) => (at.duration_since(now).unwrap_or_default(), at),
             };
             if let Some(progress) = &progress {
-                progress.put(FIRES_AT, encode(&epoch_ms(fires_at))?);
+                progress.put(FIRES_AT, Bincode::encode(&epoch_ms(fires_at))?);
                 progress.save().await?;
             }
             wait

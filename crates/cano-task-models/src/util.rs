@@ -6,7 +6,6 @@ use std::panic::AssertUnwindSafe;
 use cano_core::CanoError;
 use cano_core::checkpoint::{Bincode, Codec};
 use futures::FutureExt;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// A user future with a panic turned into an error.
@@ -17,11 +16,6 @@ pub(crate) async fn caught<T>(
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| Err(CanoError::from_panic(panic)))
-}
-
-/// Encodes a value a task saves as progress.
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CanoError> {
-    Bincode::encode(value)
 }
 
 /// Decodes saved progress; a failure means the type changed since the run was written.

@@ -199,12 +199,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// invented edges. States are listed in `Debug` order, so the text is stable.
     pub fn to_mermaid(&self) -> String {
         let nodes = self.nodes();
-        let id = |state: &S| {
-            nodes
-                .iter()
-                .position(|n| n.state == *state)
-                .map_or_else(|| "unknown".to_owned(), |i| format!("s{i}"))
-        };
+        let id = |state: &S| node_id(&nodes, state);
         let mut out = String::from("flowchart TD\n");
         let mut any = false;
         for (i, node) in nodes.iter().enumerate() {
@@ -248,12 +243,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// [`to_mermaid`](Self::to_mermaid).
     pub fn to_dot(&self) -> String {
         let nodes = self.nodes();
-        let id = |state: &S| {
-            nodes
-                .iter()
-                .position(|n| n.state == *state)
-                .map_or_else(|| "unknown".to_owned(), |i| format!("s{i}"))
-        };
+        let id = |state: &S| node_id(&nodes, state);
         let mut out = String::from("digraph workflow {\n    rankdir=TB;\n");
         let mut any = false;
         for (i, node) in nodes.iter().enumerate() {
@@ -294,6 +284,15 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         out.push_str("}\n");
         out
     }
+}
+
+/// The drawing id of `state` (`s` and its place in `nodes`); a target that is not a
+/// state of the workflow, which `validate` reports, is drawn as `unknown`.
+fn node_id<S: PartialEq>(nodes: &[Node<S>], state: &S) -> String {
+    nodes
+        .iter()
+        .position(|n| n.state == *state)
+        .map_or_else(|| "unknown".to_owned(), |i| format!("s{i}"))
 }
 
 /// Text for a Mermaid label: quotes and brackets replaced by their entity codes.
