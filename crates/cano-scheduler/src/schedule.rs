@@ -92,8 +92,18 @@ impl Schedule {
     }
 
     /// The first cron instant strictly after `after`, in UTC; `None` when the
-    /// expression has no further instant, or for other schedules.
-    pub(crate) fn next_cron(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// expression has no further instant, or for interval and manual schedules (whose
+    /// ticks depend on when the scheduler started).
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use cano_scheduler::Schedule;
+    ///
+    /// let hourly = Schedule::cron("0 * * * *").unwrap();
+    /// let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 30, 0).unwrap();
+    /// assert_eq!(hourly.next_cron(at), Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap()));
+    /// ```
+    pub fn next_cron(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Self::Cron { cron, zone, .. } => cron
                 .find_next_occurrence(&after.with_timezone(zone), false)

@@ -1,0 +1,292 @@
+//! The connection to PostgreSQL: options, a pool that waits for the server at start,
+//! the schema migration, and error mapping. Everything else in the crate goes through
+//! [`Db`].
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cano_core::CanoError;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+/// How to reach the database and how to behave while it is away.
+///
+/// ```
+/// use std::time::Duration;
+/// use cano_postgres::PgOptions;
+///
+/// let options = PgOptions::new("postgres://cano@127.0.0.1:5432/app")
+///     .with_schema("billing")
+///     .with_pool_size(8)
+///     .with_connect_timeout(Duration::from_secs(60));
+/// assert_eq!(options.schema(), "billing");
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    url: String,
+    schema: String,
+    pool_size: usize,
+    connect_timeout: Duration,
+    application_name: String,
+}
+
+impl PgOptions {
+    /// Options for the database at `url` (`postgres://user:password@host:port/db`, or
+    /// the `key=value` form), with cano's tables in schema `cano`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "cano".to_owned(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(30),
+            application_name: "cano".to_owned(),
+        }
+    }
+
+    /// Puts cano's tables in `schema` (created if missing). Processes that share runs
+    /// must use the same schema; separate schemas keep separate clusters apart.
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The most connections the pool opens (16 by default). Appends of concurrent runs
+    /// share statements, so a few connections serve many runs.
+    pub fn with_pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// How long [`connect`](crate::PostgresCheckpointStore::connect) keeps retrying,
+    /// with backoff, while the server cannot be reached (30 s by default).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The `application_name` the connections report (shown in `pg_stat_activity`).
+    pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
+    }
+
+    /// The schema cano's tables live in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    fn check(&self) -> Result<tokio_postgres::Config, CanoError> {
+        let valid = !self.schema.is_empty()
+            && self.schema.len() <= 48
+            && self
+                .schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !self.schema.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(CanoError::configuration(format!(
+                "{:?} is not a usable schema name for cano's tables",
+                self.schema
+            ))
+            .with_hint("use lower-case letters, digits and underscores, starting with a letter, at most 48 characters"));
+        }
+        if self.pool_size == 0 {
+            return Err(CanoError::configuration(
+                "a PostgreSQL pool of 0 connections could never run a statement",
+            )
+            .with_hint("give PgOptions::with_pool_size at least 1"));
+        }
+        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+            CanoError::configuration(format!("the PostgreSQL URL cannot be read: {e}"))
+                .with_source(e)
+                .with_hint("write it as postgres://user:password@host:port/database")
+        })?;
+        config.application_name(&self.application_name);
+        config.connect_timeout(Duration::from_secs(5));
+        Ok(config)
+    }
+}
+
+/// The database as the crate uses it: a pool and the schema-qualified table names.
+pub(crate) struct Db {
+    pub(crate) pool: Pool,
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) schema: String,
+    /// Where the server is, for error messages (never the password).
+    pub(crate) place: String,
+}
+
+impl Db {
+    /// Connects (retrying with backoff until the options' timeout), then creates or
+    /// checks the schema.
+    pub(crate) async fn connect(options: &PgOptions) -> Result<Arc<Self>, CanoError> {
+        let config = options.check()?;
+        let place = describe(&config);
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .build()
+            .map_err(|e| {
+                CanoError::configuration(format!("could not build the PostgreSQL pool: {e}"))
+                    .with_source(e)
+            })?;
+        let db = Arc::new(Self {
+            pool,
+            config,
+            schema: options.schema.clone(),
+            place,
+        });
+        let deadline = tokio::time::Instant::now() + options.connect_timeout;
+        let mut delay = Duration::from_millis(50);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match db.pool.get().await {
+                Ok(client) => {
+                    crate::schema::migrate(&client, &db.schema).await?;
+                    return Ok(db);
+                }
+                Err(e) if tokio::time::Instant::now() + delay >= deadline => {
+                    return Err(CanoError::store(format!(
+                        "could not reach PostgreSQL at {} after {attempts} attempts over {:?}: {e}",
+                        db.place, options.connect_timeout
+                    ))
+                    .with_source(e)
+                    .with_hint("is the server running and the URL's host, port, user and database right? Start a throwaway one with `.ci/postgres start`, or wait longer with PgOptions::with_connect_timeout")
+                    .permanent());
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// A pooled connection.
+    pub(crate) async fn client(&self) -> Result<Object, CanoError> {
+        self.pool.get().await.map_err(|e| {
+            CanoError::store(format!(
+                "could not get a PostgreSQL connection to {}: {e}",
+                self.place
+            ))
+            .with_source(e)
+            .with_hint("check that the server is up and accepts connections (max_connections)")
+        })
+    }
+
+    /// `name` qualified by the schema.
+    pub(crate) fn table(&self, name: &str) -> String {
+        format!("{}.{name}", self.schema)
+    }
+
+    /// A connection of its own, outside the pool (for LISTEN and advisory locks, which
+    /// belong to a session), driven on a task that reports notifications.
+    pub(crate) async fn dedicated(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+        ),
+        CanoError,
+    > {
+        let (client, mut connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.error("connecting", e))?;
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            use tokio_postgres::AsyncMessage;
+            while let Some(message) =
+                futures::future::poll_fn(|cx| connection.poll_message(cx)).await
+            {
+                match message {
+                    Ok(AsyncMessage::Notification(note)) => {
+                        if sender.send(note).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok((client, receiver))
+    }
+
+    /// A database error while `doing` something, naming the server.
+    pub(crate) fn error(&self, doing: &str, e: tokio_postgres::Error) -> CanoError {
+        pg_error(&self.place, doing, e)
+    }
+}
+
+/// Maps a driver error: lost connections stay retryable, everything else permanent.
+pub(crate) fn pg_error(place: &str, doing: &str, e: tokio_postgres::Error) -> CanoError {
+    let lost = is_connection_lost(&e);
+    let error = CanoError::store(format!("PostgreSQL at {place} failed while {doing}: {e}"))
+        .with_hint(if lost {
+            "the connection was lost; the call can be retried once the server is back"
+        } else {
+            "see the database error; check the schema and the server's log"
+        });
+    let error = error.with_source(e);
+    if lost { error } else { error.permanent() }
+}
+
+/// Whether the error means the connection went away (as opposed to a refused statement).
+pub(crate) fn is_connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // admin_shutdown, crash_shutdown, cannot_connect_now, connection_failure.
+        Some(code) => matches!(
+            code.code(),
+            "57P01" | "57P02" | "57P03" | "08006" | "08003" | "08000"
+        ),
+        None => true, // I/O or protocol trouble, not a statement the server refused
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("(default database)");
+    format!("{host}:{port}/{db}")
+}
+
+/// Retries `op` while it fails because the connection was lost, up to `attempts`
+/// times with a short backoff (the pool hands out a fresh connection each time).
+pub(crate) async fn retry_lost<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, CanoError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CanoError>>,
+{
+    let mut delay = Duration::from_millis(20);
+    let mut tried = 1;
+    loop {
+        match op().await {
+            Err(e) if !e.is_permanent() && tried < attempts => {
+                tried += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! # cano-postgres
+//!
+//! cano on many machines, on the PostgreSQL its users already run; no coordinator of
+//! its own.
+//!
+//! - [`PostgresCheckpointStore`]: the [`CheckpointStore`](cano_core::CheckpointStore)
+//!   in PostgreSQL. One statement per transition; rows of concurrent runs share
+//!   statements; a lost connection is retried without losing or doubling a row. Its
+//!   schema is created by a versioned migration, and a schema written by a newer
+//!   cano is refused.
+//! - [`RunQueue`]: enqueue runs (with idempotency keys), read their status and final
+//!   state, wait for them.
+//! - [`Worker`]: claims runs with `FOR UPDATE SKIP LOCKED` under leases it renews,
+//!   fences every checkpoint write with the lease's epoch, resumes runs whose worker
+//!   died from their last checkpoint, fails poison runs after too many claims, and is
+//!   woken by LISTEN/NOTIFY (polling as the fallback).
+//! - [`ClusterScheduler`]: cron ticks that fire once across any number of scheduler
+//!   processes (an advisory-lock leader with an epoch, and a unique row per tick).
+//!
+//! Tables live in one schema (`cano` by default, see [`PgOptions::with_schema`]).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use cano_core::{CanoError, Task, TaskResult, Workflow};
+//! use cano_postgres::{EnqueueOptions, PgOptions, PostgresCheckpointStore, QueueStatus, RunQueue, Worker};
+//!
+//! #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+//! enum Email { Send { to: String }, Sent }
+//!
+//! struct SendEmail;
+//! #[async_trait::async_trait]
+//! impl Task<Email> for SendEmail {
+//!     async fn run_bare(&self) -> Result<TaskResult<Email>, CanoError> {
+//!         Ok(TaskResult::Single(Email::Sent))
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), CanoError> {
+//! let store = PostgresCheckpointStore::connect(PgOptions::new("postgres://cano@127.0.0.1/app")).await?;
+//! let email = Workflow::bare()
+//!     .register(Email::Send { to: String::new() }, SendEmail)
+//!     .add_exit_state(Email::Sent);
+//! // In each worker process:
+//! let worker = Worker::new(&store).register("email", email).start().await?;
+//! // Anywhere:
+//! let queue = RunQueue::new(&store);
+//! let run = queue
+//!     .enqueue("email", &Email::Send { to: "ada@example.com".into() }, EnqueueOptions::new())
+//!     .await?
+//!     .run;
+//! let record = queue.wait(run, Duration::from_secs(30)).await?;
+//! assert_eq!(record.status, QueueStatus::Finished);
+//! assert_eq!(record.final_state::<Email>()?, Some(Email::Sent));
+//! worker.stop(Duration::from_secs(5)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod cron;
+mod db;
+mod queue;
+mod schema;
+mod store;
+mod worker;
+
+pub use cron::{ClusterEvent, ClusterScheduler, RunningClusterScheduler};
+pub use db::PgOptions;
+pub use queue::{EnqueueOptions, Enqueued, QueueStatus, QueuedRun, RunQueue};
+pub use schema::SCHEMA_VERSION;
+pub use store::{PgStats, PostgresCheckpointStore};
+pub use worker::{RunningWorker, Worker, WorkerEvent};

@@ -1,0 +1,314 @@
+//! [`RunQueue`]: submitting runs for workers to claim, and asking how they went.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use cano_core::checkpoint::{Bincode, Codec};
+use cano_core::{CanoError, RunId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::db::retry_lost;
+use crate::store::PostgresCheckpointStore;
+
+/// Where a queued run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Leased by a worker (or its lease expired and it waits to be claimed again).
+    Running,
+    /// Reached an exit state; [`QueuedRun::final_state`] has it.
+    Finished,
+    /// Failed, or was claimed more often than the worker allows (a poison run);
+    /// [`QueuedRun::error`] says why.
+    Failed,
+}
+
+impl QueueStatus {
+    fn parse(text: &str) -> Self {
+        match text {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "finished" => Self::Finished,
+            _ => Self::Failed,
+        }
+    }
+
+    /// Whether the run is over (finished or failed).
+    pub fn is_over(self) -> bool {
+        matches!(self, Self::Finished | Self::Failed)
+    }
+}
+
+/// What the queue knows of one run.
+#[derive(Debug, Clone)]
+pub struct QueuedRun {
+    /// The run.
+    pub run: RunId,
+    /// The workflow name it was enqueued for.
+    pub workflow: String,
+    /// Where it stands.
+    pub status: QueueStatus,
+    /// How many times a worker claimed it (more than one after a worker died).
+    pub claims: u32,
+    /// The worker that holds (or last held) it.
+    pub worker: Option<String>,
+    /// The `Debug` text of its exit state, once finished.
+    pub final_label: Option<String>,
+    /// Why it failed, once failed.
+    pub error: Option<String>,
+    final_state: Option<Vec<u8>>,
+}
+
+impl QueuedRun {
+    /// The exit state it reached, decoded as `S` (the workflow's state type); `None`
+    /// while it has not finished.
+    pub fn final_state<S: DeserializeOwned>(&self) -> Result<Option<S>, CanoError> {
+        self.final_state
+            .as_deref()
+            .map(Bincode::decode::<S>)
+            .transpose()
+    }
+}
+
+/// The answer to an enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The run: the new one, or the one first enqueued with the same idempotency key.
+    pub run: RunId,
+    /// Whether this call created it (`false`: the key had been used; nothing was added).
+    pub created: bool,
+}
+
+/// How to enqueue a run.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    run: Option<RunId>,
+    key: Option<String>,
+}
+
+impl EnqueueOptions {
+    /// A fresh run id, no idempotency key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `run` as the run's id (for example one a caller derived and logged first).
+    pub fn with_run_id(mut self, run: RunId) -> Self {
+        self.run = Some(run);
+        self
+    }
+
+    /// Makes the enqueue safe to repeat: a second enqueue with `key` adds nothing and
+    /// returns the first run.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+}
+
+/// Submits runs for [`Worker`](crate::Worker)s to claim, and reports on them.
+///
+/// ```no_run
+/// use cano_postgres::{EnqueueOptions, PgOptions, PostgresCheckpointStore, QueueStatus, RunQueue};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # enum Billing { Charge { order: u32 }, Done }
+/// # async fn demo() -> Result<(), cano_core::CanoError> {
+/// let store = PostgresCheckpointStore::connect(PgOptions::new("postgres://cano@127.0.0.1/app")).await?;
+/// let queue = RunQueue::new(&store);
+/// let first = queue
+///     .enqueue("billing", &Billing::Charge { order: 17 }, EnqueueOptions::new().with_idempotency_key("order-17"))
+///     .await?;
+/// // The client retried after a timeout: the same key gives the same run.
+/// let again = queue
+///     .enqueue("billing", &Billing::Charge { order: 17 }, EnqueueOptions::new().with_idempotency_key("order-17"))
+///     .await?;
+/// assert_eq!((again.run, again.created), (first.run, false));
+/// let done = queue.wait(first.run, std::time::Duration::from_secs(30)).await?;
+/// assert_eq!(done.status, QueueStatus::Finished);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RunQueue {
+    store: PostgresCheckpointStore,
+    insert: String,
+    by_key: String,
+    select: String,
+}
+
+impl fmt::Debug for RunQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunQueue")
+            .field("schema", &self.store.schema())
+            .finish()
+    }
+}
+
+/// The channel a worker listens on for new runs in `schema`.
+pub(crate) fn ready_channel(schema: &str) -> String {
+    format!("cano_ready_{schema}")
+}
+
+/// The channel on which finished and failed runs in `schema` are announced.
+pub(crate) fn done_channel(schema: &str) -> String {
+    format!("cano_done_{schema}")
+}
+
+impl RunQueue {
+    /// The queue in `store`'s schema.
+    pub fn new(store: &PostgresCheckpointStore) -> Self {
+        let db = store.db();
+        let runs = db.table("cano_runs");
+        let ready = ready_channel(&db.schema);
+        Self {
+            store: store.clone(),
+            insert: format!(
+                "WITH added AS (
+                    INSERT INTO {runs} (run_id, workflow, idempotency_key, initial_state, initial_label, status)
+                    VALUES ($1, $2, $3, $4, $5, 'queued')
+                    ON CONFLICT DO NOTHING RETURNING run_id),
+                 woke AS (SELECT pg_notify('{ready}', $2) FROM added)
+                 SELECT run_id, (SELECT count(*) FROM woke) FROM added"
+            ),
+            by_key: format!("SELECT run_id, workflow FROM {runs} WHERE idempotency_key = $1"),
+            select: format!(
+                "SELECT run_id, workflow, status, claims, worker, final_label, error, final_state
+                 FROM {runs} WHERE run_id = $1"
+            ),
+        }
+    }
+
+    /// Enqueues a run of the workflow registered under `workflow` on the workers,
+    /// starting in `initial`. Idle workers are woken at once (LISTEN/NOTIFY).
+    ///
+    /// Errors: a run id that is already enqueued (without the same idempotency key),
+    /// or an idempotency key already used for another workflow.
+    pub async fn enqueue<S: Serialize + fmt::Debug>(
+        &self,
+        workflow: &str,
+        initial: &S,
+        options: EnqueueOptions,
+    ) -> Result<Enqueued, CanoError> {
+        let state = Bincode::encode(initial)?;
+        let label = format!("{initial:?}");
+        let run = options.run.unwrap_or_default();
+        let db = self.store.db();
+        let key = options.key.as_deref();
+        let added = retry_lost(5, || async {
+            let client = db.client().await?;
+            client
+                .query_opt(
+                    &self.insert,
+                    &[&(run.as_u64() as i64), &workflow, &key, &state, &label],
+                )
+                .await
+                .map_err(|e| db.error("enqueueing a run", e))
+        })
+        .await?;
+        if added.is_some() {
+            return Ok(Enqueued { run, created: true });
+        }
+        // Nothing inserted: the key or the run id is taken.
+        if let Some(key) = key {
+            let client = db.client().await?;
+            if let Some(row) = client
+                .query_opt(&self.by_key, &[&key])
+                .await
+                .map_err(|e| db.error("looking up an idempotency key", e))?
+            {
+                let first = RunId::from(row.get::<_, i64>(0) as u64);
+                let first_workflow: String = row.get(1);
+                if first_workflow != workflow {
+                    return Err(CanoError::configuration(format!(
+                        "idempotency key {key:?} was used for run {first} of workflow {first_workflow:?}, not {workflow:?}"
+                    ))
+                    .with_hint("idempotency keys are global to the queue: prefix them with the workflow's name"));
+                }
+                return Ok(Enqueued {
+                    run: first,
+                    created: false,
+                });
+            }
+        }
+        let existing = self.status(run).await?;
+        let detail = existing
+            .map(|r| format!(" (workflow {:?}, {:?})", r.workflow, r.status))
+            .unwrap_or_default();
+        Err(CanoError::configuration(format!("run {run} is already enqueued{detail}"))
+            .with_hint("enqueue each run id once; give enqueue an idempotency key to make retrying it safe"))
+    }
+
+    /// The queue's record of `run`, or `None` if it was never enqueued.
+    pub async fn status(&self, run: RunId) -> Result<Option<QueuedRun>, CanoError> {
+        let db = self.store.db();
+        let row = retry_lost(5, || async {
+            let client = db.client().await?;
+            client
+                .query_opt(&self.select, &[&(run.as_u64() as i64)])
+                .await
+                .map_err(|e| db.error(&format!("reading the status of run {run}"), e))
+        })
+        .await?;
+        Ok(row.map(|r| QueuedRun {
+            run: RunId::from(r.get::<_, i64>(0) as u64),
+            workflow: r.get(1),
+            status: QueueStatus::parse(r.get(2)),
+            claims: r.get::<_, i32>(3) as u32,
+            worker: r.get(4),
+            final_label: r.get(5),
+            error: r.get(6),
+            final_state: r.get(7),
+        }))
+    }
+
+    /// Waits until `run` is over (finished or failed) and returns its record. Woken
+    /// by the workers' announcements, so it does not poll the table in a loop; errors
+    /// after `timeout`, or at once for a run that was never enqueued.
+    pub async fn wait(&self, run: RunId, timeout: Duration) -> Result<QueuedRun, CanoError> {
+        let db = self.store.db();
+        let (listener, mut notes) = db.dedicated().await?;
+        listener
+            .batch_execute(&format!("LISTEN {}", done_channel(&db.schema)))
+            .await
+            .map_err(|e| db.error("listening for finished runs", e))?;
+        let started = SystemTime::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let wanted = run.as_u64().to_string();
+        loop {
+            // Read after LISTEN: an announcement between the two is not missed.
+            match self.status(run).await? {
+                None => {
+                    return Err(
+                        CanoError::configuration(format!("run {run} was never enqueued"))
+                            .with_hint("wait for a run id that RunQueue::enqueue returned"),
+                    );
+                }
+                Some(record) if record.status.is_over() => return Ok(record),
+                Some(_) => {}
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, notes.recv()).await {
+                    Ok(Some(note)) if note.payload() == wanted => break,
+                    Ok(Some(_)) => continue,
+                    // The listening connection dropped: read the status once more, then
+                    // listen on a new one.
+                    Ok(None) => {
+                        return Box::pin(self.wait(
+                            run,
+                            deadline.saturating_duration_since(tokio::time::Instant::now()),
+                        ))
+                        .await;
+                    }
+                    Err(_) => {
+                        return Err(CanoError::timeout(format!(
+                            "run {run} was not over after {:?}",
+                            started.elapsed().unwrap_or_default()
+                        ))
+                        .with_hint("is a worker running with this workflow registered? RunQueue::status shows where the run stands"));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! cano's tables, created by a versioned migration that any number of processes may
+//! run at once (an advisory lock lets one through at a time; each step runs once).
+
+use crate::db::pg_error;
+use cano_core::CanoError;
+
+/// The schema version this build writes. A database at a higher version was written
+/// by a newer cano and is refused rather than misread.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The steps, in order: step `i` brings the schema from version `i` to `i + 1`.
+/// `{s}` stands for the schema name. Never edit a released step; add one.
+const STEPS: &[&str] = &[r#"
+CREATE TABLE {s}.cano_logs (
+    run_id bigint PRIMARY KEY,
+    last_seq bigint NOT NULL,
+    workflow text NOT NULL,
+    version integer NOT NULL,
+    status smallint NOT NULL,
+    label text NOT NULL,
+    updated_at_ms bigint NOT NULL
+);
+CREATE INDEX cano_logs_open ON {s}.cano_logs (status) WHERE status < 2;
+CREATE TABLE {s}.cano_rows (
+    run_id bigint NOT NULL,
+    seq bigint NOT NULL,
+    epoch bigint NOT NULL,
+    body bytea NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE {s}.cano_runs (
+    run_id bigint PRIMARY KEY,
+    workflow text NOT NULL,
+    idempotency_key text UNIQUE,
+    initial_state bytea NOT NULL,
+    initial_label text NOT NULL,
+    status text NOT NULL,
+    epoch bigint NOT NULL DEFAULT 0,
+    claims integer NOT NULL DEFAULT 0,
+    worker text,
+    lease_until timestamptz,
+    enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    started_at timestamptz,
+    finished_at timestamptz,
+    final_state bytea,
+    final_label text,
+    error text
+);
+CREATE INDEX cano_runs_ready ON {s}.cano_runs (workflow, enqueued_at) WHERE status = 'queued';
+CREATE INDEX cano_runs_leased ON {s}.cano_runs (lease_until) WHERE status = 'running';
+CREATE TABLE {s}.cano_leaders (
+    grp text PRIMARY KEY,
+    epoch bigint NOT NULL,
+    leader text NOT NULL,
+    since timestamptz NOT NULL
+);
+CREATE TABLE {s}.cano_fires (
+    grp text NOT NULL,
+    schedule text NOT NULL,
+    fire_at_ms bigint NOT NULL,
+    epoch bigint NOT NULL,
+    fired_by text NOT NULL,
+    run_id bigint NOT NULL,
+    fired_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (grp, schedule, fire_at_ms)
+);
+"#];
+
+/// Creates the schema or brings it up to [`SCHEMA_VERSION`]; refuses a newer one.
+pub(crate) async fn migrate(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> Result<(), CanoError> {
+    let place = format!("schema {schema}");
+    let err = |doing: &str, e| pg_error(&place, doing, e);
+    // One transaction: a failed step leaves the schema as it was.
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| err("starting the migration", e))?;
+    let result = async {
+        client
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('cano-migrate:' || $1))",
+                &[&schema],
+            )
+            .await
+            .map_err(|e| err("waiting for the migration lock", e))?;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema};
+                 CREATE TABLE IF NOT EXISTS {schema}.cano_meta (
+                     id integer PRIMARY KEY CHECK (id = 1),
+                     version integer NOT NULL);
+                 INSERT INTO {schema}.cano_meta VALUES (1, 0) ON CONFLICT DO NOTHING;"
+            ))
+            .await
+            .map_err(|e| err("creating the schema", e))?;
+        let row = client
+            .query_one(&format!("SELECT version FROM {schema}.cano_meta"), &[])
+            .await
+            .map_err(|e| err("reading the schema version", e))?;
+        let found: i32 = row.get(0);
+        if found > SCHEMA_VERSION {
+            return Err(CanoError::configuration(format!(
+                "schema {schema} is at version {found}, written by a newer cano; this build knows versions up to {SCHEMA_VERSION}"
+            ))
+            .with_hint("upgrade this process to the cano version the other processes run, or point it at another schema")
+            .permanent());
+        }
+        for (from, step) in STEPS.iter().enumerate().skip(found as usize) {
+            client
+                .batch_execute(&step.replace("{s}", schema))
+                .await
+                .map_err(|e| err(&format!("migrating from version {from}"), e))?;
+        }
+        client
+            .execute(
+                &format!("UPDATE {schema}.cano_meta SET version = $1"),
+                &[&SCHEMA_VERSION],
+            )
+            .await
+            .map_err(|e| err("recording the schema version", e))?;
+        Ok(())
+    }
+    .await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = client.batch_execute(end).await;
+    result?;
+    ended.map_err(|e| err("committing the migration", e))
+}
