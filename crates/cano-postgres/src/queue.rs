@@ -274,7 +274,8 @@ impl RunQueue {
             .map_err(|e| db.error("listening for finished runs", e))?;
         let started = SystemTime::now();
         let deadline = tokio::time::Instant::now() + timeout;
-        let wanted = run.as_u64().to_string();
+        // Announcements carry the run id as the database stores it (a signed bigint).
+        let wanted = (run.as_u64() as i64).to_string();
         loop {
             // Read after LISTEN: an announcement between the two is not missed.
             match self.status(run).await? {

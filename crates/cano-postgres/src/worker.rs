@@ -536,7 +536,16 @@ impl Shared {
         let Claim { run, epoch, .. } = claim;
         let token = self.leases.lock().unwrap()[&run].token.clone();
         let outcome = match self.flows.get(&claim.workflow) {
-            Some(driver) => driver(run, claim.initial, claim.resume, token).await,
+            Some(driver) => loop {
+                let outcome = driver(run, claim.initial.clone(), claim.resume, token.clone()).await;
+                // Another worker of this process still drives the run it lost the lease
+                // of: its heartbeat cancels it shortly, so wait for it, not fail the run.
+                let busy = matches!(&outcome, Err(CanoError::Workflow(d)) if d.message().contains("already running in this process"));
+                if !busy || token.is_cancelled() {
+                    break outcome;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            },
             None => Err(CanoError::configuration(format!(
                 "worker {} claimed run {run} of workflow {:?}, which it has not registered",
                 self.name, claim.workflow

@@ -1,0 +1,485 @@
+//! The run queue and workers in one process against a real server: enqueueing,
+//! idempotency, leases taken over and fenced, poison runs, stopping, dropped
+//! connections.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cano_core::{CanoError, RunId, Task, TaskConfig, TaskResult, Workflow};
+use cano_postgres::{EnqueueOptions, QueueStatus, RunQueue, Worker, WorkerEvent};
+use common::{fresh_store, raw};
+use tokio::sync::{Semaphore, broadcast};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+enum Order {
+    Reserve,
+    Charge,
+    Ship,
+    Shipped,
+}
+
+/// One step of an order: counts its runs, optionally waits for a permit of `gate`
+/// (so a test decides when it ends), then moves to `next`.
+#[derive(Clone)]
+struct Step {
+    next: Order,
+    runs: Arc<AtomicU32>,
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl Step {
+    fn to(next: Order) -> Self {
+        Self {
+            next,
+            runs: Arc::default(),
+            gate: None,
+        }
+    }
+    fn gated(next: Order, gate: &Arc<Semaphore>) -> Self {
+        Self {
+            gate: Some(gate.clone()),
+            ..Self::to(next)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Task<Order> for Step {
+    fn config(&self) -> TaskConfig {
+        TaskConfig::minimal()
+    }
+    async fn run_bare(&self) -> Result<TaskResult<Order>, CanoError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        Ok(TaskResult::Single(self.next.clone()))
+    }
+}
+
+fn orders(reserve: Step, charge: Step, ship: Step) -> Workflow<Order> {
+    Workflow::bare()
+        .register(Order::Reserve, reserve)
+        .register(Order::Charge, charge)
+        .register(Order::Ship, ship)
+        .add_exit_state(Order::Shipped)
+}
+
+fn plain() -> Workflow<Order> {
+    orders(
+        Step::to(Order::Charge),
+        Step::to(Order::Ship),
+        Step::to(Order::Shipped),
+    )
+}
+
+async fn next_event(
+    events: &mut broadcast::Receiver<WorkerEvent>,
+    want: impl Fn(&WorkerEvent) -> bool,
+) -> WorkerEvent {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("the worker said nothing for 30 s")
+            .unwrap();
+        if want(&event) {
+            return event;
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn an_enqueued_run_is_claimed_driven_and_its_final_state_recorded() {
+    let store = fresh_store("t_queue_basic").await;
+    let queue = RunQueue::new(&store);
+    let worker = Worker::new(&store)
+        .named("w1")
+        .register("orders", plain())
+        .start()
+        .await
+        .unwrap();
+
+    let first = queue
+        .enqueue(
+            "orders",
+            &Order::Reserve,
+            EnqueueOptions::new().with_idempotency_key("order-17"),
+        )
+        .await
+        .unwrap();
+    assert!(first.created);
+    let again = queue
+        .enqueue(
+            "orders",
+            &Order::Reserve,
+            EnqueueOptions::new().with_idempotency_key("order-17"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.run, again.created), (first.run, false));
+
+    let record = queue.wait(first.run, WAIT).await.unwrap();
+    assert_eq!(record.status, QueueStatus::Finished);
+    assert_eq!(record.final_state::<Order>().unwrap(), Some(Order::Shipped));
+    assert_eq!(record.final_label.as_deref(), Some("Shipped"));
+    assert_eq!((record.claims, record.worker.as_deref()), (1, Some("w1")));
+    // The finished run's checkpoint rows were cleared once the queue had its outcome.
+    let left: i64 = raw()
+        .await
+        .query_one("SELECT count(*) FROM t_queue_basic.cano_rows", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+
+    // A run id enqueued twice, and a key reused for another workflow, are refused.
+    let err = queue
+        .enqueue(
+            "orders",
+            &Order::Reserve,
+            EnqueueOptions::new().with_run_id(first.run),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("run {} is already enqueued", first.run)) && err.contains("Finished"),
+        "{err}"
+    );
+    let err = queue
+        .enqueue(
+            "invoices",
+            &Order::Reserve,
+            EnqueueOptions::new().with_idempotency_key("order-17"),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("was used for run") && err.contains("\"orders\""),
+        "{err}"
+    );
+    let err = queue
+        .wait(RunId::new(), WAIT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("was never enqueued"), "{err}");
+    assert!(queue.status(RunId::new()).await.unwrap().is_none());
+
+    // A run of a workflow no worker registered is left queued, not failed.
+    let orphan = queue
+        .enqueue("refunds", &Order::Reserve, EnqueueOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.status(orphan.run).await.unwrap().unwrap().status,
+        QueueStatus::Queued
+    );
+    worker.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
+    let store = fresh_store("t_queue_fence").await;
+    let queue = RunQueue::new(&store);
+    let admin = raw().await;
+
+    // Worker A gets the run stuck in Charge.
+    let gate = Arc::new(Semaphore::new(0));
+    let charge_a = Step::gated(Order::Ship, &gate);
+    let a = Worker::new(&store)
+        .named("a")
+        .register(
+            "orders",
+            orders(
+                Step::to(Order::Charge),
+                charge_a.clone(),
+                Step::to(Order::Shipped),
+            ),
+        )
+        .with_lease(Duration::from_secs(60)) // no heartbeat during the test: the takeover is forced
+        .keep_finished_rows(true)
+        .start()
+        .await
+        .unwrap();
+    let mut a_events = a.subscribe();
+    let run = queue
+        .enqueue("orders", &Order::Reserve, EnqueueOptions::new())
+        .await
+        .unwrap()
+        .run;
+    next_event(&mut a_events, |e| matches!(e, WorkerEvent::Claimed { .. })).await;
+    while charge_a.runs.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+
+    // A stalls past its lease, and a worker on another machine claims the run (the
+    // claim the workers make, written by hand so it is not driven yet).
+    admin
+        .execute(
+            "UPDATE t_queue_fence.cano_runs SET epoch = epoch + 1, claims = claims + 1, worker = 'elsewhere',
+                 lease_until = now() + interval '1 minute'",
+            &[],
+        )
+        .await
+        .unwrap();
+    // A wakes up and goes on: its next checkpoint write is fenced off.
+    gate.add_permits(1);
+    let lost = next_event(&mut a_events, |e| !matches!(e, WorkerEvent::Claimed { .. })).await;
+    assert_eq!(lost, WorkerEvent::LeaseLost { run });
+    // Refused: its Enter row for Ship, then the Fail row of the run it had to stop.
+    assert_eq!(store.stats().fenced, 2);
+    a.stop(Duration::from_secs(5)).await;
+
+    // The other machine dies too; worker B takes the run over from its checkpoint.
+    admin
+        .execute(
+            "UPDATE t_queue_fence.cano_runs SET lease_until = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let reserve_b = Step::to(Order::Charge);
+    let charge_b = Step::to(Order::Ship);
+    let b = Worker::new(&store)
+        .named("b")
+        .register(
+            "orders",
+            orders(
+                reserve_b.clone(),
+                charge_b.clone(),
+                Step::to(Order::Shipped),
+            ),
+        )
+        .keep_finished_rows(true)
+        .start()
+        .await
+        .unwrap();
+    let done = queue.wait(run, WAIT).await.unwrap();
+    assert_eq!(
+        (done.status, done.claims, done.worker.as_deref()),
+        (QueueStatus::Finished, 3, Some("b"))
+    );
+    assert_eq!(
+        reserve_b.runs.load(Ordering::SeqCst),
+        0,
+        "B resumed from the checkpoint, not the start"
+    );
+    assert_eq!(charge_b.runs.load(Ordering::SeqCst), 1);
+
+    // The log: A's rows (epoch 1), then B's (epoch 3); nothing of A's after its lease.
+    let rows = admin
+        .query(
+            "SELECT seq, epoch FROM t_queue_fence.cano_rows WHERE run_id = $1 ORDER BY seq",
+            &[&(run.as_u64() as i64)],
+        )
+        .await
+        .unwrap();
+    let epochs: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // Enter Reserve, Enter Charge | Resume Charge, Enter Ship, Finish.
+    assert_eq!(epochs, [(0, 1), (1, 1), (2, 3), (3, 3), (4, 3)]);
+    b.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_run_claimed_too_often_is_failed_as_poison() {
+    let store = fresh_store("t_queue_poison").await;
+    let queue = RunQueue::new(&store);
+    let run = queue
+        .enqueue("orders", &Order::Reserve, EnqueueOptions::new())
+        .await
+        .unwrap()
+        .run;
+    // Two workers already took it and died (their leases lapsed).
+    raw()
+        .await
+        .execute(
+            "UPDATE t_queue_poison.cano_runs SET status = 'running', claims = 2, epoch = 2, lease_until = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let reserve = Step::to(Order::Charge);
+    let worker = Worker::new(&store)
+        .register(
+            "orders",
+            orders(
+                reserve.clone(),
+                Step::to(Order::Ship),
+                Step::to(Order::Shipped),
+            ),
+        )
+        .with_max_claims(2)
+        .start()
+        .await
+        .unwrap();
+    let record = queue.wait(run, WAIT).await.unwrap();
+    assert_eq!(record.status, QueueStatus::Failed);
+    let error = record.error.unwrap();
+    assert!(
+        error.contains("claimed 2 times without finishing") && error.contains("poison"),
+        "{error}"
+    );
+    assert_eq!(reserve.runs.load(Ordering::SeqCst), 0);
+    worker.stop(Duration::from_secs(5)).await;
+
+    let err = Worker::new(&store).start().await.unwrap_err().to_string();
+    assert!(err.contains("has no workflow registered"), "{err}");
+    let err = Worker::new(&store)
+        .register("orders", plain())
+        .with_lease(Duration::from_millis(10))
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lease under 300 ms"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stopping_worker_hands_its_runs_back_and_another_resumes_them() {
+    let store = fresh_store("t_queue_stop").await;
+    let queue = RunQueue::new(&store);
+    let gate = Arc::new(Semaphore::new(0));
+    let ship = Step::gated(Order::Shipped, &gate);
+    let first = Worker::new(&store)
+        .named("first")
+        .register(
+            "orders",
+            orders(Step::to(Order::Charge), Step::to(Order::Ship), ship.clone()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let mut events = first.subscribe();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(
+            queue
+                .enqueue("orders", &Order::Reserve, EnqueueOptions::new())
+                .await
+                .unwrap()
+                .run,
+        );
+    }
+    while ship.runs.load(Ordering::SeqCst) < 3 {
+        tokio::task::yield_now().await;
+    }
+    first.stop(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        assert!(matches!(
+            next_event(&mut events, |e| matches!(e, WorkerEvent::Released { .. })).await,
+            WorkerEvent::Released { .. }
+        ));
+    }
+    for &run in &runs {
+        assert_eq!(
+            queue.status(run).await.unwrap().unwrap().status,
+            QueueStatus::Queued
+        );
+    }
+
+    let charge = Step::to(Order::Ship);
+    let second = Worker::new(&store)
+        .named("second")
+        .register(
+            "orders",
+            orders(
+                Step::to(Order::Charge),
+                charge.clone(),
+                Step::to(Order::Shipped),
+            ),
+        )
+        .start()
+        .await
+        .unwrap();
+    for &run in &runs {
+        let record = queue.wait(run, WAIT).await.unwrap();
+        assert_eq!((record.status, record.claims), (QueueStatus::Finished, 2));
+    }
+    assert_eq!(
+        charge.runs.load(Ordering::SeqCst),
+        0,
+        "resumed in Ship, where they stopped"
+    );
+    second.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn runs_finish_with_whole_logs_when_connections_drop_mid_run() {
+    let store = fresh_store("t_queue_drop").await;
+    let queue = RunQueue::new(&store);
+    let gate = Arc::new(Semaphore::new(0));
+    let worker = Worker::new(&store)
+        .register(
+            "orders",
+            orders(
+                Step::to(Order::Charge),
+                Step::gated(Order::Ship, &gate),
+                Step::to(Order::Shipped),
+            ),
+        )
+        .with_concurrency(40)
+        .keep_finished_rows(true)
+        .start()
+        .await
+        .unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..40 {
+        runs.push(
+            queue
+                .enqueue("orders", &Order::Reserve, EnqueueOptions::new())
+                .await
+                .unwrap()
+                .run,
+        );
+    }
+    // Every run waits in Charge; every connection of the store is then dropped.
+    let admin = raw().await;
+    let in_charge = "SELECT count(*) FROM t_queue_drop.cano_logs WHERE label = 'Charge'";
+    while admin
+        .query_one(in_charge, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        < 40
+    {
+        tokio::task::yield_now().await;
+    }
+    let dropped: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 't_queue_drop'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(dropped > 0);
+    gate.add_permits(40);
+    let mut outcomes = HashMap::new();
+    for &run in &runs {
+        let record = queue.wait(run, WAIT).await.unwrap();
+        *outcomes.entry(record.status).or_insert(0) += 1;
+        let rows = admin
+            .query(
+                "SELECT seq FROM t_queue_drop.cano_rows WHERE run_id = $1 ORDER BY seq",
+                &[&(run.as_u64() as i64)],
+            )
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(
+            seqs,
+            [0, 1, 2, 3],
+            "run {run}: Enter Reserve, Charge, Ship, Finish, none lost or doubled"
+        );
+    }
+    assert_eq!(outcomes, HashMap::from([(QueueStatus::Finished, 40)]));
+    worker.stop(Duration::from_secs(5)).await;
+}
