@@ -1,5 +1,6 @@
 //! [`RunQueue`]: submitting runs for workers to claim, and asking how they went.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -135,6 +136,7 @@ pub struct RunQueue {
     insert: String,
     by_key: String,
     select: String,
+    select_many: String,
 }
 
 impl fmt::Debug for RunQueue {
@@ -142,6 +144,19 @@ impl fmt::Debug for RunQueue {
         f.debug_struct("RunQueue")
             .field("schema", &self.store.schema())
             .finish()
+    }
+}
+
+fn record(r: &tokio_postgres::Row) -> QueuedRun {
+    QueuedRun {
+        run: RunId::from(r.get::<_, i64>(0) as u64),
+        workflow: r.get(1),
+        status: QueueStatus::parse(r.get(2)),
+        claims: r.get::<_, i32>(3) as u32,
+        worker: r.get(4),
+        final_label: r.get(5),
+        error: r.get(6),
+        final_state: r.get(7),
     }
 }
 
@@ -175,6 +190,10 @@ impl RunQueue {
             select: format!(
                 "SELECT run_id, workflow, status, claims, worker, final_label, error, final_state
                  FROM {runs} WHERE run_id = $1"
+            ),
+            select_many: format!(
+                "SELECT run_id, workflow, status, claims, worker, final_label, error, final_state
+                 FROM {runs} WHERE run_id = ANY($1)"
             ),
         }
     }
@@ -250,16 +269,85 @@ impl RunQueue {
                 .map_err(|e| db.error(&format!("reading the status of run {run}"), e))
         })
         .await?;
-        Ok(row.map(|r| QueuedRun {
-            run: RunId::from(r.get::<_, i64>(0) as u64),
-            workflow: r.get(1),
-            status: QueueStatus::parse(r.get(2)),
-            claims: r.get::<_, i32>(3) as u32,
-            worker: r.get(4),
-            final_label: r.get(5),
-            error: r.get(6),
-            final_state: r.get(7),
-        }))
+        Ok(row.as_ref().map(record))
+    }
+
+    /// Waits until every run in `runs` is over and returns their records in the same
+    /// order, with one listening connection however many runs there are. Errors after
+    /// `timeout` (naming how many are still going), or at once for a run that was
+    /// never enqueued.
+    pub async fn wait_all(
+        &self,
+        runs: &[RunId],
+        timeout: Duration,
+    ) -> Result<Vec<QueuedRun>, CanoError> {
+        let db = self.store.db();
+        let (listener, mut notes) = db.dedicated().await?;
+        listener
+            .batch_execute(&format!("LISTEN {}", done_channel(&db.schema)))
+            .await
+            .map_err(|e| db.error("listening for finished runs", e))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut over: HashMap<RunId, QueuedRun> = HashMap::with_capacity(runs.len());
+        let mut pending: Vec<i64> = runs.iter().map(|r| r.as_u64() as i64).collect();
+        pending.sort_unstable();
+        pending.dedup();
+        let mut first = true;
+        while !pending.is_empty() {
+            // Read after LISTEN (and after each wake-up): no announcement is missed.
+            let rows = retry_lost(5, || async {
+                let client = db.client().await?;
+                client
+                    .query(&self.select_many, &[&pending])
+                    .await
+                    .map_err(|e| db.error("reading the status of runs", e))
+            })
+            .await?;
+            if first && rows.len() < pending.len() {
+                let known: HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+                let missing = pending
+                    .iter()
+                    .find(|r| !known.contains(r))
+                    .copied()
+                    .unwrap_or_default();
+                return Err(CanoError::configuration(format!(
+                    "run {} was never enqueued",
+                    RunId::from(missing as u64)
+                ))
+                .with_hint("wait for run ids that RunQueue::enqueue returned"));
+            }
+            first = false;
+            for row in &rows {
+                let run = record(row);
+                if run.status.is_over() {
+                    over.insert(run.run, run);
+                }
+            }
+            pending.retain(|r| !over.contains_key(&RunId::from(*r as u64)));
+            if pending.is_empty() {
+                break;
+            }
+            // Sleep until an announcement, then drain the others that came with it.
+            match tokio::time::timeout_at(deadline, notes.recv()).await {
+                Ok(Some(_)) => while notes.try_recv().is_ok() {},
+                Ok(None) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let rest: Vec<RunId> = pending.iter().map(|r| RunId::from(*r as u64)).collect();
+                    let tail = Box::pin(self.wait_all(&rest, left)).await?;
+                    over.extend(tail.into_iter().map(|r| (r.run, r)));
+                    break;
+                }
+                Err(_) => {
+                    return Err(CanoError::timeout(format!(
+                        "{} of {} runs were not over after {timeout:?}",
+                        pending.len(),
+                        runs.len()
+                    ))
+                    .with_hint("are workers running with these workflows registered? RunQueue::status shows where a run stands"));
+                }
+            }
+        }
+        Ok(runs.iter().map(|r| over[r].clone()).collect())
     }
 
     /// Waits until `run` is over (finished or failed) and returns its record. Woken

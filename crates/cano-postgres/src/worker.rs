@@ -449,14 +449,12 @@ impl Shared {
                 .saturating_sub(self.leases.lock().unwrap().len());
             let mut claimed = 0;
             if free > 0 {
-                match self.claim(&names, free).await {
-                    Ok(batch) => {
-                        claimed = batch.len();
-                        for claim in batch {
-                            runs.spawn(self.clone().drive(claim));
-                        }
+                // On an error the database is away: try again after the poll interval.
+                if let Ok(batch) = self.claim(&names, free).await {
+                    claimed = batch.len();
+                    for claim in batch {
+                        runs.spawn(self.clone().drive(claim));
                     }
-                    Err(_) => {} // the database is away: try again after the poll interval
                 }
             }
             while runs.try_join_next().is_some() {}
