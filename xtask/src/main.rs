@@ -3,6 +3,10 @@
 //! - `bench [criterion args]`: runs the criterion benches of `cano-benches` and prints
 //!   one summary table of the figures the project holds itself to. `--quick` (passed
 //!   to criterion) gives rougher figures in less time.
+//! - `test [cargo test args]`: the whole test suite, `cargo test --workspace
+//!   --all-features`, with a throwaway PostgreSQL server on loopback for the
+//!   `cano-postgres` tests (started by `.ci/postgres`, stopped afterwards) unless
+//!   `CANO_PG_URL` already names one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -11,8 +15,11 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("bench") => bench(args.collect()),
+        Some("test") => test(args.collect()),
         _ => {
-            eprintln!("usage: cargo xtask bench [criterion args, e.g. --quick]");
+            eprintln!(
+                "usage: cargo xtask bench [criterion args, e.g. --quick]\n       cargo xtask test [cargo test args]"
+            );
             ExitCode::from(2)
         }
     }
@@ -23,6 +30,75 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// A PostgreSQL server for the tests and benches: the one `CANO_PG_URL` names, or a
+/// throwaway one `.ci/postgres` starts (and [`Drop`] stops).
+struct Postgres {
+    url: String,
+    started: bool,
+}
+
+impl Postgres {
+    fn get() -> Result<Self, String> {
+        if let Ok(url) = std::env::var("CANO_PG_URL") {
+            return Ok(Self {
+                url,
+                started: false,
+            });
+        }
+        let script = workspace_root().join(".ci/postgres");
+        let output = Command::new(&script)
+            .arg("start")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{} start failed ({})",
+                script.display(),
+                output.status
+            ));
+        }
+        let url = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        eprintln!("xtask: a throwaway PostgreSQL server at {url}");
+        Ok(Self { url, started: true })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = Command::new(workspace_root().join(".ci/postgres"))
+                .arg("stop")
+                .status();
+        }
+    }
+}
+
+fn test(extra: Vec<String>) -> ExitCode {
+    let postgres = match Postgres::get() {
+        Ok(postgres) => postgres,
+        Err(e) => {
+            eprintln!("xtask test: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--workspace", "--all-features"])
+        .args(extra)
+        .current_dir(workspace_root())
+        .env("CANO_PG_URL", &postgres.url)
+        .status();
+    drop(postgres);
+    match status {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask test: could not run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn bench(extra: Vec<String>) -> ExitCode {
@@ -36,7 +112,15 @@ fn bench(extra: Vec<String>) -> ExitCode {
     // change every other bench's engine: they run in a build of their own.
     // The scheduler's simulation needs tokio's paused clock (test-util), which slows
     // tokio's clock for everything else: a build of its own too.
-    let runs: [&[&str]; 3] = [
+    // The PostgreSQL bench needs a server: CANO_PG_URL's, or a throwaway one.
+    let postgres = match Postgres::get() {
+        Ok(postgres) => postgres,
+        Err(e) => {
+            eprintln!("xtask bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runs: [&[&str]; 4] = [
         &["bench", "-p", "cano-benches", "--benches", "--"],
         &[
             "bench",
@@ -58,12 +142,23 @@ fn bench(extra: Vec<String>) -> ExitCode {
             "observers",
             "--",
         ],
+        &[
+            "bench",
+            "-p",
+            "cano-benches",
+            "--features",
+            "pg",
+            "--bench",
+            "postgres",
+            "--",
+        ],
     ];
     for args in runs {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&root)
             .env("CRITERION_HOME", &criterion_home)
             .env("CANO_BENCH_OUT", &out)
+            .env("CANO_PG_URL", &postgres.url)
             .args(args)
             .args(&extra)
             .status();
@@ -79,6 +174,7 @@ fn bench(extra: Vec<String>) -> ExitCode {
             }
         }
     }
+    drop(postgres);
     print!("{}", summary(&criterion_home, &out));
     ExitCode::SUCCESS
 }
@@ -188,6 +284,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(batch_rows(criterion_home));
     rows.extend(scheduler_rows(criterion_home, out));
     rows.extend(observer_rows(criterion_home));
+    rows.extend(postgres_rows(out));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
         "\n{:<width$} | {:>24} | target\n{}\n",
@@ -460,6 +557,41 @@ fn scheduler_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, Strin
         (
             "scheduler: wake-up lateness p99, 100 flows",
             us("p99_us"),
+            String::new(),
+        ),
+    ]
+}
+
+/// The PostgreSQL rows: transitions per second as workers are added, and the latency
+/// from enqueue to a run's first state.
+fn postgres_rows(out: &Path) -> Vec<(&'static str, String, String)> {
+    let stats = std::fs::read_to_string(out.join("postgres.json")).unwrap_or_default();
+    let rate = |key: &str| {
+        json_number(&stats, key)
+            .map(|v| format!("{v:.0} transitions/s"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let ms = |key: &str| {
+        json_number(&stats, key)
+            .map(|v| format!("{v:.2} ms"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    vec![
+        (
+            "postgres: 1 worker, 2,000 runs x 10 states",
+            rate("w1"),
+            String::new(),
+        ),
+        ("postgres: 4 workers", rate("w4"), String::new()),
+        ("postgres: 16 workers", rate("w16"), String::new()),
+        (
+            "postgres: enqueue to first state p50",
+            ms("p50_ms"),
+            String::new(),
+        ),
+        (
+            "postgres: enqueue to first state p99",
+            ms("p99_ms"),
             String::new(),
         ),
     ]

@@ -387,7 +387,8 @@
 //! `tracing` a span per run, state and task attempt, and `TracingObserver`, which
 //! turns observer events into `tracing` events; `metrics` the `MetricsObserver` and
 //! `cano::metrics::describe()`; `scheduler` the `Scheduler` for cron, interval and
-//! manual flows.
+//! manual flows; `postgres` running on many machines: the PostgreSQL checkpoint
+//! store, the run queue, leased workers and cluster-wide cron (`cano::postgres`).
 
 pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store, workflow};
 
@@ -522,6 +523,20 @@ pub use cano_scheduler::{
 #[cfg(feature = "metrics")]
 pub use cano_core::MetricsObserver;
 
+/// Many machines on PostgreSQL (the `cano-postgres` crate, feature `postgres`): the
+/// checkpoint store, the run queue, leased and fenced workers, and cron ticks fired
+/// once across scheduler processes.
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use cano_postgres::*;
+}
+
+#[cfg(feature = "postgres")]
+pub use cano_postgres::{
+    ClusterScheduler, EnqueueOptions, PgOptions, PostgresCheckpointStore, QueueStatus, RunQueue,
+    Worker,
+};
+
 /// Metrics (feature `metrics`): what [`MetricsObserver`] records, and [`describe`](metrics::describe)
 /// to register help text and units with your recorder.
 #[cfg(feature = "metrics")]
@@ -566,6 +581,12 @@ pub mod prelude {
 
     #[cfg(feature = "metrics")]
     pub use crate::MetricsObserver;
+
+    #[cfg(feature = "postgres")]
+    pub use crate::{
+        ClusterScheduler, EnqueueOptions, PgOptions, PostgresCheckpointStore, QueueStatus,
+        RunQueue, Worker,
+    };
 
     #[cfg(feature = "split")]
     pub use crate::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};

@@ -1,0 +1,189 @@
+//! The PostgreSQL backend under load: transitions per second with 1, 4 and 16 workers
+//! draining one queue, and the latency from enqueue to a run's first state with an idle
+//! worker (woken by LISTEN/NOTIFY). Not a criterion bench: a throughput run of
+//! thousands of runs is one measurement. `cargo bench` measures; `cargo test` (no
+//! `--bench` argument) runs a small smoke version. Needs `CANO_PG_URL`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cano::postgres::{EnqueueOptions, PgOptions, PostgresCheckpointStore, RunQueue, Worker};
+use cano::prelude::*;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+enum Step {
+    S(u8),
+    Done,
+}
+
+/// Moves to the next state; the first state reports when it started.
+struct Next {
+    to: Step,
+    started: Option<mpsc::UnboundedSender<Instant>>,
+}
+
+#[task]
+impl Task<Step> for Next {
+    fn config(&self) -> TaskConfig {
+        TaskConfig::minimal()
+    }
+    async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+        if let Some(started) = &self.started {
+            let _ = started.send(Instant::now());
+        }
+        Ok(TaskResult::Single(self.to.clone()))
+    }
+}
+
+const STATES: u8 = 10;
+
+fn workflow(started: Option<mpsc::UnboundedSender<Instant>>) -> Workflow<Step> {
+    let mut workflow = Workflow::bare().add_exit_state(Step::Done);
+    for i in 0..STATES {
+        let to = if i + 1 == STATES {
+            Step::Done
+        } else {
+            Step::S(i + 1)
+        };
+        let started = if i == 0 { started.clone() } else { None };
+        workflow = workflow.register(Step::S(i), Next { to, started });
+    }
+    workflow
+}
+
+fn options(url: &str) -> PgOptions {
+    PgOptions::new(url)
+        .with_schema("bench_pg")
+        .with_pool_size(4)
+}
+
+async fn fresh(url: &str) -> PostgresCheckpointStore {
+    let (client, connection) = tokio_postgres_connect(url).await;
+    tokio::spawn(connection);
+    client
+        .batch_execute("DROP SCHEMA IF EXISTS bench_pg CASCADE")
+        .await
+        .unwrap();
+    PostgresCheckpointStore::connect(options(url))
+        .await
+        .unwrap()
+}
+
+async fn tokio_postgres_connect(
+    url: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+) {
+    tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap()
+}
+
+/// Runs `runs` enqueued runs through `workers` workers (each with its own pool, like
+/// separate processes); transitions per second, counting each state entered.
+async fn throughput(url: &str, workers: usize, runs: usize) -> f64 {
+    let store = fresh(url).await;
+    let queue = RunQueue::new(&store);
+    let mut ids = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        ids.push(
+            queue
+                .enqueue("steps", &Step::S(0), EnqueueOptions::new())
+                .await
+                .unwrap()
+                .run,
+        );
+    }
+    let mut started = Vec::new();
+    let clock = Instant::now();
+    for _ in 0..workers {
+        let store = PostgresCheckpointStore::connect(options(url))
+            .await
+            .unwrap();
+        started.push(
+            Worker::new(&store)
+                .register("steps", workflow(None))
+                .with_concurrency(32)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    queue
+        .wait_all(&ids, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let elapsed = clock.elapsed();
+    for worker in started {
+        worker.stop(Duration::from_secs(5)).await;
+    }
+    (runs * STATES as usize) as f64 / elapsed.as_secs_f64()
+}
+
+/// Enqueue-to-first-state latency with one idle worker: (p50, p99) in milliseconds.
+async fn latency(url: &str, samples: usize) -> (f64, f64) {
+    let store = fresh(url).await;
+    let queue = RunQueue::new(&store);
+    let (sender, mut started) = mpsc::unbounded_channel();
+    let worker = Worker::new(&store)
+        .register("steps", workflow(Some(sender)))
+        .start()
+        .await
+        .unwrap();
+    let mut all = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let sent = Instant::now();
+        let run = queue
+            .enqueue("steps", &Step::S(0), EnqueueOptions::new())
+            .await
+            .unwrap()
+            .run;
+        let first = started.recv().await.unwrap();
+        all.push(first.duration_since(sent).as_secs_f64() * 1e3);
+        queue.wait(run, Duration::from_secs(30)).await.unwrap();
+    }
+    worker.stop(Duration::from_secs(5)).await;
+    all.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99))
+}
+
+fn main() {
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let Ok(url) = std::env::var("CANO_PG_URL") else {
+        eprintln!(
+            "CANO_PG_URL is not set: start a server with `export CANO_PG_URL=$(.ci/postgres start)`, or run `cargo xtask bench`"
+        );
+        std::process::exit(if measuring { 1 } else { 0 });
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (runs, samples) = if measuring { (2_000, 100) } else { (40, 5) };
+    let report = runtime.block_on(async {
+        let mut rates = Vec::new();
+        for workers in [1, 4, 16] {
+            let rate = throughput(&url, workers, runs).await;
+            println!("postgres: {workers:>2} workers, {runs} runs of {STATES} states: {rate:.0} transitions/s");
+            rates.push(rate);
+        }
+        let (p50, p99) = latency(&url, samples).await;
+        println!("postgres: enqueue to first state, idle worker: p50 {p50:.2} ms, p99 {p99:.2} ms");
+        Arc::new((rates, p50, p99))
+    });
+    if let (true, Some(out)) = (measuring, std::env::var_os("CANO_BENCH_OUT")) {
+        let (rates, p50, p99) = &*report;
+        let _ = std::fs::create_dir_all(&out);
+        let _ = std::fs::write(
+            std::path::Path::new(&out).join("postgres.json"),
+            format!(
+                "{{\"w1\":{:.0},\"w4\":{:.0},\"w16\":{:.0},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3}}}\n",
+                rates[0], rates[1], rates[2]
+            ),
+        );
+    }
+}
