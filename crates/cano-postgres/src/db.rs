@@ -290,3 +290,61 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_clear_errors_before_any_connection() {
+        let bad_schema = PgOptions::new("postgres://cano@127.0.0.1/app").with_schema("drop table;");
+        let err = bad_schema.check().unwrap_err().to_string();
+        assert!(
+            err.contains("\"drop table;\" is not a usable schema name"),
+            "{err}"
+        );
+        let digits_first = PgOptions::new("postgres://cano@127.0.0.1/app").with_schema("1cano");
+        assert!(digits_first.check().is_err());
+
+        let empty_pool = PgOptions::new("postgres://cano@127.0.0.1/app").with_pool_size(0);
+        let err = empty_pool.check().unwrap_err().to_string();
+        assert!(err.contains("pool of 0 connections"), "{err}");
+
+        let err = PgOptions::new("postgres://cano@127.0.0.1:notaport/app")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the PostgreSQL URL cannot be read"), "{err}");
+    }
+
+    #[test]
+    fn the_server_is_named_without_the_password() {
+        let config = PgOptions::new("postgres://cano:s3cret@db.internal:6543/billing")
+            .check()
+            .unwrap();
+        let place = describe(&config);
+        assert_eq!(place, "db.internal:6543/billing");
+        assert!(!place.contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn only_lost_connections_are_retried() {
+        let mut calls = 0;
+        let result: Result<(), CanoError> = retry_lost(3, || {
+            calls += 1;
+            async { Err(CanoError::store("connection reset")) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 3);
+
+        let mut calls = 0;
+        let result: Result<(), CanoError> = retry_lost(3, || {
+            calls += 1;
+            async { Err(CanoError::store("syntax error").permanent()) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 1);
+    }
+}

@@ -588,3 +588,33 @@ impl PostgresCheckpointStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_status_codes_round_trip_and_open_runs_sort_first() {
+        for status in [
+            RunStatus::Interrupted,
+            RunStatus::Failed,
+            RunStatus::Finished,
+            RunStatus::RolledBack,
+        ] {
+            assert_eq!(status_of(status_code(status)), status);
+        }
+        // `unfinished` and the partial index select `status < 2`.
+        assert!(status_code(RunStatus::Interrupted) < 2 && status_code(RunStatus::Failed) < 2);
+        assert!(status_code(RunStatus::Finished) >= 2 && status_code(RunStatus::RolledBack) >= 2);
+    }
+
+    #[test]
+    fn run_ids_keep_their_bits_in_a_signed_column() {
+        for id in [0u64, 1, u64::MAX, 1 << 63, 0x9E37_79B9_7F4A_7C15] {
+            assert_eq!(
+                RunId::from(run_key(RunId::from(id)) as u64),
+                RunId::from(id)
+            );
+        }
+    }
+}
