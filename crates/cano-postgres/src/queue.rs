@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cano_core::checkpoint::{Bincode, Codec};
 use cano_core::{CanoError, RunId};
@@ -351,53 +351,10 @@ impl RunQueue {
     }
 
     /// Waits until `run` is over (finished or failed) and returns its record. Woken
-    /// by the workers' announcements, so it does not poll the table in a loop; errors
-    /// after `timeout`, or at once for a run that was never enqueued.
+    /// by the workers' announcements (LISTEN/NOTIFY), so it does not poll the table;
+    /// errors after `timeout`, or at once for a run that was never enqueued.
     pub async fn wait(&self, run: RunId, timeout: Duration) -> Result<QueuedRun, CanoError> {
-        let db = self.store.db();
-        let (listener, mut notes) = db.dedicated().await?;
-        listener
-            .batch_execute(&format!("LISTEN {}", done_channel(&db.schema)))
-            .await
-            .map_err(|e| db.error("listening for finished runs", e))?;
-        let started = SystemTime::now();
-        let deadline = tokio::time::Instant::now() + timeout;
-        // Announcements carry the run id as the database stores it (a signed bigint).
-        let wanted = (run.as_u64() as i64).to_string();
-        loop {
-            // Read after LISTEN: an announcement between the two is not missed.
-            match self.status(run).await? {
-                None => {
-                    return Err(
-                        CanoError::configuration(format!("run {run} was never enqueued"))
-                            .with_hint("wait for a run id that RunQueue::enqueue returned"),
-                    );
-                }
-                Some(record) if record.status.is_over() => return Ok(record),
-                Some(_) => {}
-            }
-            loop {
-                match tokio::time::timeout_at(deadline, notes.recv()).await {
-                    Ok(Some(note)) if note.payload() == wanted => break,
-                    Ok(Some(_)) => continue,
-                    // The listening connection dropped: read the status once more, then
-                    // listen on a new one.
-                    Ok(None) => {
-                        return Box::pin(self.wait(
-                            run,
-                            deadline.saturating_duration_since(tokio::time::Instant::now()),
-                        ))
-                        .await;
-                    }
-                    Err(_) => {
-                        return Err(CanoError::timeout(format!(
-                            "run {run} was not over after {:?}",
-                            started.elapsed().unwrap_or_default()
-                        ))
-                        .with_hint("is a worker running with this workflow registered? RunQueue::status shows where the run stands"));
-                    }
-                }
-            }
-        }
+        let mut records = self.wait_all(&[run], timeout).await?;
+        Ok(records.remove(0))
     }
 }

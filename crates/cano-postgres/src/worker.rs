@@ -627,13 +627,16 @@ impl Shared {
         let every = self.lease / 3;
         let db = self.store.db().clone();
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.changed() => {}
-            }
+            // While stopping, leases are still renewed until the last run has ended.
+            let freed = self.slot_freed.notified();
             let stopping = self.stopping();
             if stopping && self.leases.lock().unwrap().is_empty() {
                 return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed(), if !stopping => continue,
+                _ = freed, if stopping => continue,
             }
             let sent = tokio::time::Instant::now();
             let renewed = async {
