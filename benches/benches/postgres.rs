@@ -97,11 +97,13 @@ async fn throughput(url: &str, workers: usize, runs: usize) -> f64 {
         );
     }
     let mut started = Vec::new();
+    let mut stores = Vec::new();
     let clock = Instant::now();
     for _ in 0..workers {
         let store = PostgresCheckpointStore::connect(options(url))
             .await
             .unwrap();
+        stores.push(store.clone());
         started.push(
             Worker::new(&store)
                 .register("steps", workflow(None))
@@ -119,6 +121,13 @@ async fn throughput(url: &str, workers: usize, runs: usize) -> f64 {
     for worker in started {
         worker.stop(Duration::from_secs(5)).await;
     }
+    let (rows, statements) = stores.iter().fold((0, 0), |(r, s), store| {
+        (r + store.stats().rows, s + store.stats().statements)
+    });
+    println!(
+        "postgres: {workers:>2} workers: {:.1} checkpoint rows per append statement",
+        rows as f64 / statements.max(1) as f64
+    );
     (runs * STATES as usize) as f64 / elapsed.as_secs_f64()
 }
 

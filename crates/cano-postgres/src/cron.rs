@@ -311,18 +311,22 @@ impl Shared {
                     continue;
                 }
             };
-            loop {
+            let held = loop {
                 let got = session
                     .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
                     .await
                     .map(|row| row.get::<_, bool>(0));
                 match got {
-                    Ok(true) => break,
+                    Ok(true) => break true,
                     Ok(false) if !self.stopping() => self.pause(&mut stop).await,
-                    _ => break,
+                    // Stopping, or the session failed: start over on a new one.
+                    _ => break false,
                 }
-            }
-            if self.stopping() || session.is_closed() {
+            };
+            if !held || self.stopping() {
+                if !held && !self.stopping() {
+                    self.pause(&mut stop).await;
+                }
                 continue;
             }
             if let Ok(epoch) = self.take_over().await {
@@ -386,6 +390,11 @@ impl Shared {
             next.push(entry.schedule.next_cron(from));
         }
         loop {
+            // Checked here as well as in the select: the stop may have been seen
+            // (and its change consumed) while this process was waiting for the lock.
+            if self.stopping() {
+                return;
+            }
             let Some((index, at)) = next
                 .iter()
                 .enumerate()
@@ -393,7 +402,11 @@ impl Shared {
                 .min_by_key(|&(_, at)| at)
             else {
                 // No schedule has a further tick: hold the lead until stopped.
-                let _ = stop.changed().await;
+                while !self.stopping() {
+                    if stop.changed().await.is_err() {
+                        break;
+                    }
+                }
                 return;
             };
             let wait = (at - Utc::now()).to_std().unwrap_or_default();

@@ -206,14 +206,30 @@ impl Children {
         self.children[index].wait().unwrap();
     }
 
-    /// Closes every live child's stdin (it stops cleanly) and waits for it.
+    /// Closes every live child's stdin and waits for it to stop cleanly; a child still
+    /// running after 30 s is killed and fails the test (rather than hanging it).
     fn finish(mut self) {
         for child in &mut self.children {
             drop(child.stdin.take());
         }
-        for child in &mut self.children {
-            child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut stuck = Vec::new();
+        for (index, child) in self.children.iter_mut().enumerate() {
+            // The child's exit is the signal; a process has no handle to await with a
+            // deadline, so check every 50 ms.
+            while child.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    child.kill().unwrap();
+                    stuck.push(index);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
+        assert!(
+            stuck.is_empty(),
+            "children {stuck:?} did not stop when their stdin closed"
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use cano_core::CanoError;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
@@ -102,11 +102,17 @@ impl Schedule {
     /// let hourly = Schedule::cron("0 * * * *").unwrap();
     /// let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 30, 0).unwrap();
     /// assert_eq!(hourly.next_cron(at), Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap()));
+    /// // Ticks fall on the instants the expression names, whatever the fraction of `after`.
+    /// let every_second = Schedule::cron("* * * * * *").unwrap();
+    /// let later = at + chrono::Duration::milliseconds(572);
+    /// assert_eq!(every_second.next_cron(later), Some(at + chrono::Duration::seconds(1)));
     /// ```
     pub fn next_cron(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
+            // From the whole second: croner keeps the sub-second part of its input,
+            // which would put every tick off the instants the expression names.
             Self::Cron { cron, zone, .. } => cron
-                .find_next_occurrence(&after.with_timezone(zone), false)
+                .find_next_occurrence(&after.with_nanosecond(0)?.with_timezone(zone), false)
                 .ok()
                 .map(|next| next.with_timezone(&Utc)),
             _ => None,
