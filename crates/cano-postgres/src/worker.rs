@@ -413,7 +413,6 @@ enum Verdict {
     Finished(Vec<u8>, String),
     Failed(String),
     Release,
-    Lost,
 }
 
 impl Shared {
@@ -556,14 +555,20 @@ impl Shared {
             .get(&run)
             .is_some_and(|l| l.lost);
         let verdict = match outcome {
-            _ if lost => Verdict::Lost,
-            Ok((bytes, label)) => Verdict::Finished(bytes, label),
+            // Another worker holds the run now: nothing of this claim is recorded.
+            _ if lost => None,
+            Ok((bytes, label)) => Some(Verdict::Finished(bytes, label)),
             // Cancelled by `stop`, or the database went away: not the run's fault.
-            Err(CanoError::Cancelled(_)) if self.stopping() => Verdict::Release,
-            Err(e) if matches!(e, CanoError::Store(_)) && !e.is_permanent() => Verdict::Release,
-            Err(e) => Verdict::Failed(e.to_string()),
+            Err(CanoError::Cancelled(_)) if self.stopping() => Some(Verdict::Release),
+            Err(e) if matches!(e, CanoError::Store(_)) && !e.is_permanent() => {
+                Some(Verdict::Release)
+            }
+            Err(e) => Some(Verdict::Failed(e.to_string())),
         };
-        self.record(run, epoch, verdict).await;
+        match verdict {
+            Some(verdict) => self.record(run, epoch, verdict).await,
+            None => self.emit(WorkerEvent::LeaseLost { run }),
+        }
         self.store.unfence(run);
         self.leases.lock().unwrap().remove(&run);
         self.slot_freed.notify_waiters();
@@ -586,10 +591,6 @@ impl Shared {
                 error: error.clone(),
             },
             Verdict::Release => WorkerEvent::Released { run },
-            Verdict::Lost => {
-                self.emit(WorkerEvent::LeaseLost { run });
-                return;
-            }
         };
         let written = crate::db::retry_lost(8, || async {
             let client = db.client().await?;
@@ -609,7 +610,6 @@ impl Shared {
                     .execute(&self.sql.release, &[&key, &epoch])
                     .await
                     .map(|n| n > 0),
-                Verdict::Lost => unreachable!("handled above"),
             };
             result.map_err(|e| db.error(&format!("recording the outcome of run {run}"), e))
         })

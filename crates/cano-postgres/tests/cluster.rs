@@ -208,27 +208,37 @@ impl Children {
 
     /// Closes every live child's stdin and waits for it to stop cleanly; a child still
     /// running after 30 s is killed and fails the test (rather than hanging it).
-    fn finish(mut self) {
-        for child in &mut self.children {
+    fn finish(self) {
+        let (exited, exits) = mpsc::channel();
+        let mut pids = Vec::new();
+        for (index, mut child) in self.children.into_iter().enumerate() {
             drop(child.stdin.take());
+            pids.push(child.id());
+            let exited = exited.clone();
+            std::thread::spawn(move || {
+                let _ = child.wait();
+                let _ = exited.send(index);
+            });
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut stuck = Vec::new();
-        for (index, child) in self.children.iter_mut().enumerate() {
-            // The child's exit is the signal; a process has no handle to await with a
-            // deadline, so check every 50 ms.
-            while child.try_wait().unwrap().is_none() {
-                if std::time::Instant::now() > deadline {
-                    child.kill().unwrap();
-                    stuck.push(index);
-                    break;
+        let mut running: HashSet<usize> = (0..pids.len()).collect();
+        while !running.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match exits.recv_timeout(left) {
+                Ok(index) => {
+                    running.remove(&index);
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                Err(_) => break,
             }
         }
+        for &index in &running {
+            let _ = Command::new("kill")
+                .args(["-9", &pids[index].to_string()])
+                .status();
+        }
         assert!(
-            stuck.is_empty(),
-            "children {stuck:?} did not stop when their stdin closed"
+            running.is_empty(),
+            "children {running:?} did not stop when their stdin closed"
         );
     }
 }

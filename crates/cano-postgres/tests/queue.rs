@@ -6,13 +6,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cano_core::{CanoError, RunId, Task, TaskConfig, TaskResult, Workflow};
 use cano_postgres::{EnqueueOptions, QueueStatus, RunQueue, Worker, WorkerEvent};
 use common::{fresh_store, raw};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{Semaphore, broadcast, watch};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Order {
@@ -27,7 +26,7 @@ enum Order {
 #[derive(Clone)]
 struct Step {
     next: Order,
-    runs: Arc<AtomicU32>,
+    runs: Arc<watch::Sender<u32>>,
     gate: Option<Arc<Semaphore>>,
 }
 
@@ -35,10 +34,21 @@ impl Step {
     fn to(next: Order) -> Self {
         Self {
             next,
-            runs: Arc::default(),
+            runs: Arc::new(watch::channel(0).0),
             gate: None,
         }
     }
+    /// How many times the step has started.
+    fn runs(&self) -> u32 {
+        *self.runs.borrow()
+    }
+
+    /// Resolves once the step has started `times` times.
+    async fn entered(&self, times: u32) {
+        let mut runs = self.runs.subscribe();
+        runs.wait_for(|n| *n >= times).await.unwrap();
+    }
+
     fn gated(next: Order, gate: &Arc<Semaphore>) -> Self {
         Self {
             gate: Some(gate.clone()),
@@ -53,7 +63,7 @@ impl Task<Order> for Step {
         TaskConfig::minimal()
     }
     async fn run_bare(&self) -> Result<TaskResult<Order>, CanoError> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.runs.send_modify(|n| *n += 1);
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
         }
@@ -216,9 +226,7 @@ async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
         .unwrap()
         .run;
     next_event(&mut a_events, |e| matches!(e, WorkerEvent::Claimed { .. })).await;
-    while charge_a.runs.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    charge_a.entered(1).await;
 
     // A stalls past its lease, and a worker on another machine claims the run (the
     // claim the workers make, written by hand so it is not driven yet).
@@ -268,11 +276,11 @@ async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
         (QueueStatus::Finished, 3, Some("b"))
     );
     assert_eq!(
-        reserve_b.runs.load(Ordering::SeqCst),
+        reserve_b.runs(),
         0,
         "B resumed from the checkpoint, not the start"
     );
-    assert_eq!(charge_b.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(charge_b.runs(), 1);
 
     // The log: A's rows (epoch 1), then B's (epoch 3); nothing of A's after its lease.
     let rows = admin
@@ -327,7 +335,7 @@ async fn a_run_claimed_too_often_is_failed_as_poison() {
         error.contains("claimed 2 times without finishing") && error.contains("poison"),
         "{error}"
     );
-    assert_eq!(reserve.runs.load(Ordering::SeqCst), 0);
+    assert_eq!(reserve.runs(), 0);
     worker.stop(Duration::from_secs(5)).await;
 
     let err = Worker::new(&store).start().await.unwrap_err().to_string();
@@ -368,9 +376,7 @@ async fn a_stopping_worker_hands_its_runs_back_and_another_resumes_them() {
                 .run,
         );
     }
-    while ship.runs.load(Ordering::SeqCst) < 3 {
-        tokio::task::yield_now().await;
-    }
+    ship.entered(3).await;
     first.stop(Duration::from_millis(50)).await;
     for _ in 0..3 {
         assert!(matches!(
@@ -403,11 +409,7 @@ async fn a_stopping_worker_hands_its_runs_back_and_another_resumes_them() {
         let record = queue.wait(run, WAIT).await.unwrap();
         assert_eq!((record.status, record.claims), (QueueStatus::Finished, 2));
     }
-    assert_eq!(
-        charge.runs.load(Ordering::SeqCst),
-        0,
-        "resumed in Ship, where they stopped"
-    );
+    assert_eq!(charge.runs(), 0, "resumed in Ship, where they stopped");
     second.stop(Duration::from_secs(5)).await;
 }
 
@@ -416,12 +418,13 @@ async fn runs_finish_with_whole_logs_when_connections_drop_mid_run() {
     let store = fresh_store("t_queue_drop").await;
     let queue = RunQueue::new(&store);
     let gate = Arc::new(Semaphore::new(0));
+    let charge = Step::gated(Order::Ship, &gate);
     let worker = Worker::new(&store)
         .register(
             "orders",
             orders(
                 Step::to(Order::Charge),
-                Step::gated(Order::Ship, &gate),
+                charge.clone(),
                 Step::to(Order::Shipped),
             ),
         )
@@ -440,18 +443,10 @@ async fn runs_finish_with_whole_logs_when_connections_drop_mid_run() {
                 .run,
         );
     }
-    // Every run waits in Charge; every connection of the store is then dropped.
+    // Every run waits in Charge (its Enter row written before the step started);
+    // every connection of the store is then dropped.
+    charge.entered(40).await;
     let admin = raw().await;
-    let in_charge = "SELECT count(*) FROM t_queue_drop.cano_logs WHERE label = 'Charge'";
-    while admin
-        .query_one(in_charge, &[])
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        < 40
-    {
-        tokio::task::yield_now().await;
-    }
     let dropped: i64 = admin
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 't_queue_drop'",
