@@ -17,6 +17,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
+use crate::db::run_key;
 use crate::queue::ready_channel;
 use crate::store::PostgresCheckpointStore;
 
@@ -449,7 +450,7 @@ impl Shared {
                         &entry.id,
                         &ms,
                         &scheduler.name,
-                        &(run.as_u64() as i64),
+                        &run_key(run),
                         &entry.workflow,
                         &key,
                         &entry.initial,

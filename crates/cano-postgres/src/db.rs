@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cano_core::CanoError;
+use cano_core::{CanoError, RunId};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
@@ -227,6 +227,16 @@ impl Db {
     pub(crate) fn error(&self, doing: &str, e: tokio_postgres::Error) -> CanoError {
         pg_error(&self.place, doing, e)
     }
+}
+
+/// A run id as the `bigint` columns hold it (the same 64 bits, read as signed).
+pub(crate) fn run_key(run: RunId) -> i64 {
+    run.as_u64() as i64
+}
+
+/// The run id in a `bigint` column.
+pub(crate) fn run_of(key: i64) -> RunId {
+    RunId::from(key as u64)
 }
 
 /// Maps a driver error: lost connections stay retryable, everything else permanent.

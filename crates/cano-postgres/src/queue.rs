@@ -9,7 +9,7 @@ use cano_core::{CanoError, RunId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::db::retry_lost;
+use crate::db::{retry_lost, run_key, run_of};
 use crate::store::PostgresCheckpointStore;
 
 /// Where a queued run stands.
@@ -149,7 +149,7 @@ impl fmt::Debug for RunQueue {
 
 fn record(r: &tokio_postgres::Row) -> QueuedRun {
     QueuedRun {
-        run: RunId::from(r.get::<_, i64>(0) as u64),
+        run: run_of(r.get(0)),
         workflow: r.get(1),
         status: QueueStatus::parse(r.get(2)),
         claims: r.get::<_, i32>(3) as u32,
@@ -219,7 +219,7 @@ impl RunQueue {
             client
                 .query_opt(
                     &self.insert,
-                    &[&(run.as_u64() as i64), &workflow, &key, &state, &label],
+                    &[&run_key(run), &workflow, &key, &state, &label],
                 )
                 .await
                 .map_err(|e| db.error("enqueueing a run", e))
@@ -236,7 +236,7 @@ impl RunQueue {
                 .await
                 .map_err(|e| db.error("looking up an idempotency key", e))?
             {
-                let first = RunId::from(row.get::<_, i64>(0) as u64);
+                let first = run_of(row.get(0));
                 let first_workflow: String = row.get(1);
                 if first_workflow != workflow {
                     return Err(CanoError::configuration(format!(
@@ -264,7 +264,7 @@ impl RunQueue {
         let row = retry_lost(5, || async {
             let client = db.client().await?;
             client
-                .query_opt(&self.select, &[&(run.as_u64() as i64)])
+                .query_opt(&self.select, &[&run_key(run)])
                 .await
                 .map_err(|e| db.error(&format!("reading the status of run {run}"), e))
         })
@@ -289,7 +289,7 @@ impl RunQueue {
             .map_err(|e| db.error("listening for finished runs", e))?;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut over: HashMap<RunId, QueuedRun> = HashMap::with_capacity(runs.len());
-        let mut pending: Vec<i64> = runs.iter().map(|r| r.as_u64() as i64).collect();
+        let mut pending: Vec<i64> = runs.iter().map(|&r| run_key(r)).collect();
         pending.sort_unstable();
         pending.dedup();
         let mut first = true;
@@ -312,7 +312,7 @@ impl RunQueue {
                     .unwrap_or_default();
                 return Err(CanoError::configuration(format!(
                     "run {} was never enqueued",
-                    RunId::from(missing as u64)
+                    run_of(missing)
                 ))
                 .with_hint("wait for run ids that RunQueue::enqueue returned"));
             }
@@ -323,7 +323,7 @@ impl RunQueue {
                     over.insert(run.run, run);
                 }
             }
-            pending.retain(|r| !over.contains_key(&RunId::from(*r as u64)));
+            pending.retain(|r| !over.contains_key(&run_of(*r)));
             if pending.is_empty() {
                 break;
             }
@@ -332,7 +332,7 @@ impl RunQueue {
                 Ok(Some(_)) => while notes.try_recv().is_ok() {},
                 Ok(None) => {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let rest: Vec<RunId> = pending.iter().map(|r| RunId::from(*r as u64)).collect();
+                    let rest: Vec<RunId> = pending.iter().map(|r| run_of(*r)).collect();
                     let tail = Box::pin(self.wait_all(&rest, left)).await?;
                     over.extend(tail.into_iter().map(|r| (r.run, r)));
                     break;

@@ -18,7 +18,7 @@ use cano_core::{CanoError, RunId};
 use cano_recovery::codec::{decode_row, encode_row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::db::{Db, PgOptions, retry_lost};
+use crate::db::{Db, PgOptions, retry_lost, run_key, run_of};
 
 /// The most rows one statement carries.
 const MAX_BATCH: usize = 512;
@@ -59,7 +59,7 @@ pub(crate) struct StoreInner {
     /// Leases this process holds: run → epoch. Appends of these runs are fenced.
     fences: Mutex<HashMap<RunId, i64>>,
     stats: Arc<Counters>,
-    sql: Sql,
+    sql: Arc<Sql>,
 }
 
 #[derive(Default)]
@@ -80,10 +80,17 @@ pub struct PgStats {
     pub fenced: u64,
 }
 
+/// One append waiting for the writer: the row's columns, moved out of the row.
 struct Pending {
-    row: CheckpointRow,
-    body: Vec<u8>,
+    run: RunId,
+    seq: u64,
     fence: i64,
+    body: Vec<u8>,
+    workflow: String,
+    version: u32,
+    status: RunStatus,
+    label: String,
+    written_at_ms: u64,
     reply: oneshot::Sender<Result<(), CanoError>>,
 }
 
@@ -173,20 +180,22 @@ impl PostgresCheckpointStore {
         let db = Db::connect(&options).await?;
         let (appends, receiver) = mpsc::unbounded_channel();
         let stats = Arc::new(Counters::default());
-        let sql = Sql::new(&db);
-        let inner = Arc::new(StoreInner {
+        let sql = Arc::new(Sql::new(&db));
+        // As many append statements in flight as the pool has connections.
+        let permits = Arc::new(Semaphore::new(db.pool.status().max_size.max(1)));
+        let writer = Writer {
             db: db.clone(),
+            sql: sql.clone(),
+            stats: stats.clone(),
+            permits,
+        };
+        let inner = Arc::new(StoreInner {
+            db,
             appends,
             fences: Mutex::new(HashMap::new()),
-            stats: stats.clone(),
+            stats,
             sql,
         });
-        let writer = Writer {
-            db,
-            sql: Sql::new(&inner.db),
-            stats,
-            permits: Arc::new(Semaphore::new(options_pool(&inner.db))),
-        };
         tokio::spawn(writer.run(receiver));
         Ok(Self { inner })
     }
@@ -222,14 +231,6 @@ impl PostgresCheckpointStore {
     }
 }
 
-fn options_pool(db: &Db) -> usize {
-    db.pool.status().max_size.max(1)
-}
-
-fn run_key(run: RunId) -> i64 {
-    run.as_u64() as i64
-}
-
 fn status_code(status: RunStatus) -> i16 {
     match status {
         RunStatus::Interrupted => 0,
@@ -252,7 +253,7 @@ fn status_of(code: i16) -> RunStatus {
 /// with as many statements in flight as the pool has connections.
 struct Writer {
     db: Arc<Db>,
-    sql: Sql,
+    sql: Arc<Sql>,
     stats: Arc<Counters>,
     permits: Arc<Semaphore>,
 }
@@ -276,7 +277,7 @@ impl Writer {
                 return;
             };
             let mut batch = vec![first];
-            let mut runs: HashSet<RunId> = batch.iter().map(|p| p.row.run).collect();
+            let mut runs: HashSet<RunId> = batch.iter().map(|p| p.run).collect();
             let mut again = VecDeque::new();
             while batch.len() < MAX_BATCH {
                 let next = match held.pop_front() {
@@ -286,7 +287,7 @@ impl Writer {
                         Err(_) => break,
                     },
                 };
-                if runs.insert(next.row.run) {
+                if runs.insert(next.run) {
                     batch.push(next);
                 } else {
                     again.push_back(next);
@@ -302,10 +303,9 @@ impl Writer {
         }
     }
 
-    async fn write(&self, batch: Vec<Pending>) {
-        let n = batch.len();
-        let mut cols = Columns::with_capacity(n);
-        for p in &batch {
+    async fn write(&self, mut batch: Vec<Pending>) {
+        let mut cols = Columns::with_capacity(batch.len());
+        for p in &mut batch {
             cols.push(p);
         }
         // Tried again on a fresh connection while the connection drops. Only then can a
@@ -340,11 +340,11 @@ impl Writer {
         match result {
             Ok(rows) => {
                 let written: HashSet<i64> = rows.iter().map(|r| r.get::<_, i64>(0)).collect();
-                for p in batch {
-                    let outcome = if written.contains(&run_key(p.row.run)) {
+                for (p, body) in batch.into_iter().zip(&cols.body) {
+                    let outcome = if written.contains(&run_key(p.run)) {
                         Ok(())
                     } else {
-                        self.refused(&p, retried).await
+                        self.refused(&p, body, retried).await
                     };
                     if outcome.is_ok() {
                         self.stats.rows.fetch_add(1, Ordering::Relaxed);
@@ -373,12 +373,12 @@ impl Writer {
 
     /// Why a row was not written: it already was (an earlier try whose reply was lost),
     /// the lease moved on, or the row number clashes.
-    async fn refused(&self, p: &Pending, retried: bool) -> Result<(), CanoError> {
-        let (run, seq) = (p.row.run, p.row.seq);
+    async fn refused(&self, p: &Pending, body: &[u8], retried: bool) -> Result<(), CanoError> {
+        let (run, seq) = (p.run, p.seq);
         let row = retry_lost(APPEND_ATTEMPTS, || async {
             let client = self.db.client().await?;
             client
-                .query_one(&self.sql.diagnose, &[&run_key(run), &(seq as i64), &p.body])
+                .query_one(&self.sql.diagnose, &[&run_key(run), &(seq as i64), &body])
                 .await
                 .map_err(|e| self.db.error("checking a refused checkpoint row", e))
         })
@@ -439,18 +439,17 @@ impl Columns {
         }
     }
 
-    fn push(&mut self, p: &Pending) {
-        let row = &p.row;
-        self.run.push(run_key(row.run));
-        self.seq.push(row.seq as i64);
+    /// Moves `p`'s columns in (the bytes and texts are not copied).
+    fn push(&mut self, p: &mut Pending) {
+        self.run.push(run_key(p.run));
+        self.seq.push(p.seq as i64);
         self.fence.push(p.fence);
-        self.body.push(p.body.clone());
-        self.workflow.push(row.workflow.clone());
-        self.version.push(row.version as i32);
-        self.status
-            .push(status_code(RunSummary::from_last_row(row).status));
-        self.label.push(row.label.clone());
-        self.at.push(row.written_at_ms as i64);
+        self.body.push(std::mem::take(&mut p.body));
+        self.workflow.push(std::mem::take(&mut p.workflow));
+        self.version.push(p.version as i32);
+        self.status.push(status_code(p.status));
+        self.label.push(std::mem::take(&mut p.label));
+        self.at.push(p.written_at_ms as i64);
     }
 }
 
@@ -468,9 +467,15 @@ impl CheckpointStore for PostgresCheckpointStore {
             .unwrap_or(-1);
         let (reply, outcome) = oneshot::channel();
         let pending = Pending {
-            row,
-            body,
+            run: row.run,
+            seq: row.seq,
             fence,
+            body,
+            status: RunStatus::after(row.kind),
+            workflow: row.workflow,
+            version: row.version,
+            label: row.label,
+            written_at_ms: row.written_at_ms,
             reply,
         };
         self.inner.appends.send(pending).map_err(|_| {
@@ -541,7 +546,7 @@ impl CheckpointStore for PostgresCheckpointStore {
         Ok(rows
             .iter()
             .map(|r| RunSummary {
-                run: RunId::from(r.get::<_, i64>(0) as u64),
+                run: run_of(r.get(0)),
                 workflow: r.get(1),
                 version: r.get::<_, i32>(2) as u32,
                 status: status_of(r.get(3)),
@@ -611,10 +616,7 @@ mod tests {
     #[test]
     fn run_ids_keep_their_bits_in_a_signed_column() {
         for id in [0u64, 1, u64::MAX, 1 << 63, 0x9E37_79B9_7F4A_7C15] {
-            assert_eq!(
-                RunId::from(run_key(RunId::from(id)) as u64),
-                RunId::from(id)
-            );
+            assert_eq!(run_of(run_key(RunId::from(id))), RunId::from(id));
         }
     }
 }

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cano_core::checkpoint::{Bincode, Codec, Retention};
+use cano_core::checkpoint::{Bincode, Codec, Retention, is_running_here};
 use cano_core::{
     CancellationToken, CanoError, ResourceKey, RunId, RunOptions, Workflow, WorkflowState,
 };
@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
 
+use crate::db::{run_key, run_of};
 use crate::queue::{done_channel, ready_channel};
 use crate::store::PostgresCheckpointStore;
 
@@ -501,7 +502,7 @@ impl Shared {
         let mut claims = Vec::with_capacity(rows.len());
         for row in rows {
             let claim = Claim {
-                run: RunId::from(row.get::<_, i64>(0) as u64),
+                run: run_of(row.get(0)),
                 workflow: row.get(1),
                 epoch: row.get(2),
                 claims: row.get::<_, i32>(3) as u32,
@@ -533,16 +534,16 @@ impl Shared {
         let Claim { run, epoch, .. } = claim;
         let token = self.leases.lock().unwrap()[&run].token.clone();
         let outcome = match self.flows.get(&claim.workflow) {
-            Some(driver) => loop {
-                let outcome = driver(run, claim.initial.clone(), claim.resume, token.clone()).await;
-                // Another worker of this process still drives the run it lost the lease
-                // of: its heartbeat cancels it shortly, so wait for it, not fail the run.
-                let busy = matches!(&outcome, Err(CanoError::Workflow(d)) if d.message().contains("already running in this process"));
-                if !busy || token.is_cancelled() {
-                    break outcome;
+            Some(driver) => {
+                // Another worker of this process may still drive the run whose lease it
+                // lost; its heartbeat cancels it shortly. Wait for that rather than be
+                // refused as a second driver. (A process has no signal for a run's end
+                // that this could await, so it looks every 50 ms.)
+                while is_running_here(&claim.workflow, run) && !token.is_cancelled() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            },
+                driver(run, claim.initial, claim.resume, token).await
+            }
             None => Err(CanoError::configuration(format!(
                 "worker {} claimed run {run} of workflow {:?}, which it has not registered",
                 self.name, claim.workflow
@@ -571,6 +572,8 @@ impl Shared {
         }
         self.store.unfence(run);
         self.leases.lock().unwrap().remove(&run);
+        // Wake whoever waits now (claim loop, heartbeat, `stop`), and leave a permit
+        // for a claim loop that is about to wait.
         self.slot_freed.notify_waiters();
         self.slot_freed.notify_one();
     }
@@ -580,7 +583,7 @@ impl Shared {
     /// resumes the run from its checkpoint, which is just as correct).
     async fn record(&self, run: RunId, epoch: i64, verdict: Verdict) {
         let db = self.store.db();
-        let key = run.as_u64() as i64;
+        let key = run_key(run);
         let event = match &verdict {
             Verdict::Finished(_, label) => WorkerEvent::Finished {
                 run,
@@ -651,10 +654,8 @@ impl Shared {
             }
             .await;
             let Ok(rows) = renewed else { continue };
-            let held: HashMap<RunId, i64> = rows
-                .iter()
-                .map(|r| (RunId::from(r.get::<_, i64>(0) as u64), r.get(1)))
-                .collect();
+            let held: HashMap<RunId, i64> =
+                rows.iter().map(|r| (run_of(r.get(0)), r.get(1))).collect();
             let mut leases = self.leases.lock().unwrap();
             for (run, lease) in leases.iter_mut() {
                 // A claim newer than the statement may be missing from its answer.

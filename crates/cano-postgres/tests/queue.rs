@@ -102,6 +102,15 @@ async fn next_event(
     }
 }
 
+/// Enqueues an order starting in Reserve; its run id.
+async fn enqueue_order(queue: &RunQueue) -> RunId {
+    queue
+        .enqueue("orders", &Order::Reserve, EnqueueOptions::new())
+        .await
+        .unwrap()
+        .run
+}
+
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
@@ -220,11 +229,7 @@ async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
         .await
         .unwrap();
     let mut a_events = a.subscribe();
-    let run = queue
-        .enqueue("orders", &Order::Reserve, EnqueueOptions::new())
-        .await
-        .unwrap()
-        .run;
+    let run = enqueue_order(&queue).await;
     next_event(&mut a_events, |e| matches!(e, WorkerEvent::Claimed { .. })).await;
     charge_a.entered(1).await;
 
@@ -300,11 +305,7 @@ async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
 async fn a_run_claimed_too_often_is_failed_as_poison() {
     let store = fresh_store("t_queue_poison").await;
     let queue = RunQueue::new(&store);
-    let run = queue
-        .enqueue("orders", &Order::Reserve, EnqueueOptions::new())
-        .await
-        .unwrap()
-        .run;
+    let run = enqueue_order(&queue).await;
     // Two workers already took it and died (their leases lapsed).
     raw()
         .await
@@ -368,13 +369,7 @@ async fn a_stopping_worker_hands_its_runs_back_and_another_resumes_them() {
     let mut events = first.subscribe();
     let mut runs = Vec::new();
     for _ in 0..3 {
-        runs.push(
-            queue
-                .enqueue("orders", &Order::Reserve, EnqueueOptions::new())
-                .await
-                .unwrap()
-                .run,
-        );
+        runs.push(enqueue_order(&queue).await);
     }
     ship.entered(3).await;
     first.stop(Duration::from_millis(50)).await;
@@ -435,13 +430,7 @@ async fn runs_finish_with_whole_logs_when_connections_drop_mid_run() {
         .unwrap();
     let mut runs = Vec::new();
     for _ in 0..40 {
-        runs.push(
-            queue
-                .enqueue("orders", &Order::Reserve, EnqueueOptions::new())
-                .await
-                .unwrap()
-                .run,
-        );
+        runs.push(enqueue_order(&queue).await);
     }
     // Every run waits in Charge (its Enter row written before the step started);
     // every connection of the store is then dropped.

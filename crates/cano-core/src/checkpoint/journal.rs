@@ -427,6 +427,15 @@ impl Claim {
     }
 }
 
+/// Whether run `run` of the workflow with id `workflow` is being driven (started or
+/// resumed, and not yet ended) somewhere in this process. A second start or resume of
+/// it here would be refused; a worker that took over the run's lease from a stalled
+/// driver in this process waits for this to turn false before resuming it.
+pub fn is_running_here(workflow: &str, run: RunId) -> bool {
+    let active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+    active.contains(&(Arc::<str>::from(workflow), run))
+}
+
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());

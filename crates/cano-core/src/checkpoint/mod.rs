@@ -30,8 +30,8 @@ use crate::run::RunId;
 pub use codec::{Bincode, Codec};
 pub use durable::DurableStore;
 pub(crate) use durable::ENGINE_PREFIX;
-pub use journal::Journal;
 pub(crate) use journal::{Claim, JournalConfig, Start};
+pub use journal::{Journal, is_running_here};
 pub use progress::TaskProgress;
 pub use replay::{ResumePoint, replay};
 
@@ -154,6 +154,22 @@ pub enum RunStatus {
     RolledBack,
 }
 
+impl RunStatus {
+    /// Where a run stands when its last row is of `kind`.
+    pub fn after(kind: RowKind) -> Self {
+        match kind {
+            RowKind::Enter
+            | RowKind::Step
+            | RowKind::Resume
+            | RowKind::Completed
+            | RowKind::Rollback => Self::Interrupted,
+            RowKind::Fail => Self::Failed,
+            RowKind::Finish => Self::Finished,
+            RowKind::RolledBack => Self::RolledBack,
+        }
+    }
+}
+
 /// A run in a store, described by its last row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSummary {
@@ -180,16 +196,7 @@ impl RunSummary {
             run: last.run,
             workflow: last.workflow.clone(),
             version: last.version,
-            status: match last.kind {
-                RowKind::Enter
-                | RowKind::Step
-                | RowKind::Resume
-                | RowKind::Completed
-                | RowKind::Rollback => RunStatus::Interrupted,
-                RowKind::Fail => RunStatus::Failed,
-                RowKind::Finish => RunStatus::Finished,
-                RowKind::RolledBack => RunStatus::RolledBack,
-            },
+            status: RunStatus::after(last.kind),
             last_seq: last.seq,
             label: last.label.clone(),
             updated_at_ms: last.written_at_ms,
