@@ -140,8 +140,15 @@ impl CancellationToken {
     }
 
     /// Whether [`cancel`](Self::cancel) was called.
+    #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.state.cancelled.load(Ordering::Acquire)
+    }
+
+    /// A waiter that completes when the token is cancelled after this call (check
+    /// [`is_cancelled`](Self::is_cancelled) too, for a cancel before it).
+    pub(crate) fn waiter(&self) -> tokio::sync::futures::Notified<'_> {
+        self.state.notify.notified()
     }
 
     /// Completes once the token is cancelled.
@@ -200,7 +207,7 @@ impl fmt::Debug for RunContext {
 #[derive(Debug)]
 struct RunCancel {
     token: CancellationToken,
-    draining: Arc<AtomicUsize>,
+    draining: AtomicUsize,
 }
 
 /// A task's claim to finish its work in hand when its run is cancelled (see
@@ -208,12 +215,12 @@ struct RunCancel {
 #[derive(Debug)]
 #[must_use = "the claim ends when the guard is dropped"]
 pub struct DrainGuard {
-    draining: Arc<AtomicUsize>,
+    run: Arc<RunCancel>,
 }
 
 impl Drop for DrainGuard {
     fn drop(&mut self) {
-        self.draining.fetch_sub(1, Ordering::AcqRel);
+        self.run.draining.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -233,7 +240,7 @@ impl RunContext {
             cancel: cancel.map(|token| {
                 Arc::new(RunCancel {
                     token,
-                    draining: Arc::default(),
+                    draining: AtomicUsize::new(0),
                 })
             }),
             outputs,
@@ -291,11 +298,9 @@ impl RunContext {
     /// The task must watch [`cancelled`](Self::cancelled) and wind down promptly; the
     /// workflow timeout still cuts it off. `None` for a run that cannot be cancelled.
     pub fn hold_drain(&self) -> Option<DrainGuard> {
-        let draining = &self.cancel.as_ref()?.draining;
-        draining.fetch_add(1, Ordering::AcqRel);
-        Some(DrainGuard {
-            draining: draining.clone(),
-        })
+        let run = self.cancel.as_ref()?;
+        run.draining.fetch_add(1, Ordering::AcqRel);
+        Some(DrainGuard { run: run.clone() })
     }
 
     /// Whether a task of this run holds a [`DrainGuard`].
@@ -327,6 +332,7 @@ impl RunContext {
 
     /// The run's cancellation token, if it has one (runs started with a token or with
     /// `Workflow::spawn`).
+    #[inline]
     pub fn cancellation_token(&self) -> Option<&CancellationToken> {
         self.cancel.as_deref().map(|c| &c.token)
     }
@@ -353,6 +359,7 @@ impl RunContext {
     }
 
     /// Whether the run was cancelled.
+    #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.cancellation_token()
             .is_some_and(CancellationToken::is_cancelled)
@@ -398,6 +405,7 @@ impl RunOptions {
     }
 
     /// The cancellation token given, if any.
+    #[inline]
     pub fn cancellation_token(&self) -> Option<&CancellationToken> {
         self.cancel.as_ref()
     }

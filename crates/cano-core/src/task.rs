@@ -177,6 +177,12 @@ impl TaskConfig {
         self.circuit_breaker.is_some() || self.rate_limiter.is_some()
     }
 
+    /// Whether an attempt is just the task's future: no breaker or limiter to ask, no
+    /// timeout to race. The engine runs such a task's first attempt inline.
+    pub(crate) fn is_plain(&self) -> bool {
+        !self.is_guarded() && self.attempt_timeout.is_none()
+    }
+
     /// The retry mode.
     pub fn retry_mode(&self) -> &RetryMode {
         &self.retry_mode

@@ -12,26 +12,21 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use super::bounds::{Bounded, Stop};
 use super::compensation::{Compensations, resumed_failure};
 use super::handler::{StateContext, TaskEnv};
 use super::{Handler, ResourceLifecycle, Workflow, WorkflowState};
 use crate::error::CanoError;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
-use crate::task::TaskResult;
-use crate::workflow::execute::execute_task;
+use crate::task::{RegisteredTask, TaskResult};
+use crate::workflow::execute::{FirstAttempt, PlainAttempt, execute_task, retry_then_fail};
 
-/// How the states of a run stopped, before it is turned into an error that names the
-/// state (which the loop no longer borrows by then).
-enum Stop {
-    Finished(Result<(), CanoError>),
-    TimedOut(Duration),
-    Cancelled,
-}
+/// How many transitions a run makes between two visits to tokio's cooperative budget.
+const BUDGET_EVERY: u32 = 16;
 
 impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Runs the workflow from `initial` until it reaches an exit state, and returns
@@ -160,85 +155,55 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let stop = if let Some(message) = saga.and_then(Compensations::resumed_rollback) {
                 Stop::Finished(Err(resumed_failure(run.run_id(), &message)))
             } else {
-                self.bounded(state, run, saga).await
+                // One await of the loop, so its future takes room in one place only.
+                let states = std::pin::pin!(self.drive(state, run, saga));
+                Bounded::new(states, run, spec.timeout).await
             };
-            let mut outcome = match stop {
-                Stop::Finished(result) => result,
-                Stop::TimedOut(limit) => Err(CanoError::workflow(format!(
-                    "workflow timed out after {limit:?}"
-                ))
-                .at(state, &self.label(state))
-                .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
-                Stop::Cancelled => Err(self.cancelled(state)),
-            };
+            let outcome = self.stopped(stop, state);
+            self.wind_up(outcome, run, saga, managed).await
+        }
+    }
+
+    /// The error a stop means, naming the state the run stopped in.
+    fn stopped(&self, stop: Stop, state: &S) -> Result<(), CanoError> {
+        match stop {
+            Stop::Finished(result) => result,
+            Stop::TimedOut(limit) => Err(CanoError::workflow(format!(
+                "workflow timed out after {limit:?}"
+            ))
+            .at(state, &self.label(state))
+            .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
+            Stop::Cancelled => Err(self.cancelled(state)),
+            Stop::Panicked(panic) => {
+                Err(CanoError::from_panic(panic).at(state, &self.label(state)))
+            }
+        }
+    }
+
+    /// After the states: the rollback of a run that failed after completing
+    /// compensatable steps (resources are still up then), and the teardown. A future of
+    /// its own, so that what it holds shares room with the state loop's future.
+    fn wind_up<'a>(
+        &'a self,
+        mut outcome: Result<(), CanoError>,
+        run: &'a RunContext,
+        saga: Option<&'a Compensations<S>>,
+        managed: bool,
+    ) -> impl Future<Output = Result<(), CanoError>> + 'a {
+        async move {
             if let Some(saga) = saga.filter(|s| outcome.is_err() && s.must_roll_back()) {
                 if let Err(original) = outcome {
                     outcome = Err(self.roll_back(saga, run, original).await);
                 }
             }
             if managed {
-                let teardown = spec.resources.teardown_all().await;
+                let teardown = self.spec.resources.teardown_all().await;
                 // A run's own error matters more than a teardown error after it.
                 if let (Ok(()), Err(e)) = (&outcome, teardown) {
                     return Err(e);
                 }
             }
             outcome
-        }
-    }
-
-    /// The state loop under the workflow timeout and the cancellation token.
-    fn bounded<'a>(
-        &'a self,
-        state: &'a mut S,
-        run: &'a RunContext,
-        saga: Option<&'a Compensations<S>>,
-    ) -> impl Future<Output = Stop> + 'a {
-        async move {
-            let timeout = self.spec.timeout;
-            let token = run.cancellation_token();
-            // The state loop stays pinned here and is awaited or raced by reference, so the
-            // run holds one copy of it; only the workflow timer is boxed (once per run).
-            let states = self.drive(state, run, saga);
-            tokio::pin!(states);
-            if timeout.is_none() && token.is_none() {
-                return Stop::Finished(states.await);
-            }
-            let mut timer = timeout.map(|limit| Box::pin(tokio::time::sleep(limit)));
-            let cancelled = async {
-                match token {
-                    Some(token) => token.cancelled().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::pin!(cancelled);
-            // Cancellation first, then the deadline, then the states; a plain poll function
-            // keeps this smaller than `select!` would.
-            let mut cancel_seen = false;
-            std::future::poll_fn(|cx| {
-                if !cancel_seen && cancelled.as_mut().poll(cx).is_ready() {
-                    cancel_seen = true;
-                }
-                // A task holding a drain guard finishes its work in hand first.
-                if cancel_seen && !run.is_draining() {
-                    return Poll::Ready(Stop::Cancelled);
-                }
-                if let Some(timer) = &mut timer {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Stop::TimedOut(timeout.unwrap_or_default()));
-                    }
-                }
-                match states.as_mut().poll(cx) {
-                    Poll::Ready(_) if cancel_seen => Poll::Ready(Stop::Cancelled),
-                    Poll::Ready(done) => Poll::Ready(Stop::Finished(done)),
-                    // The drain ended while the state went on: stop now.
-                    Poll::Pending if cancel_seen && !run.is_draining() => {
-                        Poll::Ready(Stop::Cancelled)
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await
         }
     }
 
@@ -252,8 +217,14 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         async move {
             let spec = &*self.spec;
             let observers = &spec.observers;
-            let mut env: Option<TaskEnv<K>> = None;
+            // Boxed on first use: only custom handlers need it, and plain runs then
+            // carry one pointer instead of the whole environment.
+            let mut env: Option<Box<TaskEnv<K>>> = None;
             let mut came_from: Option<&Handler<S, K>> = None;
+            // Without observers or spans to report to, a plain task's first attempt is
+            // awaited right here (see below).
+            let unobserved = observers.is_empty() && !cfg!(feature = "tracing");
+            let mut transitions: u32 = 0;
             loop {
                 let Some(slot) = spec.slots.get(state) else {
                     return Err(self.unregistered(state, came_from));
@@ -278,28 +249,33 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     }
                 }
                 let next = match handler {
+                    Handler::Task(entry) if unobserved && entry.config().is_plain() => {
+                        // The common case, inline: a task with no breaker, limiter or
+                        // timeout, and nobody to tell. Only a failure builds the retry
+                        // loop. A panic is caught around the whole loop (see `Bounded`):
+                        // catching it here would copy every result once more.
+                        match PlainAttempt(entry.task().run(&spec.resources)).await {
+                            FirstAttempt::Next(next) => next,
+                            FirstAttempt::Other(other) => {
+                                self.after_plain(other, entry, state, run).await?
+                            }
+                        }
+                    }
                     Handler::Task(entry) => {
                         let result = crate::spans::await_in_state!(
                             execute_task(&**entry, state, &spec.resources, run, observers),
                             state,
                             run
                         )?;
-                        match result {
-                            TaskResult::Single(next) => next,
-                            TaskResult::Split(_) => {
-                                return Err(CanoError::workflow("a single-task state returned TaskResult::Split")
-                                    .at(state, entry.name())
-                                    .with_hint(
-                                        "register the state with register_split to run tasks in parallel, or return TaskResult::Single",
-                                    ));
-                            }
-                        }
+                        self.single(result, state, entry.name())?
                     }
                     Handler::Custom(custom) => {
-                        let env = env.get_or_insert_with(|| TaskEnv {
-                            resources: spec.resources.clone(),
-                            run: run.clone(),
-                            observers: observers.clone(),
+                        let env = env.get_or_insert_with(|| {
+                            Box::new(TaskEnv {
+                                resources: spec.resources.clone(),
+                                run: run.clone(),
+                                observers: observers.clone(),
+                            })
                         });
                         let label = || handler.label();
                         let handled = custom.handle(StateContext { state, env, saga });
@@ -320,10 +296,50 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 came_from = Some(handler);
                 *state = next;
                 // Tasks that finish without ever waiting would otherwise keep the thread
-                // forever in a cyclic workflow; this yields now and then so timeouts,
-                // cancellation and other tasks get their turn.
-                tokio::task::consume_budget().await;
+                // forever in a cyclic workflow; spending tokio's budget yields now and
+                // then so timeouts, cancellation and other tasks get their turn. Once
+                // every few transitions: asking tokio costs more than a trivial task.
+                transitions = transitions.wrapping_add(1);
+                if transitions % BUDGET_EVERY == 0 {
+                    tokio::task::consume_budget().await;
+                }
             }
+        }
+    }
+
+    /// A plain task's first attempt that did not simply name the next state: a split is
+    /// refused, a failure goes on to the retries the task's config allows.
+    fn after_plain<'a>(
+        &'a self,
+        first: Result<TaskResult<S>, CanoError>,
+        entry: &'a RegisteredTask<S, K>,
+        state: &'a S,
+        run: &'a RunContext,
+    ) -> impl Future<Output = Result<S, CanoError>> + 'a {
+        async move {
+            let spec = &*self.spec;
+            let result = match first {
+                Ok(result) => result,
+                Err(first) => {
+                    retry_then_fail(first, entry, state, &spec.resources, run, &spec.observers)
+                        .await?
+                }
+            };
+            self.single(result, state, entry.name())
+        }
+    }
+
+    /// The next state a single task chose; a split is refused.
+    fn single(&self, result: TaskResult<S>, state: &S, task: &str) -> Result<S, CanoError> {
+        match result {
+            TaskResult::Single(next) => Ok(next),
+            TaskResult::Split(_) => Err(CanoError::workflow(
+                "a single-task state returned TaskResult::Split",
+            )
+            .at(state, task)
+            .with_hint(
+                "register the state with register_split to run tasks in parallel, or return TaskResult::Single",
+            )),
         }
     }
 

@@ -155,6 +155,60 @@ where
     }
 }
 
+/// A plain task's first attempt, as the engine awaits it inline (see [`PlainAttempt`]).
+pub(crate) enum FirstAttempt<S> {
+    /// The task named the next state.
+    Next(S),
+    /// Anything else: a split, or an error.
+    Other(Result<TaskResult<S>, CanoError>),
+}
+
+/// Awaits a task's future and sorts its result at once, field by field. Awaiting the
+/// task's future directly moves its whole result into the run's future before the
+/// task's box is freed, and that wide copy of what the task wrote in narrow pieces
+/// stalls the processor on every transition.
+pub(crate) struct PlainAttempt<'a, S>(pub(crate) crate::task::TaskFuture<'a, S>);
+
+impl<S> Future for PlainAttempt<'_, S> {
+    type Output = FirstAttempt<S>;
+
+    #[inline]
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<FirstAttempt<S>> {
+        use std::task::Poll;
+        match self.0.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(TaskResult::Single(next))) => Poll::Ready(FirstAttempt::Next(next)),
+            Poll::Ready(Ok(TaskResult::Split(states))) => {
+                Poll::Ready(FirstAttempt::Other(Ok(TaskResult::Split(states))))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(FirstAttempt::Other(Err(error))),
+        }
+    }
+}
+
+/// What follows a first attempt that failed, for a caller that ran that attempt itself
+/// (the engine, for a plain task in a run without observers): the retries the task's
+/// config allows, then the error naming the state and the task.
+pub(crate) fn retry_then_fail<'a, S: Debug, K, T: TaskParts<S, K> + ?Sized>(
+    first: CanoError,
+    entry: &'a T,
+    state: &'a S,
+    resources: &'a Resources<K>,
+    run: &'a RunContext,
+    observers: &'a Observers,
+) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a {
+    async move {
+        let (task, name, config) = (entry.task(), entry.name(), entry.config());
+        let first = AttemptError::Failed(first);
+        retry_after(first, task, name, config, state, resources, run, observers)
+            .await
+            .map_err(|failure| final_error(failure, entry.config(), state, entry.name()))
+    }
+}
+
 /// The retries after a failed first attempt, in one box: the policy, its timers and
 /// the closures live there, not in the state of every run's future.
 #[allow(clippy::too_many_arguments)]

@@ -5,6 +5,7 @@
 //! `Arc` inside, so cloning it is cheap and `orchestrate` takes `&self`.
 
 mod admission;
+mod bounds;
 mod compensation;
 mod engine;
 pub(crate) mod execute;
