@@ -207,6 +207,26 @@ async fn a_panicking_task_fails_the_run_once_without_retry_and_tears_down() {
     assert_eq!(log.lock().unwrap().last().unwrap(), "teardown first");
 }
 
+#[tokio::test]
+async fn a_panic_in_a_spawned_run_under_a_timeout_is_the_run_error_naming_the_task() {
+    // A spawned run has a token and this one a timeout: the loop is raced against both,
+    // and the panic is still caught there, not left to unwind into tokio.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let wf = Workflow::bare()
+        .register(S::A, Panics(calls.clone()))
+        .add_exit_state(S::Done)
+        .with_timeout(Duration::from_secs(3600));
+    let err = wf.spawn(S::A).await.unwrap_err();
+    assert!(matches!(err, CanoError::TaskExecution(_)), "{err:?}");
+    assert!(
+        err.message().starts_with("panic: ledger out of balance"),
+        "{err}"
+    );
+    assert_eq!(err.state(), Some("A"));
+    assert_eq!(err.task_name(), Some("Panics"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 struct Sleeper(Duration, TaskConfig);
 #[async_trait]
 impl Task<S> for Sleeper {

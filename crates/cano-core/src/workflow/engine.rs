@@ -156,8 +156,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 Stop::Finished(Err(resumed_failure(run.run_id(), &message)))
             } else {
                 // One await of the loop, so its future takes room in one place only.
+                // Both built where they stay (moving a future copies all of it).
                 let states = std::pin::pin!(self.drive(state, run, saga));
-                Bounded::new(states, run, spec.timeout).await
+                std::pin::pin!(Bounded::new(states, run, spec.timeout)).await
             };
             let outcome = self.stopped(stop, state);
             self.wind_up(outcome, run, saga, managed).await
@@ -225,10 +226,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             // awaited right here (see below).
             let unobserved = observers.is_empty() && !cfg!(feature = "tracing");
             let mut transitions: u32 = 0;
+            let Some(mut slot) = spec.slots.get(state) else {
+                return Err(self.unregistered(state, None));
+            };
             loop {
-                let Some(slot) = spec.slots.get(state) else {
-                    return Err(self.unregistered(state, came_from));
-                };
                 if slot.exit {
                     return Ok(());
                 }
@@ -294,7 +295,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     }
                 }
                 came_from = Some(handler);
+                let reached = slot.next(&spec.slots, &next);
                 *state = next;
+                let Some(reached) = reached else {
+                    return Err(self.unregistered(state, came_from));
+                };
+                slot = reached;
                 // Tasks that finish without ever waiting would otherwise keep the thread
                 // forever in a cyclic workflow; spending tokio's budget yields now and
                 // then so timeouts, cancellation and other tasks get their turn. Once

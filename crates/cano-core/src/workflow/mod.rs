@@ -16,11 +16,12 @@ mod recovery;
 use std::borrow::Cow;
 use std::fmt::{self, Debug};
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::CanoError;
-use crate::hash::FastMap;
+use crate::hash::FastBuildHasher;
 use crate::observer::{Observers, WorkflowObserver};
 use crate::resource::{DefaultKey, ResourceKey, Resources};
 use crate::task::{RegisteredTask, Task};
@@ -113,14 +114,22 @@ impl<S: 'static, K: 'static> Handler<S, K> {
     }
 }
 
+/// The states of a workflow, in registration order, each with its slot. Indexed, so a
+/// slot can remember where its state's task went last (see [`Slot::next`]).
+pub(crate) type Slots<S, K> = indexmap::IndexMap<S, Slot<S, K>, FastBuildHasher>;
+
 /// One state's slot: its handler and whether it ends the run. One map lookup per
-/// transition answers both.
+/// transition answers both, and usually not even that (see [`Slot::next`]).
 pub(crate) struct Slot<S, K> {
     pub(crate) handler: Option<Handler<S, K>>,
     pub(crate) exit: bool,
     /// The states this state's task declared it moves to (see
     /// [`Workflow::transitions`]); checked after every run of the state.
     pub(crate) targets: Option<Arc<[S]>>,
+    /// The index of the state this state's handler moved to last time: most tasks
+    /// name the same next state every time, and comparing with it is quicker than
+    /// hashing it. Shared by all runs; a stale hint costs only the lookup.
+    hint: AtomicUsize,
 }
 
 impl<S, K> Slot<S, K> {
@@ -129,7 +138,25 @@ impl<S, K> Slot<S, K> {
             handler: None,
             exit: false,
             targets: None,
+            hint: AtomicUsize::new(usize::MAX),
         }
+    }
+}
+
+impl<S: Hash + Eq, K> Slot<S, K> {
+    /// The slot of `next`, the state this slot's handler just chose, in `slots`;
+    /// `None` when nothing is registered for it.
+    #[inline]
+    pub(crate) fn next<'s>(&self, slots: &'s Slots<S, K>, next: &S) -> Option<&'s Slot<S, K>> {
+        let hint = self.hint.load(Ordering::Relaxed);
+        if let Some((state, slot)) = slots.get_index(hint) {
+            if state == next {
+                return Some(slot);
+            }
+        }
+        let (index, _, slot) = slots.get_full(next)?;
+        self.hint.store(index, Ordering::Relaxed);
+        Some(slot)
     }
 }
 
@@ -139,12 +166,13 @@ impl<S, K> Clone for Slot<S, K> {
             handler: self.handler.clone(),
             exit: self.exit,
             targets: self.targets.clone(),
+            hint: AtomicUsize::new(usize::MAX),
         }
     }
 }
 
 pub(crate) struct Spec<S, K> {
-    pub(crate) slots: FastMap<S, Slot<S, K>>,
+    pub(crate) slots: Slots<S, K>,
     pub(crate) resources: Arc<Resources<K>>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) observers: Observers,
@@ -218,7 +246,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     pub fn new(resources: Resources<K>) -> Self {
         Self {
             spec: Arc::new(Spec {
-                slots: FastMap::default(),
+                slots: Slots::default(),
                 resources: Arc::new(resources),
                 timeout: None,
                 observers: Observers::default(),
@@ -448,5 +476,38 @@ impl<S: Debug, K> Debug for Workflow<S, K> {
             .field("timeout", &self.spec.timeout)
             .field("observers", &self.spec.observers)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(states: &[u8]) -> Slots<u8, DefaultKey> {
+        states.iter().map(|&s| (s, Slot::empty())).collect()
+    }
+
+    #[test]
+    fn a_slot_finds_the_next_state_whether_or_not_its_hint_is_right() {
+        let table = slots(&[0, 1, 2]);
+        let from = &table[0];
+        // No hint yet: a lookup, which leaves one.
+        assert!(std::ptr::eq(from.next(&table, &2).unwrap(), &table[2]));
+        assert_eq!(from.hint.load(Ordering::Relaxed), 2);
+        // The hinted state again: found by the hint.
+        assert!(std::ptr::eq(from.next(&table, &2).unwrap(), &table[2]));
+        // Another state: the stale hint is only a lookup more, and is replaced.
+        assert!(std::ptr::eq(from.next(&table, &1).unwrap(), &table[1]));
+        assert_eq!(from.hint.load(Ordering::Relaxed), 1);
+        // A state nobody registered is not found, and the hint stays.
+        assert!(from.next(&table, &9).is_none());
+        assert_eq!(from.hint.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_cloned_slot_starts_without_a_hint() {
+        let table = slots(&[0, 1]);
+        table[0].next(&table, &1);
+        assert_eq!(table[0].clone().hint.load(Ordering::Relaxed), usize::MAX);
     }
 }
