@@ -42,7 +42,8 @@ pin_project! {
         cancel: Option<Notified<'a>>,
         // Boxed: most workflows have no timeout and carry one null pointer.
         timer: Option<Pin<Box<Sleep>>>,
-        limit: Duration,
+        // Borrowed from the workflow: a copy would take two words in every run.
+        limit: &'a Option<Duration>,
         run: &'a RunContext,
         cancel_seen: bool,
     }
@@ -54,13 +55,13 @@ impl<'a, F> Bounded<'a, F> {
     pub(crate) fn new(
         states: Pin<&'a mut F>,
         run: &'a RunContext,
-        limit: Option<Duration>,
+        limit: &'a Option<Duration>,
     ) -> Self {
         Self {
             states,
             cancel: run.cancellation_token().map(|token| token.waiter()),
             timer: limit.map(|limit| Box::pin(tokio::time::sleep(limit))),
-            limit: limit.unwrap_or_default(),
+            limit,
             run,
             cancel_seen: false,
         }
@@ -91,7 +92,7 @@ impl<F: Future<Output = Result<(), CanoError>>> Future for Bounded<'_, F> {
         }
         if let Some(timer) = this.timer {
             if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Stop::TimedOut(*this.limit));
+                return Poll::Ready(Stop::TimedOut(this.limit.unwrap_or_default()));
             }
         }
         match poll_caught(this.states.as_mut(), cx) {

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures::future::Either;
 use tokio::task::JoinHandle;
 
 use super::bounds::{Bounded, Stop};
@@ -24,6 +25,9 @@ use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
 use crate::task::{RegisteredTask, TaskResult};
 use crate::workflow::execute::{FirstAttempt, PlainAttempt, execute_task, retry_then_fail};
+
+/// The boxed start of a run that does not take the plain path.
+type StartFuture<'a, S> = Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>>;
 
 /// How many transitions a run makes between two visits to tokio's cooperative budget.
 const BUDGET_EVERY: u32 = 16;
@@ -72,27 +76,33 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         initial: S,
         options: RunOptions,
     ) -> impl Future<Output = Result<S, CanoError>> + '_ {
-        async move {
-            let spec = &*self.spec;
-            self.validate()?;
-            if let Some(checkpointing) = &spec.checkpoint {
-                return self
-                    .start_checkpointed(checkpointing, initial, options)
-                    .await;
-            }
-            let outputs = spec.outputs.then(crate::MemoryStore::new);
-            let run_id = options.run_id.unwrap_or_default();
-            let run = RunContext::new(run_id, options.cancel, outputs, None)
-                .with_resources(spec.resources.clone())
-                .in_workflow(&spec.recovery.workflow_id);
-            // Boxed: a workflow without compensatable states carries one null pointer.
-            let saga = spec.compensating.then(|| Box::new(Compensations::new()));
+        let spec = &*self.spec;
+        // What a plain run needs is made here, so that its future carries only that;
+        // the rare runs that fail validation or write checkpoints take a box instead.
+        if let Err(invalid) = self.validate() {
+            return Either::Left(Box::pin(std::future::ready(Err(invalid))) as StartFuture<'_, S>);
+        }
+        if let Some(checkpointing) = &spec.checkpoint {
+            // Lazily: the run claims its id when it is first polled, not when built.
+            return Either::Left(Box::pin(async move {
+                self.start_checkpointed(checkpointing, initial, options)
+                    .await
+            }));
+        }
+        let outputs = spec.outputs.then(crate::MemoryStore::new);
+        let run_id = options.run_id.unwrap_or_default();
+        let run = RunContext::new(run_id, options.cancel, outputs, None)
+            .with_resources(spec.resources.clone())
+            .in_workflow(&spec.recovery.workflow_id);
+        // Boxed: a workflow without compensatable states carries one null pointer.
+        let saga = spec.compensating.then(|| Box::new(Compensations::new()));
+        Either::Right(async move {
             let mut state = initial;
             let outcome = self
                 .run_observed(&mut state, &run, None, saga.as_deref())
                 .await;
             outcome.map(|()| state)
-        }
+        })
     }
 
     /// A run between its observers' `on_run_start` (and `on_resume`) and `on_run_end`.
@@ -103,17 +113,20 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         resumed: Option<u64>,
         saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
+        // Told before the future exists (the caller builds it as the run starts), so
+        // the future does not carry what only the start needs.
+        let observers = &self.spec.observers;
+        if !observers.is_empty() {
+            crate::spans::in_run(run, || {
+                observers.each(|o| o.on_run_start(run.run_id(), &*state));
+                if let Some(seq) = resumed {
+                    observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
+                }
+            });
+        }
         async move {
-            let observers = &self.spec.observers;
-            if !observers.is_empty() {
-                crate::spans::in_run(run, || {
-                    observers.each(|o| o.on_run_start(run.run_id(), &*state));
-                    if let Some(seq) = resumed {
-                        observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
-                    }
-                });
-            }
             let outcome = run.clone().scope(self.run_states(state, run, saga)).await;
+            let observers = &self.spec.observers;
             if !observers.is_empty() {
                 let view = outcome.as_ref().map(|()| &*state as &dyn std::fmt::Debug);
                 crate::spans::in_run(run, || observers.each(|o| o.on_run_end(run.run_id(), view)));
@@ -145,10 +158,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
-            let spec = &*self.spec;
-            let managed = spec.lifecycle == ResourceLifecycle::PerRun && !spec.resources.is_empty();
+            let managed = self.manages_resources();
             if managed {
-                spec.resources.setup_all().await?;
+                self.spec.resources.setup_all().await?;
             }
             // A run resumed in the middle of its rollback does not go forward again.
             // (An `if let` scrutinee is dropped before `else`: no string held across it.)
@@ -158,11 +170,16 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 // One await of the loop, so its future takes room in one place only.
                 // Both built where they stay (moving a future copies all of it).
                 let states = std::pin::pin!(self.drive(state, run, saga));
-                std::pin::pin!(Bounded::new(states, run, spec.timeout)).await
+                std::pin::pin!(Bounded::new(states, run, &self.spec.timeout)).await
             };
             let outcome = self.stopped(stop, state);
             self.wind_up(outcome, run, saga, managed).await
         }
+    }
+
+    /// Whether each run sets the resources up and tears them down.
+    fn manages_resources(&self) -> bool {
+        self.spec.lifecycle == ResourceLifecycle::PerRun && !self.spec.resources.is_empty()
     }
 
     /// The error a stop means, naming the state the run stopped in.
@@ -216,17 +233,17 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
-            let spec = &*self.spec;
-            let observers = &spec.observers;
+            // The spec and its parts are reached through `self` each time: locals
+            // would be kept, a pointer each, in every run's future.
             // Boxed on first use: only custom handlers need it, and plain runs then
             // carry one pointer instead of the whole environment.
             let mut env: Option<Box<TaskEnv<K>>> = None;
             let mut came_from: Option<&Handler<S, K>> = None;
             // Without observers or spans to report to, a plain task's first attempt is
             // awaited right here (see below).
-            let unobserved = observers.is_empty() && !cfg!(feature = "tracing");
+            let unobserved = self.spec.observers.is_empty() && !cfg!(feature = "tracing");
             let mut transitions: u32 = 0;
-            let Some(mut slot) = spec.slots.get(state) else {
+            let Some(mut slot) = self.spec.slots.get(state) else {
                 return Err(self.unregistered(state, None));
             };
             loop {
@@ -239,8 +256,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 if run.is_cancelled() {
                     return Err(self.cancelled(state));
                 }
-                if !observers.is_empty() {
-                    observers.each(|o| o.on_state_enter(run.run_id(), state));
+                if !self.spec.observers.is_empty() {
+                    self.spec
+                        .observers
+                        .each(|o| o.on_state_enter(run.run_id(), state));
                 }
                 if let Some(journal) = run.journal() {
                     if handler.writes_checkpoint() {
@@ -255,7 +274,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         // timeout, and nobody to tell. Only a failure builds the retry
                         // loop. A panic is caught around the whole loop (see `Bounded`):
                         // catching it here would copy every result once more.
-                        match PlainAttempt(entry.task().run(&spec.resources)).await {
+                        match PlainAttempt(entry.task().run(&self.spec.resources)).await {
                             FirstAttempt::Next(next) => next,
                             FirstAttempt::Other(other) => {
                                 self.after_plain(other, entry, state, run).await?
@@ -264,7 +283,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     }
                     Handler::Task(entry) => {
                         let result = crate::spans::await_in_state!(
-                            execute_task(&**entry, state, &spec.resources, run, observers),
+                            execute_task(
+                                &**entry,
+                                state,
+                                &self.spec.resources,
+                                run,
+                                &self.spec.observers
+                            ),
                             state,
                             run
                         )?;
@@ -273,9 +298,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     Handler::Custom(custom) => {
                         let env = env.get_or_insert_with(|| {
                             Box::new(TaskEnv {
-                                resources: spec.resources.clone(),
+                                resources: self.spec.resources.clone(),
                                 run: run.clone(),
-                                observers: observers.clone(),
+                                observers: self.spec.observers.clone(),
                             })
                         });
                         let label = || handler.label();
@@ -295,7 +320,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     }
                 }
                 came_from = Some(handler);
-                let reached = slot.next(&spec.slots, &next);
+                let reached = slot.next(&self.spec.slots, &next);
                 *state = next;
                 let Some(reached) = reached else {
                     return Err(self.unregistered(state, came_from));
