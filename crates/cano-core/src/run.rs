@@ -275,6 +275,20 @@ impl RunContext {
         self.span.as_deref().unwrap_or(&UNTRACED)
     }
 
+    /// Whether the run has a span, that is, whether a tracing subscriber wanted it when
+    /// it started; its states and attempts get spans only then.
+    #[inline]
+    pub(crate) fn is_traced(&self) -> bool {
+        #[cfg(feature = "tracing")]
+        {
+            self.span.is_some()
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            false
+        }
+    }
+
     /// Gives tasks of the run access to the workflow's resources as an `Arc`, so they
     /// can move work onto other tokio tasks.
     pub(crate) fn with_resources<K: Send + Sync + 'static>(

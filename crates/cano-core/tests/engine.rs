@@ -552,6 +552,12 @@ impl WorkflowObserver for Recorder {
     fn on_task_success(&self, run: RunId, _: &dyn Debug, task: &str) {
         self.0.lock().unwrap().push(format!("{run} ok {task}"));
     }
+    fn on_task_failure(&self, run: RunId, _: &dyn Debug, task: &str, error: &CanoError) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{run} failed {task}: {}", error.message()));
+    }
     fn on_run_end(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
         self.0.lock().unwrap().push(format!(
             "{run} end {:?}",
@@ -595,6 +601,43 @@ async fn observers_see_every_event_tagged_with_the_run_id() {
     .map(|e| format!("{p} {e}"))
     .collect();
     assert_eq!(events, expected);
+}
+
+#[tokio::test]
+async fn observers_hear_of_a_panicking_task_as_a_failed_task() {
+    let recorder = Arc::new(Recorder::default());
+    let wf = Workflow::bare()
+        .register(S::A, Panics(Arc::new(AtomicUsize::new(0))))
+        .add_exit_state(S::Done)
+        .with_observer(recorder.clone());
+    let id = RunId::from(7);
+    let err = wf
+        .orchestrate_with(S::A, RunOptions::new().with_run_id(id))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().starts_with("panic: ledger out of balance"),
+        "{err}"
+    );
+    let events = recorder.0.lock().unwrap().clone();
+    let p = id.to_string();
+    assert_eq!(
+        events[..3],
+        [
+            format!("{p} start A"),
+            format!("{p} enter A"),
+            format!("{p} attempt Panics #1"),
+        ]
+    );
+    assert!(
+        events[3].starts_with(&format!("{p} failed Panics: panic: ledger out of balance")),
+        "{events:?}"
+    );
+    assert!(
+        events[4].starts_with(&format!("{p} end Err(")),
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 5, "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

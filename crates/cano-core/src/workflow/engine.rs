@@ -24,7 +24,7 @@ use crate::error::CanoError;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
 use crate::task::{RegisteredTask, TaskResult};
-use crate::workflow::execute::{FirstAttempt, PlainAttempt, execute_task, retry_then_fail};
+use crate::workflow::execute::{FirstAttempt, PlainAttempt, after_first_attempt, execute_task};
 
 /// The boxed start of a run that does not take the plain path.
 type StartFuture<'a, S> = Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>>;
@@ -172,7 +172,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 let states = std::pin::pin!(self.drive(state, run, saga));
                 std::pin::pin!(Bounded::new(states, run, &self.spec.timeout)).await
             };
-            let outcome = self.stopped(stop, state);
+            let outcome = self.stopped(stop, state, run);
             self.wind_up(outcome, run, saga, managed).await
         }
     }
@@ -183,7 +183,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     /// The error a stop means, naming the state the run stopped in.
-    fn stopped(&self, stop: Stop, state: &S) -> Result<(), CanoError> {
+    fn stopped(&self, stop: Stop, state: &S, run: &RunContext) -> Result<(), CanoError> {
         match stop {
             Stop::Finished(result) => result,
             Stop::TimedOut(limit) => Err(CanoError::workflow(format!(
@@ -193,7 +193,14 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
             Stop::Cancelled => Err(self.cancelled(state)),
             Stop::Panicked(panic) => {
-                Err(CanoError::from_panic(panic).at(state, &self.label(state)))
+                let task = self.label(state);
+                let error = CanoError::from_panic(panic).at(state, &task);
+                // Only a plain task's first attempt runs unguarded in the loop.
+                let observers = &self.spec.observers;
+                if !observers.is_empty() {
+                    observers.each(|o| o.on_task_failure(run.run_id(), state, &task, &error));
+                }
+                Err(error)
             }
         }
     }
@@ -239,9 +246,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             // carry one pointer instead of the whole environment.
             let mut env: Option<Box<TaskEnv<K>>> = None;
             let mut came_from: Option<&Handler<S, K>> = None;
-            // Without observers or spans to report to, a plain task's first attempt is
-            // awaited right here (see below).
-            let unobserved = self.spec.observers.is_empty() && !cfg!(feature = "tracing");
+            // Without spans to record, a plain task's first attempt is awaited right
+            // here (see below).
+            let untraced = !run.is_traced();
             let mut transitions: u32 = 0;
             let Some(mut slot) = self.spec.slots.get(state) else {
                 return Err(self.unregistered(state, None));
@@ -269,13 +276,26 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     }
                 }
                 let next = match handler {
-                    Handler::Task(entry) if unobserved && entry.config().is_plain() => {
+                    Handler::Task(entry) if untraced && entry.config().is_plain() => {
                         // The common case, inline: a task with no breaker, limiter or
-                        // timeout, and nobody to tell. Only a failure builds the retry
-                        // loop. A panic is caught around the whole loop (see `Bounded`):
-                        // catching it here would copy every result once more.
+                        // timeout, in a run no subscriber traces. Only a failure builds
+                        // the retry loop. A panic is caught around the whole loop (see
+                        // `Bounded`): catching it here would copy every result once more.
+                        let observers = &self.spec.observers;
+                        if !observers.is_empty() {
+                            observers
+                                .each(|o| o.on_task_start(run.run_id(), state, entry.name(), 1));
+                        }
                         match PlainAttempt(entry.task().run(&self.spec.resources)).await {
-                            FirstAttempt::Next(next) => next,
+                            FirstAttempt::Next(next) => {
+                                let observers = &self.spec.observers;
+                                if !observers.is_empty() {
+                                    observers.each(|o| {
+                                        o.on_task_success(run.run_id(), state, entry.name())
+                                    });
+                                }
+                                next
+                            }
                             FirstAttempt::Other(other) => {
                                 self.after_plain(other, entry, state, run).await?
                             }
@@ -338,8 +358,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         }
     }
 
-    /// A plain task's first attempt that did not simply name the next state: a split is
-    /// refused, a failure goes on to the retries the task's config allows.
+    /// A plain task's first attempt that did not simply name the next state: a failure
+    /// goes on to the retries the task's config allows, a split is refused.
     fn after_plain<'a>(
         &'a self,
         first: Result<TaskResult<S>, CanoError>,
@@ -348,14 +368,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         run: &'a RunContext,
     ) -> impl Future<Output = Result<S, CanoError>> + 'a {
         async move {
-            let spec = &*self.spec;
-            let result = match first {
-                Ok(result) => result,
-                Err(first) => {
-                    retry_then_fail(first, entry, state, &spec.resources, run, &spec.observers)
-                        .await?
-                }
-            };
+            let (resources, observers) = (&self.spec.resources, &self.spec.observers);
+            let result =
+                after_first_attempt(first, entry, state, resources, run, observers).await?;
             self.single(result, state, entry.name())
         }
     }

@@ -136,22 +136,7 @@ where
                 retry_after(first, task, name, config, state, resources, run, observers).await
             }
         };
-        let name = entry.name();
-        match outcome {
-            Ok(result) => {
-                if !observers.is_empty() {
-                    observers.each(|o| o.on_task_success(run.run_id(), state, name));
-                }
-                Ok(result)
-            }
-            Err(failure) => {
-                let error = final_error(failure, entry.config(), state, name);
-                if !observers.is_empty() {
-                    observers.each(|o| o.on_task_failure(run.run_id(), state, name, &error));
-                }
-                Err(error)
-            }
-        }
+        report(outcome, entry, state, run, observers)
     }
 }
 
@@ -189,11 +174,12 @@ impl<S> Future for PlainAttempt<'_, S> {
     }
 }
 
-/// What follows a first attempt that failed, for a caller that ran that attempt itself
-/// (the engine, for a plain task in a run without observers): the retries the task's
-/// config allows, then the error naming the state and the task.
-pub(crate) fn retry_then_fail<'a, S: Debug, K, T: TaskParts<S, K> + ?Sized>(
-    first: CanoError,
+/// What follows a first attempt that did not simply name the next state, for a caller
+/// that ran that attempt itself (the engine's inline path for plain tasks): the retries
+/// the task's config allows after a failure, then the outcome told to the observers
+/// and, for a failure, an error naming the state and the task.
+pub(crate) fn after_first_attempt<'a, S: Debug, K, T: TaskParts<S, K> + ?Sized>(
+    first: Result<TaskResult<S>, CanoError>,
     entry: &'a T,
     state: &'a S,
     resources: &'a Resources<K>,
@@ -201,11 +187,42 @@ pub(crate) fn retry_then_fail<'a, S: Debug, K, T: TaskParts<S, K> + ?Sized>(
     observers: &'a Observers,
 ) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a {
     async move {
-        let (task, name, config) = (entry.task(), entry.name(), entry.config());
-        let first = AttemptError::Failed(first);
-        retry_after(first, task, name, config, state, resources, run, observers)
-            .await
-            .map_err(|failure| final_error(failure, entry.config(), state, entry.name()))
+        let outcome = match first {
+            Ok(result) => Ok(result),
+            Err(first) => {
+                let (task, name, config) = (entry.task(), entry.name(), entry.config());
+                let first = AttemptError::Failed(first);
+                retry_after(first, task, name, config, state, resources, run, observers).await
+            }
+        };
+        report(outcome, entry, state, run, observers)
+    }
+}
+
+/// Tells the observers how a task's attempts ended and turns a failure into the error
+/// naming the state and the task.
+fn report<S: Debug, K, T: TaskParts<S, K> + ?Sized>(
+    outcome: Result<TaskResult<S>, RetryError<CanoError>>,
+    entry: &T,
+    state: &S,
+    run: &RunContext,
+    observers: &Observers,
+) -> Result<TaskResult<S>, CanoError> {
+    let name = entry.name();
+    match outcome {
+        Ok(result) => {
+            if !observers.is_empty() {
+                observers.each(|o| o.on_task_success(run.run_id(), state, name));
+            }
+            Ok(result)
+        }
+        Err(failure) => {
+            let error = final_error(failure, entry.config(), state, name);
+            if !observers.is_empty() {
+                observers.each(|o| o.on_task_failure(run.run_id(), state, name, &error));
+            }
+            Err(error)
+        }
     }
 }
 
