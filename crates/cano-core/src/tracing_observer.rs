@@ -14,7 +14,9 @@ use crate::run::RunId;
 /// circuits, rejections and refused throttles at WARN, a task's final failure and a
 /// failed compensation at ERROR, and the rest (state entries, attempts, checkpoints) at
 /// DEBUG. Every event carries `run_id`; with the feature on, the engine also opens the
-/// `cano.run`, `cano.state` and `cano.attempt` spans these events nest in.
+/// `cano.run`, `cano.state` and `cano.attempt` spans these events nest in. State and
+/// attempt spans are opened in runs whose `cano.run` span a subscriber enabled when the
+/// run started; other runs skip them, and cost what they would without the feature.
 ///
 /// Without a subscriber interested in them the events cost a check each, never a
 /// formatted string.
