@@ -1,8 +1,9 @@
 //! The engine: drives a run from its initial state to an exit state.
 //!
-//! Per transition it does one map lookup (handler and exit flag together), runs the
-//! handler, and moves on. A single task's future is the only heap allocation; observers
-//! and cancellation cost a branch each when absent.
+//! Per transition it finds the next state's slot (handler and exit flag together; by the
+//! hint the previous slot keeps, or one map lookup), runs the handler, and moves on. A
+//! plain task's first attempt is awaited inline; its future is the only heap
+//! allocation. Observers and cancellation cost a branch each when absent.
 
 // Futures that are part of every run are written as `fn -> impl Future` returning an
 // `async move` block: an `async fn` keeps its arguments twice in its state
