@@ -28,6 +28,17 @@ fn row(run: RunId, seq: u64, kind: RowKind) -> CheckpointRow {
     }
 }
 
+/// The row numbers the store holds for `run`, in order.
+async fn seqs(store: &PostgresCheckpointStore, run: RunId) -> Vec<u64> {
+    store
+        .load(run)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
 #[tokio::test]
 async fn rows_append_in_order_and_a_clash_names_the_run_and_row() {
     let store = fresh_store("t_store_rules").await;
@@ -76,14 +87,7 @@ async fn rows_append_in_order_and_a_clash_names_the_run_and_row() {
     );
 
     store.truncate(run, 2).await.unwrap();
-    let seqs: Vec<u64> = store
-        .load(run)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.seq)
-        .collect();
-    assert_eq!(seqs, [2, 3]);
+    assert_eq!(seqs(&store, run).await, [2, 3]);
     // Truncation keeps the log head: the next row is still 4.
     store.append(row(run, 4, RowKind::Fail)).await.unwrap();
 
@@ -298,13 +302,6 @@ async fn rows_survive_connections_dropped_between_and_during_appends() {
     }
     assert!(terminated > 0, "no connection of the store was dropped");
     for &run in &runs {
-        let seqs: Vec<u64> = store
-            .load(run)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect();
-        assert_eq!(seqs, [0, 1, 2, 3, 4, 5], "run {run}");
+        assert_eq!(seqs(&store, run).await, [0, 1, 2, 3, 4, 5], "run {run}");
     }
 }

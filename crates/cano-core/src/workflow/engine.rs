@@ -241,8 +241,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         saga: Option<&'a Compensations<S>>,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
-            // The spec and its parts are reached through `self` each time: locals
-            // would be kept, a pointer each, in every run's future.
+            // (The spec and its parts are reached through `self` each time: locals
+            // would be kept, a pointer each, in every run's future.)
+            //
             // Boxed on first use: only custom handlers need it, and plain runs then
             // carry one pointer instead of the whole environment.
             let mut env: Option<Box<TaskEnv<K>>> = None;
