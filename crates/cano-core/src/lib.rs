@@ -72,7 +72,7 @@ pub use error::{BoxError, CanoError, CanoResult, ErrorDetail};
 #[cfg(feature = "metrics")]
 pub use metrics_observer::{METRICS, MetricsObserver, describe as describe_metrics};
 pub use node::Node;
-pub use observer::{Observers, WorkflowObserver};
+pub use observer::{Interest, Observers, WorkflowObserver};
 pub use resource::{DefaultKey, HealthStatus, Resource, ResourceKey, Resources};
 pub use router::RouterTask;
 pub use run::{CancellationToken, DrainGuard, RunContext, RunId, RunOptions};

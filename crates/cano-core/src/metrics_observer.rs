@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, Label, SharedString, Unit};
 
 use crate::error::CanoError;
 use crate::hash::FastMap;
-use crate::observer::WorkflowObserver;
+use crate::observer::{Interest, WorkflowObserver};
 use crate::run::RunId;
 
 /// Every metric the observer records, with its kind, unit and help text.
@@ -207,7 +207,7 @@ pub struct MetricsObserver {
     checkpoints: Counter,
     compensations: [Counter; 3],
     per_task: bool,
-    tasks: RwLock<FastMap<Box<str>, Arc<TaskMetrics>>>,
+    tasks: RwLock<FastMap<Box<str>, TaskMetrics>>,
     /// Other interned handles (breakers, limiters), registered on first sight.
     /// Keyed by metric and static label value, then by the breaker or limiter name
     /// (looked up by `&str`: nothing is allocated once a name has been seen).
@@ -257,23 +257,22 @@ impl MetricsObserver {
         self
     }
 
-    fn task(&self, task: &str) -> Option<Arc<TaskMetrics>> {
+    /// Calls `f` with `task`'s handles when metrics are labelled per task, registering
+    /// them on first sight. A known task costs a read lock and a lookup by `&str`.
+    fn with_task(&self, task: &str, f: impl FnOnce(&TaskMetrics)) {
         if !self.per_task {
-            return None;
+            return;
         }
-        let known = self
-            .tasks
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(task)
-            .cloned();
-        Some(known.unwrap_or_else(|| {
-            let mut tasks = self.tasks.write().unwrap_or_else(|p| p.into_inner());
-            tasks
-                .entry(task.into())
-                .or_insert_with(|| Arc::new(TaskMetrics::register(task)))
-                .clone()
-        }))
+        {
+            let tasks = self.tasks.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(metrics) = tasks.get(task) {
+                return f(metrics);
+            }
+        }
+        let mut tasks = self.tasks.write().unwrap_or_else(|p| p.into_inner());
+        f(tasks
+            .entry(task.into())
+            .or_insert_with(|| TaskMetrics::register(task)));
     }
 
     fn named(
@@ -317,15 +316,16 @@ impl MetricsObserver {
         if failed {
             self.failures.increment(1);
         }
-        if let Some(metrics) = self.task(task) {
+        let took = self.timing_end(run, task);
+        self.with_task(task, |metrics| {
             metrics.attempts.increment(1);
             if failed {
                 metrics.failures.increment(1);
             }
-            if let Some(took) = self.timing_end(run, task) {
+            if let Some(took) = took {
                 metrics.duration.record(took.as_secs_f64());
             }
-        }
+        });
     }
 }
 
@@ -351,6 +351,15 @@ fn slot(result: Result<(), &CanoError>) -> usize {
 }
 
 impl WorkflowObserver for MetricsObserver {
+    fn interest(&self) -> Interest {
+        // A success is recorded only by per-task labels and durations.
+        if self.per_task || self.durations {
+            Interest::ALL
+        } else {
+            Interest::ALL.without(Interest::TASK_SUCCESSES)
+        }
+    }
+
     fn on_run_start(&self, run: RunId, _initial: &dyn Debug) {
         self.runs_started.increment(1);
         self.runs_active.increment(1.0);
@@ -371,10 +380,11 @@ impl WorkflowObserver for MetricsObserver {
     }
 
     fn on_task_start(&self, run: RunId, _state: &dyn Debug, task: &str, attempt: usize) {
-        self.attempts.increment(1);
-        if attempt == 1 {
+        // Checked here so the common case ends in one tail call to the counter.
+        if self.durations && attempt == 1 {
             self.timing_start(run, task);
         }
+        self.attempts.increment(1);
     }
 
     fn on_task_success(&self, run: RunId, _state: &dyn Debug, task: &str) {
@@ -397,10 +407,10 @@ impl WorkflowObserver for MetricsObserver {
         _delay: Duration,
     ) {
         self.retries.increment(1);
-        if let Some(metrics) = self.task(task) {
+        self.with_task(task, |metrics| {
             metrics.retries.increment(1);
             metrics.attempts.increment(1);
-        }
+        });
     }
 
     fn on_circuit_open(&self, _run: RunId, _state: &dyn Debug, _task: &str, breaker: &str) {

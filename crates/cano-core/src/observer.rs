@@ -4,7 +4,10 @@
 //! nothing) and attach it with `Workflow::with_observer`. Every callback carries the
 //! [`RunId`], so concurrent runs of one workflow can be told apart. A workflow without
 //! observers does not pay for them: the engine checks for an empty list and skips the
-//! calls.
+//! calls. An observer that would ignore the per-transition events in a run says so
+//! through [`WorkflowObserver::interest`], asked as each run starts, and then costs
+//! nothing per transition either (`TracingObserver` does this when no subscriber
+//! records DEBUG).
 //!
 //! Callbacks run on the engine's task, between awaits: keep them short and never block.
 
@@ -22,6 +25,21 @@ pub use crate::tracing_observer::TracingObserver;
 
 /// Receives lifecycle and failure events of workflow runs. See the [module docs](self).
 pub trait WorkflowObserver: Send + Sync {
+    /// Which of the frequent events this observer wants in the run about to start.
+    ///
+    /// Asked once as each run starts (before `on_run_start`). When no observer of the
+    /// workflow wants a group, the engine leaves those calls out of the run, which
+    /// matters for the per-transition groups: an observer that would ignore them costs
+    /// nothing per transition. It is a hint, not a contract: a callback outside the
+    /// interest may still be called (for example for a task guarded by a breaker), so
+    /// it must stay correct if called. Failures, retries, circuit, throttle, checkpoint,
+    /// resume and compensation events are always delivered.
+    ///
+    /// The default is [`Interest::ALL`].
+    fn interest(&self) -> Interest {
+        Interest::ALL
+    }
+
     /// A run starts in `initial`.
     fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
         let _ = (run, initial);
@@ -136,34 +154,139 @@ pub trait WorkflowObserver: Send + Sync {
     }
 }
 
-/// The observers of a workflow; empty costs one length check per event site.
+/// The groups of frequent callbacks an observer wants (see
+/// [`WorkflowObserver::interest`]); combine them with `|`.
+///
+/// ```
+/// use cano_core::observer::Interest;
+///
+/// let counting = Interest::STATES | Interest::TASK_STARTS;
+/// assert!(counting.contains(Interest::STATES));
+/// assert!(!counting.contains(Interest::TASK_SUCCESSES));
+/// assert!(Interest::ALL.contains(counting));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Interest(u8);
+
+impl Interest {
+    /// None of the groups.
+    pub const NONE: Self = Self(0);
+    /// `on_run_start` and `on_run_end`.
+    pub const RUNS: Self = Self(1);
+    /// `on_state_enter`, once per transition.
+    pub const STATES: Self = Self(1 << 1);
+    /// `on_task_start`, once per attempt.
+    pub const TASK_STARTS: Self = Self(1 << 2);
+    /// `on_task_success`, once per transition through a task.
+    pub const TASK_SUCCESSES: Self = Self(1 << 3);
+    /// Every group.
+    pub const ALL: Self = Self(0b1111);
+
+    /// Whether every group in `other` is in `self`.
+    #[inline]
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Both sets of groups.
+    #[inline]
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// `self` without the groups in `other`.
+    #[inline]
+    pub const fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+}
+
+impl std::ops::BitOr for Interest {
+    type Output = Self;
+
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl std::ops::BitOrAssign for Interest {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
+impl Debug for Interest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (Self::RUNS, "RUNS"),
+            (Self::STATES, "STATES"),
+            (Self::TASK_STARTS, "TASK_STARTS"),
+            (Self::TASK_SUCCESSES, "TASK_SUCCESSES"),
+        ];
+        let mut set = f.debug_set();
+        for (group, name) in names {
+            if self.contains(group) {
+                set.entry(&format_args!("{name}"));
+            }
+        }
+        set.finish()
+    }
+}
+
+/// The observers of a workflow; empty costs one check per event site.
+///
+/// The first observer is kept apart from the others: most workflows have one, and
+/// reaching it then takes one load fewer on every event.
 #[derive(Clone, Default)]
-pub struct Observers(Arc<[Arc<dyn WorkflowObserver>]>);
+pub struct Observers {
+    first: Option<Arc<dyn WorkflowObserver>>,
+    rest: Arc<[Arc<dyn WorkflowObserver>]>,
+}
 
 impl Observers {
     pub(crate) fn push(&mut self, observer: Arc<dyn WorkflowObserver>) {
-        let mut all: Vec<_> = self.0.iter().cloned().collect();
-        all.push(observer);
-        self.0 = all.into();
+        if self.first.is_none() {
+            self.first = Some(observer);
+            return;
+        }
+        let mut rest: Vec<_> = self.rest.iter().cloned().collect();
+        rest.push(observer);
+        self.rest = rest.into();
     }
 
     /// Whether there are none.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.first.is_none()
     }
 
-    /// Calls `f` for each observer.
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// What the observers want in a run starting now: the union of their interests
+    /// ([`Interest::NONE`] without observers).
+    pub fn interest(&self) -> Interest {
+        let mut all = Interest::NONE;
+        self.each(|observer| all |= observer.interest());
+        all
+    }
+
+    /// Calls `f` for each observer, in the order they were attached.
     #[inline]
-    pub fn each(&self, f: impl Fn(&dyn WorkflowObserver)) {
-        for observer in self.0.iter() {
-            f(observer.as_ref());
+    pub fn each(&self, mut f: impl FnMut(&dyn WorkflowObserver)) {
+        if let Some(first) = &self.first {
+            f(first.as_ref());
+            for observer in self.rest.iter() {
+                f(observer.as_ref());
+            }
         }
     }
 }
 
 impl std::fmt::Debug for Observers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Observers({})", self.0.len())
+        write!(f, "Observers({})", self.len())
     }
 }

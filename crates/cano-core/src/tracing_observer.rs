@@ -3,10 +3,10 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
-use tracing::{debug, error, info, warn};
+use tracing::{Level, debug, error, info, warn};
 
 use crate::error::CanoError;
-use crate::observer::WorkflowObserver;
+use crate::observer::{Interest, WorkflowObserver};
 use crate::run::RunId;
 
 /// Re-emits every observer callback as a `tracing` event: run start and end, resumes,
@@ -18,8 +18,10 @@ use crate::run::RunId;
 /// attempt spans are opened in runs whose `cano.run` span a subscriber enabled when the
 /// run started; other runs skip them, and cost what they would without the feature.
 ///
-/// Without a subscriber interested in them the events cost a check each, never a
-/// formatted string.
+/// Each run asks the subscriber once what it wants: the per-transition events (DEBUG)
+/// are left out of runs no subscriber records DEBUG for, and without any subscriber
+/// the observer costs a run nothing per transition. Other events cost a check each
+/// when nobody wants them, never a formatted string.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -43,6 +45,18 @@ impl TracingObserver {
 }
 
 impl WorkflowObserver for TracingObserver {
+    fn interest(&self) -> Interest {
+        // Asked per run, so a subscriber installed (or a filter changed) later counts.
+        let mut wanted = Interest::NONE;
+        if tracing::enabled!(Level::ERROR) {
+            wanted |= Interest::RUNS;
+        }
+        if tracing::enabled!(Level::DEBUG) {
+            wanted |= Interest::STATES | Interest::TASK_STARTS | Interest::TASK_SUCCESSES;
+        }
+        wanted
+    }
+
     fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
         info!(run_id = %run, initial = ?initial, "run started");
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cano_core::{
-    CancellationToken, CanoError, MemoryStore, Node, Resource, Resources, RetryMode, RunContext,
-    RunId, RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver,
+    CancellationToken, CanoError, Interest, MemoryStore, Node, Resource, Resources, RetryMode,
+    RunContext, RunId, RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -514,9 +514,13 @@ async fn a_node_is_retried_as_a_unit() {
     assert_eq!(store.get::<u32>("value").unwrap(), 10);
 }
 
+/// Records every event it hears; wants everything unless given an interest.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
+struct Recorder(Mutex<Vec<String>>, Option<Interest>);
 impl WorkflowObserver for Recorder {
+    fn interest(&self) -> Interest {
+        self.1.unwrap_or(Interest::ALL)
+    }
     fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
         self.0
             .lock()
@@ -601,6 +605,81 @@ async fn observers_see_every_event_tagged_with_the_run_id() {
     .map(|e| format!("{p} {e}"))
     .collect();
     assert_eq!(events, expected);
+}
+
+/// The events of `recorder`, without the run id in front.
+fn heard(recorder: &Recorder) -> Vec<String> {
+    let events = recorder.0.lock().unwrap();
+    let strip = |e: &String| e.split_once(' ').map(|(_, rest)| rest.to_owned());
+    events.iter().filter_map(strip).collect()
+}
+
+#[tokio::test]
+async fn a_run_leaves_out_the_frequent_events_no_observer_wants() {
+    let two_states = || {
+        Workflow::bare()
+            .register(S::A, Go(S::B))
+            .register(S::B, Go(S::Done))
+            .add_exit_state(S::Done)
+    };
+    let nothing = Arc::new(Recorder(Mutex::default(), Some(Interest::NONE)));
+    let wf = two_states().with_observer(nothing.clone());
+    assert_eq!(wf.orchestrate(S::A).await.unwrap(), S::Done);
+    assert_eq!(heard(&nothing), Vec::<String>::new());
+
+    let runs_only = Arc::new(Recorder(Mutex::default(), Some(Interest::RUNS)));
+    let wf = two_states().with_observer(runs_only.clone());
+    wf.orchestrate(S::A).await.unwrap();
+    assert_eq!(heard(&runs_only), ["start A", "end Ok(Done)"]);
+
+    // What one observer wants, every observer of the run may hear: a hint, not a filter.
+    let everything = Arc::new(Recorder::default());
+    let wf = wf.with_observer(everything.clone());
+    wf.orchestrate(S::A).await.unwrap();
+    let all = [
+        "start A",
+        "enter A",
+        "attempt Go #1",
+        "ok Go",
+        "enter B",
+        "attempt Go #1",
+        "ok Go",
+        "end Ok(Done)",
+    ];
+    assert_eq!(heard(&everything), all);
+}
+
+#[tokio::test]
+async fn failures_and_retries_reach_observers_whatever_their_interest() {
+    let runs_only = Arc::new(Recorder(Mutex::default(), Some(Interest::RUNS)));
+    let flaky = Flaky {
+        failures: 1,
+        calls: Arc::new(AtomicUsize::new(0)),
+        config: TaskConfig::minimal().with_retry(RetryMode::fixed(1, Duration::ZERO)),
+    };
+    let wf = Workflow::bare()
+        .register(S::A, flaky)
+        .add_exit_state(S::Done)
+        .with_observer(runs_only.clone());
+    wf.orchestrate(S::A).await.unwrap();
+    let events = heard(&runs_only);
+    assert!(
+        events.contains(&"retry Flaky after #1".to_owned()),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e.starts_with("enter")), "{events:?}");
+
+    let runs_only = Arc::new(Recorder(Mutex::default(), Some(Interest::RUNS)));
+    let wf = Workflow::bare()
+        .register(S::A, Panics(Arc::new(AtomicUsize::new(0))))
+        .add_exit_state(S::Done)
+        .with_observer(runs_only.clone());
+    wf.orchestrate(S::A).await.unwrap_err();
+    let events = heard(&runs_only);
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[0], "start A");
+    assert!(events[1].starts_with("failed Panics: panic:"), "{events:?}");
+    assert!(events[2].starts_with("end Err("), "{events:?}");
 }
 
 #[tokio::test]

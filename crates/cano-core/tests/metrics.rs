@@ -134,6 +134,16 @@ fn per_task_labels_and_durations_when_asked() {
 }
 
 #[test]
+fn per_task_labels_alone_still_hear_of_every_success() {
+    // Per-task attempts are counted as attempts end, so this observer asks for the
+    // success events the aggregate one leaves out.
+    let metrics = recorded(|| MetricsObserver::new().per_task(), 2);
+    assert_eq!(count(&metrics, "cano_task_attempts_total{task=Step}"), 6);
+    assert_eq!(count(&metrics, "cano_task_attempts_total{}"), 6);
+    assert_eq!(count(&metrics, "cano_transitions_total{}"), 4);
+}
+
+#[test]
 fn every_metric_is_described() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();

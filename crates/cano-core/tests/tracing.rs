@@ -119,3 +119,54 @@ fn a_run_is_traced_in_spans_with_levels() {
     assert!(line("run started").contains(" INFO"));
     assert!(line("state entered").contains("DEBUG"));
 }
+
+#[test]
+fn the_observer_asks_for_what_the_subscriber_records() {
+    use cano_core::{Interest, WorkflowObserver};
+
+    let observer = TracingObserver::new();
+    let at = |level| {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_max_level(level)
+            .finish()
+    };
+    // No subscriber on this thread: nothing is recorded, so nothing is asked for.
+    assert_eq!(observer.interest(), Interest::NONE);
+    tracing::subscriber::with_default(at(tracing::Level::INFO), || {
+        assert_eq!(observer.interest(), Interest::RUNS);
+    });
+    tracing::subscriber::with_default(at(tracing::Level::DEBUG), || {
+        assert_eq!(observer.interest(), Interest::ALL);
+    });
+}
+
+#[test]
+fn an_info_subscriber_still_hears_of_runs_and_failures() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let workflow = Workflow::bare()
+        .register(S::Store, Store)
+        .add_exit_state(S::Done)
+        .with_observer(Arc::new(TracingObserver::new()));
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(workflow.orchestrate(S::Store)).unwrap_err();
+    });
+    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(out.contains("run started"), "{out}");
+    assert!(out.contains("task failed"), "{out}");
+    assert!(out.contains("run failed"), "{out}");
+    assert!(!out.contains("state entered"), "{out}");
+    assert!(!out.contains("DEBUG"), "{out}");
+}

@@ -456,10 +456,10 @@ pub use cano_circuit::{
 
 pub use cano_core::{
     BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, DrainGuard, ErrorDetail,
-    HandlerFuture, HandlerInfo, HealthStatus, MemoryStore, Node, Observers, RegisteredTask,
-    Resource, ResourceKey, ResourceLifecycle, Resources, RetryMode, RouterTask, RunContext,
-    RunHandle, RunId, RunOptions, StateContext, StateHandler, Task, TaskConfig, TaskEnv,
-    TaskFuture, TaskProgress, TaskResult, Workflow, WorkflowObserver, WorkflowState,
+    HandlerFuture, HandlerInfo, HealthStatus, Interest, MemoryStore, Node, Observers,
+    RegisteredTask, Resource, ResourceKey, ResourceLifecycle, Resources, RetryMode, RouterTask,
+    RunContext, RunHandle, RunId, RunOptions, StateContext, StateHandler, Task, TaskConfig,
+    TaskEnv, TaskFuture, TaskProgress, TaskResult, Workflow, WorkflowObserver, WorkflowState,
 };
 pub use cano_core::{
     CheckpointRow, CheckpointStore, DurableStore, Retention, RowKind, RunStatus, RunSummary,
@@ -563,9 +563,9 @@ pub mod testing {
 pub mod prelude {
     pub use crate::{
         CancellationToken, CanoError, CanoResult, CircuitBreaker, CircuitPermit, CircuitPolicy,
-        CircuitState, FromResources, HealthStatus, MemoryStore, Node, RateLimiter, Resource,
-        ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId, RunOptions, Task,
-        TaskConfig, TaskResult, Workflow, WorkflowObserver, node, resource, task,
+        CircuitState, FromResources, HealthStatus, Interest, MemoryStore, Node, RateLimiter,
+        Resource, ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId,
+        RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver, node, resource, task,
     };
 
     pub use crate::RouterTask;

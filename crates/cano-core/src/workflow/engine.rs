@@ -22,6 +22,7 @@ use super::compensation::{Compensations, resumed_failure};
 use super::handler::{StateContext, TaskEnv};
 use super::{Handler, ResourceLifecycle, Workflow, WorkflowState};
 use crate::error::CanoError;
+use crate::observer::Interest;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
 use crate::task::{RegisteredTask, TaskResult};
@@ -117,18 +118,24 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         // Told before the future exists (the caller builds it as the run starts), so
         // the future does not carry what only the start needs.
         let observers = &self.spec.observers;
-        if !observers.is_empty() {
+        let heard = observers.interest();
+        if heard.contains(Interest::RUNS) {
             crate::spans::in_run(run, || {
-                observers.each(|o| o.on_run_start(run.run_id(), &*state));
-                if let Some(seq) = resumed {
-                    observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
-                }
+                observers.each(|o| o.on_run_start(run.run_id(), &*state))
+            });
+        }
+        if let Some(seq) = resumed.filter(|_| !observers.is_empty()) {
+            crate::spans::in_run(run, || {
+                observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
             });
         }
         async move {
-            let outcome = run.clone().scope(self.run_states(state, run, saga)).await;
-            let observers = &self.spec.observers;
-            if !observers.is_empty() {
+            let outcome = run
+                .clone()
+                .scope(self.run_states(state, run, saga, heard))
+                .await;
+            if heard.contains(Interest::RUNS) {
+                let observers = &self.spec.observers;
                 let view = outcome.as_ref().map(|()| &*state as &dyn std::fmt::Debug);
                 crate::spans::in_run(run, || observers.each(|o| o.on_run_end(run.run_id(), view)));
             }
@@ -157,6 +164,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         state: &'a mut S,
         run: &'a RunContext,
         saga: Option<&'a Compensations<S>>,
+        heard: Interest,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
             let managed = self.manages_resources();
@@ -170,7 +178,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             } else {
                 // One await of the loop, so its future takes room in one place only.
                 // Both built where they stay (moving a future copies all of it).
-                let states = std::pin::pin!(self.drive(state, run, saga));
+                let states = std::pin::pin!(self.drive(state, run, saga, heard));
                 std::pin::pin!(Bounded::new(states, run, &self.spec.timeout)).await
             };
             let outcome = self.stopped(stop, state, run);
@@ -239,6 +247,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         state: &'a mut S,
         run: &'a RunContext,
         saga: Option<&'a Compensations<S>>,
+        heard: Interest,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
             // (The spec and its parts are reached through `self` each time: locals
@@ -265,7 +274,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 if run.is_cancelled() {
                     return Err(self.cancelled(state));
                 }
-                if !self.spec.observers.is_empty() {
+                if heard.contains(Interest::STATES) {
                     self.spec
                         .observers
                         .each(|o| o.on_state_enter(run.run_id(), state));
@@ -283,16 +292,15 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         // timeout, in a run no subscriber traces. Only a failure builds
                         // the retry loop. A panic is caught around the whole loop (see
                         // `Bounded`): catching it here would copy every result once more.
-                        let observers = &self.spec.observers;
-                        if !observers.is_empty() {
-                            observers
+                        if heard.contains(Interest::TASK_STARTS) {
+                            self.spec
+                                .observers
                                 .each(|o| o.on_task_start(run.run_id(), state, entry.name(), 1));
                         }
                         match PlainAttempt(entry.task().run(&self.spec.resources)).await {
                             FirstAttempt::Next(next) => {
-                                let observers = &self.spec.observers;
-                                if !observers.is_empty() {
-                                    observers.each(|o| {
+                                if heard.contains(Interest::TASK_SUCCESSES) {
+                                    self.spec.observers.each(|o| {
                                         o.on_task_success(run.run_id(), state, entry.name())
                                     });
                                 }
