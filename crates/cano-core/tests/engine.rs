@@ -806,3 +806,36 @@ async fn custom_state_handlers_plug_in_and_their_errors_name_the_state() {
     assert_eq!(err.state(), Some("B"));
     assert_eq!(err.task_name(), Some("sequence []"));
 }
+
+/// Reports what its run shares: whether the workflow's resources hold `"store"`.
+struct Peek(Arc<Mutex<Option<bool>>>);
+#[async_trait]
+impl Task<S> for Peek {
+    async fn run_bare(&self) -> Result<TaskResult<S>, CanoError> {
+        let run = RunContext::current().expect("inside a run");
+        let shared = run.resources::<cano_core::DefaultKey>();
+        *self.0.lock().unwrap() =
+            Some(shared.is_some_and(|r| r.get::<MemoryStore, _>("store").is_ok()));
+        Ok(TaskResult::Single(S::Done))
+    }
+}
+
+#[tokio::test]
+async fn a_run_shares_its_workflows_resources_when_there_are_any() {
+    let seen = Arc::new(Mutex::new(None));
+    let wf = Workflow::new(Resources::new().insert("store", MemoryStore::new()))
+        .register(S::A, Peek(seen.clone()))
+        .add_exit_state(S::Done);
+    wf.orchestrate(S::A).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), Some(true));
+
+    let wf = Workflow::bare()
+        .register(S::A, Peek(seen.clone()))
+        .add_exit_state(S::Done);
+    wf.orchestrate(S::A).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(false),
+        "a bare workflow shares none"
+    );
+}

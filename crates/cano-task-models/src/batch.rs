@@ -352,10 +352,16 @@ where
     let retry = Retry::new(config.item_retry).with_attempt_timeout(config.item_timeout);
     let plain = config.item_retry == RetryMode::None && config.item_timeout.is_none();
     let items = Arc::new(items);
-    // Worker threads need the run's resources as an `Arc`; outside a workflow run
-    // there is none, and items stay on this task.
+    // Worker threads need the run's resources as an `Arc` (a workflow without
+    // resources shares none: its items get an empty set, as this task did); outside
+    // a workflow run there is no run to share, and items stay on this task.
     let shared = match config.worker_threads {
-        true => RunContext::current().and_then(|run| Some((run.resources::<K>()?, run))),
+        true => RunContext::current().map(|run| {
+            let resources = run
+                .resources::<K>()
+                .unwrap_or_else(|| Arc::new(Resources::default()));
+            (resources, run)
+        }),
         false => None,
     };
     let mut lanes = match shared {

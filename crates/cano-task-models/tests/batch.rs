@@ -235,8 +235,10 @@ impl BatchTask<S> for WhereDidItRun {
         Ok((0..6).collect())
     }
     async fn process_item(&self, res: &Resources, item: &u32) -> Result<u32, CanoError> {
-        // Spawned items still see the workflow's resources.
-        res.get::<MemoryStore, _>("out")?;
+        // Spawned items still see the workflow's resources (when it has any).
+        if !res.is_empty() {
+            res.get::<MemoryStore, _>("out")?;
+        }
         self.tasks.lock().unwrap().push(tokio::task::try_id());
         Ok(item + 1)
     }
@@ -257,12 +259,19 @@ impl BatchTask<S> for WhereDidItRun {
 as_task!(WhereDidItRun, BatchTask, run_batch, S);
 
 async fn task_ids(config: BatchConfig) -> (Vec<tokio::task::Id>, tokio::task::Id) {
+    task_ids_with(config, Resources::new().insert("out", MemoryStore::new())).await
+}
+
+async fn task_ids_with(
+    config: BatchConfig,
+    resources: Resources,
+) -> (Vec<tokio::task::Id>, tokio::task::Id) {
     let job = WhereDidItRun {
         tasks: Arc::default(),
         config,
     };
     let tasks = job.tasks.clone();
-    let workflow = Workflow::new(Resources::new().insert("out", MemoryStore::new()))
+    let workflow = Workflow::new(resources)
         .register(S::Run, job)
         .add_exit_state(S::Done);
     workflow.spawn(S::Run).await.unwrap();
@@ -281,6 +290,14 @@ async fn on_worker_threads_each_item_is_its_own_tokio_task() {
     // By default they take turns on the state's own task.
     let (items, state) = task_ids(BatchConfig::new()).await;
     assert!(items.iter().all(|id| *id == state));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_without_resources_still_spreads_items_over_worker_threads() {
+    let (items, state) =
+        task_ids_with(BatchConfig::new().on_worker_threads(), Resources::empty()).await;
+    assert_eq!(items.len(), 6);
+    assert!(items.iter().all(|id| *id != state));
 }
 
 proptest! {

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::bounds::{Bounded, Stop};
 use super::compensation::{Compensations, resumed_failure};
 use super::handler::{StateContext, TaskEnv};
-use super::{Handler, ResourceLifecycle, Workflow, WorkflowState};
+use super::{Handler, ResourceLifecycle, Workflow, WorkflowState, hinted};
 use crate::error::CanoError;
 use crate::observer::Interest;
 use crate::resource::ResourceKey;
@@ -94,7 +94,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         let outputs = spec.outputs.then(crate::MemoryStore::new);
         let run_id = options.run_id.unwrap_or_default();
         let run = RunContext::new(run_id, options.cancel, outputs, None)
-            .with_resources(spec.resources.clone())
+            .with_resources(&spec.resources)
             .in_workflow(&spec.recovery.workflow_id);
         // Boxed: a workflow without compensatable states carries one null pointer.
         let saga = spec.compensating.then(|| Box::new(Compensations::new()));
@@ -108,6 +108,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     /// A run between its observers' `on_run_start` (and `on_resume`) and `on_run_end`.
+    #[inline(always)]
     pub(crate) fn run_observed<'a>(
         &'a self,
         state: &'a mut S,
@@ -159,6 +160,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// Resource lifecycle around the bounded state loop, and the rollback of a run
     /// that failed after completing compensatable steps (resources are still up then).
+    #[inline(always)]
     fn run_states<'a>(
         &'a self,
         state: &'a mut S,
@@ -261,7 +263,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             // here (see below).
             let untraced = !run.is_traced();
             let mut transitions: u32 = 0;
-            let Some(mut slot) = self.spec.slots.get(state) else {
+            let Some(mut slot) = hinted(&self.spec.slots, &self.spec.start_hint, state) else {
                 return Err(self.unregistered(state, None));
             };
             loop {
@@ -306,8 +308,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                                 }
                                 next
                             }
+                            // Boxed: the retry loop is much larger than the inline
+                            // attempt, and every run's future would carry its room.
                             FirstAttempt::Other(other) => {
-                                self.after_plain(other, entry, state, run).await?
+                                Box::pin(self.after_plain(other, entry, state, run)).await?
                             }
                         }
                     }

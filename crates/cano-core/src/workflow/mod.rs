@@ -148,16 +148,26 @@ impl<S: Hash + Eq, K> Slot<S, K> {
     /// `None` when nothing is registered for it.
     #[inline]
     pub(crate) fn next<'s>(&self, slots: &'s Slots<S, K>, next: &S) -> Option<&'s Slot<S, K>> {
-        let hint = self.hint.load(Ordering::Relaxed);
-        if let Some((state, slot)) = slots.get_index(hint) {
-            if state == next {
-                return Some(slot);
-            }
-        }
-        let (index, _, slot) = slots.get_full(next)?;
-        self.hint.store(index, Ordering::Relaxed);
-        Some(slot)
+        hinted(slots, &self.hint, next)
     }
+}
+
+/// The slot of `state`, looked for first at the index `hint` remembers (updated when
+/// it was wrong); `None` when nothing is registered for `state`.
+#[inline]
+pub(crate) fn hinted<'s, S: Hash + Eq, K>(
+    slots: &'s Slots<S, K>,
+    hint: &AtomicUsize,
+    state: &S,
+) -> Option<&'s Slot<S, K>> {
+    if let Some((known, slot)) = slots.get_index(hint.load(Ordering::Relaxed)) {
+        if known == state {
+            return Some(slot);
+        }
+    }
+    let (index, _, slot) = slots.get_full(state)?;
+    hint.store(index, Ordering::Relaxed);
+    Some(slot)
 }
 
 impl<S, K> Clone for Slot<S, K> {
@@ -194,6 +204,9 @@ pub(crate) struct Spec<S, K> {
     pub(crate) compensating: bool,
     /// The bound on a rollback's duration.
     pub(crate) compensation_timeout: Duration,
+    /// The index of the state the last run started in (see [`hinted`]): most runs of
+    /// a workflow start in the same state.
+    pub(crate) start_hint: AtomicUsize,
 }
 
 impl<S: Clone, K> Clone for Spec<S, K> {
@@ -212,6 +225,7 @@ impl<S: Clone, K> Clone for Spec<S, K> {
             recovery: self.recovery.clone(),
             compensating: self.compensating,
             compensation_timeout: self.compensation_timeout,
+            start_hint: AtomicUsize::new(usize::MAX),
         }
     }
 }
@@ -259,6 +273,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 recovery: RecoverySettings::new::<S>(),
                 compensating: false,
                 compensation_timeout: compensation::DEFAULT_COMPENSATION_TIMEOUT,
+                start_hint: AtomicUsize::new(usize::MAX),
             }),
         }
     }

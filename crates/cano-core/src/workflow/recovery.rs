@@ -391,7 +391,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let outputs = spec.outputs.then(crate::MemoryStore::new);
             let run_id = journal.run_id();
             let run = RunContext::new(run_id, options.cancel, outputs, Some(journal.clone()))
-                .with_resources(spec.resources.clone())
+                .with_resources(&spec.resources)
                 .in_workflow(&spec.recovery.workflow_id);
             let mut state = initial;
             let result = self
