@@ -134,17 +134,7 @@ fn label(key: &'static str, value: impl Into<SharedString>) -> Label {
     Label::new(key, value)
 }
 
-/// The outcome label of a run or the error that ended it.
-fn outcome(result: Result<(), &CanoError>) -> &'static str {
-    match result {
-        Ok(()) => "ok",
-        Err(CanoError::Cancelled(_)) => "cancelled",
-        Err(CanoError::Timeout(_)) => "timeout",
-        Err(CanoError::CompensationFailed { .. }) => "compensation_failed",
-        Err(_) => "error",
-    }
-}
-
+/// The `outcome` label values of run metrics, indexed by [`slot`].
 const OUTCOMES: [&str; 5] = ["ok", "error", "cancelled", "timeout", "compensation_failed"];
 
 /// Handles by the name of the breaker or limiter they label.
@@ -344,10 +334,15 @@ impl std::fmt::Debug for MetricsObserver {
     }
 }
 
-/// The index of an outcome in [`OUTCOMES`].
+/// The index in [`OUTCOMES`] of how a run ended.
 fn slot(result: Result<(), &CanoError>) -> usize {
-    let outcome = outcome(result);
-    OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(1)
+    match result {
+        Ok(()) => 0,
+        Err(CanoError::Cancelled(_)) => 2,
+        Err(CanoError::Timeout(_)) => 3,
+        Err(CanoError::CompensationFailed { .. }) => 4,
+        Err(_) => 1,
+    }
 }
 
 impl WorkflowObserver for MetricsObserver {
@@ -363,15 +358,19 @@ impl WorkflowObserver for MetricsObserver {
     fn on_run_start(&self, run: RunId, _initial: &dyn Debug) {
         self.runs_started.increment(1);
         self.runs_active.increment(1.0);
-        self.timing_start(run, "");
+        if self.durations {
+            self.timing_start(run, "");
+        }
     }
 
     fn on_run_end(&self, run: RunId, result: Result<&dyn Debug, &CanoError>) {
         let slot = slot(result.map(drop));
         self.runs_finished[slot].increment(1);
         self.runs_active.decrement(1.0);
-        if let Some(took) = self.timing_end(run, "") {
-            self.run_duration[slot].record(took.as_secs_f64());
+        if self.durations {
+            if let Some(took) = self.timing_end(run, "") {
+                self.run_duration[slot].record(took.as_secs_f64());
+            }
         }
     }
 
@@ -497,5 +496,21 @@ impl WorkflowObserver for MetricsObserver {
         _error: &CanoError,
     ) {
         self.compensations[2].increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_ending_is_labelled_by_its_outcome() {
+        fn label(result: Result<(), &CanoError>) -> &'static str {
+            OUTCOMES[slot(result)]
+        }
+        assert_eq!(label(Ok(())), "ok");
+        assert_eq!(label(Err(&CanoError::task_execution("boom"))), "error");
+        assert_eq!(label(Err(&CanoError::cancelled("stop"))), "cancelled");
+        assert_eq!(label(Err(&CanoError::timeout("slow"))), "timeout");
     }
 }
