@@ -59,8 +59,8 @@ impl Write for Capture {
     }
 }
 
-#[test]
-fn a_run_is_traced_in_spans_with_levels() {
+/// A `fmt` subscriber recording up to `level` into the returned capture.
+fn capturing(level: tracing::Level) -> (Capture, impl tracing::Subscriber + Send + Sync) {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer({
@@ -68,8 +68,14 @@ fn a_run_is_traced_in_spans_with_levels() {
             move || capture.clone()
         })
         .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
+        .with_max_level(level)
         .finish();
+    (capture, subscriber)
+}
+
+#[test]
+fn a_run_is_traced_in_spans_with_levels() {
+    let (capture, subscriber) = capturing(tracing::Level::DEBUG);
     let workflow = Workflow::bare()
         .register(S::Fetch, Fetch(Mutex::new(0)))
         .register(S::Store, Store)
@@ -143,15 +149,7 @@ fn the_observer_asks_for_what_the_subscriber_records() {
 
 #[test]
 fn an_info_subscriber_still_hears_of_runs_and_failures() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let capture = capture.clone();
-            move || capture.clone()
-        })
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
+    let (capture, subscriber) = capturing(tracing::Level::INFO);
     let workflow = Workflow::bare()
         .register(S::Store, Store)
         .add_exit_state(S::Done)
