@@ -127,7 +127,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 observers.each(|o| o.on_run_start(run.run_id(), &*state))
             });
         }
-        if let Some(seq) = resumed.filter(|_| !observers.is_empty()) {
+        if let Some(seq) = resumed {
             crate::spans::in_run(run, || {
                 observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
             });
