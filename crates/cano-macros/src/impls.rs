@@ -136,7 +136,12 @@ pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Resu
             format!("#[{}] goes on an impl block", target.attribute()),
         )
     })?;
-    let async_trait = quote!(#[::cano::__private::async_trait]);
+    // `BatchTask` declares its steps as native `async fn`s (an item's future is not
+    // boxed); the other traits are `#[async_trait]` ones.
+    let async_trait = match target {
+        Target::Batch => quote!(),
+        _ => quote!(#[::cano::__private::async_trait]),
+    };
 
     if block.trait_.is_some() {
         if args.state.is_some() || args.key.is_some() {

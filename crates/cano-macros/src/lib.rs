@@ -59,8 +59,8 @@ pub fn poll(args: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
-/// Lets an `impl BatchTask<S> for T` block use `async fn` and writes the `Task` impl
-/// that runs the batch; with `state = S` it turns an inherent impl block (its
+/// Writes the `Task` impl that runs an `impl BatchTask<S> for T` block's batch (the
+/// block's `async fn`s are native ones: `BatchTask` needs no `#[async_trait]`); with `state = S` it turns an inherent impl block (its
 /// `type Item` and `type ItemOutput` included) into the implementation. Written
 /// `#[task::batch]`.
 #[proc_macro_attribute]

@@ -14,16 +14,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use cano_core::checkpoint::{Bincode, Codec};
 use cano_core::{
     CanoError, DefaultKey, Resources, RetryMode, RunContext, TaskConfig, TaskProgress, TaskResult,
     short_type_name,
 };
 use cano_retry::{AttemptError, ErrorClass, Retry, RetryError};
+use futures::StreamExt;
 use futures::future::Either;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::panic::AssertUnwindSafe;
@@ -115,12 +114,14 @@ pub type ItemResult<T> = Result<T, CanoError>;
 /// Fan-out over data: [`load`](Self::load) the items,
 /// [`process_item`](Self::process_item) each, [`finish`](Self::finish) with all the
 /// results. Write `#[task::batch]` on the impl block (through the `cano` facade): it
-/// lets the block use `async fn` and makes the type a [`Task`](cano_core::Task),
-/// registered with `Workflow::register`.
+/// makes the type a [`Task`](cano_core::Task), registered with `Workflow::register`.
+///
+/// The three steps are plain `async fn`s in the impl (no `#[async_trait]`): each
+/// item's future is stored in the set of items in flight as it is, not boxed, so an
+/// item costs one allocation (its slot in that set) and no more.
 ///
 /// The task is `Clone` so that, [on worker threads](BatchConfig::on_worker_threads),
 /// each item can own a handle to it; it is cloned once per batch, not per item.
-#[async_trait]
 pub trait BatchTask<S, K = DefaultKey>: Clone + Send + Sync + 'static {
     /// One unit of work.
     type Item: Send + Sync + 'static;
@@ -130,21 +131,24 @@ pub trait BatchTask<S, K = DefaultKey>: Clone + Send + Sync + 'static {
     /// Loads the items. On a resumed run it must return the same items in the same
     /// order: saved outputs are matched to items by position (a batch whose item count
     /// changed starts over).
-    async fn load(&self, res: &Resources<K>) -> Result<Vec<Self::Item>, CanoError>;
+    fn load(
+        &self,
+        res: &Resources<K>,
+    ) -> impl Future<Output = Result<Vec<Self::Item>, CanoError>> + Send;
 
     /// Processes one item.
-    async fn process_item(
+    fn process_item(
         &self,
         res: &Resources<K>,
         item: &Self::Item,
-    ) -> Result<Self::ItemOutput, CanoError>;
+    ) -> impl Future<Output = Result<Self::ItemOutput, CanoError>> + Send;
 
     /// Given every item's result, in load order, returns the next state.
-    async fn finish(
+    fn finish(
         &self,
         res: &Resources<K>,
         results: Vec<ItemResult<Self::ItemOutput>>,
-    ) -> Result<TaskResult<S>, CanoError>;
+    ) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + Send;
 
     /// Concurrency, per-item retries and timeout, where items run.
     fn batch_config(&self) -> BatchConfig {
@@ -173,27 +177,52 @@ fn item_key(index: usize) -> String {
     format!("{ITEM}{index:010}")
 }
 
-/// One attempt at an item, a panic caught: all an item is when its batch neither
-/// retries nor times items out. It holds references only, since every item's future
-/// is moved into the set of items in flight. (Not an `async fn`, which would keep its
-/// arguments twice in its state, rust-lang/rust#62958.)
-#[allow(clippy::manual_async_fn)]
+pin_project_lite::pin_project! {
+    /// One attempt at an item, a panic caught: all an item is when its batch neither
+    /// retries nor times items out. It is the item's own future and its index, no
+    /// more, since every item's future is moved into the set of items in flight (an
+    /// `async` block would keep its arguments beside the future it builds from them,
+    /// rust-lang/rust#62958, and make that move a larger copy).
+    struct Attempt<F> {
+        #[pin]
+        item: F,
+        index: usize,
+    }
+}
+
+impl<F, O> Future for Attempt<F>
+where
+    F: Future<Output = Result<O, CanoError>>,
+{
+    type Output = (usize, ItemResult<O>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // A panicking item is finished with its panic as the error; nothing polls it
+        // again.
+        let output = match std::panic::catch_unwind(AssertUnwindSafe(|| this.item.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => output,
+            Err(panic) => Err(CanoError::from_panic(panic)),
+        };
+        Poll::Ready((*this.index, output))
+    }
+}
+
 fn attempt<'a, T, S, K>(
     task: &'a T,
     res: &'a Resources<K>,
     item: &'a T::Item,
     index: usize,
-) -> impl Future<Output = (usize, ItemResult<T::ItemOutput>)> + Send + 'a
+) -> Attempt<impl Future<Output = ItemResult<T::ItemOutput>> + Send + 'a>
 where
     T: BatchTask<S, K>,
+    S: 'a,
     K: Send + Sync + 'static,
 {
-    async move {
-        let output = AssertUnwindSafe(task.process_item(res, item))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(CanoError::from_panic(panic)));
-        (index, output)
+    Attempt {
+        item: task.process_item(res, item),
+        index,
     }
 }
 

@@ -53,7 +53,6 @@ impl Job {
     }
 }
 
-#[async_trait::async_trait]
 impl BatchTask<S> for Job {
     type Item = (usize, Work);
     type ItemOutput = u64;
@@ -226,7 +225,6 @@ struct WhereDidItRun {
     config: BatchConfig,
 }
 
-#[async_trait::async_trait]
 impl BatchTask<S> for WhereDidItRun {
     type Item = u32;
     type ItemOutput = u32;

@@ -66,7 +66,6 @@ struct Import {
     done: Arc<Mutex<HashMap<u32, u32>>>,
 }
 
-#[async_trait::async_trait]
 impl BatchTask<S> for Import {
     type Item = u32;
     type ItemOutput = String;
@@ -156,7 +155,6 @@ async fn batch_resumes_without_redoing_items_on_sled() {
 #[derive(Clone)]
 struct Resized(Arc<AtomicU32>);
 
-#[async_trait::async_trait]
 impl BatchTask<S> for Resized {
     type Item = u32;
     type ItemOutput = u32;
@@ -415,7 +413,6 @@ async fn a_cancelled_stream_saves_its_drained_window_and_resumes_after_it() {
 #[derive(Clone)]
 struct Named(&'static str);
 
-#[async_trait::async_trait]
 impl BatchTask<S> for Named {
     type Item = u32;
     type ItemOutput = u32;
