@@ -17,8 +17,8 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
 
@@ -187,47 +187,77 @@ impl fmt::Debug for CancellationToken {
 }
 
 /// What a task can learn about the run it is part of.
+///
+/// Two words: the run id, and a pointer to what only some runs have (a cancellation
+/// token, outputs, a journal, shared resources, a span). A run of a bare workflow has
+/// none of those and carries a null pointer; every run of a workflow whose only extra
+/// is its resources shares one such record. The context is swapped into a task-local
+/// on every poll of the run and cloned for every task that asks for it, so its size
+/// is paid often.
 #[derive(Clone)]
 pub struct RunContext {
     run_id: RunId,
-    /// The run's token and drain count; only runs that can be cancelled have them.
-    cancel: Option<Arc<RunCancel>>,
+    shared: Option<Arc<RunShared>>,
+}
+
+/// What some runs have beyond their id.
+#[derive(Default)]
+struct RunShared {
+    /// The run's token, only for runs that can be cancelled.
+    cancel: Option<CancellationToken>,
+    /// How many tasks asked to finish their work in hand before a cancellation stops
+    /// the run (see [`RunContext::hold_drain`]).
+    draining: AtomicUsize,
     outputs: Option<MemoryStore>,
     journal: Option<Arc<Journal>>,
     /// The workflow's `Arc<Resources<K>>`, type-erased (the context is not generic).
     resources: Option<Arc<dyn Any + Send + Sync>>,
-    /// The run's span, parent of its states' spans; boxed, and only when a subscriber
-    /// wants it, so that runs nobody traces carry one null pointer.
+    /// The run's span, parent of its states' spans; only when a subscriber wants it.
     #[cfg(feature = "tracing")]
-    span: Option<Box<tracing::Span>>,
+    span: Option<tracing::Span>,
 }
+
+impl RunShared {
+    /// Whether this record holds nothing but `resources`: the one all plain runs of a
+    /// workflow can share.
+    fn is_resources_only(&self) -> bool {
+        #[cfg(feature = "tracing")]
+        let traced = self.span.is_some();
+        #[cfg(not(feature = "tracing"))]
+        let traced = false;
+        self.cancel.is_none() && self.outputs.is_none() && self.journal.is_none() && !traced
+    }
+}
+
+/// The record shared by the runs of one workflow that have nothing but its resources
+/// (see [`RunContext`]); made by the first such run.
+#[derive(Default)]
+pub(crate) struct SharedRuns(OnceLock<Arc<RunShared>>);
 
 impl fmt::Debug for RunContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunContext")
             .field("run_id", &self.run_id)
-            .field("cancel", &self.cancel)
-            .field("outputs", &self.outputs)
-            .field("journal", &self.journal)
+            .field("cancel", &self.cancellation_token())
+            .field("outputs", &self.outputs())
+            .field("journal", &self.journal())
             .finish_non_exhaustive()
     }
 }
 
-/// How a run is cancelled: its token, and how many tasks asked to finish their work in
-/// hand before a cancellation stops the run (see [`RunContext::hold_drain`]). One
-/// allocation per cancellable run, and one pointer in every context.
-#[derive(Debug)]
-struct RunCancel {
-    token: CancellationToken,
-    draining: AtomicUsize,
-}
-
 /// A task's claim to finish its work in hand when its run is cancelled (see
 /// [`RunContext::hold_drain`]); released when dropped.
-#[derive(Debug)]
 #[must_use = "the claim ends when the guard is dropped"]
 pub struct DrainGuard {
-    run: Arc<RunCancel>,
+    run: Arc<RunShared>,
+}
+
+impl fmt::Debug for DrainGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainGuard")
+            .field("draining", &self.run.draining.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl Drop for DrainGuard {
@@ -240,51 +270,88 @@ tokio::task_local! {
     static CURRENT: RunContext;
 }
 
+/// What a run starts with, beside its id (see [`RunContext::start`]).
+#[derive(Default)]
+pub(crate) struct RunStart {
+    pub(crate) cancel: Option<CancellationToken>,
+    pub(crate) outputs: Option<MemoryStore>,
+    pub(crate) journal: Option<Arc<Journal>>,
+}
+
 impl RunContext {
-    pub(crate) fn new(
-        run_id: RunId,
-        cancel: Option<CancellationToken>,
-        outputs: Option<MemoryStore>,
-        journal: Option<Arc<Journal>>,
-    ) -> Self {
+    /// A context with nothing but an id (tests, and runs outside a workflow).
+    #[cfg(test)]
+    pub(crate) fn bare(run_id: RunId) -> Self {
         Self {
             run_id,
-            cancel: cancel.map(|token| {
-                Arc::new(RunCancel {
-                    token,
-                    draining: AtomicUsize::new(0),
-                })
-            }),
-            outputs,
-            journal,
-            resources: None,
-            #[cfg(feature = "tracing")]
-            span: None,
+            shared: None,
         }
     }
 
-    /// Names the run's workflow in its tracing span (without feature `tracing`, there
-    /// is no span and this does nothing).
-    pub(crate) fn in_workflow(self, workflow: &str) -> Self {
+    /// The context of a run of workflow `workflow` (its id, for the run's span) with
+    /// `resources`. A run with nothing but non-empty resources takes the record in
+    /// `shared`, made once per workflow; a run with more gets its own.
+    pub(crate) fn start<K: crate::resource::ResourceKey>(
+        run_id: RunId,
+        start: RunStart,
+        resources: &Arc<crate::Resources<K>>,
+        workflow: &str,
+        shared: &SharedRuns,
+    ) -> Self {
+        let resources = (!resources.is_empty()).then(|| resources.clone());
+        let mut own = RunShared {
+            cancel: start.cancel,
+            outputs: start.outputs,
+            journal: start.journal,
+            ..RunShared::default()
+        };
         #[cfg(feature = "tracing")]
         {
-            let mut run = self;
-            let span = crate::spans::run_span(run.run_id, workflow);
-            run.span = (!span.is_disabled()).then(|| Box::new(span));
-            run
+            let span = crate::spans::run_span(run_id, workflow);
+            own.span = (!span.is_disabled()).then_some(span);
         }
         #[cfg(not(feature = "tracing"))]
-        {
-            let _ = workflow;
-            self
-        }
+        let _ = workflow;
+        let shared = match resources {
+            None if own.is_resources_only() => None,
+            Some(resources) if own.is_resources_only() => {
+                let common = shared.0.get_or_init(|| {
+                    Arc::new(RunShared {
+                        resources: Some(resources.clone()),
+                        ..RunShared::default()
+                    })
+                });
+                // The record holds the workflow's own resources; a spec that somehow
+                // had others would get a record of its own, never a stranger's.
+                let same = common
+                    .resources
+                    .as_ref()
+                    .is_some_and(|r| std::ptr::addr_eq(Arc::as_ptr(r), Arc::as_ptr(&resources)));
+                if same {
+                    Some(common.clone())
+                } else {
+                    Some(Arc::new(RunShared {
+                        resources: Some(resources),
+                        ..RunShared::default()
+                    }))
+                }
+            }
+            resources => {
+                own.resources = resources.map(|r| r as Arc<dyn Any + Send + Sync>);
+                Some(Arc::new(own))
+            }
+        };
+        Self { run_id, shared }
     }
 
     /// The run's span (a disabled one when nothing traces the run).
     #[cfg(feature = "tracing")]
     pub(crate) fn span(&self) -> &tracing::Span {
         static UNTRACED: tracing::Span = tracing::Span::none();
-        self.span.as_deref().unwrap_or(&UNTRACED)
+        self.shared
+            .as_deref()
+            .and_then(|s| s.span.as_ref())
+            .unwrap_or(&UNTRACED)
     }
 
     /// Whether the run has a span, that is, whether a tracing subscriber wanted it when
@@ -293,7 +360,7 @@ impl RunContext {
     pub(crate) fn is_traced(&self) -> bool {
         #[cfg(feature = "tracing")]
         {
-            self.span.is_some()
+            self.shared.as_deref().is_some_and(|s| s.span.is_some())
         }
         #[cfg(not(feature = "tracing"))]
         {
@@ -301,25 +368,12 @@ impl RunContext {
         }
     }
 
-    /// Gives tasks of the run access to the workflow's resources as an `Arc`, so they
-    /// can move work onto other tokio tasks. A workflow without resources shares none
-    /// (and its runs skip cloning the `Arc`, twice per run with the task-local copy).
-    pub(crate) fn with_resources<K: crate::resource::ResourceKey>(
-        mut self,
-        resources: &Arc<crate::Resources<K>>,
-    ) -> Self {
-        if !resources.is_empty() {
-            self.resources = Some(resources.clone());
-        }
-        self
-    }
-
     /// The workflow's resources, shared, for work a task spawns onto other tokio tasks
     /// (which cannot borrow the `&Resources` the task was given). `None` outside a run
     /// started by a workflow, in a workflow without resources, or when `K` is not the
     /// workflow's key type.
     pub fn resources<K: Send + Sync + 'static>(&self) -> Option<Arc<crate::Resources<K>>> {
-        self.resources.clone()?.downcast().ok()
+        self.shared.as_deref()?.resources.clone()?.downcast().ok()
     }
 
     /// Asks that a cancellation of this run let the calling task finish the work it has
@@ -328,16 +382,16 @@ impl RunContext {
     /// The task must watch [`cancelled`](Self::cancelled) and wind down promptly; the
     /// workflow timeout still cuts it off. `None` for a run that cannot be cancelled.
     pub fn hold_drain(&self) -> Option<DrainGuard> {
-        let run = self.cancel.as_ref()?;
+        let run = self.shared.as_ref().filter(|s| s.cancel.is_some())?;
         run.draining.fetch_add(1, Ordering::AcqRel);
         Some(DrainGuard { run: run.clone() })
     }
 
     /// Whether a task of this run holds a [`DrainGuard`].
     pub(crate) fn is_draining(&self) -> bool {
-        self.cancel
-            .as_ref()
-            .is_some_and(|c| c.draining.load(Ordering::Acquire) > 0)
+        self.shared
+            .as_deref()
+            .is_some_and(|s| s.draining.load(Ordering::Acquire) > 0)
     }
 
     /// The run being executed by the calling task, if called from inside a run.
@@ -364,7 +418,7 @@ impl RunContext {
     /// `Workflow::spawn`).
     #[inline]
     pub fn cancellation_token(&self) -> Option<&CancellationToken> {
-        self.cancel.as_deref().map(|c| &c.token)
+        self.shared.as_deref()?.cancel.as_ref()
     }
 
     /// This run's outputs: what handlers published for the states after them (a split
@@ -373,19 +427,19 @@ impl RunContext {
     /// Present in runs of workflows with a custom handler (split, saga, ...); a workflow
     /// of plain tasks pays nothing for it and returns `None`.
     pub fn outputs(&self) -> Option<&MemoryStore> {
-        self.outputs.as_ref()
+        self.shared.as_deref()?.outputs.as_ref()
     }
 
     /// The run's checkpoint journal, in runs of a workflow with a checkpoint store.
     /// Handlers that save progress of their own (stepped tasks) write through it.
     pub fn journal(&self) -> Option<&Arc<Journal>> {
-        self.journal.as_ref()
+        self.shared.as_deref()?.journal.as_ref()
     }
 
     /// The run's durable data (see [`DurableStore`]), in runs of a workflow with a
     /// checkpoint store.
     pub fn durable(&self) -> Option<&DurableStore> {
-        self.journal.as_deref().map(Journal::durable)
+        self.journal().map(|j| j.durable())
     }
 
     /// Whether the run was cancelled.
@@ -482,10 +536,67 @@ mod tests {
         token.cancel(); // idempotent
     }
 
+    #[test]
+    fn a_context_is_two_words() {
+        assert_eq!(
+            std::mem::size_of::<RunContext>(),
+            2 * std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
+    fn plain_runs_share_their_workflows_record_and_other_runs_get_their_own() {
+        let resources = Arc::new(crate::Resources::new().insert("store", MemoryStore::new()));
+        let shared = SharedRuns::default();
+        let start = |id: u64, start: RunStart| {
+            RunContext::start(RunId::from(id), start, &resources, "wf", &shared)
+        };
+        let (a, b) = (start(1, RunStart::default()), start(2, RunStart::default()));
+        let record = |run: &RunContext| Arc::as_ptr(run.shared.as_ref().unwrap());
+        assert_eq!(record(&a), record(&b));
+        assert!(Arc::ptr_eq(
+            &a.resources::<crate::DefaultKey>().unwrap(),
+            &resources
+        ));
+        assert!(a.cancellation_token().is_none() && a.hold_drain().is_none());
+
+        // A cancellable run has its own record, with the resources too.
+        let token = CancellationToken::new();
+        let cancellable = RunStart {
+            cancel: Some(token.clone()),
+            ..RunStart::default()
+        };
+        let c = start(3, cancellable);
+        assert_ne!(record(&c), record(&a));
+        assert!(Arc::ptr_eq(
+            &c.resources::<crate::DefaultKey>().unwrap(),
+            &resources
+        ));
+        let guard = c.hold_drain().expect("a cancellable run can hold a drain");
+        assert!(c.is_draining() && !a.is_draining());
+        drop(guard);
+        assert!(!c.is_draining());
+        token.cancel();
+        assert!(c.is_cancelled() && !a.is_cancelled() && !b.is_cancelled());
+
+        // Other resources never get the workflow's shared record.
+        let others = Arc::new(crate::Resources::new().insert("store", MemoryStore::new()));
+        let d = RunContext::start(RunId::from(4), RunStart::default(), &others, "wf", &shared);
+        assert!(Arc::ptr_eq(
+            &d.resources::<crate::DefaultKey>().unwrap(),
+            &others
+        ));
+
+        // A workflow without resources: nothing beyond the id.
+        let empty = Arc::new(crate::Resources::<crate::DefaultKey>::empty());
+        let e = RunContext::start(RunId::from(5), RunStart::default(), &empty, "wf", &shared);
+        assert!(e.shared.is_none() && e.resources::<crate::DefaultKey>().is_none());
+    }
+
     #[tokio::test]
     async fn current_is_visible_inside_scope_only() {
         assert!(RunContext::current().is_none());
-        let ctx = RunContext::new(RunId::from(7), None, None, None);
+        let ctx = RunContext::bare(RunId::from(7));
         let seen = ctx
             .scope(async { RunContext::current().map(|c| c.run_id()) })
             .await;

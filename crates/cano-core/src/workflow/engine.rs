@@ -24,7 +24,7 @@ use super::{Handler, ResourceLifecycle, Workflow, WorkflowState, hinted};
 use crate::error::CanoError;
 use crate::observer::Interest;
 use crate::resource::ResourceKey;
-use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
+use crate::run::{CancellationToken, RunContext, RunId, RunOptions, RunStart};
 use crate::task::{RegisteredTask, TaskResult};
 use crate::workflow::execute::{FirstAttempt, PlainAttempt, after_first_attempt, execute_task};
 
@@ -93,9 +93,18 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         }
         let outputs = spec.outputs.then(crate::MemoryStore::new);
         let run_id = options.run_id.unwrap_or_default();
-        let run = RunContext::new(run_id, options.cancel, outputs, None)
-            .with_resources(&spec.resources)
-            .in_workflow(&spec.recovery.workflow_id);
+        let start = RunStart {
+            cancel: options.cancel,
+            outputs,
+            journal: None,
+        };
+        let run = RunContext::start(
+            run_id,
+            start,
+            &spec.resources,
+            &spec.recovery.workflow_id,
+            &spec.shared_runs,
+        );
         // Boxed: a workflow without compensatable states carries one null pointer.
         let saga = spec.compensating.then(|| Box::new(Compensations::new()));
         Either::Right(async move {

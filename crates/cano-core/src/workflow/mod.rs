@@ -24,6 +24,7 @@ use crate::error::CanoError;
 use crate::hash::FastBuildHasher;
 use crate::observer::{Observers, WorkflowObserver};
 use crate::resource::{DefaultKey, ResourceKey, Resources};
+use crate::run::SharedRuns;
 use crate::task::{RegisteredTask, Task};
 use handler::{HandlerInfo, StateHandler};
 
@@ -207,6 +208,10 @@ pub(crate) struct Spec<S, K> {
     /// The index of the state the last run started in (see [`hinted`]): most runs of
     /// a workflow start in the same state.
     pub(crate) start_hint: AtomicUsize,
+    /// The run record shared by runs that have nothing but the workflow's resources
+    /// (see [`RunContext`](crate::RunContext)). A builder change clones the spec,
+    /// which starts this afresh.
+    pub(crate) shared_runs: SharedRuns,
 }
 
 impl<S: Clone, K> Clone for Spec<S, K> {
@@ -226,6 +231,7 @@ impl<S: Clone, K> Clone for Spec<S, K> {
             compensating: self.compensating,
             compensation_timeout: self.compensation_timeout,
             start_hint: AtomicUsize::new(usize::MAX),
+            shared_runs: SharedRuns::default(),
         }
     }
 }
@@ -274,6 +280,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 compensating: false,
                 compensation_timeout: compensation::DEFAULT_COMPENSATION_TIMEOUT,
                 start_hint: AtomicUsize::new(usize::MAX),
+                shared_runs: SharedRuns::default(),
             }),
         }
     }

@@ -18,7 +18,7 @@ use crate::checkpoint::{
 };
 use crate::error::CanoError;
 use crate::resource::ResourceKey;
-use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
+use crate::run::{CancellationToken, RunContext, RunId, RunOptions, RunStart};
 
 use super::compensation::{self, Compensations, RollbackOutcome};
 use super::engine::RunHandle;
@@ -390,9 +390,18 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let spec = &*self.spec;
             let outputs = spec.outputs.then(crate::MemoryStore::new);
             let run_id = journal.run_id();
-            let run = RunContext::new(run_id, options.cancel, outputs, Some(journal.clone()))
-                .with_resources(&spec.resources)
-                .in_workflow(&spec.recovery.workflow_id);
+            let start = RunStart {
+                cancel: options.cancel,
+                outputs,
+                journal: Some(journal.clone()),
+            };
+            let run = RunContext::start(
+                run_id,
+                start,
+                &spec.resources,
+                &spec.recovery.workflow_id,
+                &spec.shared_runs,
+            );
             let mut state = initial;
             let result = self
                 .run_observed(&mut state, &run, resumed, saga.as_deref())
