@@ -300,7 +300,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     }
                 }
                 let next = match handler {
-                    Handler::Task(entry) if untraced && entry.config().is_plain() => {
+                    Handler::Task(entry) if untraced && slot.plain => {
                         // The common case, inline: a task with no breaker, limiter or
                         // timeout, in a run no subscriber traces. Only a failure builds
                         // the retry loop. A panic is caught around the whole loop (see

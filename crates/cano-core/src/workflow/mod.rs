@@ -124,6 +124,10 @@ pub(crate) type Slots<S, K> = indexmap::IndexMap<S, Slot<S, K>, FastBuildHasher>
 pub(crate) struct Slot<S, K> {
     pub(crate) handler: Option<Handler<S, K>>,
     pub(crate) exit: bool,
+    /// Whether the handler is a task whose attempts are just its future (see
+    /// `TaskConfig::is_plain`): read with `exit`, where the engine would otherwise
+    /// reach through the task to its config on every transition.
+    pub(crate) plain: bool,
     /// The states this state's task declared it moves to (see
     /// [`Workflow::transitions`]); checked after every run of the state.
     pub(crate) targets: Option<Arc<[S]>>,
@@ -138,6 +142,7 @@ impl<S, K> Slot<S, K> {
         Self {
             handler: None,
             exit: false,
+            plain: false,
             targets: None,
             hint: AtomicUsize::new(usize::MAX),
         }
@@ -176,6 +181,7 @@ impl<S, K> Clone for Slot<S, K> {
         Self {
             handler: self.handler.clone(),
             exit: self.exit,
+            plain: self.plain,
             targets: self.targets.clone(),
             hint: AtomicUsize::new(usize::MAX),
         }
@@ -317,6 +323,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     fn register_slot(mut self, state: S, handler: Handler<S, K>) -> Self {
         let spec = self.spec_mut();
         let slot = spec.slots.entry(state.clone()).or_insert_with(Slot::empty);
+        slot.plain = matches!(&handler, Handler::Task(entry) if entry.config().is_plain());
         if let Some(old) = slot.handler.replace(handler) {
             spec.problems.push(format!(
                 "state {state:?} is registered twice (first with {}); register each state once",
