@@ -12,6 +12,8 @@
 //! - [`FlakyTask`] fails or panics on chosen attempts.
 //! - [`run_paused`], [`paused_runtime`] and [`timed`] run on tokio's paused clock, so
 //!   retries, timeouts, timers and schedules take no real time and exact virtual time.
+//! - [`alloc::CountingAllocator`] counts a thread's heap allocations, to hold a hot
+//!   path to its allocation budget.
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,6 +40,7 @@
 //! assert_eq!(took, Duration::from_secs(30));
 //! ```
 
+pub mod alloc;
 mod clock;
 mod observer;
 mod store;

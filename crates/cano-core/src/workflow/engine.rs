@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::Either;
@@ -21,6 +22,7 @@ use super::bounds::{Bounded, Stop};
 use super::compensation::{Compensations, resumed_failure};
 use super::handler::{StateContext, TaskEnv};
 use super::{Handler, ResourceLifecycle, Workflow, WorkflowState, hinted};
+use crate::checkpoint::Journal;
 use crate::error::CanoError;
 use crate::observer::Interest;
 use crate::resource::ResourceKey;
@@ -91,20 +93,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     .await
             }));
         }
-        let outputs = spec.outputs.then(crate::MemoryStore::new);
         let run_id = options.run_id.unwrap_or_default();
-        let start = RunStart {
-            cancel: options.cancel,
-            outputs,
-            journal: None,
-        };
-        let run = RunContext::start(
-            run_id,
-            start,
-            &spec.resources,
-            &spec.recovery.workflow_id,
-            &spec.shared_runs,
-        );
+        let run = self.run_context(run_id, options.cancel, None);
         // Boxed: a workflow without compensatable states carries one null pointer.
         let saga = spec.compensating.then(|| Box::new(Compensations::new()));
         Either::Right(async move {
@@ -114,6 +104,29 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 .await;
             outcome.map(|()| state)
         })
+    }
+
+    /// The context of a new run: its token, its journal when checkpointed, an
+    /// outputs store when a handler publishes results, the workflow's resources.
+    pub(crate) fn run_context(
+        &self,
+        run_id: RunId,
+        cancel: Option<CancellationToken>,
+        journal: Option<Arc<Journal>>,
+    ) -> RunContext {
+        let spec = &*self.spec;
+        let start = RunStart {
+            cancel,
+            outputs: spec.outputs.then(crate::MemoryStore::new),
+            journal,
+        };
+        RunContext::start(
+            run_id,
+            start,
+            &spec.resources,
+            &spec.recovery.workflow_id,
+            &spec.shared_runs,
+        )
     }
 
     /// A run between its observers' `on_run_start` (and `on_resume`) and `on_run_end`.

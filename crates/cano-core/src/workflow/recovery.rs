@@ -18,7 +18,7 @@ use crate::checkpoint::{
 };
 use crate::error::CanoError;
 use crate::resource::ResourceKey;
-use crate::run::{CancellationToken, RunContext, RunId, RunOptions, RunStart};
+use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
 
 use super::compensation::{self, Compensations, RollbackOutcome};
 use super::engine::RunHandle;
@@ -387,21 +387,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         saga: Option<Box<Compensations<S>>>,
     ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>> {
         Box::pin(async move {
-            let spec = &*self.spec;
-            let outputs = spec.outputs.then(crate::MemoryStore::new);
-            let run_id = journal.run_id();
-            let start = RunStart {
-                cancel: options.cancel,
-                outputs,
-                journal: Some(journal.clone()),
-            };
-            let run = RunContext::start(
-                run_id,
-                start,
-                &spec.resources,
-                &spec.recovery.workflow_id,
-                &spec.shared_runs,
-            );
+            let run = self.run_context(journal.run_id(), options.cancel, Some(journal.clone()));
             let mut state = initial;
             let result = self
                 .run_observed(&mut state, &run, resumed, saga.as_deref())

@@ -1,44 +1,17 @@
 //! Heap allocations per transition, counted by a global allocator: the engine adds
 //! nothing to the task's own boxed future. A count, not a timing, so it is exact.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-use async_trait::async_trait;
-use cano_core::{CanoError, Task, TaskResult, Workflow};
-
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-#[allow(unsafe_code)]
-// SAFETY: forwards to the system allocator; only counts calls on the current thread.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use cano::prelude::*;
+use cano_testing::alloc::{CountingAllocator, allocations};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Step(u8);
 
 struct Next(u8);
-#[async_trait]
+#[task]
 impl Task<Step> for Next {
     async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
         Ok(TaskResult::Single(Step(self.0)))
