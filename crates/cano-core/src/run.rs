@@ -279,7 +279,7 @@ pub(crate) struct RunStart {
 }
 
 impl RunContext {
-    /// A context with nothing but an id (tests, and runs outside a workflow).
+    /// A context with nothing but an id, for tests.
     #[cfg(test)]
     pub(crate) fn bare(run_id: RunId) -> Self {
         Self {
