@@ -60,9 +60,9 @@ pub fn poll(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Writes the `Task` impl that runs an `impl BatchTask<S> for T` block's batch (the
-/// block's `async fn`s are native ones: `BatchTask` needs no `#[async_trait]`); with `state = S` it turns an inherent impl block (its
-/// `type Item` and `type ItemOutput` included) into the implementation. Written
-/// `#[task::batch]`.
+/// block's `async fn`s are native ones: `BatchTask` needs no `#[async_trait]`); with
+/// `state = S` it turns an inherent impl block (its `type Item` and `type ItemOutput`
+/// included) into the implementation. Written `#[task::batch]`.
 #[proc_macro_attribute]
 pub fn batch(args: TokenStream, item: TokenStream) -> TokenStream {
     impls::expand(args.into(), item.into(), impls::Target::Batch)

@@ -182,7 +182,8 @@ pin_project_lite::pin_project! {
     /// retries nor times items out. It is the item's own future and its index, no
     /// more, since every item's future is moved into the set of items in flight (an
     /// `async` block would keep its arguments beside the future it builds from them,
-    /// rust-lang/rust#62958, and make that move a larger copy).
+    /// rust-lang/rust#62958, and make that move a larger copy). Written out rather
+    /// than as `util::caught(..).map(..)`, which measured a third slower per item.
     struct Attempt<F> {
         #[pin]
         item: F,
@@ -209,6 +210,7 @@ where
     }
 }
 
+/// The first attempt at item `index` of `task`'s batch.
 fn attempt<'a, T, S, K>(
     task: &'a T,
     res: &'a Resources<K>,
