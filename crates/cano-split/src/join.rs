@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use crate::branches::Branches;
 use crate::config::JoinConfig;
 use crate::result::{BranchOutcome, BranchReport, SplitResult, key};
-use crate::strategy::{Tally, Verdict};
+use crate::strategy::{MAX_BRANCHES, Tally, Verdict};
 
 /// Decides a dynamic split's branches from the run's resources.
 pub(crate) type Planner<S, K> =
@@ -108,37 +108,46 @@ struct Shared<S, K> {
     tasks: Arc<[RegisteredTask<S, K>]>,
 }
 
-type Finished<S> = (usize, Result<TaskResult<S>, CanoError>);
+/// A finished branch: its index (a `u32`, see [`MAX_BRANCHES`]) and its result.
+type Finished<S> = (u32, Result<TaskResult<S>, CanoError>);
 
 fn spawn_branch<S: WorkflowState, K: ResourceKey>(
     set: &mut JoinSet<Finished<S>>,
     shared: &Arc<Shared<S, K>>,
     index: usize,
 ) {
-    let run = shared.env.run().clone();
-    let task = run_branch(Arc::clone(shared), index);
-    // Inside the run's scope, so the branch's task sees `RunContext::current()`; a
-    // panic anywhere in the branch is caught here and becomes its failure.
-    let branch = run.scope(AssertUnwindSafe(task).catch_unwind().map(move |outcome| {
-        (
-            index,
-            outcome.unwrap_or_else(|p| Err(CanoError::from_panic(p))),
-        )
-    }));
-    set.spawn(branch);
+    // The handler checked the count against `MAX_BRANCHES`, so the index fits.
+    debug_assert!(index <= MAX_BRANCHES);
+    set.spawn(branch(Arc::clone(shared), index as u32));
 }
 
-/// One branch's task, run like any registered task (retries, attempt timeout,
-/// observers). A plain `async move` block keeps the spawned future small.
+/// A branch as it is spawned: inside the run's scope, so the branch's task sees
+/// `RunContext::current()`.
+fn branch<S: WorkflowState, K: ResourceKey>(
+    shared: Arc<Shared<S, K>>,
+    index: u32,
+) -> impl std::future::Future<Output = Finished<S>> {
+    shared.env.run().clone().scope(run_branch(shared, index))
+}
+
+/// One branch: its task run like any registered task (retries, attempt timeout,
+/// observers), a panic anywhere in it caught as its failure, and its index beside the
+/// result. One `async move` block holds the index once and keeps the spawned future
+/// small enough for tokio's smallest task cell (256 bytes): combinators around it
+/// would each keep a copy of what they need and push the cell to the next size.
 fn run_branch<S: WorkflowState, K: ResourceKey>(
     shared: Arc<Shared<S, K>>,
-    index: usize,
-) -> impl std::future::Future<Output = Result<TaskResult<S>, CanoError>> {
+    index: u32,
+) -> impl std::future::Future<Output = Finished<S>> {
     async move {
-        shared
+        let task = shared
             .env
-            .run_registered(&shared.state, &shared.tasks[index])
-            .await
+            .run_registered(&shared.state, &shared.tasks[index as usize]);
+        let result = match AssertUnwindSafe(task).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => Err(CanoError::from_panic(panic)),
+        };
+        (index, result)
     }
 }
 
@@ -211,14 +220,14 @@ async fn join<S: WorkflowState, K: ResourceKey>(
             // treat it as the strategy having nothing more to wait for.
             None => break false,
         };
-        outcomes[index] = Some(match result {
+        outcomes[index as usize] = Some(match result {
             Ok(value) => {
                 tally.succeeded += 1;
                 BranchOutcome::Succeeded(value)
             }
             Err(error) => {
                 tally.failed += 1;
-                first_failure.get_or_insert(index);
+                first_failure.get_or_insert(index as usize);
                 BranchOutcome::Failed(error)
             }
         });
@@ -301,5 +310,25 @@ fn strategy_failed<S>(
                 None => error,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cano_core::DefaultKey;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<A, B, R>(_: impl FnOnce(A, B) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn a_spawned_branch_fits_tokios_smallest_task_cell() {
+        // tokio keeps a task's future beside a 4-byte tag; up to 120 bytes that stage
+        // is 128 bytes, which moves without a call to memcpy, and the whole task is
+        // one 256-byte cell, the same as a bare `JoinSet` spawn of a boxed future.
+        let size = returned_size(branch::<u32, DefaultKey>);
+        assert!(size <= 120, "a spawned branch is {size} bytes; keep it <= 120");
     }
 }

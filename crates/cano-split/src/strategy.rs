@@ -5,6 +5,10 @@
 
 use std::fmt;
 
+/// The most branches one split runs: each branch carries its index as a `u32`, which
+/// keeps a spawned branch within tokio's smallest task cell.
+pub(crate) const MAX_BRANCHES: usize = u32::MAX as usize;
+
 /// When a split state moves on to its join state.
 ///
 /// Every strategy proceeds as soon as its rule holds and cancels the branches still
@@ -126,6 +130,9 @@ impl JoinStrategy {
     /// Mistakes that depend on the number of branches, `total`.
     pub(crate) fn check_count(&self, total: usize) -> Option<String> {
         match *self {
+            _ if total > MAX_BRANCHES => Some(format!(
+                "it has {total} branches, more than the {MAX_BRANCHES} one split can run; split the work into several splits or batches"
+            )),
             Self::Any if total == 0 => Some(
                 "Any needs at least one branch, but there are none; add branches or use All"
                     .to_owned(),

@@ -104,39 +104,44 @@ where
         // has failed. That keeps the run's future small and a successful transition
         // free of extra work.
         // No config local is held across the awaits: it would ride in every future.
-        let first = match entry.config().attempt_timeout() {
-            _ if entry.config().is_guarded() => {
-                let site = Site {
-                    state,
-                    task: entry.name(),
-                    run,
-                    observers,
-                };
-                let attempt = guarded_attempt(entry.task(), entry.config(), resources, site);
-                spans::attempt(attempt, entry.name(), 1)
-                    .await
-                    .map_err(AttemptError::Failed)
-            }
-            None => {
-                let attempt = spans::attempt(entry.task().run(resources), entry.name(), 1);
-                match AssertUnwindSafe(attempt).catch_unwind().await {
-                    Ok(result) => result.map_err(AttemptError::Failed),
-                    Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
+        // The retries' future is made inside this block, so the failed first attempt
+        // is moved into it and its slot is dead before the await: it is not kept in
+        // every task's future.
+        let retries = {
+            let first = match entry.config().attempt_timeout() {
+                _ if entry.config().is_guarded() => {
+                    let site = Site {
+                        state,
+                        task: entry.name(),
+                        run,
+                        observers,
+                    };
+                    let attempt = guarded_attempt(entry.task(), entry.config(), resources, site);
+                    spans::attempt(attempt, entry.name(), 1)
+                        .await
+                        .map_err(AttemptError::Failed)
+                }
+                None => {
+                    let attempt = spans::attempt(entry.task().run(resources), entry.name(), 1);
+                    match AssertUnwindSafe(attempt).catch_unwind().await {
+                        Ok(result) => result.map_err(AttemptError::Failed),
+                        Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
+                    }
+                }
+                Some(_) => {
+                    let (task, name, config) = (entry.task(), entry.name(), entry.config());
+                    timed_first_attempt(task, name, config, resources).await
+                }
+            };
+            match first {
+                Ok(result) => return report(Ok(result), entry, state, run, observers),
+                Err(first) => {
+                    let (task, name, config) = (entry.task(), entry.name(), entry.config());
+                    retry_after(first, task, name, config, state, resources, run, observers)
                 }
             }
-            Some(_) => {
-                let (task, name, config) = (entry.task(), entry.name(), entry.config());
-                timed_first_attempt(task, name, config, resources).await
-            }
         };
-        let outcome = match first {
-            Ok(result) => Ok(result),
-            Err(first) => {
-                let (task, name, config) = (entry.task(), entry.name(), entry.config());
-                retry_after(first, task, name, config, state, resources, run, observers).await
-            }
-        };
-        report(outcome, entry, state, run, observers)
+        report(retries.await, entry, state, run, observers)
     }
 }
 
@@ -352,5 +357,27 @@ fn final_error(
             )
             .with_source(last)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DefaultKey;
+    use crate::task::RegisteredTask;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<A, B, C, D, E, R>(_: impl FnOnce(A, B, C, D, E) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn a_tasks_future_holds_its_references_and_the_awaited_attempt() {
+        // Five references, the attempt being awaited (a boxed future) and a tag: a
+        // failed first attempt is moved into the retries, not kept beside them, so
+        // every split branch and every run that awaits a configured task stays small.
+        let size =
+            returned_size(execute_task::<u32, DefaultKey, RegisteredTask<u32, DefaultKey>>);
+        assert!(size <= 64, "execute_task's future is {size} bytes; keep it <= 64");
     }
 }
