@@ -166,7 +166,16 @@ async fn join<S: WorkflowState, K: ResourceKey>(
         env: env.clone(),
         tasks,
     });
-    let mut outcomes: Vec<Option<BranchOutcome<S>>> = (0..total).map(|_| None).collect();
+    // One report per branch from the start; each finished branch fills in its own, and
+    // the ones still `NotStarted` at the end were cancelled if they had been spawned.
+    let mut reports: Vec<BranchReport<S>> = shared
+        .tasks
+        .iter()
+        .map(|task| BranchReport {
+            task: task.name().clone(),
+            outcome: BranchOutcome::NotStarted,
+        })
+        .collect();
     let mut set = JoinSet::new();
     let limit = config.bulkhead().unwrap_or(total).min(total);
     for index in 0..limit {
@@ -188,7 +197,7 @@ async fn join<S: WorkflowState, K: ResourceKey>(
                     tally,
                     started,
                     first_failure,
-                    &mut outcomes,
+                    &mut reports,
                 ));
             }
             Verdict::Wait => {}
@@ -220,7 +229,7 @@ async fn join<S: WorkflowState, K: ResourceKey>(
             // treat it as the strategy having nothing more to wait for.
             None => break false,
         };
-        outcomes[index as usize] = Some(match result {
+        reports[index as usize].outcome = match result {
             Ok(value) => {
                 tally.succeeded += 1;
                 BranchOutcome::Succeeded(value)
@@ -230,28 +239,21 @@ async fn join<S: WorkflowState, K: ResourceKey>(
                 first_failure.get_or_insert(index as usize);
                 BranchOutcome::Failed(error)
             }
-        });
+        };
         if started < total && strategy.decide(tally) == Verdict::Wait {
             spawn_branch(&mut set, &shared, started);
             started += 1;
         }
     };
     set.abort_all();
-    let branches = outcomes
-        .into_iter()
-        .enumerate()
-        .map(|(index, outcome)| BranchReport {
-            task: shared.tasks[index].name().clone(),
-            outcome: outcome.unwrap_or(if index < started {
-                BranchOutcome::Cancelled
-            } else {
-                BranchOutcome::NotStarted
-            }),
-        })
-        .collect();
+    for report in &mut reports[..started] {
+        if matches!(report.outcome, BranchOutcome::NotStarted) {
+            report.outcome = BranchOutcome::Cancelled;
+        }
+    }
     Ok(SplitResult {
         strategy,
-        branches,
+        branches: reports,
         timed_out,
     })
 }
@@ -286,11 +288,13 @@ fn strategy_failed<S>(
     tally: Tally,
     started: usize,
     first_failure: Option<usize>,
-    outcomes: &mut [Option<BranchOutcome<S>>],
+    reports: &mut [BranchReport<S>],
 ) -> CanoError {
-    let first = first_failure.and_then(|i| match outcomes[i].take() {
-        Some(BranchOutcome::Failed(error)) => Some(error),
-        _ => None,
+    let first = first_failure.and_then(|i| {
+        match std::mem::replace(&mut reports[i].outcome, BranchOutcome::NotStarted) {
+            BranchOutcome::Failed(error) => Some(error),
+            _ => None,
+        }
     });
     let strategy = config.strategy();
     match (strategy, first) {
@@ -329,6 +333,9 @@ mod tests {
         // is 128 bytes, which moves without a call to memcpy, and the whole task is
         // one 256-byte cell, the same as a bare `JoinSet` spawn of a boxed future.
         let size = returned_size(branch::<u32, DefaultKey>);
-        assert!(size <= 120, "a spawned branch is {size} bytes; keep it <= 120");
+        assert!(
+            size <= 120,
+            "a spawned branch is {size} bytes; keep it <= 120"
+        );
     }
 }

@@ -376,8 +376,10 @@ mod tests {
         // Five references, the attempt being awaited (a boxed future) and a tag: a
         // failed first attempt is moved into the retries, not kept beside them, so
         // every split branch and every run that awaits a configured task stays small.
-        let size =
-            returned_size(execute_task::<u32, DefaultKey, RegisteredTask<u32, DefaultKey>>);
-        assert!(size <= 64, "execute_task's future is {size} bytes; keep it <= 64");
+        let size = returned_size(execute_task::<u32, DefaultKey, RegisteredTask<u32, DefaultKey>>);
+        assert!(
+            size <= 64,
+            "execute_task's future is {size} bytes; keep it <= 64"
+        );
     }
 }
