@@ -240,4 +240,12 @@ mod tests {
         );
         assert!(JoinStrategy::Quorum(3).check_count(3).is_none());
     }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_split_too_large_to_index_is_refused() {
+        let problem = JoinStrategy::All.check_count(MAX_BRANCHES + 1).unwrap();
+        assert!(problem.contains("more than the 4294967295"), "{problem}");
+        assert!(JoinStrategy::All.check_count(MAX_BRANCHES).is_none());
+    }
 }

@@ -28,7 +28,9 @@ use crate::observer::Interest;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions, RunStart};
 use crate::task::{RegisteredTask, TaskResult};
-use crate::workflow::execute::{FirstAttempt, PlainAttempt, after_first_attempt, execute_task};
+use crate::workflow::execute::{
+    FirstAttempt, InRun, PlainAttempt, after_first_attempt, execute_task,
+};
 
 /// The boxed start of a run that does not take the plain path.
 type StartFuture<'a, S> = Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>>;
@@ -344,9 +346,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             execute_task(
                                 &**entry,
                                 state,
-                                &self.spec.resources,
-                                run,
-                                &self.spec.observers
+                                InRun {
+                                    spec: &self.spec,
+                                    run
+                                }
                             ),
                             state,
                             run

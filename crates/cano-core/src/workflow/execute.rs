@@ -84,19 +84,70 @@ impl<S, K> TaskParts<S, K> for LooseTask<'_, S, K> {
     }
 }
 
-pub(crate) fn execute_task<'a, S, K, T: TaskParts<S, K> + ?Sized>(
+/// What a task runs among: the workflow's resources, the run, and the observers to
+/// tell. Passed as one value so a task's future keeps one or two pointers to them, not
+/// three (a split branch keeps a pointer to its `TaskEnv`).
+pub(crate) trait Surroundings<'a, K>: Copy + 'a {
+    fn resources(self) -> &'a Resources<K>;
+    fn run(self) -> &'a RunContext;
+    fn observers(self) -> &'a Observers;
+}
+
+impl<'a, K: 'a> Surroundings<'a, K> for &'a super::handler::TaskEnv<K> {
+    fn resources(self) -> &'a Resources<K> {
+        &self.resources
+    }
+    fn run(self) -> &'a RunContext {
+        &self.run
+    }
+    fn observers(self) -> &'a Observers {
+        &self.observers
+    }
+}
+
+/// The engine's surroundings: its workflow's spec (resources and observers) and the run.
+pub(crate) struct InRun<'a, S, K> {
+    pub(crate) spec: &'a super::Spec<S, K>,
+    pub(crate) run: &'a RunContext,
+}
+
+// Written out: a derive would ask `S` and `K` to be `Copy` too.
+impl<S, K> Clone for InRun<'_, S, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S, K> Copy for InRun<'_, S, K> {}
+
+impl<'a, S: 'a, K: 'a> Surroundings<'a, K> for InRun<'a, S, K> {
+    fn resources(self) -> &'a Resources<K> {
+        &self.spec.resources
+    }
+    fn run(self) -> &'a RunContext {
+        self.run
+    }
+    fn observers(self) -> &'a Observers {
+        &self.spec.observers
+    }
+}
+
+pub(crate) fn execute_task<'a, S, K: 'a, T: TaskParts<S, K> + ?Sized, E: Surroundings<'a, K>>(
     entry: &'a T,
     state: &'a S,
-    resources: &'a Resources<K>,
-    run: &'a RunContext,
-    observers: &'a Observers,
+    around: E,
 ) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a
 where
     S: Debug,
 {
     async move {
-        if !observers.is_empty() {
-            observers.each(|o| o.on_task_start(run.run_id(), state, entry.name(), 1));
+        // `around` is asked again at each use: locals holding what it gives would be
+        // kept across the awaits, a pointer each, in every task's future.
+        if !around.observers().is_empty() {
+            let run_id = around.run().run_id();
+            around
+                .observers()
+                .each(|o| o.on_task_start(run_id, state, entry.name(), 1));
         }
         // The first attempt is awaited right here, not through combinators, so the
         // common case (no timeout, success) compiles into the caller's poll; the retry
@@ -113,16 +164,18 @@ where
                     let site = Site {
                         state,
                         task: entry.name(),
-                        run,
-                        observers,
+                        run: around.run(),
+                        observers: around.observers(),
                     };
+                    let resources = around.resources();
                     let attempt = guarded_attempt(entry.task(), entry.config(), resources, site);
                     spans::attempt(attempt, entry.name(), 1)
                         .await
                         .map_err(AttemptError::Failed)
                 }
                 None => {
-                    let attempt = spans::attempt(entry.task().run(resources), entry.name(), 1);
+                    let attempt =
+                        spans::attempt(entry.task().run(around.resources()), entry.name(), 1);
                     match AssertUnwindSafe(attempt).catch_unwind().await {
                         Ok(result) => result.map_err(AttemptError::Failed),
                         Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
@@ -130,18 +183,28 @@ where
                 }
                 Some(_) => {
                     let (task, name, config) = (entry.task(), entry.name(), entry.config());
-                    timed_first_attempt(task, name, config, resources).await
+                    timed_first_attempt(task, name, config, around.resources()).await
                 }
             };
             match first {
-                Ok(result) => return report(Ok(result), entry, state, run, observers),
+                Ok(result) => {
+                    return report(Ok(result), entry, state, around.run(), around.observers());
+                }
                 Err(first) => {
                     let (task, name, config) = (entry.task(), entry.name(), entry.config());
+                    let (resources, run, observers) =
+                        (around.resources(), around.run(), around.observers());
                     retry_after(first, task, name, config, state, resources, run, observers)
                 }
             }
         };
-        report(retries.await, entry, state, run, observers)
+        report(
+            retries.await,
+            entry,
+            state,
+            around.run(),
+            around.observers(),
+        )
     }
 }
 
@@ -367,19 +430,27 @@ mod tests {
     use crate::task::RegisteredTask;
 
     /// The size of what `f` returns, without calling it.
-    fn returned_size<A, B, C, D, E, R>(_: impl FnOnce(A, B, C, D, E) -> R) -> usize {
+    fn returned_size<A, B, C, R>(_: impl FnOnce(A, B, C) -> R) -> usize {
         std::mem::size_of::<R>()
     }
 
     #[test]
-    fn a_tasks_future_holds_its_references_and_the_awaited_attempt() {
-        // Five references, the attempt being awaited (a boxed future) and a tag: a
-        // failed first attempt is moved into the retries, not kept beside them, so
-        // every split branch and every run that awaits a configured task stays small.
-        let size = returned_size(execute_task::<u32, DefaultKey, RegisteredTask<u32, DefaultKey>>);
+    fn a_tasks_future_holds_three_pointers_and_the_awaited_attempt() {
+        // The task, its state and its surroundings (one pointer to a split branch's
+        // `TaskEnv`), the attempt being awaited (a boxed future) and a tag. A failed
+        // first attempt is moved into the retries, not kept beside them. Every split
+        // branch carries this future, inside tokio's task cell.
+        let size = returned_size(
+            execute_task::<
+                u32,
+                DefaultKey,
+                RegisteredTask<u32, DefaultKey>,
+                &crate::TaskEnv<DefaultKey>,
+            >,
+        );
         assert!(
-            size <= 64,
-            "execute_task's future is {size} bytes; keep it <= 64"
+            size <= 48,
+            "execute_task's future is {size} bytes; keep it <= 48"
         );
     }
 }

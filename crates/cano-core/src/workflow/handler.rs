@@ -202,7 +202,7 @@ impl<K: Send + Sync + 'static> TaskEnv<K> {
     where
         S: Send + Sync + std::fmt::Debug + 'static,
     {
-        execute_task(task, state, &self.resources, &self.run, &self.observers)
+        execute_task(task, state, self)
     }
 
     /// Runs `task` in `state` with its config (see [`StateContext::run_task`]).
@@ -220,6 +220,6 @@ impl<K: Send + Sync + 'static> TaskEnv<K> {
             name: task.name(),
             config,
         };
-        execute_task(&task, state, &self.resources, &self.run, &self.observers).await
+        execute_task(&task, state, self).await
     }
 }
