@@ -166,16 +166,7 @@ async fn join<S: WorkflowState, K: ResourceKey>(
         env: env.clone(),
         tasks,
     });
-    // One report per branch from the start; each finished branch fills in its own, and
-    // the ones still `NotStarted` at the end were cancelled if they had been spawned.
-    let mut reports: Vec<BranchReport<S>> = shared
-        .tasks
-        .iter()
-        .map(|task| BranchReport {
-            task: task.name().clone(),
-            outcome: BranchOutcome::NotStarted,
-        })
-        .collect();
+    let mut outcomes: Vec<Option<BranchOutcome<S>>> = (0..total).map(|_| None).collect();
     let mut set = JoinSet::new();
     let limit = config.bulkhead().unwrap_or(total).min(total);
     for index in 0..limit {
@@ -197,7 +188,7 @@ async fn join<S: WorkflowState, K: ResourceKey>(
                     tally,
                     started,
                     first_failure,
-                    &mut reports,
+                    &mut outcomes,
                 ));
             }
             Verdict::Wait => {}
@@ -229,7 +220,7 @@ async fn join<S: WorkflowState, K: ResourceKey>(
             // treat it as the strategy having nothing more to wait for.
             None => break false,
         };
-        reports[index as usize].outcome = match result {
+        outcomes[index as usize] = Some(match result {
             Ok(value) => {
                 tally.succeeded += 1;
                 BranchOutcome::Succeeded(value)
@@ -239,21 +230,28 @@ async fn join<S: WorkflowState, K: ResourceKey>(
                 first_failure.get_or_insert(index as usize);
                 BranchOutcome::Failed(error)
             }
-        };
+        });
         if started < total && strategy.decide(tally) == Verdict::Wait {
             spawn_branch(&mut set, &shared, started);
             started += 1;
         }
     };
     set.abort_all();
-    for report in &mut reports[..started] {
-        if matches!(report.outcome, BranchOutcome::NotStarted) {
-            report.outcome = BranchOutcome::Cancelled;
-        }
-    }
+    let branches = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| BranchReport {
+            task: shared.tasks[index].name().clone(),
+            outcome: outcome.unwrap_or(if index < started {
+                BranchOutcome::Cancelled
+            } else {
+                BranchOutcome::NotStarted
+            }),
+        })
+        .collect();
     Ok(SplitResult {
         strategy,
-        branches: reports,
+        branches,
         timed_out,
     })
 }
@@ -288,13 +286,11 @@ fn strategy_failed<S>(
     tally: Tally,
     started: usize,
     first_failure: Option<usize>,
-    reports: &mut [BranchReport<S>],
+    outcomes: &mut [Option<BranchOutcome<S>>],
 ) -> CanoError {
-    let first = first_failure.and_then(|i| {
-        match std::mem::replace(&mut reports[i].outcome, BranchOutcome::NotStarted) {
-            BranchOutcome::Failed(error) => Some(error),
-            _ => None,
-        }
+    let first = first_failure.and_then(|i| match outcomes[i].take() {
+        Some(BranchOutcome::Failed(error)) => Some(error),
+        _ => None,
     });
     let strategy = config.strategy();
     match (strategy, first) {
