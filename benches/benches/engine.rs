@@ -1,6 +1,10 @@
 //! Engine benchmarks: per-transition overhead against a hand-written loop, building and
 //! running a workflow, and many concurrent runs of one workflow.
 //!
+//! After criterion, the engine and the hand-written loop are also timed in alternating
+//! rounds ([`paired`]), so that their ratio is taken under the same conditions; that is
+//! the ratio `cargo xtask bench` checks, with the ratio of criterion's means beside it.
+//!
 //! `cargo xtask bench` runs these and prints the summary table.
 
 use std::sync::Arc;
@@ -92,16 +96,37 @@ fn memory_report() {
         peak_resident_bytes().unwrap_or(0),
         elapsed.as_millis()
     );
-    let dir = std::env::var("CANO_BENCH_OUT").unwrap_or_else(|_| "../target/cano-bench".into());
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(format!("{dir}/memory.json"), &report);
-    eprintln!("memory: {report}");
+    write_report("memory.json", &report);
 }
 
 criterion_group!(benches, linear, build_and_run, concurrent);
+
+/// The linear engine and the hand-written loop timed in alternating rounds (see
+/// [`paired`]), per run; written as `linear_paired.json`.
+fn linear_paired_report() {
+    let rt = current_thread();
+    let workflow = linear_workflow();
+    let tasks = hand_written_tasks();
+    let engine = || {
+        rt.block_on(workflow.orchestrate(Step(0))).unwrap();
+    };
+    let baseline = || {
+        rt.block_on(hand_written(&tasks));
+    };
+    let (rounds, iters) = if measuring() { (15, 150_000) } else { (1, 1) };
+    let result = paired(rounds, iters, engine, baseline);
+    write_report(
+        "linear_paired.json",
+        &format!(
+            "{{\"engine_ns\":{:.1},\"baseline_ns\":{:.1},\"ratio\":{:.3}}}\n",
+            result.a_ns, result.b_ns, result.ratio
+        ),
+    );
+}
 
 fn main() {
     memory_report();
     benches();
     Criterion::default().configure_from_args().final_summary();
+    linear_paired_report();
 }

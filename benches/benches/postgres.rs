@@ -160,7 +160,7 @@ async fn latency(url: &str, samples: usize) -> (f64, f64) {
 }
 
 fn main() {
-    let measuring = std::env::args().any(|a| a == "--bench");
+    let measuring = cano_benches::measuring();
     let Ok(url) = std::env::var("CANO_PG_URL") else {
         eprintln!(
             "CANO_PG_URL is not set: start a server with `export CANO_PG_URL=$(.ci/postgres start)`, or run `cargo xtask bench`"
@@ -184,12 +184,11 @@ fn main() {
         println!("postgres: enqueue to first state, idle worker: p50 {p50:.2} ms, p99 {p99:.2} ms");
         Arc::new((rates, p50, p99))
     });
-    if let (true, Some(out)) = (measuring, std::env::var_os("CANO_BENCH_OUT")) {
+    if measuring {
         let (rates, p50, p99) = &*report;
-        let _ = std::fs::create_dir_all(&out);
-        let _ = std::fs::write(
-            std::path::Path::new(&out).join("postgres.json"),
-            format!(
+        cano_benches::write_report(
+            "postgres.json",
+            &format!(
                 "{{\"w1\":{:.0},\"w4\":{:.0},\"w16\":{:.0},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3}}}\n",
                 rates[0], rates[1], rates[2]
             ),

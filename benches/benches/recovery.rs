@@ -69,16 +69,13 @@ fn group_commit(c: &mut Criterion) {
     });
     group.finish();
     let stats = store.stats();
-    if let Some(out) = std::env::var_os("CANO_BENCH_OUT") {
-        let _ = std::fs::create_dir_all(&out);
-        let _ = std::fs::write(
-            std::path::Path::new(&out).join("recovery.json"),
-            format!(
-                "{{\"rows\":{},\"flushes\":{}}}\n",
-                stats.rows, stats.flushes
-            ),
-        );
-    }
+    write_report(
+        "recovery.json",
+        &format!(
+            "{{\"rows\":{},\"flushes\":{}}}\n",
+            stats.rows, stats.flushes
+        ),
+    );
 }
 
 criterion_group!(benches, single_runs, group_commit);

@@ -141,16 +141,13 @@ fn lateness() {
         "scheduler lateness over {} wake-ups: p50 {p50:.0} us, p99 {p99:.0} us",
         all.len()
     );
-    if let Some(out) = std::env::var_os("CANO_BENCH_OUT") {
-        let _ = std::fs::create_dir_all(&out);
-        let _ = std::fs::write(
-            std::path::Path::new(&out).join("scheduler.json"),
-            format!(
-                "{{\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"wakeups\":{}}}\n",
-                all.len()
-            ),
-        );
-    }
+    cano_benches::write_report(
+        "scheduler.json",
+        &format!(
+            "{{\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"wakeups\":{}}}\n",
+            all.len()
+        ),
+    );
 }
 
 criterion_group!(benches, simulated);

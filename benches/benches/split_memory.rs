@@ -102,8 +102,5 @@ fn main() {
     let report = format!(
         "{{\"branches\":{IN_FLIGHT},\"engine_bytes\":{engine_bytes},\"joinset_bytes\":{joinset_bytes},\"orchestrate_future_bytes\":{future_bytes}}}\n"
     );
-    let dir = std::env::var("CANO_BENCH_OUT").unwrap_or_else(|_| "../target/cano-bench".into());
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(format!("{dir}/split_memory.json"), &report);
-    eprintln!("split memory: {report}");
+    write_report("split_memory.json", &report);
 }

@@ -258,6 +258,73 @@ pub fn two_workers() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// Two workloads timed against each other: each one's median time per iteration, and
+/// the median of the per-round ratios `a / b`.
+#[derive(Debug, Clone, Copy)]
+pub struct Paired {
+    /// `a`'s median time per iteration, in nanoseconds.
+    pub a_ns: f64,
+    /// `b`'s median time per iteration, in nanoseconds.
+    pub b_ns: f64,
+    /// The median over rounds of `a`'s time divided by `b`'s in the same round.
+    pub ratio: f64,
+}
+
+/// Times `a` and `b` in `rounds` back-to-back rounds of `iters` iterations each,
+/// alternating which goes first. Both see the same machine at the same moment, so a
+/// slow spell (another process, disk writeback, a throttled core) moves both and
+/// cancels out of the ratio, where two benchmarks measured minutes apart would not.
+pub fn paired(rounds: usize, iters: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Paired {
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        start.elapsed().as_secs_f64() * 1e9 / iters as f64
+    };
+    let (mut a_ns, mut b_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds.max(1) {
+        let (ta, tb) = if round % 2 == 0 {
+            let ta = time(&mut a);
+            (ta, time(&mut b))
+        } else {
+            let tb = time(&mut b);
+            (time(&mut a), tb)
+        };
+        a_ns.push(ta);
+        b_ns.push(tb);
+        ratios.push(ta / tb);
+    }
+    Paired {
+        a_ns: median(a_ns),
+        b_ns: median(b_ns),
+        ratio: median(ratios),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Whether this bench binary was started by `cargo bench` (criterion's `--bench`), not
+/// by `cargo test --benches`, which runs everything once to check it works.
+pub fn measuring() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
+
+/// Echoes `report` (JSON) and, when [`measuring`], writes it as `name` in
+/// `CANO_BENCH_OUT` (default `target/cano-bench`), where `cargo xtask bench` reads it.
+/// A `cargo test` pass leaves the figures of the last real run alone.
+pub fn write_report(name: &str, report: &str) {
+    eprintln!("{name}: {report}");
+    if measuring() {
+        let dir = std::env::var("CANO_BENCH_OUT").unwrap_or_else(|_| "../target/cano-bench".into());
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(format!("{dir}/{name}"), report);
+    }
+}
+
 /// Resident memory of this process in bytes (Linux), read from `/proc/self/statm`.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
