@@ -2,12 +2,16 @@
 //! `futures::stream::iter(..).buffer_unordered(16)` doing the same work per item (one
 //! yield to the scheduler, as an item waiting on I/O would, and a little arithmetic).
 //!
+//! After criterion, the `BatchTask` and `buffer_unordered` are also timed in alternating
+//! rounds ([`paired`](cano_benches::paired)); `cargo xtask bench` checks that ratio and
+//! prints the ratio of criterion's separate means beside it.
+//!
 //! `cargo xtask bench` runs these and prints the per-item overhead and the ratio.
 
 use std::hint::black_box;
 
 use cano::prelude::*;
-use cano_benches::current_thread;
+use cano_benches::{current_thread, measuring, paired, write_report};
 use criterion::{Criterion, criterion_group};
 use futures::StreamExt;
 
@@ -60,27 +64,28 @@ impl Hash {
     }
 }
 
+/// The same work without cano: `ITEMS` items through `buffer_unordered`.
+async fn buffer_unordered() -> Vec<u64> {
+    let items: Vec<u64> = (0..ITEMS).collect();
+    futures::stream::iter(items)
+        .map(work)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await
+}
+
+fn workflow(config: BatchConfig) -> Workflow<Stage> {
+    Workflow::bare()
+        .register(Stage::Batch, Hash { config })
+        .add_exit_state(Stage::Done)
+}
+
 fn batches(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch");
     let rt = current_thread();
     group.bench_function("buffer_unordered_1000", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let items: Vec<u64> = (0..ITEMS).collect();
-                let out: Vec<u64> = futures::stream::iter(items)
-                    .map(work)
-                    .buffer_unordered(CONCURRENCY)
-                    .collect()
-                    .await;
-                black_box(out)
-            })
-        })
+        b.iter(|| black_box(rt.block_on(buffer_unordered())))
     });
-    let workflow = |config: BatchConfig| {
-        Workflow::bare()
-            .register(Stage::Batch, Hash { config })
-            .add_exit_state(Stage::Done)
-    };
     let in_task = workflow(BatchConfig::new().with_concurrency(CONCURRENCY));
     group.bench_function("batch_task_1000", |b| {
         b.iter(|| rt.block_on(in_task.orchestrate(Stage::Batch)).unwrap())
@@ -98,7 +103,33 @@ fn batches(c: &mut Criterion) {
 
 criterion_group!(benches, batches);
 
+/// The `BatchTask` and `buffer_unordered` timed in alternating rounds, per item;
+/// written as `batch_paired.json`.
+fn paired_report() {
+    let rt = current_thread();
+    let in_task = workflow(BatchConfig::new().with_concurrency(CONCURRENCY));
+    let batch = || {
+        rt.block_on(in_task.orchestrate(Stage::Batch)).unwrap();
+    };
+    let plain = || {
+        black_box(rt.block_on(buffer_unordered()));
+    };
+    let (rounds, iters) = if measuring() { (15, 500) } else { (1, 1) };
+    let result = paired(rounds, iters, batch, plain);
+    let items = ITEMS as f64;
+    write_report(
+        "batch_paired.json",
+        &format!(
+            "{{\"batch_ns\":{:.1},\"plain_ns\":{:.1},\"ratio\":{:.3}}}\n",
+            result.a_ns / items,
+            result.b_ns / items,
+            result.ratio
+        ),
+    );
+}
+
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
+    paired_report();
 }

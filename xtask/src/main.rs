@@ -186,6 +186,23 @@ fn mean_ns(criterion_home: &Path, id: &str) -> Option<f64> {
     number_after(&text, "\"mean\"", "\"point_estimate\":")
 }
 
+/// The ratio a target is checked against: `key` of the paired report `file` (both
+/// sides timed in alternating rounds) when the bench wrote one, else `separate`, the
+/// ratio of criterion's means; and a note with the latter when the former was used.
+fn checked_ratio(
+    out: &Path,
+    file: &str,
+    key: &str,
+    separate: Option<f64>,
+) -> (Option<f64>, String) {
+    let paired = std::fs::read_to_string(out.join(file)).unwrap_or_default();
+    match (json_number(&paired, key), separate) {
+        (Some(ratio), Some(separate)) => (Some(ratio), format!("; separate means {separate:.2}x")),
+        (Some(ratio), None) => (Some(ratio), String::new()),
+        (None, separate) => (separate, String::new()),
+    }
+}
+
 /// The number under `key` in one of the flat JSON reports the benches write.
 fn json_number(text: &str, key: &str) -> Option<f64> {
     number_after(text, "{", &format!("\"{key}\":"))
@@ -215,15 +232,9 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     let mem = |key: &str| json_number(&memory, key);
 
     let fmt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "n/a".into());
-    // The ratio checked is the paired one (both timed in alternating rounds); the ratio
-    // of criterion's separate means is shown beside it.
     let separate = engine.zip(baseline).map(|(e, b)| e / b);
-    let paired = std::fs::read_to_string(out.join("linear_paired.json")).unwrap_or_default();
-    let ratio = json_number(&paired, "ratio").or(separate);
-    let mut ratio_target = format!("<= 1.50x {}", verdict(ratio.map(|r| r <= 1.5)));
-    if let (Some(separate), false) = (separate, paired.is_empty()) {
-        ratio_target.push_str(&format!("; separate means {separate:.2}x"));
-    }
+    let (ratio, note) = checked_ratio(out, "linear_paired.json", "ratio", separate);
+    let ratio_target = format!("<= 1.50x {}{note}", verdict(ratio.map(|r| r <= 1.5)));
     let dyn_ratio = engine.zip(dyn_dispatch).map(|(e, d)| e / d);
     let mut rows = vec![
         (
@@ -289,7 +300,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(admission_rows(criterion_home));
     rows.extend(recovery_rows(criterion_home, out));
     rows.extend(saga_rows(criterion_home));
-    rows.extend(batch_rows(criterion_home));
+    rows.extend(batch_rows(criterion_home, out));
     rows.extend(scheduler_rows(criterion_home, out));
     rows.extend(observer_rows(criterion_home));
     rows.extend(postgres_rows(out));
@@ -315,34 +326,25 @@ fn split_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, S
         (1_000, "split All, 1,000 branches: engine / JoinSet"),
         (10_000, "split All, 10,000 branches: engine / JoinSet"),
     ];
-    // The ratio checked is the paired one (both sides timed in alternating rounds); the
-    // ratio of criterion's separate means is shown beside it.
     let paired = std::fs::read_to_string(out.join("split_paired.json")).unwrap_or_default();
     let mut rows = Vec::new();
     for (n, name) in SIZES {
         let engine = mean_ns(criterion_home, &format!("split_all/engine/{n}"));
         let joinset = mean_ns(criterion_home, &format!("split_all/joinset/{n}"));
         let separate = engine.zip(joinset).map(|(e, j)| e / j);
+        let (ratio, note) =
+            checked_ratio(out, "split_paired.json", &format!("ratio_{n}"), separate);
+        // Per branch: the paired medians when the bench wrote them, else criterion's means.
         let pair = |key: &str| json_number(&paired, &format!("{key}_{n}"));
-        let (figure, ratio) = match (pair("engine"), pair("joinset"), pair("ratio")) {
-            (Some(e), Some(j), Some(r)) => (format!("{e:.0} / {j:.0} ns = {r:.2}x"), Some(r)),
-            _ => match engine.zip(joinset) {
-                Some((e, j)) => (
-                    format!(
-                        "{:.0} / {:.0} ns = {:.2}x",
-                        e / n as f64,
-                        j / n as f64,
-                        e / j
-                    ),
-                    separate,
-                ),
-                None => ("n/a".into(), None),
-            },
+        let per_branch = |v: Option<f64>| v.map(|v| v / n as f64);
+        let sides = pair("engine")
+            .zip(pair("joinset"))
+            .or(per_branch(engine).zip(per_branch(joinset)));
+        let figure = match sides.zip(ratio) {
+            Some(((e, j), r)) => format!("{e:.0} / {j:.0} ns = {r:.2}x"),
+            None => "n/a".into(),
         };
-        let mut target = format!("<= 1.30x {}", verdict(ratio.map(|r| r <= 1.3)));
-        if let (Some(separate), false) = (separate, paired.is_empty()) {
-            target.push_str(&format!("; separate means {separate:.2}x"));
-        }
+        let target = format!("<= 1.30x {}{note}", verdict(ratio.map(|r| r <= 1.3)));
         rows.push((name, figure, target));
     }
     let memory = std::fs::read_to_string(out.join("split_memory.json")).unwrap_or_default();
@@ -510,7 +512,7 @@ fn saga_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
 
 /// The batch rows: a `BatchTask` over 1,000 items against `buffer_unordered` doing the
 /// same work, per item.
-fn batch_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
+fn batch_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, String)> {
     const ITEMS: f64 = 1_000.0;
     let per_item = |id: &str| mean_ns(criterion_home, id).map(|v| v / ITEMS);
     let ns = |v: Option<f64>| {
@@ -520,7 +522,8 @@ fn batch_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
     let plain = per_item("batch/buffer_unordered_1000");
     let batch = per_item("batch/batch_task_1000");
     let spawned = per_item("batch/batch_task_1000_worker_threads");
-    let ratio = batch.zip(plain).map(|(b, p)| b / p);
+    let separate = batch.zip(plain).map(|(b, p)| b / p);
+    let (ratio, note) = checked_ratio(out, "batch_paired.json", "ratio", separate);
     vec![
         (
             "batch: buffer_unordered, per item",
@@ -531,7 +534,7 @@ fn batch_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
             "batch: BatchTask, per item",
             ns(batch),
             format!(
-                "{} <= 1.3x {}",
+                "{} <= 1.3x {}{note}",
                 ratio.map(|r| format!("{r:.2}x")).unwrap_or_default(),
                 verdict(ratio.map(|r| r <= 1.3))
             ),
