@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use super::bounds::{Bounded, Stop};
 use super::compensation::{Compensations, resumed_failure};
 use super::handler::{StateContext, TaskEnv};
-use super::{Handler, ResourceLifecycle, Workflow, WorkflowState, hinted};
+use super::{Handler, ResourceLifecycle, Slot, Workflow, WorkflowState, hinted};
 use crate::checkpoint::Journal;
 use crate::error::CanoError;
 use crate::observer::Interest;
@@ -284,10 +284,16 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             // Boxed on first use: only custom handlers need it, and plain runs then
             // carry one pointer instead of the whole environment.
             let mut env: Option<Box<TaskEnv<K>>> = None;
-            let mut came_from: Option<&Handler<S, K>> = None;
+            let mut came_from: Option<&Slot<S, K>> = None;
             // Without spans to record, a plain task's first attempt is awaited right
             // here (see below).
             let untraced = !run.is_traced();
+            // Nothing to check or tell between states: no token, no journal, no
+            // observer of state entries. Asked once, so a quiet run tests one flag
+            // per transition.
+            let quiet = !heard.contains(Interest::STATES)
+                && run.cancellation_token().is_none()
+                && run.journal().is_none();
             let mut transitions: u32 = 0;
             let Some(mut slot) = hinted(&self.spec.slots, &self.spec.start_hint, state) else {
                 return Err(self.unregistered(state, None));
@@ -296,26 +302,30 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 if slot.exit {
                     return Ok(());
                 }
-                let Some(handler) = &slot.handler else {
-                    return Err(self.unregistered(state, came_from));
-                };
-                if run.is_cancelled() {
-                    return Err(self.cancelled(state));
-                }
-                if heard.contains(Interest::STATES) {
-                    self.spec
-                        .observers
-                        .each(|o| o.on_state_enter(run.run_id(), state));
-                }
-                if let Some(journal) = run.journal() {
-                    if handler.writes_checkpoint() {
-                        self.checkpoint_enter(journal, state, run)
-                            .await
-                            .map_err(|e| e.at(state, &handler.label()))?;
+                if !quiet {
+                    let Some(handler) = &slot.handler else {
+                        return Err(self.unregistered(state, came_from));
+                    };
+                    if run.is_cancelled() {
+                        return Err(self.cancelled(state));
+                    }
+                    if heard.contains(Interest::STATES) {
+                        self.spec
+                            .observers
+                            .each(|o| o.on_state_enter(run.run_id(), state));
+                    }
+                    if let Some(journal) = run.journal() {
+                        if handler.writes_checkpoint() {
+                            self.checkpoint_enter(journal, state, run)
+                                .await
+                                .map_err(|e| e.at(state, &handler.label()))?;
+                        }
                     }
                 }
-                let next = match handler {
-                    Handler::Task(entry) if untraced && slot.plain => {
+                let next = match &slot.direct {
+                    // A direct slot has no declared targets to check its next state
+                    // against (see `Slot::direct`).
+                    Some(entry) if untraced => {
                         // The common case, inline: a task with no breaker, limiter or
                         // timeout, in a run no subscriber traces. Only a failure builds
                         // the retry loop. A panic is caught around the whole loop (see
@@ -341,46 +351,54 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             }
                         }
                     }
-                    Handler::Task(entry) => {
-                        let result = crate::spans::await_in_state!(
-                            execute_task(
-                                &**entry,
-                                state,
-                                InRun {
-                                    spec: &self.spec,
+                    _ => {
+                        let Some(handler) = &slot.handler else {
+                            return Err(self.unregistered(state, came_from));
+                        };
+                        let next = match handler {
+                            Handler::Task(entry) => {
+                                let result = crate::spans::await_in_state!(
+                                    execute_task(
+                                        &**entry,
+                                        state,
+                                        InRun {
+                                            spec: &self.spec,
+                                            run
+                                        }
+                                    ),
+                                    state,
                                     run
+                                )?;
+                                self.single(result, state, entry.name())?
+                            }
+                            Handler::Custom(custom) => {
+                                let env = env.get_or_insert_with(|| {
+                                    Box::new(TaskEnv {
+                                        resources: self.spec.resources.clone(),
+                                        run: run.clone(),
+                                        observers: self.spec.observers.clone(),
+                                    })
+                                });
+                                let label = || handler.label();
+                                let handled = custom.handle(StateContext { state, env, saga });
+                                let mut result = crate::spans::state(handled, state, run).await;
+                                // A step that recorded its output joins the compensation
+                                // stack, even if its handler then failed: its work was done.
+                                if let Some(saga) = saga.filter(|s| s.has_recorded()) {
+                                    result = self.push_completed(saga, state, result, run).await;
                                 }
-                            ),
-                            state,
-                            run
-                        )?;
-                        self.single(result, state, entry.name())?
-                    }
-                    Handler::Custom(custom) => {
-                        let env = env.get_or_insert_with(|| {
-                            Box::new(TaskEnv {
-                                resources: self.spec.resources.clone(),
-                                run: run.clone(),
-                                observers: self.spec.observers.clone(),
-                            })
-                        });
-                        let label = || handler.label();
-                        let handled = custom.handle(StateContext { state, env, saga });
-                        let mut result = crate::spans::state(handled, state, run).await;
-                        // A step that recorded its output joins the compensation stack,
-                        // even if its handler then failed: its work was done.
-                        if let Some(saga) = saga.filter(|s| s.has_recorded()) {
-                            result = self.push_completed(saga, state, result, run).await;
+                                result.map_err(|e| e.at(state, &label()))?
+                            }
+                        };
+                        if let Some(targets) = &slot.targets {
+                            if !targets.contains(&next) {
+                                return Err(self.undeclared(state, &next, targets, handler));
+                            }
                         }
-                        result.map_err(|e| e.at(state, &label()))?
+                        next
                     }
                 };
-                if let Some(targets) = &slot.targets {
-                    if !targets.contains(&next) {
-                        return Err(self.undeclared(state, &next, targets, handler));
-                    }
-                }
-                came_from = Some(handler);
+                came_from = Some(slot);
                 let reached = slot.next(&self.spec.slots, &next);
                 *state = next;
                 let Some(reached) = reached else {
@@ -454,8 +472,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         .with_hint("declare the transition with Workflow::transitions, or fix the task")
     }
 
-    fn unregistered(&self, state: &S, came_from: Option<&Handler<S, K>>) -> CanoError {
-        let origin = match came_from {
+    /// `came_from` is the slot of the state the run left to reach `state`.
+    fn unregistered(&self, state: &S, came_from: Option<&Slot<S, K>>) -> CanoError {
+        let origin = match came_from.and_then(|slot| slot.handler.as_ref()) {
             Some(handler) => format!(", reached from task `{}`", handler.label()),
             None => " (the initial state)".to_owned(),
         };

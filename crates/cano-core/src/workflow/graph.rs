@@ -42,10 +42,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     pub fn transitions(mut self, state: S, targets: impl IntoIterator<Item = S>) -> Self {
         let targets: Arc<[S]> = targets.into_iter().collect();
         let spec = self.spec_mut();
-        spec.slots
-            .entry(state)
-            .or_insert_with(super::Slot::empty)
-            .targets = Some(targets);
+        let slot = spec.slots.entry(state).or_insert_with(super::Slot::empty);
+        slot.targets = Some(targets);
+        slot.refresh();
         self
     }
 

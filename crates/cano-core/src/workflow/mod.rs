@@ -124,10 +124,11 @@ pub(crate) type Slots<S, K> = indexmap::IndexMap<S, Slot<S, K>, FastBuildHasher>
 pub(crate) struct Slot<S, K> {
     pub(crate) handler: Option<Handler<S, K>>,
     pub(crate) exit: bool,
-    /// Whether the handler is a task whose attempts are just its future (see
-    /// `TaskConfig::is_plain`): read with `exit`, where the engine would otherwise
-    /// reach through the task to its config on every transition.
-    pub(crate) plain: bool,
+    /// The handler's task, when it is a task whose attempts are just its future (see
+    /// `TaskConfig::is_plain`) and no targets are declared to check its next state
+    /// against. Read with `exit`: the engine would otherwise match the handler, reach
+    /// through the task to its config and check the targets on every transition.
+    pub(crate) direct: Option<Arc<RegisteredTask<S, K>>>,
     /// The states this state's task declared it moves to (see
     /// [`Workflow::transitions`]); checked after every run of the state.
     pub(crate) targets: Option<Arc<[S]>>,
@@ -138,11 +139,22 @@ pub(crate) struct Slot<S, K> {
 }
 
 impl<S, K> Slot<S, K> {
+    /// Works out [`direct`](Self::direct) again, after the handler or the targets
+    /// changed.
+    pub(crate) fn refresh(&mut self) {
+        self.direct = match &self.handler {
+            Some(Handler::Task(entry)) if self.targets.is_none() && entry.config().is_plain() => {
+                Some(entry.clone())
+            }
+            _ => None,
+        };
+    }
+
     fn empty() -> Self {
         Self {
             handler: None,
             exit: false,
-            plain: false,
+            direct: None,
             targets: None,
             hint: AtomicUsize::new(usize::MAX),
         }
@@ -181,7 +193,7 @@ impl<S, K> Clone for Slot<S, K> {
         Self {
             handler: self.handler.clone(),
             exit: self.exit,
-            plain: self.plain,
+            direct: self.direct.clone(),
             targets: self.targets.clone(),
             hint: AtomicUsize::new(usize::MAX),
         }
@@ -323,8 +335,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     fn register_slot(mut self, state: S, handler: Handler<S, K>) -> Self {
         let spec = self.spec_mut();
         let slot = spec.slots.entry(state.clone()).or_insert_with(Slot::empty);
-        slot.plain = matches!(&handler, Handler::Task(entry) if entry.config().is_plain());
-        if let Some(old) = slot.handler.replace(handler) {
+        let replaced = slot.handler.replace(handler);
+        slot.refresh();
+        if let Some(old) = replaced {
             spec.problems.push(format!(
                 "state {state:?} is registered twice (first with {}); register each state once",
                 old.label()
