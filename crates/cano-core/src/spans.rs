@@ -11,8 +11,10 @@
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::pin::Pin;
 
 use crate::run::RunContext;
+use crate::task::TaskFuture;
 
 #[cfg(feature = "tracing")]
 mod on {
@@ -44,12 +46,43 @@ mod on {
         future: F,
         task: &str,
         attempt: usize,
-    ) -> impl Future<Output = F::Output> {
+    ) -> impl Future<Output = F::Output> + use<F> {
         future.instrument(tracing::debug_span!(
             "cano.attempt",
             task = task,
             attempt = attempt
         ))
+    }
+
+    /// A task's first attempt inside its span, boxed with it, in a traced run; the
+    /// task's future as it is otherwise. Same type either way, so an untraced run's
+    /// task futures keep no room for a span (every split branch carries one).
+    pub(crate) fn first_attempt<'a, S: 'a>(
+        future: TaskFuture<'a, S>,
+        task: &str,
+        run: &RunContext,
+    ) -> TaskFuture<'a, S> {
+        if run.is_traced() {
+            Box::pin(attempt(future, task, 1))
+        } else {
+            future
+        }
+    }
+
+    /// The same for an attempt already in a box of its own (an admitted attempt):
+    /// the span and a pointer to it go in a second box in a traced run only.
+    pub(crate) fn first_boxed_attempt<F: Future>(
+        future: Pin<Box<F>>,
+        task: &str,
+        run: &RunContext,
+    ) -> futures::future::Either<Pin<Box<F>>, Pin<Box<impl Future<Output = F::Output> + use<F>>>>
+    {
+        use futures::future::Either;
+        if run.is_traced() {
+            Either::Right(Box::pin(attempt(future, task, 1)))
+        } else {
+            Either::Left(future)
+        }
     }
 }
 
@@ -68,11 +101,27 @@ mod on {
     pub(crate) fn attempt<F: Future>(future: F, _task: &str, _attempt: usize) -> F {
         future
     }
+
+    pub(crate) fn first_attempt<'a, S>(
+        future: TaskFuture<'a, S>,
+        _task: &str,
+        _run: &RunContext,
+    ) -> TaskFuture<'a, S> {
+        future
+    }
+
+    pub(crate) fn first_boxed_attempt<F: Future>(
+        future: Pin<Box<F>>,
+        _task: &str,
+        _run: &RunContext,
+    ) -> Pin<Box<F>> {
+        future
+    }
 }
 
 #[cfg(feature = "tracing")]
 pub(crate) use on::run_span;
-pub(crate) use on::{attempt, in_run, state};
+pub(crate) use on::{attempt, first_attempt, first_boxed_attempt, in_run, state};
 
 /// Awaits `$future` inside the span of `$state` (in run `$run`). The future is pinned where it is
 /// built and the span wraps a pointer to it: wrapping the future itself would copy

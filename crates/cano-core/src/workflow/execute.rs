@@ -169,13 +169,13 @@ where
                     };
                     let resources = around.resources();
                     let attempt = guarded_attempt(entry.task(), entry.config(), resources, site);
-                    spans::attempt(attempt, entry.name(), 1)
+                    spans::first_boxed_attempt(attempt, entry.name(), around.run())
                         .await
                         .map_err(AttemptError::Failed)
                 }
                 None => {
-                    let attempt =
-                        spans::attempt(entry.task().run(around.resources()), entry.name(), 1);
+                    let task = entry.task().run(around.resources());
+                    let attempt = spans::first_attempt(task, entry.name(), around.run());
                     match AssertUnwindSafe(attempt).catch_unwind().await {
                         Ok(result) => result.map_err(AttemptError::Failed),
                         Err(panic) => Err(AttemptError::Failed(CanoError::from_panic(panic))),
