@@ -186,17 +186,11 @@ fn mean_ns(criterion_home: &Path, id: &str) -> Option<f64> {
     number_after(&text, "\"mean\"", "\"point_estimate\":")
 }
 
-/// The ratio a target is checked against: `key` of the paired report `file` (both
-/// sides timed in alternating rounds) when the bench wrote one, else `separate`, the
+/// The ratio a target is checked against: `key` of `paired`, a bench's paired report
+/// (both sides timed in alternating rounds), when it has one, else `separate`, the
 /// ratio of criterion's means; and a note with the latter when the former was used.
-fn checked_ratio(
-    out: &Path,
-    file: &str,
-    key: &str,
-    separate: Option<f64>,
-) -> (Option<f64>, String) {
-    let paired = std::fs::read_to_string(out.join(file)).unwrap_or_default();
-    match (json_number(&paired, key), separate) {
+fn checked_ratio(paired: &str, key: &str, separate: Option<f64>) -> (Option<f64>, String) {
+    match (json_number(paired, key), separate) {
         (Some(ratio), Some(separate)) => (Some(ratio), format!("; separate means {separate:.2}x")),
         (Some(ratio), None) => (Some(ratio), String::new()),
         (None, separate) => (separate, String::new()),
@@ -233,7 +227,8 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
 
     let fmt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "n/a".into());
     let separate = engine.zip(baseline).map(|(e, b)| e / b);
-    let (ratio, note) = checked_ratio(out, "linear_paired.json", "ratio", separate);
+    let paired = std::fs::read_to_string(out.join("linear_paired.json")).unwrap_or_default();
+    let (ratio, note) = checked_ratio(&paired, "ratio", separate);
     let ratio_target = format!("<= 1.50x {}{note}", verdict(ratio.map(|r| r <= 1.5)));
     let dyn_ratio = engine.zip(dyn_dispatch).map(|(e, d)| e / d);
     let mut rows = vec![
@@ -332,8 +327,7 @@ fn split_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, S
         let engine = mean_ns(criterion_home, &format!("split_all/engine/{n}"));
         let joinset = mean_ns(criterion_home, &format!("split_all/joinset/{n}"));
         let separate = engine.zip(joinset).map(|(e, j)| e / j);
-        let (ratio, note) =
-            checked_ratio(out, "split_paired.json", &format!("ratio_{n}"), separate);
+        let (ratio, note) = checked_ratio(&paired, &format!("ratio_{n}"), separate);
         // Per branch: the paired medians when the bench wrote them, else criterion's means.
         let pair = |key: &str| json_number(&paired, &format!("{key}_{n}"));
         let per_branch = |v: Option<f64>| v.map(|v| v / n as f64);
@@ -523,7 +517,8 @@ fn batch_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, S
     let batch = per_item("batch/batch_task_1000");
     let spawned = per_item("batch/batch_task_1000_worker_threads");
     let separate = batch.zip(plain).map(|(b, p)| b / p);
-    let (ratio, note) = checked_ratio(out, "batch_paired.json", "ratio", separate);
+    let paired = std::fs::read_to_string(out.join("batch_paired.json")).unwrap_or_default();
+    let (ratio, note) = checked_ratio(&paired, "ratio", separate);
     vec![
         (
             "batch: buffer_unordered, per item",
@@ -693,6 +688,19 @@ mod tests {
         assert_eq!(
             number_after(json, "\"missing\"", "\"point_estimate\":"),
             None
+        );
+    }
+
+    #[test]
+    fn a_paired_ratio_wins_over_the_separate_one_and_keys_match_whole() {
+        let paired = r#"{"engine_100":540.1,"ratio_100":1.283,"ratio_10":1.053}"#;
+        let (ratio, note) = checked_ratio(paired, "ratio_10", Some(0.9));
+        assert_eq!(ratio, Some(1.053));
+        assert_eq!(note, "; separate means 0.90x");
+        assert_eq!(checked_ratio(paired, "ratio_100", None).0, Some(1.283));
+        assert_eq!(
+            checked_ratio("", "ratio", Some(1.2)),
+            (Some(1.2), String::new())
         );
     }
 }
