@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use cano::prelude::*;
-use cano_benches::{current_thread, measuring, paired, write_report};
+use cano_benches::{current_thread, paired, write_report};
 use criterion::{Criterion, criterion_group};
 use futures::StreamExt;
 
@@ -114,8 +114,7 @@ fn paired_report() {
     let plain = || {
         black_box(rt.block_on(buffer_unordered()));
     };
-    let (rounds, iters) = if measuring() { (15, 500) } else { (1, 1) };
-    let result = paired(rounds, iters, batch, plain);
+    let result = paired(batch, plain);
     let items = ITEMS as f64;
     write_report(
         "batch_paired.json",

@@ -113,8 +113,7 @@ fn linear_paired_report() {
     let baseline = || {
         rt.block_on(hand_written(&tasks));
     };
-    let (rounds, iters) = if measuring() { (15, 150_000) } else { (1, 1) };
-    let result = paired(rounds, iters, engine, baseline);
+    let result = paired(engine, baseline);
     write_report(
         "linear_paired.json",
         &format!(

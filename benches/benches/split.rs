@@ -46,11 +46,6 @@ criterion_group!(benches, split_all);
 /// `split_paired.json`.
 fn paired_report() {
     let rt = two_workers();
-    let (rounds, budget) = if measuring() {
-        (15, Duration::from_millis(60))
-    } else {
-        (1, Duration::ZERO)
-    };
     let mut fields = Vec::new();
     for n in SIZES {
         let workflow = split_workflow(n);
@@ -59,12 +54,7 @@ fn paired_report() {
             rt.block_on(workflow.orchestrate(Step(0))).unwrap();
         };
         let joinset = || rt.block_on(join_set(&tasks)).unwrap();
-        // Enough iterations per round for about `budget` of each side.
-        let warm = paired(1, 3, engine, joinset);
-        let iters = (budget.as_nanos() as f64 / warm.a_ns.max(1.0))
-            .ceil()
-            .max(1.0) as usize;
-        let result = paired(rounds, iters, engine, joinset);
+        let result = paired(engine, joinset);
         fields.push(format!(
             "\"engine_{n}\":{:.1},\"joinset_{n}\":{:.1},\"ratio_{n}\":{:.3}",
             result.a_ns / n as f64,

@@ -270,11 +270,23 @@ pub struct Paired {
     pub ratio: f64,
 }
 
-/// Times `a` and `b` in `rounds` back-to-back rounds of `iters` iterations each,
-/// alternating which goes first. Both see the same machine at the same moment, so a
-/// slow spell (another process, disk writeback, a throttled core) moves both and
-/// cancels out of the ratio, where two benchmarks measured minutes apart would not.
-pub fn paired(rounds: usize, iters: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Paired {
+/// Times `a` and `b` in 15 back-to-back rounds, alternating which goes first, each side
+/// running about 60 ms per round (one iteration of each under `cargo test`). Both see
+/// the same machine at the same moment, so a slow spell (another process, disk
+/// writeback, a throttled core) moves both and cancels out of the ratio, where two
+/// benchmarks measured minutes apart would not.
+pub fn paired(mut a: impl FnMut(), mut b: impl FnMut()) -> Paired {
+    if !measuring() {
+        return rounds(1, 1, &mut a, &mut b);
+    }
+    const ROUND: f64 = 60e6;
+    let warm = rounds(1, 3, &mut a, &mut b);
+    let iters = (ROUND / warm.a_ns.max(1.0)).ceil().max(1.0) as usize;
+    rounds(15, iters, &mut a, &mut b)
+}
+
+/// `rounds` rounds of `iters` iterations of each of `a` and `b` (see [`paired`]).
+fn rounds(rounds: usize, iters: usize, a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> Paired {
     let time = |f: &mut dyn FnMut()| {
         let start = std::time::Instant::now();
         for _ in 0..iters {
@@ -285,11 +297,11 @@ pub fn paired(rounds: usize, iters: usize, mut a: impl FnMut(), mut b: impl FnMu
     let (mut a_ns, mut b_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds.max(1) {
         let (ta, tb) = if round % 2 == 0 {
-            let ta = time(&mut a);
-            (ta, time(&mut b))
+            let ta = time(a);
+            (ta, time(b))
         } else {
-            let tb = time(&mut b);
-            (time(&mut a), tb)
+            let tb = time(b);
+            (time(a), tb)
         };
         a_ns.push(ta);
         b_ns.push(tb);
