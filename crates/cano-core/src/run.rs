@@ -217,18 +217,6 @@ struct RunShared {
     span: Option<tracing::Span>,
 }
 
-impl RunShared {
-    /// Whether this record holds nothing but `resources`: the one all plain runs of a
-    /// workflow can share.
-    fn is_resources_only(&self) -> bool {
-        #[cfg(feature = "tracing")]
-        let traced = self.span.is_some();
-        #[cfg(not(feature = "tracing"))]
-        let traced = false;
-        self.cancel.is_none() && self.outputs.is_none() && self.journal.is_none() && !traced
-    }
-}
-
 /// The record shared by the runs of one workflow that have nothing but its resources
 /// (see [`RunContext`]); made by the first such run.
 #[derive(Default)]
@@ -298,50 +286,65 @@ impl RunContext {
         workflow: &str,
         shared: &SharedRuns,
     ) -> Self {
-        let resources = (!resources.is_empty()).then(|| resources.clone());
-        let mut own = RunShared {
+        #[cfg(feature = "tracing")]
+        let span = {
+            let span = crate::spans::run_span(run_id, workflow);
+            (!span.is_disabled()).then_some(span)
+        };
+        #[cfg(feature = "tracing")]
+        let traced = span.is_some();
+        #[cfg(not(feature = "tracing"))]
+        let (traced, _) = (false, workflow);
+        let own_record =
+            start.cancel.is_some() || start.outputs.is_some() || start.journal.is_some() || traced;
+        if !own_record {
+            // Nothing but an id and the workflow's resources: no record at all, or the
+            // one every such run of the workflow shares.
+            if resources.is_empty() {
+                return Self {
+                    run_id,
+                    shared: None,
+                };
+            }
+            let common = shared.0.get_or_init(|| {
+                Arc::new(RunShared {
+                    resources: Some(resources.clone()),
+                    ..RunShared::default()
+                })
+            });
+            // The record holds the workflow's own resources; a spec that somehow had
+            // others would get a record of its own, never a stranger's.
+            let same = common
+                .resources
+                .as_ref()
+                .is_some_and(|r| std::ptr::addr_eq(Arc::as_ptr(r), Arc::as_ptr(resources)));
+            let record = if same {
+                common.clone()
+            } else {
+                Arc::new(RunShared {
+                    resources: Some(resources.clone()),
+                    ..RunShared::default()
+                })
+            };
+            return Self {
+                run_id,
+                shared: Some(record),
+            };
+        }
+        let own = RunShared {
             cancel: start.cancel,
             outputs: start.outputs,
             journal: start.journal,
+            resources: (!resources.is_empty())
+                .then(|| resources.clone() as Arc<dyn Any + Send + Sync>),
+            #[cfg(feature = "tracing")]
+            span,
             ..RunShared::default()
         };
-        #[cfg(feature = "tracing")]
-        {
-            let span = crate::spans::run_span(run_id, workflow);
-            own.span = (!span.is_disabled()).then_some(span);
+        Self {
+            run_id,
+            shared: Some(Arc::new(own)),
         }
-        #[cfg(not(feature = "tracing"))]
-        let _ = workflow;
-        let shared = match resources {
-            None if own.is_resources_only() => None,
-            Some(resources) if own.is_resources_only() => {
-                let common = shared.0.get_or_init(|| {
-                    Arc::new(RunShared {
-                        resources: Some(resources.clone()),
-                        ..RunShared::default()
-                    })
-                });
-                // The record holds the workflow's own resources; a spec that somehow
-                // had others would get a record of its own, never a stranger's.
-                let same = common
-                    .resources
-                    .as_ref()
-                    .is_some_and(|r| std::ptr::addr_eq(Arc::as_ptr(r), Arc::as_ptr(&resources)));
-                if same {
-                    Some(common.clone())
-                } else {
-                    Some(Arc::new(RunShared {
-                        resources: Some(resources),
-                        ..RunShared::default()
-                    }))
-                }
-            }
-            resources => {
-                own.resources = resources.map(|r| r as Arc<dyn Any + Send + Sync>);
-                Some(Arc::new(own))
-            }
-        };
-        Self { run_id, shared }
     }
 
     /// The run's span (a disabled one when nothing traces the run).

@@ -96,16 +96,53 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             }));
         }
         let run_id = options.run_id.unwrap_or_default();
+        let heard = spec.observers.interest();
+        let light = self.is_light(heard) && options.cancel.is_none();
         let run = self.run_context(run_id, options.cancel, None);
+        if light {
+            return Either::Right(Either::Left(self.run_light(initial, run, heard)));
+        }
         // Boxed: a workflow without compensatable states carries one null pointer.
         let saga = spec.compensating.then(|| Box::new(Compensations::new()));
-        Either::Right(async move {
+        Either::Right(Either::Right(async move {
             let mut state = initial;
             let outcome = self
                 .run_observed(&mut state, &run, None, saga.as_deref())
                 .await;
             outcome.map(|()| state)
-        })
+        }))
+    }
+
+    /// Whether a run without a token is light: nothing to set up or tear down, no
+    /// compensations, no workflow timeout, and no observer of whole runs (`heard`). Such a run is the state loop alone (see [`run_light`](Self::run_light)).
+    fn is_light(&self, heard: Interest) -> bool {
+        let spec = &*self.spec;
+        !spec.compensating
+            && spec.timeout.is_none()
+            && !self.manages_resources()
+            && !heard.contains(Interest::RUNS)
+    }
+
+    /// A light run: the state loop in the run's scope, a panic in it caught and named.
+    /// Without the layers a full run needs (resources, rollback, timeout, run
+    /// observers) each poll goes through fewer futures, and the run does less at its
+    /// start and end.
+    fn run_light(
+        &self,
+        initial: S,
+        run: RunContext,
+        heard: Interest,
+    ) -> impl Future<Output = Result<S, CanoError>> + '_ {
+        async move {
+            let mut state = initial;
+            let stop = {
+                let states = std::pin::pin!(self.drive(&mut state, &run, None, heard));
+                run.clone()
+                    .scope(Bounded::new(states, &run, &self.spec.timeout))
+                    .await
+            };
+            self.stopped(stop, &state, &run).map(|()| state)
+        }
     }
 
     /// The context of a new run: its token, its journal when checkpointed, an
@@ -294,6 +331,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let quiet = !heard.contains(Interest::STATES)
                 && run.cancellation_token().is_none()
                 && run.journal().is_none();
+            // And no span or task observer either: a direct slot's task is then all
+            // there is to a transition.
+            let lean = quiet
+                && untraced
+                && !heard.contains(Interest::TASK_STARTS)
+                && !heard.contains(Interest::TASK_SUCCESSES);
             let mut transitions: u32 = 0;
             let Some(mut slot) = hinted(&self.spec.slots, &self.spec.start_hint, state) else {
                 return Err(self.unregistered(state, None));
@@ -302,100 +345,115 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 if slot.exit {
                     return Ok(());
                 }
-                if !quiet {
-                    let Some(handler) = &slot.handler else {
-                        return Err(self.unregistered(state, came_from));
-                    };
-                    if run.is_cancelled() {
-                        return Err(self.cancelled(state));
-                    }
-                    if heard.contains(Interest::STATES) {
-                        self.spec
-                            .observers
-                            .each(|o| o.on_state_enter(run.run_id(), state));
-                    }
-                    if let Some(journal) = run.journal() {
-                        if handler.writes_checkpoint() {
-                            self.checkpoint_enter(journal, state, run)
+                let next = 'next: {
+                    // The common case, inline: a direct slot's task (no breaker, limiter
+                    // or timeout, no declared targets to check; see `Slot::direct`) with
+                    // nothing to tell or check around it. Only a failure builds the retry
+                    // loop, boxed: it is much larger than the inline attempt, and every
+                    // run's future would carry its room. A panic is caught around the
+                    // whole loop (see `Bounded`): catching it here would copy every
+                    // result once more.
+                    if lean {
+                        if let Some(entry) = &slot.direct {
+                            break 'next match PlainAttempt(entry.task().run(&self.spec.resources))
                                 .await
-                                .map_err(|e| e.at(state, &handler.label()))?;
-                        }
-                    }
-                }
-                let next = match &slot.direct {
-                    // A direct slot has no declared targets to check its next state
-                    // against (see `Slot::direct`).
-                    Some(entry) if untraced => {
-                        // The common case, inline: a task with no breaker, limiter or
-                        // timeout, in a run no subscriber traces. Only a failure builds
-                        // the retry loop. A panic is caught around the whole loop (see
-                        // `Bounded`): catching it here would copy every result once more.
-                        if heard.contains(Interest::TASK_STARTS) {
-                            self.spec
-                                .observers
-                                .each(|o| o.on_task_start(run.run_id(), state, entry.name(), 1));
-                        }
-                        match PlainAttempt(entry.task().run(&self.spec.resources)).await {
-                            FirstAttempt::Next(next) => {
-                                if heard.contains(Interest::TASK_SUCCESSES) {
-                                    self.spec.observers.each(|o| {
-                                        o.on_task_success(run.run_id(), state, entry.name())
-                                    });
+                            {
+                                FirstAttempt::Next(next) => next,
+                                FirstAttempt::Other(other) => {
+                                    Box::pin(self.after_plain(other, entry, state, run)).await?
                                 }
-                                next
-                            }
-                            // Boxed: the retry loop is much larger than the inline
-                            // attempt, and every run's future would carry its room.
-                            FirstAttempt::Other(other) => {
-                                Box::pin(self.after_plain(other, entry, state, run)).await?
-                            }
+                            };
                         }
                     }
-                    _ => {
+                    if !quiet {
                         let Some(handler) = &slot.handler else {
                             return Err(self.unregistered(state, came_from));
                         };
-                        let next = match handler {
-                            Handler::Task(entry) => {
-                                let result = crate::spans::await_in_state!(
-                                    execute_task(
-                                        &**entry,
-                                        state,
-                                        InRun {
-                                            spec: &self.spec,
-                                            run
-                                        }
-                                    ),
-                                    state,
-                                    run
-                                )?;
-                                self.single(result, state, entry.name())?
-                            }
-                            Handler::Custom(custom) => {
-                                let env = env.get_or_insert_with(|| {
-                                    Box::new(TaskEnv {
-                                        resources: self.spec.resources.clone(),
-                                        run: run.clone(),
-                                        observers: self.spec.observers.clone(),
-                                    })
-                                });
-                                let label = || handler.label();
-                                let handled = custom.handle(StateContext { state, env, saga });
-                                let mut result = crate::spans::state(handled, state, run).await;
-                                // A step that recorded its output joins the compensation
-                                // stack, even if its handler then failed: its work was done.
-                                if let Some(saga) = saga.filter(|s| s.has_recorded()) {
-                                    result = self.push_completed(saga, state, result, run).await;
-                                }
-                                result.map_err(|e| e.at(state, &label()))?
-                            }
-                        };
-                        if let Some(targets) = &slot.targets {
-                            if !targets.contains(&next) {
-                                return Err(self.undeclared(state, &next, targets, handler));
+                        if run.is_cancelled() {
+                            return Err(self.cancelled(state));
+                        }
+                        if heard.contains(Interest::STATES) {
+                            self.spec
+                                .observers
+                                .each(|o| o.on_state_enter(run.run_id(), state));
+                        }
+                        if let Some(journal) = run.journal() {
+                            if handler.writes_checkpoint() {
+                                self.checkpoint_enter(journal, state, run)
+                                    .await
+                                    .map_err(|e| e.at(state, &handler.label()))?;
                             }
                         }
-                        next
+                    }
+                    match &slot.direct {
+                        // The same, with task observers told (spans need the full path).
+                        Some(entry) if untraced => {
+                            if heard.contains(Interest::TASK_STARTS) {
+                                self.spec.observers.each(|o| {
+                                    o.on_task_start(run.run_id(), state, entry.name(), 1)
+                                });
+                            }
+                            match PlainAttempt(entry.task().run(&self.spec.resources)).await {
+                                FirstAttempt::Next(next) => {
+                                    if heard.contains(Interest::TASK_SUCCESSES) {
+                                        self.spec.observers.each(|o| {
+                                            o.on_task_success(run.run_id(), state, entry.name())
+                                        });
+                                    }
+                                    next
+                                }
+                                FirstAttempt::Other(other) => {
+                                    Box::pin(self.after_plain(other, entry, state, run)).await?
+                                }
+                            }
+                        }
+                        _ => {
+                            let Some(handler) = &slot.handler else {
+                                return Err(self.unregistered(state, came_from));
+                            };
+                            let next = match handler {
+                                Handler::Task(entry) => {
+                                    let result = crate::spans::await_in_state!(
+                                        execute_task(
+                                            &**entry,
+                                            state,
+                                            InRun {
+                                                spec: &self.spec,
+                                                run
+                                            }
+                                        ),
+                                        state,
+                                        run
+                                    )?;
+                                    self.single(result, state, entry.name())?
+                                }
+                                Handler::Custom(custom) => {
+                                    let env = env.get_or_insert_with(|| {
+                                        Box::new(TaskEnv {
+                                            resources: self.spec.resources.clone(),
+                                            run: run.clone(),
+                                            observers: self.spec.observers.clone(),
+                                        })
+                                    });
+                                    let label = || handler.label();
+                                    let handled = custom.handle(StateContext { state, env, saga });
+                                    let mut result = crate::spans::state(handled, state, run).await;
+                                    // A step that recorded its output joins the compensation
+                                    // stack, even if its handler then failed: its work was done.
+                                    if let Some(saga) = saga.filter(|s| s.has_recorded()) {
+                                        result =
+                                            self.push_completed(saga, state, result, run).await;
+                                    }
+                                    result.map_err(|e| e.at(state, &label()))?
+                                }
+                            };
+                            if let Some(targets) = &slot.targets {
+                                if !targets.contains(&next) {
+                                    return Err(self.undeclared(state, &next, targets, handler));
+                                }
+                            }
+                            next
+                        }
                     }
                 };
                 came_from = Some(slot);
