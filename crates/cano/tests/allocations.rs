@@ -44,3 +44,30 @@ fn at_most_one_allocation_per_transition() {
     );
     println!("{per_run} allocations per run of {transitions} transitions");
 }
+
+#[test]
+fn a_light_runs_future_is_small_and_a_full_run_still_completes() {
+    // A run with nothing around its states (no resources, timeout, token, saga or
+    // run observers) is the state loop alone; callers move its future (block_on,
+    // join!, select!), so its size is paid on every run. A full run is boxed.
+    let light = Workflow::bare()
+        .register(Step(0), Next(1))
+        .add_exit_state(Step(1));
+    // 296 bytes, 344 with the tracing feature (a state's span around non-plain tasks).
+    let size = std::mem::size_of_val(&light.orchestrate(Step(0)));
+    assert!(
+        size <= 352,
+        "a light run's future is {size} bytes; keep it <= 352"
+    );
+
+    let full = light
+        .clone()
+        .with_timeout(std::time::Duration::from_secs(60));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(light.orchestrate(Step(0))).unwrap(), Step(1));
+    assert_eq!(rt.block_on(full.orchestrate(Step(0))).unwrap(), Step(1));
+    assert!(std::mem::size_of_val(&full.orchestrate(Step(0))) <= size);
+}

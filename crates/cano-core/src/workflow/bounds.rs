@@ -105,6 +105,19 @@ impl<F: Future<Output = Result<(), CanoError>>> Future for Bounded<'_, F> {
     }
 }
 
+/// The state loop of a run with neither token nor timeout: only a panic stops it
+/// early. A fraction of [`Bounded`]'s size, which a light run's future would carry.
+pub(crate) struct Caught<'a, F>(pub(crate) Pin<&'a mut F>);
+
+impl<F: Future<Output = Result<(), CanoError>>> Future for Caught<'_, F> {
+    type Output = Stop;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Stop> {
+        poll_caught(self.0.as_mut(), cx)
+    }
+}
+
 /// Polls the state loop, turning a panic into [`Stop::Panicked`].
 #[inline]
 fn poll_caught<F: Future<Output = Result<(), CanoError>>>(

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use futures::future::Either;
 use tokio::task::JoinHandle;
 
-use super::bounds::{Bounded, Stop};
+use super::bounds::{Bounded, Caught, Stop};
 use super::compensation::{Compensations, resumed_failure};
 use super::handler::{StateContext, TaskEnv};
 use super::{Handler, ResourceLifecycle, Slot, Workflow, WorkflowState, hinted};
@@ -82,11 +82,38 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         initial: S,
         options: RunOptions,
     ) -> impl Future<Output = Result<S, CanoError>> + '_ {
+        match self.begin(initial, options) {
+            Either::Left(boxed) => Either::Left(boxed),
+            Either::Right(Either::Left(light)) => Either::Right(light),
+            // Boxed: with its resources, timeout, token and observers a full run is
+            // larger than a light one, and every light run would carry (and copy)
+            // that room. A full run already allocates more than this box. (A spawned
+            // run keeps it inline: it is moved once, into its task.)
+            Either::Right(Either::Right(full)) => {
+                Either::Left(Box::pin(full) as StartFuture<'_, S>)
+            }
+        }
+    }
+
+    /// The start of a run: what it needs is made here, so that its future carries
+    /// only that. The rare runs that fail validation or write checkpoints are boxed
+    /// (left); the others are light or full (right: left or right).
+    // The two `impl Future`s cannot be named by a type alias on stable Rust.
+    #[allow(clippy::type_complexity)]
+    fn begin(
+        &self,
+        initial: S,
+        options: RunOptions,
+    ) -> Either<
+        StartFuture<'_, S>,
+        Either<
+            impl Future<Output = Result<S, CanoError>> + Send + '_,
+            impl Future<Output = Result<S, CanoError>> + Send + '_,
+        >,
+    > {
         let spec = &*self.spec;
-        // What a plain run needs is made here, so that its future carries only that;
-        // the rare runs that fail validation or write checkpoints take a box instead.
         if let Err(invalid) = self.validate() {
-            return Either::Left(Box::pin(std::future::ready(Err(invalid))) as StartFuture<'_, S>);
+            return Either::Left(Box::pin(std::future::ready(Err(invalid))));
         }
         if let Some(checkpointing) = &spec.checkpoint {
             // Lazily: the run claims its id when it is first polled, not when built.
@@ -114,7 +141,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     /// Whether a run without a token is light: nothing to set up or tear down, no
-    /// compensations, no workflow timeout, and no observer of whole runs (`heard`). Such a run is the state loop alone (see [`run_light`](Self::run_light)).
+    /// compensations, no workflow timeout, and no observer of whole runs (`heard`).
+    /// Such a run is the state loop alone (see [`run_light`](Self::run_light)).
     fn is_light(&self, heard: Interest) -> bool {
         let spec = &*self.spec;
         !spec.compensating
@@ -137,9 +165,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let mut state = initial;
             let stop = {
                 let states = std::pin::pin!(self.drive(&mut state, &run, None, heard));
-                run.clone()
-                    .scope(Bounded::new(states, &run, &self.spec.timeout))
-                    .await
+                run.clone().scope(Caught(states)).await
             };
             self.stopped(stop, &state, &run).map(|()| state)
         }
@@ -217,7 +243,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             .with_run_id(run_id)
             .with_cancellation(token.clone());
         let workflow = self.clone();
-        let join = tokio::spawn(async move { workflow.orchestrate_with(initial, options).await });
+        // Every kind of run inline (see `orchestrate_with`): this future is moved once.
+        let join = tokio::spawn(async move { workflow.begin(initial, options).await });
         RunHandle::new(join, token, run_id)
     }
 
