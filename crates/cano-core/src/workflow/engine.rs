@@ -85,7 +85,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         match self.begin(initial, options) {
             Either::Left(boxed) => Either::Left(boxed),
             Either::Right(Either::Left(light)) => Either::Right(light),
-            // Boxed: with its resources, timeout, token and observers a full run is
+            // Boxed: with its resources, timeout, token or compensations a full run is
             // larger than a light one, and every light run would carry (and copy)
             // that room. A full run already allocates more than this box. (A spawned
             // run keeps it inline: it is moved once, into its task.)
@@ -124,7 +124,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         }
         let run_id = options.run_id.unwrap_or_default();
         let heard = spec.observers.interest();
-        let light = self.is_light(heard) && options.cancel.is_none();
+        let light = self.is_light() && options.cancel.is_none();
         let run = self.run_context(run_id, options.cancel, None);
         if light {
             return Either::Right(Either::Left(self.run_light(initial, run, heard)));
@@ -141,20 +141,17 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     /// Whether a run without a token is light: nothing to set up or tear down, no
-    /// compensations, no workflow timeout, and no observer of whole runs (`heard`).
-    /// Such a run is the state loop alone (see [`run_light`](Self::run_light)).
-    fn is_light(&self, heard: Interest) -> bool {
+    /// compensations and no workflow timeout. Such a run is the state loop alone, with
+    /// its observers told (see [`run_light`](Self::run_light)).
+    fn is_light(&self) -> bool {
         let spec = &*self.spec;
-        !spec.compensating
-            && spec.timeout.is_none()
-            && !self.manages_resources()
-            && !heard.contains(Interest::RUNS)
+        !spec.compensating && spec.timeout.is_none() && !self.manages_resources()
     }
 
-    /// A light run: the state loop in the run's scope, a panic in it caught and named.
-    /// Without the layers a full run needs (resources, rollback, timeout, run
-    /// observers) each poll goes through fewer futures, and the run does less at its
-    /// start and end.
+    /// A light run: the state loop in the run's scope, a panic in it caught and named,
+    /// the run observers told of its start and end. Without the layers a full run
+    /// needs (resources, rollback, timeout, token) each poll goes through fewer
+    /// futures, and the run does less at its start and end.
     fn run_light(
         &self,
         initial: S,
@@ -163,11 +160,18 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     ) -> impl Future<Output = Result<S, CanoError>> + '_ {
         async move {
             let mut state = initial;
+            if heard.contains(Interest::RUNS) {
+                self.tell_run_start(&run, &state);
+            }
             let stop = {
                 let states = std::pin::pin!(self.drive(&mut state, &run, None, heard));
                 run.clone().scope(Caught(states)).await
             };
-            self.stopped(stop, &state, &run).map(|()| state)
+            let outcome = self.stopped(stop, &state, &run);
+            if heard.contains(Interest::RUNS) {
+                self.tell_run_end(&run, &outcome, &state);
+            }
+            outcome.map(|()| state)
         }
     }
 
@@ -210,9 +214,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         let observers = &self.spec.observers;
         let heard = observers.interest();
         if heard.contains(Interest::RUNS) {
-            crate::spans::in_run(run, || {
-                observers.each(|o| o.on_run_start(run.run_id(), &*state))
-            });
+            self.tell_run_start(run, state);
         }
         if let Some(seq) = resumed {
             crate::spans::in_run(run, || {
@@ -225,12 +227,25 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 .scope(self.run_states(state, run, saga, heard))
                 .await;
             if heard.contains(Interest::RUNS) {
-                let observers = &self.spec.observers;
-                let view = outcome.as_ref().map(|()| &*state as &dyn std::fmt::Debug);
-                crate::spans::in_run(run, || observers.each(|o| o.on_run_end(run.run_id(), view)));
+                self.tell_run_end(run, &outcome, state);
             }
             outcome
         }
+    }
+
+    /// Tells the run observers that `run` starts in `state`.
+    fn tell_run_start(&self, run: &RunContext, state: &S) {
+        let observers = &self.spec.observers;
+        crate::spans::in_run(run, || {
+            observers.each(|o| o.on_run_start(run.run_id(), state))
+        });
+    }
+
+    /// Tells the run observers how `run` ended (in `state`, when it succeeded).
+    fn tell_run_end(&self, run: &RunContext, outcome: &Result<(), CanoError>, state: &S) {
+        let observers = &self.spec.observers;
+        let view = outcome.as_ref().map(|()| state as &dyn std::fmt::Debug);
+        crate::spans::in_run(run, || observers.each(|o| o.on_run_end(run.run_id(), view)));
     }
 
     /// Starts a run on the tokio runtime and returns a handle to await or cancel it.
