@@ -4,6 +4,10 @@
 //! hint the previous slot keeps, or one map lookup), runs the handler, and moves on. A
 //! plain task's first attempt is awaited inline; its future is the only heap
 //! allocation. Observers and cancellation cost a branch each when absent.
+//!
+//! A run without resources to manage, compensations, a workflow timeout or a token
+//! is light: the state loop alone, in a small future. A full run has those layers
+//! around the loop and is boxed when its caller awaits it (inline when spawned).
 
 // Futures that are part of every run are written as `fn -> impl Future` returning an
 // `async move` block: an `async fn` keeps its arguments twice in its state
