@@ -306,29 +306,22 @@ impl RunContext {
                     shared: None,
                 };
             }
-            let common = shared.0.get_or_init(|| {
+            let record = || {
                 Arc::new(RunShared {
                     resources: Some(resources.clone()),
                     ..RunShared::default()
                 })
-            });
+            };
+            let common = shared.0.get_or_init(record);
             // The record holds the workflow's own resources; a spec that somehow had
             // others would get a record of its own, never a stranger's.
             let same = common
                 .resources
                 .as_ref()
                 .is_some_and(|r| std::ptr::addr_eq(Arc::as_ptr(r), Arc::as_ptr(resources)));
-            let record = if same {
-                common.clone()
-            } else {
-                Arc::new(RunShared {
-                    resources: Some(resources.clone()),
-                    ..RunShared::default()
-                })
-            };
             return Self {
                 run_id,
-                shared: Some(record),
+                shared: Some(if same { common.clone() } else { record() }),
             };
         }
         let own = RunShared {

@@ -47,9 +47,9 @@ fn at_most_one_allocation_per_transition() {
 
 #[test]
 fn a_light_runs_future_is_small_and_a_full_run_still_completes() {
-    // A run with nothing around its states (no resources, timeout, token, saga or
-    // run observers) is the state loop alone; callers move its future (block_on,
-    // join!, select!), so its size is paid on every run. A full run is boxed.
+    // A run with nothing around its states (no resources, timeout, token or saga)
+    // is the state loop alone; callers move its future (block_on, join!, select!),
+    // so its size is paid on every run. A full run is boxed.
     let light = Workflow::bare()
         .register(Step(0), Next(1))
         .add_exit_state(Step(1));
