@@ -273,6 +273,13 @@ impl Observers {
         all
     }
 
+    /// The observer, when there is exactly one: a run can keep it at hand and reach it
+    /// without going through the workflow on every event.
+    #[inline]
+    pub(crate) fn single(&self) -> Option<&dyn WorkflowObserver> {
+        self.first.as_deref().filter(|_| self.rest.is_empty())
+    }
+
     /// Calls `f` for each observer, in the order they were attached.
     #[inline]
     pub fn each(&self, mut f: impl FnMut(&dyn WorkflowObserver)) {

@@ -27,9 +27,15 @@ mod on {
         tracing::info_span!("cano.run", run_id = %run, workflow = workflow)
     }
 
-    /// Runs `f` (observer calls) inside the span of `run`.
+    /// Runs `f` (observer calls) inside the span of `run`. An untraced run skips the
+    /// span: entering even a disabled one costs more than a no-op observer's call.
+    #[inline]
     pub(crate) fn in_run<T>(run: &RunContext, f: impl FnOnce() -> T) -> T {
-        run.span().in_scope(f)
+        if run.is_traced() {
+            run.span().in_scope(f)
+        } else {
+            f()
+        }
     }
 
     /// `future` inside the span of `state`, a child of its run's span.

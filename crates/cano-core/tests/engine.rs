@@ -607,6 +607,27 @@ async fn observers_see_every_event_tagged_with_the_run_id() {
     assert_eq!(events, expected);
 }
 
+#[tokio::test]
+async fn a_spawned_run_tells_its_observers_what_an_awaited_run_does() {
+    // A spawned run has a token, so it checks for cancellation between states and
+    // does not take the lean path; its observers must hear the same events.
+    let two_states = Workflow::bare()
+        .register(S::A, Go(S::B))
+        .register(S::B, Go(S::Done))
+        .add_exit_state(S::Done);
+    let awaited = Arc::new(Recorder::default());
+    let wf = two_states.clone().with_observer(awaited.clone());
+    wf.orchestrate(S::A).await.unwrap();
+    let (first, second) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let wf = two_states
+        .with_observer(first.clone())
+        .with_observer(second.clone());
+    assert_eq!(wf.spawn(S::A).await.unwrap(), S::Done);
+    assert_eq!(heard(&first), heard(&awaited));
+    assert_eq!(heard(&second), heard(&awaited));
+    assert_eq!(heard(&awaited).len(), 8, "{:?}", heard(&awaited));
+}
+
 /// The events of `recorder`, without the run id in front.
 fn heard(recorder: &Recorder) -> Vec<String> {
     let events = recorder.0.lock().unwrap();

@@ -28,7 +28,7 @@ use super::handler::{StateContext, TaskEnv};
 use super::{Handler, ResourceLifecycle, Slot, Workflow, WorkflowState, hinted};
 use crate::checkpoint::Journal;
 use crate::error::CanoError;
-use crate::observer::Interest;
+use crate::observer::{Interest, WorkflowObserver};
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions, RunStart};
 use crate::task::{RegisteredTask, TaskResult};
@@ -368,21 +368,24 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             // carry one pointer instead of the whole environment.
             let mut env: Option<Box<TaskEnv<K>>> = None;
             let mut came_from: Option<&Slot<S, K>> = None;
-            // Without spans to record, a plain task's first attempt is awaited right
-            // here (see below).
-            let untraced = !run.is_traced();
-            // Nothing to check or tell between states: no token, no journal, no
-            // observer of state entries. Asked once, so a quiet run tests one flag
-            // per transition.
-            let quiet = !heard.contains(Interest::STATES)
+            // Without spans to record or a journal to write, a direct slot's task is
+            // awaited right here (see below).
+            let plain = !run.is_traced() && run.journal().is_none();
+            // What the observers hear, asked once per run, not on every event.
+            let mut told = Told {
+                states: heard.contains(Interest::STATES),
+                starts: heard.contains(Interest::TASK_STARTS),
+                successes: heard.contains(Interest::TASK_SUCCESSES),
+                single: None,
+            };
+            // Nothing to check or tell between states either: no token, no observer of
+            // states or tasks. Such a run tests one flag per transition.
+            let lean = plain
                 && run.cancellation_token().is_none()
-                && run.journal().is_none();
-            // And no span or task observer either: a direct slot's task is then all
-            // there is to a transition.
-            let lean = quiet
-                && untraced
-                && !heard.contains(Interest::TASK_STARTS)
-                && !heard.contains(Interest::TASK_SUCCESSES);
+                && !(told.states || told.starts || told.successes);
+            if !lean {
+                told.single = self.spec.observers.single();
+            }
             let mut transitions: u32 = 0;
             let Some(mut slot) = hinted(&self.spec.slots, &self.spec.start_hint, state) else {
                 return Err(self.unregistered(state, None));
@@ -393,114 +396,112 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 }
                 let next = 'next: {
                     // The common case, inline: a direct slot's task (no breaker, limiter
-                    // or timeout, no declared targets to check; see `Slot::direct`) with
-                    // nothing to tell or check around it. Only a failure builds the retry
+                    // or timeout, no declared targets to check; see `Slot::direct`). Its
+                    // first attempt names the next state (then `$told` runs), or fails
+                    // and goes on to the task's retries. Only a failure builds the retry
                     // loop, boxed: it is much larger than the inline attempt, and every
                     // run's future would carry its room. A panic is caught around the
                     // whole loop (see `Bounded`): catching it here would copy every
                     // result once more.
-                    if lean {
-                        if let Some(entry) = &slot.direct {
-                            break 'next match PlainAttempt(entry.task().run(&self.spec.resources))
-                                .await
-                            {
-                                FirstAttempt::Next(next) => next,
-                                FirstAttempt::Other(other) => {
-                                    Box::pin(self.after_plain(other, entry, state, run)).await?
-                                }
-                            };
-                        }
-                    }
-                    if !quiet {
-                        let Some(handler) = &slot.handler else {
-                            return Err(self.unregistered(state, came_from));
-                        };
-                        if run.is_cancelled() {
-                            return Err(self.cancelled(state));
-                        }
-                        if heard.contains(Interest::STATES) {
-                            self.spec
-                                .observers
-                                .each(|o| o.on_state_enter(run.run_id(), state));
-                        }
-                        if let Some(journal) = run.journal() {
-                            if handler.writes_checkpoint() {
-                                self.checkpoint_enter(journal, state, run)
-                                    .await
-                                    .map_err(|e| e.at(state, &handler.label()))?;
-                            }
-                        }
-                    }
-                    match &slot.direct {
-                        // The same, with task observers told (spans need the full path).
-                        Some(entry) if untraced => {
-                            if heard.contains(Interest::TASK_STARTS) {
-                                self.spec.observers.each(|o| {
-                                    o.on_task_start(run.run_id(), state, entry.name(), 1)
-                                });
-                            }
-                            match PlainAttempt(entry.task().run(&self.spec.resources)).await {
+                    macro_rules! first_attempt {
+                        ($entry:expr, $told:block) => {
+                            match PlainAttempt($entry.task().run(&self.spec.resources)).await {
                                 FirstAttempt::Next(next) => {
-                                    if heard.contains(Interest::TASK_SUCCESSES) {
-                                        self.spec.observers.each(|o| {
-                                            o.on_task_success(run.run_id(), state, entry.name())
-                                        });
-                                    }
+                                    $told
                                     next
                                 }
                                 FirstAttempt::Other(other) => {
-                                    Box::pin(self.after_plain(other, entry, state, run)).await?
+                                    Box::pin(self.after_plain(other, $entry, state, run)).await?
                                 }
                             }
+                        };
+                    }
+                    if let Some(entry) = &slot.direct {
+                        if lean {
+                            break 'next first_attempt!(entry, {});
                         }
-                        _ => {
-                            let Some(handler) = &slot.handler else {
-                                return Err(self.unregistered(state, came_from));
-                            };
-                            let next = match handler {
-                                Handler::Task(entry) => {
-                                    let result = crate::spans::await_in_state!(
-                                        execute_task(
-                                            &**entry,
-                                            state,
-                                            InRun {
-                                                spec: &self.spec,
-                                                run
-                                            }
-                                        ),
-                                        state,
-                                        run
-                                    )?;
-                                    self.single(result, state, entry.name())?
-                                }
-                                Handler::Custom(custom) => {
-                                    let env = env.get_or_insert_with(|| {
-                                        Box::new(TaskEnv {
-                                            resources: self.spec.resources.clone(),
-                                            run: run.clone(),
-                                            observers: self.spec.observers.clone(),
-                                        })
-                                    });
-                                    let label = || handler.label();
-                                    let handled = custom.handle(StateContext { state, env, saga });
-                                    let mut result = crate::spans::state(handled, state, run).await;
-                                    // A step that recorded its output joins the compensation
-                                    // stack, even if its handler then failed: its work was done.
-                                    if let Some(saga) = saga.filter(|s| s.has_recorded()) {
-                                        result =
-                                            self.push_completed(saga, state, result, run).await;
-                                    }
-                                    result.map_err(|e| e.at(state, &label()))?
-                                }
-                            };
-                            if let Some(targets) = &slot.targets {
-                                if !targets.contains(&next) {
-                                    return Err(self.undeclared(state, &next, targets, handler));
-                                }
+                        if plain {
+                            if run.is_cancelled() {
+                                return Err(self.cancelled(state));
                             }
-                            next
+                            // One pass over the observers for both events before the task.
+                            if told.states || told.starts {
+                                self.tell(told.single, |o| {
+                                    if told.states {
+                                        o.on_state_enter(run.run_id(), state);
+                                    }
+                                    if told.starts {
+                                        o.on_task_start(run.run_id(), state, entry.name(), 1);
+                                    }
+                                });
+                            }
+                            break 'next first_attempt!(entry, {
+                                if told.successes {
+                                    self.tell(told.single, |o| {
+                                        o.on_task_success(run.run_id(), state, entry.name())
+                                    });
+                                }
+                            });
                         }
                     }
+                    // Every other state: its handler, with spans, checkpoints and guards.
+                    let Some(handler) = &slot.handler else {
+                        return Err(self.unregistered(state, came_from));
+                    };
+                    if run.is_cancelled() {
+                        return Err(self.cancelled(state));
+                    }
+                    if told.states {
+                        self.tell(told.single, |o| o.on_state_enter(run.run_id(), state));
+                    }
+                    if let Some(journal) = run.journal() {
+                        if handler.writes_checkpoint() {
+                            self.checkpoint_enter(journal, state, run)
+                                .await
+                                .map_err(|e| e.at(state, &handler.label()))?;
+                        }
+                    }
+                    let next = match handler {
+                        Handler::Task(entry) => {
+                            let result = crate::spans::await_in_state!(
+                                execute_task(
+                                    &**entry,
+                                    state,
+                                    InRun {
+                                        spec: &self.spec,
+                                        run
+                                    }
+                                ),
+                                state,
+                                run
+                            )?;
+                            self.single(result, state, entry.name())?
+                        }
+                        Handler::Custom(custom) => {
+                            let env = env.get_or_insert_with(|| {
+                                Box::new(TaskEnv {
+                                    resources: self.spec.resources.clone(),
+                                    run: run.clone(),
+                                    observers: self.spec.observers.clone(),
+                                })
+                            });
+                            let label = || handler.label();
+                            let handled = custom.handle(StateContext { state, env, saga });
+                            let mut result = crate::spans::state(handled, state, run).await;
+                            // A step that recorded its output joins the compensation
+                            // stack, even if its handler then failed: its work was done.
+                            if let Some(saga) = saga.filter(|s| s.has_recorded()) {
+                                result = self.push_completed(saga, state, result, run).await;
+                            }
+                            result.map_err(|e| e.at(state, &label()))?
+                        }
+                    };
+                    if let Some(targets) = &slot.targets {
+                        if !targets.contains(&next) {
+                            return Err(self.undeclared(state, &next, targets, handler));
+                        }
+                    }
+                    next
                 };
                 came_from = Some(slot);
                 let reached = slot.next(&self.spec.slots, &next);
@@ -518,6 +519,20 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     tokio::task::consume_budget().await;
                 }
             }
+        }
+    }
+
+    /// Tells the observers of an event: `single`, when the run keeps its lone observer
+    /// at hand, or each of them.
+    #[inline(always)]
+    fn tell(
+        &self,
+        single: Option<&dyn WorkflowObserver>,
+        mut f: impl FnMut(&dyn WorkflowObserver),
+    ) {
+        match single {
+            Some(observer) => f(observer),
+            None => self.spec.observers.each(f),
         }
     }
 
@@ -586,6 +601,19 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             .at(state, "")
             .with_hint("register a task for it with .register(state, task), or make it an exit state with .add_exit_state(state)")
     }
+}
+
+/// What a run's state loop tells its observers, worked out as the run starts.
+struct Told<'a> {
+    /// Whether they hear of state entries,
+    states: bool,
+    /// of task starts,
+    starts: bool,
+    /// and of task successes.
+    successes: bool,
+    /// The lone observer, when there is one and the run is not lean: reached from the
+    /// run's future in one load instead of through the workflow on every event.
+    single: Option<&'a dyn WorkflowObserver>,
 }
 
 /// A run started with [`Workflow::spawn`]: await it for the result, or cancel it.
