@@ -181,6 +181,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// The context of a new run: its token, its journal when checkpointed, an
     /// outputs store when a handler publishes results, the workflow's resources.
+    #[inline]
     pub(crate) fn run_context(
         &self,
         run_id: RunId,
@@ -303,7 +304,18 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     /// The error a stop means, naming the state the run stopped in.
+    #[inline]
     fn stopped(&self, stop: Stop, state: &S, run: &RunContext) -> Result<(), CanoError> {
+        match stop {
+            Stop::Finished(result) => result,
+            early => self.stopped_early(early, state, run),
+        }
+    }
+
+    /// A run stopped before its states finished: timed out, cancelled or panicked.
+    #[cold]
+    #[inline(never)]
+    fn stopped_early(&self, stop: Stop, state: &S, run: &RunContext) -> Result<(), CanoError> {
         match stop {
             Stop::Finished(result) => result,
             Stop::TimedOut(limit) => Err(CanoError::workflow(format!(
