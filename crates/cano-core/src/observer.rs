@@ -60,6 +60,15 @@ pub trait WorkflowObserver: Send + Sync {
         let _ = (run, state, task, attempt);
     }
 
+    /// The run entered `state` and the first attempt of its `task` starts: what
+    /// `on_state_enter` then `on_task_start` (attempt 1) say, in one call, which the
+    /// engine makes for a plain task when the run's observers want both. The default
+    /// makes those two calls; there is no need to override it.
+    fn on_state_and_task_start(&self, run: RunId, state: &dyn Debug, task: &str) {
+        self.on_state_enter(run, state);
+        self.on_task_start(run, state, task, 1);
+    }
+
     /// `task` succeeded.
     fn on_task_success(&self, run: RunId, state: &dyn Debug, task: &str) {
         let _ = (run, state, task);
@@ -186,6 +195,20 @@ impl Interest {
     #[inline]
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// Whether any group in `other` is in `self`.
+    ///
+    /// ```
+    /// use cano_core::observer::Interest;
+    ///
+    /// let states = Interest::STATES;
+    /// assert!(states.intersects(Interest::STATES | Interest::RUNS));
+    /// assert!(!states.intersects(Interest::RUNS));
+    /// ```
+    #[inline]
+    pub const fn intersects(self, other: Self) -> bool {
+        self.0 & other.0 != 0
     }
 
     /// Both sets of groups.

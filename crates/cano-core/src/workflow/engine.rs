@@ -379,27 +379,29 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             // Boxed on first use: only custom handlers need it, and plain runs then
             // carry one pointer instead of the whole environment.
             let mut env: Option<Box<TaskEnv<K>>> = None;
-            let mut came_from: Option<&Slot<S, K>> = None;
             // Without spans to record or a journal to write, a direct slot's task is
             // awaited right here (see below).
             let plain = !run.is_traced() && run.journal().is_none();
-            // What the observers hear, asked once per run, not on every event.
-            let mut told = Told {
-                states: heard.contains(Interest::STATES),
-                starts: heard.contains(Interest::TASK_STARTS),
-                successes: heard.contains(Interest::TASK_SUCCESSES),
-                single: None,
-            };
             // Nothing to check or tell between states either: no token, no observer of
             // states or tasks. Such a run tests one flag per transition.
             let lean = plain
                 && run.cancellation_token().is_none()
-                && !(told.states || told.starts || told.successes);
-            if !lean {
-                told.single = self.spec.observers.single();
-            }
+                && !heard.intersects(
+                    Interest::STATES | Interest::TASK_STARTS | Interest::TASK_SUCCESSES,
+                );
+            // A lone observer, kept at hand: reached from the run's future in one load
+            // instead of through the workflow on every event.
+            let single = if lean {
+                None
+            } else {
+                self.spec.observers.single()
+            };
             let mut transitions: u32 = 0;
-            let Some(mut slot) = hinted(&self.spec.slots, &self.spec.start_hint, state) else {
+            // Every slot the loop enters runs a handler or ends the run (checked as it
+            // is reached, so an error can name the task that chose it).
+            let Some(mut slot) = hinted(&self.spec.slots, &self.spec.start_hint, state)
+                .filter(|slot| slot.is_runnable())
+            else {
                 return Err(self.unregistered(state, None));
             };
             loop {
@@ -436,20 +438,23 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             if run.is_cancelled() {
                                 return Err(self.cancelled(state));
                             }
-                            // One pass over the observers for both events before the task.
-                            if told.states || told.starts {
-                                self.tell(told.single, |o| {
-                                    if told.states {
-                                        o.on_state_enter(run.run_id(), state);
+                            // Both events before the task in one call when both are wanted.
+                            let (states, starts) = (
+                                heard.contains(Interest::STATES),
+                                heard.contains(Interest::TASK_STARTS),
+                            );
+                            if states || starts {
+                                self.tell(single, |o| match (states, starts) {
+                                    (true, true) => {
+                                        o.on_state_and_task_start(run.run_id(), state, entry.name())
                                     }
-                                    if told.starts {
-                                        o.on_task_start(run.run_id(), state, entry.name(), 1);
-                                    }
+                                    (true, false) => o.on_state_enter(run.run_id(), state),
+                                    _ => o.on_task_start(run.run_id(), state, entry.name(), 1),
                                 });
                             }
                             break 'next first_attempt!(entry, {
-                                if told.successes {
-                                    self.tell(told.single, |o| {
+                                if heard.contains(Interest::TASK_SUCCESSES) {
+                                    self.tell(single, |o| {
                                         o.on_task_success(run.run_id(), state, entry.name())
                                     });
                                 }
@@ -458,13 +463,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     }
                     // Every other state: its handler, with spans, checkpoints and guards.
                     let Some(handler) = &slot.handler else {
-                        return Err(self.unregistered(state, came_from));
+                        return Err(self.unregistered(state, None));
                     };
                     if run.is_cancelled() {
                         return Err(self.cancelled(state));
                     }
-                    if told.states {
-                        self.tell(told.single, |o| o.on_state_enter(run.run_id(), state));
+                    if heard.contains(Interest::STATES) {
+                        self.tell(single, |o| o.on_state_enter(run.run_id(), state));
                     }
                     if let Some(journal) = run.journal() {
                         if handler.writes_checkpoint() {
@@ -515,11 +520,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     }
                     next
                 };
-                came_from = Some(slot);
                 let reached = slot.next(&self.spec.slots, &next);
                 *state = next;
-                let Some(reached) = reached else {
-                    return Err(self.unregistered(state, came_from));
+                let Some(reached) = reached.filter(|next| next.is_runnable()) else {
+                    return Err(self.unregistered(state, Some(slot)));
                 };
                 slot = reached;
                 // Tasks that finish without ever waiting would otherwise keep the thread
@@ -613,19 +617,6 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             .at(state, "")
             .with_hint("register a task for it with .register(state, task), or make it an exit state with .add_exit_state(state)")
     }
-}
-
-/// What a run's state loop tells its observers, worked out as the run starts.
-struct Told<'a> {
-    /// Whether they hear of state entries,
-    states: bool,
-    /// of task starts,
-    starts: bool,
-    /// and of task successes.
-    successes: bool,
-    /// The lone observer, when there is one and the run is not lean: reached from the
-    /// run's future in one load instead of through the workflow on every event.
-    single: Option<&'a dyn WorkflowObserver>,
 }
 
 /// A run started with [`Workflow::spawn`]: await it for the result, or cancel it.

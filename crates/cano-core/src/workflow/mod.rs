@@ -161,6 +161,15 @@ impl<S, K> Slot<S, K> {
     }
 }
 
+impl<S, K> Slot<S, K> {
+    /// Whether a run can enter this slot: it ends the run or has a handler (a state
+    /// that only declared its transitions has neither).
+    #[inline]
+    pub(crate) fn is_runnable(&self) -> bool {
+        self.exit || self.handler.is_some()
+    }
+}
+
 impl<S: Hash + Eq, K> Slot<S, K> {
     /// The slot of `next`, the state this slot's handler just chose, in `slots`;
     /// `None` when nothing is registered for it.
