@@ -297,7 +297,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(saga_rows(criterion_home));
     rows.extend(batch_rows(criterion_home, out));
     rows.extend(scheduler_rows(criterion_home, out));
-    rows.extend(observer_rows(criterion_home));
+    rows.extend(observer_rows(criterion_home, out));
     rows.extend(postgres_rows(out));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
@@ -619,17 +619,22 @@ fn postgres_rows(out: &Path) -> Vec<(&'static str, String, String)> {
 
 /// The observer rows: each observer against the bare run, in the build with tracing
 /// and metrics compiled in.
-fn observer_rows(criterion_home: &Path) -> Vec<(&'static str, String, String)> {
+/// The ratios are the paired ones (each observed run against the bare run in
+/// alternating rounds) when the bench wrote them, with the separate means beside.
+fn observer_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, String)> {
     let per_step = |id: &str| mean_ns(criterion_home, id).map(|v| v / TRANSITIONS);
     let bare = per_step("observers/bare");
+    let paired = std::fs::read_to_string(out.join("observers_paired.json")).unwrap_or_default();
     let against = |id: &str| {
         let v = per_step(id);
-        let ratio = v.zip(bare).map(|(v, b)| v / b);
+        let separate = v.zip(bare).map(|(v, b)| v / b);
+        let name = id.trim_start_matches("observers/");
+        let (ratio, note) = checked_ratio(&paired, name, separate);
         (
             v.map(|v| format!("{v:.1} ns"))
                 .unwrap_or_else(|| "n/a".into()),
             format!(
-                "{} <= 1.2x bare {}",
+                "{} <= 1.2x bare {}{note}",
                 ratio.map(|r| format!("{r:.2}x")).unwrap_or_default(),
                 verdict(ratio.map(|r| r <= 1.2))
             ),
