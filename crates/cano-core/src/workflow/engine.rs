@@ -462,6 +462,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         }
                     }
                     // Every other state: its handler, with spans, checkpoints and guards.
+                    // (A slot without one was refused as it was reached.)
                     let Some(handler) = &slot.handler else {
                         return Err(self.unregistered(state, None));
                     };
