@@ -197,6 +197,12 @@ fn checked_ratio(paired: &str, key: &str, separate: Option<f64>) -> (Option<f64>
     }
 }
 
+/// The JSON report a bench wrote under `out` as `name`; empty when it wrote none (the
+/// rows then fall back to criterion's figures or show "n/a").
+fn report(out: &Path, name: &str) -> String {
+    std::fs::read_to_string(out.join(name)).unwrap_or_default()
+}
+
 /// The number under `key` in one of the flat JSON reports the benches write.
 fn json_number(text: &str, key: &str) -> Option<f64> {
     number_after(text, "{", &format!("\"{key}\":"))
@@ -222,12 +228,12 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     let dyn_dispatch = mean_ns(criterion_home, "linear/dyn_dispatch");
     let build = mean_ns(criterion_home, "build_and_run");
     let concurrent = mean_ns(criterion_home, "concurrent/10k_runs");
-    let memory = std::fs::read_to_string(out.join("memory.json")).unwrap_or_default();
+    let memory = report(out, "memory.json");
     let mem = |key: &str| json_number(&memory, key);
 
     let fmt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "n/a".into());
     let separate = engine.zip(baseline).map(|(e, b)| e / b);
-    let paired = std::fs::read_to_string(out.join("linear_paired.json")).unwrap_or_default();
+    let paired = report(out, "linear_paired.json");
     let (ratio, note) = checked_ratio(&paired, "ratio", separate);
     let ratio_target = format!("<= 1.50x {}{note}", verdict(ratio.map(|r| r <= 1.5)));
     let dyn_ratio = engine.zip(dyn_dispatch).map(|(e, d)| e / d);
@@ -321,7 +327,7 @@ fn split_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, S
         (1_000, "split All, 1,000 branches: engine / JoinSet"),
         (10_000, "split All, 10,000 branches: engine / JoinSet"),
     ];
-    let paired = std::fs::read_to_string(out.join("split_paired.json")).unwrap_or_default();
+    let paired = report(out, "split_paired.json");
     let mut rows = Vec::new();
     for (n, name) in SIZES {
         let engine = mean_ns(criterion_home, &format!("split_all/engine/{n}"));
@@ -341,7 +347,7 @@ fn split_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, S
         let target = format!("<= 1.30x {}{note}", verdict(ratio.map(|r| r <= 1.3)));
         rows.push((name, figure, target));
     }
-    let memory = std::fs::read_to_string(out.join("split_memory.json")).unwrap_or_default();
+    let memory = report(out, "split_memory.json");
     let mem = |key: &str| json_number(&memory, key);
     let per_branch = |bytes: Option<f64>| bytes.zip(mem("branches")).map(|(b, n)| b / n);
     let figure = match per_branch(mem("engine_bytes")).zip(per_branch(mem("joinset_bytes"))) {
@@ -517,7 +523,7 @@ fn batch_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, S
     let batch = per_item("batch/batch_task_1000");
     let spawned = per_item("batch/batch_task_1000_worker_threads");
     let separate = batch.zip(plain).map(|(b, p)| b / p);
-    let paired = std::fs::read_to_string(out.join("batch_paired.json")).unwrap_or_default();
+    let paired = report(out, "batch_paired.json");
     let (ratio, note) = checked_ratio(&paired, "ratio", separate);
     vec![
         (
@@ -548,7 +554,7 @@ fn scheduler_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, Strin
     const FIRES: f64 = 10_000.0 * 60.0;
     let per_fire = mean_ns(criterion_home, "scheduler/10k_flows_60s").map(|v| v / FIRES);
     let bare = mean_ns(criterion_home, "scheduler/bare_run");
-    let stats = std::fs::read_to_string(out.join("scheduler.json")).unwrap_or_default();
+    let stats = report(out, "scheduler.json");
     let us = |key: &str| {
         json_number(&stats, key)
             .map(|v| format!("{v:.0} us"))
@@ -585,7 +591,7 @@ fn scheduler_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, Strin
 /// The PostgreSQL rows: transitions per second as workers are added, and the latency
 /// from enqueue to a run's first state.
 fn postgres_rows(out: &Path) -> Vec<(&'static str, String, String)> {
-    let stats = std::fs::read_to_string(out.join("postgres.json")).unwrap_or_default();
+    let stats = report(out, "postgres.json");
     let rate = |key: &str| {
         json_number(&stats, key)
             .map(|v| format!("{v:.0} transitions/s"))
@@ -624,7 +630,7 @@ fn postgres_rows(out: &Path) -> Vec<(&'static str, String, String)> {
 fn observer_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String, String)> {
     let per_step = |id: &str| mean_ns(criterion_home, id).map(|v| v / TRANSITIONS);
     let bare = per_step("observers/bare");
-    let paired = std::fs::read_to_string(out.join("observers_paired.json")).unwrap_or_default();
+    let paired = report(out, "observers_paired.json");
     let against = |id: &str| {
         let v = per_step(id);
         let separate = v.zip(bare).map(|(v, b)| v / b);

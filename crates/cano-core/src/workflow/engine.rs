@@ -127,10 +127,11 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             }));
         }
         let run_id = options.run_id.unwrap_or_default();
-        let heard = spec.observers.interest();
         let light = self.is_light() && options.cancel.is_none();
         let run = self.run_context(run_id, options.cancel, None);
         if light {
+            // (A full run asks its observers' interest in `run_observed`.)
+            let heard = spec.observers.interest();
             return Either::Right(Either::Left(self.run_light(initial, run, heard)));
         }
         // Boxed: a workflow without compensatable states carries one null pointer.
