@@ -406,8 +406,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 self.spec.observers.single()
             };
             let mut transitions: u32 = 0;
-            // Every slot the loop enters runs a handler or ends the run (checked as it
-            // is reached, so an error can name the task that chose it).
+            // Every slot the loop enters runs a handler or ends the run. A state without
+            // a slot is refused as it is reached, so the error can name the task that
+            // chose it; a slot with neither (only declared transitions) fails
+            // validation, so the run never started.
             let Some(mut slot) = hinted(&self.spec.slots, &self.spec.start_hint, state)
                 .filter(|slot| slot.is_runnable())
             else {
@@ -544,7 +546,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 };
                 let reached = slot.next(&self.spec.slots, &next);
                 *state = next;
-                let Some(reached) = reached.filter(|next| next.is_runnable()) else {
+                let Some(reached) = reached else {
                     return Err(self.unregistered(state, Some(slot)));
                 };
                 slot = reached;
