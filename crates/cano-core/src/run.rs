@@ -279,7 +279,33 @@ impl RunContext {
     /// The context of a run of workflow `workflow` (its id, for the run's span) with
     /// `resources`. A run with nothing but non-empty resources takes the record in
     /// `shared`, made once per workflow; a run with more gets its own.
+    #[inline]
     pub(crate) fn start<K: crate::resource::ResourceKey>(
+        run_id: RunId,
+        start: RunStart,
+        resources: &Arc<crate::Resources<K>>,
+        workflow: &str,
+        shared: &SharedRuns,
+    ) -> Self {
+        // A run with nothing at all (no span to ask a subscriber about either) is its
+        // id alone; told apart inline, where the caller's empty options are known.
+        #[cfg(not(feature = "tracing"))]
+        if start.cancel.is_none()
+            && start.outputs.is_none()
+            && start.journal.is_none()
+            && resources.is_empty()
+        {
+            return Self {
+                run_id,
+                shared: None,
+            };
+        }
+        Self::start_recorded(run_id, start, resources, workflow, shared)
+    }
+
+    /// [`start`](Self::start) for a run that may need a record.
+    #[inline(never)]
+    fn start_recorded<K: crate::resource::ResourceKey>(
         run_id: RunId,
         start: RunStart,
         resources: &Arc<crate::Resources<K>>,
