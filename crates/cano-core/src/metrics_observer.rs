@@ -387,6 +387,14 @@ impl WorkflowObserver for MetricsObserver {
         self.transitions.increment(1);
     }
 
+    // Both at once, as the engine tells them before most tasks: one body instead of
+    // the default's call to `on_task_start`.
+    fn on_state_and_task_start(&self, run: RunId, _state: &dyn Debug, task: &str) {
+        self.transitions.increment(1);
+        self.timing_start(run, task);
+        self.attempts.increment(1);
+    }
+
     fn on_task_start(&self, run: RunId, _state: &dyn Debug, task: &str, attempt: usize) {
         if attempt == 1 {
             self.timing_start(run, task);

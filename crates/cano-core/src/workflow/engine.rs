@@ -398,12 +398,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 && !heard.intersects(
                     Interest::STATES | Interest::TASK_STARTS | Interest::TASK_SUCCESSES,
                 );
-            // A lone observer, kept at hand: reached from the run's future in one load
-            // instead of through the workflow on every event.
-            let single = if lean {
-                None
+            // A lone observer, kept at hand (reached from the run's future in one load
+            // instead of through the workflow on every event), and which events to
+            // tell before a task: both worked out once, not on every transition.
+            let (single, before) = if lean {
+                (None, Before::Nothing)
             } else {
-                self.spec.observers.single()
+                (self.spec.observers.single(), Before::wanted(heard))
             };
             let mut transitions: u32 = 0;
             // Every slot the loop enters runs a handler or ends the run. A state without
@@ -462,18 +463,22 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                                 return Err(self.cancelled(state));
                             }
                             // Both events before the task in one call when both are wanted.
-                            let (states, starts) = (
-                                heard.contains(Interest::STATES),
-                                heard.contains(Interest::TASK_STARTS),
-                            );
-                            if states || starts {
-                                self.tell(single, |o| match (states, starts) {
-                                    (true, true) => {
-                                        o.on_state_and_task_start(run.run_id(), state, entry.name())
+                            // (In a block of its own: nothing here is kept in the run's
+                            // future across the task's await.)
+                            {
+                                let (run_id, name) = (run.run_id(), entry.name());
+                                match before {
+                                    Before::Nothing => {}
+                                    Before::State => {
+                                        self.tell(single, |o| o.on_state_enter(run_id, state));
                                     }
-                                    (true, false) => o.on_state_enter(run.run_id(), state),
-                                    _ => o.on_task_start(run.run_id(), state, entry.name(), 1),
-                                });
+                                    Before::Start => self.tell(single, |o| {
+                                        o.on_task_start(run_id, state, name, 1);
+                                    }),
+                                    Before::Both => self.tell(single, |o| {
+                                        o.on_state_and_task_start(run_id, state, name);
+                                    }),
+                                }
                             }
                             break 'next first_attempt!(entry, {
                                 if heard.contains(Interest::TASK_SUCCESSES) {
@@ -632,6 +637,30 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         CanoError::workflow(format!("no handler is registered for this state{origin}"))
             .at(state, "")
             .with_hint("register a task for it with .register(state, task), or make it an exit state with .add_exit_state(state)")
+    }
+}
+
+/// Which of the events before a plain task a run's observers want told.
+#[derive(Clone, Copy)]
+enum Before {
+    Nothing,
+    State,
+    Start,
+    /// Both, in one call ([`WorkflowObserver::on_state_and_task_start`]).
+    Both,
+}
+
+impl Before {
+    fn wanted(heard: Interest) -> Self {
+        match (
+            heard.contains(Interest::STATES),
+            heard.contains(Interest::TASK_STARTS),
+        ) {
+            (false, false) => Self::Nothing,
+            (true, false) => Self::State,
+            (false, true) => Self::Start,
+            (true, true) => Self::Both,
+        }
     }
 }
 
