@@ -63,6 +63,7 @@ pub enum Verdict {
 impl JoinStrategy {
     /// The decision for `tally`. [`PartialTimeout`](Self::PartialTimeout) says `Wait`
     /// until every branch has finished; its timeout is the join loop's business.
+    #[inline]
     pub fn decide(&self, tally: Tally) -> Verdict {
         let Tally {
             total,
