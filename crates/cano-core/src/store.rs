@@ -23,14 +23,17 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::error::CanoError;
 use crate::hash::FastBuildHasher;
 use crate::resource::Resource;
-use crate::util::short_type_name;
+use crate::util::{short_type_name, shorten};
 
-/// Independent locks; keys hash to one of them, so unrelated keys rarely contend.
+/// Independent locks of a shared store; keys hash to one of them, so unrelated keys
+/// rarely contend.
 const SHARDS: usize = 16;
 
 #[derive(Clone)]
 struct Value {
     data: Arc<dyn Any + Send + Sync>,
+    /// The full type name: shortening it (a lock and a lookup for generic types) is
+    /// left to the rare error that shows it.
     type_name: &'static str,
 }
 
@@ -43,7 +46,8 @@ type Shard = RwLock<HashMap<String, Value, FastBuildHasher>>;
 /// independently locked shards: writers of different keys rarely wait for each other.
 #[derive(Clone)]
 pub struct MemoryStore {
-    shards: Arc<[Shard; SHARDS]>,
+    /// [`SHARDS`] of them, or one for a run's own outputs (see [`for_run`](Self::for_run)).
+    shards: Arc<[Shard]>,
 }
 
 impl Default for MemoryStore {
@@ -74,14 +78,28 @@ fn write(shard: &Shard) -> RwLockWriteGuard<'_, HashMap<String, Value, FastBuild
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
+        let shards: [Shard; SHARDS] = std::array::from_fn(|_| RwLock::default());
         Self {
-            shards: Arc::new(std::array::from_fn(|_| RwLock::default())),
+            shards: Arc::new(shards),
+        }
+    }
+
+    /// The store of one run's outputs: a handful of keys, written by the run's own
+    /// states one after another, so one lock does; sixteen would be made and dropped
+    /// on every run for nothing.
+    pub(crate) fn for_run() -> Self {
+        let shards: [Shard; 1] = [RwLock::default()];
+        Self {
+            shards: Arc::new(shards),
         }
     }
 
     fn shard(&self, key: &str) -> &Shard {
+        if let [only] = &*self.shards {
+            return only;
+        }
         let h = FastBuildHasher::default().hash_one(key);
-        &self.shards[(h as usize) % SHARDS]
+        &self.shards[(h as usize) % self.shards.len()]
     }
 
     /// Stores `value` under `key`, replacing whatever was there.
@@ -93,7 +111,7 @@ impl MemoryStore {
         let key = key.into();
         let value = Value {
             data: Arc::new(value),
-            type_name: short_type_name::<T>(),
+            type_name: std::any::type_name::<T>(),
         };
         write(self.shard(&key)).insert(key, value);
         Ok(())
@@ -142,7 +160,7 @@ impl MemoryStore {
             None => {
                 let value = Value {
                     data: Arc::new(vec![item]),
-                    type_name: short_type_name::<Vec<T>>(),
+                    type_name: std::any::type_name::<Vec<T>>(),
                 };
                 shard.insert(key, value);
                 Ok(())
@@ -192,9 +210,10 @@ impl MemoryStore {
     }
 }
 
-fn mismatch<T>(key: &str, stored: &str) -> CanoError {
+fn mismatch<T>(key: &str, stored: &'static str) -> CanoError {
     CanoError::store(format!(
-        "key {key:?} holds a `{stored}`, not the requested `{}`",
+        "key {key:?} holds a `{}`, not the requested `{}`",
+        shorten(stored),
         short_type_name::<T>()
     ))
     .with_hint("read it with the type it was written with, or use another key")
@@ -234,17 +253,35 @@ mod tests {
 
     #[test]
     fn remove_keys_len_clear() {
-        let store = MemoryStore::new();
-        for i in 0..40 {
-            store.put(format!("k{i}"), i).unwrap();
+        // A shared store and a run's single-lock store behave the same.
+        for store in [MemoryStore::new(), MemoryStore::for_run()] {
+            for i in 0..40 {
+                store.put(format!("k{i}"), i).unwrap();
+            }
+            assert_eq!(store.len(), 40);
+            assert_eq!(store.keys().len(), 40);
+            assert_eq!(store.get::<i32>("k7").unwrap(), 7);
+            assert!(store.remove("k3"));
+            assert!(!store.remove("k3"));
+            assert_eq!(store.len(), 39);
+            store.clear();
+            assert!(store.is_empty());
         }
-        assert_eq!(store.len(), 40);
-        assert_eq!(store.keys().len(), 40);
-        assert!(store.remove("k3"));
-        assert!(!store.remove("k3"));
-        assert_eq!(store.len(), 39);
-        store.clear();
-        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_mismatch_names_the_stored_type_shortened() {
+        store_mismatch(MemoryStore::for_run());
+        store_mismatch(MemoryStore::new());
+    }
+
+    fn store_mismatch(store: MemoryStore) {
+        store.put("v", vec![Some(1u8)]).unwrap();
+        let err = store.get::<String>("v").unwrap_err().to_string();
+        assert!(
+            err.contains("holds a `Vec<Option<u8>>`, not the requested `String`"),
+            "{err}"
+        );
     }
 
     #[test]

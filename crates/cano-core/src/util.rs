@@ -3,7 +3,12 @@
 /// The type's name without its module path: `FetchTask` rather than
 /// `my_app::tasks::FetchTask`; generic arguments are shortened the same way.
 pub fn short_type_name<T: ?Sized>() -> &'static str {
-    let full = std::any::type_name::<T>();
+    shorten(std::any::type_name::<T>())
+}
+
+/// [`short_type_name`] of a full type name, for code that kept the full name (cheap to
+/// take) and shortens it only when it has to show it.
+pub(crate) fn shorten(full: &'static str) -> &'static str {
     // Plain paths (the common case) shorten to a suffix without allocating.
     if !full.contains('<') {
         return full.rsplit("::").next().unwrap_or(full);

@@ -192,7 +192,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         let spec = &*self.spec;
         let start = RunStart {
             cancel,
-            outputs: spec.outputs.then(crate::MemoryStore::new),
+            outputs: spec.outputs.then(crate::MemoryStore::for_run),
             journal,
         };
         RunContext::start(
