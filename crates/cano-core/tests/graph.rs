@@ -103,6 +103,36 @@ fn undeclared_targets_and_declarations_without_a_task_are_found() {
     );
 }
 
+/// Counts its runs, then moves to a fixed state.
+struct Counted(S, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Task<S> for Counted {
+    async fn run_bare(&self) -> Result<TaskResult<S>, CanoError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(TaskResult::Single(self.0.clone()))
+    }
+}
+
+#[tokio::test]
+async fn a_state_with_transitions_but_no_task_stops_the_run_before_any_task() {
+    // The engine does not check a reached state for a handler again: it relies on
+    // this refusal, which comes before the first task runs.
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workflow = Workflow::bare()
+        .register(S::Start, Counted(S::Loop, runs.clone()))
+        .transitions(S::Loop, [S::Done])
+        .add_exit_state(S::Done);
+    let err = workflow.orchestrate(S::Start).await.unwrap_err();
+    assert!(matches!(err, CanoError::Configuration(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("state Loop declares transitions but has no handler"),
+        "{err}"
+    );
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn a_task_that_leaves_its_declared_transitions_fails_the_run() {
     let workflow = Workflow::bare()

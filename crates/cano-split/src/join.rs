@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::branches::Branches;
 use crate::config::JoinConfig;
-use crate::result::{BranchOutcome, BranchReport, SplitResult, key};
+use crate::result::{BranchOutcome, BranchReport, SplitResult};
 use crate::strategy::{MAX_BRANCHES, Tally, Verdict};
 
 /// Decides a dynamic split's branches from the run's resources.
@@ -36,6 +36,9 @@ pub(crate) enum Source<S, K> {
 pub(crate) struct SplitHandler<S, K> {
     pub(crate) source: Source<S, K>,
     pub(crate) config: JoinConfig<S>,
+    /// Where the join's outcome is published in the run's outputs (see
+    /// [`SplitResult`]): formatted once, at registration, not on every run.
+    pub(crate) output_key: String,
 }
 
 impl<S: WorkflowState, K: ResourceKey> StateHandler<S, K> for SplitHandler<S, K> {
@@ -53,7 +56,7 @@ impl<S: WorkflowState, K: ResourceKey> StateHandler<S, K> for SplitHandler<S, K>
             }
             let result = join(state, cx.env(), tasks, &self.config).await?;
             if let Some(outputs) = cx.run().outputs() {
-                outputs.put(key(state), result)?;
+                outputs.put(self.output_key.clone(), result)?;
             }
             Ok(self.config.join_state().clone())
         })

@@ -122,11 +122,13 @@ impl<S: WorkflowState, K: ResourceKey> SplitExt<S, K> for Workflow<S, K> {
         config: JoinConfig<S>,
     ) -> Self {
         let tasks = tasks.into_branches().tasks.into();
+        let output_key = result::key(&state);
         self.register_handler(
             state,
             SplitHandler {
                 source: Source::Fixed(tasks),
                 config,
+                output_key,
             },
         )
     }
@@ -137,11 +139,13 @@ impl<S: WorkflowState, K: ResourceKey> SplitExt<S, K> for Workflow<S, K> {
         B: IntoBranches<S, K>,
     {
         let plan = move |res: &Resources<K>| plan(res).map(IntoBranches::into_branches);
+        let output_key = result::key(&state);
         self.register_handler(
             state,
             SplitHandler {
                 source: Source::Planned(Box::new(plan)),
                 config,
+                output_key,
             },
         )
     }
