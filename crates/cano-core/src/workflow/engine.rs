@@ -651,6 +651,7 @@ enum Before {
 }
 
 impl Before {
+    /// What a run whose observers want `heard` tells before a plain task.
     fn wanted(heard: Interest) -> Self {
         match (
             heard.contains(Interest::STATES),

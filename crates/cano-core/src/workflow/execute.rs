@@ -190,11 +190,7 @@ where
                 // Told here, not through `report`: moving the result in and out of it
                 // costs more than a trivial task (a split pays it on every branch).
                 Ok(result) => {
-                    let observers = around.observers();
-                    if !observers.is_empty() {
-                        let run_id = around.run().run_id();
-                        observers.each(|o| o.on_task_success(run_id, state, entry.name()));
-                    }
+                    tell_success(around.observers(), around.run(), state, entry.name());
                     return Ok(result);
                 }
                 Err(first) => {
@@ -274,6 +270,14 @@ pub(crate) fn after_first_attempt<'a, S: Debug, K, T: TaskParts<S, K> + ?Sized>(
     }
 }
 
+/// Tells the observers that task `name` succeeded in `state`.
+#[inline]
+fn tell_success<S: Debug>(observers: &Observers, run: &RunContext, state: &S, name: &str) {
+    if !observers.is_empty() {
+        observers.each(|o| o.on_task_success(run.run_id(), state, name));
+    }
+}
+
 /// Tells the observers how a task's attempts ended and turns a failure into the error
 /// naming the state and the task.
 fn report<S: Debug, K, T: TaskParts<S, K> + ?Sized>(
@@ -286,9 +290,7 @@ fn report<S: Debug, K, T: TaskParts<S, K> + ?Sized>(
     let name = entry.name();
     match outcome {
         Ok(result) => {
-            if !observers.is_empty() {
-                observers.each(|o| o.on_task_success(run.run_id(), state, name));
-            }
+            tell_success(observers, run, state, name);
             Ok(result)
         }
         Err(failure) => {
