@@ -16,10 +16,12 @@
 //! ```
 
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 
 use crate::checkpoint::{DurableStore, Journal};
@@ -254,8 +256,67 @@ impl Drop for DrainGuard {
     }
 }
 
-tokio::task_local! {
-    static CURRENT: RunContext;
+thread_local! {
+    /// The run being polled on this thread (see [`RunContext::scope`]). Our own rather
+    /// than a tokio task-local: every poll of every run enters it, and this one is
+    /// reached inline, with no borrow flag to check.
+    static CURRENT: Cell<Option<RunContext>> = const { Cell::new(None) };
+}
+
+pin_project! {
+    /// A future polled with its run as the [current](RunContext::current) one.
+    struct InRun<F> {
+        // The run while the future is not being polled; the one it displaced while it is.
+        run: Option<RunContext>,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for InRun<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _entered = Entered::enter(this.run);
+        this.future.poll(cx)
+    }
+}
+
+/// The run swapped into [`CURRENT`] for one poll; swapped back when dropped, a panic
+/// in the poll included, so scopes nest.
+struct Entered<'a> {
+    slot: &'a mut Option<RunContext>,
+}
+
+impl<'a> Entered<'a> {
+    #[inline]
+    fn enter(slot: &'a mut Option<RunContext>) -> Self {
+        swap_current(slot);
+        Self { slot }
+    }
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        swap_current(self.slot);
+    }
+}
+
+/// Exchanges `slot` with the thread's current run. (While the thread's locals are
+/// being torn down there is no current run to exchange: the future then runs outside
+/// any, as it would on a thread that never had one.)
+#[inline]
+fn swap_current(slot: &mut Option<RunContext>) {
+    let _ = CURRENT.try_with(|current| {
+        let displaced = current.replace(slot.take());
+        *slot = displaced;
+    });
 }
 
 /// What a run starts with, beside its id (see [`RunContext::start`]).
@@ -418,17 +479,29 @@ impl RunContext {
 
     /// The run being executed by the calling task, if called from inside a run.
     pub fn current() -> Option<RunContext> {
-        CURRENT.try_with(Clone::clone).ok()
+        CURRENT
+            .try_with(|current| {
+                let run = current.take();
+                let copy = run.clone();
+                current.set(run);
+                copy
+            })
+            .ok()
+            .flatten()
     }
 
-    /// Runs `fut` with `self` as the [current](Self::current) run. The engine does this
-    /// for every run; handlers that spawn work onto other tokio tasks use it so that
-    /// those tasks see the run too.
+    /// Runs `fut` with `self` as the [current](Self::current) run: each poll of `fut`
+    /// sees it (dropping `fut` happens outside it). The engine does this for every run;
+    /// handlers that spawn work onto other tokio tasks use it so that those tasks see
+    /// the run too. Scopes nest: an inner run is current inside the outer one's.
     pub fn scope<F: std::future::Future>(
         self,
         fut: F,
     ) -> impl std::future::Future<Output = F::Output> {
-        CURRENT.scope(self, fut)
+        InRun {
+            run: Some(self),
+            future: fut,
+        }
     }
 
     /// This run's id.
@@ -623,5 +696,56 @@ mod tests {
             .scope(async { RunContext::current().map(|c| c.run_id()) })
             .await;
         assert_eq!(seen, Some(RunId::from(7)));
+        assert!(RunContext::current().is_none());
+    }
+
+    fn current_id() -> Option<RunId> {
+        RunContext::current().map(|c| c.run_id())
+    }
+
+    #[tokio::test]
+    async fn scopes_nest_and_each_run_is_current_across_its_awaits() {
+        let inner = RunContext::bare(RunId::from(2)).scope(async {
+            let before = current_id();
+            tokio::task::yield_now().await;
+            (before, current_id())
+        });
+        let outer = RunContext::bare(RunId::from(1)).scope(async {
+            let inner = inner.await;
+            (inner, current_id())
+        });
+        let (inner, after_inner) = outer.await;
+        assert_eq!(inner, (Some(RunId::from(2)), Some(RunId::from(2))));
+        assert_eq!(after_inner, Some(RunId::from(1)));
+        assert_eq!(current_id(), None);
+    }
+
+    #[tokio::test]
+    async fn two_runs_polled_in_turn_on_one_thread_each_see_their_own() {
+        let run = |id: u64| {
+            RunContext::bare(RunId::from(id)).scope(async move {
+                let mut seen = Vec::new();
+                for _ in 0..3 {
+                    seen.push(current_id());
+                    tokio::task::yield_now().await;
+                }
+                seen
+            })
+        };
+        let (a, b) = tokio::join!(run(1), run(2));
+        assert!(a.iter().all(|id| *id == Some(RunId::from(1))), "{a:?}");
+        assert!(b.iter().all(|id| *id == Some(RunId::from(2))), "{b:?}");
+    }
+
+    #[test]
+    fn a_panic_inside_a_scope_leaves_no_current_run_behind() {
+        let scoped = RunContext::bare(RunId::from(3)).scope(async { panic!("boom") });
+        let mut scoped = std::pin::pin!(scoped);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = scoped.as_mut().poll(&mut cx);
+        }));
+        assert!(polled.is_err());
+        assert_eq!(current_id(), None);
     }
 }

@@ -761,7 +761,7 @@ mod tests {
             .add_exit_state(Step(1));
         let spawned = workflow.spawned(Step(0), RunOptions::default());
         let size = std::mem::size_of_val(&spawned);
-        // 488 bytes today; 536 with the tracing feature, where a run also carries
+        // 472 bytes today; 520 with the tracing feature, where a run also carries
         // its span.
         assert!(size <= 536, "a spawned run is {size} bytes; keep it <= 536");
     }
