@@ -193,9 +193,9 @@ impl fmt::Debug for CancellationToken {
 /// Two words: the run id, and a pointer to what only some runs have (a cancellation
 /// token, outputs, a journal, shared resources, a span). A run of a bare workflow has
 /// none of those and carries a null pointer; every run of a workflow whose only extra
-/// is its resources shares one such record. The context is swapped into a task-local
-/// on every poll of the run and cloned for every task that asks for it, so its size
-/// is paid often.
+/// is its resources shares one such record. The context is swapped in as the thread's
+/// current run on every poll of the run and cloned for every task that asks for it,
+/// so its size is paid often.
 #[derive(Clone)]
 pub struct RunContext {
     run_id: RunId,
