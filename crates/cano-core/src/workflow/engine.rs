@@ -407,13 +407,11 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 (self.spec.observers.single(), Before::wanted(heard))
             };
             let mut transitions: u32 = 0;
-            // Every slot the loop enters runs a handler or ends the run. A state without
-            // a slot is refused as it is reached, so the error can name the task that
-            // chose it; a slot with neither (only declared transitions) fails
-            // validation, so the run never started.
-            let Some(mut slot) = hinted(&self.spec.slots, &self.spec.start_hint, state)
-                .filter(|slot| slot.is_runnable())
-            else {
+            // Every slot the loop enters runs a handler or ends the run: a slot with
+            // neither (only declared transitions) fails validation, so no run starts.
+            // A state without a slot is refused as it is reached, so the error can name
+            // the task that chose it.
+            let Some(mut slot) = hinted(&self.spec.slots, &self.spec.start_hint, state) else {
                 return Err(self.unregistered(state, None));
             };
             loop {
@@ -490,7 +488,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         }
                     }
                     // Every other state: its handler, with spans, checkpoints and guards.
-                    // (A slot without one was refused as it was reached.)
+                    // (Validation refused a slot without one; this is only a guard.)
                     let Some(handler) = &slot.handler else {
                         return Err(self.unregistered(state, None));
                     };

@@ -150,13 +150,6 @@ impl<S, K> Slot<S, K> {
         };
     }
 
-    /// Whether a run can enter this slot: it ends the run or has a handler (a state
-    /// that only declared its transitions has neither).
-    #[inline]
-    pub(crate) fn is_runnable(&self) -> bool {
-        self.exit || self.handler.is_some()
-    }
-
     fn empty() -> Self {
         Self {
             handler: None,
