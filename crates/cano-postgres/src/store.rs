@@ -233,10 +233,11 @@ impl PostgresCheckpointStore {
 
 fn status_code(status: RunStatus) -> i16 {
     match status {
-        RunStatus::Interrupted => 0,
         RunStatus::Failed => 1,
         RunStatus::Finished => 2,
         RunStatus::RolledBack => 3,
+        // A row is never written with an unreadable status; count it as open.
+        _ => 0,
     }
 }
 

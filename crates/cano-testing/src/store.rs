@@ -14,14 +14,21 @@ struct Faults {
     appends: usize,
     /// Appends (numbered from 0 through this store) that fail once.
     fail_once: BTreeSet<usize>,
+    /// Appends that write their row, then report a failure (a lost reply).
+    lose_reply: BTreeSet<usize>,
     /// Every append from this number on fails, until healed.
     fail_from: Option<usize>,
     fail_loads: bool,
+    /// Clears that fail, before (`false`) or after (`true`) clearing.
+    fail_clears: Vec<bool>,
+    fail_truncates: bool,
 }
 
 /// A [`CheckpointStore`] (in memory, or wrapping another) with fault injection: fail
-/// the Nth append, every append from the Nth on (a full disk), or every load. It keeps
-/// a copy of every row it took, in order, which a test can read or await.
+/// the Nth append, every append from the Nth on (a full disk), or every load; write
+/// the Nth append and then report a failure all the same (an ambiguous write: the
+/// flush or the reply was lost); fail clears and truncations. It keeps a copy of every
+/// row it took, in order, which a test can read or await.
 ///
 /// ```
 /// use cano_testing::FaultyStore;
@@ -62,6 +69,24 @@ impl FaultyStore {
         self.lock().fail_once.insert(n);
     }
 
+    /// Append number `n` writes its row, then fails all the same, once: the caller
+    /// cannot tell whether the row is in the log (sled inserted it and the flush
+    /// failed; a database committed it and the reply was lost).
+    pub fn lose_reply_of_append(&self, n: usize) {
+        self.lock().lose_reply.insert(n);
+    }
+
+    /// The next clear fails; if `after_clearing`, it clears the run first (its reply
+    /// was lost). Each call queues one failing clear.
+    pub fn fail_next_clear(&self, after_clearing: bool) {
+        self.lock().fail_clears.push(after_clearing);
+    }
+
+    /// Whether truncations (compaction) fail.
+    pub fn fail_truncates(&self, fail: bool) {
+        self.lock().fail_truncates = fail;
+    }
+
     /// Every append from number `n` on fails, until [`heal`](Self::heal).
     pub fn fail_appends_from(&self, n: usize) {
         self.lock().fail_from = Some(n);
@@ -76,8 +101,11 @@ impl FaultyStore {
     pub fn heal(&self) {
         let mut faults = self.lock();
         faults.fail_once.clear();
+        faults.lose_reply.clear();
         faults.fail_from = None;
         faults.fail_loads = false;
+        faults.fail_clears.clear();
+        faults.fail_truncates = false;
     }
 
     /// How many appends were attempted through this store, failed ones included.
@@ -114,20 +142,24 @@ impl FaultyStore {
 #[async_trait::async_trait]
 impl CheckpointStore for FaultyStore {
     async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
-        let fail = {
+        let (fail, lose_reply) = {
             let mut faults = self.lock();
             let n = faults.appends;
             faults.appends += 1;
-            faults.fail_once.remove(&n) || faults.fail_from.is_some_and(|from| n >= from)
+            (
+                faults.fail_once.remove(&n) || faults.fail_from.is_some_and(|from| n >= from),
+                faults.lose_reply.remove(&n),
+            )
         };
+        let what = format!("append of row {} of run {}", row.seq, row.run);
         if fail {
-            return Err(Self::injected(&format!(
-                "append of row {} of run {}",
-                row.seq, row.run
-            )));
+            return Err(Self::injected(&what));
         }
         self.inner.append(row.clone()).await?;
         self.rows.send_modify(|rows| rows.push(row));
+        if lose_reply {
+            return Err(Self::injected(&format!("{what} was written, then its flush failed")));
+        }
         Ok(())
     }
 
@@ -139,11 +171,26 @@ impl CheckpointStore for FaultyStore {
     }
 
     async fn truncate(&self, run: RunId, before: u64) -> Result<(), CanoError> {
+        if self.lock().fail_truncates {
+            return Err(Self::injected(&format!("truncation of run {run}")));
+        }
         self.inner.truncate(run, before).await
     }
 
     async fn clear(&self, run: RunId) -> Result<(), CanoError> {
-        self.inner.clear(run).await
+        let fault = {
+            let mut faults = self.lock();
+            (!faults.fail_clears.is_empty()).then(|| faults.fail_clears.remove(0))
+        };
+        match fault {
+            None => self.inner.clear(run).await,
+            Some(after_clearing) => {
+                if after_clearing {
+                    self.inner.clear(run).await?;
+                }
+                Err(Self::injected(&format!("clear of run {run}")))
+            }
+        }
     }
 
     async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {

@@ -23,11 +23,35 @@ struct Progress {
     skip_enter: bool,
     /// A write failed after its change was taken: the next row carries everything.
     force_full: bool,
+    /// The `Enter` row of the current state could not be written, and nothing since
+    /// stood in for it: the log still ends in the state before, with that state's
+    /// writes unsaved. A `Fail` row then carries them (see [`Journal::fail`]).
+    entry_unrecorded: bool,
+    /// An append that failed: its row may have reached the store all the same (a
+    /// flush or a reply lost after the write). Settled before the next row.
+    unsure: Option<Attempt>,
+}
+
+/// A row whose append failed, as much of it as is needed to recognise it.
+#[derive(Clone, Copy)]
+struct Attempt {
+    seq: u64,
+    fingerprint: u64,
 }
 
 /// The checkpoint log of one run: the store, where the run stands, and its durable data.
 ///
 /// Handlers reach it through `RunContext::journal`; plain tasks never need it.
+///
+/// # When an append fails
+///
+/// A failed append may still have written its row (sled inserted it and the flush
+/// failed; PostgreSQL committed and the reply was lost). So the journal does not guess:
+/// before its next row it reads the run's log back. If the log ends with the very row
+/// it tried, that row counts as written; if it ends just before it, the row is written
+/// again; anything else means another process wrote to the run, and every later append
+/// of this journal fails with a [`CanoError::Store`] saying so. Until then, every row
+/// carries the whole durable data (a snapshot), so no change is lost either way.
 pub struct Journal {
     store: Arc<dyn CheckpointStore>,
     run: RunId,
@@ -87,6 +111,8 @@ impl Journal {
                 resumed_cursor: start.resumed_cursor,
                 skip_enter: false,
                 force_full: false,
+                entry_unrecorded: false,
+                unsure: None,
             }),
             turn: tokio::sync::Mutex::new(()),
         }
@@ -120,18 +146,22 @@ impl Journal {
     /// Writes a `Step` row for the current state with `cursor` (encoded), and the
     /// durable data written since the previous row. Returns the row's number.
     pub async fn record_step(&self, cursor: Vec<u8>) -> Result<u64, CanoError> {
-        let _turn = self.turn.lock().await;
-        let row = self.row_here(&mut self.lock(), RowKind::Step, Some(cursor), String::new());
-        self.write(row).await
+        self.append_with(|progress| {
+            Some(self.row_here(progress, RowKind::Step, Some(cursor), String::new()))
+        })
+        .await
+        .map(|seq| seq.unwrap_or_default())
     }
 
     /// Writes a `Step` row for the current state without a cursor: it carries the
     /// durable data written since the previous row (a task's saved progress, see
     /// [`TaskProgress`](super::TaskProgress)). Returns the row's number.
     pub async fn record_progress(&self) -> Result<u64, CanoError> {
-        let _turn = self.turn.lock().await;
-        let row = self.row_here(&mut self.lock(), RowKind::Step, None, String::new());
-        self.write(row).await
+        self.append_with(|progress| {
+            Some(self.row_here(progress, RowKind::Step, None, String::new()))
+        })
+        .await
+        .map(|seq| seq.unwrap_or_default())
     }
 
     /// The `Debug` text of the state the run is in, as its rows name it.
@@ -146,151 +176,239 @@ impl Journal {
         state: Vec<u8>,
         label: String,
     ) -> Result<Option<u64>, CanoError> {
-        let _turn = self.turn.lock().await;
-        let row = {
-            let mut progress = self.lock();
+        self.append_with(|progress| {
             // Only the very state the previous row named is skipped: a state that writes
             // no row (a router) may come in between.
             if std::mem::take(&mut progress.skip_enter) && progress.state == state {
-                return Ok(None);
+                return None;
             }
             progress.state.clone_from(&state);
             progress.label.clone_from(&label);
             // A state entered anew has no saved cursor.
             progress.resumed_cursor = None;
-            self.row(
-                &mut progress,
+            Some(self.row(
+                progress,
                 RowKind::Enter,
                 state,
                 label,
                 None,
                 String::new(),
-            )
-        };
-        self.write(row).await.map(Some)
+            ))
+        })
+        .await
     }
 
     /// The run is resumed in `state`: write the `Resume` row that claims it. The
     /// state's own `Enter` is then skipped (its row exists).
     pub(crate) async fn resume(&self, state: Vec<u8>, label: String) -> Result<u64, CanoError> {
-        let _turn = self.turn.lock().await;
-        let row = {
-            let mut progress = self.lock();
+        self.append_with(|progress| {
             progress.state.clone_from(&state);
             progress.label.clone_from(&label);
             progress.skip_enter = true;
             let cursor = progress.resumed_cursor.clone();
-            self.row(
-                &mut progress,
+            Some(self.row(
+                progress,
                 RowKind::Resume,
                 state,
                 label,
                 cursor,
                 String::new(),
-            )
-        };
-        self.write(row).await
+            ))
+        })
+        .await
+        .map(|seq| seq.unwrap_or_default())
     }
 
     /// A compensatable step finished and the run moves to `next` (encoded, with its
     /// `Debug` text): write the `Completed` row, which carries the step's saved output in
-    /// its data and stands in for `next`'s `Enter` row.
+    /// its data and stands in for `next`'s `Enter` row. (If it cannot be written, the
+    /// run fails in the step's state, and its `Fail` row sends a resume back to the
+    /// step, whose output and writes were not saved.)
     pub(crate) async fn completed(&self, next: Vec<u8>, label: String) -> Result<u64, CanoError> {
-        let _turn = self.turn.lock().await;
-        let row = {
-            let mut progress = self.lock();
+        self.append_with(|progress| {
             progress.state.clone_from(&next);
             progress.label.clone_from(&label);
             progress.skip_enter = true;
             progress.resumed_cursor = None;
-            self.row(
-                &mut progress,
+            Some(self.row(
+                progress,
                 RowKind::Completed,
                 next,
                 label,
                 None,
                 String::new(),
-            )
-        };
-        self.write(row).await
+            ))
+        })
+        .await
+        .map(|seq| seq.unwrap_or_default())
     }
 
     /// The run is rolling back after failing with `message`: write a `Rollback` row for
     /// the state it failed in, with the compensation stack's changes in its data.
     pub(crate) async fn rollback(&self, message: &str) -> Result<u64, CanoError> {
-        let _turn = self.turn.lock().await;
-        let row = self.row_here(
-            &mut self.lock(),
-            RowKind::Rollback,
-            None,
-            message.to_owned(),
-        );
-        self.write(row).await
+        self.append_with(|progress| {
+            Some(self.row_here(progress, RowKind::Rollback, None, message.to_owned()))
+        })
+        .await
+        .map(|seq| seq.unwrap_or_default())
     }
-
     /// Every completed step of the failed run was compensated: clear its rows, or close
     /// them with `RolledBack`.
     pub(crate) async fn rolled_back(&self, message: &str) -> Result<(), CanoError> {
-        self.close(
-            "was rolled back",
-            "nothing is lost: a resume of it only reports the rollback again",
-            |progress| self.row_here(progress, RowKind::RolledBack, None, message.to_owned()),
-        )
+        self.close("was rolled back", |progress| {
+            self.row_here(progress, RowKind::RolledBack, None, message.to_owned())
+        })
         .await
     }
 
     /// The run reached the exit state: clear its rows, or close them with `Finish`.
     pub(crate) async fn finish(&self, state: Vec<u8>, label: String) -> Result<(), CanoError> {
         let ended = format!("finished in {label}");
-        self.close(
-            &ended,
-            "nothing is lost: the rows stay until CheckpointStore::clear or prune removes them",
-            |progress| self.row(progress, RowKind::Finish, state, label, None, String::new()),
-        )
+        self.close(&ended, |progress| {
+            self.row(progress, RowKind::Finish, state, label, None, String::new())
+        })
         .await
     }
 
     /// Ends a run's log as its workflow's retention says: cleared, or closed with the
-    /// row `last` builds (only built when rows are kept, as it takes a row number).
+    /// row `last` builds. A log that cannot be cleared is closed with that row instead,
+    /// so that a resume knows the run is over; only when neither works is the run's
+    /// last state left to run again, and the error says so.
     async fn close(
         &self,
         ended: &str,
-        hint: &'static str,
         last: impl FnOnce(&mut Progress) -> CheckpointRow,
     ) -> Result<(), CanoError> {
         let _turn = self.turn.lock().await;
-        match self.retention {
-            Retention::ClearFinished => self.store.clear(self.run).await.map_err(|e| {
-                CanoError::store(format!(
-                    "run {} {ended}, but its checkpoint rows could not be cleared",
-                    self.run
-                ))
-                .with_source(e)
-                .with_hint(hint)
-            }),
-            Retention::KeepFinished => {
+        let cleared = match self.retention {
+            Retention::ClearFinished => match self.store.clear(self.run).await {
+                Ok(()) => return Ok(()),
+                Err(e) => Some(e),
+            },
+            Retention::KeepFinished => None,
+        };
+        let closed = match self.settle().await {
+            Ok(_) => {
                 let row = last(&mut self.lock());
                 self.write(row).await.map(drop)
             }
+            Err(e) => Err(e),
+        };
+        let Err(not_closed) = closed else {
+            return Ok(());
+        };
+        // The closing row may have been written all the same.
+        if let Ok(true) = self.settle().await {
+            return Ok(());
         }
+        // A clear that failed may have gone through all the same.
+        if cleared.is_some() && matches!(self.store.load(self.run).await, Ok(rows) if rows.is_empty())
+        {
+            return Ok(());
+        }
+        let again = self.lock().label.clone();
+        let mut error = CanoError::store(format!(
+            "run {} {ended}, but its checkpoint log could not be {}: {}",
+            self.run,
+            if cleared.is_some() { "cleared or closed" } else { "closed" },
+            not_closed.message()
+        ))
+        .with_hint(format!(
+            "the log still ends in state {again}, so a resume would run that state again; once the store works, clear the run (CheckpointStore::clear) instead of resuming it"
+        ));
+        error = match cleared {
+            Some(e) => error.with_source(e),
+            None => error.with_source(not_closed),
+        };
+        Err(error)
     }
 
     /// The run failed in `state`: record why, so it can be resumed there later. A store
     /// that fails again here is ignored; the run's own error is what matters.
+    ///
+    /// The state's partial writes are not saved: a resume re-runs it from the data it
+    /// started with, as after a crash. If the state's own `Enter` row could not be
+    /// written (its task never ran), this row stands in for it and carries the writes
+    /// of the states before, which no row holds yet.
     pub(crate) async fn fail(&self, state: Vec<u8>, label: String, error: &CanoError) {
+        let _ = self
+            .append_with(|progress| {
+                let entry = progress.entry_unrecorded && progress.state == state;
+                if entry {
+                    progress.force_full = true;
+                }
+                Some(self.row(
+                    progress,
+                    RowKind::Fail,
+                    state,
+                    label,
+                    None,
+                    error.to_string(),
+                ))
+            })
+            .await;
+    }
+
+    /// Numbers, builds and appends one row, in turn with the run's other rows; `build`
+    /// may decide no row is needed. Returns the row's number.
+    async fn append_with(
+        &self,
+        build: impl FnOnce(&mut Progress) -> Option<CheckpointRow>,
+    ) -> Result<Option<u64>, CanoError> {
         let _turn = self.turn.lock().await;
-        let row = {
-            let mut progress = self.lock();
-            self.row(
-                &mut progress,
-                RowKind::Fail,
-                state,
-                label,
-                None,
-                error.to_string(),
-            )
+        self.settle().await?;
+        let row = build(&mut self.lock());
+        match row {
+            Some(row) => self.write(row).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// After a failed append: finds out from the log whether its row was written (see
+    /// the type's docs), and says so. Called with the turn held.
+    async fn settle(&self) -> Result<bool, CanoError> {
+        let Some(attempt) = self.lock().unsure else {
+            return Ok(false);
         };
-        let _ = self.write(row).await;
+        let rows = self.store.load(self.run).await.map_err(|e| {
+            CanoError::store(format!(
+                "row {} of run {} failed to append, and the log could not be read back to see whether it was written: {}",
+                attempt.seq,
+                self.run,
+                e.message()
+            ))
+            .with_source(e)
+            .with_hint(format!(
+                "fix the store, then continue with Workflow::resume_from({:?})",
+                self.run
+            ))
+        })?;
+        let landed = match rows.last() {
+            Some(last) if last.seq == attempt.seq && fingerprint(last) == attempt.fingerprint => {
+                true
+            }
+            Some(last) if last.seq.checked_add(1) == Some(attempt.seq) => false,
+            None if attempt.seq == 0 => false,
+            found => {
+                let found = match found {
+                    Some(last) => format!("ends with row {} ({:?} {})", last.seq, last.kind, last.label),
+                    None => "is empty".to_owned(),
+                };
+                return Err(CanoError::store(format!(
+                    "row {} of run {} failed to append, and the log now {found}: another process wrote to this run",
+                    attempt.seq, self.run
+                ))
+                .with_hint("drive a run from one place only; this one stops and the other goes on")
+                .permanent());
+            }
+        };
+        let mut progress = self.lock();
+        progress.unsure = None;
+        if landed {
+            progress.next_seq = attempt.seq + 1;
+            progress.entry_unrecorded = false;
+        }
+        Ok(landed)
     }
 
     /// A row for the state the run is in (as its last `Enter`, `Resume` or `Completed`
@@ -318,18 +436,19 @@ impl Journal {
         let seq = progress.next_seq;
         progress.next_seq += 1;
         // A long (or looping) run's log is compacted: every so often an `Enter` row
-        // carries all the data, and the rows before it are dropped.
-        // A `Fail` row never carries a snapshot: the failed state's partial writes are
-        // not saved (see below), and a snapshot would include them.
-        let full = kind != RowKind::Fail
-            && (seq == 0
+        // carries all the data, and the rows before it are dropped. A `Fail` row
+        // carries data only when it stands in for its state's entry (see `fail`): a
+        // failed state's partial writes are not saved.
+        let full = if kind == RowKind::Fail {
+            std::mem::take(&mut progress.force_full) && progress.entry_unrecorded
+        } else {
+            seq == 0
                 || std::mem::take(&mut progress.force_full)
                 || (matches!(kind, RowKind::Enter | RowKind::Step | RowKind::Completed)
-                    && progress.since_snapshot >= self.compact_after));
+                    && progress.since_snapshot >= self.compact_after)
+        };
         progress.since_snapshot = if full { 0 } else { progress.since_snapshot + 1 };
-        // A failed state's partial writes are not saved: a resume re-runs the state from
-        // the data it started with, as it would after a crash.
-        let data = if kind == RowKind::Fail {
+        let data = if kind == RowKind::Fail && !full {
             DataChange::default()
         } else {
             self.durable.take_change(full)
@@ -349,18 +468,21 @@ impl Journal {
         }
     }
 
+    /// Appends `row`; called with the turn held and the log settled.
     async fn write(&self, row: CheckpointRow) -> Result<u64, CanoError> {
         let (seq, kind, full) = (row.seq, row.kind, row.data.full);
+        let fingerprint = fingerprint(&row);
         let label = row.label.clone();
         if let Err(e) = self.store.append(row).await {
-            // The change taken for this row was not saved: carry all data next time,
-            // and give the next row this row's number, so that a store that recovers
-            // (a full disk freed) can take the rows that follow, a rollback's included.
+            // The change taken for this row may not be saved: carry all data next time.
+            // Whether the row itself was written is settled before the next one.
             let mut progress = self.lock();
             progress.force_full = true;
             if progress.next_seq == seq + 1 {
                 progress.next_seq = seq;
             }
+            progress.entry_unrecorded |= kind == RowKind::Enter;
+            progress.unsure = Some(Attempt { seq, fingerprint });
             drop(progress);
             return Err(CanoError::store(format!(
                 "could not write checkpoint row {seq} ({kind:?} {label}) of run {}: {}",
@@ -369,22 +491,31 @@ impl Journal {
             ))
             .with_source(e)
             .with_hint(format!(
-                "rows up to {} are safe; fix the store, then continue with Workflow::resume_from({:?})",
-                seq.saturating_sub(1),
+                "rows before it are safe; fix the store, then continue with Workflow::resume_from({:?})",
                 self.run
             )));
         }
+        self.lock().entry_unrecorded = false;
         if full && seq > 0 {
-            self.store.truncate(self.run, seq).await.map_err(|e| {
-                CanoError::store(format!(
-                    "could not compact the checkpoint log of run {} before row {seq}",
-                    self.run
-                ))
-                .with_source(e)
-            })?;
+            // Compaction only drops rows the snapshot made redundant: if it fails, the
+            // log is longer, not wrong, and the next snapshot drops them.
+            let _ = self.store.truncate(self.run, seq).await;
         }
         Ok(seq)
     }
+}
+
+/// What identifies a row this journal wrote, to recognise it when the log is read
+/// back: everything but the values of its data (their keys and sizes are in).
+fn fingerprint(row: &CheckpointRow) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = crate::hash::FastHasher::default();
+    (row.seq, row.kind, row.written_at_ms, row.data.full).hash(&mut hasher);
+    (&row.state, &row.label, &row.cursor, &row.message).hash(&mut hasher);
+    for (key, value) in &row.data.entries {
+        (key, value.as_ref().map(Vec::len)).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 impl std::fmt::Debug for Journal {

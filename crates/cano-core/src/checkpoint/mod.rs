@@ -18,6 +18,7 @@ mod durable;
 mod journal;
 mod progress;
 mod replay;
+mod state_tag;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +35,7 @@ pub(crate) use journal::{Claim, JournalConfig, Start};
 pub use journal::{Journal, is_running_here};
 pub use progress::TaskProgress;
 pub use replay::{ResumePoint, replay};
+pub use state_tag::{StateTag, decode_state, encode_state};
 
 /// What a row records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,7 +53,10 @@ pub enum RowKind {
     Finish,
     /// The run failed (or was cancelled, or timed out) in `state`; `message` says why.
     /// It can be resumed in that state once the cause is fixed (or, if it had begun
-    /// rolling back, its rollback finished).
+    /// rolling back, its rollback finished), with the data it entered the state with.
+    /// Its data is empty (the failed state's partial writes are not kept), except
+    /// when the state's own `Enter` row could not be written: then the row carries a
+    /// snapshot of the data and stands in for that `Enter` row.
     Fail,
     /// A compensatable step finished: its output is saved in the row's data, and the
     /// run moves on to `state` (the next state, whose own `Enter` row this replaces).
@@ -141,6 +146,7 @@ pub(crate) fn now_ms() -> u64 {
 
 /// Where a run with rows stands, from its last row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RunStatus {
     /// Its process stopped while it ran or rolled back (its last row is `Enter`,
     /// `Step`, `Resume`, `Completed` or `Rollback`): resume it.
@@ -152,6 +158,11 @@ pub enum RunStatus {
     Finished,
     /// It failed and all its completed steps were compensated (rows kept for audit).
     RolledBack,
+    /// Its last row cannot be read (damaged, or written by a newer build): it cannot
+    /// be resumed as it is. Its summary says what its readable rows say of it, and
+    /// its label carries the error; inspect it, resume it with the build that wrote
+    /// it, or clear it.
+    Unreadable,
 }
 
 impl RunStatus {
@@ -233,7 +244,8 @@ pub trait CheckpointStore: Send + Sync + 'static {
     async fn clear(&self, run: RunId) -> Result<(), CanoError>;
 
     /// The runs whose last row does not end them (see [`RowKind::ends_run`]):
-    /// interrupted and failed runs.
+    /// interrupted and failed runs, and runs whose last row cannot be read
+    /// ([`RunStatus::Unreadable`]): one bad run must not hide the others.
     async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError>;
 
     /// Deletes every run (finished or not) whose last row was written before

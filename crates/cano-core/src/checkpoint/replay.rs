@@ -96,6 +96,9 @@ pub fn replay(
                 resumes += 1;
                 cursor.clone_from(&row.cursor);
             }
+            // A `Fail` row with a snapshot stands in for the `Enter` row of its state,
+            // which could not be written: that state starts afresh.
+            RowKind::Fail if row.data.full => cursor = None,
             RowKind::Fail | RowKind::Finish | RowKind::Rollback | RowKind::RolledBack => {}
         }
     }

@@ -310,12 +310,16 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let message = original.to_string();
             let journal = run.journal();
             let mut failures = Vec::new();
-            // A resumed rollback has its marker and its rows already.
+            // A resumed rollback has its marker and its rows already. A new one is
+            // recorded before any compensation runs: a rollback the log does not know
+            // of would be undone by a resume that goes forward again.
             if let (Some(journal), None) = (journal, saga.resumed_rollback()) {
                 let marker = Bincode::encode(&message).unwrap_or_default();
                 journal.durable().put_engine(rollback_key(), marker);
                 if let Err(e) = journal.rollback(&message).await {
-                    failures.push(unrecorded(e));
+                    journal.durable().remove_engine(&rollback_key());
+                    saga.lock().outcome = Some(RollbackOutcome::Incomplete);
+                    return CanoError::compensation_failed(original, vec![not_started(e)]);
                 }
             }
             let limit = spec.compensation_timeout;
@@ -382,15 +386,20 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 match result {
                     Ok(()) => {
                         saga.remove(key);
+                        let mut recorded = Ok(());
                         if let Some(journal) = journal {
                             journal.durable().remove_engine(&step_key(key));
-                            if let Err(e) = journal.rollback(&message).await {
-                                failures.push(unrecorded(e).at(&state, &label));
-                            }
+                            recorded = journal.rollback(&message).await.map(drop);
                         }
                         if !observers.is_empty() {
                             observers
                                 .each(|o| o.on_compensation_success(run.run_id(), &state, &label));
+                        }
+                        if let Err(e) = recorded {
+                            // The log still lists this step and every older one: stop
+                            // here, so that nothing runs that a resume cannot know of.
+                            failures.push(unrecorded(e).at(&state, &label));
+                            break;
                         }
                     }
                     Err(error) => {
@@ -418,10 +427,17 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 }
 
-/// A rollback row that could not be written: the compensation itself may have run.
+/// A rollback row that could not be written after a compensation ran.
 fn unrecorded(error: CanoError) -> CanoError {
     error.with_hint(
-        "the checkpoint log could not record this step of the rollback; a resume would run its compensation again, so compensations should tolerate running twice",
+        "this compensation ran, but the checkpoint log could not record it, so the rollback stopped there; once the store works, Workflow::resume_from finishes the rollback and runs this compensation again (compensations must tolerate running twice)",
+    )
+}
+
+/// The rollback's first row could not be written, so no compensation ran.
+fn not_started(error: CanoError) -> CanoError {
+    error.with_hint(
+        "no compensation ran: the rollback could not be recorded in the checkpoint log, and one that ran unrecorded could be contradicted by a resume; once the store works, Workflow::resume_from re-runs the failed state (and rolls back if it fails again)",
     )
 }
 

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::{Workflow, WorkflowState};
 use crate::checkpoint::{
-    Bincode, CheckpointStore, Claim, Codec, Journal, JournalConfig, ResumePoint, Retention,
-    RowKind, RunStatus, RunSummary, Start, replay,
+    Bincode, CheckpointStore, Claim, Journal, JournalConfig, ResumePoint, Retention,
+    RowKind, RunStatus, RunSummary, Start, decode_state, encode_state, replay,
 };
 use crate::error::CanoError;
 use crate::resource::ResourceKey;
@@ -142,8 +142,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     {
         self.spec_mut().checkpoint = Some(Checkpointing {
             store,
-            encode: Bincode::encode::<S>,
-            decode: Bincode::decode::<S>,
+            encode: encode_state::<Bincode, S>,
+            decode: decode_state::<Bincode, S>,
         });
         self
     }
@@ -205,11 +205,16 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     }
 
     /// The runs in the store written by this workflow that did not finish: interrupted
-    /// ones (their process stopped) and failed ones.
+    /// ones (their process stopped) and failed ones; also runs whose last row cannot be
+    /// read ([`RunStatus::Unreadable`]) when they are this workflow's or nothing
+    /// readable says whose they are.
     pub async fn unfinished_runs(&self) -> Result<Vec<RunSummary>, CanoError> {
         let checkpointing = self.checkpointing()?;
         let mut runs = checkpointing.store.unfinished().await?;
-        runs.retain(|r| *r.workflow == *self.spec.recovery.workflow_id);
+        runs.retain(|r| {
+            *r.workflow == *self.spec.recovery.workflow_id
+                || (r.status == RunStatus::Unreadable && r.workflow.is_empty())
+        });
         runs.sort_by_key(|r| (r.updated_at_ms, r.run));
         Ok(runs)
     }
@@ -261,15 +266,21 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let point = replay(run, &rows, &settings.workflow_id, settings.version)?;
             drop(rows);
             let state = (checkpointing.decode)(&point.state).map_err(|e| {
-                CanoError::store(format!(
-                    "row {} of run {run} holds state {} that this workflow's state type cannot decode: {}",
+                let message = format!(
+                    "row {} of run {run} holds state {}, which this build cannot resume: {}",
                     point.last_seq,
                     point.label,
                     e.message()
-                ))
-                .with_source(e)
-                .with_hint("the state was probably renamed or removed; resume with the build that wrote it")
-                .permanent()
+                );
+                let hint = "the state type changed since the run was written (a variant inserted, reordered, renamed or removed, or a payload changed): resume it with the build that wrote it, and give such changes a new Workflow::with_workflow_version";
+                match e {
+                    // Nothing was run: the run stays as it was, for the right build.
+                    CanoError::WorkflowVersionMismatch(_) => {
+                        CanoError::workflow_version_mismatch(message).with_source(e)
+                    }
+                    _ => CanoError::store(message).with_source(e).permanent(),
+                }
+                .with_hint(hint)
             })?;
             match point.last_kind {
                 RowKind::Finish => return Ok(state),
