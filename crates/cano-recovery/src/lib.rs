@@ -74,9 +74,9 @@
 
 pub mod codec;
 mod memory;
-mod sled_store;
+mod sled;
 mod stepped;
 
 pub use memory::MemoryCheckpointStore;
-pub use sled_store::{Durability, SledCheckpointStore, SledStats};
+pub use sled::{Durability, SledCheckpointStore, SledStats};
 pub use stepped::{StepOutcome, SteppedTask, SteppedWorkflow};

@@ -93,7 +93,8 @@ async fn a_corrupt_row_is_reported_with_its_run_and_number() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::default();
     let store = SledCheckpointStore::open(dir.path()).unwrap();
-    let run = failed_run(&ledger, "transform", store, None).await;
+    let run = failed_run(&ledger, "transform", store.clone(), None).await;
+    store.close().await.unwrap();
     {
         // Damage row 1 behind the store's back.
         let db = reopen_raw(dir.path());
@@ -105,7 +106,7 @@ async fn a_corrupt_row_is_reported_with_its_run_and_number() {
         tree.insert(&key, bytes).unwrap();
         db.flush().unwrap();
     }
-    let store = SledCheckpointStore::open(dir.path()).unwrap();
+    let store = open_after_raw(dir.path());
     let (workflow, _) = pipeline(&ledger, "");
     let err = workflow
         .with_checkpoint_store(store.clone())
@@ -120,7 +121,7 @@ async fn a_corrupt_row_is_reported_with_its_run_and_number() {
     );
     // Nothing ran, and the other rows are still there.
     assert_eq!(ledger.entries().len(), 3);
-    drop(store);
+    store.close().await.unwrap();
     let db = reopen_raw(dir.path());
     assert_eq!(db.open_tree("rows").unwrap().len(), 4);
 }
@@ -143,17 +144,23 @@ async fn prune_removes_runs_whose_last_row_is_old() {
     assert!(store.unfinished().await.unwrap().is_empty());
 }
 
-/// Opens the store's directory with sled directly, behind the store's back. sled
-/// releases its lock only once its background jobs let go of the closed store, a
-/// moment after it was dropped, so a lock refusal is retried for a short while, as
-/// `SledCheckpointStore::open` does.
+/// Opens the store's directory with sled directly, behind the store's back (after the
+/// store was closed: `close` returns once the directory is free).
 fn reopen_raw(path: &std::path::Path) -> sled::Db {
+    sled::open(path).unwrap()
+}
+
+/// Opens the store after a raw sled handle of this test was dropped. sled gives up its
+/// lock only when its own background threads let go, a moment later, and offers
+/// nothing to wait on; so this polls, boundedly (a store of cano's own, closed with
+/// `close`, is free at once).
+fn open_after_raw(path: &std::path::Path) -> SledCheckpointStore {
     let start = std::time::Instant::now();
     loop {
-        match sled::open(path) {
-            Err(e) if start.elapsed() < std::time::Duration::from_secs(2) => {
-                assert!(e.to_string().contains("could not acquire lock"), "{e}");
-                std::thread::sleep(std::time::Duration::from_millis(10));
+        match SledCheckpointStore::open(path) {
+            Err(e) if start.elapsed() < Duration::from_secs(5) => {
+                assert!(e.to_string().contains("another process"), "{e}");
+                std::thread::yield_now();
             }
             other => return other.unwrap(),
         }

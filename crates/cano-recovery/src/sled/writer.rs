@@ -1,0 +1,436 @@
+//! The writer thread: the one place that touches the sled database, so checkpoint I/O
+//! never blocks tokio's worker threads and rows that arrive together share one flush.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use cano_core::checkpoint::{CheckpointRow, RunStatus, RunSummary, check_next_seq};
+use cano_core::{CanoError, RunId};
+use tokio::sync::oneshot;
+
+use super::Durability;
+use super::disk::{self, DiskSync};
+use crate::codec::{decode_row, encode_row};
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, CanoError>>;
+
+pub(super) enum Command {
+    Append(Box<CheckpointRow>, Reply<()>),
+    Load(RunId, Reply<Vec<CheckpointRow>>),
+    Truncate(RunId, u64, Reply<()>),
+    Clear(RunId, Reply<()>),
+    Unfinished(Reply<Vec<RunSummary>>),
+    Prune(SystemTime, Reply<usize>),
+    Flush(Reply<()>),
+    /// Flush, close the database, and answer once its directory is free.
+    Close(Reply<()>),
+    Shutdown,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) rows: AtomicU64,
+    pub(super) flushes: AtomicU64,
+    pub(super) syncs: AtomicU64,
+}
+
+/// Commands taken from the queue at once: their writes share one flush.
+const MAX_GROUP: usize = 1024;
+
+pub(super) struct Writer {
+    pub(super) db: sled::Db,
+    pub(super) tree: sled::Tree,
+    pub(super) disk: DiskSync,
+    pub(super) dir: PathBuf,
+    pub(super) durability: Durability,
+    pub(super) counters: Arc<Counters>,
+}
+
+/// Lets other stores of this process open the directory once the writer is gone, by
+/// whatever way it ends (a panic included).
+struct LetGo(PathBuf);
+
+impl Drop for LetGo {
+    fn drop(&mut self) {
+        disk::released(&self.0);
+    }
+}
+
+impl Writer {
+    /// The thread's body: commands until the store is dropped or closed, then a last
+    /// flush, the database closed, and the directory let go.
+    pub(super) fn serve(self, commands: mpsc::Receiver<Command>) {
+        let let_go = LetGo(self.dir.clone());
+        // Returns once the database is dropped: only then does sled release its lock.
+        let closing = self.run(commands);
+        drop(let_go);
+        if let Some(reply) = closing {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// Serves commands; returns the reply of a `Close` that ended it, if one did.
+    fn run(mut self, commands: mpsc::Receiver<Command>) -> Option<Reply<()>> {
+        let mut closing = None;
+        let every = match self.durability {
+            Durability::Periodic(every) => Some(every),
+            _ => None,
+        };
+        // Periodic mode: when the rows written since the last flush are due.
+        let mut due: Option<Instant> = None;
+        let mut waiting: Vec<Reply<()>> = Vec::new();
+        loop {
+            let first = match due {
+                Some(at) => match commands.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => {
+                        let _ = self.flush();
+                        due = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match commands.recv() {
+                    Ok(command) => command,
+                    Err(_) => break,
+                },
+            };
+            let mut next = Some(first);
+            let mut taken = 0;
+            let mut shutdown = false;
+            let mut wrote = false;
+            while let Some(command) = next.take() {
+                taken += 1;
+                match command {
+                    Command::Shutdown => shutdown = true,
+                    Command::Close(reply) => {
+                        closing = Some(reply);
+                        shutdown = true;
+                    }
+                    other => wrote |= self.handle(other, &mut waiting),
+                }
+                if taken < MAX_GROUP && !shutdown {
+                    next = commands.try_recv().ok();
+                }
+            }
+            self.flush_group(&mut waiting);
+            if shutdown {
+                break;
+            }
+            if let (Some(every), true, None) = (every, wrote, due) {
+                // `Duration::MAX` never comes due: rows wait for an explicit flush or
+                // the store's closing.
+                due = Instant::now().checked_add(every);
+            }
+        }
+        self.flush_group(&mut waiting);
+        let flushed = self.flush();
+        match closing {
+            Some(reply) if flushed.is_err() => {
+                let _ = reply.send(flushed);
+                None
+            }
+            other => other,
+        }
+    }
+
+    /// Runs one command; returns whether it wrote something a flush must cover. Writes
+    /// that must be durable before their caller goes on are answered by `flush_group`
+    /// (group commit) or flushed here (`EveryRow`).
+    fn handle(&mut self, command: Command, waiting: &mut Vec<Reply<()>>) -> bool {
+        let mut wrote = false;
+        let mut write = |this: &mut Self, result: Result<(), CanoError>, reply: Reply<()>| {
+            wrote |= result.is_ok();
+            match (result, this.durability) {
+                (Err(e), _) => drop(reply.send(Err(e))),
+                (Ok(()), Durability::EveryRow) => drop(reply.send(this.flush())),
+                (Ok(()), Durability::GroupCommit) => waiting.push(reply),
+                (Ok(()), Durability::Periodic(_)) => drop(reply.send(Ok(()))),
+            }
+        };
+        match command {
+            Command::Append(row, reply) => {
+                let result = self.append(&row);
+                write(self, result, reply);
+            }
+            Command::Clear(run, reply) => {
+                let result = self.remove_range(run, 0, u64::MAX);
+                write(self, result, reply);
+            }
+            Command::Truncate(run, before, reply) => {
+                // Dropping superseded rows can wait for the next flush.
+                let _ = reply.send(self.remove_range(run, 0, before));
+            }
+            Command::Load(run, reply) => drop(reply.send(self.load(run))),
+            Command::Unfinished(reply) => drop(reply.send(self.unfinished())),
+            Command::Prune(cutoff, reply) => {
+                let pruned = self.prune(cutoff);
+                let answer = match pruned {
+                    Ok(n) => match self.durability {
+                        Durability::Periodic(_) => {
+                            wrote = true;
+                            Ok(n)
+                        }
+                        _ => self.flush().map(|()| n),
+                    },
+                    Err(e) => Err(e),
+                };
+                drop(reply.send(answer));
+            }
+            Command::Flush(reply) => drop(reply.send(self.flush())),
+            Command::Close(_) | Command::Shutdown => {}
+        }
+        wrote
+    }
+
+    /// Flushes sled's buffers, then syncs what the flush left unsynced (see `disk`).
+    fn flush(&mut self) -> Result<(), CanoError> {
+        self.db
+            .flush()
+            .map_err(|e| io_error("could not flush the sled checkpoint store".into(), e))?;
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.disk.sync().map_err(|e| {
+            CanoError::store(format!(
+                "could not sync the sled checkpoint store at {} to disk: {e}",
+                self.dir.display()
+            ))
+            .with_source(e)
+            .with_hint("check the disk (free space, hardware errors); rows acknowledged before are kept")
+        })?;
+        self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn flush_group(&mut self, waiting: &mut Vec<Reply<()>>) {
+        if waiting.is_empty() {
+            return;
+        }
+        let flushed = self.flush();
+        for reply in waiting.drain(..) {
+            let answer = match &flushed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(CanoError::store(e.message().to_owned()).with_hint(
+                    "the flush shared by this row failed: the row may or may not be on disk; rows acknowledged before are kept",
+                )),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    fn last_seq(&self, run: RunId) -> Result<Option<u64>, CanoError> {
+        for key in self.tree.scan_prefix(run.as_u64().to_be_bytes()).keys().rev() {
+            let key =
+                key.map_err(|e| io_error(format!("could not read the rows of run {run}"), e))?;
+            if let Some((_, seq)) = split_key(&key) {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(None)
+    }
+
+    fn append(&self, row: &CheckpointRow) -> Result<(), CanoError> {
+        // Only this thread writes and sled locks the directory to one process, so the
+        // check and the insert below cannot be interleaved with another append.
+        check_next_seq(row.run, self.last_seq(row.run)?, row.seq)?;
+        let bytes = encode_row(row)?;
+        self.tree
+            .insert(key(row.run, row.seq), bytes)
+            .map(drop)
+            .map_err(|e| {
+                io_error(
+                    format!("could not write row {} of run {}", row.seq, row.run),
+                    e,
+                )
+            })?;
+        self.counters.rows.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn decode(run: RunId, seq: u64, bytes: &[u8]) -> Result<CheckpointRow, CanoError> {
+        let row = decode_row(bytes).map_err(|e| {
+            CanoError::store(format!("row {seq} of run {run}: {}", e.message())).with_source(e)
+                .with_hint("the row cannot be trusted; inspect the store, or clear the run and start it again")
+                .permanent()
+        })?;
+        if row.run != run || row.seq != seq {
+            return Err(CanoError::store(format!(
+                "row {seq} of run {run} holds row {} of run {}: the store is corrupt",
+                row.seq, row.run
+            ))
+            .permanent());
+        }
+        Ok(row)
+    }
+
+    fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
+        self.tree
+            .scan_prefix(run.as_u64().to_be_bytes())
+            .map(|entry| {
+                let (k, v) = entry
+                    .map_err(|e| io_error(format!("could not read the rows of run {run}"), e))?;
+                let (_, seq) = split_key(&k).ok_or_else(|| {
+                    CanoError::store(format!(
+                        "a key of run {run} is malformed ({} bytes, not 16): the store is corrupt",
+                        k.len()
+                    ))
+                    .permanent()
+                })?;
+                Self::decode(run, seq, &v)
+            })
+            .collect()
+    }
+
+    fn remove_range(&self, run: RunId, from: u64, before: u64) -> Result<(), CanoError> {
+        let mut batch = sled::Batch::default();
+        let prefix = run.as_u64().to_be_bytes();
+        for k in self.tree.scan_prefix(prefix).keys() {
+            let k = k.map_err(|e| io_error(format!("could not read the rows of run {run}"), e))?;
+            // Malformed keys of the run go with it when the whole run is removed.
+            let seq = split_key(&k).map(|(_, seq)| seq);
+            let remove = match seq {
+                Some(seq) => seq >= from && (seq < before || before == u64::MAX),
+                None => from == 0 && before == u64::MAX,
+            };
+            if remove {
+                batch.remove(k);
+            }
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| io_error(format!("could not delete rows of run {run}"), e))
+    }
+
+    /// Each run's summary from its last row, run by run. A key that names no run is
+    /// skipped; a run whose last row cannot be read is listed as
+    /// [`RunStatus::Unreadable`], with what its readable rows say of it.
+    fn each_run(&self, mut f: impl FnMut(RunSummary)) -> Result<(), CanoError> {
+        let listing = |e| io_error("could not list the runs".into(), e);
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let Some(first) = self.tree.range(from.as_slice()..).keys().next() else {
+                return Ok(());
+            };
+            let first = first.map_err(listing)?;
+            if first.len() < 8 {
+                // Too short to name a run: step past it alone.
+                from = first.to_vec();
+                from.push(0);
+                continue;
+            }
+            let run = RunId::from(u64::from_be_bytes(first[..8].try_into().unwrap_or_default()));
+            if let Some(summary) = self.summary(run)? {
+                f(summary);
+            }
+            match run.as_u64().checked_add(1) {
+                Some(next) => from = next.to_be_bytes().to_vec(),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// What the rows of `run` say of it (`None` when it has no well-formed row).
+    fn summary(&self, run: RunId) -> Result<Option<RunSummary>, CanoError> {
+        let mut unreadable: Option<(u64, CanoError)> = None;
+        for entry in self.tree.scan_prefix(run.as_u64().to_be_bytes()).rev() {
+            let (k, v) =
+                entry.map_err(|e| io_error(format!("could not read the rows of run {run}"), e))?;
+            let Some((_, seq)) = split_key(&k) else {
+                continue;
+            };
+            match Self::decode(run, seq, &v) {
+                Ok(row) => {
+                    let mut summary = RunSummary::from_last_row(&row);
+                    if let Some((last_seq, error)) = unreadable {
+                        summary.status = RunStatus::Unreadable;
+                        summary.last_seq = last_seq;
+                        summary.label = error.to_string();
+                    }
+                    return Ok(Some(summary));
+                }
+                Err(e) => {
+                    unreadable.get_or_insert((seq, e));
+                }
+            }
+        }
+        Ok(unreadable.map(|(last_seq, error)| RunSummary {
+            run,
+            workflow: String::new(),
+            version: 0,
+            status: RunStatus::Unreadable,
+            last_seq,
+            label: error.to_string(),
+            updated_at_ms: 0,
+        }))
+    }
+
+    fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
+        let mut runs = Vec::new();
+        self.each_run(|summary| {
+            if !matches!(summary.status, RunStatus::Finished | RunStatus::RolledBack) {
+                runs.push(summary);
+            }
+        })?;
+        Ok(runs)
+    }
+
+    fn prune(&self, cutoff: SystemTime) -> Result<usize, CanoError> {
+        let cutoff_ms = cutoff
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let mut stale = Vec::new();
+        self.each_run(|summary| {
+            // A run none of whose rows can be read has no age: it stays for a person
+            // to look at.
+            if summary.updated_at_ms != 0 && summary.updated_at_ms < cutoff_ms {
+                stale.push(summary.run);
+            }
+        })?;
+        for run in &stale {
+            self.remove_range(*run, 0, u64::MAX)?;
+        }
+        Ok(stale.len())
+    }
+}
+
+/// Rows are keyed by run then row number, both big-endian, so a run's rows are one
+/// contiguous, ordered key range.
+fn key(run: RunId, seq: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&run.as_u64().to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The run and row a key names; `None` for a key that is not 16 bytes.
+fn split_key(key: &[u8]) -> Option<(RunId, u64)> {
+    let key: &[u8; 16] = key.try_into().ok()?;
+    let (run, seq) = key.split_at(8);
+    Some((
+        RunId::from(u64::from_be_bytes(run.try_into().ok()?)),
+        u64::from_be_bytes(seq.try_into().ok()?),
+    ))
+}
+
+pub(super) fn io_error(what: String, e: sled::Error) -> CanoError {
+    CanoError::store(format!("{what}: {e}"))
+        .with_source(e)
+        .with_hint("check the disk (free space, permissions, hardware errors); rows written before are kept")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_a_run_and_row_only_at_16_bytes() {
+        let k = key(RunId::from(7), 9);
+        assert_eq!(split_key(&k), Some((RunId::from(7), 9)));
+        assert_eq!(split_key(&k[..12]), None);
+        assert_eq!(split_key(&[k.as_slice(), &[0]].concat()), None);
+        assert_eq!(split_key(&[]), None);
+    }
+}
