@@ -177,11 +177,14 @@ where
                 TaskResult::Single(next) => next,
                 TaskResult::Split(_) => unreachable!("a node returns one state"),
             };
-            let output = step
-                .output
-                .into_inner()
-                .unwrap_or_else(|p| p.into_inner())
-                .expect("a successful step leaves its output");
+            let Some(output) = step.output.into_inner().unwrap_or_else(|p| p.into_inner()) else {
+                // Unreachable: `Step` keeps the output of every attempt that succeeds.
+                return Err(CanoError::workflow(
+                    "a compensatable step succeeded without leaving an output to compensate",
+                )
+                .at(cx.state(), &self.name)
+                .with_hint("this is a bug in cano-saga; please report it"));
+            };
             match Bincode::encode(&output) {
                 Ok(bytes) => {
                     cx.record_compensation(bytes)?;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, after, far_future};
 use crate::policy::{FlowPolicy, MissedFire, Overlap};
 use crate::schedule::Schedule;
 
@@ -174,11 +174,6 @@ pub(crate) async fn drive(
     driver.publish();
 }
 
-/// A deadline that never comes (thirty years on: `Instant` arithmetic must not overflow).
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(30 * 365 * 86_400)
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -196,7 +191,8 @@ impl Driver {
 
     fn first_tick(&self, now: Instant) -> Option<Instant> {
         match &self.spec.schedule {
-            Schedule::Every { period, .. } => Some(now + *period),
+            // An interval past what the clock can name (`Duration::MAX`) never ticks.
+            Schedule::Every { period, .. } => now.checked_add(*period),
             Schedule::Cron { .. } => self.cron_after(now),
             Schedule::Manual => None,
         }
@@ -204,7 +200,7 @@ impl Driver {
 
     fn cron_after(&self, at: Instant) -> Option<Instant> {
         let next = self.spec.schedule.next_cron(self.clock.wall(at))?;
-        Some(self.clock.instant(next))
+        self.clock.instant(next)
     }
 
     /// When the loop must wake for a tick: the tick, but not before the backoff ends.
@@ -225,7 +221,7 @@ impl Driver {
             Schedule::Every {
                 period,
                 fixed_rate: true,
-            } => Some(tick + *period),
+            } => tick.checked_add(*period),
             Schedule::Cron { .. } => self.cron_after(tick),
             _ => None,
         }
@@ -267,7 +263,7 @@ impl Driver {
             match self.spec.policy.overlap {
                 Overlap::Skip => {
                     if let Some((period, false)) = self.period() {
-                        self.next_tick = self.next_tick.or(Some(Instant::now() + period));
+                        self.next_tick = self.next_tick.or(Instant::now().checked_add(period));
                     }
                     return;
                 }
@@ -337,15 +333,16 @@ impl Driver {
                         self.tripped = true;
                         self.queued = false;
                     } else if let Some(backoff) = self.spec.policy.backoff {
-                        self.backoff_until = Some(now + backoff.delay(streak, sample));
+                        self.backoff_until = Some(after(now, backoff.delay(streak, sample)));
                     }
                 }
             }
         }
-        if let Some((period, false)) = self.period() {
-            if self.running.is_empty() && self.next_tick.is_none() {
-                self.next_tick = Some(now + period);
-            }
+        if let Some((period, false)) = self.period()
+            && self.running.is_empty()
+            && self.next_tick.is_none()
+        {
+            self.next_tick = now.checked_add(period);
         }
         if std::mem::take(&mut self.queued) && !self.tripped {
             self.fire();

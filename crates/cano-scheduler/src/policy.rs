@@ -68,7 +68,8 @@ impl BackoffPolicy {
         let base = self.initial.as_secs_f64() * self.multiplier.powi(exponent);
         let capped = base.min(self.max.as_secs_f64());
         let spread = capped * self.jitter * (sample * 2.0 - 1.0);
-        Duration::from_secs_f64((capped + spread).max(0.0))
+        // Past what a Duration holds (a huge cap, a huge multiplier): the longest one.
+        Duration::try_from_secs_f64((capped + spread).max(0.0)).unwrap_or(Duration::MAX)
     }
 }
 

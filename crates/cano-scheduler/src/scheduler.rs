@@ -298,7 +298,8 @@ impl RunningScheduler {
     /// Stops scheduling, lets runs in flight finish for up to `grace`, cancels those
     /// still going after it, waits for them, and tears the flows' resources down once.
     pub async fn stop(&self, grace: Duration) -> Result<(), CanoError> {
-        let deadline = Instant::now() + grace;
+        // A grace past what the clock can name (`Duration::MAX`): runs finish on their own.
+        let deadline = crate::clock::after(Instant::now(), grace);
         for flow in self.inner.flows.values() {
             let _ = flow.commands.send(Command::Stop { deadline });
         }

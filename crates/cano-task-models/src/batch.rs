@@ -369,6 +369,14 @@ where
         ))
         .with_hint("use BatchConfig::with_concurrency(1) or more"));
     }
+    if config.item_timeout == Some(std::time::Duration::ZERO) {
+        return Err(CanoError::configuration(format!(
+            "batch task `{name}` has an item timeout of zero, which fails every item"
+        ))
+        .with_hint(
+            "give BatchConfig::with_item_timeout a positive duration (Duration::MAX for none)",
+        ));
+    }
     let items: Vec<T::Item> = caught(task.load(res)).await.map_err(|e| {
         CanoError::task_execution(format!("batch task `{name}` could not load its items: {e}"))
             .with_source(e)
@@ -442,10 +450,10 @@ where
             break;
         }
         let woke = std::future::poll_fn(|cx| {
-            if let Some(save) = saving.as_mut() {
-                if let Poll::Ready(saved) = save.as_mut().poll(cx) {
-                    return Poll::Ready(Woke::Saved(saved));
-                }
+            if let Some(save) = saving.as_mut()
+                && let Poll::Ready(saved) = save.as_mut().poll(cx)
+            {
+                return Poll::Ready(Woke::Saved(saved));
             }
             match lanes.poll_next(cx) {
                 Poll::Ready(Some((index, output))) => Poll::Ready(Woke::Item(index, output)),

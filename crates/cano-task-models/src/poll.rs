@@ -100,7 +100,8 @@ where
     K: Send + Sync + 'static,
 {
     let started = Instant::now();
-    let deadline = task.max_wait().map(|max| started + max);
+    // A maximum wait past what the clock can name (`Duration::MAX`) is no limit.
+    let deadline = task.max_wait().and_then(|max| started.checked_add(max));
     let policy = task.on_error();
     let (mut polls, mut errors) = (0u64, 0u32);
     loop {
@@ -143,7 +144,10 @@ where
                 .with_hint("raise PollTask::max_wait, or check why the awaited condition never holds"));
             }
             // The last pause is cut short so the final poll happens at the deadline.
-            Some(deadline) => tokio::time::sleep_until(deadline.min(Instant::now() + delay)).await,
+            Some(deadline) => {
+                let pause_ends = Instant::now().checked_add(delay).unwrap_or(deadline);
+                tokio::time::sleep_until(deadline.min(pause_ends)).await;
+            }
             None if delay.is_zero() => tokio::task::consume_budget().await,
             None => tokio::time::sleep(delay).await,
         }

@@ -318,16 +318,16 @@ where
             }
             item = stream.next() => match item {
                 None => {
-                    if !window.is_empty() {
-                        if let Some(next) = consumer.flush(std::mem::take(&mut window)).await? {
+                    if !window.is_empty()
+                        && let Some(next) = consumer.flush(std::mem::take(&mut window)).await? {
                             break Some(next);
                         }
-                    }
                     break None;
                 }
                 Some(Ok(item)) => {
                     if window.is_empty() {
-                        window_due = config.max_age.map(|age| Instant::now() + age);
+                        // An age past what the clock can name is no limit.
+                        window_due = config.max_age.and_then(|age| Instant::now().checked_add(age));
                         consumer.filling();
                     }
                     window.push(item);

@@ -81,12 +81,14 @@ where
         Some(fires_at) => remaining(fires_at, epoch_ms(SystemTime::now())),
         None => {
             let now = SystemTime::now();
-            let (wait, fires_at) = match caught(task.deadline(res)).await? {
-                Deadline::After(wait) => (wait, now.checked_add(wait).unwrap_or(now)),
-                Deadline::At(at) => (at.duration_since(now).unwrap_or_default(), at),
+            let (wait, fires_at_ms) = match caught(task.deadline(res)).await? {
+                // A wait past what the clock can name (`Duration::MAX`) never ends,
+                // and is saved as such, not as "now".
+                Deadline::After(wait) => (wait, now.checked_add(wait).map_or(u64::MAX, epoch_ms)),
+                Deadline::At(at) => (at.duration_since(now).unwrap_or_default(), epoch_ms(at)),
             };
             if let Some(progress) = &progress {
-                progress.put(FIRES_AT, Bincode::encode(&epoch_ms(fires_at))?);
+                progress.put(FIRES_AT, Bincode::encode(&fires_at_ms)?);
                 progress.save().await?;
             }
             wait

@@ -323,7 +323,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 }
             }
             let limit = spec.compensation_timeout;
-            let deadline = tokio::time::Instant::now() + limit;
+            // A bound past what the clock can name (`Duration::MAX`) is no bound.
+            let deadline = tokio::time::Instant::now().checked_add(limit);
             let env = TaskEnv {
                 resources: spec.resources.clone(),
                 run: run.clone(),
@@ -347,7 +348,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 };
                 // Named by its task (or tasks), as errors and observers name any task.
                 let label = compensator.info().tasks.join(", ");
-                if tokio::time::Instant::now() >= deadline {
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     let error = CanoError::timeout(format!(
                         "not attempted: the rollback's time bound of {limit:?} had run out"
                     ))
@@ -372,10 +373,13 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     },
                     &output,
                 );
+                let undo = AssertUnwindSafe(undo).catch_unwind();
+                let bounded = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, undo).await,
+                    None => Ok(undo.await),
+                };
                 let result =
-                    match tokio::time::timeout_at(deadline, AssertUnwindSafe(undo).catch_unwind())
-                        .await
-                    {
+                    match bounded {
                         Ok(Ok(result)) => result,
                         Ok(Err(panic)) => Err(CanoError::from_panic(panic)),
                         Err(_) => Err(CanoError::timeout(format!(

@@ -178,10 +178,10 @@ pub(crate) fn hinted<'s, S: Hash + Eq, K>(
     hint: &AtomicUsize,
     state: &S,
 ) -> Option<&'s Slot<S, K>> {
-    if let Some((known, slot)) = slots.get_index(hint.load(Ordering::Relaxed)) {
-        if known == state {
-            return Some(slot);
-        }
+    if let Some((known, slot)) = slots.get_index(hint.load(Ordering::Relaxed))
+        && known == state
+    {
+        return Some(slot);
     }
     let (index, _, slot) = slots.get_full(state)?;
     hint.store(index, Ordering::Relaxed);
@@ -439,6 +439,17 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 "no exit state, so no run can end; add one with .add_exit_state(state)".into(),
             );
         }
+        // Limits too small to work (`Duration::MAX`, by contrast, means no limit).
+        if spec.timeout == Some(Duration::ZERO) {
+            findings.push(
+                "a workflow timeout of zero (Workflow::with_timeout) fails every run before its first state; give it a positive duration".into(),
+            );
+        }
+        if spec.compensating && spec.compensation_timeout.is_zero() {
+            findings.push(
+                "a compensation timeout of zero (Workflow::with_compensation_timeout) would skip every compensation of a rollback; give it a positive duration".into(),
+            );
+        }
         // Per-state findings, sorted by state so the message is the same on every run.
         let mut per_state: Vec<(String, String)> = Vec::new();
         for (state, slot) in &spec.slots {
@@ -472,8 +483,18 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     )));
                 }
             }
-            let Handler::Custom(custom) = handler else {
-                continue;
+            let custom = match handler {
+                Handler::Task(entry) => {
+                    if entry.config().attempt_timeout() == Some(Duration::ZERO) {
+                        let name = name();
+                        per_state.push((name.clone(), format!(
+                            "task `{}` in state {name} has an attempt timeout of zero (TaskConfig::with_attempt_timeout), which fails every attempt; give it a positive duration",
+                            entry.name()
+                        )));
+                    }
+                    continue;
+                }
+                Handler::Custom(custom) => custom,
             };
             // `info()` lists every task (a split may have thousands): ask only when needed.
             let kind = || custom.info().kind;
