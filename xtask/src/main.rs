@@ -6,7 +6,8 @@
 //! - `test [cargo test args]`: the whole test suite, `cargo test --workspace
 //!   --all-features`, with a throwaway PostgreSQL server on loopback for the
 //!   `cano-postgres` tests (started by `.ci/postgres`, stopped afterwards) unless
-//!   `CANO_PG_URL` already names one.
+//!   `CANO_PG_URL` already names one, and the system tools the tests use (strace)
+//!   installed by `.ci/tools` when missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -77,6 +78,14 @@ impl Drop for Postgres {
 }
 
 fn test(extra: Vec<String>) -> ExitCode {
+    let tools = workspace_root().join(".ci/tools");
+    match Command::new(&tools).status() {
+        Ok(status) if status.success() => {}
+        outcome => {
+            eprintln!("xtask test: {} failed ({outcome:?})", tools.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let postgres = match Postgres::get() {
         Ok(postgres) => postgres,
         Err(e) => {

@@ -83,7 +83,10 @@ async fn a_state_that_no_longer_exists_is_a_clear_error() {
         .unwrap_err();
     let text = err.to_string();
     // The state type changed under the run: refused like another version's run.
-    assert!(matches!(err, CanoError::WorkflowVersionMismatch(_)), "{text}");
+    assert!(
+        matches!(err, CanoError::WorkflowVersionMismatch(_)),
+        "{text}"
+    );
     assert!(
         text.contains("row 4") && text.contains("`Load`") && text.contains(&run.to_string()),
         "{text}"

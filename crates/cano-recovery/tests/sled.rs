@@ -71,21 +71,33 @@ async fn every_row_mode_flushes_each_row() {
     let stats = store.stats();
     assert_eq!(stats.rows, 4);
     assert_eq!(stats.flushes, 5, "four rows and the clear");
+    assert_eq!(stats.syncs, 5, "each flush synced");
 }
 
 #[tokio::test]
 async fn periodic_mode_acknowledges_without_flushing() {
     let dir = tempfile::tempdir().unwrap();
+    // `Duration::MAX`: no periodic flush at all, only an explicit one.
     let store =
-        SledCheckpointStore::open_with(dir.path(), Durability::Periodic(Duration::from_millis(50)))
-            .unwrap();
+        SledCheckpointStore::open_with(dir.path(), Durability::Periodic(Duration::MAX)).unwrap();
     let (workflow, _) = pipeline(&Ledger::default(), "");
     workflow
         .with_checkpoint_store(store.clone())
         .orchestrate(Step::Start)
         .await
         .unwrap();
-    assert_eq!(store.stats().flushes, 0);
+    assert_eq!((store.stats().flushes, store.stats().syncs), (0, 0));
+    store.flush().await.unwrap();
+    assert_eq!((store.stats().flushes, store.stats().syncs), (1, 1));
+}
+
+#[tokio::test]
+async fn a_zero_flush_interval_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = SledCheckpointStore::open_with(dir.path(), Durability::Periodic(Duration::ZERO))
+        .unwrap_err();
+    assert!(matches!(err, CanoError::Configuration(_)), "{err}");
+    assert!(err.to_string().contains("Periodic"), "{err}");
 }
 
 #[tokio::test]

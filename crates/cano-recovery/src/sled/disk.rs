@@ -54,7 +54,11 @@ impl DiskSync {
         let mut new = false;
         for entry in entries {
             let entry = entry?;
-            let Some(lsn) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+            let Some(lsn) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
                 continue;
             };
             present.insert(lsn);
@@ -127,7 +131,11 @@ pub(super) fn claim(dir: &Path) -> io::Result<Holder> {
                 if left.is_zero() {
                     return Ok(Holder::ThisProcess);
                 }
-                open = OPEN.1.wait_timeout(open, left).unwrap_or_else(|p| p.into_inner()).0;
+                open = OPEN
+                    .1
+                    .wait_timeout(open, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
             None => break,
         }

@@ -120,9 +120,7 @@ impl SledCheckpointStore {
     pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self, CanoError> {
         let path = path.as_ref();
         match tokio::runtime::Handle::try_current() {
-            Ok(handle)
-                if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
-            {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(|| Self::open_here(path, durability))
             }
             _ => Self::open_here(path, durability),
@@ -139,8 +137,7 @@ impl SledCheckpointStore {
         tokio::task::spawn_blocking(move || Self::open_here(&path, durability))
             .await
             .map_err(|e| {
-                CanoError::store("opening the sled checkpoint store did not finish")
-                    .with_source(e)
+                CanoError::store("opening the sled checkpoint store did not finish").with_source(e)
             })?
     }
 
@@ -193,7 +190,10 @@ impl SledCheckpointStore {
         })?;
         let tree = db.open_tree("rows").map_err(|e| {
             io_error(
-                format!("could not open the rows of the sled checkpoint store at {}", path.display()),
+                format!(
+                    "could not open the rows of the sled checkpoint store at {}",
+                    path.display()
+                ),
                 e,
             )
         })?;

@@ -84,15 +84,17 @@ impl Writer {
         let mut waiting: Vec<Reply<()>> = Vec::new();
         loop {
             let first = match due {
-                Some(at) => match commands.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(command) => command,
-                    Err(RecvTimeoutError::Timeout) => {
-                        let _ = self.flush();
-                        due = None;
-                        continue;
+                Some(at) => {
+                    match commands.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                        Ok(command) => command,
+                        Err(RecvTimeoutError::Timeout) => {
+                            let _ = self.flush();
+                            due = None;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
+                }
                 None => match commands.recv() {
                     Ok(command) => command,
                     Err(_) => break,
@@ -198,7 +200,9 @@ impl Writer {
                 self.dir.display()
             ))
             .with_source(e)
-            .with_hint("check the disk (free space, hardware errors); rows acknowledged before are kept")
+            .with_hint(
+                "check the disk (free space, hardware errors); rows acknowledged before are kept",
+            )
         })?;
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -221,7 +225,12 @@ impl Writer {
     }
 
     fn last_seq(&self, run: RunId) -> Result<Option<u64>, CanoError> {
-        for key in self.tree.scan_prefix(run.as_u64().to_be_bytes()).keys().rev() {
+        for key in self
+            .tree
+            .scan_prefix(run.as_u64().to_be_bytes())
+            .keys()
+            .rev()
+        {
             let key =
                 key.map_err(|e| io_error(format!("could not read the rows of run {run}"), e))?;
             if let Some((_, seq)) = split_key(&key) {
@@ -320,7 +329,9 @@ impl Writer {
                 from.push(0);
                 continue;
             }
-            let run = RunId::from(u64::from_be_bytes(first[..8].try_into().unwrap_or_default()));
+            let run = RunId::from(u64::from_be_bytes(
+                first[..8].try_into().unwrap_or_default(),
+            ));
             if let Some(summary) = self.summary(run)? {
                 f(summary);
             }
