@@ -174,10 +174,10 @@ async fn one_breaker_shared_by_many_threads_opens_once_and_probes_stay_bounded()
         let (breaker, opened) = (breaker.clone(), opened.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..200 {
-                if let Ok(permit) = breaker.try_acquire() {
-                    if breaker.record_failure(permit) == Some(CircuitState::Open) {
-                        opened.fetch_add(1, Ordering::SeqCst);
-                    }
+                if let Ok(permit) = breaker.try_acquire()
+                    && breaker.record_failure(permit) == Some(CircuitState::Open)
+                {
+                    opened.fetch_add(1, Ordering::SeqCst);
                 }
                 tokio::task::yield_now().await;
             }

@@ -436,12 +436,12 @@ impl Shared {
                 break;
             }
             // The wake-up connection: reopened whenever it drops; polling covers the gap.
-            if notes.is_none() {
-                if let Ok((client, receiver)) = db.dedicated().await {
-                    let listen = format!("LISTEN {}", ready_channel(&db.schema));
-                    if client.batch_execute(&listen).await.is_ok() {
-                        notes = Some((client, receiver));
-                    }
+            if notes.is_none()
+                && let Ok((client, receiver)) = db.dedicated().await
+            {
+                let listen = format!("LISTEN {}", ready_channel(&db.schema));
+                if client.batch_execute(&listen).await.is_ok() {
+                    notes = Some((client, receiver));
                 }
             }
             let free = self

@@ -234,16 +234,16 @@ impl Retry {
         let mut failed = 0usize;
         let mut error = first;
         loop {
-            if let AttemptError::Failed(e) = &error {
-                if classify(e) == ErrorClass::Permanent {
-                    let AttemptError::Failed(error) = error else {
-                        unreachable!()
-                    };
-                    return Err(RetryError::Permanent {
-                        attempts: failed + 1,
-                        error,
-                    });
-                }
+            if let AttemptError::Failed(e) = &error
+                && classify(e) == ErrorClass::Permanent
+            {
+                let AttemptError::Failed(error) = error else {
+                    unreachable!()
+                };
+                return Err(RetryError::Permanent {
+                    attempts: failed + 1,
+                    error,
+                });
             }
             let Some(delay) = self.mode.delay_for_attempt(failed) else {
                 return Err(RetryError::Exhausted {

@@ -158,7 +158,9 @@ impl CheckpointStore for FaultyStore {
         self.inner.append(row.clone()).await?;
         self.rows.send_modify(|rows| rows.push(row));
         if lose_reply {
-            return Err(Self::injected(&format!("{what} was written, then its flush failed")));
+            return Err(Self::injected(&format!(
+                "{what} was written, then its flush failed"
+            )));
         }
         Ok(())
     }

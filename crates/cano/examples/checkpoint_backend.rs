@@ -97,10 +97,10 @@ impl CheckpointStore for FileStore {
     async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
         let mut out = Vec::new();
         for run in self.runs()? {
-            if let Some(last) = self.read(run)?.last() {
-                if !last.kind.ends_run() {
-                    out.push(RunSummary::from_last_row(last));
-                }
+            if let Some(last) = self.read(run)?.last()
+                && !last.kind.ends_run()
+            {
+                out.push(RunSummary::from_last_row(last));
             }
         }
         Ok(out)

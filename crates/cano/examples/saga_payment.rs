@@ -98,13 +98,12 @@ impl CompensatableTask<Order> for Charge {
             .lock()
             .unwrap()
             .get_mut(&receipt.card)
+            && *left > 0
         {
-            if *left > 0 {
-                *left -= 1;
-                return Err(CanoError::task_execution(
-                    "refund service unavailable (503)",
-                ));
-            }
+            *left -= 1;
+            return Err(CanoError::task_execution(
+                "refund service unavailable (503)",
+            ));
         }
         *self
             .0

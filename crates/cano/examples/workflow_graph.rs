@@ -35,7 +35,7 @@ struct ByPriority(std::sync::atomic::AtomicU32);
 impl RouterTask<Order> for ByPriority {
     async fn route(&self, _res: &Resources) -> Result<Order, CanoError> {
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(if n % 3 == 0 {
+        Ok(if n.is_multiple_of(3) {
             Order::Express
         } else {
             Order::Standard

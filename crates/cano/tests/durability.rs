@@ -55,7 +55,11 @@ impl Task<Flow> for Writes {
         for key in self.reads {
             seen.push(format!("{key}={:?}", durable.get_opt::<String>(key)?));
         }
-        self.ledger.push(format!("{} {}", self.name, seen.join(" ")).trim().to_owned());
+        self.ledger.push(
+            format!("{} {}", self.name, seen.join(" "))
+                .trim()
+                .to_owned(),
+        );
         durable.put(self.name, &format!("from {}", self.name))?;
         Ok(TaskResult::Single(self.next.clone()))
     }
@@ -100,7 +104,11 @@ async fn a_failed_enter_row_keeps_the_writes_of_the_state_before_it() {
     // A ran once and B saw what it wrote.
     assert_eq!(
         ledger.entries(),
-        ["a", "b a=Some(\"from a\")", "c a=Some(\"from a\") b=Some(\"from b\")"]
+        [
+            "a",
+            "b a=Some(\"from a\")",
+            "c a=Some(\"from a\") b=Some(\"from b\")"
+        ]
     );
 }
 
@@ -185,8 +193,8 @@ async fn a_row_written_by_another_process_after_a_failed_append_stops_this_drive
         intruder: Mutex::new(Some(1)),
     });
     let ledger = Ledger::default();
-    let workflow = flow(&faulty, &ledger, Retention::KeepFinished)
-        .with_shared_checkpoint_store(store.clone());
+    let workflow =
+        flow(&faulty, &ledger, Retention::KeepFinished).with_shared_checkpoint_store(store.clone());
     let (run, outcome) = start(&workflow).await;
     outcome.unwrap_err();
     // This driver wrote nothing over or after the other process's row.
@@ -247,7 +255,10 @@ async fn a_failing_compaction_does_not_fail_the_run() {
     let (run, outcome) = start(&workflow).await;
     assert_eq!(outcome.unwrap(), Flow::Done);
     let rows = store.load(run).await.unwrap();
-    assert_eq!(replay(run, &rows, "durability", 1).unwrap().durable.len(), 3);
+    assert_eq!(
+        replay(run, &rows, "durability", 1).unwrap().durable.len(),
+        3
+    );
 }
 
 mod saga_faults {
@@ -311,7 +322,11 @@ mod saga_faults {
         }
     }
 
-    pub fn order(store: &Arc<FaultyStore>, ledger: &Ledger, ship_failures: usize) -> Workflow<Order> {
+    pub fn order(
+        store: &Arc<FaultyStore>,
+        ledger: &Ledger,
+        ship_failures: usize,
+    ) -> Workflow<Order> {
         let step = |name, next| Step {
             name,
             next,
@@ -378,7 +393,10 @@ mod saga_faults {
         );
         store.heal();
         let err = workflow.resume_from(run).await.unwrap_err();
-        assert!(!matches!(err, CanoError::CompensationFailed { .. }), "{err}");
+        assert!(
+            !matches!(err, CanoError::CompensationFailed { .. }),
+            "{err}"
+        );
         assert_eq!(ledger.count("undo charge"), 2);
         assert_eq!(ledger.count("undo reserve"), 1);
         assert_eq!(ledger.count("shipped"), 0);
@@ -398,7 +416,10 @@ mod saga_faults {
             .orchestrate_with(Order::Reserve, RunOptions::new().with_run_id(run))
             .await
             .unwrap_err();
-        assert!(!matches!(err, CanoError::CompensationFailed { .. }), "{err}");
+        assert!(
+            !matches!(err, CanoError::CompensationFailed { .. }),
+            "{err}"
+        );
         assert!(!err.to_string().contains("another process"), "{err}");
         assert_eq!(ledger.count("undo charge"), 1);
         assert_eq!(ledger.count("undo reserve"), 1);
@@ -501,7 +522,10 @@ mod edited_enum {
     async fn failed_in_send(store: &Arc<FaultyStore>, ledger: &Ledger) -> RunId {
         let run = RunId::new();
         Workflow::bare()
-            .register(v1::Order::Charge, named(ledger, "charge", Some(v1::Order::Send { parcel: 7 })))
+            .register(
+                v1::Order::Charge,
+                named(ledger, "charge", Some(v1::Order::Send { parcel: 7 })),
+            )
             .register(v1::Order::Send { parcel: 7 }, named(ledger, "send", None))
             .add_exit_state(v1::Order::Done)
             .with_shared_checkpoint_store(store.clone())
@@ -514,7 +538,10 @@ mod edited_enum {
 
     fn assert_refused(err: CanoError, now: &str) {
         let text = err.to_string();
-        assert!(matches!(err, CanoError::WorkflowVersionMismatch(_)), "{text}");
+        assert!(
+            matches!(err, CanoError::WorkflowVersionMismatch(_)),
+            "{text}"
+        );
         assert!(text.contains("`Send`") && text.contains(now), "{text}");
     }
 
@@ -524,9 +551,18 @@ mod edited_enum {
         let ledger = Ledger::default();
         let run = failed_in_send(&store, &ledger).await;
         let err = Workflow::bare()
-            .register(inserted::Order::Charge, named(&ledger, "charge", Some(inserted::Order::Done)))
-            .register(inserted::Order::Refund { parcel: 7 }, named(&ledger, "refund", Some(inserted::Order::Done)))
-            .register(inserted::Order::Send { parcel: 7 }, named(&ledger, "send", Some(inserted::Order::Done)))
+            .register(
+                inserted::Order::Charge,
+                named(&ledger, "charge", Some(inserted::Order::Done)),
+            )
+            .register(
+                inserted::Order::Refund { parcel: 7 },
+                named(&ledger, "refund", Some(inserted::Order::Done)),
+            )
+            .register(
+                inserted::Order::Send { parcel: 7 },
+                named(&ledger, "send", Some(inserted::Order::Done)),
+            )
             .add_exit_state(inserted::Order::Done)
             .with_shared_checkpoint_store(store.clone())
             .with_workflow_id("parcels")
@@ -536,7 +572,10 @@ mod edited_enum {
         assert_refused(err, "`Refund`");
         assert_eq!(ledger.entries(), ["charge", "send"]);
         // Refused, not spoiled: the run is still there for the build that wrote it.
-        assert_eq!(store.load(run).await.unwrap().last().unwrap().kind, RowKind::Fail);
+        assert_eq!(
+            store.load(run).await.unwrap().last().unwrap().kind,
+            RowKind::Fail
+        );
     }
 
     #[tokio::test]
@@ -545,8 +584,14 @@ mod edited_enum {
         let ledger = Ledger::default();
         let run = failed_in_send(&store, &ledger).await;
         let err = Workflow::bare()
-            .register(reordered::Order::Charge, named(&ledger, "charge", Some(reordered::Order::Done)))
-            .register(reordered::Order::Send { parcel: 7 }, named(&ledger, "send", Some(reordered::Order::Done)))
+            .register(
+                reordered::Order::Charge,
+                named(&ledger, "charge", Some(reordered::Order::Done)),
+            )
+            .register(
+                reordered::Order::Send { parcel: 7 },
+                named(&ledger, "send", Some(reordered::Order::Done)),
+            )
             .add_exit_state(reordered::Order::Done)
             .with_shared_checkpoint_store(store.clone())
             .with_workflow_id("parcels")
@@ -556,15 +601,24 @@ mod edited_enum {
         // Index 1 is `Charge` now, whose bytes are shorter: unreadable, and refused.
         assert_refused(err, "cannot read");
         let err = Workflow::bare()
-            .register(retyped::Order::Charge, named(&ledger, "charge", Some(retyped::Order::Done)))
-            .register(retyped::Order::Send { parcel: "7".into() }, named(&ledger, "send", Some(retyped::Order::Done)))
+            .register(
+                retyped::Order::Charge,
+                named(&ledger, "charge", Some(retyped::Order::Done)),
+            )
+            .register(
+                retyped::Order::Send { parcel: "7".into() },
+                named(&ledger, "send", Some(retyped::Order::Done)),
+            )
             .add_exit_state(retyped::Order::Done)
             .with_shared_checkpoint_store(store.clone())
             .with_workflow_id("parcels")
             .resume_from(run)
             .await
             .unwrap_err();
-        assert!(matches!(err, CanoError::WorkflowVersionMismatch(_)), "{err}");
+        assert!(
+            matches!(err, CanoError::WorkflowVersionMismatch(_)),
+            "{err}"
+        );
         assert_eq!(ledger.entries(), ["charge", "send"]);
     }
 
@@ -574,9 +628,18 @@ mod edited_enum {
         let ledger = Ledger::default();
         let run = failed_in_send(&store, &ledger).await;
         let end = Workflow::bare()
-            .register(appended::Order::Charge, named(&ledger, "charge", Some(appended::Order::Done)))
-            .register(appended::Order::Send { parcel: 7 }, named(&ledger, "send again", Some(appended::Order::Audit)))
-            .register(appended::Order::Audit, named(&ledger, "audit", Some(appended::Order::Done)))
+            .register(
+                appended::Order::Charge,
+                named(&ledger, "charge", Some(appended::Order::Done)),
+            )
+            .register(
+                appended::Order::Send { parcel: 7 },
+                named(&ledger, "send again", Some(appended::Order::Audit)),
+            )
+            .register(
+                appended::Order::Audit,
+                named(&ledger, "audit", Some(appended::Order::Done)),
+            )
             .add_exit_state(appended::Order::Done)
             .with_shared_checkpoint_store(store.clone())
             .with_workflow_id("parcels")

@@ -186,14 +186,7 @@ impl Journal {
             progress.label.clone_from(&label);
             // A state entered anew has no saved cursor.
             progress.resumed_cursor = None;
-            Some(self.row(
-                progress,
-                RowKind::Enter,
-                state,
-                label,
-                None,
-                String::new(),
-            ))
+            Some(self.row(progress, RowKind::Enter, state, label, None, String::new()))
         })
         .await
     }
@@ -302,7 +295,8 @@ impl Journal {
             return Ok(());
         }
         // A clear that failed may have gone through all the same.
-        if cleared.is_some() && matches!(self.store.load(self.run).await, Ok(rows) if rows.is_empty())
+        if cleared.is_some()
+            && matches!(self.store.load(self.run).await, Ok(rows) if rows.is_empty())
         {
             return Ok(());
         }
@@ -391,7 +385,10 @@ impl Journal {
             None if attempt.seq == 0 => false,
             found => {
                 let found = match found {
-                    Some(last) => format!("ends with row {} ({:?} {})", last.seq, last.kind, last.label),
+                    Some(last) => format!(
+                        "ends with row {} ({:?} {})",
+                        last.seq, last.kind, last.label
+                    ),
                     None => "is empty".to_owned(),
                 };
                 return Err(CanoError::store(format!(

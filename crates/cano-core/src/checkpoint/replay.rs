@@ -58,15 +58,15 @@ pub fn replay(
             ))
             .permanent());
         }
-        if let Some(prev) = previous {
-            if row.seq != prev + 1 {
-                return Err(CanoError::store(format!(
-                    "row {} of run {run} follows row {prev}: rows are missing or duplicated",
-                    row.seq
-                ))
-                .with_hint("the store lost or repeated rows; the run cannot be resumed safely")
-                .permanent());
-            }
+        if let Some(prev) = previous
+            && row.seq != prev + 1
+        {
+            return Err(CanoError::store(format!(
+                "row {} of run {run} follows row {prev}: rows are missing or duplicated",
+                row.seq
+            ))
+            .with_hint("the store lost or repeated rows; the run cannot be resumed safely")
+            .permanent());
         }
         previous = Some(row.seq);
         if row.workflow != workflow {

@@ -220,7 +220,7 @@ impl Shape {
 
 type Res = Result<(), ShapeError>;
 
-impl<'a> ser::Serializer for &'a mut Shape {
+impl ser::Serializer for &mut Shape {
     type Ok = ();
     type Error = ShapeError;
     type SerializeSeq = Self;
@@ -498,9 +498,15 @@ mod tests {
             after::Order::Refund { .. }
         ));
         let err = decode_state::<Bincode, after::Order>(&bytes).unwrap_err();
-        assert!(matches!(err, CanoError::WorkflowVersionMismatch(_)), "{err}");
+        assert!(
+            matches!(err, CanoError::WorkflowVersionMismatch(_)),
+            "{err}"
+        );
         let text = err.to_string();
-        assert!(text.contains("`Send`") && text.contains("`Refund`"), "{text}");
+        assert!(
+            text.contains("`Send`") && text.contains("`Refund`"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -77,12 +77,12 @@ impl<F: Future<Output = Result<(), CanoError>>> Future for Bounded<'_, F> {
         if this.cancel.is_none() && this.timer.is_none() {
             return poll_caught(this.states.as_mut(), cx);
         }
-        if !*this.cancel_seen {
-            if let Some(waiter) = this.cancel.as_pin_mut() {
-                // Only a cancel notifies the token, so a woken waiter means cancelled.
-                if this.run.is_cancelled() || waiter.poll(cx).is_ready() {
-                    *this.cancel_seen = true;
-                }
+        if !*this.cancel_seen
+            && let Some(waiter) = this.cancel.as_pin_mut()
+        {
+            // Only a cancel notifies the token, so a woken waiter means cancelled.
+            if this.run.is_cancelled() || waiter.poll(cx).is_ready() {
+                *this.cancel_seen = true;
             }
         }
         let cancel_seen = *this.cancel_seen;
@@ -90,10 +90,10 @@ impl<F: Future<Output = Result<(), CanoError>>> Future for Bounded<'_, F> {
         if cancel_seen && !this.run.is_draining() {
             return Poll::Ready(Stop::Cancelled);
         }
-        if let Some(timer) = this.timer {
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Stop::TimedOut(this.limit.unwrap_or_default()));
-            }
+        if let Some(timer) = this.timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Stop::TimedOut(this.limit.unwrap_or_default()));
         }
         match poll_caught(this.states.as_mut(), cx) {
             Poll::Ready(_) if cancel_seen => Poll::Ready(Stop::Cancelled),

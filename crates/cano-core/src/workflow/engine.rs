@@ -357,10 +357,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         managed: bool,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
-            if let Some(saga) = saga.filter(|s| outcome.is_err() && s.must_roll_back()) {
-                if let Err(original) = outcome {
-                    outcome = Err(self.roll_back(saga, run, original).await);
-                }
+            if let Some(saga) = saga.filter(|s| outcome.is_err() && s.must_roll_back())
+                && let Err(original) = outcome
+            {
+                outcome = Err(self.roll_back(saga, run, original).await);
             }
             if managed {
                 let teardown = self.spec.resources.teardown_all().await;
@@ -425,7 +425,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 // (Before the state's task: an await after it would keep its `next` in
                 // the run's future.)
                 transitions = transitions.wrapping_add(1);
-                if transitions % BUDGET_EVERY == 0 {
+                if transitions.is_multiple_of(BUDGET_EVERY) {
                     tokio::task::consume_budget().await;
                 }
                 let next = 'next: {
@@ -498,12 +498,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     if heard.contains(Interest::STATES) {
                         self.tell(single, |o| o.on_state_enter(run.run_id(), state));
                     }
-                    if let Some(journal) = run.journal() {
-                        if handler.writes_checkpoint() {
-                            self.checkpoint_enter(journal, state, run)
-                                .await
-                                .map_err(|e| e.at(state, &handler.label()))?;
-                        }
+                    if let Some(journal) = run.journal()
+                        && handler.writes_checkpoint()
+                    {
+                        self.checkpoint_enter(journal, state, run)
+                            .await
+                            .map_err(|e| e.at(state, &handler.label()))?;
                     }
                     let next = match handler {
                         Handler::Task(entry) => {
@@ -540,10 +540,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             result.map_err(|e| e.at(state, &label()))?
                         }
                     };
-                    if let Some(targets) = &slot.targets {
-                        if !targets.contains(&next) {
-                            return Err(self.undeclared(state, &next, targets, handler));
-                        }
+                    if let Some(targets) = &slot.targets
+                        && !targets.contains(&next)
+                    {
+                        return Err(self.undeclared(state, &next, targets, handler));
                     }
                     next
                 };

@@ -134,10 +134,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         loop {
             let before = escapes.len();
             for (state, edges) in &edges_of {
-                if let Edges::To(targets) = edges {
-                    if targets.iter().any(|t| escapes.contains(t)) {
-                        escapes.insert(state);
-                    }
+                if let Edges::To(targets) = edges
+                    && targets.iter().any(|t| escapes.contains(t))
+                {
+                    escapes.insert(state);
                 }
             }
             if escapes.len() == before {

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::{Workflow, WorkflowState};
 use crate::checkpoint::{
-    Bincode, CheckpointStore, Claim, Journal, JournalConfig, ResumePoint, Retention,
-    RowKind, RunStatus, RunSummary, Start, decode_state, encode_state, replay,
+    Bincode, CheckpointStore, Claim, Journal, JournalConfig, ResumePoint, Retention, RowKind,
+    RunStatus, RunSummary, Start, decode_state, encode_state, replay,
 };
 use crate::error::CanoError;
 use crate::resource::ResourceKey;
