@@ -127,6 +127,8 @@ impl fmt::Debug for RunId {
 #[derive(Default)]
 struct CancelState {
     cancelled: AtomicBool,
+    /// Set before `cancelled` by `hand_back`.
+    handed_back: AtomicBool,
     notify: Notify,
 }
 
@@ -153,10 +155,26 @@ impl CancellationToken {
         }
     }
 
-    /// Whether [`cancel`](Self::cancel) was called.
+    /// Whether [`cancel`](Self::cancel) (or [`hand_back`](Self::hand_back)) was called.
     #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.state.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Stops every run holding this token without failing it: each returns
+    /// [`CanoError::Cancelled`](crate::CanoError::Cancelled) at its next await point,
+    /// as with [`cancel`](Self::cancel), but rolls none of its completed steps back
+    /// and, with a checkpoint store, writes no `Fail` row: its log stays as it was, so
+    /// whoever resumes it next goes on where it stopped. For a run that is not this
+    /// process's to finish any more (a worker that lost its lease, or is stopping).
+    pub fn hand_back(&self) {
+        self.state.handed_back.store(true, Ordering::Release);
+        self.cancel();
+    }
+
+    /// Whether [`hand_back`](Self::hand_back) was called.
+    pub fn is_handed_back(&self) -> bool {
+        self.state.handed_back.load(Ordering::Acquire)
     }
 
     /// A waiter that completes when the token is cancelled after this call (check
@@ -542,6 +560,13 @@ impl RunContext {
     pub fn is_cancelled(&self) -> bool {
         self.cancellation_token()
             .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Whether the run was handed back ([`CancellationToken::hand_back`]): it stops
+    /// without failing, for another process to resume.
+    pub fn is_handed_back(&self) -> bool {
+        self.cancellation_token()
+            .is_some_and(CancellationToken::is_handed_back)
     }
 
     /// Completes when the run is cancelled; never, for a run without a token.

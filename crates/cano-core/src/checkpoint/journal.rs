@@ -564,9 +564,30 @@ pub fn is_running_here(workflow: &str, run: RunId) -> bool {
     active.contains(&(Arc::<str>::from(workflow), run))
 }
 
+/// Woken whenever a claim ends, for those waiting on [`until_not_running_here`].
+static ENDED: LazyLock<tokio::sync::Notify> = LazyLock::new(tokio::sync::Notify::new);
+
+/// Completes once run `run` of the workflow with id `workflow` is not driven in this
+/// process (at once if it is not): a worker that took over a run's lease from a stalled
+/// driver of its own process awaits this before resuming the run.
+pub async fn until_not_running_here(workflow: &str, run: RunId) {
+    loop {
+        let ended = ENDED.notified();
+        tokio::pin!(ended);
+        // Registered before the check, so an end in between is not missed.
+        ended.as_mut().enable();
+        if !is_running_here(workflow, run) {
+            return;
+        }
+        ended.await;
+    }
+}
+
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
         active.remove(&(self.workflow.clone(), self.run));
+        drop(active);
+        ENDED.notify_waiters();
     }
 }

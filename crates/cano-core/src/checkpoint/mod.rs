@@ -32,7 +32,7 @@ pub use codec::{Bincode, Codec};
 pub use durable::DurableStore;
 pub(crate) use durable::ENGINE_PREFIX;
 pub(crate) use journal::{Claim, JournalConfig, Start};
-pub use journal::{Journal, is_running_here};
+pub use journal::{Journal, is_running_here, until_not_running_here};
 pub use progress::TaskProgress;
 pub use replay::{ResumePoint, replay};
 pub use state_tag::{StateTag, decode_state, encode_state};

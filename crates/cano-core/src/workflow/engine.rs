@@ -332,7 +332,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             ))
             .at(state, &self.label(state))
             .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
-            Stop::Cancelled => Err(self.cancelled(state)),
+            Stop::Cancelled => Err(self.cancelled(state, run)),
             Stop::Panicked(panic) => {
                 let task = self.label(state);
                 let error = CanoError::from_panic(panic).at(state, &task);
@@ -357,7 +357,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         managed: bool,
     ) -> impl Future<Output = Result<(), CanoError>> + 'a {
         async move {
+            // A run handed back is not over: whoever resumes it goes on, so nothing of
+            // it is undone here.
             if let Some(saga) = saga.filter(|s| outcome.is_err() && s.must_roll_back())
+                && !run.is_handed_back()
                 && let Err(original) = outcome
             {
                 outcome = Err(self.roll_back(saga, run, original).await);
@@ -458,7 +461,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         }
                         if plain {
                             if run.is_cancelled() {
-                                return Err(self.cancelled(state));
+                                return Err(self.cancelled(state, run));
                             }
                             // Both events before the task in one call when both are wanted.
                             // (In a block of its own: nothing here is kept in the run's
@@ -493,7 +496,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         return Err(self.unregistered(state, None));
                     };
                     if run.is_cancelled() {
-                        return Err(self.cancelled(state));
+                        return Err(self.cancelled(state, run));
                     }
                     if heard.contains(Interest::STATES) {
                         self.tell(single, |o| o.on_state_enter(run.run_id(), state));
@@ -614,8 +617,14 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         }
     }
 
-    fn cancelled(&self, state: &S) -> CanoError {
-        CanoError::cancelled("the run was cancelled").at(state, &self.label(state))
+    #[cold]
+    fn cancelled(&self, state: &S, run: &RunContext) -> CanoError {
+        let message = if run.is_handed_back() {
+            "the run was handed back: it stopped here without failing, and its next owner resumes it from its last checkpoint"
+        } else {
+            "the run was cancelled"
+        };
+        CanoError::cancelled(message).at(state, &self.label(state))
     }
 
     fn undeclared(&self, state: &S, next: &S, targets: &[S], handler: &Handler<S, K>) -> CanoError {

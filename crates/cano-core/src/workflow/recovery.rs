@@ -55,6 +55,18 @@ impl<S> Clone for Checkpointing<S> {
     }
 }
 
+/// What resuming a run means, read from its log.
+enum Resumable<S> {
+    /// It is over already: its exit state, or why it cannot go on.
+    Over(Result<S, CanoError>),
+    /// It goes on in `state`, from `point`, with its compensation stack.
+    Go {
+        state: S,
+        point: ResumePoint,
+        saga: Option<Box<Compensations<S>>>,
+    },
+}
+
 /// How a workflow's runs are checkpointed; meaningful once a store is attached.
 #[derive(Clone)]
 pub(crate) struct RecoverySettings {
@@ -254,68 +266,11 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         async move {
             self.validate()?;
             let checkpointing = self.checkpointing()?;
-            let settings = &self.spec.recovery;
-            let claim = Claim::take(&settings.workflow_id, run)?;
-            let rows = checkpointing.store.load(run).await.map_err(|e| {
-                CanoError::store(format!(
-                    "could not read the checkpoint rows of run {run}: {}",
-                    e.message()
-                ))
-                .with_source(e)
-            })?;
-            let point = replay(run, &rows, &settings.workflow_id, settings.version)?;
-            drop(rows);
-            let state = (checkpointing.decode)(&point.state).map_err(|e| {
-                let message = format!(
-                    "row {} of run {run} holds state {}, which this build cannot resume: {}",
-                    point.last_seq,
-                    point.label,
-                    e.message()
-                );
-                let hint = "the state type changed since the run was written (a variant inserted, reordered, renamed or removed, or a payload changed): resume it with the build that wrote it, and give such changes a new Workflow::with_workflow_version";
-                match e {
-                    // Nothing was run: the run stays as it was, for the right build.
-                    CanoError::WorkflowVersionMismatch(_) => {
-                        CanoError::workflow_version_mismatch(message).with_source(e)
-                    }
-                    _ => CanoError::store(message).with_source(e).permanent(),
-                }
-                .with_hint(hint)
-            })?;
-            match point.last_kind {
-                RowKind::Finish => return Ok(state),
-                RowKind::RolledBack => {
-                    return Err(CanoError::workflow(format!(
-                        "run {run} was rolled back after it failed: {}",
-                        point.last_message
-                    ))
-                    .at(&state, "")
-                    .with_hint("a rolled-back run is over; start a new run instead")
-                    .permanent());
-                }
-                _ => {}
-            }
-            let saga = if self.spec.compensating || compensation::saved_in(&point.durable) {
-                Some(Box::new(Compensations::restore(
-                    &point.durable,
-                    run,
-                    checkpointing.decode,
-                )?))
-            } else {
-                None
+            let claim = Claim::take(&self.spec.recovery.workflow_id, run)?;
+            let (state, point, saga) = match self.prepare_resume(checkpointing, run).await? {
+                Resumable::Over(outcome) => return outcome,
+                Resumable::Go { state, point, saga } => (state, point, saga),
             };
-            let rolling_back = saga
-                .as_ref()
-                .is_some_and(|s| s.resumed_rollback().is_some());
-            // A run rolling back may have failed in a state without a handler.
-            let known = rolling_back || self.validate_initial_state(&state).is_ok();
-            if !known {
-                return Err(CanoError::configuration(format!(
-                    "row {} of run {run} re-enters state {state:?}, which has no handler in this workflow",
-                    point.last_seq
-                ))
-                .with_hint("register a task for it again, or resume with the build that wrote the run"));
-            }
             let ResumePoint {
                 state: bytes,
                 label,
@@ -351,6 +306,90 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             )
             .await
         }
+    }
+
+    /// Whether run `run` can be resumed by this workflow, checked without claiming or
+    /// running it: its log reads, was written by this workflow and version, and names a
+    /// state this build can decode and has a handler for. `Ok` also for a run that
+    /// finished (its resume returns the exit state). A scheduler uses it to set aside a
+    /// run that can never resume instead of trying it again on every tick.
+    pub async fn check_resume(&self, run: RunId) -> Result<(), CanoError> {
+        self.validate()?;
+        let checkpointing = self.checkpointing()?;
+        match self.prepare_resume(checkpointing, run).await? {
+            Resumable::Over(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads run `run`'s log and decides what resuming it means; runs nothing.
+    async fn prepare_resume(
+        &self,
+        checkpointing: &Checkpointing<S>,
+        run: RunId,
+    ) -> Result<Resumable<S>, CanoError> {
+        let settings = &self.spec.recovery;
+        let rows = checkpointing.store.load(run).await.map_err(|e| {
+            CanoError::store(format!(
+                "could not read the checkpoint rows of run {run}: {}",
+                e.message()
+            ))
+            .with_source(e)
+        })?;
+        let point = replay(run, &rows, &settings.workflow_id, settings.version)?;
+        drop(rows);
+        let state = (checkpointing.decode)(&point.state).map_err(|e| {
+            let message = format!(
+                "row {} of run {run} holds state {}, which this build cannot resume: {}",
+                point.last_seq,
+                point.label,
+                e.message()
+            );
+            let hint = "the state type changed since the run was written (a variant inserted, reordered, renamed or removed, or a payload changed): resume it with the build that wrote it, and give such changes a new Workflow::with_workflow_version";
+            match e {
+                // Nothing was run: the run stays as it was, for the right build.
+                CanoError::WorkflowVersionMismatch(_) => {
+                    CanoError::workflow_version_mismatch(message).with_source(e)
+                }
+                _ => CanoError::store(message).with_source(e).permanent(),
+            }
+            .with_hint(hint)
+        })?;
+        match point.last_kind {
+            RowKind::Finish => return Ok(Resumable::Over(Ok(state))),
+            RowKind::RolledBack => {
+                return Ok(Resumable::Over(Err(CanoError::workflow(format!(
+                    "run {run} was rolled back after it failed: {}",
+                    point.last_message
+                ))
+                .at(&state, "")
+                .with_hint("a rolled-back run is over; start a new run instead")
+                .permanent())));
+            }
+            _ => {}
+        }
+        let saga = if self.spec.compensating || compensation::saved_in(&point.durable) {
+            Some(Box::new(Compensations::restore(
+                &point.durable,
+                run,
+                checkpointing.decode,
+            )?))
+        } else {
+            None
+        };
+        let rolling_back = saga
+            .as_ref()
+            .is_some_and(|s| s.resumed_rollback().is_some());
+        // A run rolling back may have failed in a state without a handler.
+        let known = rolling_back || self.validate_initial_state(&state).is_ok();
+        if !known {
+            return Err(CanoError::configuration(format!(
+                "row {} of run {run} re-enters state {state:?}, which has no handler in this workflow",
+                point.last_seq
+            ))
+            .with_hint("register a task for it again, or resume with the build that wrote the run"));
+        }
+        Ok(Resumable::Go { state, point, saga })
     }
 
     /// Resumes run `run` on the tokio runtime (see [`resume_from`](Self::resume_from))
@@ -413,6 +452,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     Ok(state)
                 }
                 (Ok(()), Err(e)) => Err(e.at(&state, "")),
+                // Handed back: the log stays as it is, for the run's next owner.
+                (Err(error @ CanoError::Cancelled(_)), _) if run.is_handed_back() => Err(error),
                 (Err(error), _)
                     if saga.as_ref().and_then(|s| s.outcome()) == Some(RollbackOutcome::Clean) =>
                 {
