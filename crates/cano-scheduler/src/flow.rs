@@ -22,9 +22,9 @@ pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<String, CanoError
 /// A run that ended: its id and outcome.
 type Ended = (RunId, Result<String, CanoError>);
 
-/// Starts one run of a flow (resuming a crashed one first, when there is one that is
-/// not among `in_flight`).
-pub(crate) type Runner = Arc<dyn Fn(RunOptions, Vec<RunId>) -> RunFuture + Send + Sync>;
+/// Starts one run of a flow (resuming a crashed one first, when there is one); it
+/// records runs that can never resume in the flow's shared info.
+pub(crate) type Runner = Arc<dyn Fn(RunOptions, Arc<Shared>) -> RunFuture + Send + Sync>;
 
 /// Where a flow stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,20 @@ pub struct FlowInfo {
     pub failure_streak: u32,
     /// The last run's error, if it failed.
     pub last_error: Option<String>,
+    /// Interrupted runs of the flow's workflow that can never be resumed (written by
+    /// another version, a damaged log, a state this build cannot read), each reported
+    /// once here and then left alone: they are not retried on every tick. Inspect,
+    /// resume with the right build, or clear them.
+    pub set_aside: Vec<SetAside>,
+}
+
+/// An interrupted run a flow found it can never resume (see [`FlowInfo::set_aside`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The run.
+    pub run: RunId,
+    /// Why it cannot be resumed.
+    pub reason: String,
 }
 
 /// What the scheduler's handle asks of a flow.
@@ -92,8 +106,22 @@ impl Shared {
                 next_run: None,
                 failure_streak: 0,
                 last_error: None,
+                set_aside: Vec::new(),
             }),
         })
+    }
+
+    /// Whether `run` was set aside as unresumable.
+    pub(crate) fn is_set_aside(&self, run: RunId) -> bool {
+        self.info().set_aside.iter().any(|s| s.run == run)
+    }
+
+    /// Sets `run` aside: it cannot be resumed, for `reason`.
+    pub(crate) fn set_aside(&self, run: RunId, reason: String) {
+        let mut info = self.info();
+        if !info.set_aside.iter().any(|s| s.run == run) {
+            info.set_aside.push(SetAside { run, reason });
+        }
     }
 
     pub(crate) fn info(&self) -> MutexGuard<'_, FlowInfo> {
@@ -283,8 +311,7 @@ impl Driver {
         let options = RunOptions::new()
             .with_run_id(run)
             .with_cancellation(token.clone());
-        let in_flight: Vec<RunId> = self.tokens.keys().copied().collect();
-        let future = (self.spec.runner)(options, in_flight);
+        let future = (self.spec.runner)(options, self.shared.clone());
         self.tokens.insert(run, token);
         let task = self.running.spawn(async move { (run, future.await) });
         self.tasks.insert(task.id(), run);

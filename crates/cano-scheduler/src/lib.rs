@@ -48,7 +48,7 @@ mod policy;
 mod schedule;
 mod scheduler;
 
-pub use flow::{FlowInfo, Status};
+pub use flow::{FlowInfo, SetAside, Status};
 pub use policy::{BackoffPolicy, FlowPolicy, MissedFire, Overlap};
 pub use schedule::Schedule;
 pub use scheduler::{RunningScheduler, Scheduler};

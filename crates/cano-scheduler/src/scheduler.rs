@@ -1,8 +1,8 @@
 //! [`Scheduler`] (the builder) and [`RunningScheduler`] (the live handle).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cano_core::{
@@ -85,20 +85,33 @@ impl Scheduler {
             });
             self.lifecycles.push((key, lifecycle));
         }
-        let runner: Runner = Arc::new(move |options: RunOptions, in_flight: Vec<RunId>| {
+        // Interrupted runs this flow is resuming now: each is resumed once at a time.
+        let resuming: Arc<Mutex<HashSet<RunId>>> = Arc::default();
+        let runner: Runner = Arc::new(move |options: RunOptions, shared: Arc<Shared>| {
             let (workflow, initial) = (workflow.clone(), initial.clone());
+            let resuming = resuming.clone();
             let future: RunFuture = Box::pin(async move {
                 let describe = |state: S| format!("{state:?}");
                 if workflow.checkpoint_store().is_some() {
-                    let crashed = workflow.unfinished_runs().await?.into_iter().find(|r| {
-                        r.status == RunStatus::Interrupted && !in_flight.contains(&r.run)
-                    });
-                    if let Some(crashed) = crashed {
-                        let token = options.cancellation_token().cloned();
-                        return workflow
-                            .resume_from_with(crashed.run, token)
-                            .await
-                            .map(describe);
+                    for crashed in workflow.unfinished_runs().await? {
+                        let run = crashed.run;
+                        if crashed.status != RunStatus::Interrupted
+                            || shared.is_set_aside(run)
+                            || !lock(&resuming).insert(run)
+                        {
+                            continue;
+                        }
+                        let _resumed = Resuming(resuming.clone(), run);
+                        match workflow.check_resume(run).await {
+                            Ok(()) => {
+                                let token = options.cancellation_token().cloned();
+                                return workflow.resume_from_with(run, token).await.map(describe);
+                            }
+                            // It can never resume: report it once, and go on.
+                            Err(e) if cannot_resume(&e) => shared.set_aside(run, e.to_string()),
+                            // The store is away: this tick fails, the next tries again.
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 workflow
@@ -159,7 +172,8 @@ impl Scheduler {
 
     /// Reads the wall clock as `now` when the scheduler starts, and from there as
     /// tokio's clock advances: for tests on a paused clock and for simulations. By
-    /// default the system clock is read at start.
+    /// default the system clock is read anew for every cron computation, so a clock
+    /// step or a suspend of the machine moves no later tick.
     pub fn with_clock_origin(mut self, now: DateTime<Utc>) -> Self {
         self.origin = Some(now);
         self
@@ -179,7 +193,10 @@ impl Scheduler {
             }
             set_up.push(lifecycle.clone());
         }
-        let clock = Clock::starting_at(self.origin.unwrap_or_else(Utc::now));
+        let clock = match self.origin {
+            Some(origin) => Clock::starting_at(origin),
+            None => Clock::system(),
+        };
         let mut flows = HashMap::new();
         let mut order = Vec::new();
         let mut joins = Vec::new();
@@ -336,5 +353,27 @@ impl Debug for RunningScheduler {
         f.debug_struct("RunningScheduler")
             .field("flows", &self.list())
             .finish()
+    }
+}
+
+/// Whether a resume check's error means the run can never be resumed by this build.
+fn cannot_resume(error: &CanoError) -> bool {
+    error.is_permanent()
+        || matches!(
+            error,
+            CanoError::Configuration(_) | CanoError::WorkflowVersionMismatch(_)
+        )
+}
+
+fn lock(set: &Mutex<HashSet<RunId>>) -> std::sync::MutexGuard<'_, HashSet<RunId>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A run a flow is resuming; it may be resumed again once this is dropped.
+struct Resuming(Arc<Mutex<HashSet<RunId>>>, RunId);
+
+impl Drop for Resuming {
+    fn drop(&mut self) {
+        lock(&self.0).remove(&self.1);
     }
 }

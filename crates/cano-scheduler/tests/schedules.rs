@@ -435,6 +435,64 @@ async fn a_crashed_run_is_resumed_before_a_fresh_one_starts() {
     scheduler.stop(Duration::ZERO).await.unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_run_that_cannot_resume_is_set_aside_once_not_retried_every_tick() {
+    let store = cano_recovery::MemoryCheckpointStore::new();
+    let calls = Arc::new(AtomicU32::new(0));
+    let old = Workflow::bare()
+        .register(S::Work, Once(calls.clone()))
+        .add_exit_state(S::Done)
+        .with_checkpoint_store(store.clone())
+        .with_workflow_id("import");
+    // A run of version 1 dies inside its state.
+    let crashed = RunId::new();
+    let running = tokio::spawn({
+        let old = old.clone();
+        async move {
+            old.orchestrate_with(S::Work, RunOptions::new().with_run_id(crashed))
+                .await
+        }
+    });
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    running.abort();
+    let _ = running.await;
+    // Version 2 is deployed with the scheduler: the old run can never resume here.
+    let job = Job::new(Duration::ZERO);
+    let new = job
+        .workflow()
+        .with_checkpoint_store(store.clone())
+        .with_workflow_id("import")
+        .with_workflow_version(2);
+    let scheduler = Scheduler::new()
+        .flow(
+            "import",
+            new,
+            S::Work,
+            Schedule::every(Duration::from_secs(60)).unwrap(),
+            FlowPolicy::new().trip_after(2),
+        )
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(60 * 5 + 1)).await;
+    let info = scheduler.status("import").unwrap();
+    // Every tick ran a fresh run; the old run was reported once and left alone, and
+    // the flow never tripped over it.
+    assert_eq!(job.starts().len(), 5, "{info:?}");
+    assert_eq!(
+        (info.failure_streak, info.status),
+        (0, Status::Idle),
+        "{info:?}"
+    );
+    assert_eq!(info.set_aside.len(), 1, "{info:?}");
+    assert_eq!(info.set_aside[0].run, crashed);
+    assert!(info.set_aside[0].reason.contains("version 1"), "{info:?}");
+    scheduler.stop(Duration::ZERO).await.unwrap();
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Email {
     Send,
