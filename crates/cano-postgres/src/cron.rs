@@ -1,16 +1,19 @@
 //! [`ClusterScheduler`]: cron schedules shared by many scheduler processes, each tick
-//! fired once. One process leads (it holds a session advisory lock and a leader epoch
-//! it bumped on taking over); the others wait to take over. A tick is fired by
-//! inserting its (schedule, fire time) row and enqueueing its run in one statement that
-//! also checks the leader epoch, so a leader that was replaced cannot fire, and even
-//! two processes that both believe they lead fire a tick once.
+//! fired once. One process leads: it holds the group's leader row under a lease it
+//! renews, with an epoch it bumped on taking over; the others take over once the lease
+//! has expired (a leader that died, stalled or lost its connection, half-open ones
+//! included, is replaced within a lease). A tick is fired by inserting its (schedule,
+//! fire time) row and enqueueing its run in one statement that also checks the leader
+//! epoch and lease, so a leader that was replaced cannot fire, and even two processes
+//! that both believe they lead fire a tick once. Times are the database's: a node's
+//! clock running fast or slow moves no tick and no catch-up window.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cano_core::checkpoint::{Bincode, Codec};
+use cano_core::checkpoint::{Bincode, encode_state};
 use cano_core::{CanoError, RunId};
 use cano_scheduler::Schedule;
 use chrono::{DateTime, TimeZone, Utc};
@@ -23,6 +26,7 @@ use crate::store::PostgresCheckpointStore;
 
 /// What a cluster scheduler reports (see [`RunningClusterScheduler::subscribe`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClusterEvent {
     /// This process became the leader, with this epoch.
     Leading {
@@ -38,8 +42,22 @@ pub enum ClusterEvent {
         /// The run enqueued for it.
         run: RunId,
     },
-    /// This process stopped leading (its session was lost, or another took over).
+    /// This process stopped leading (it could not renew its lease, another took
+    /// over, or it is stopping).
     SteppedDown,
+    /// Ticks of `schedule` older than the catch-up window were not fired: `count`
+    /// of them, from `from` to `to`. A leader that took over after a long gap, or that
+    /// was stalled itself, says so instead of firing a backlog of stale ticks.
+    Skipped {
+        /// The schedule's id.
+        schedule: String,
+        /// The first tick skipped.
+        from: DateTime<Utc>,
+        /// The last tick skipped.
+        to: DateTime<Utc>,
+        /// How many ticks were skipped.
+        count: u64,
+    },
 }
 
 struct Entry {
@@ -73,6 +91,7 @@ pub struct ClusterScheduler {
     entries: Vec<Entry>,
     catch_up: Duration,
     standby_poll: Duration,
+    lease: Duration,
 }
 
 impl fmt::Debug for ClusterScheduler {
@@ -94,14 +113,19 @@ impl ClusterScheduler {
         Self {
             store: store.clone(),
             group: group.to_owned(),
-            name: format!("scheduler-{}", std::process::id()),
+            name: format!(
+                "scheduler-{}-{:016x}",
+                std::process::id(),
+                RunId::new().as_u64()
+            ),
             entries: Vec::new(),
             catch_up: Duration::from_secs(300),
             standby_poll: Duration::from_secs(1),
+            lease: Duration::from_secs(6),
         }
     }
 
-    /// Names this process in the fire records (`scheduler-<pid>` by default).
+    /// Names this process in the fire records (`scheduler-<pid>-<random>` by default).
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -146,23 +170,35 @@ impl ClusterScheduler {
             id: id.to_owned(),
             schedule,
             workflow: workflow.to_owned(),
-            initial: Bincode::encode(initial)?,
+            initial: encode_state::<Bincode, S>(initial)?,
             label: format!("{initial:?}"),
         });
         Ok(self)
     }
 
-    /// Ticks a new leader fires on taking over, if the old one missed them: those at
-    /// most this old (5 min by default). Older missed ticks are skipped.
+    /// How late a tick may still be fired (5 min by default, on the database's clock):
+    /// a leader that took over, or that was stalled, fires each missed tick at most
+    /// this old, once, and skips older ones, reporting them as
+    /// [`ClusterEvent::Skipped`]. Zero fires no missed tick; `Duration::MAX` fires
+    /// every one.
     pub fn with_catch_up(mut self, window: Duration) -> Self {
         self.catch_up = window;
         self
     }
 
-    /// How often a waiting process tries to take over (1 s by default): the longest a
-    /// tick waits after its leader died, beyond the server noticing the death.
+    /// How often a waiting process tries to take over (1 s by default).
     pub fn with_standby_poll(mut self, every: Duration) -> Self {
         self.standby_poll = every;
+        self
+    }
+
+    /// How long the leader's hold lasts without renewal (6 s by default; at least
+    /// 300 ms): the leader renews it every third of that, and steps down when it could
+    /// not for two thirds of it. A leader that died or lost the database is replaced
+    /// within one lease (plus a standby poll). `Duration::MAX` never expires: a dead
+    /// leader is then never replaced.
+    pub fn with_leader_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
         self
     }
 
@@ -180,6 +216,13 @@ impl ClusterScheduler {
                 CanoError::configuration("a standby poll interval of 0 would spin")
                     .with_hint("use ClusterScheduler::with_standby_poll with a non-zero interval"),
             );
+        }
+        if self.lease < Duration::from_millis(300) {
+            return Err(CanoError::configuration(format!(
+                "a leader lease of {:?} (ClusterScheduler::with_leader_lease) cannot outlast its own renewal",
+                self.lease
+            ))
+            .with_hint("use a lease of seconds"));
         }
         let (stop, _) = watch::channel(false);
         let (events, _) = broadcast::channel(1024);
@@ -227,7 +270,7 @@ impl RunningClusterScheduler {
 
     /// Stops leading (or waiting); another process takes over.
     pub async fn stop(&self) {
-        let _ = self.shared.stop.send(true);
+        self.shared.stop.send_replace(true);
         if let Some(task) = self.task.lock().await.take() {
             let _ = task.await;
         }
@@ -243,10 +286,19 @@ struct Shared {
 }
 
 struct CronSql {
-    lock_key: String,
     take_over: String,
+    renew: String,
+    step_down: String,
     last_fire: String,
     fire: String,
+}
+
+/// `$n` milliseconds from the database's now, as a timestamp; past what one holds
+/// (a lease of `Duration::MAX`), infinity.
+fn from_now(param: &str) -> String {
+    format!(
+        "CASE WHEN {param}::float8 > 3e14 THEN 'infinity'::timestamptz ELSE clock_timestamp() + {param}::float8 * interval '1 millisecond' END"
+    )
 }
 
 impl CronSql {
@@ -258,19 +310,32 @@ impl CronSql {
             db.table("cano_runs"),
         );
         let ready = ready_channel(&db.schema);
+        let until = from_now("$3");
         Self {
-            lock_key: format!("cano-cron:{}:", db.schema),
+            // Only an expired (or given up) lease can be taken over.
             take_over: format!(
-                "INSERT INTO {leaders} (grp, epoch, leader, since) VALUES ($1, 1, $2, clock_timestamp())
-                 ON CONFLICT (grp) DO UPDATE SET epoch = {leaders}.epoch + 1, leader = $2, since = clock_timestamp()
-                 RETURNING epoch"
+                "INSERT INTO {leaders} AS l (grp, epoch, leader, since, lease_until)
+                 VALUES ($1, 1, $2, clock_timestamp(), {until})
+                 ON CONFLICT (grp) DO UPDATE SET epoch = l.epoch + 1, leader = $2,
+                     since = clock_timestamp(), lease_until = {until}
+                 WHERE l.lease_until IS NULL OR l.lease_until < clock_timestamp()
+                 RETURNING epoch, (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+            ),
+            renew: format!(
+                "UPDATE {leaders} SET lease_until = {until}
+                 WHERE grp = $1 AND epoch = $2 AND leader = $4
+                 RETURNING (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+            ),
+            step_down: format!(
+                "UPDATE {leaders} SET lease_until = NULL WHERE grp = $1 AND epoch = $2"
             ),
             last_fire: format!(
                 "SELECT max(fire_at_ms) FROM {fires} WHERE grp = $1 AND schedule = $2"
             ),
             fire: format!(
                 "WITH leader AS (
-                    SELECT epoch FROM {leaders} WHERE grp = $1 AND epoch = $2 FOR SHARE),
+                    SELECT epoch FROM {leaders}
+                    WHERE grp = $1 AND epoch = $2 AND lease_until > clock_timestamp() FOR SHARE),
                  fire AS (
                     INSERT INTO {fires} (grp, schedule, fire_at_ms, epoch, fired_by, run_id)
                     SELECT $1, $3, $4, $2, $5, $6 FROM leader
@@ -293,51 +358,63 @@ enum Fired {
     Deposed,
 }
 
+/// The database's clock as this process reads it: the local wall clock plus the
+/// offset last measured against the server (refreshed by every lease renewal).
+#[derive(Clone, Copy)]
+struct DbClock {
+    offset_ms: i64,
+}
+
+impl DbClock {
+    fn measured(db_now_ms: i64) -> Self {
+        Self {
+            offset_ms: db_now_ms - Utc::now().timestamp_millis(),
+        }
+    }
+
+    fn now(self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.offset_ms)
+    }
+}
+
+/// `at` minus `window`, or the start of time for a window past what a date holds.
+fn before(at: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(window)
+        .ok()
+        .and_then(|w| at.checked_sub_signed(w))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Shared {
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
 
+    fn lease_ms(&self) -> f64 {
+        self.scheduler.lease.as_secs_f64() * 1_000.0
+    }
+
     async fn run(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
-        let db = self.scheduler.store.db().clone();
-        let key = format!("{}{}", self.sql.lock_key, self.scheduler.group);
         while !self.stopping() {
-            // The lock belongs to this session: it is released when the session ends,
-            // which the server sees at once when the process dies.
-            let session = match db.dedicated().await {
-                Ok((client, _notes)) => client,
-                Err(_) => {
-                    self.pause(&mut stop).await;
-                    continue;
+            match self.take_over().await {
+                Ok(Some((epoch, clock))) => {
+                    self.leading.store(true, Ordering::SeqCst);
+                    let _ = self.events.send(ClusterEvent::Leading { epoch });
+                    self.lead(epoch, clock, &mut stop).await;
+                    self.leading.store(false, Ordering::SeqCst);
+                    let _ = self.events.send(ClusterEvent::SteppedDown);
                 }
-            };
-            let held = loop {
-                let got = session
-                    .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
-                    .await
-                    .map(|row| row.get::<_, bool>(0));
-                match got {
-                    Ok(true) => break true,
-                    Ok(false) if !self.stopping() => self.pause(&mut stop).await,
-                    // Stopping, or the session failed: start over on a new one.
-                    _ => break false,
-                }
-            };
-            if !held || self.stopping() {
-                if !held && !self.stopping() {
-                    self.pause(&mut stop).await;
-                }
-                continue;
+                // Led by another (or the database is away): try again later.
+                Ok(None) | Err(_) => self.pause(&mut stop).await,
             }
-            if let Ok(epoch) = self.take_over().await {
-                self.leading.store(true, Ordering::SeqCst);
-                let _ = self.events.send(ClusterEvent::Leading { epoch });
-                self.lead(&session, epoch, &mut stop).await;
-                self.leading.store(false, Ordering::SeqCst);
-                let _ = self.events.send(ClusterEvent::SteppedDown);
-            }
-            drop(session); // releases the lock
         }
     }
 
@@ -348,31 +425,58 @@ impl Shared {
         }
     }
 
-    async fn take_over(&self) -> Result<i64, CanoError> {
+    /// Takes the group's lead if its lease has expired: the new epoch and the
+    /// database's clock.
+    async fn take_over(&self) -> Result<Option<(i64, DbClock)>, CanoError> {
         let db = self.scheduler.store.db();
         let client = db.client().await?;
-        client
-            .query_one(
+        let row = client
+            .query_opt(
                 &self.sql.take_over,
-                &[&self.scheduler.group, &self.scheduler.name],
+                &[
+                    &self.scheduler.group,
+                    &self.scheduler.name,
+                    &self.lease_ms(),
+                ],
             )
             .await
-            .map(|row| row.get(0))
-            .map_err(|e| db.error("taking over as cron leader", e))
+            .map_err(|e| db.error("taking over as cron leader", e))?;
+        Ok(row.map(|row| (row.get(0), DbClock::measured(row.get(1)))))
     }
 
-    /// Fires ticks while this process holds the lock and its epoch.
-    async fn lead(
-        &self,
-        session: &tokio_postgres::Client,
-        epoch: i64,
-        stop: &mut watch::Receiver<bool>,
-    ) {
+    /// Renews the lead: the database's clock if this process still holds it at
+    /// `epoch`, `None` if another took over. Bounded: a connection that hangs is a
+    /// failed renewal.
+    async fn renew(&self, epoch: i64) -> Result<Option<DbClock>, CanoError> {
+        let db = self.scheduler.store.db();
+        let limit =
+            (self.scheduler.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        tokio::time::timeout(limit, async {
+            let client = db.client().await?;
+            client
+                .query_opt(
+                    &self.sql.renew,
+                    &[
+                        &self.scheduler.group,
+                        &epoch,
+                        &self.lease_ms(),
+                        &self.scheduler.name,
+                    ],
+                )
+                .await
+                .map(|row| row.map(|r| DbClock::measured(r.get(0))))
+                .map_err(|e| db.error("renewing the cron lead", e))
+        })
+        .await
+        .map_err(|_| CanoError::store("renewing the cron lead timed out"))?
+    }
+
+    /// Fires ticks while this process holds the lead at `epoch`, renewing it every
+    /// third of a lease; steps down when it could not renew for two thirds of one.
+    async fn lead(&self, epoch: i64, mut clock: DbClock, stop: &mut watch::Receiver<bool>) {
         let scheduler = &self.scheduler;
         let db = scheduler.store.db();
-        let now = Utc::now();
-        let oldest = now - chrono::Duration::from_std(scheduler.catch_up).unwrap_or_default();
-        // Where each schedule stands: after its last fired tick, within the window.
+        // Where each schedule stands: after its last fired tick.
         let mut next = Vec::with_capacity(scheduler.entries.len());
         for entry in &scheduler.entries {
             let last = match db.client().await {
@@ -380,56 +484,107 @@ impl Shared {
                     .query_one(&self.sql.last_fire, &[&scheduler.group, &entry.id])
                     .await
                     .map(|row| row.get::<_, Option<i64>>(0)),
-                Err(_) => return,
+                Err(_) => return self.step_down(epoch).await,
             };
-            let Ok(last) = last else { return };
-            let from = match last.and_then(|ms| Utc.timestamp_millis_opt(ms).single()) {
-                Some(last) if last > oldest => last,
-                Some(_) => oldest,
-                None => now,
+            let Ok(last) = last else {
+                return self.step_down(epoch).await;
             };
+            let from = last
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+                .unwrap_or_else(|| clock.now());
             next.push(entry.schedule.next_cron(from));
         }
+        let every = scheduler.lease / 3;
+        let give_up = scheduler.lease.checked_mul(2).map(|d| d / 3);
+        let mut renewed = tokio::time::Instant::now();
+        let mut next_renewal = renewed.checked_add(every);
         loop {
             // Checked here as well as in the select: the stop may have been seen
-            // (and its change consumed) while this process was waiting for the lock.
+            // (and its change consumed) while this process was waiting to lead.
             if self.stopping() {
-                return;
+                return self.step_down(epoch).await;
             }
-            let Some((index, at)) = next
+            let due = next
                 .iter()
                 .enumerate()
                 .filter_map(|(i, at)| at.map(|at| (i, at)))
-                .min_by_key(|&(_, at)| at)
-            else {
-                // No schedule has a further tick: hold the lead until stopped.
-                while !self.stopping() {
-                    if stop.changed().await.is_err() {
-                        break;
-                    }
-                }
-                return;
-            };
-            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                .min_by_key(|&(_, at)| at);
+            let tick_wait = due.map(|(_, at)| {
+                let wait = (at - clock.now()).to_std().unwrap_or_default();
+                tokio::time::Instant::now().checked_add(wait)
+            });
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return,
+                () = sleep_until(tick_wait.flatten()), if due.is_some() => {}
+                () = sleep_until(next_renewal) => {
+                    match self.renew(epoch).await {
+                        Ok(Some(now)) => {
+                            clock = now;
+                            renewed = tokio::time::Instant::now();
+                        }
+                        Ok(None) => return, // taken over
+                        Err(_) if give_up.is_some_and(|g| renewed.elapsed() >= g) => {
+                            // The lease may be taken a third of a lease from now.
+                            return;
+                        }
+                        Err(_) => {}
+                    }
+                    next_renewal = tokio::time::Instant::now().checked_add(every);
+                    continue;
+                }
+                _ = stop.changed() => return self.step_down(epoch).await,
             }
-            if session.is_closed() || session.simple_query("SELECT 1").await.is_err() {
-                return; // the lock went with the session
+            let Some((index, at)) = due else { continue };
+            let entry = &scheduler.entries[index];
+            let now = clock.now();
+            if at > now {
+                continue; // woken early (a clock measured anew): wait again
             }
-            match self.fire(&scheduler.entries[index], at, epoch).await {
+            // Ticks older than the catch-up window are reported, not fired.
+            let oldest = before(now, scheduler.catch_up);
+            if at < oldest {
+                let (mut to, mut count, mut after) = (at, 0u64, Some(at));
+                while let Some(tick) = after.filter(|t| *t < oldest) {
+                    to = tick;
+                    count += 1;
+                    after = entry.schedule.next_cron(tick);
+                }
+                let _ = self.events.send(ClusterEvent::Skipped {
+                    schedule: entry.id.clone(),
+                    from: at,
+                    to,
+                    count,
+                });
+                next[index] = after;
+                continue;
+            }
+            match self.fire(entry, at, epoch).await {
                 Ok(Fired::Now(run)) => {
                     let _ = self.events.send(ClusterEvent::Fired {
-                        schedule: scheduler.entries[index].id.clone(),
+                        schedule: entry.id.clone(),
                         at,
                         run,
                     });
                 }
                 Ok(Fired::Already) => {}
-                Ok(Fired::Deposed) | Err(_) => return,
+                Ok(Fired::Deposed) => return,
+                // Tried again after a pause (its row makes it fire once), while the
+                // lease lasts.
+                Err(_) => {
+                    self.pause(stop).await;
+                    continue;
+                }
             }
-            next[index] = scheduler.entries[index].schedule.next_cron(at);
+            next[index] = entry.schedule.next_cron(at);
+        }
+    }
+
+    /// Gives the lead up at once, so another process need not wait out the lease.
+    async fn step_down(&self, epoch: i64) {
+        let db = self.scheduler.store.db();
+        if let Ok(client) = db.client().await {
+            let _ = client
+                .execute(&self.sql.step_down, &[&self.scheduler.group, &epoch])
+                .await;
         }
     }
 
@@ -439,7 +594,7 @@ impl Shared {
         let ms = at.timestamp_millis();
         let run = RunId::new();
         let key = format!("cron:{}:{}:{ms}", scheduler.group, entry.id);
-        let row = crate::db::retry_lost(3, || async {
+        let row = crate::db::retry_transient(3, || async {
             let client = db.client().await?;
             client
                 .query_one(

@@ -104,6 +104,12 @@ impl PgOptions {
         })?;
         config.application_name(&self.application_name);
         config.connect_timeout(Duration::from_secs(5));
+        // A connection whose peer vanished (a network partition, a host gone) is
+        // found dead in seconds, not after the kernel's two hours.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(5));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
         Ok(config)
     }
 }
@@ -143,7 +149,8 @@ impl Db {
             schema: options.schema.clone(),
             place,
         });
-        let deadline = tokio::time::Instant::now() + options.connect_timeout;
+        // A timeout past what the clock can name (`Duration::MAX`): retry for ever.
+        let deadline = tokio::time::Instant::now().checked_add(options.connect_timeout);
         let mut delay = Duration::from_millis(50);
         let mut attempts = 0u32;
         loop {
@@ -153,7 +160,7 @@ impl Db {
                     crate::schema::migrate(&client, &db.schema).await?;
                     return Ok(db);
                 }
-                Err(e) if tokio::time::Instant::now() + delay >= deadline => {
+                Err(e) if deadline.is_some_and(|d| tokio::time::Instant::now() + delay >= d) => {
                     return Err(CanoError::store(format!(
                         "could not reach PostgreSQL at {} after {attempts} attempts over {:?}: {e}",
                         db.place, options.connect_timeout
@@ -239,30 +246,54 @@ pub(crate) fn run_of(key: i64) -> RunId {
     RunId::from(key as u64)
 }
 
-/// Maps a driver error: lost connections stay retryable, everything else permanent.
+/// Maps a driver error: transient failures (see [`is_transient`]) stay retryable,
+/// everything else is permanent.
 pub(crate) fn pg_error(place: &str, doing: &str, e: tokio_postgres::Error) -> CanoError {
-    let lost = is_connection_lost(&e);
-    let error = CanoError::store(format!("PostgreSQL at {place} failed while {doing}: {e}"))
-        .with_hint(if lost {
-            "the connection was lost; the call can be retried once the server is back"
+    let transient = is_transient(&e);
+    // The server's own words and SQLSTATE, which the driver's `Display` leaves out.
+    let said = match e.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => e.to_string(),
+    };
+    let error = CanoError::store(format!("PostgreSQL at {place} failed while {doing}: {said}"))
+        .with_hint(if transient {
+            "a transient failure (a lost connection, a server restart, a deadlock or serialization conflict); the call can be retried"
         } else {
             "see the database error; check the schema and the server's log"
         });
     let error = error.with_source(e);
-    if lost { error } else { error.permanent() }
+    if transient { error } else { error.permanent() }
 }
 
-/// Whether the error means the connection went away (as opposed to a refused statement).
-pub(crate) fn is_connection_lost(e: &tokio_postgres::Error) -> bool {
+/// Whether trying the same statement again can succeed: the connection went away
+/// (closed, reset, the backend terminated or the server shutting down or starting),
+/// the server had no connection to spare, or the statement lost a deadlock or a
+/// serialization conflict. Anything the server refused for what the statement says is
+/// permanent.
+pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
     match e.code() {
-        // admin_shutdown, crash_shutdown, cannot_connect_now, connection_failure.
-        Some(code) => matches!(
-            code.code(),
-            "57P01" | "57P02" | "57P03" | "08006" | "08003" | "08000"
-        ),
+        Some(code) => {
+            let code = code.code();
+            // Class 08: connection exceptions.
+            code.starts_with("08")
+                || matches!(
+                    code,
+                    // serialization_failure, deadlock_detected
+                    "40001" | "40P01"
+                    // admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now
+                    | "57P01" | "57P02" | "57P03"
+                    // too_many_connections
+                    | "53300"
+                )
+        }
         None => true, // I/O or protocol trouble, not a statement the server refused
     }
 }
@@ -280,9 +311,10 @@ fn describe(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-/// Retries `op` while it fails because the connection was lost, up to `attempts`
-/// times with a short backoff (the pool hands out a fresh connection each time).
-pub(crate) async fn retry_lost<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, CanoError>
+/// Retries `op` while it fails for a transient reason (see [`is_transient`]), up to
+/// `attempts` times with a short backoff (the pool hands out a fresh connection each
+/// time).
+pub(crate) async fn retry_transient<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, CanoError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CanoError>>,
@@ -338,9 +370,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_lost_connections_are_retried() {
+    async fn only_transient_failures_are_retried() {
         let mut calls = 0;
-        let result: Result<(), CanoError> = retry_lost(3, || {
+        let result: Result<(), CanoError> = retry_transient(3, || {
             calls += 1;
             async { Err(CanoError::store("connection reset")) }
         })
@@ -349,7 +381,7 @@ mod tests {
         assert_eq!(calls, 3);
 
         let mut calls = 0;
-        let result: Result<(), CanoError> = retry_lost(3, || {
+        let result: Result<(), CanoError> = retry_transient(3, || {
             calls += 1;
             async { Err(CanoError::store("syntax error").permanent()) }
         })

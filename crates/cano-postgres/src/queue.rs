@@ -4,12 +4,12 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
-use cano_core::checkpoint::{Bincode, Codec};
+use cano_core::checkpoint::{Bincode, decode_state, encode_state};
 use cano_core::{CanoError, RunId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::db::{retry_lost, run_key, run_of};
+use crate::db::{retry_transient, run_key, run_of};
 use crate::store::PostgresCheckpointStore;
 
 /// Where a queued run stands.
@@ -51,7 +51,9 @@ pub struct QueuedRun {
     pub workflow: String,
     /// Where it stands.
     pub status: QueueStatus,
-    /// How many times a worker claimed it (more than one after a worker died).
+    /// How many claims of it count toward the poison limit: more than one after a
+    /// worker died with it or lost its lease; a claim a worker handed back (stopping)
+    /// is not counted.
     pub claims: u32,
     /// The worker that holds (or last held) it.
     pub worker: Option<String>,
@@ -64,11 +66,12 @@ pub struct QueuedRun {
 
 impl QueuedRun {
     /// The exit state it reached, decoded as `S` (the workflow's state type); `None`
-    /// while it has not finished.
-    pub fn final_state<S: DeserializeOwned>(&self) -> Result<Option<S>, CanoError> {
+    /// while it has not finished. A state of another variant or shape than `S` has
+    /// is refused, never read as a wrong value.
+    pub fn final_state<S: Serialize + DeserializeOwned>(&self) -> Result<Option<S>, CanoError> {
         self.final_state
             .as_deref()
-            .map(Bincode::decode::<S>)
+            .map(decode_state::<Bincode, S>)
             .transpose()
     }
 }
@@ -209,12 +212,12 @@ impl RunQueue {
         initial: &S,
         options: EnqueueOptions,
     ) -> Result<Enqueued, CanoError> {
-        let state = Bincode::encode(initial)?;
+        let state = encode_state::<Bincode, S>(initial)?;
         let label = format!("{initial:?}");
         let run = options.run.unwrap_or_default();
         let db = self.store.db();
         let key = options.key.as_deref();
-        let added = retry_lost(5, || async {
+        let added = retry_transient(5, || async {
             let client = db.client().await?;
             client
                 .query_opt(
@@ -261,7 +264,7 @@ impl RunQueue {
     /// The queue's record of `run`, or `None` if it was never enqueued.
     pub async fn status(&self, run: RunId) -> Result<Option<QueuedRun>, CanoError> {
         let db = self.store.db();
-        let row = retry_lost(5, || async {
+        let row = retry_transient(5, || async {
             let client = db.client().await?;
             client
                 .query_opt(&self.select, &[&run_key(run)])
@@ -287,7 +290,8 @@ impl RunQueue {
             .batch_execute(&format!("LISTEN {}", done_channel(&db.schema)))
             .await
             .map_err(|e| db.error("listening for finished runs", e))?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A timeout past what the clock can name (`Duration::MAX`) is no timeout.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         let mut over: HashMap<RunId, QueuedRun> = HashMap::with_capacity(runs.len());
         let mut pending: Vec<i64> = runs.iter().map(|&r| run_key(r)).collect();
         pending.sort_unstable();
@@ -295,7 +299,7 @@ impl RunQueue {
         let mut first = true;
         while !pending.is_empty() {
             // Read after LISTEN (and after each wake-up): no announcement is missed.
-            let rows = retry_lost(5, || async {
+            let rows = retry_transient(5, || async {
                 let client = db.client().await?;
                 client
                     .query(&self.select_many, &[&pending])
@@ -328,10 +332,16 @@ impl RunQueue {
                 break;
             }
             // Sleep until an announcement, then drain the others that came with it.
-            match tokio::time::timeout_at(deadline, notes.recv()).await {
+            let woken = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, notes.recv()).await,
+                None => Ok(notes.recv().await),
+            };
+            match woken {
                 Ok(Some(_)) => while notes.try_recv().is_ok() {},
                 Ok(None) => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let left = deadline.map_or(Duration::MAX, |d| {
+                        d.saturating_duration_since(tokio::time::Instant::now())
+                    });
                     let rest: Vec<RunId> = pending.iter().map(|r| run_of(*r)).collect();
                     let tail = Box::pin(self.wait_all(&rest, left)).await?;
                     over.extend(tail.into_iter().map(|r| (r.run, r)));
@@ -347,7 +357,13 @@ impl RunQueue {
                 }
             }
         }
-        Ok(runs.iter().map(|r| over[r].clone()).collect())
+        runs.iter()
+            .map(|r| {
+                over.get(r).cloned().ok_or_else(|| {
+                    CanoError::store(format!("run {r} was not found among the runs waited for"))
+                })
+            })
+            .collect()
     }
 
     /// Waits until `run` is over (finished or failed) and returns its record. Woken

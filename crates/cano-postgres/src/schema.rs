@@ -6,11 +6,12 @@ use cano_core::CanoError;
 
 /// The schema version this build writes. A database at a higher version was written
 /// by a newer cano and is refused rather than misread.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The steps, in order: step `i` brings the schema from version `i` to `i + 1`.
 /// `{s}` stands for the schema name. Never edit a released step; add one.
-const STEPS: &[&str] = &[r#"
+const STEPS: &[&str] = &[
+    r#"
 CREATE TABLE {s}.cano_logs (
     run_id bigint PRIMARY KEY,
     last_seq bigint NOT NULL,
@@ -64,7 +65,16 @@ CREATE TABLE {s}.cano_fires (
     fired_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (grp, schedule, fire_at_ms)
 );
-"#];
+"#,
+    // 2: the database's clock for pruning; a lease on the cron leader.
+    r#"
+ALTER TABLE {s}.cano_logs ADD COLUMN updated_at timestamptz;
+UPDATE {s}.cano_logs SET updated_at = to_timestamp(updated_at_ms / 1000.0);
+ALTER TABLE {s}.cano_logs ALTER COLUMN updated_at SET NOT NULL;
+ALTER TABLE {s}.cano_logs ALTER COLUMN updated_at SET DEFAULT clock_timestamp();
+ALTER TABLE {s}.cano_leaders ADD COLUMN lease_until timestamptz;
+"#,
+];
 
 /// Creates the schema or brings it up to [`SCHEMA_VERSION`]; refuses a newer one.
 pub(crate) async fn migrate(

@@ -4,12 +4,13 @@
 //! An append is one statement that checks the row's number against the run's log head
 //! (and, for a leased run, the lease's epoch) and writes the row, so a transition costs
 //! one round trip. Appends that arrive while a statement is in flight are sent together
-//! in the next one: the rows of many concurrent runs share a round trip and a commit.
+//! in the next one: the rows of many concurrent runs share a round trip and a commit,
+//! up to a row and a byte limit per statement.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use cano_core::checkpoint::{
     CheckpointRow, CheckpointStore, RunStatus, RunSummary, check_next_seq,
@@ -18,10 +19,13 @@ use cano_core::{CanoError, RunId};
 use cano_recovery::codec::{decode_row, encode_row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::db::{Db, PgOptions, retry_lost, run_key, run_of};
+use crate::db::{Db, PgOptions, retry_transient, run_key, run_of};
 
 /// The most rows one statement carries.
 const MAX_BATCH: usize = 512;
+/// The most row bytes one statement carries (a row larger than this goes alone): a
+/// batch of large rows must not build a statement of gigabytes.
+const MAX_BATCH_BYTES: usize = 8 << 20;
 /// How often an append is tried while the connection keeps dropping.
 const APPEND_ATTEMPTS: u32 = 5;
 
@@ -30,9 +34,15 @@ const APPEND_ATTEMPTS: u32 = 5;
 ///
 /// Cheap to clone: clones share one pool and one batching writer. Rows are durable
 /// when `append` returns, as durable as the server's commit (with `fsync` on, a power
-/// loss of the database machine included). A connection lost mid-append is retried on
-/// a fresh one; if the lost statement had committed, the retry recognises the row it
-/// wrote, so a row is neither lost nor written twice.
+/// loss of the database machine included). A transient failure (a lost connection, a
+/// terminated backend, a deadlock or serialization conflict) is retried; if a lost
+/// statement had committed, the retry recognises the row it wrote, so a row is neither
+/// lost nor written twice. Rows of concurrent runs share statements, but a row the
+/// server refuses fails its own run only.
+///
+/// A run that a [`Worker`](crate::Worker) holds under a lease is written only by that
+/// worker's claim: appends from elsewhere (this store used directly, another process)
+/// are refused while the lease lasts.
 ///
 /// ```no_run
 /// use cano_core::{CanoError, Workflow};
@@ -56,8 +66,6 @@ pub struct PostgresCheckpointStore {
 pub(crate) struct StoreInner {
     pub(crate) db: Arc<Db>,
     appends: mpsc::UnboundedSender<Pending>,
-    /// Leases this process holds: run → epoch. Appends of these runs are fenced.
-    fences: Mutex<HashMap<RunId, i64>>,
     stats: Arc<Counters>,
     sql: Arc<Sql>,
 }
@@ -76,14 +84,16 @@ pub struct PgStats {
     pub rows: u64,
     /// Append statements sent; below `rows` whenever runs wrote at the same moment.
     pub statements: u64,
-    /// Appends refused because this process's lease on the run had been taken over.
+    /// Appends refused because the writer's lease on the run had been taken over (or,
+    /// for a writer without a lease, because a worker holds the run).
     pub fenced: u64,
 }
 
-/// One append waiting for the writer: the row's columns, moved out of the row.
+/// One append waiting for the writer.
 struct Pending {
     run: RunId,
     seq: u64,
+    /// The lease epoch the writer holds the run under; -1 for a writer without one.
     fence: i64,
     body: Vec<u8>,
     workflow: String,
@@ -111,6 +121,14 @@ impl Sql {
             db.table("cano_rows"),
             db.table("cano_runs"),
         );
+        // A writer may touch a run's rows if it holds the run's live lease at its
+        // epoch, or holds no lease and no worker holds the run. `$f` is its fence.
+        let may_write = |run: &str, fence: &str| {
+            format!(
+                "(({fence} >= 0 AND EXISTS (SELECT 1 FROM {runs} q WHERE q.run_id = {run} AND q.epoch = {fence} AND q.status = 'running'))
+                  OR ({fence} < 0 AND NOT EXISTS (SELECT 1 FROM {runs} q WHERE q.run_id = {run} AND q.status = 'running' AND q.lease_until > clock_timestamp())))"
+            )
+        };
         Self {
             // `locked` takes a share lock on each leased run whose epoch matches, so a
             // worker claiming the run waits for this statement (and sees its row) or
@@ -125,17 +143,19 @@ impl Sql {
                     WHERE i.fence >= 0 AND q.epoch = i.fence AND q.status = 'running'
                     FOR SHARE OF q),
                  allowed AS (
-                    SELECT run_id FROM input WHERE fence < 0
+                    SELECT i.run_id FROM input i WHERE i.fence < 0 AND NOT EXISTS (
+                        SELECT 1 FROM {runs} q WHERE q.run_id = i.run_id
+                          AND q.status = 'running' AND q.lease_until > clock_timestamp())
                     UNION ALL SELECT run_id FROM locked),
                  created AS (
-                    INSERT INTO {logs} (run_id, last_seq, workflow, version, status, label, updated_at_ms)
-                    SELECT i.run_id, i.seq, i.workflow, i.version, i.status, i.label, i.at
+                    INSERT INTO {logs} (run_id, last_seq, workflow, version, status, label, updated_at_ms, updated_at)
+                    SELECT i.run_id, i.seq, i.workflow, i.version, i.status, i.label, i.at, clock_timestamp()
                     FROM input i JOIN allowed a ON a.run_id = i.run_id WHERE i.seq = 0
                     ON CONFLICT (run_id) DO NOTHING
                     RETURNING run_id),
                  moved AS (
                     UPDATE {logs} l SET last_seq = i.seq, workflow = i.workflow, version = i.version,
-                        status = i.status, label = i.label, updated_at_ms = i.at
+                        status = i.status, label = i.label, updated_at_ms = i.at, updated_at = clock_timestamp()
                     FROM input i JOIN allowed a ON a.run_id = i.run_id
                     WHERE l.run_id = i.run_id AND i.seq > 0 AND l.last_seq = i.seq - 1
                     RETURNING l.run_id),
@@ -148,23 +168,39 @@ impl Sql {
                  SELECT run_id FROM written"
             ),
             diagnose: format!(
-                "SELECT l.last_seq, q.epoch, q.status, r.body = $3 AS same
+                "SELECT l.last_seq, q.epoch, q.status, r.body = $3 AS same, q.worker,
+                        coalesce(q.lease_until > clock_timestamp(), false) AS leased
                  FROM (SELECT 1) one
                  LEFT JOIN {logs} l ON l.run_id = $1
                  LEFT JOIN {runs} q ON q.run_id = $1
                  LEFT JOIN {rows} r ON r.run_id = $1 AND r.seq = $2"
             ),
             load: format!("SELECT seq, body FROM {rows} WHERE run_id = $1 ORDER BY seq"),
-            truncate: format!("DELETE FROM {rows} WHERE run_id = $1 AND seq < $2"),
+            truncate: format!(
+                "DELETE FROM {rows} WHERE run_id = $1 AND seq < $2 AND {}",
+                may_write("$1", "$3")
+            ),
             clear: format!(
-                "WITH gone AS (DELETE FROM {rows} WHERE run_id = $1) DELETE FROM {logs} WHERE run_id = $1"
+                "WITH allowed AS (SELECT 1 WHERE {}),
+                      gone AS (DELETE FROM {rows} WHERE run_id = $1 AND EXISTS (SELECT 1 FROM allowed))
+                 DELETE FROM {logs} WHERE run_id = $1 AND EXISTS (SELECT 1 FROM allowed)",
+                may_write("$1", "$2")
             ),
+            // Runs the queue manages (queued, or running under a worker) are the
+            // workers' to resume, not a local resumer's; a run the queue failed is
+            // failed, whatever its log's last row says.
             unfinished: format!(
-                "SELECT run_id, workflow, version, status, last_seq, label, updated_at_ms
-                 FROM {logs} WHERE status < 2"
+                "SELECT l.run_id, l.workflow, l.version,
+                        CASE WHEN q.status = 'failed' THEN 1::smallint ELSE l.status END,
+                        l.last_seq, l.label, l.updated_at_ms
+                 FROM {logs} l LEFT JOIN {runs} q ON q.run_id = l.run_id
+                 WHERE l.status < 2 AND (q.run_id IS NULL OR q.status NOT IN ('queued', 'running'))"
             ),
+            // The age is measured on the database's clock, whatever the caller's reads.
             prune: format!(
-                "WITH gone AS (DELETE FROM {logs} WHERE updated_at_ms < $1 RETURNING run_id),
+                "WITH gone AS (DELETE FROM {logs}
+                               WHERE updated_at < clock_timestamp() - $1::float8 * interval '1 millisecond'
+                               RETURNING run_id),
                       rows AS (DELETE FROM {rows} WHERE run_id IN (SELECT run_id FROM gone))
                  SELECT count(*) FROM gone"
             ),
@@ -192,7 +228,6 @@ impl PostgresCheckpointStore {
         let inner = Arc::new(StoreInner {
             db,
             appends,
-            fences: Mutex::new(HashMap::new()),
             stats,
             sql,
         });
@@ -215,19 +250,64 @@ impl PostgresCheckpointStore {
         &self.inner.db.schema
     }
 
-    /// Fences this process's appends of `run` with lease `epoch` until
-    /// [`unfence`](Self::unfence): they land only while the run's lease is still at
-    /// that epoch. Workers do this for the runs they claim.
-    pub(crate) fn fence(&self, run: RunId, epoch: i64) {
-        self.inner.fences.lock().unwrap().insert(run, epoch);
-    }
-
-    pub(crate) fn unfence(&self, run: RunId) {
-        self.inner.fences.lock().unwrap().remove(&run);
+    /// This store as the holder of lease `epoch` on `run` sees it: its writes of the
+    /// run land only while the run's lease is still at that epoch. A worker drives
+    /// each claim through one, so a claim that lost its lease cannot write, even in a
+    /// process where a newer claim of the same run is under way.
+    pub(crate) fn fenced(&self, run: RunId, epoch: i64) -> FencedStore {
+        FencedStore {
+            store: self.clone(),
+            run,
+            epoch,
+        }
     }
 
     pub(crate) fn db(&self) -> &Arc<Db> {
         &self.inner.db
+    }
+
+    async fn append_as(&self, row: CheckpointRow, fence: i64) -> Result<(), CanoError> {
+        let body = encode_row(&row)?;
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending {
+            run: row.run,
+            seq: row.seq,
+            fence,
+            body,
+            status: RunStatus::after(row.kind),
+            workflow: row.workflow,
+            version: row.version,
+            label: row.label,
+            written_at_ms: row.written_at_ms,
+            reply,
+        };
+        self.inner.appends.send(pending).map_err(|_| {
+            CanoError::store("the PostgreSQL checkpoint writer has stopped (its runtime shut down)")
+                .with_hint("keep the tokio runtime that connected the store running while runs write checkpoints")
+        })?;
+        outcome.await.map_err(|_| {
+            CanoError::store("the PostgreSQL checkpoint writer stopped before answering")
+        })?
+    }
+
+    async fn truncate_as(&self, run: RunId, before: u64, fence: i64) -> Result<(), CanoError> {
+        self.execute(
+            &self.inner.sql.truncate,
+            &[&run_key(run), &(before as i64), &fence],
+            "truncating a run's log",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn clear_as(&self, run: RunId, fence: i64) -> Result<(), CanoError> {
+        self.execute(
+            &self.inner.sql.clear,
+            &[&run_key(run), &fence],
+            "clearing a run's log",
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -263,7 +343,8 @@ impl Writer {
     async fn run(self, mut receiver: mpsc::UnboundedReceiver<Pending>) {
         let this = Arc::new(self);
         // Rows of a run already in the batch being built wait for the next one: one
-        // statement must not check two rows of a run against the same log head.
+        // statement must not check two rows of a run against the same log head. So do
+        // rows past the batch's byte budget.
         let mut held: VecDeque<Pending> = VecDeque::new();
         loop {
             let first = match held.pop_front() {
@@ -277,10 +358,11 @@ impl Writer {
             let Ok(permit) = this.permits.clone().acquire_owned().await else {
                 return;
             };
+            let mut bytes = first.body.len();
             let mut batch = vec![first];
             let mut runs: HashSet<RunId> = batch.iter().map(|p| p.run).collect();
             let mut again = VecDeque::new();
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 let next = match held.pop_front() {
                     Some(p) => p,
                     None => match receiver.try_recv() {
@@ -288,7 +370,8 @@ impl Writer {
                         Err(_) => break,
                     },
                 };
-                if runs.insert(next.run) {
+                if bytes + next.body.len() <= MAX_BATCH_BYTES && runs.insert(next.run) {
+                    bytes += next.body.len();
                     batch.push(next);
                 } else {
                     again.push_back(next);
@@ -304,15 +387,57 @@ impl Writer {
         }
     }
 
-    async fn write(&self, mut batch: Vec<Pending>) {
-        let mut cols = Columns::with_capacity(batch.len());
-        for p in &mut batch {
-            cols.push(p);
+    /// Writes `batch` in one statement and answers each row. A statement the server
+    /// refuses as a whole (one row it cannot take) is split, so that only that row's
+    /// run sees the error.
+    async fn write(&self, batch: Vec<Pending>) {
+        let result = self.send(&batch).await;
+        match result {
+            Ok((written, retried)) => {
+                for p in batch {
+                    let outcome = if written.contains(&run_key(p.run)) {
+                        Ok(())
+                    } else {
+                        self.refused(&p, retried).await
+                    };
+                    if outcome.is_ok() {
+                        self.stats.rows.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = p.reply.send(outcome);
+                }
+            }
+            Err(e) if e.is_permanent() && batch.len() > 1 => {
+                for p in batch {
+                    Box::pin(self.write(vec![p])).await;
+                }
+            }
+            Err(e) => {
+                // Every row of the batch gets the error, keeping its retryability.
+                for p in batch {
+                    let each = CanoError::store(e.to_string());
+                    let each = match e.detail().hint() {
+                        Some(hint) => each.with_hint(hint.to_owned()),
+                        None => each,
+                    };
+                    let each = if e.is_permanent() {
+                        each.permanent()
+                    } else {
+                        each
+                    };
+                    let _ = p.reply.send(Err(each));
+                }
+            }
         }
-        // Tried again on a fresh connection while the connection drops. Only then can a
-        // refused row be one this statement already wrote (its commit reply was lost).
+    }
+
+    /// Sends the append statement for `batch`, again on a fresh connection while it
+    /// fails for a transient reason. Returns the runs whose rows it wrote, and whether
+    /// it was tried more than once (only then can a refused row be one an earlier try
+    /// wrote, its commit reply lost).
+    async fn send(&self, batch: &[Pending]) -> Result<(HashSet<i64>, bool), CanoError> {
+        let cols = Columns::of(batch);
         let mut tries = 0;
-        let result = retry_lost(APPEND_ATTEMPTS, || {
+        let result = retry_transient(APPEND_ATTEMPTS, || {
             tries += 1;
             async {
                 let client = self.db.client().await?;
@@ -336,50 +461,19 @@ impl Writer {
             }
         })
         .await;
-        let retried = tries > 1;
         self.stats.statements.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(rows) => {
-                let written: HashSet<i64> = rows.iter().map(|r| r.get::<_, i64>(0)).collect();
-                for (p, body) in batch.into_iter().zip(&cols.body) {
-                    let outcome = if written.contains(&run_key(p.run)) {
-                        Ok(())
-                    } else {
-                        self.refused(&p, body, retried).await
-                    };
-                    if outcome.is_ok() {
-                        self.stats.rows.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let _ = p.reply.send(outcome);
-                }
-            }
-            Err(e) => {
-                // Every row of the batch gets the error, keeping its retryability.
-                for p in batch {
-                    let each = CanoError::store(e.to_string());
-                    let each = match e.detail().hint() {
-                        Some(hint) => each.with_hint(hint.to_owned()),
-                        None => each,
-                    };
-                    let each = if e.is_permanent() {
-                        each.permanent()
-                    } else {
-                        each
-                    };
-                    let _ = p.reply.send(Err(each));
-                }
-            }
-        }
+        let rows = result?;
+        Ok((rows.iter().map(|r| r.get::<_, i64>(0)).collect(), tries > 1))
     }
 
     /// Why a row was not written: it already was (an earlier try whose reply was lost),
-    /// the lease moved on, or the row number clashes.
-    async fn refused(&self, p: &Pending, body: &[u8], retried: bool) -> Result<(), CanoError> {
+    /// the lease moved on, a worker holds the run, or the row number clashes.
+    async fn refused(&self, p: &Pending, retried: bool) -> Result<(), CanoError> {
         let (run, seq) = (p.run, p.seq);
-        let row = retry_lost(APPEND_ATTEMPTS, || async {
+        let row = retry_transient(APPEND_ATTEMPTS, || async {
             let client = self.db.client().await?;
             client
-                .query_one(&self.sql.diagnose, &[&run_key(run), &(seq as i64), &body])
+                .query_one(&self.sql.diagnose, &[&run_key(run), &(seq as i64), &p.body])
                 .await
                 .map_err(|e| self.db.error("checking a refused checkpoint row", e))
         })
@@ -388,21 +482,33 @@ impl Writer {
         let epoch: Option<i64> = row.get(1);
         let status: Option<String> = row.get(2);
         let same: Option<bool> = row.get(3);
+        let worker: Option<String> = row.get(4);
+        let leased: bool = row.get(5);
         if retried && same == Some(true) {
             return Ok(());
         }
         if p.fence >= 0 && (epoch != Some(p.fence) || status.as_deref() != Some("running")) {
             self.stats.fenced.fetch_add(1, Ordering::Relaxed);
             let now = match (epoch, status.as_deref()) {
-                (Some(e), Some("running")) => format!("another worker holds it at epoch {e}"),
+                (Some(e), Some("running")) => format!("another claim holds it at epoch {e}"),
                 (Some(_), Some(status)) => format!("the run is now {status}"),
                 _ => "the run is no longer queued".to_owned(),
             };
             return Err(CanoError::store(format!(
-                "row {seq} of run {run} was refused: this worker's lease (epoch {}) was lost, {now}",
+                "row {seq} of run {run} was refused: this claim's lease (epoch {}) was lost, {now}",
                 p.fence
             ))
-            .with_hint("the lease expired before a heartbeat renewed it (a stalled process or a lost database connection); the run goes on where it is now leased, this worker must stop driving it")
+            .with_hint("the lease expired before a heartbeat renewed it (a stalled process or a lost database connection); the run goes on where it is now leased, this claim must stop driving it")
+            .permanent());
+        }
+        if p.fence < 0 && leased && status.as_deref() == Some("running") {
+            self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+            return Err(CanoError::store(format!(
+                "row {seq} of run {run} was refused: worker {} holds the run under a lease (epoch {})",
+                worker.as_deref().unwrap_or("?"),
+                epoch.unwrap_or_default()
+            ))
+            .with_hint("a run enqueued on the RunQueue is driven by the worker that claims it; do not resume it elsewhere")
             .permanent());
         }
         check_next_seq(run, last.map(|l| l as u64), seq)?;
@@ -412,85 +518,44 @@ impl Writer {
     }
 }
 
-/// The batch laid out as one array per column.
-struct Columns {
+/// A batch laid out as one array per column, borrowing the rows' bytes and texts.
+struct Columns<'a> {
     run: Vec<i64>,
     seq: Vec<i64>,
     fence: Vec<i64>,
-    body: Vec<Vec<u8>>,
-    workflow: Vec<String>,
+    body: Vec<&'a [u8]>,
+    workflow: Vec<&'a str>,
     version: Vec<i32>,
     status: Vec<i16>,
-    label: Vec<String>,
+    label: Vec<&'a str>,
     at: Vec<i64>,
 }
 
-impl Columns {
-    fn with_capacity(n: usize) -> Self {
+impl<'a> Columns<'a> {
+    fn of(batch: &'a [Pending]) -> Self {
         Self {
-            run: Vec::with_capacity(n),
-            seq: Vec::with_capacity(n),
-            fence: Vec::with_capacity(n),
-            body: Vec::with_capacity(n),
-            workflow: Vec::with_capacity(n),
-            version: Vec::with_capacity(n),
-            status: Vec::with_capacity(n),
-            label: Vec::with_capacity(n),
-            at: Vec::with_capacity(n),
+            run: batch.iter().map(|p| run_key(p.run)).collect(),
+            seq: batch.iter().map(|p| p.seq as i64).collect(),
+            fence: batch.iter().map(|p| p.fence).collect(),
+            body: batch.iter().map(|p| p.body.as_slice()).collect(),
+            workflow: batch.iter().map(|p| p.workflow.as_str()).collect(),
+            version: batch.iter().map(|p| p.version as i32).collect(),
+            status: batch.iter().map(|p| status_code(p.status)).collect(),
+            label: batch.iter().map(|p| p.label.as_str()).collect(),
+            at: batch.iter().map(|p| p.written_at_ms as i64).collect(),
         }
-    }
-
-    /// Moves `p`'s columns in (the bytes and texts are not copied).
-    fn push(&mut self, p: &mut Pending) {
-        self.run.push(run_key(p.run));
-        self.seq.push(p.seq as i64);
-        self.fence.push(p.fence);
-        self.body.push(std::mem::take(&mut p.body));
-        self.workflow.push(std::mem::take(&mut p.workflow));
-        self.version.push(p.version as i32);
-        self.status.push(status_code(p.status));
-        self.label.push(std::mem::take(&mut p.label));
-        self.at.push(p.written_at_ms as i64);
     }
 }
 
 #[async_trait::async_trait]
 impl CheckpointStore for PostgresCheckpointStore {
     async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
-        let body = encode_row(&row)?;
-        let fence = self
-            .inner
-            .fences
-            .lock()
-            .unwrap()
-            .get(&row.run)
-            .copied()
-            .unwrap_or(-1);
-        let (reply, outcome) = oneshot::channel();
-        let pending = Pending {
-            run: row.run,
-            seq: row.seq,
-            fence,
-            body,
-            status: RunStatus::after(row.kind),
-            workflow: row.workflow,
-            version: row.version,
-            label: row.label,
-            written_at_ms: row.written_at_ms,
-            reply,
-        };
-        self.inner.appends.send(pending).map_err(|_| {
-            CanoError::store("the PostgreSQL checkpoint writer has stopped (its runtime shut down)")
-                .with_hint("keep the tokio runtime that connected the store running while runs write checkpoints")
-        })?;
-        outcome.await.map_err(|_| {
-            CanoError::store("the PostgreSQL checkpoint writer stopped before answering")
-        })?
+        self.append_as(row, -1).await
     }
 
     async fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
         let inner = &self.inner;
-        let rows = retry_lost(APPEND_ATTEMPTS, || async {
+        let rows = retry_transient(APPEND_ATTEMPTS, || async {
             let client = inner.db.client().await?;
             client
                 .query(&inner.sql.load, &[&run_key(run)])
@@ -515,28 +580,16 @@ impl CheckpointStore for PostgresCheckpointStore {
     }
 
     async fn truncate(&self, run: RunId, before: u64) -> Result<(), CanoError> {
-        self.execute(
-            &self.inner.sql.truncate,
-            &[&run_key(run), &(before as i64)],
-            "truncating a run's log",
-        )
-        .await
-        .map(drop)
+        self.truncate_as(run, before, -1).await
     }
 
     async fn clear(&self, run: RunId) -> Result<(), CanoError> {
-        self.execute(
-            &self.inner.sql.clear,
-            &[&run_key(run)],
-            "clearing a run's log",
-        )
-        .await
-        .map(drop)
+        self.clear_as(run, -1).await
     }
 
     async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
         let inner = &self.inner;
-        let rows = retry_lost(APPEND_ATTEMPTS, || async {
+        let rows = retry_transient(APPEND_ATTEMPTS, || async {
             let client = inner.db.client().await?;
             client
                 .query(&inner.sql.unfinished, &[])
@@ -559,15 +612,17 @@ impl CheckpointStore for PostgresCheckpointStore {
     }
 
     async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
-        let ms = older_than
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        // The caller's cut-off, as an age on its own clock: the database's clock then
+        // decides which runs are that old.
+        let age_ms = match SystemTime::now().duration_since(older_than) {
+            Ok(age) => age.as_secs_f64() * 1_000.0,
+            Err(ahead) => -(ahead.duration().as_secs_f64() * 1_000.0),
+        };
         let inner = &self.inner;
-        let row = retry_lost(APPEND_ATTEMPTS, || async {
+        let row = retry_transient(APPEND_ATTEMPTS, || async {
             let client = inner.db.client().await?;
             client
-                .query_one(&inner.sql.prune, &[&ms])
+                .query_one(&inner.sql.prune, &[&age_ms])
                 .await
                 .map_err(|e| inner.db.error("pruning old runs", e))
         })
@@ -584,7 +639,7 @@ impl PostgresCheckpointStore {
         doing: &str,
     ) -> Result<u64, CanoError> {
         let db = &self.inner.db;
-        retry_lost(APPEND_ATTEMPTS, || async {
+        retry_transient(APPEND_ATTEMPTS, || async {
             let client = db.client().await?;
             client
                 .execute(sql, params)
@@ -592,6 +647,45 @@ impl PostgresCheckpointStore {
                 .map_err(|e| db.error(doing, e))
         })
         .await
+    }
+}
+
+/// The store as one claim of one run sees it (see [`PostgresCheckpointStore::fenced`]):
+/// every write of its run carries the claim's epoch. Writes of other runs, and reads,
+/// are the store's own.
+#[derive(Clone)]
+pub(crate) struct FencedStore {
+    store: PostgresCheckpointStore,
+    run: RunId,
+    epoch: i64,
+}
+
+impl FencedStore {
+    fn fence(&self, run: RunId) -> i64 {
+        if run == self.run { self.epoch } else { -1 }
+    }
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for FencedStore {
+    async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
+        let fence = self.fence(row.run);
+        self.store.append_as(row, fence).await
+    }
+    async fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
+        self.store.load(run).await
+    }
+    async fn truncate(&self, run: RunId, before: u64) -> Result<(), CanoError> {
+        self.store.truncate_as(run, before, self.fence(run)).await
+    }
+    async fn clear(&self, run: RunId) -> Result<(), CanoError> {
+        self.store.clear_as(run, self.fence(run)).await
+    }
+    async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
+        self.store.unfinished().await
+    }
+    async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
+        self.store.prune(older_than).await
     }
 }
 

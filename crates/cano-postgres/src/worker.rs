@@ -1,16 +1,25 @@
 //! [`Worker`]: a process's share of the run queue. It claims runs of the workflows it
 //! has registered, holds each under a lease it renews, and fences every checkpoint
-//! write with the lease's epoch, so a worker that lost a lease cannot write over the
-//! worker that took it.
+//! write with the lease's epoch, so a claim that lost its lease cannot write over the
+//! claim that took it, in another process or in this one.
+//!
+//! Every claim is known by its run and its epoch together: its lease, its fence and
+//! its heartbeat renew exactly that claim, never another claim of the same run. The
+//! claim loop and the heartbeat each have a connection of their own, so a pool busy
+//! with appends cannot starve them, and a worker that cannot renew a lease in time
+//! hands its run back (it stops driving it, undoing nothing) before the lease can
+//! expire and be taken.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cano_core::checkpoint::{Bincode, Codec, Retention, is_running_here};
+use cano_core::checkpoint::{
+    Bincode, CheckpointStore, Retention, decode_state, encode_state, until_not_running_here,
+};
 use cano_core::{
     CancellationToken, CanoError, ResourceKey, RunId, RunOptions, Workflow, WorkflowState,
 };
@@ -18,6 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::db::{run_key, run_of};
 use crate::queue::{done_channel, ready_channel};
@@ -25,10 +35,17 @@ use crate::store::PostgresCheckpointStore;
 
 /// A run's outcome with its state types erased: the exit state's bytes and `Debug` text.
 type Drive = Pin<Box<dyn Future<Output = Result<(Vec<u8>, String), CanoError>> + Send>>;
-type Driver = Arc<dyn Fn(RunId, Vec<u8>, bool, CancellationToken) -> Drive + Send + Sync>;
+/// Drives one claim: the run, its initial state's bytes, whether it has a log to
+/// resume, its token, and the store fenced by the claim's epoch.
+type Driver = Arc<
+    dyn Fn(RunId, Vec<u8>, bool, CancellationToken, Arc<dyn CheckpointStore>) -> Drive
+        + Send
+        + Sync,
+>;
 
 /// What a worker reports as it goes (see [`RunningWorker::subscribe`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WorkerEvent {
     /// The worker claimed `run` under lease `epoch` (its `claims`-th claim).
     Claimed {
@@ -53,17 +70,29 @@ pub enum WorkerEvent {
         /// The error's text.
         error: String,
     },
-    /// The worker let go of the run without an outcome (it is stopping, or lost its
-    /// database connection): another claim resumes it from its last checkpoint.
+    /// The worker handed the run back without an outcome and without undoing anything
+    /// (it is stopping, or lost its database connection): another claim resumes it
+    /// from its last checkpoint. A hand-back does not count toward the poison limit.
     Released {
         /// The run.
         run: RunId,
     },
-    /// A heartbeat found the lease taken over (it had expired); the worker stopped
-    /// driving the run.
+    /// The lease of this claim was taken over (it had expired): the worker stopped
+    /// driving the run, undoing nothing, and the new owner goes on.
     LeaseLost {
         /// The run.
         run: RunId,
+        /// The epoch of the lost claim.
+        epoch: i64,
+    },
+    /// The worker could not renew this claim's lease for most of its length (the
+    /// database unreachable, or the process stalled) and stopped driving the run before
+    /// the lease could expire, undoing nothing.
+    Unrenewed {
+        /// The run.
+        run: RunId,
+        /// The epoch of the claim.
+        epoch: i64,
     },
 }
 
@@ -114,15 +143,16 @@ impl fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// A worker on `store`'s queue, named after the host process (`worker-<pid>-<n>`),
-    /// running up to 16 runs at once under 30 s leases, failing a run claimed 5 times.
+    /// A worker on `store`'s queue, with a name unique to this process start
+    /// (`worker-<pid>-<random>`), running up to 16 runs at once under 30 s leases,
+    /// failing a run claimed 5 times.
     pub fn new(store: &PostgresCheckpointStore) -> Self {
         Self {
             store: store.clone(),
             name: format!(
-                "worker-{}-{}",
+                "worker-{}-{:016x}",
                 std::process::id(),
-                RunId::new().as_u64() % 100_000
+                RunId::new().as_u64()
             ),
             flows: HashMap::new(),
             concurrency: 16,
@@ -134,6 +164,8 @@ impl Worker {
     }
 
     /// Names the worker (shown in the queue's records and in `pg_stat_activity`).
+    /// Leases are held by claim, not by name: two workers with one name renew only
+    /// their own runs.
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -148,19 +180,17 @@ impl Worker {
         S: WorkflowState + Serialize + DeserializeOwned,
         K: ResourceKey,
     {
-        let workflow = Arc::new(
-            workflow
-                .with_checkpoint_store(self.store.clone())
-                .with_workflow_id(name)
-                .with_retention(Retention::KeepFinished),
-        );
-        let driver: Driver = Arc::new(move |run, initial, resume, token| {
-            let workflow = workflow.clone();
+        let workflow = workflow
+            .with_workflow_id(name)
+            .with_retention(Retention::KeepFinished);
+        let driver: Driver = Arc::new(move |run, initial, resume, token, store| {
+            // Each claim writes through a store fenced by its own epoch.
+            let workflow = workflow.clone().with_shared_checkpoint_store(store);
             Box::pin(async move {
                 let end = if resume {
                     workflow.resume_from_with(run, Some(token)).await?
                 } else {
-                    let initial: S = Bincode::decode(&initial).map_err(|e| {
+                    let initial: S = decode_state::<Bincode, S>(&initial).map_err(|e| {
                         CanoError::configuration(format!(
                             "the initial state of run {run} does not decode as this workflow's state type: {}",
                             e.message()
@@ -171,7 +201,7 @@ impl Worker {
                     let options = RunOptions::new().with_run_id(run).with_cancellation(token);
                     workflow.orchestrate_with(initial, options).await?
                 };
-                Ok((Bincode::encode(&end)?, format!("{end:?}")))
+                Ok((encode_state::<Bincode, S>(&end)?, format!("{end:?}")))
             })
         });
         self.flows.insert(name.to_owned(), driver);
@@ -184,16 +214,18 @@ impl Worker {
         self
     }
 
-    /// How long a claim lasts without a heartbeat (30 s by default). Heartbeats renew
-    /// it every third of that; a worker that stops renewing (it died, or lost the
-    /// database) loses its runs to other workers once it expires.
+    /// How long a claim lasts without a heartbeat (30 s by default; at least 300 ms;
+    /// `Duration::MAX` is "never expires", so a dead worker's runs are never taken
+    /// over). Heartbeats renew it every third of that; a worker that cannot renew it
+    /// for two thirds of it hands the run back before it can expire.
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
     }
 
     /// Fails a run once it has been claimed this many times without finishing (5 by
-    /// default): a run that kills every worker that takes it is a poison run.
+    /// default): a run that kills every worker that takes it is a poison run. A run a
+    /// worker hands back (stopping, losing the database) is not counted.
     pub fn with_max_claims(mut self, claims: u32) -> Self {
         self.max_claims = claims;
         self
@@ -224,7 +256,7 @@ impl Worker {
         }
         if self.lease < Duration::from_millis(300) || self.max_claims == 0 || self.poll.is_zero() {
             return Err(CanoError::configuration(format!(
-                "worker {}: a lease under 300 ms, a poll interval of 0 or a claim limit of 0 cannot work (lease {:?}, poll {:?}, max claims {})",
+                "worker {}: a lease under 300 ms (Worker::with_lease), a poll interval of 0 (with_poll_interval) or a claim limit of 0 (with_max_claims) cannot work (lease {:?}, poll {:?}, max claims {})",
                 self.name, self.lease, self.poll, self.max_claims
             ))
             .with_hint("leases must outlast a heartbeat round trip by far; use seconds"));
@@ -257,7 +289,7 @@ impl Worker {
 }
 
 /// A started [`Worker`]. Dropping it leaves the worker running until the runtime
-/// ends; [`stop`](Self::stop) lets go of its runs cleanly.
+/// ends; [`stop`](Self::stop) hands its runs back cleanly.
 #[derive(Clone)]
 pub struct RunningWorker {
     shared: Arc<Shared>,
@@ -281,7 +313,7 @@ impl RunningWorker {
 
     /// The runs it is driving now.
     pub fn in_flight(&self) -> usize {
-        self.shared.leases.lock().unwrap().len()
+        self.shared.leases().len()
     }
 
     /// What the worker does from now on (claims, outcomes, lost leases).
@@ -289,20 +321,28 @@ impl RunningWorker {
         self.shared.events.subscribe()
     }
 
-    /// Stops claiming, gives the runs in flight up to `grace` to end, then cancels the
-    /// rest and hands them back to the queue (another worker resumes them from their
-    /// last checkpoint). Returns when the worker's tasks have ended.
+    /// Stops claiming, gives the runs in flight up to `grace` to end (`Duration::MAX`:
+    /// as long as they take), then hands the rest back to the queue: they stop at
+    /// their next await point, undoing nothing, and another worker resumes them from
+    /// their last checkpoint. Returns when the worker's tasks have ended.
     pub async fn stop(&self, grace: Duration) {
-        let _ = self.shared.stop.send(true);
-        let deadline = tokio::time::Instant::now() + grace;
+        self.shared.stop.send_replace(true);
+        let deadline = Instant::now().checked_add(grace);
         loop {
             let idle = self.shared.slot_freed.notified();
             if self.in_flight() == 0 {
                 break;
             }
-            if tokio::time::timeout_at(deadline, idle).await.is_err() {
-                for lease in self.shared.leases.lock().unwrap().values() {
-                    lease.token.cancel();
+            let ended = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, idle).await.is_ok(),
+                None => {
+                    idle.await;
+                    true
+                }
+            };
+            if !ended {
+                for lease in self.shared.leases().values() {
+                    lease.token.hand_back();
                 }
                 break;
             }
@@ -312,12 +352,27 @@ impl RunningWorker {
     }
 }
 
-/// A run this worker holds.
+/// One claim: a run under one lease epoch. A process may hold two claims of one run
+/// for a moment (a stalled driver, and the claim that took its lease over).
+type ClaimKey = (RunId, i64);
+
+/// Why a claim stopped being this worker's to drive.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// Another claim took the lease: this one records nothing.
+    TakenOver,
+    /// It could not be renewed in time: this one hands the run back, if it still can.
+    Unrenewed,
+}
+
+/// A claim this worker holds.
 struct Lease {
-    epoch: i64,
     token: CancellationToken,
-    lost: bool,
-    claimed_at: tokio::time::Instant,
+    /// Set once the claim is no longer this worker's to drive.
+    lost: Option<Loss>,
+    /// When the last heartbeat that renewed this claim was sent (or the claim made):
+    /// the lease on the database lasts at least `lease` from then.
+    renewed: Instant,
 }
 
 struct Shared {
@@ -330,7 +385,7 @@ struct Shared {
     max_claims: i32,
     poll: Duration,
     keep_rows: bool,
-    leases: Mutex<HashMap<RunId, Lease>>,
+    leases: Mutex<HashMap<ClaimKey, Lease>>,
     slot_freed: Notify,
     stop: watch::Sender<bool>,
     events: broadcast::Sender<WorkerEvent>,
@@ -354,7 +409,8 @@ impl WorkerSql {
             db.table("cano_rows"),
         );
         let done = done_channel(&db.schema);
-        let lease = "clock_timestamp() + $4 * interval '1 millisecond'";
+        // Past what a timestamp holds (a lease of Duration::MAX): never expires.
+        let lease = "CASE WHEN $4::float8 > 3e14 THEN 'infinity'::timestamptz ELSE clock_timestamp() + $4::float8 * interval '1 millisecond' END";
         Self {
             claim: format!(
                 "WITH picked AS (
@@ -379,9 +435,13 @@ impl WorkerSql {
                     RETURNING run_id)
                  SELECT pg_notify('{done}', run_id::text) FROM dead"
             ),
+            // Renews exactly the claims given, by run and epoch.
             heartbeat: format!(
-                "UPDATE {runs} SET lease_until = clock_timestamp() + $2 * interval '1 millisecond'
-                 WHERE worker = $1 AND status = 'running' RETURNING run_id, epoch"
+                "UPDATE {runs} q SET lease_until = CASE WHEN $3::float8 > 3e14 THEN 'infinity'::timestamptz
+                        ELSE clock_timestamp() + $3::float8 * interval '1 millisecond' END
+                 FROM unnest($1::bigint[], $2::bigint[]) AS held(run_id, epoch)
+                 WHERE q.run_id = held.run_id AND q.epoch = held.epoch AND q.status = 'running'
+                 RETURNING q.run_id, q.epoch"
             ),
             finish: format!(
                 "WITH fin AS (
@@ -401,9 +461,14 @@ impl WorkerSql {
                     RETURNING run_id)
                  SELECT pg_notify('{done}', run_id::text) FROM failed"
             ),
+            // A hand-back is not a failed claim: it does not count toward the poison limit.
             release: format!(
-                "UPDATE {runs} SET status = 'queued', lease_until = NULL
-                 WHERE run_id = $1 AND epoch = $2 AND status = 'running'"
+                "WITH back AS (
+                    UPDATE {runs} SET status = 'queued', lease_until = NULL, claims = greatest(claims - 1, 0)
+                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
+                    RETURNING workflow)
+                 SELECT pg_notify('{ready}', workflow) FROM back",
+                ready = ready_channel(&db.schema)
             ),
         }
     }
@@ -416,7 +481,31 @@ enum Verdict {
     Release,
 }
 
+/// How long the claim loop waits to connect (and listen) before trying again.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// How soon the claim loop tries to connect again after failing to.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+
+/// How long one heartbeat or claim statement may take before its connection is
+/// taken for dead (a half-open connection never answers).
+fn statement_limit(lease: Duration) -> Duration {
+    (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(10))
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Shared {
+    fn leases(&self) -> MutexGuard<'_, HashMap<ClaimKey, Lease>> {
+        // Every change is one insert, remove or flag: sound after a panic.
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn emit(&self, event: WorkerEvent) {
         let _ = self.events.send(event);
     }
@@ -425,67 +514,91 @@ impl Shared {
         *self.stop.borrow()
     }
 
+    fn lease_ms(&self) -> f64 {
+        self.lease.as_secs_f64() * 1_000.0
+    }
+
     async fn claim_loop(self: Arc<Self>) {
         let db = self.store.db().clone();
         let names: Vec<String> = self.flows.keys().cloned().collect();
         let mut stop = self.stop.subscribe();
-        let mut notes = None;
+        // A connection of the loop's own: it listens for new runs and claims them.
+        let mut session = None;
         let mut runs = JoinSet::new();
+        let limit = statement_limit(self.lease);
         loop {
             if self.stopping() {
                 break;
             }
-            // The wake-up connection: reopened whenever it drops; polling covers the gap.
-            if notes.is_none()
-                && let Ok((client, receiver)) = db.dedicated().await
+            if session.is_none()
+                && let Ok(Ok((client, receiver))) =
+                    tokio::time::timeout(CONNECT_LIMIT, db.dedicated()).await
             {
                 let listen = format!("LISTEN {}", ready_channel(&db.schema));
-                if client.batch_execute(&listen).await.is_ok() {
-                    notes = Some((client, receiver));
+                if let Ok(Ok(())) =
+                    tokio::time::timeout(CONNECT_LIMIT, client.batch_execute(&listen)).await
+                {
+                    session = Some((client, receiver));
                 }
             }
-            let free = self
-                .concurrency
-                .saturating_sub(self.leases.lock().unwrap().len());
+            let free = self.concurrency.saturating_sub(self.leases().len());
             let mut claimed = 0;
-            if free > 0 {
-                // On an error the database is away: try again after the poll interval.
-                if let Ok(batch) = self.claim(&names, free).await {
-                    claimed = batch.len();
-                    for claim in batch {
-                        runs.spawn(self.clone().drive(claim));
+            if free > 0
+                && let Some((client, _)) = &session
+            {
+                match tokio::time::timeout(limit, self.claim(client, &names, free)).await {
+                    Ok(Ok(batch)) => {
+                        claimed = batch.len();
+                        for claim in batch {
+                            runs.spawn(self.clone().drive(claim));
+                        }
                     }
+                    // The connection is lost or hangs: a new one next time round. (A
+                    // claim whose reply was lost is not ours: nobody renews its lease,
+                    // and it expires for another claim to take.)
+                    _ => session = None,
                 }
             }
             while runs.try_join_next().is_some() {}
             if free > 0 && claimed == free {
                 continue; // there may be more waiting
             }
+            // Without a connection, try for one again soon, not a whole poll later.
+            let pause = if session.is_some() {
+                self.poll
+            } else {
+                self.poll.min(RECONNECT_PAUSE)
+            };
             let slot = self.slot_freed.notified();
             let woken = async {
-                match notes.as_mut() {
+                match session.as_mut() {
                     Some((_, receiver)) => receiver.recv().await.is_some(),
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
-                alive = woken => if !alive { notes = None },
+                alive = woken => if !alive { session = None },
                 _ = slot, if free == 0 || claimed < free => {}
-                _ = tokio::time::sleep(self.poll) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => {}
             }
         }
-        // Stopping: the runs end on their own, or are cancelled by `stop`.
+        // Stopping: the runs end on their own, or are handed back by `stop`.
         while runs.join_next().await.is_some() {}
     }
 
-    async fn claim(&self, names: &[String], free: usize) -> Result<Vec<Claim>, CanoError> {
+    async fn claim(
+        &self,
+        client: &tokio_postgres::Client,
+        names: &[String],
+        free: usize,
+    ) -> Result<Vec<Claim>, CanoError> {
         let db = self.store.db();
-        let client = db.client().await?;
         client
             .execute(&self.sql.poison, &[&names, &self.max_claims])
             .await
             .map_err(|e| db.error("failing poison runs", e))?;
+        let sent = Instant::now();
         let rows = client
             .query(
                 &self.sql.claim,
@@ -493,85 +606,96 @@ impl Shared {
                     &names,
                     &(free as i64),
                     &self.name,
-                    &(self.lease.as_millis() as f64),
+                    &self.lease_ms(),
                     &self.max_claims,
                 ],
             )
             .await
             .map_err(|e| db.error("claiming runs", e))?;
         let mut claims = Vec::with_capacity(rows.len());
-        for row in rows {
-            let claim = Claim {
-                run: run_of(row.get(0)),
-                workflow: row.get(1),
-                epoch: row.get(2),
-                claims: row.get::<_, i32>(3) as u32,
-                initial: row.get(4),
-                resume: row.get(5),
-            };
-            // Fence before the first write of this claim, and count it in flight.
-            self.store.fence(claim.run, claim.epoch);
-            self.leases.lock().unwrap().insert(
-                claim.run,
-                Lease {
+        let mut unwanted = Vec::new();
+        {
+            let mut leases = self.leases();
+            for row in rows {
+                let claim = Claim {
+                    run: run_of(row.get(0)),
+                    workflow: row.get(1),
+                    epoch: row.get(2),
+                    claims: row.get::<_, i32>(3) as u32,
+                    initial: row.get(4),
+                    resume: row.get(5),
+                };
+                // Stopping (checked under the leases' lock, which `stop` takes to hand
+                // the claims back): a claim made meanwhile is handed back, not driven.
+                if self.stopping() {
+                    unwanted.push(claim);
+                    continue;
+                }
+                leases.insert(
+                    (claim.run, claim.epoch),
+                    Lease {
+                        token: CancellationToken::new(),
+                        lost: None,
+                        renewed: sent,
+                    },
+                );
+                self.emit(WorkerEvent::Claimed {
+                    run: claim.run,
                     epoch: claim.epoch,
-                    token: CancellationToken::new(),
-                    lost: false,
-                    claimed_at: tokio::time::Instant::now(),
-                },
-            );
-            self.emit(WorkerEvent::Claimed {
-                run: claim.run,
-                epoch: claim.epoch,
-                claims: claim.claims,
-            });
-            claims.push(claim);
+                    claims: claim.claims,
+                });
+                claims.push(claim);
+            }
+        }
+        for claim in unwanted {
+            self.record(claim.run, claim.epoch, Verdict::Release).await;
         }
         Ok(claims)
     }
 
     async fn drive(self: Arc<Self>, claim: Claim) {
         let Claim { run, epoch, .. } = claim;
-        let token = self.leases.lock().unwrap()[&run].token.clone();
+        let key = (run, epoch);
+        let Some(token) = self.leases().get(&key).map(|l| l.token.clone()) else {
+            return;
+        };
         let outcome = match self.flows.get(&claim.workflow) {
             Some(driver) => {
-                // Another worker of this process may still drive the run whose lease it
-                // lost; its heartbeat cancels it shortly. Wait for that rather than be
-                // refused as a second driver. (A process has no signal for a run's end
-                // that this could await, so it looks every 50 ms.)
-                while is_running_here(&claim.workflow, run) && !token.is_cancelled() {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // An older claim of this run may still be driven in this process (its
+                // lease was taken over while it stalled): its writes are refused by its
+                // own fence, and it ends soon; wait for that rather than be refused as
+                // a second driver.
+                tokio::select! {
+                    () = until_not_running_here(&claim.workflow, run) => {}
+                    () = token.cancelled() => {}
                 }
-                driver(run, claim.initial, claim.resume, token).await
+                let store: Arc<dyn CheckpointStore> = Arc::new(self.store.fenced(run, epoch));
+                driver(run, claim.initial, claim.resume, token.clone(), store).await
             }
             None => Err(CanoError::configuration(format!(
                 "worker {} claimed run {run} of workflow {:?}, which it has not registered",
                 self.name, claim.workflow
             ))),
         };
-        let lost = self
-            .leases
-            .lock()
-            .unwrap()
-            .get(&run)
-            .is_some_and(|l| l.lost);
+        let lost = self.leases().get(&key).and_then(|l| l.lost);
         let verdict = match outcome {
-            // Another worker holds the run now: nothing of this claim is recorded.
-            _ if lost => None,
+            // Another claim holds the run now: nothing of this one is recorded.
+            _ if lost == Some(Loss::TakenOver) => None,
+            // Given up before the lease ended: handed back, so another claim need not
+            // wait for the lease to expire (refused if one already took it).
+            _ if lost == Some(Loss::Unrenewed) => Some(Verdict::Release),
             Ok((bytes, label)) => Some(Verdict::Finished(bytes, label)),
-            // Cancelled by `stop`, or the database went away: not the run's fault.
-            Err(CanoError::Cancelled(_)) if self.stopping() => Some(Verdict::Release),
+            // Handed back by `stop`, or the database went away: not the run's fault.
+            Err(CanoError::Cancelled(_)) if token.is_handed_back() => Some(Verdict::Release),
             Err(e) if matches!(e, CanoError::Store(_)) && !e.is_permanent() => {
                 Some(Verdict::Release)
             }
             Err(e) => Some(Verdict::Failed(e.to_string())),
         };
-        match verdict {
-            Some(verdict) => self.record(run, epoch, verdict).await,
-            None => self.emit(WorkerEvent::LeaseLost { run }),
+        if let Some(verdict) = verdict {
+            self.record(run, epoch, verdict).await;
         }
-        self.store.unfence(run);
-        self.leases.lock().unwrap().remove(&run);
+        self.leases().remove(&key);
         // Wake whoever waits now (claim loop, heartbeat, `stop`), and leave a permit
         // for a claim loop that is about to wait.
         self.slot_freed.notify_waiters();
@@ -595,7 +719,7 @@ impl Shared {
             },
             Verdict::Release => WorkerEvent::Released { run },
         };
-        let written = crate::db::retry_lost(8, || async {
+        let written = crate::db::retry_transient(8, || async {
             let client = db.client().await?;
             let result = match &verdict {
                 Verdict::Finished(bytes, label) => client
@@ -610,59 +734,145 @@ impl Shared {
                     .await
                     .map(|rows| !rows.is_empty()),
                 Verdict::Release => client
-                    .execute(&self.sql.release, &[&key, &epoch])
+                    .query(&self.sql.release, &[&key, &epoch])
                     .await
-                    .map(|n| n > 0),
+                    .map(|rows| !rows.is_empty()),
             };
             result.map_err(|e| db.error(&format!("recording the outcome of run {run}"), e))
         })
         .await;
         match written {
             Ok(true) => self.emit(event),
-            // The epoch moved on: another worker holds the run now.
-            Ok(false) => self.emit(WorkerEvent::LeaseLost { run }),
+            // The epoch moved on: another claim holds the run now.
+            Ok(false) => self.emit(WorkerEvent::LeaseLost { run, epoch }),
             Err(_) => {}
         }
     }
 
+    /// Renews the leases of the claims this worker drives, every third of a lease, on
+    /// a connection of its own. A claim the database no longer has at its epoch was
+    /// taken over; a claim not renewed for two thirds of a lease is handed back before
+    /// its lease can expire.
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
         let every = self.lease / 3;
         let db = self.store.db().clone();
+        let mut session: Option<tokio_postgres::Client> = None;
+        let mut next_round = Instant::now().checked_add(every);
         loop {
             // While stopping, leases are still renewed until the last run has ended.
             let freed = self.slot_freed.notified();
             let stopping = self.stopping();
-            if stopping && self.leases.lock().unwrap().is_empty() {
+            if stopping && self.leases().is_empty() {
                 return;
             }
+            // Awake for the next round, and for the moment a claim must be handed back
+            // if no round renews it first.
+            let wake = match (next_round, self.next_hand_back()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                () = sleep_until(wake) => {}
                 _ = stop.changed(), if !stopping => continue,
                 _ = freed, if stopping => continue,
             }
-            let sent = tokio::time::Instant::now();
-            let renewed = async {
-                let client = db.client().await?;
-                client
-                    .query(
-                        &self.sql.heartbeat,
-                        &[&self.name, &(self.lease.as_millis() as f64)],
-                    )
-                    .await
-                    .map_err(|e| db.error("renewing leases", e))
+            self.hand_back_unrenewed();
+            if next_round.is_some_and(|at| Instant::now() >= at) {
+                next_round = Instant::now().checked_add(every);
+                self.renew(&db, &mut session).await;
+                self.hand_back_unrenewed();
             }
-            .await;
-            let Ok(rows) = renewed else { continue };
-            let held: HashMap<RunId, i64> =
-                rows.iter().map(|r| (run_of(r.get(0)), r.get(1))).collect();
-            let mut leases = self.leases.lock().unwrap();
-            for (run, lease) in leases.iter_mut() {
-                // A claim newer than the statement may be missing from its answer.
-                if !lease.lost && lease.claimed_at < sent && held.get(run) != Some(&lease.epoch) {
-                    lease.lost = true;
-                    lease.token.cancel();
-                }
+        }
+    }
+
+    /// One heartbeat: renews the claims this worker drives, by run and epoch. A claim
+    /// the database no longer has at its epoch was taken over and is handed back. The
+    /// statement is bounded: a half-open connection does not hold the heartbeat up.
+    async fn renew(&self, db: &crate::db::Db, session: &mut Option<tokio_postgres::Client>) {
+        let held: Vec<ClaimKey> = self
+            .leases()
+            .iter()
+            .filter(|(_, l)| l.lost.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let sent = Instant::now();
+        let renewed = tokio::time::timeout(statement_limit(self.lease), async {
+            if session.as_ref().is_none_or(|s| s.is_closed()) {
+                *session = Some(db.dedicated().await?.0);
+            }
+            let Some(client) = session.as_ref() else {
+                return Err(CanoError::store("no heartbeat connection"));
+            };
+            let runs: Vec<i64> = held.iter().map(|(r, _)| run_key(*r)).collect();
+            let epochs: Vec<i64> = held.iter().map(|(_, e)| *e).collect();
+            client
+                .query(&self.sql.heartbeat, &[&runs, &epochs, &self.lease_ms()])
+                .await
+                .map_err(|e| db.error("renewing leases", e))
+        })
+        .await;
+        let Ok(Ok(rows)) = renewed else {
+            // Lost, or hanging on a half-open connection: a new one next round.
+            *session = None;
+            return;
+        };
+        let renewed: std::collections::HashSet<ClaimKey> =
+            rows.iter().map(|r| (run_of(r.get(0)), r.get(1))).collect();
+        let mut leases = self.leases();
+        for key in &held {
+            let Some(lease) = leases.get_mut(key) else {
+                continue;
+            };
+            if renewed.contains(key) {
+                lease.renewed = lease.renewed.max(sent);
+            } else if lease.lost.is_none() {
+                // Taken over: stop driving it, undoing nothing.
+                lease.lost = Some(Loss::TakenOver);
+                lease.token.hand_back();
+                self.emit(WorkerEvent::LeaseLost {
+                    run: key.0,
+                    epoch: key.1,
+                });
+            }
+        }
+    }
+
+    /// How long a claim may go unrenewed before it is handed back: two thirds of a
+    /// lease (`None` for a lease that never expires).
+    fn unrenewed_limit(&self) -> Option<Duration> {
+        self.lease.checked_mul(2).map(|d| d / 3)
+    }
+
+    /// When the next claim must be handed back if nothing renews it.
+    fn next_hand_back(&self) -> Option<Instant> {
+        let limit = self.unrenewed_limit()?;
+        self.leases()
+            .values()
+            .filter(|l| l.lost.is_none())
+            .filter_map(|l| l.renewed.checked_add(limit))
+            .min()
+    }
+
+    /// Hands back every claim whose lease was last renewed two thirds of a lease ago:
+    /// the database may take it from this worker a third of a lease from now.
+    fn hand_back_unrenewed(&self) {
+        let Some(window) = self.unrenewed_limit() else {
+            return; // a lease of Duration::MAX never expires
+        };
+        let now = Instant::now();
+        let mut leases = self.leases();
+        for ((run, epoch), lease) in leases.iter_mut() {
+            if lease.lost.is_none() && now.saturating_duration_since(lease.renewed) >= window {
+                lease.lost = Some(Loss::Unrenewed);
+                lease.token.hand_back();
+                self.emit(WorkerEvent::Unrenewed {
+                    run: *run,
+                    epoch: *epoch,
+                });
             }
         }
     }

@@ -20,6 +20,7 @@ use common::{drop_schema, options, raw};
 const CHILD: &str = "CANO_PG_CHILD";
 const SCHEMA: &str = "CANO_PG_SCHEMA";
 const NAME: &str = "CANO_PG_NAME";
+const LEASE_MS: &str = "CANO_PG_LEASE_MS";
 const MARK: &str = "cano-event ";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -111,14 +112,15 @@ async fn scheduler_child(schema: &str, name: &str) {
     let store = PostgresCheckpointStore::connect(options(schema).with_application_name(name))
         .await
         .unwrap();
-    let scheduler = ClusterScheduler::new(&store, "ticks")
+    let mut scheduler = ClusterScheduler::new(&store, "ticks")
         .named(name)
         .cron("every-second", "* * * * * *", "tick", &Chain::A)
         .unwrap()
-        .with_standby_poll(Duration::from_millis(200))
-        .start()
-        .await
-        .unwrap();
+        .with_standby_poll(Duration::from_millis(200));
+    if let Ok(ms) = std::env::var(LEASE_MS) {
+        scheduler = scheduler.with_leader_lease(Duration::from_millis(ms.parse().unwrap()));
+    }
+    let scheduler = scheduler.start().await.unwrap();
     let mut events = scheduler.subscribe();
     say("ready");
     let report = async {
@@ -127,6 +129,8 @@ async fn scheduler_child(schema: &str, name: &str) {
                 ClusterEvent::Leading { epoch } => say(&format!("leading {epoch}")),
                 ClusterEvent::Fired { at, .. } => say(&format!("fired {}", at.timestamp_millis())),
                 ClusterEvent::SteppedDown => say("stepped-down"),
+                ClusterEvent::Skipped { count, .. } => say(&format!("skipped {count}")),
+                other => say(&format!("other {other:?}")),
             }
         }
     };
@@ -165,6 +169,10 @@ struct Children {
 
 impl Children {
     fn spawn(mode: &str, schema: &str, count: usize) -> Self {
+        Self::spawn_with(mode, schema, count, &[])
+    }
+
+    fn spawn_with(mode: &str, schema: &str, count: usize, extra: &[(&str, String)]) -> Self {
         let (sender, events) = mpsc::channel();
         let children = (0..count)
             .map(|index| {
@@ -173,6 +181,7 @@ impl Children {
                     .env(CHILD, mode)
                     .env(SCHEMA, schema)
                     .env(NAME, format!("{schema}_{index}"))
+                    .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
@@ -204,6 +213,18 @@ impl Children {
     fn kill(&mut self, index: usize) {
         self.children[index].kill().unwrap(); // SIGKILL on Unix
         self.children[index].wait().unwrap();
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to child `index`.
+    fn signal(&self, index: usize, signal: &str) {
+        let status = Command::new("kill")
+            .args([
+                &format!("-{signal}"),
+                &self.children[index].id().to_string(),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// Closes every live child's stdin and waits for it to stop cleanly; a child still
@@ -426,5 +447,76 @@ async fn three_schedulers_fire_each_of_60_ticks_once_when_the_leader_is_killed()
     assert!(
         by.contains(&format!("{schema}_{killed}")) && by.len() >= 2,
         "{by:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_leader_is_replaced_within_a_lease_and_fires_nothing_stale() {
+    let schema = "t_cluster_stall";
+    drop_schema(schema).await;
+    let _store = PostgresCheckpointStore::connect(options(schema))
+        .await
+        .unwrap();
+    // A 1.5 s leader lease: a stalled leader (SIGSTOP: its connection stays open and
+    // says nothing, as a half-open one would) must be replaced within about that.
+    let children = Children::spawn_with("scheduler", schema, 2, &[(LEASE_MS, "1500".to_owned())]);
+    let mut leader = None;
+    let mut fired_before = 0;
+    while fired_before < 3 {
+        let (index, event) = children.next();
+        match event.split_once(' ') {
+            Some(("leading", _)) => leader = Some(index),
+            Some(("fired", _)) if Some(index) == leader => fired_before += 1,
+            _ => {}
+        }
+    }
+    let stalled = leader.unwrap();
+    children.signal(stalled, "STOP");
+    let other = 1 - stalled;
+    let mut new_lead = false;
+    let mut fired_after = 0;
+    while fired_after < 3 {
+        let (index, event) = children.next();
+        assert_ne!(index, stalled, "a stopped process spoke: {event}");
+        match event.split_once(' ') {
+            Some(("leading", _)) if index == other => new_lead = true,
+            Some(("fired", _)) if new_lead => fired_after += 1,
+            _ => {}
+        }
+    }
+    // The stalled leader wakes up: it finds itself deposed and fires nothing, not
+    // the backlog of ticks it slept through.
+    children.signal(stalled, "CONT");
+    let mut stepped_down = false;
+    let mut more = 0;
+    while !stepped_down || more < 2 {
+        let (index, event) = children.next();
+        if index == stalled {
+            assert!(
+                !event.starts_with("fired"),
+                "the deposed leader fired: {event}"
+            );
+            stepped_down |= event == "stepped-down";
+        } else if event.starts_with("fired") {
+            more += 1;
+        }
+    }
+    children.finish();
+    // Each second between the first and last fire has exactly one fire row (caught up
+    // within the window, where the failover left a gap).
+    let db = raw().await;
+    let ticks: Vec<i64> = db
+        .query(
+            &format!("SELECT fire_at_ms FROM {schema}.cano_fires ORDER BY fire_at_ms"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        ticks.windows(2).all(|w| w[1] - w[0] == 1000),
+        "a tick missing or doubled: {ticks:?}"
     );
 }

@@ -246,7 +246,10 @@ async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
     // A wakes up and goes on: its next checkpoint write is fenced off.
     gate.add_permits(1);
     let lost = next_event(&mut a_events, |e| !matches!(e, WorkerEvent::Claimed { .. })).await;
-    assert_eq!(lost, WorkerEvent::LeaseLost { run });
+    assert!(
+        matches!(lost, WorkerEvent::LeaseLost { run: r, .. } if r == run),
+        "{lost:?}"
+    );
     // Refused: its Enter row for Ship, then the Fail row of the run it had to stop.
     assert_eq!(store.stats().fenced, 2);
     a.stop(Duration::from_secs(5)).await;
@@ -402,7 +405,8 @@ async fn a_stopping_worker_hands_its_runs_back_and_another_resumes_them() {
         .unwrap();
     for &run in &runs {
         let record = queue.wait(run, WAIT).await.unwrap();
-        assert_eq!((record.status, record.claims), (QueueStatus::Finished, 2));
+        // The hand-back did not count toward the poison limit: one claim counted.
+        assert_eq!((record.status, record.claims), (QueueStatus::Finished, 1));
     }
     assert_eq!(charge.runs(), 0, "resumed in Ship, where they stopped");
     second.stop(Duration::from_secs(5)).await;
