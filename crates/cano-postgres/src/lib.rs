@@ -11,11 +11,19 @@
 //! - [`RunQueue`]: enqueue runs (with idempotency keys), read their status and final
 //!   state, wait for them.
 //! - [`Worker`]: claims runs with `FOR UPDATE SKIP LOCKED` under leases it renews,
-//!   fences every checkpoint write with the lease's epoch, resumes runs whose worker
+//!   fences every checkpoint write with the claim's epoch (so a claim that lost its
+//!   lease cannot write, even beside a newer claim of the run in the same process),
+//!   hands a run back untouched when it loses or cannot renew the lease or is stopped
+//!   (compensation runs only when the run itself fails), resumes runs whose worker
 //!   died from their last checkpoint, fails poison runs after too many claims, and is
-//!   woken by LISTEN/NOTIFY (polling as the fallback).
+//!   woken by LISTEN/NOTIFY (polling as the fallback). Its heartbeat and claim loop
+//!   have connections of their own.
 //! - [`ClusterScheduler`]: cron ticks that fire once across any number of scheduler
-//!   processes (an advisory-lock leader with an epoch, and a unique row per tick).
+//!   processes (a leader holding a lease and an epoch on the database's clock, and a
+//!   unique row per tick); a stalled leader is replaced within a lease.
+//!
+//! Transient database failures (lost connections, terminated backends, deadlocks,
+//! serialization conflicts) are retried; a row the server refuses fails its own run.
 //!
 //! Tables live in one schema (`cano` by default, see [`PgOptions::with_schema`]).
 //!

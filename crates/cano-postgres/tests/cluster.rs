@@ -5,9 +5,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use cano_core::{CanoError, RunId, Task, TaskConfig, TaskResult, Workflow};
@@ -15,13 +12,10 @@ use cano_postgres::{
     ClusterEvent, ClusterScheduler, EnqueueOptions, PostgresCheckpointStore, QueueStatus, RunQueue,
     Worker, WorkerEvent,
 };
+use common::children::{CHILD, Children, NAME, SCHEMA, parent_gone, say};
 use common::{drop_schema, options, raw};
 
-const CHILD: &str = "CANO_PG_CHILD";
-const SCHEMA: &str = "CANO_PG_SCHEMA";
-const NAME: &str = "CANO_PG_NAME";
 const LEASE_MS: &str = "CANO_PG_LEASE_MS";
-const MARK: &str = "cano-event ";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Chain {
@@ -55,25 +49,6 @@ fn chain() -> Workflow<Chain> {
         .register(Chain::D, Work(Chain::E))
         .register(Chain::E, Work(Chain::Done))
         .add_exit_state(Chain::Done)
-}
-
-fn say(event: &str) {
-    println!("{MARK}{event}");
-}
-
-/// Resolves when the parent closes our stdin (or dies).
-async fn parent_gone() {
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while std::io::stdin()
-            .read_line(&mut sink)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
-        let _ = sender.send(());
-    });
-    let _ = receiver.await;
 }
 
 async fn worker_child(schema: &str, name: &str) {
@@ -158,109 +133,6 @@ fn child_entry() {
         "worker" => runtime.block_on(worker_child(&schema, &name)),
         "scheduler" => runtime.block_on(scheduler_child(&schema, &name)),
         other => panic!("unknown child mode {other}"),
-    }
-}
-
-/// The children of one test, their events on one channel: (child index, event).
-struct Children {
-    children: Vec<Child>,
-    events: mpsc::Receiver<(usize, String)>,
-}
-
-impl Children {
-    fn spawn(mode: &str, schema: &str, count: usize) -> Self {
-        Self::spawn_with(mode, schema, count, &[])
-    }
-
-    fn spawn_with(mode: &str, schema: &str, count: usize, extra: &[(&str, String)]) -> Self {
-        let (sender, events) = mpsc::channel();
-        let children = (0..count)
-            .map(|index| {
-                let mut child = Command::new(std::env::current_exe().unwrap())
-                    .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-                    .env(CHILD, mode)
-                    .env(SCHEMA, schema)
-                    .env(NAME, format!("{schema}_{index}"))
-                    .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .unwrap();
-                let stdout = child.stdout.take().unwrap();
-                let sender = sender.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stdout).lines() {
-                        let Ok(line) = line else { break };
-                        if let Some(at) = line.find(MARK) {
-                            let _ = sender.send((index, line[at + MARK.len()..].trim().to_owned()));
-                        }
-                    }
-                });
-                child
-            })
-            .collect();
-        Self { children, events }
-    }
-
-    /// The next event of any child (a child silent for a minute fails the test).
-    fn next(&self) -> (usize, String) {
-        self.events
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the children went silent")
-    }
-
-    fn kill(&mut self, index: usize) {
-        self.children[index].kill().unwrap(); // SIGKILL on Unix
-        self.children[index].wait().unwrap();
-    }
-
-    /// Sends `signal` (`STOP`, `CONT`) to child `index`.
-    fn signal(&self, index: usize, signal: &str) {
-        let status = Command::new("kill")
-            .args([
-                &format!("-{signal}"),
-                &self.children[index].id().to_string(),
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} failed");
-    }
-
-    /// Closes every live child's stdin and waits for it to stop cleanly; a child still
-    /// running after 30 s is killed and fails the test (rather than hanging it).
-    fn finish(self) {
-        let (exited, exits) = mpsc::channel();
-        let mut pids = Vec::new();
-        for (index, mut child) in self.children.into_iter().enumerate() {
-            drop(child.stdin.take());
-            pids.push(child.id());
-            let exited = exited.clone();
-            std::thread::spawn(move || {
-                let _ = child.wait();
-                let _ = exited.send(index);
-            });
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut running: HashSet<usize> = (0..pids.len()).collect();
-        while !running.is_empty() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match exits.recv_timeout(left) {
-                Ok(index) => {
-                    running.remove(&index);
-                }
-                Err(_) => break,
-            }
-        }
-        for &index in &running {
-            let _ = Command::new("kill")
-                .args(["-9", &pids[index].to_string()])
-                .status();
-        }
-        assert!(
-            running.is_empty(),
-            "children {running:?} did not stop when their stdin closed"
-        );
     }
 }
 

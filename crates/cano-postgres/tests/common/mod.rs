@@ -1,6 +1,8 @@
 //! Shared by the PostgreSQL tests: the server's address and a fresh schema per test.
 #![allow(dead_code)]
 
+pub mod children;
+
 use cano_postgres::{PgOptions, PostgresCheckpointStore};
 
 /// The server the tests use, from `CANO_PG_URL`.
