@@ -294,7 +294,9 @@ pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
                     | "53300"
                 )
         }
-        None => true, // I/O or protocol trouble, not a statement the server refused
+        // No answer from the server: transient if the connection failed (I/O), not if
+        // the statement could not even be built (a parameter of the wrong type).
+        None => std::error::Error::source(e).is_some_and(|cause| cause.is::<std::io::Error>()),
     }
 }
 

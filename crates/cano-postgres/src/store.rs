@@ -125,8 +125,8 @@ impl Sql {
         // epoch, or holds no lease and no worker holds the run. `$f` is its fence.
         let may_write = |run: &str, fence: &str| {
             format!(
-                "(({fence} >= 0 AND EXISTS (SELECT 1 FROM {runs} q WHERE q.run_id = {run} AND q.epoch = {fence} AND q.status = 'running'))
-                  OR ({fence} < 0 AND NOT EXISTS (SELECT 1 FROM {runs} q WHERE q.run_id = {run} AND q.status = 'running' AND q.lease_until > clock_timestamp())))"
+                "(({fence}::bigint >= 0 AND EXISTS (SELECT 1 FROM {runs} q WHERE q.run_id = {run} AND q.epoch = {fence}::bigint AND q.status = 'running'))
+                  OR ({fence}::bigint < 0 AND NOT EXISTS (SELECT 1 FROM {runs} q WHERE q.run_id = {run} AND q.status = 'running' AND q.lease_until > clock_timestamp())))"
             )
         };
         Self {

@@ -16,7 +16,8 @@ use cano_core::{
     Workflow,
 };
 use cano_postgres::{
-    EnqueueOptions, PostgresCheckpointStore, QueueStatus, RunQueue, Worker, WorkerEvent,
+    EnqueueOptions, PostgresCheckpointStore, QueueStatus, RunQueue, RunningWorker, Worker,
+    WorkerEvent,
 };
 use cano_saga::{CompensatableTask, SagaExt};
 use common::{drop_schema, fresh_store, options, raw};
@@ -158,6 +159,31 @@ impl Steps {
     fn workflow(&self) -> Workflow<Order> {
         saga(self.reserve.clone(), self.charge.clone(), self.ship.clone())
     }
+
+    /// The saga with Ship waiting for permits of `gate` (`self.ship` counts its starts).
+    fn gated(&self, gate: &Arc<Semaphore>) -> Workflow<Order> {
+        saga(
+            self.reserve.clone(),
+            self.charge.clone(),
+            self.ship.clone().gated(gate),
+        )
+    }
+}
+
+/// A worker running `workflow` as "orders" with `lease` and `poll`.
+async fn start_worker(
+    store: &PostgresCheckpointStore,
+    workflow: Workflow<Order>,
+    lease: Duration,
+    poll: Duration,
+) -> RunningWorker {
+    Worker::new(store)
+        .register("orders", workflow)
+        .with_lease(lease)
+        .with_poll_interval(poll)
+        .start()
+        .await
+        .unwrap()
 }
 
 async fn enqueue(queue: &RunQueue) -> RunId {
@@ -311,17 +337,14 @@ async fn a_worker_that_cannot_renew_hands_its_run_back_before_the_lease_ends() {
     let admin = raw().await;
     let steps = Steps::new();
     let gate = Arc::new(Semaphore::new(0));
-    let ship = steps.ship.clone().gated(&gate);
-    let worker = Worker::new(&store)
-        .register(
-            "orders",
-            saga(steps.reserve.clone(), steps.charge.clone(), ship.clone()),
-        )
-        .with_lease(Duration::from_secs(3))
-        .with_poll_interval(Duration::from_millis(50))
-        .start()
-        .await
-        .unwrap();
+    let ship = steps.ship.clone();
+    let worker = start_worker(
+        &store,
+        steps.gated(&gate),
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+    )
+    .await;
     let mut events = worker.subscribe();
     let run = enqueue(&queue).await;
     ship.started(1).await;
@@ -393,17 +416,14 @@ async fn a_lost_lease_or_a_stop_never_rolls_a_saga_back() {
     let admin = raw().await;
     let steps = Steps::new();
     let gate = Arc::new(Semaphore::new(0));
-    let ship = steps.ship.clone().gated(&gate);
-    let first = Worker::new(&store)
-        .register(
-            "orders",
-            saga(steps.reserve.clone(), steps.charge.clone(), ship.clone()),
-        )
-        .with_lease(Duration::from_millis(900))
-        .with_poll_interval(Duration::from_secs(60))
-        .start()
-        .await
-        .unwrap();
+    let ship = steps.ship.clone();
+    let first = start_worker(
+        &store,
+        steps.gated(&gate),
+        Duration::from_millis(900),
+        Duration::from_secs(60),
+    )
+    .await;
     let mut events = first.subscribe();
     let stopped = enqueue(&queue).await;
     let taken = enqueue(&queue).await;
@@ -589,17 +609,14 @@ async fn the_heartbeat_has_its_own_connection_when_appends_fill_the_pool() {
     let admin = raw().await;
     let steps = Steps::new();
     let gate = Arc::new(Semaphore::new(0));
-    let ship = steps.ship.clone().gated(&gate);
-    let worker = Worker::new(&store)
-        .register(
-            "orders",
-            saga(steps.reserve.clone(), steps.charge.clone(), ship.clone()),
-        )
-        .with_lease(Duration::from_millis(900))
-        .with_poll_interval(Duration::from_millis(50))
-        .start()
-        .await
-        .unwrap();
+    let ship = steps.ship.clone();
+    let worker = start_worker(
+        &store,
+        steps.gated(&gate),
+        Duration::from_millis(900),
+        Duration::from_millis(50),
+    )
+    .await;
     let mut events = worker.subscribe();
     let run = enqueue(&queue).await;
     ship.started(1).await;
