@@ -18,6 +18,13 @@ pub trait Codec: Send + Sync + 'static {
     /// The bytes of `value`.
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanoError>;
 
+    /// The bytes of `value`, appended to `into` (by default through
+    /// [`encode`](Self::encode); a codec that can write in place saves a copy).
+    fn encode_into<T: Serialize + ?Sized>(value: &T, into: &mut Vec<u8>) -> Result<(), CanoError> {
+        into.extend_from_slice(&Self::encode(value)?);
+        Ok(())
+    }
+
     /// The value encoded in `bytes`; an error if they do not hold a `T`.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CanoError>;
 }
@@ -32,15 +39,13 @@ impl Codec for Bincode {
     const NAME: &'static str = "bincode";
 
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanoError> {
-        bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
-            CanoError::store(format!(
-                "could not encode a `{}` with bincode: {e}",
-                std::any::type_name::<T>()
-            ))
-            .with_source(e)
-            .with_hint("check the type's Serialize implementation (maps need string-like keys for some formats; bincode needs known lengths)")
-            .permanent()
-        })
+        bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(encode_error::<T>)
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(value: &T, into: &mut Vec<u8>) -> Result<(), CanoError> {
+        bincode::serde::encode_into_std_write(value, into, bincode::config::standard())
+            .map(drop)
+            .map_err(encode_error::<T>)
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CanoError> {
@@ -66,6 +71,16 @@ impl Codec for Bincode {
         }
         Ok(value)
     }
+}
+
+fn encode_error<T: ?Sized>(e: bincode::error::EncodeError) -> CanoError {
+    CanoError::store(format!(
+        "could not encode a `{}` with bincode: {e}",
+        std::any::type_name::<T>()
+    ))
+    .with_source(e)
+    .with_hint("check the type's Serialize implementation (maps need string-like keys for some formats; bincode needs known lengths)")
+    .permanent()
 }
 
 #[cfg(test)]

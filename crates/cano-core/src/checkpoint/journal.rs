@@ -1,7 +1,10 @@
 //! [`Journal`]: one run's side of checkpointing. The engine writes its rows through it;
 //! handlers that persist progress of their own (stepped tasks) do too.
 
+#![allow(clippy::manual_async_fn)]
+
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use super::{CheckpointRow, CheckpointStore, DataChange, DurableStore, Retention, RowKind, now_ms};
@@ -37,6 +40,14 @@ struct Progress {
 struct Attempt {
     seq: u64,
     fingerprint: u64,
+}
+
+/// What a row's write must know of the journal as the row was built.
+#[derive(Clone, Copy)]
+struct Built {
+    /// The current state's entry was unrecorded when the row was built: the row
+    /// stands in for it if written, and leaves it unrecorded if not.
+    entry_unrecorded: bool,
 }
 
 /// The checkpoint log of one run: the store, where the run stands, and its durable data.
@@ -91,6 +102,14 @@ pub(crate) struct JournalConfig {
     pub(crate) version: u32,
     pub(crate) compact_after: u32,
     pub(crate) retention: Retention,
+}
+
+impl Built {
+    fn of(progress: &Progress) -> Self {
+        Self {
+            entry_unrecorded: progress.entry_unrecorded,
+        }
+    }
 }
 
 impl Journal {
@@ -171,12 +190,13 @@ impl Journal {
 
     /// The run entered a state: write its `Enter` row, unless the resume already did.
     /// Returns the row's number, or `None` when no row was needed.
-    pub(crate) async fn enter(
+    pub(crate) fn enter(
         &self,
         state: Vec<u8>,
         label: String,
-    ) -> Result<Option<u64>, CanoError> {
-        self.append_with(|progress| {
+    ) -> impl Future<Output = Result<Option<u64>, CanoError>> + Send + '_ {
+        // Not an `async fn`: its arguments would be kept twice (see `append_with`).
+        self.append_with(move |progress| {
             // Only the very state the previous row named is skipped: a state that writes
             // no row (a router) may come in between.
             if std::mem::take(&mut progress.skip_enter) && progress.state == state {
@@ -188,7 +208,6 @@ impl Journal {
             progress.resumed_cursor = None;
             Some(self.row(progress, RowKind::Enter, state, label, None, String::new()))
         })
-        .await
     }
 
     /// The run is resumed in `state`: write the `Resume` row that claims it. The
@@ -282,8 +301,11 @@ impl Journal {
         };
         let closed = match self.settle().await {
             Ok(_) => {
-                let row = last(&mut self.lock());
-                self.write(row).await.map(drop)
+                let (built, row) = {
+                    let mut progress = self.lock();
+                    (Built::of(&progress), last(&mut progress))
+                };
+                self.write(row, built).await.map(drop)
             }
             Err(e) => Err(e),
         };
@@ -327,10 +349,8 @@ impl Journal {
     pub(crate) async fn fail(&self, state: Vec<u8>, label: String, error: &CanoError) {
         let _ = self
             .append_with(|progress| {
-                let entry = progress.entry_unrecorded && progress.state == state;
-                if entry {
-                    progress.force_full = true;
-                }
+                // A snapshot exactly when this row stands in for the state's entry.
+                progress.force_full = progress.entry_unrecorded && progress.state == state;
                 Some(self.row(
                     progress,
                     RowKind::Fail,
@@ -345,16 +365,28 @@ impl Journal {
 
     /// Numbers, builds and appends one row, in turn with the run's other rows; `build`
     /// may decide no row is needed. Returns the row's number.
-    async fn append_with(
-        &self,
-        build: impl FnOnce(&mut Progress) -> Option<CheckpointRow>,
-    ) -> Result<Option<u64>, CanoError> {
-        let _turn = self.turn.lock().await;
-        self.settle().await?;
-        let row = build(&mut self.lock());
-        match row {
-            Some(row) => self.write(row).await.map(Some),
-            None => Ok(None),
+    // (`fn -> impl Future` over an `async move` block: an `async fn` would keep its
+    // arguments twice in its state, rust-lang/rust#62958, and every row's future
+    // carries this one.)
+    fn append_with<'a>(
+        &'a self,
+        build: impl FnOnce(&mut Progress) -> Option<CheckpointRow> + Send + 'a,
+    ) -> impl Future<Output = Result<Option<u64>, CanoError>> + Send + 'a {
+        async move {
+            let _turn = self.turn.lock().await;
+            if self.lock().unsure.is_some() {
+                // Boxed: only after a failed append, and every row's future would
+                // otherwise carry its room.
+                Box::pin(self.settle()).await?;
+            }
+            let (built, row) = {
+                let mut progress = self.lock();
+                (Built::of(&progress), build(&mut progress))
+            };
+            match row {
+                Some(row) => self.write(row, built).await.map(Some),
+                None => Ok(None),
+            }
         }
     }
 
@@ -432,12 +464,15 @@ impl Journal {
     ) -> CheckpointRow {
         let seq = progress.next_seq;
         progress.next_seq += 1;
+        // Written, this row records the entry (or stands in for it); not written,
+        // `write` puts the flag back from what `Built` kept.
+        let entry_unrecorded = std::mem::take(&mut progress.entry_unrecorded);
         // A long (or looping) run's log is compacted: every so often an `Enter` row
         // carries all the data, and the rows before it are dropped. A `Fail` row
         // carries data only when it stands in for its state's entry (see `fail`): a
         // failed state's partial writes are not saved.
         let full = if kind == RowKind::Fail {
-            std::mem::take(&mut progress.force_full) && progress.entry_unrecorded
+            std::mem::take(&mut progress.force_full) && entry_unrecorded
         } else {
             seq == 0
                 || std::mem::take(&mut progress.force_full)
@@ -466,22 +501,27 @@ impl Journal {
     }
 
     /// Appends `row`; called with the turn held and the log settled.
-    async fn write(&self, row: CheckpointRow) -> Result<u64, CanoError> {
-        let (seq, kind, full) = (row.seq, row.kind, row.data.full);
-        let fingerprint = fingerprint(&row);
-        let label = row.label.clone();
-        if let Err(e) = self.store.append(row).await {
-            // The change taken for this row may not be saved: carry all data next time.
-            // Whether the row itself was written is settled before the next one.
-            let mut progress = self.lock();
-            progress.force_full = true;
-            if progress.next_seq == seq + 1 {
-                progress.next_seq = seq;
-            }
-            progress.entry_unrecorded |= kind == RowKind::Enter;
-            progress.unsure = Some(Attempt { seq, fingerprint });
-            drop(progress);
-            return Err(CanoError::store(format!(
+    fn write(
+        &self,
+        row: CheckpointRow,
+        built: Built,
+    ) -> impl Future<Output = Result<u64, CanoError>> + Send + '_ {
+        async move {
+            let (seq, kind, full) = (row.seq, row.kind, row.data.full);
+            let fingerprint = fingerprint(&row);
+            let label = row.label.clone();
+            if let Err(e) = self.store.append(row).await {
+                // The change taken for this row may not be saved: carry all data next time.
+                // Whether the row itself was written is settled before the next one.
+                let mut progress = self.lock();
+                progress.force_full = true;
+                if progress.next_seq == seq + 1 {
+                    progress.next_seq = seq;
+                }
+                progress.entry_unrecorded = kind == RowKind::Enter || built.entry_unrecorded;
+                progress.unsure = Some(Attempt { seq, fingerprint });
+                drop(progress);
+                return Err(CanoError::store(format!(
                 "could not write checkpoint row {seq} ({kind:?} {label}) of run {}: {}",
                 self.run,
                 e.message()
@@ -491,27 +531,27 @@ impl Journal {
                 "rows before it are safe; fix the store, then continue with Workflow::resume_from({:?})",
                 self.run
             )));
+            }
+            if full && seq > 0 {
+                // Compaction only drops rows the snapshot made redundant: if it fails, the
+                // log is longer, not wrong, and the next snapshot drops them.
+                let _ = self.store.truncate(self.run, seq).await;
+            }
+            Ok(seq)
         }
-        self.lock().entry_unrecorded = false;
-        if full && seq > 0 {
-            // Compaction only drops rows the snapshot made redundant: if it fails, the
-            // log is longer, not wrong, and the next snapshot drops them.
-            let _ = self.store.truncate(self.run, seq).await;
-        }
-        Ok(seq)
     }
 }
 
 /// What identifies a row this journal wrote, to recognise it when the log is read
-/// back: everything but the values of its data (their keys and sizes are in).
+/// back: its number, kind, time, state and cursor, and the shape of its data. Another
+/// writer's row at the same number differs in one of them (a resumer's is a `Resume`
+/// row, of its own millisecond). Cheap: it is taken for every row.
 fn fingerprint(row: &CheckpointRow) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = crate::hash::FastHasher::default();
-    (row.seq, row.kind, row.written_at_ms, row.data.full).hash(&mut hasher);
-    (&row.state, &row.label, &row.cursor, &row.message).hash(&mut hasher);
-    for (key, value) in &row.data.entries {
-        (key, value.as_ref().map(Vec::len)).hash(&mut hasher);
-    }
+    (row.seq, row.kind, row.written_at_ms).hash(&mut hasher);
+    (row.data.full, row.data.entries.len()).hash(&mut hasher);
+    (&row.state, &row.cursor).hash(&mut hasher);
     hasher.finish()
 }
 

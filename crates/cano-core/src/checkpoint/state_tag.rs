@@ -37,18 +37,10 @@ pub struct StateTag {
 impl StateTag {
     /// The tag of `state`.
     pub fn of<S: Serialize + ?Sized>(state: &S) -> Result<Self, CanoError> {
-        let mut shape = Shape::default();
-        state.serialize(&mut shape).map_err(|e| {
-            CanoError::store(format!(
-                "could not read the shape of a `{}`: {e}",
-                std::any::type_name::<S>()
-            ))
-            .with_hint("make the state's Serialize implementation succeed for every value")
-            .permanent()
-        })?;
+        let (variant, shape) = shape_of(state)?;
         Ok(Self {
-            variant: shape.variant.unwrap_or_default().to_owned(),
-            shape: shape.hash.0,
+            variant: variant.to_owned(),
+            shape,
         })
     }
 
@@ -68,15 +60,30 @@ impl StateTag {
             body,
         ))
     }
+}
 
-    fn write(&self, into: &mut Vec<u8>) {
-        // Variant names are Rust identifiers: far below the u16 limit.
-        let name = &self.variant.as_bytes()[..self.variant.len().min(usize::from(u16::MAX))];
-        into.extend_from_slice(&MAGIC);
-        into.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        into.extend_from_slice(name);
-        into.extend_from_slice(&self.shape.to_le_bytes());
-    }
+/// The variant name and shape fingerprint of `state`, without allocating.
+fn shape_of<S: Serialize + ?Sized>(state: &S) -> Result<(&'static str, u64), CanoError> {
+    let mut shape = Shape::default();
+    state.serialize(&mut shape).map_err(|e| {
+        CanoError::store(format!(
+            "could not read the shape of a `{}`: {e}",
+            std::any::type_name::<S>()
+        ))
+        .with_hint("make the state's Serialize implementation succeed for every value")
+        .permanent()
+    })?;
+    Ok((shape.variant.unwrap_or_default(), shape.hash.0))
+}
+
+/// Writes the tag of a state with `variant` and `shape` at the end of `into`.
+fn write_tag(variant: &str, shape: u64, into: &mut Vec<u8>) {
+    // Variant names are Rust identifiers: far below the u16 limit.
+    let name = &variant.as_bytes()[..variant.len().min(usize::from(u16::MAX))];
+    into.extend_from_slice(&MAGIC);
+    into.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    into.extend_from_slice(name);
+    into.extend_from_slice(&shape.to_le_bytes());
 }
 
 impl fmt::Display for StateTag {
@@ -91,11 +98,10 @@ impl fmt::Display for StateTag {
 
 /// `state` as stored in a checkpoint row: its tag, then its bytes in codec `C`.
 pub fn encode_state<C: Codec, S: Serialize + ?Sized>(state: &S) -> Result<Vec<u8>, CanoError> {
-    let tag = StateTag::of(state)?;
-    let body = C::encode(state)?;
-    let mut bytes = Vec::with_capacity(body.len() + tag.variant.len() + 12);
-    tag.write(&mut bytes);
-    bytes.extend_from_slice(&body);
+    let (variant, shape) = shape_of(state)?;
+    let mut bytes = Vec::with_capacity(variant.len() + 20);
+    write_tag(variant, shape, &mut bytes);
+    C::encode_into(state, &mut bytes)?;
     Ok(bytes)
 }
 
