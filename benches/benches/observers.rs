@@ -13,11 +13,11 @@ use criterion::{Criterion, Throughput, criterion_group};
 
 /// Implements every callback with its default: what an observer costs the engine.
 struct Noop;
-impl WorkflowObserver for Noop {}
+impl RunObserver for Noop {}
 
 /// The linear workflow bare and with each observer, by bench name.
 fn cases() -> Vec<(&'static str, Workflow<Step>)> {
-    let observers: [(&str, Arc<dyn WorkflowObserver>); 4] = [
+    let observers: [(&str, Arc<dyn RunObserver>); 4] = [
         ("noop", Arc::new(Noop)),
         ("tracing_no_subscriber", Arc::new(TracingObserver::new())),
         ("metrics_no_recorder", Arc::new(MetricsObserver::new())),

@@ -5,7 +5,7 @@
 //!
 //! Most users depend on the `cano` facade and write `use cano::prelude::*`; this crate
 //! is what the facade re-exports, and what extension crates build on through
-//! [`StateHandler`] and [`WorkflowObserver`].
+//! [`StateHandler`] and [`RunObserver`].
 //!
 //! ```
 //! use cano_core::{CanoError, MemoryStore, Resources, Task, TaskResult, Workflow};
@@ -72,7 +72,7 @@ pub use error::{BoxError, CanoError, CanoResult, ErrorDetail};
 #[cfg(feature = "metrics")]
 pub use metrics_observer::{METRICS, MetricsObserver, describe as describe_metrics};
 pub use node::Node;
-pub use observer::{Interest, Observers, WorkflowObserver};
+pub use observer::{Interest, ObserverArc, Observers, RunObserver, WorkflowObserver};
 pub use resource::{DefaultKey, HealthStatus, Resource, ResourceKey, Resources};
 pub use router::RouterTask;
 pub use run::{CancellationToken, DrainGuard, RunContext, RunId, RunOptions};

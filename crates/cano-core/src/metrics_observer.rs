@@ -10,7 +10,7 @@ use metrics::{Counter, Gauge, Histogram, Label, SharedString, Unit};
 
 use crate::error::CanoError;
 use crate::hash::FastMap;
-use crate::observer::{Interest, WorkflowObserver};
+use crate::observer::{Interest, RunObserver};
 use crate::run::RunId;
 
 /// Every metric the observer records, with its kind, unit and help text.
@@ -358,7 +358,7 @@ fn slot(result: Result<(), &CanoError>) -> usize {
     }
 }
 
-impl WorkflowObserver for MetricsObserver {
+impl RunObserver for MetricsObserver {
     fn interest(&self) -> Interest {
         // A success is recorded only by per-task labels and durations.
         if self.per_task || self.durations {
@@ -368,13 +368,13 @@ impl WorkflowObserver for MetricsObserver {
         }
     }
 
-    fn on_run_start(&self, run: RunId, _initial: &dyn Debug) {
+    fn run_started(&self, run: RunId, _initial: &dyn Debug) {
         self.runs_started.increment(1);
         self.runs_active.increment(1.0);
         self.timing_start(run, "");
     }
 
-    fn on_run_end(&self, run: RunId, result: Result<&dyn Debug, &CanoError>) {
+    fn run_ended(&self, run: RunId, result: Result<&dyn Debug, &CanoError>) {
         let slot = slot(result.map(drop));
         self.runs_finished[slot].increment(1);
         self.runs_active.decrement(1.0);
@@ -383,36 +383,36 @@ impl WorkflowObserver for MetricsObserver {
         }
     }
 
-    fn on_state_enter(&self, _run: RunId, _state: &dyn Debug) {
+    fn state_entered(&self, _run: RunId, _state: &dyn Debug) {
         self.transitions.increment(1);
     }
 
     // Both at once, as the engine tells them before most tasks: one body instead of
-    // the default's call to `on_task_start`.
-    fn on_state_and_task_start(&self, run: RunId, _state: &dyn Debug, task: &str) {
+    // the default's call to `task_started`.
+    fn state_and_task_started(&self, run: RunId, _state: &dyn Debug, task: &str) {
         self.transitions.increment(1);
         self.timing_start(run, task);
         self.attempts.increment(1);
     }
 
-    fn on_task_start(&self, run: RunId, _state: &dyn Debug, task: &str, attempt: usize) {
+    fn task_started(&self, run: RunId, _state: &dyn Debug, task: &str, attempt: usize) {
         if attempt == 1 {
             self.timing_start(run, task);
         }
         self.attempts.increment(1);
     }
 
-    fn on_task_success(&self, run: RunId, _state: &dyn Debug, task: &str) {
+    fn task_succeeded(&self, run: RunId, _state: &dyn Debug, task: &str) {
         if self.per_task || self.durations {
             self.task_ended(run, task, false);
         }
     }
 
-    fn on_task_failure(&self, run: RunId, _state: &dyn Debug, task: &str, _error: &CanoError) {
+    fn task_failed(&self, run: RunId, _state: &dyn Debug, task: &str, _error: &CanoError) {
         self.task_ended(run, task, true);
     }
 
-    fn on_retry(
+    fn task_retrying(
         &self,
         _run: RunId,
         _state: &dyn Debug,
@@ -428,7 +428,7 @@ impl WorkflowObserver for MetricsObserver {
         });
     }
 
-    fn on_circuit_open(&self, _run: RunId, _state: &dyn Debug, _task: &str, breaker: &str) {
+    fn circuit_opened(&self, _run: RunId, _state: &dyn Debug, _task: &str, breaker: &str) {
         self.named(
             "cano_circuit_events_total",
             ("breaker", breaker),
@@ -436,7 +436,7 @@ impl WorkflowObserver for MetricsObserver {
         );
     }
 
-    fn on_circuit_half_open(&self, _run: RunId, _state: &dyn Debug, _task: &str, breaker: &str) {
+    fn circuit_half_opened(&self, _run: RunId, _state: &dyn Debug, _task: &str, breaker: &str) {
         self.named(
             "cano_circuit_events_total",
             ("breaker", breaker),
@@ -444,7 +444,7 @@ impl WorkflowObserver for MetricsObserver {
         );
     }
 
-    fn on_circuit_close(&self, _run: RunId, _state: &dyn Debug, _task: &str, breaker: &str) {
+    fn circuit_closed(&self, _run: RunId, _state: &dyn Debug, _task: &str, breaker: &str) {
         self.named(
             "cano_circuit_events_total",
             ("breaker", breaker),
@@ -452,7 +452,7 @@ impl WorkflowObserver for MetricsObserver {
         );
     }
 
-    fn on_circuit_rejected(&self, _run: RunId, _state: &dyn Debug, _task: &str, breaker: &str) {
+    fn circuit_rejected(&self, _run: RunId, _state: &dyn Debug, _task: &str, breaker: &str) {
         self.named(
             "cano_circuit_events_total",
             ("breaker", breaker),
@@ -460,7 +460,7 @@ impl WorkflowObserver for MetricsObserver {
         );
     }
 
-    fn on_throttled(
+    fn throttled(
         &self,
         _run: RunId,
         _state: &dyn Debug,
@@ -488,23 +488,23 @@ impl WorkflowObserver for MetricsObserver {
         }
     }
 
-    fn on_checkpoint(&self, _run: RunId, _state: &dyn Debug, _seq: u64) {
+    fn checkpointed(&self, _run: RunId, _workflow: &str, _state: &dyn Debug, _seq: u64) {
         self.checkpoints.increment(1);
     }
 
-    fn on_resume(&self, _run: RunId, _state: &dyn Debug, _seq: u64) {
+    fn resumed(&self, _run: RunId, _workflow: &str, _state: &dyn Debug, _seq: u64) {
         self.runs_resumed.increment(1);
     }
 
-    fn on_compensation_start(&self, _run: RunId, _state: &dyn Debug, _task: &str) {
+    fn compensation_started(&self, _run: RunId, _state: &dyn Debug, _task: &str) {
         self.compensations[0].increment(1);
     }
 
-    fn on_compensation_success(&self, _run: RunId, _state: &dyn Debug, _task: &str) {
+    fn compensation_succeeded(&self, _run: RunId, _state: &dyn Debug, _task: &str) {
         self.compensations[1].increment(1);
     }
 
-    fn on_compensation_failure(
+    fn compensation_failed(
         &self,
         _run: RunId,
         _state: &dyn Debug,

@@ -1,15 +1,28 @@
 //! Observers: synchronous callbacks for what happens in a run.
 //!
-//! Implement the [`WorkflowObserver`] methods you care about (all default to doing
-//! nothing) and attach it with `Workflow::with_observer`. Every callback carries the
-//! [`RunId`], so concurrent runs of one workflow can be told apart. A workflow without
+//! Two traits, attached alike with `Workflow::with_observer`:
+//!
+//! - [`WorkflowObserver`], cano 0.13's: callbacks that name the state or task as text
+//!   (`on_state_enter(&self, state: &str)`, `on_task_failure(&self, task_id, err)`, …).
+//!   Every such observer is a [`RunObserver`] through a blanket implementation that
+//!   formats the state only when the observer is called; inside a callback,
+//!   `RunContext::current()` still gives the run.
+//! - [`RunObserver`], the richer one: every callback carries the [`RunId`] (so
+//!   concurrent runs of one workflow can be told apart), the state as a value, the
+//!   attempt, the error, the delay, and events 0.13 has no names for (run start and
+//!   end, circuit half-open and close, throttling, compensations). The built-in
+//!   tracing, metrics and recording observers are `RunObserver`s.
+//!
+//! Implement the methods you care about (all default to doing nothing). A workflow without
 //! observers does not pay for them: the engine checks for an empty list and skips the
 //! calls. An observer that would ignore the per-transition events in a run says so
-//! through [`WorkflowObserver::interest`], asked as each run starts, and then costs
+//! through [`RunObserver::interest`], asked as each run starts, and then costs
 //! nothing per transition either (`TracingObserver` does this when no subscriber
 //! records DEBUG).
 //!
 //! Callbacks run on the engine's task, between awaits: keep them short and never block.
+
+mod names;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -22,12 +35,15 @@ use crate::run::RunId;
 pub use crate::metrics_observer::MetricsObserver;
 #[cfg(feature = "tracing")]
 pub use crate::tracing_observer::TracingObserver;
+pub use names::{ObserverArc, WorkflowObserver};
 
-/// Receives lifecycle and failure events of workflow runs. See the [module docs](self).
-pub trait WorkflowObserver: Send + Sync {
+/// Receives lifecycle and failure events of workflow runs, each with its [`RunId`] and
+/// state. See the [module docs](self); for cano 0.13's names-only callbacks, implement
+/// [`WorkflowObserver`] instead (every such observer is a `RunObserver` too).
+pub trait RunObserver: Send + Sync {
     /// Which of the frequent events this observer wants in the run about to start.
     ///
-    /// Asked once as each run starts (before `on_run_start`). When no observer of the
+    /// Asked once as each run starts (before `run_started`). When no observer of the
     /// workflow wants a group, the engine leaves those calls out of the run, which
     /// matters for the per-transition groups: an observer that would ignore them costs
     /// nothing per transition. It is a hint, not a contract: a callback outside the
@@ -41,46 +57,46 @@ pub trait WorkflowObserver: Send + Sync {
     }
 
     /// A run starts in `initial`.
-    fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
+    fn run_started(&self, run: RunId, initial: &dyn Debug) {
         let _ = (run, initial);
     }
 
     /// A run ended: `Ok` with the exit state, or the error it returns.
-    fn on_run_end(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
+    fn run_ended(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
         let _ = (run, outcome);
     }
 
     /// The run entered `state` (before its handler runs).
-    fn on_state_enter(&self, run: RunId, state: &dyn Debug) {
+    fn state_entered(&self, run: RunId, state: &dyn Debug) {
         let _ = (run, state);
     }
 
     /// Attempt `attempt` (from 1) of `task` starts.
-    fn on_task_start(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize) {
+    fn task_started(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize) {
         let _ = (run, state, task, attempt);
     }
 
     /// The run entered `state` and the first attempt of its `task` starts: what
-    /// `on_state_enter` then `on_task_start` (attempt 1) say, in one call, which the
+    /// `state_entered` then `task_started` (attempt 1) say, in one call, which the
     /// engine makes for a plain task when the run's observers want both. The default
     /// makes those two calls; there is no need to override it.
-    fn on_state_and_task_start(&self, run: RunId, state: &dyn Debug, task: &str) {
-        self.on_state_enter(run, state);
-        self.on_task_start(run, state, task, 1);
+    fn state_and_task_started(&self, run: RunId, state: &dyn Debug, task: &str) {
+        self.state_entered(run, state);
+        self.task_started(run, state, task, 1);
     }
 
     /// `task` succeeded.
-    fn on_task_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+    fn task_succeeded(&self, run: RunId, state: &dyn Debug, task: &str) {
         let _ = (run, state, task);
     }
 
     /// `task` failed for good (after any retries); `error` is what the run sees.
-    fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
+    fn task_failed(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
         let _ = (run, state, task, error);
     }
 
     /// Attempt `attempt` of `task` failed with `error`; the next starts after `delay`.
-    fn on_retry(
+    fn task_retrying(
         &self,
         run: RunId,
         state: &dyn Debug,
@@ -93,30 +109,30 @@ pub trait WorkflowObserver: Send + Sync {
     }
 
     /// A failure of `task` opened the circuit breaker named `breaker`.
-    fn on_circuit_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_opened(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         let _ = (run, state, task, breaker);
     }
 
     /// An attempt of `task` found `breaker` past its reset timeout and went ahead as
     /// the first half-open probe.
-    fn on_circuit_half_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_half_opened(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         let _ = (run, state, task, breaker);
     }
 
     /// A successful probe by `task` closed `breaker`.
-    fn on_circuit_close(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_closed(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         let _ = (run, state, task, breaker);
     }
 
     /// `breaker` refused an attempt of `task` (open, or its half-open probes busy).
-    fn on_circuit_rejected(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_rejected(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         let _ = (run, state, task, breaker);
     }
 
     /// An attempt of `task` was held back by the rate limiter named `limiter`:
     /// admitted after `waited`, or refused (`admitted == false`, failing with
     /// [`CanoError::RateLimited`]).
-    fn on_throttled(
+    fn throttled(
         &self,
         run: RunId,
         state: &dyn Debug,
@@ -128,43 +144,56 @@ pub trait WorkflowObserver: Send + Sync {
         let _ = (run, state, task, limiter, waited, admitted);
     }
 
-    /// Checkpoint row `seq` of the run was written on entering `state`.
-    fn on_checkpoint(&self, run: RunId, state: &dyn Debug, seq: u64) {
-        let _ = (run, state, seq);
+    /// Checkpoint row `seq` of the run (of the workflow with id `workflow`) was written
+    /// on entering `state`.
+    fn checkpointed(&self, run: RunId, workflow: &str, state: &dyn Debug, seq: u64) {
+        let _ = (run, workflow, state, seq);
     }
 
-    /// The run was resumed from its checkpoints in `state`; `seq` is the `Resume` row
-    /// that claimed it. (`on_run_start` was called just before, as for any run.)
-    fn on_resume(&self, run: RunId, state: &dyn Debug, seq: u64) {
-        let _ = (run, state, seq);
+    /// The run (of the workflow with id `workflow`) was resumed from its checkpoints in
+    /// `state`; `seq` is the `Resume` row that claimed it. (`run_started` was called
+    /// just before, as for any run.)
+    fn resumed(&self, run: RunId, workflow: &str, state: &dyn Debug, seq: u64) {
+        let _ = (run, workflow, state, seq);
+    }
+
+    /// The run finished, but its checkpoint log could not be cleared (it was closed
+    /// with a `Finish` row instead, or `error` says what is left).
+    fn checkpoint_clear_failed(&self, run: RunId, workflow: &str, error: &CanoError) {
+        let _ = (run, workflow, error);
+    }
+
+    /// The run was cancelled (or handed back) in `state`; called once, before any
+    /// rollback.
+    fn cancelled(&self, run: RunId, state: &dyn Debug) {
+        let _ = (run, state);
+    }
+
+    /// The run ran past its workflow timeout `limit` (after `elapsed`) in `state`.
+    fn timed_out(&self, run: RunId, state: &dyn Debug, elapsed: Duration, limit: Duration) {
+        let _ = (run, state, elapsed, limit);
     }
 
     /// The failed run is rolling back: the compensation of the step it completed in
     /// `state` (by `task`) starts.
-    fn on_compensation_start(&self, run: RunId, state: &dyn Debug, task: &str) {
+    fn compensation_started(&self, run: RunId, state: &dyn Debug, task: &str) {
         let _ = (run, state, task);
     }
 
     /// The step completed in `state` was undone.
-    fn on_compensation_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+    fn compensation_succeeded(&self, run: RunId, state: &dyn Debug, task: &str) {
         let _ = (run, state, task);
     }
 
     /// The compensation of the step completed in `state` failed for good (after its
     /// retries), panicked, or ran out of time; the rollback goes on with the next one.
-    fn on_compensation_failure(
-        &self,
-        run: RunId,
-        state: &dyn Debug,
-        task: &str,
-        error: &CanoError,
-    ) {
+    fn compensation_failed(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
         let _ = (run, state, task, error);
     }
 }
 
 /// The groups of frequent callbacks an observer wants (see
-/// [`WorkflowObserver::interest`]); combine them with `|`.
+/// [`RunObserver::interest`]); combine them with `|`.
 ///
 /// ```
 /// use cano_core::observer::Interest;
@@ -180,13 +209,13 @@ pub struct Interest(u8);
 impl Interest {
     /// None of the groups.
     pub const NONE: Self = Self(0);
-    /// `on_run_start` and `on_run_end`.
+    /// `run_started` and `run_ended`.
     pub const RUNS: Self = Self(1);
-    /// `on_state_enter`, once per transition.
+    /// `state_entered`, once per transition.
     pub const STATES: Self = Self(1 << 1);
-    /// `on_task_start`, once per attempt.
+    /// `task_started`, once per attempt.
     pub const TASK_STARTS: Self = Self(1 << 2);
-    /// `on_task_success`, once per transition through a task.
+    /// `task_succeeded`, once per transition through a task.
     pub const TASK_SUCCESSES: Self = Self(1 << 3);
     /// Every group.
     pub const ALL: Self = Self(0b1111);
@@ -262,12 +291,12 @@ impl Debug for Interest {
 /// reaching it then takes one load fewer on every event.
 #[derive(Clone, Default)]
 pub struct Observers {
-    first: Option<Arc<dyn WorkflowObserver>>,
-    rest: Arc<[Arc<dyn WorkflowObserver>]>,
+    first: Option<Arc<dyn RunObserver>>,
+    rest: Arc<[Arc<dyn RunObserver>]>,
 }
 
 impl Observers {
-    pub(crate) fn push(&mut self, observer: Arc<dyn WorkflowObserver>) {
+    pub(crate) fn push(&mut self, observer: Arc<dyn RunObserver>) {
         if self.first.is_none() {
             self.first = Some(observer);
             return;
@@ -310,13 +339,13 @@ impl Observers {
     /// The observer, when there is exactly one: a run can keep it at hand and reach it
     /// without going through the workflow on every event.
     #[inline]
-    pub(crate) fn single(&self) -> Option<&dyn WorkflowObserver> {
+    pub(crate) fn single(&self) -> Option<&dyn RunObserver> {
         self.first.as_deref().filter(|_| self.rest.is_empty())
     }
 
     /// Calls `f` for each observer, in the order they were attached.
     #[inline]
-    pub fn each(&self, mut f: impl FnMut(&dyn WorkflowObserver)) {
+    pub fn each(&self, mut f: impl FnMut(&dyn RunObserver)) {
         if let Some(first) = &self.first {
             f(first.as_ref());
             for observer in self.rest.iter() {

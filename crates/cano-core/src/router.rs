@@ -103,7 +103,7 @@ where
         Box::pin(async move {
             let (run, state, name) = (cx.run().run_id(), cx.state(), &*self.name);
             let observers = cx.env().observers();
-            observers.each(|o| o.on_task_start(run, state, name, 1));
+            observers.each(|o| o.task_started(run, state, name, 1));
             let routed = AssertUnwindSafe(self.router.route(cx.resources()))
                 .catch_unwind()
                 .await
@@ -116,8 +116,8 @@ where
                     _ => Ok(next),
                 });
             match &routed {
-                Ok(_) => observers.each(|o| o.on_task_success(run, state, name)),
-                Err(error) => observers.each(|o| o.on_task_failure(run, state, name, error)),
+                Ok(_) => observers.each(|o| o.task_succeeded(run, state, name)),
+                Err(error) => observers.each(|o| o.task_failed(run, state, name, error)),
             }
             routed
         })

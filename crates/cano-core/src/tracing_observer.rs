@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::{Level, debug, error, info, warn};
 
 use crate::error::CanoError;
-use crate::observer::{Interest, WorkflowObserver};
+use crate::observer::{Interest, RunObserver};
 use crate::run::RunId;
 
 /// Re-emits every observer callback as a `tracing` event: run start and end, resumes,
@@ -44,7 +44,7 @@ impl TracingObserver {
     }
 }
 
-impl WorkflowObserver for TracingObserver {
+impl RunObserver for TracingObserver {
     fn interest(&self) -> Interest {
         // Asked per run, so a subscriber installed (or a filter changed) later counts.
         let mut wanted = Interest::NONE;
@@ -57,34 +57,34 @@ impl WorkflowObserver for TracingObserver {
         wanted
     }
 
-    fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
+    fn run_started(&self, run: RunId, initial: &dyn Debug) {
         info!(run_id = %run, initial = ?initial, "run started");
     }
 
-    fn on_run_end(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
+    fn run_ended(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
         match outcome {
             Ok(state) => info!(run_id = %run, exit = ?state, "run finished"),
             Err(e) => error!(run_id = %run, error = %e, "run failed"),
         }
     }
 
-    fn on_state_enter(&self, run: RunId, state: &dyn Debug) {
+    fn state_entered(&self, run: RunId, state: &dyn Debug) {
         debug!(run_id = %run, state = ?state, "state entered");
     }
 
-    fn on_task_start(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize) {
+    fn task_started(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize) {
         debug!(run_id = %run, state = ?state, task, attempt, "attempt started");
     }
 
-    fn on_task_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+    fn task_succeeded(&self, run: RunId, state: &dyn Debug, task: &str) {
         debug!(run_id = %run, state = ?state, task, "task succeeded");
     }
 
-    fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
+    fn task_failed(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
         error!(run_id = %run, state = ?state, task, error = %error, "task failed");
     }
 
-    fn on_retry(
+    fn task_retrying(
         &self,
         run: RunId,
         state: &dyn Debug,
@@ -96,23 +96,23 @@ impl WorkflowObserver for TracingObserver {
         warn!(run_id = %run, state = ?state, task, attempt, ?delay, error = %error, "attempt failed, retrying");
     }
 
-    fn on_circuit_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_opened(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         warn!(run_id = %run, state = ?state, task, breaker, "circuit opened");
     }
 
-    fn on_circuit_half_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_half_opened(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         info!(run_id = %run, state = ?state, task, breaker, "circuit half-open: probing");
     }
 
-    fn on_circuit_close(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_closed(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         info!(run_id = %run, state = ?state, task, breaker, "circuit closed");
     }
 
-    fn on_circuit_rejected(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_rejected(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         warn!(run_id = %run, state = ?state, task, breaker, "circuit refused the attempt");
     }
 
-    fn on_throttled(
+    fn throttled(
         &self,
         run: RunId,
         state: &dyn Debug,
@@ -128,29 +128,23 @@ impl WorkflowObserver for TracingObserver {
         }
     }
 
-    fn on_checkpoint(&self, run: RunId, state: &dyn Debug, seq: u64) {
+    fn checkpointed(&self, run: RunId, _workflow: &str, state: &dyn Debug, seq: u64) {
         debug!(run_id = %run, state = ?state, seq, "checkpoint written");
     }
 
-    fn on_resume(&self, run: RunId, state: &dyn Debug, seq: u64) {
+    fn resumed(&self, run: RunId, _workflow: &str, state: &dyn Debug, seq: u64) {
         info!(run_id = %run, state = ?state, seq, "run resumed");
     }
 
-    fn on_compensation_start(&self, run: RunId, state: &dyn Debug, task: &str) {
+    fn compensation_started(&self, run: RunId, state: &dyn Debug, task: &str) {
         info!(run_id = %run, state = ?state, task, "compensating");
     }
 
-    fn on_compensation_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+    fn compensation_succeeded(&self, run: RunId, state: &dyn Debug, task: &str) {
         info!(run_id = %run, state = ?state, task, "compensated");
     }
 
-    fn on_compensation_failure(
-        &self,
-        run: RunId,
-        state: &dyn Debug,
-        task: &str,
-        error: &CanoError,
-    ) {
+    fn compensation_failed(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
         error!(run_id = %run, state = ?state, task, error = %error, "compensation failed");
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cano_circuit::{CircuitBreaker, CircuitPolicy, CircuitState, RateLimiter};
 use cano_core::{
-    CanoError, HealthStatus, Resources, RetryMode, RunId, Task, TaskConfig, TaskResult, Workflow,
-    WorkflowObserver,
+    CanoError, HealthStatus, Resources, RetryMode, RunId, RunObserver, Task, TaskConfig,
+    TaskResult, Workflow,
 };
 use tokio::time::Instant;
 
@@ -78,20 +78,20 @@ impl Log {
     }
 }
 
-impl WorkflowObserver for Log {
-    fn on_circuit_open(&self, _: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+impl RunObserver for Log {
+    fn circuit_opened(&self, _: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         self.push(format!("open {breaker} by {task} in {state:?}"));
     }
-    fn on_circuit_half_open(&self, _: RunId, _: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_half_opened(&self, _: RunId, _: &dyn Debug, task: &str, breaker: &str) {
         self.push(format!("half-open {breaker} by {task}"));
     }
-    fn on_circuit_close(&self, _: RunId, _: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_closed(&self, _: RunId, _: &dyn Debug, task: &str, breaker: &str) {
         self.push(format!("close {breaker} by {task}"));
     }
-    fn on_circuit_rejected(&self, _: RunId, _: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_rejected(&self, _: RunId, _: &dyn Debug, task: &str, breaker: &str) {
         self.push(format!("rejected {task} by {breaker}"));
     }
-    fn on_throttled(
+    fn throttled(
         &self,
         _: RunId,
         state: &dyn Debug,

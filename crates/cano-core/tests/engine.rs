@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cano_core::{
     CancellationToken, CanoError, Interest, MemoryStore, Node, Resource, Resources, RetryMode,
-    RunContext, RunId, RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver,
+    RunContext, RunId, RunObserver, RunOptions, Task, TaskConfig, TaskResult, Workflow,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -331,7 +331,10 @@ async fn without_retries_the_users_error_is_returned_as_is() {
         .add_exit_state(S::Done);
     let err = wf.orchestrate(S::A).await.unwrap_err();
     assert!(matches!(err, CanoError::TaskExecution(_)));
-    assert_eq!(err.to_string(), "task `Flaky` in state A: flake #0");
+    assert_eq!(
+        err.to_string(),
+        "Task execution error: task `Flaky` in state A: flake #0"
+    );
 }
 
 struct Invalid(Arc<AtomicUsize>);
@@ -517,29 +520,29 @@ async fn a_node_is_retried_as_a_unit() {
 /// Records every event it hears; wants everything unless given an interest.
 #[derive(Default)]
 struct Recorder(Mutex<Vec<String>>, Option<Interest>);
-impl WorkflowObserver for Recorder {
+impl RunObserver for Recorder {
     fn interest(&self) -> Interest {
         self.1.unwrap_or(Interest::ALL)
     }
-    fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
+    fn run_started(&self, run: RunId, initial: &dyn Debug) {
         self.0
             .lock()
             .unwrap()
             .push(format!("{run} start {initial:?}"));
     }
-    fn on_state_enter(&self, run: RunId, state: &dyn Debug) {
+    fn state_entered(&self, run: RunId, state: &dyn Debug) {
         self.0
             .lock()
             .unwrap()
             .push(format!("{run} enter {state:?}"));
     }
-    fn on_task_start(&self, run: RunId, _: &dyn Debug, task: &str, attempt: usize) {
+    fn task_started(&self, run: RunId, _: &dyn Debug, task: &str, attempt: usize) {
         self.0
             .lock()
             .unwrap()
             .push(format!("{run} attempt {task} #{attempt}"));
     }
-    fn on_retry(
+    fn task_retrying(
         &self,
         run: RunId,
         _: &dyn Debug,
@@ -553,16 +556,16 @@ impl WorkflowObserver for Recorder {
             .unwrap()
             .push(format!("{run} retry {task} after #{attempt}"));
     }
-    fn on_task_success(&self, run: RunId, _: &dyn Debug, task: &str) {
+    fn task_succeeded(&self, run: RunId, _: &dyn Debug, task: &str) {
         self.0.lock().unwrap().push(format!("{run} ok {task}"));
     }
-    fn on_task_failure(&self, run: RunId, _: &dyn Debug, task: &str, error: &CanoError) {
+    fn task_failed(&self, run: RunId, _: &dyn Debug, task: &str, error: &CanoError) {
         self.0
             .lock()
             .unwrap()
             .push(format!("{run} failed {task}: {}", error.message()));
     }
-    fn on_run_end(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
+    fn run_ended(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
         self.0.lock().unwrap().push(format!(
             "{run} end {:?}",
             outcome.map_err(|e| e.to_string())

@@ -128,7 +128,7 @@ fn a_run_is_traced_in_spans_with_levels() {
 
 #[test]
 fn the_observer_asks_for_what_the_subscriber_records() {
-    use cano_core::{Interest, WorkflowObserver};
+    use cano_core::{Interest, RunObserver};
 
     let observer = TracingObserver::new();
     let at = |level| {

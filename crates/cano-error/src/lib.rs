@@ -1,5 +1,5 @@
-//! Errors: one enum, [`CanoError`], whose every variant carries an [`ErrorDetail`] that
-//! says what failed, in which state and task, and how to fix it.
+//! Errors: one enum, [`CanoError`], whose variants carry an [`ErrorDetail`] that says
+//! what failed, in which state and task, and how to fix it.
 //!
 //! A user's own error is never flattened into a string: [`CanoError::task`] keeps it as
 //! the error's `source()`, so it can be downcast with [`CanoError::downcast_ref`].
@@ -15,14 +15,23 @@
 //! assert!(err.downcast_ref::<Declined>().is_some());
 //! assert!(err.to_string().contains("card declined"));
 //! ```
+//!
+//! Code written for cano 0.13 works as it was: its variants are all here (`Generic`,
+//! `ResourceNotFound`, `CheckpointStore`, …), built and matched with a message
+//! (`CanoError::Store("missing".into())`, `CanoError::Store(msg) => msg.contains(..)`),
+//! compared by variant and message, cloned, made from a `&str`, a `String` or an I/O
+//! error (`Generic`), and printed with 0.13's prefixes (`Task execution error: …`).
+
+mod compat;
+mod detail;
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-/// A boxed error from user code, kept with its type.
-pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+pub use detail::{BoxError, CompensationFailure, ErrorDetail, RetryAfter};
 
 /// Shorthand for `Result<T, CanoError>`.
 pub type CanoResult<T> = Result<T, CanoError>;
@@ -30,320 +39,89 @@ pub type CanoResult<T> = Result<T, CanoError>;
 /// Everything that can go wrong in cano.
 ///
 /// Match on the variant to decide what to do; print it to learn what happened, where,
-/// and how to fix it. New variants may be added, so matches need a `_` arm.
-#[derive(Debug, thiserror::Error)]
+/// and how to fix it. New variants may be added, so matches need a `_` arm. Two errors
+/// are equal when they are of the same variant with the same message (for
+/// `CompensationFailed`, the same errors; for `RateLimited`, also the same delay), as
+/// in cano 0.13.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CanoError {
+    /// A task failed (returned an error or panicked).
+    TaskExecution(ErrorDetail),
+    /// A store operation failed: a missing key, a value of another type.
+    Store(ErrorDetail),
     /// The run could not go on: no handler for the state reached, a single-task state
     /// returned `Split`, or the workflow timeout elapsed.
-    #[error(transparent)]
     Workflow(ErrorDetail),
     /// The workflow or a resource is set up wrongly: no exit state, a duplicate
-    /// registration, a missing resource key, a resource of another type.
-    #[error(transparent)]
+    /// registration, a limit too small to work.
     Configuration(ErrorDetail),
-    /// One attempt of a task ran past its `attempt_timeout`.
-    #[error(transparent)]
-    Timeout(ErrorDetail),
     /// Every attempt the task's retry mode allows has failed; the last error is the
     /// `source()`.
-    #[error(transparent)]
     RetryExhausted(ErrorDetail),
+    /// One attempt of a task ran past its `attempt_timeout`.
+    Timeout(ErrorDetail),
     /// A circuit breaker refused the call before the task ran.
-    #[error(transparent)]
     CircuitOpen(ErrorDetail),
     /// A rate limiter refused the call and waiting was not allowed (or the wait would
     /// have been too long); `retry_after` says when the call could go ahead (it
     /// dereferences to a `Duration` and compares with one).
-    #[error("{}", retry_after.0)]
     RateLimited {
         /// How long until the limiter could admit the call, with the error's detail.
         retry_after: RetryAfter,
     },
-    /// A task failed (returned an error or panicked).
-    #[error(transparent)]
-    TaskExecution(ErrorDetail),
-    /// A store operation failed: a missing key, a value of another type.
-    #[error(transparent)]
-    Store(ErrorDetail),
+    /// A checkpoint store could not append, load or clear (cano 0.13's name; cano's own
+    /// stores report [`Store`](Self::Store)).
+    CheckpointStore(ErrorDetail),
+    /// A run failed and rolling it back failed too. `errors[0]` is the error the run
+    /// failed with, the rest each compensation that did not succeed (see
+    /// [`CompensationFailure`]).
+    CompensationFailed {
+        /// The original error, then the compensation errors.
+        errors: CompensationFailure,
+    },
+    /// Anything else: what `From<&str>`, `From<String>` and I/O errors become.
+    Generic(ErrorDetail),
+    /// No resource is registered under the key asked for.
+    ResourceNotFound(ErrorDetail),
+    /// The resource under the key is of another type than the one asked for.
+    ResourceTypeMismatch(ErrorDetail),
+    /// A key was registered twice in one `Resources`.
+    ResourceDuplicateKey(ErrorDetail),
     /// A resource failed to set up or tear down.
-    #[error(transparent)]
     Resource(ErrorDetail),
     /// The run was cancelled through its cancellation token or handle.
-    #[error(transparent)]
     Cancelled(ErrorDetail),
-    /// A checkpointed run was written by another version of the workflow than the one
-    /// asked to resume it (see `Workflow::with_workflow_version`).
-    #[error(transparent)]
+    /// A checkpointed run was written by another version of the workflow (or another
+    /// shape of its state type) than the one asked to resume it (see
+    /// `Workflow::with_workflow_version`).
     WorkflowVersionMismatch(ErrorDetail),
-    /// A run failed and rolling it back failed too: one or more compensations of its
-    /// completed steps did not succeed. [`CompensationFailure::original`] is the error
-    /// the run failed with, [`CompensationFailure::errors`] every compensation error.
-    #[error("{}", failure.0)]
-    CompensationFailed {
-        /// The original error and the compensation errors, with the error's detail.
-        failure: CompensationFailure,
-    },
 }
 
-/// The payload of every [`CanoError`]: the message, where it happened, how to fix it,
-/// and the underlying error.
-///
-/// It is boxed so that `Result<S, CanoError>` stays two words wide on the hot path.
-pub struct ErrorDetail(Box<Inner>);
-
-struct Inner {
-    message: Cow<'static, str>,
-    state: Option<String>,
-    task: Option<Cow<'static, str>>,
-    hint: Option<Cow<'static, str>>,
-    source: Option<BoxError>,
-    permanent: bool,
-    /// Only meaningful for [`CanoError::RateLimited`].
-    retry_after: Duration,
-    /// Only present for [`CanoError::CompensationFailed`].
-    rollback: Option<Box<Rollback>>,
-}
-
-/// What a failed rollback leaves: the run's own error and each compensation's.
-struct Rollback {
-    original: CanoError,
-    errors: Vec<CanoError>,
-}
-
-impl ErrorDetail {
-    /// A detail with just a message.
-    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
-        Self(Box::new(Inner {
-            message: message.into(),
-            state: None,
-            task: None,
-            hint: None,
-            source: None,
-            permanent: false,
-            retry_after: Duration::ZERO,
-            rollback: None,
-        }))
-    }
-
-    /// What happened.
-    pub fn message(&self) -> &str {
-        &self.0.message
-    }
-
-    /// The state the workflow was in (its `Debug` text), if known.
-    pub fn state(&self) -> Option<&str> {
-        self.0.state.as_deref()
-    }
-
-    /// The task that was running, if known.
-    pub fn task(&self) -> Option<&str> {
-        self.0.task.as_deref()
-    }
-
-    /// How to fix it, if known.
-    pub fn hint(&self) -> Option<&str> {
-        self.0.hint.as_deref()
-    }
-
-    /// Whether retrying cannot help.
-    pub fn is_permanent(&self) -> bool {
-        self.0.permanent
-    }
-}
-
-impl fmt::Display for ErrorDetail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = &*self.0;
-        match (&inner.task, &inner.state) {
-            (Some(task), Some(state)) => write!(f, "task `{task}` in state {state}: ")?,
-            (Some(task), None) => write!(f, "task `{task}`: ")?,
-            (None, Some(state)) => write!(f, "state {state}: ")?,
-            (None, None) => {}
-        }
-        match (&inner.message, &inner.source) {
-            (m, Some(source)) if m.is_empty() => write!(f, "{source}")?,
-            (m, _) => f.write_str(m)?,
-        }
-        if let Some(hint) = &inner.hint {
-            write!(f, " (fix: {hint})")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for ErrorDetail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = &*self.0;
-        f.debug_struct("ErrorDetail")
-            .field("message", &inner.message)
-            .field("state", &inner.state)
-            .field("task", &inner.task)
-            .field("hint", &inner.hint)
-            .field("source", &inner.source)
-            .field("permanent", &inner.permanent)
-            .finish()
-    }
-}
-
-impl StdError for ErrorDetail {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        // A failed rollback's cause is the run's own error, so `downcast_ref` finds the
-        // user's error type through it.
-        self.0
-            .source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
-            .or_else(|| {
-                self.0
-                    .rollback
-                    .as_ref()
-                    .map(|r| &r.original as &(dyn StdError + 'static))
-            })
-    }
-}
-
-/// The payload of [`CanoError::RateLimited`]: how long until the refused call could go
-/// ahead, together with the error's detail.
-///
-/// It dereferences to that [`Duration`] and compares with one, so
-/// `CanoError::RateLimited { retry_after, .. }` reads as the delay it names. It is one
-/// boxed pointer, not a `Duration` beside the detail, because a wider variant would
-/// widen `CanoError` — and every `Result` on the engine's hot path with it.
-///
-/// ```
-/// use std::time::Duration;
-/// use cano_error::CanoError;
-///
-/// let err = CanoError::rate_limited(Duration::from_millis(300), "bucket empty");
-/// if let CanoError::RateLimited { retry_after, .. } = &err {
-///     assert_eq!(*retry_after, Duration::from_millis(300));
-///     assert!(retry_after.as_millis() < 1_000);
-/// }
-/// ```
-pub struct RetryAfter(ErrorDetail);
-
-impl RetryAfter {
-    /// The delay.
-    pub fn duration(&self) -> Duration {
-        self.0.0.retry_after
-    }
-
-    /// The error's detail (message, state, task, hint).
-    pub fn detail(&self) -> &ErrorDetail {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for RetryAfter {
-    type Target = Duration;
-    fn deref(&self) -> &Duration {
-        &self.0.0.retry_after
-    }
-}
-
-impl PartialEq<Duration> for RetryAfter {
-    fn eq(&self, other: &Duration) -> bool {
-        self.duration() == *other
-    }
-}
-
-impl PartialOrd<Duration> for RetryAfter {
-    fn partial_cmp(&self, other: &Duration) -> Option<std::cmp::Ordering> {
-        self.duration().partial_cmp(other)
-    }
-}
-
-impl From<&RetryAfter> for Duration {
-    fn from(value: &RetryAfter) -> Self {
-        value.duration()
-    }
-}
-
-impl fmt::Debug for RetryAfter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryAfter")
-            .field("duration", &self.duration())
-            .field("detail", &self.0)
-            .finish()
-    }
-}
-
-/// The payload of [`CanoError::CompensationFailed`]: the error the run failed with and
-/// the error of every compensation that did not succeed, with the error's detail.
-///
-/// ```
-/// use cano_error::CanoError;
-///
-/// let original = CanoError::task_execution("carrier refused the parcel").at(&"Ship", "Ship");
-/// let refund = CanoError::task_execution("refund API down").at(&"Charge", "Charge");
-/// let err = CanoError::compensation_failed(original, vec![refund]);
-/// if let CanoError::CompensationFailed { failure } = &err {
-///     assert_eq!(failure.original().message(), "carrier refused the parcel");
-///     assert_eq!(failure.errors().len(), 1);
-///     assert_eq!(failure.errors()[0].state(), Some("\"Charge\""));
-/// }
-/// assert!(err.to_string().contains("refund API down"));
-/// ```
-pub struct CompensationFailure(ErrorDetail);
-
-impl CompensationFailure {
-    fn rollback(&self) -> &Rollback {
-        // Built only by `CanoError::compensation_failed`, which always sets it.
-        self.0
-            .0
-            .rollback
-            .as_deref()
-            .expect("a CompensationFailure always carries its rollback")
-    }
-
-    /// The error the run failed with, which started the rollback.
-    pub fn original(&self) -> &CanoError {
-        &self.rollback().original
-    }
-
-    /// The error of each compensation that failed, newest step first (the order the
-    /// rollback ran them in); each names its state and task.
-    pub fn errors(&self) -> &[CanoError] {
-        &self.rollback().errors
-    }
-
-    /// The error's detail (message, hint).
-    pub fn detail(&self) -> &ErrorDetail {
-        &self.0
-    }
-}
-
-impl fmt::Debug for CompensationFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CompensationFailure")
-            .field("original", self.original())
-            .field("errors", &self.errors())
-            .field("detail", &self.0)
-            .finish()
-    }
-}
-
-/// Matches every variant, binding its detail: the one list to extend with a variant.
+/// Matches every variant that carries an [`ErrorDetail`], binding it; `CompensationFailed`
+/// goes to `$failed`. The one list to extend with a variant.
 macro_rules! each_variant {
-    ($error:expr, $detail:ident => $body:expr) => {
+    ($error:expr, $detail:ident => $body:expr, $errors:ident => $failed:expr) => {
         match $error {
-            CanoError::Workflow($detail)
+            CanoError::TaskExecution($detail)
+            | CanoError::Store($detail)
+            | CanoError::Workflow($detail)
             | CanoError::Configuration($detail)
-            | CanoError::Timeout($detail)
             | CanoError::RetryExhausted($detail)
+            | CanoError::Timeout($detail)
             | CanoError::CircuitOpen($detail)
             | CanoError::RateLimited {
                 retry_after: RetryAfter($detail),
             }
-            | CanoError::TaskExecution($detail)
-            | CanoError::Store($detail)
+            | CanoError::CheckpointStore($detail)
+            | CanoError::Generic($detail)
+            | CanoError::ResourceNotFound($detail)
+            | CanoError::ResourceTypeMismatch($detail)
+            | CanoError::ResourceDuplicateKey($detail)
             | CanoError::Resource($detail)
             | CanoError::Cancelled($detail)
-            | CanoError::WorkflowVersionMismatch($detail)
-            | CanoError::CompensationFailed {
-                failure: CompensationFailure($detail),
-            } => $body,
+            | CanoError::WorkflowVersionMismatch($detail) => $body,
+            CanoError::CompensationFailed { errors: $errors } => $failed,
         }
     };
 }
@@ -358,6 +136,12 @@ macro_rules! constructors {
         )*
     };
 }
+
+/// The detail of a failed rollback built from no error at all.
+static NO_ERRORS: LazyLock<ErrorDetail> = LazyLock::new(|| ErrorDetail::new("compensation failed"));
+
+/// What every failed rollback says about fixing it.
+const ROLLBACK_HINT: &str = "the steps listed were not undone: fix what made their compensations fail, then finish the rollback with Workflow::resume_from (with a checkpoint store), or undo them by hand";
 
 impl CanoError {
     constructors! {
@@ -381,6 +165,16 @@ impl CanoError {
         cancelled => Cancelled;
         /// A [`CanoError::WorkflowVersionMismatch`] error.
         workflow_version_mismatch => WorkflowVersionMismatch;
+        /// A [`CanoError::CheckpointStore`] error.
+        checkpoint_store => CheckpointStore;
+        /// A [`CanoError::Generic`] error.
+        generic => Generic;
+        /// A [`CanoError::ResourceNotFound`] error.
+        resource_not_found => ResourceNotFound;
+        /// A [`CanoError::ResourceTypeMismatch`] error.
+        resource_type_mismatch => ResourceTypeMismatch;
+        /// A [`CanoError::ResourceDuplicateKey`] error.
+        resource_duplicate_key => ResourceDuplicateKey;
     }
 
     /// A [`CanoError::RateLimited`] error: the call could go ahead after `retry_after`.
@@ -392,50 +186,22 @@ impl CanoError {
         }
     }
 
-    /// A [`CanoError::CompensationFailed`] error: the run failed with `original`, and
-    /// the compensations that should have undone its completed steps failed with
-    /// `errors` (each naming its state and task). The message lists them all.
-    pub fn compensation_failed(original: CanoError, errors: Vec<CanoError>) -> Self {
-        // A failed rollback of a failed rollback is one rollback: its errors come first
-        // (they are of newer steps), the original stays the run's own error.
-        let (original, errors) = match original {
-            CanoError::CompensationFailed {
-                failure: CompensationFailure(mut detail),
-            } => match detail.0.rollback.take() {
-                Some(inner) => {
-                    let Rollback {
-                        original,
-                        errors: mut all,
-                    } = *inner;
-                    all.extend(errors);
-                    (original, all)
-                }
-                None => (
-                    CanoError::CompensationFailed {
-                        failure: CompensationFailure(detail),
-                    },
-                    errors,
-                ),
-            },
-            other => (other, errors),
+    /// A [`CanoError::CompensationFailed`] error from every error of a failed rollback:
+    /// `errors[0]` the one the run failed with, then each compensation's (each naming
+    /// its state and task). Permanent.
+    ///
+    /// A failed rollback of a failed rollback is one rollback: when `errors[0]` is
+    /// itself a `CompensationFailed`, its errors come first and the new ones follow.
+    pub fn compensation_failed(errors: Vec<CanoError>) -> Self {
+        let mut errors = errors.into_iter();
+        let mut all = match errors.next() {
+            Some(CanoError::CompensationFailed { errors: earlier }) => *earlier.0,
+            Some(original) => vec![original],
+            None => Vec::new(),
         };
-        let listed = errors
-            .iter()
-            .enumerate()
-            .map(|(i, e)| format!("{}) {e}", i + 1))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut detail = ErrorDetail::new(format!(
-            "the run failed ({original}) and {} of its compensations failed: {listed}",
-            errors.len()
-        ));
-        detail.0.hint = Some(Cow::Borrowed(
-            "the steps listed were not undone: fix what made their compensations fail, then finish the rollback with Workflow::resume_from (with a checkpoint store), or undo them by hand",
-        ));
-        detail.0.permanent = true;
-        detail.0.rollback = Some(Box::new(Rollback { original, errors }));
+        all.extend(errors);
         Self::CompensationFailed {
-            failure: CompensationFailure(detail),
+            errors: CompensationFailure::from(all),
         }
     }
 
@@ -456,13 +222,18 @@ impl CanoError {
         Self::TaskExecution(ErrorDetail::new("")).with_source(error)
     }
 
-    /// The detail every variant carries.
+    /// The detail: the error's own, or for a failed rollback the original error's.
     pub fn detail(&self) -> &ErrorDetail {
-        each_variant!(self, detail => detail)
+        each_variant!(self, detail => detail, errors => errors.original().map_or(&*NO_ERRORS, CanoError::detail))
     }
 
-    fn inner_mut(&mut self) -> &mut Inner {
-        each_variant!(self, detail => &mut detail.0)
+    fn inner_mut(&mut self) -> &mut detail::Inner {
+        each_variant!(self, detail => &mut detail.0, errors => {
+            if errors.0.is_empty() {
+                errors.0.push(CanoError::generic("compensation failed"));
+            }
+            errors.0[0].inner_mut()
+        })
     }
 
     /// Adds how to fix it.
@@ -476,7 +247,7 @@ impl CanoError {
     where
         E: StdError + Send + Sync + 'static,
     {
-        self.inner_mut().source = Some(Box::new(source));
+        self.inner_mut().source = Some(Arc::new(source));
         self
     }
 
@@ -500,8 +271,9 @@ impl CanoError {
     }
 
     /// Whether retrying cannot help: configuration, workflow, cancellation, version
-    /// mismatch and failed-rollback errors, an open circuit breaker (retrying would only hammer it; it stays open for its
-    /// reset timeout), and any error marked with [`CanoError::permanent`].
+    /// mismatch, resource-registry and failed-rollback errors, an open circuit breaker
+    /// (retrying would only hammer it; it stays open for its reset timeout), and any
+    /// error marked with [`CanoError::permanent`].
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
@@ -511,6 +283,9 @@ impl CanoError {
                 | Self::CircuitOpen(_)
                 | Self::WorkflowVersionMismatch(_)
                 | Self::CompensationFailed { .. }
+                | Self::ResourceNotFound(_)
+                | Self::ResourceTypeMismatch(_)
+                | Self::ResourceDuplicateKey(_)
         ) || self.detail().is_permanent()
     }
 
@@ -530,9 +305,61 @@ impl CanoError {
             .permanent()
     }
 
-    /// The message without the state, task and hint.
+    /// The message without the state, task and hint (for a failed rollback, the
+    /// original error's).
     pub fn message(&self) -> &str {
-        self.detail().message()
+        match self {
+            Self::CompensationFailed { errors } if errors.is_empty() => "compensation failed",
+            _ => self.detail().message(),
+        }
+    }
+
+    /// The variant, as a snake_case word (cano 0.13's categories): `"task_execution"`,
+    /// `"store"`, `"generic"`, …; for cano's own variants `"rate_limited"`,
+    /// `"resource"`, `"cancelled"` and `"workflow_version_mismatch"`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::TaskExecution(_) => "task_execution",
+            Self::Store(_) => "store",
+            Self::Workflow(_) => "workflow",
+            Self::Configuration(_) => "configuration",
+            Self::RetryExhausted(_) => "retry_exhausted",
+            Self::Timeout(_) => "timeout",
+            Self::CircuitOpen(_) => "circuit_open",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::CheckpointStore(_) => "checkpoint_store",
+            Self::CompensationFailed { .. } => "compensation_failed",
+            Self::Generic(_) => "generic",
+            Self::ResourceNotFound(_) => "resource_not_found",
+            Self::ResourceTypeMismatch(_) => "resource_type_mismatch",
+            Self::ResourceDuplicateKey(_) => "resource_duplicate_key",
+            Self::Resource(_) => "resource",
+            Self::Cancelled(_) => "cancelled",
+            Self::WorkflowVersionMismatch(_) => "workflow_version_mismatch",
+        }
+    }
+
+    /// The words a printed error of this variant starts with (cano 0.13's).
+    fn prefix(&self) -> &'static str {
+        match self {
+            Self::TaskExecution(_) => "Task execution error",
+            Self::Store(_) => "Store error",
+            Self::Workflow(_) => "Workflow error",
+            Self::Configuration(_) => "Configuration error",
+            Self::RetryExhausted(_) => "Retry exhausted",
+            Self::Timeout(_) => "Timeout error",
+            Self::CircuitOpen(_) => "Circuit open",
+            Self::RateLimited { .. } => "Rate limited",
+            Self::CheckpointStore(_) => "Checkpoint store error",
+            Self::CompensationFailed { .. } => "Compensation failed",
+            Self::Generic(_) => "Error",
+            Self::ResourceNotFound(_) => "Resource not found",
+            Self::ResourceTypeMismatch(_) => "Resource type mismatch",
+            Self::ResourceDuplicateKey(_) => "Resource duplicate key",
+            Self::Resource(_) => "Resource error",
+            Self::Cancelled(_) => "Cancelled",
+            Self::WorkflowVersionMismatch(_) => "Workflow version mismatch",
+        }
     }
 
     /// The state the error happened in (its `Debug` text), if known.
@@ -548,8 +375,6 @@ impl CanoError {
     /// Finds an error of type `E` in the `source()` chain, the user's own error type
     /// included.
     pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
-        // From the detail's source, which every variant has (the `RateLimited` variant's
-        // `source()` is not derived through its detail).
         let mut next = StdError::source(self.detail());
         while let Some(err) = next {
             if let Some(found) = err.downcast_ref::<E>() {
@@ -561,119 +386,36 @@ impl CanoError {
     }
 }
 
-impl From<String> for CanoError {
-    /// A [`CanoError::TaskExecution`] with this message.
-    fn from(message: String) -> Self {
-        Self::task_execution(message)
+/// `<prefix>: <detail>`: cano 0.13's prefix, then where the error happened, what
+/// happened and how to fix it. A failed rollback lists every error.
+impl fmt::Display for CanoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self::CompensationFailed { errors } = self else {
+            return write!(f, "{}: {}", self.prefix(), self.detail());
+        };
+        write!(f, "Compensation failed ({} error(s))", errors.len())?;
+        for (i, error) in errors.iter().enumerate() {
+            match i {
+                0 => write!(f, "; original: {error}")?,
+                _ => write!(f, "; compensation #{i}: {error}")?,
+            }
+        }
+        write!(f, " (fix: {ROLLBACK_HINT})")
     }
 }
 
-impl From<&'static str> for CanoError {
-    /// A [`CanoError::TaskExecution`] with this message.
-    fn from(message: &'static str) -> Self {
-        Self::task_execution(message)
+impl StdError for CanoError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            // A failed rollback's cause is the run's own error, so `downcast_ref` finds
+            // the user's error type through it.
+            Self::CompensationFailed { errors } => {
+                errors.original().map(|e| e as &(dyn StdError + 'static))
+            }
+            _ => StdError::source(self.detail()),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("disk full")]
-    struct DiskFull;
-
-    #[test]
-    fn user_errors_keep_their_type_through_wrapping() {
-        let inner = CanoError::task(DiskFull).at(&"Save", "SaveTask");
-        let outer = CanoError::retry_exhausted("gave up after 3 attempts").with_source(inner);
-        assert!(outer.downcast_ref::<DiskFull>().is_some());
-        assert!(outer.downcast_ref::<std::io::Error>().is_none());
-    }
-
-    #[test]
-    fn display_names_task_state_and_fix() {
-        let err = CanoError::workflow("no handler registered")
-            .at(&"Ship", "ShipTask")
-            .with_hint("register a task for it");
-        assert_eq!(
-            err.to_string(),
-            "task `ShipTask` in state \"Ship\": no handler registered (fix: register a task for it)"
-        );
-    }
-
-    #[test]
-    fn the_innermost_place_wins() {
-        let err = CanoError::store("missing").at(&1, "Inner").at(&2, "Outer");
-        assert_eq!(err.state(), Some("1"));
-        assert_eq!(err.task_name(), Some("Inner"));
-    }
-
-    #[test]
-    fn classification() {
-        assert!(CanoError::configuration("x").is_permanent());
-        assert!(!CanoError::task_execution("x").is_permanent());
-        assert!(CanoError::task_execution("x").permanent().is_permanent());
-    }
-
-    #[test]
-    fn wrapped_error_text_is_the_message() {
-        assert_eq!(CanoError::task(DiskFull).to_string(), "disk full");
-        // Every variant is one boxed detail: two words, whatever the variant.
-        assert_eq!(
-            std::mem::size_of::<CanoError>(),
-            2 * std::mem::size_of::<usize>()
-        );
-    }
-
-    #[test]
-    fn rate_limited_keeps_its_delay_and_source() {
-        let err = CanoError::rate_limited(Duration::from_millis(250), "bucket empty")
-            .with_source(DiskFull)
-            .at(&"Fetch", "FetchTask");
-        assert!(
-            matches!(&err, CanoError::RateLimited { retry_after, .. } if *retry_after == Duration::from_millis(250))
-        );
-        assert_eq!(err.retry_after(), Some(Duration::from_millis(250)));
-        assert!(err.downcast_ref::<DiskFull>().is_some());
-        assert_eq!(
-            err.to_string(),
-            "task `FetchTask` in state \"Fetch\": bucket empty"
-        );
-        assert!(!err.is_permanent());
-    }
-
-    #[test]
-    fn a_failed_rollback_keeps_the_original_and_every_compensation_error() {
-        let original = CanoError::task(DiskFull).at(&"Ship", "ShipTask");
-        let errors = vec![
-            CanoError::timeout("hung").at(&"Charge", "Charge"),
-            CanoError::task_execution("refused").at(&"Reserve", "Reserve"),
-        ];
-        let err = CanoError::compensation_failed(original, errors);
-        assert!(err.is_permanent());
-        // The user's error of the original failure is still found.
-        assert!(err.downcast_ref::<DiskFull>().is_some());
-        let CanoError::CompensationFailed { failure } = &err else {
-            panic!("wrong variant: {err:?}");
-        };
-        assert_eq!(failure.original().task_name(), Some("ShipTask"));
-        let states: Vec<_> = failure.errors().iter().map(|e| e.state()).collect();
-        assert_eq!(states, [Some("\"Charge\""), Some("\"Reserve\"")]);
-        let text = err.to_string();
-        assert!(text.contains("disk full") && text.contains("2 of its compensations failed"));
-        assert!(text.contains("1) task `Charge`") && text.contains("2) task `Reserve`"));
-        assert_eq!(
-            std::mem::size_of::<CanoError>(),
-            2 * std::mem::size_of::<usize>()
-        );
-        // Failing again while rolling back adds to the same list.
-        let later = CanoError::task_execution("release refused").at(&"Reserve", "Reserve");
-        let merged = CanoError::compensation_failed(err, vec![later]);
-        let CanoError::CompensationFailed { failure } = &merged else {
-            panic!("wrong variant");
-        };
-        assert_eq!(failure.original().task_name(), Some("ShipTask"));
-        assert_eq!(failure.errors().len(), 3);
-    }
-}
+mod tests;

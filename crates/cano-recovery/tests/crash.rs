@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cano_core::checkpoint::{CheckpointRow, DurableStore, RunSummary, replay};
 use cano_core::{
-    CanoError, CheckpointStore, Retention, RowKind, RunId, RunOptions, Task, TaskResult, Workflow,
-    WorkflowObserver,
+    CanoError, CheckpointStore, Retention, RowKind, RunId, RunObserver, RunOptions, Task,
+    TaskResult, Workflow,
 };
 use cano_recovery::{Durability, SledCheckpointStore};
 
@@ -86,8 +86,8 @@ impl Task<Stage> for Hop {
 
 /// Tells the parent a state is entered: its row is being written (and flushed).
 struct Marks;
-impl WorkflowObserver for Marks {
-    fn on_state_enter(&self, _: RunId, _: &dyn std::fmt::Debug) {
+impl RunObserver for Marks {
+    fn state_entered(&self, _: RunId, _: &dyn std::fmt::Debug) {
         mark("enter");
     }
 }
@@ -465,7 +465,7 @@ fn a_second_process_cannot_open_a_store_in_use() {
         .find_map(event)
         .unwrap_or_else(|| panic!("no answer from the child: {text}"));
     assert!(
-        answer.starts_with("refused could not open the sled checkpoint store"),
+        answer.starts_with("refused Store error: could not open the sled checkpoint store"),
         "{answer}"
     );
 }

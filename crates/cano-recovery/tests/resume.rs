@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use cano_core::checkpoint::{DurableStore, RowKind, RunStatus};
 use cano_core::{
-    CanoError, CheckpointStore, Retention, RunId, RunOptions, Task, TaskResult, Workflow,
-    WorkflowObserver,
+    CanoError, CheckpointStore, Retention, RunId, RunObserver, RunOptions, Task, TaskResult,
+    Workflow,
 };
 use cano_recovery::MemoryCheckpointStore;
 use common::{Ledger, Step, pipeline};
@@ -156,11 +156,11 @@ async fn one_workflow_value_serves_many_concurrent_runs() {
 async fn observers_hear_of_checkpoints_and_resumes() {
     #[derive(Default)]
     struct Events(Mutex<Vec<String>>);
-    impl WorkflowObserver for Events {
-        fn on_checkpoint(&self, _: RunId, state: &dyn std::fmt::Debug, seq: u64) {
+    impl RunObserver for Events {
+        fn checkpointed(&self, _: RunId, _workflow: &str, state: &dyn std::fmt::Debug, seq: u64) {
             self.0.lock().unwrap().push(format!("row {seq} {state:?}"));
         }
-        fn on_resume(&self, _: RunId, state: &dyn std::fmt::Debug, seq: u64) {
+        fn resumed(&self, _: RunId, _workflow: &str, state: &dyn std::fmt::Debug, seq: u64) {
             self.0
                 .lock()
                 .unwrap()

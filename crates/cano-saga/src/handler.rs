@@ -261,7 +261,7 @@ where
         }
         match cx.run_task(&undo, &once).await {
             Ok(_) => failure,
-            Err(undo_error) => CanoError::compensation_failed(failure, vec![undo_error]),
+            Err(undo_error) => CanoError::compensation_failed(vec![failure, undo_error]),
         }
     }
 }

@@ -29,8 +29,8 @@
 //! once it has completed: make each step atomic (or idempotent by id), since a crash
 //! or a cancellation in the middle of one leaves nothing on the stack for it.
 //!
-//! Observers hear of each compensation through `on_compensation_start`,
-//! `on_compensation_success` and `on_compensation_failure`.
+//! Observers hear of each compensation through `compensation_started`,
+//! `compensation_succeeded` and `compensation_failed`.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};

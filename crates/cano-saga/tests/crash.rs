@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use cano_core::{
-    CanoError, CheckpointStore, Resources, RunId, RunOptions, Task, TaskConfig, TaskResult,
-    Workflow, WorkflowObserver,
+    CanoError, CheckpointStore, Resources, RunId, RunObserver, RunOptions, Task, TaskConfig,
+    TaskResult, Workflow,
 };
 use cano_recovery::SledCheckpointStore;
 use cano_saga::{CompensatableTask, SagaExt};
@@ -136,14 +136,14 @@ impl Task<Order> for Ship {
 /// Stops the child at the pause points the engine reports to observers.
 struct Pauses(Option<Pause>);
 
-impl WorkflowObserver for Pauses {
-    fn on_checkpoint(&self, _: RunId, state: &dyn std::fmt::Debug, _: u64) {
+impl RunObserver for Pauses {
+    fn checkpointed(&self, _: RunId, _workflow: &str, state: &dyn std::fmt::Debug, _: u64) {
         // The row that moves the run to Ship is Charge's Completed row.
         if self.0 == Some(Pause::AfterCompletedRow) && format!("{state:?}") == "Ship" {
             stop_dead();
         }
     }
-    fn on_compensation_success(&self, _: RunId, state: &dyn std::fmt::Debug, _: &str) {
+    fn compensation_succeeded(&self, _: RunId, state: &dyn std::fmt::Debug, _: &str) {
         if self.0 == Some(Pause::AfterChargeUndone) && format!("{state:?}") == "Charge" {
             stop_dead();
         }

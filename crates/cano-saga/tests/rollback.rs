@@ -173,12 +173,12 @@ async fn a_compensation_that_fails_every_retry_is_reported_and_the_rollback_goes
     assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
     // The rollback went on: Reserve was undone.
     assert_eq!(log.lines().last().unwrap(), "undo Reserve Reserve-output");
-    let CanoError::CompensationFailed { failure } = &err else {
+    let CanoError::CompensationFailed { errors } = &err else {
         panic!("expected CompensationFailed, got {err:?}");
     };
-    assert!(failure.original().to_string().contains("carrier refused"));
-    assert_eq!(failure.errors().len(), 1);
-    let charge_error = &failure.errors()[0];
+    assert!(errors[0].to_string().contains("carrier refused"));
+    assert_eq!(errors.compensations().len(), 1);
+    let charge_error = &errors.compensations()[0];
     assert!(
         matches!(charge_error, CanoError::RetryExhausted(_)),
         "{charge_error:?}"
@@ -217,10 +217,13 @@ async fn a_compensation_that_panics_is_a_failed_compensation_not_a_crash() {
         .orchestrate(Order::Reserve)
         .await
         .unwrap_err();
-    let CanoError::CompensationFailed { failure } = &err else {
+    let CanoError::CompensationFailed { errors } = &err else {
         panic!("expected CompensationFailed, got {err:?}");
     };
-    assert!(failure.errors()[0].to_string().contains("panic"), "{err}");
+    assert!(
+        errors.compensations()[0].to_string().contains("panic"),
+        "{err}"
+    );
     assert_eq!(log.count("undo Reserve Reserve-output"), 1);
 }
 
@@ -242,12 +245,12 @@ async fn a_hanging_compensation_is_cut_by_its_attempt_timeout_and_the_rollback_g
     .orchestrate(Order::Reserve)
     .await
     .unwrap_err();
-    let CanoError::CompensationFailed { failure } = &err else {
+    let CanoError::CompensationFailed { errors } = &err else {
         panic!("expected CompensationFailed, got {err:?}");
     };
-    assert_eq!(failure.errors().len(), 1);
+    assert_eq!(errors.compensations().len(), 1);
     assert!(
-        failure.errors()[0].to_string().contains("within 2s"),
+        errors.compensations()[0].to_string().contains("within 2s"),
         "{err}"
     );
     assert_eq!(log.count("undo Reserve Reserve-output"), 1);
@@ -262,20 +265,24 @@ async fn the_rollback_has_a_time_bound() {
         .orchestrate(Order::Reserve)
         .await
         .unwrap_err();
-    let CanoError::CompensationFailed { failure } = &err else {
+    let CanoError::CompensationFailed { errors } = &err else {
         panic!("expected CompensationFailed, got {err:?}");
     };
-    let errors: Vec<String> = failure.errors().iter().map(|e| e.to_string()).collect();
+    assert!(
+        errors
+            .compensations()
+            .iter()
+            .all(|e| matches!(e, CanoError::Timeout(_)))
+    );
+    let errors: Vec<String> = errors
+        .compensations()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("Charge") && errors[0].contains("time bound of 10s ran out"));
     // Reserve was never started: the bound had run out.
     assert!(errors[1].contains("Reserve") && errors[1].contains("not attempted"));
-    assert!(
-        failure
-            .errors()
-            .iter()
-            .all(|e| matches!(e, CanoError::Timeout(_)))
-    );
     assert_eq!(log.count("undo Reserve Reserve-output"), 0);
 }
 
@@ -431,15 +438,14 @@ async fn an_output_that_cannot_be_serialized_is_compensated_at_once_and_fails_th
         .orchestrate(Order::Reserve)
         .await
         .unwrap_err();
-    let CanoError::CompensationFailed { failure } = &err else {
+    let CanoError::CompensationFailed { errors } = &err else {
         panic!("expected CompensationFailed, got {err:?}");
     };
+    assert!(errors[0].to_string().contains("could not be serialized"));
     assert!(
-        failure
-            .original()
+        errors.compensations()[0]
             .to_string()
-            .contains("could not be serialized")
+            .contains("booking API down")
     );
-    assert!(failure.errors()[0].to_string().contains("booking API down"));
     assert_eq!(log.count("undo Reserve Reserve-output"), 1);
 }

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cano_core::{CanoError, RunId, WorkflowObserver};
+use cano_core::{CanoError, RunId, RunObserver};
 
 /// One observer callback, with states and errors as text (`Debug` and `Display`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,24 +301,24 @@ fn text(value: &dyn Debug) -> String {
     format!("{value:?}")
 }
 
-impl WorkflowObserver for RecordingObserver {
-    fn on_run_start(&self, run: RunId, initial: &dyn Debug) {
+impl RunObserver for RecordingObserver {
+    fn run_started(&self, run: RunId, initial: &dyn Debug) {
         self.push(Event::RunStart {
             run,
             state: text(initial),
         });
     }
-    fn on_run_end(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
+    fn run_ended(&self, run: RunId, outcome: Result<&dyn Debug, &CanoError>) {
         let outcome = outcome.map(text).map_err(ToString::to_string);
         self.push(Event::RunEnd { run, outcome });
     }
-    fn on_state_enter(&self, run: RunId, state: &dyn Debug) {
+    fn state_entered(&self, run: RunId, state: &dyn Debug) {
         self.push(Event::StateEnter {
             run,
             state: text(state),
         });
     }
-    fn on_task_start(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize) {
+    fn task_started(&self, run: RunId, state: &dyn Debug, task: &str, attempt: usize) {
         let (state, task) = (text(state), task.to_owned());
         self.push(Event::TaskStart {
             run,
@@ -327,11 +327,11 @@ impl WorkflowObserver for RecordingObserver {
             attempt,
         });
     }
-    fn on_task_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+    fn task_succeeded(&self, run: RunId, state: &dyn Debug, task: &str) {
         let (state, task) = (text(state), task.to_owned());
         self.push(Event::TaskSuccess { run, state, task });
     }
-    fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
+    fn task_failed(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
         let (state, task, error) = (text(state), task.to_owned(), error.to_string());
         self.push(Event::TaskFailure {
             run,
@@ -340,7 +340,7 @@ impl WorkflowObserver for RecordingObserver {
             error,
         });
     }
-    fn on_retry(
+    fn task_retrying(
         &self,
         run: RunId,
         state: &dyn Debug,
@@ -359,7 +359,7 @@ impl WorkflowObserver for RecordingObserver {
             delay,
         });
     }
-    fn on_circuit_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_opened(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         let (state, task, breaker) = (text(state), task.to_owned(), breaker.to_owned());
         self.push(Event::CircuitOpen {
             run,
@@ -368,7 +368,7 @@ impl WorkflowObserver for RecordingObserver {
             breaker,
         });
     }
-    fn on_circuit_half_open(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_half_opened(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         let (state, task, breaker) = (text(state), task.to_owned(), breaker.to_owned());
         self.push(Event::CircuitHalfOpen {
             run,
@@ -377,7 +377,7 @@ impl WorkflowObserver for RecordingObserver {
             breaker,
         });
     }
-    fn on_circuit_close(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_closed(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         let (state, task, breaker) = (text(state), task.to_owned(), breaker.to_owned());
         self.push(Event::CircuitClose {
             run,
@@ -386,7 +386,7 @@ impl WorkflowObserver for RecordingObserver {
             breaker,
         });
     }
-    fn on_circuit_rejected(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
+    fn circuit_rejected(&self, run: RunId, state: &dyn Debug, task: &str, breaker: &str) {
         let (state, task, breaker) = (text(state), task.to_owned(), breaker.to_owned());
         self.push(Event::CircuitRejected {
             run,
@@ -395,7 +395,7 @@ impl WorkflowObserver for RecordingObserver {
             breaker,
         });
     }
-    fn on_throttled(
+    fn throttled(
         &self,
         run: RunId,
         state: &dyn Debug,
@@ -414,35 +414,29 @@ impl WorkflowObserver for RecordingObserver {
             admitted,
         });
     }
-    fn on_checkpoint(&self, run: RunId, state: &dyn Debug, seq: u64) {
+    fn checkpointed(&self, run: RunId, _workflow: &str, state: &dyn Debug, seq: u64) {
         self.push(Event::Checkpoint {
             run,
             state: text(state),
             seq,
         });
     }
-    fn on_resume(&self, run: RunId, state: &dyn Debug, seq: u64) {
+    fn resumed(&self, run: RunId, _workflow: &str, state: &dyn Debug, seq: u64) {
         self.push(Event::Resume {
             run,
             state: text(state),
             seq,
         });
     }
-    fn on_compensation_start(&self, run: RunId, state: &dyn Debug, task: &str) {
+    fn compensation_started(&self, run: RunId, state: &dyn Debug, task: &str) {
         let (state, task) = (text(state), task.to_owned());
         self.push(Event::CompensationStart { run, state, task });
     }
-    fn on_compensation_success(&self, run: RunId, state: &dyn Debug, task: &str) {
+    fn compensation_succeeded(&self, run: RunId, state: &dyn Debug, task: &str) {
         let (state, task) = (text(state), task.to_owned());
         self.push(Event::CompensationSuccess { run, state, task });
     }
-    fn on_compensation_failure(
-        &self,
-        run: RunId,
-        state: &dyn Debug,
-        task: &str,
-        error: &CanoError,
-    ) {
+    fn compensation_failed(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
         let (state, task, error) = (text(state), task.to_owned(), error.to_string());
         self.push(Event::CompensationFailure {
             run,

@@ -47,14 +47,14 @@ impl Charge {
 /// Prints the breaker's moves as they happen.
 struct BreakerLog;
 
-impl WorkflowObserver for BreakerLog {
-    fn on_circuit_open(&self, _: RunId, _: &dyn Debug, task: &str, breaker: &str) {
+impl RunObserver for BreakerLog {
+    fn circuit_opened(&self, _: RunId, _: &dyn Debug, task: &str, breaker: &str) {
         println!("    ! `{breaker}` opened by a failure of {task}");
     }
-    fn on_circuit_half_open(&self, _: RunId, _: &dyn Debug, _: &str, breaker: &str) {
+    fn circuit_half_opened(&self, _: RunId, _: &dyn Debug, _: &str, breaker: &str) {
         println!("    ? `{breaker}` half-open: this charge is a probe");
     }
-    fn on_circuit_close(&self, _: RunId, _: &dyn Debug, _: &str, breaker: &str) {
+    fn circuit_closed(&self, _: RunId, _: &dyn Debug, _: &str, breaker: &str) {
         println!("    + `{breaker}` closed again");
     }
 }

@@ -219,8 +219,8 @@ impl Task<Order> for Ship {
 
 /// Prints retries and failures as they happen.
 struct Console;
-impl WorkflowObserver for Console {
-    fn on_retry(
+impl RunObserver for Console {
+    fn task_retrying(
         &self,
         run: RunId,
         state: &dyn Debug,
@@ -234,7 +234,7 @@ impl WorkflowObserver for Console {
             error.message()
         );
     }
-    fn on_task_failure(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
+    fn task_failed(&self, run: RunId, state: &dyn Debug, task: &str, error: &CanoError) {
         println!("  [{run}] {state:?}: `{task}` gave up: {error}");
     }
 }

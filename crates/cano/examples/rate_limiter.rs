@@ -46,8 +46,8 @@ struct Pacing {
     start: Instant,
 }
 
-impl WorkflowObserver for Pacing {
-    fn on_task_success(&self, _: RunId, _: &dyn Debug, _: &str) {
+impl RunObserver for Pacing {
+    fn task_succeeded(&self, _: RunId, _: &dyn Debug, _: &str) {
         let at = self.start.elapsed().as_millis();
         println!("{at:>5} ms  {} got an answer", self.worker);
     }

@@ -143,14 +143,14 @@ impl Task<Order> for Ship {
 struct Narrator {
     attempts: AtomicUsize,
 }
-impl WorkflowObserver for Narrator {
-    fn on_compensation_start(&self, run: RunId, state: &dyn Debug, task: &str) {
+impl RunObserver for Narrator {
+    fn compensation_started(&self, run: RunId, state: &dyn Debug, task: &str) {
         println!("    [{run}] undoing {state:?} ({task})");
     }
-    fn on_compensation_failure(&self, run: RunId, state: &dyn Debug, _: &str, e: &CanoError) {
+    fn compensation_failed(&self, run: RunId, state: &dyn Debug, _: &str, e: &CanoError) {
         println!("    [{run}] could not undo {state:?}: {}", e.message());
     }
-    fn on_retry(
+    fn task_retrying(
         &self,
         run: RunId,
         _: &dyn Debug,
@@ -236,12 +236,12 @@ async fn main() -> Result<(), CanoError> {
         let id = run.run_id();
         match run.await {
             Ok(end) => println!("  {card}: {end:?}"),
-            Err(CanoError::CompensationFailed { failure }) => {
+            Err(CanoError::CompensationFailed { errors }) => {
                 println!(
                     "  {card}: failed ({}), and the rollback could not finish:",
-                    failure.original().message()
+                    errors[0].message()
                 );
-                for e in failure.errors() {
+                for e in errors.compensations() {
                     println!("      - {e}");
                 }
                 stranded = Some((card, workflow, id));

@@ -152,8 +152,9 @@
 //! A [`Workflow`] is built once and shared: `orchestrate` takes `&self`, cloning is an
 //! `Arc` clone, and every run gets its own [`RunId`]. [`Workflow::spawn`] starts a run
 //! and returns a [`RunHandle`] that can cancel it; tasks see the run through
-//! [`RunContext::current`]. [`WorkflowObserver`] receives run, state, task and retry
-//! events.
+//! [`RunContext::current`]. A [`WorkflowObserver`] (cano 0.13's callbacks, by name)
+//! or a [`RunObserver`] (with the run id, the state value and more) receives run,
+//! state, task and retry events.
 //!
 //! ## Parallel states
 //!
@@ -458,8 +459,9 @@ pub use cano_core::{
     BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, DrainGuard, ErrorDetail,
     HandlerFuture, HandlerInfo, HealthStatus, Interest, MemoryStore, Node, Observers,
     RegisteredTask, Resource, ResourceKey, ResourceLifecycle, Resources, RetryMode, RouterTask,
-    RunContext, RunHandle, RunId, RunOptions, StateContext, StateHandler, Task, TaskConfig,
-    TaskEnv, TaskFuture, TaskProgress, TaskResult, Workflow, WorkflowObserver, WorkflowState,
+    RunContext, RunHandle, RunId, RunObserver, RunOptions, StateContext, StateHandler, Task,
+    TaskConfig, TaskEnv, TaskFuture, TaskProgress, TaskResult, Workflow, WorkflowObserver,
+    WorkflowState,
 };
 pub use cano_core::{
     CheckpointRow, CheckpointStore, DurableStore, Retention, RowKind, RunStatus, RunSummary,
@@ -565,7 +567,8 @@ pub mod prelude {
         CancellationToken, CanoError, CanoResult, CircuitBreaker, CircuitPermit, CircuitPolicy,
         CircuitState, FromResources, HealthStatus, Interest, MemoryStore, Node, RateLimiter,
         Resource, ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId,
-        RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver, node, resource, task,
+        RunObserver, RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver, node,
+        resource, task,
     };
 
     pub use crate::RouterTask;

@@ -111,10 +111,10 @@ async fn a_cancellation_that_fails_is_matched_on_and_finished_later() {
         .await
         .unwrap_err();
     match &err {
-        CanoError::CompensationFailed { failure } => {
-            assert!(failure.original().to_string().contains("no cars left"));
-            assert_eq!(failure.errors().len(), 1);
-            assert_eq!(failure.errors()[0].state(), Some("Hotel"));
+        CanoError::CompensationFailed { errors } => {
+            assert!(errors[0].to_string().contains("no cars left"));
+            assert_eq!(errors.compensations().len(), 1);
+            assert_eq!(errors.compensations()[0].state(), Some("Hotel"));
         }
         other => panic!("expected CompensationFailed, got {other:?}"),
     }

@@ -264,9 +264,11 @@ impl Journal {
         .await
         .map(|seq| seq.unwrap_or_default())
     }
+
     /// Every completed step of the failed run was compensated: clear its rows, or close
-    /// them with `RolledBack`.
-    pub(crate) async fn rolled_back(&self, message: &str) -> Result<(), CanoError> {
+    /// them with `RolledBack`. `Ok(Some(error))`: the clear failed with `error`, and
+    /// the log was closed instead.
+    pub(crate) async fn rolled_back(&self, message: &str) -> Result<Option<CanoError>, CanoError> {
         self.close("was rolled back", |progress| {
             self.row_here(progress, RowKind::RolledBack, None, message.to_owned())
         })
@@ -274,7 +276,12 @@ impl Journal {
     }
 
     /// The run reached the exit state: clear its rows, or close them with `Finish`.
-    pub(crate) async fn finish(&self, state: Vec<u8>, label: String) -> Result<(), CanoError> {
+    /// `Ok(Some(error))`: the clear failed with `error`, and the log was closed instead.
+    pub(crate) async fn finish(
+        &self,
+        state: Vec<u8>,
+        label: String,
+    ) -> Result<Option<CanoError>, CanoError> {
         let ended = format!("finished in {label}");
         self.close(&ended, |progress| {
             self.row(progress, RowKind::Finish, state, label, None, String::new())
@@ -290,11 +297,11 @@ impl Journal {
         &self,
         ended: &str,
         last: impl FnOnce(&mut Progress) -> CheckpointRow,
-    ) -> Result<(), CanoError> {
+    ) -> Result<Option<CanoError>, CanoError> {
         let _turn = self.turn.lock().await;
         let cleared = match self.retention {
             Retention::ClearFinished => match self.store.clear(self.run).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(None),
                 Err(e) => Some(e),
             },
             Retention::KeepFinished => None,
@@ -310,17 +317,17 @@ impl Journal {
             Err(e) => Err(e),
         };
         let Err(not_closed) = closed else {
-            return Ok(());
+            return Ok(cleared);
         };
         // The closing row may have been written all the same.
         if let Ok(true) = self.settle().await {
-            return Ok(());
+            return Ok(cleared);
         }
         // A clear that failed may have gone through all the same.
         if cleared.is_some()
             && matches!(self.store.load(self.run).await, Ok(rows) if rows.is_empty())
         {
-            return Ok(());
+            return Ok(None);
         }
         let again = self.lock().label.clone();
         let mut error = CanoError::store(format!(

@@ -35,7 +35,7 @@ impl<S> Clone for Site<'_, S> {
 impl<S> Copy for Site<'_, S> {}
 
 impl<S: Debug> Site<'_, S> {
-    fn tell(&self, event: impl Fn(&dyn crate::WorkflowObserver, &S, &str)) {
+    fn tell(&self, event: impl Fn(&dyn crate::RunObserver, &S, &str)) {
         if !self.observers.is_empty() {
             self.observers.each(|o| event(o, self.state, self.task));
         }
@@ -57,7 +57,7 @@ pub(crate) fn guarded_attempt<'a, S: Debug, K>(
             Some(breaker) => match breaker.try_acquire() {
                 Ok(permit) => {
                     if permit.transition() == Some(CircuitState::HalfOpen) {
-                        site.tell(|o, s, t| o.on_circuit_half_open(run, s, t, breaker.name()));
+                        site.tell(|o, s, t| o.circuit_half_opened(run, s, t, breaker.name()));
                     }
                     Some(Held {
                         breaker,
@@ -65,7 +65,7 @@ pub(crate) fn guarded_attempt<'a, S: Debug, K>(
                     })
                 }
                 Err(refused) => {
-                    site.tell(|o, s, t| o.on_circuit_rejected(run, s, t, breaker.name()));
+                    site.tell(|o, s, t| o.circuit_rejected(run, s, t, breaker.name()));
                     return Err(refused);
                 }
             },
@@ -86,10 +86,10 @@ pub(crate) fn guarded_attempt<'a, S: Debug, K>(
             let breaker = held.breaker;
             match held.record(&result) {
                 Some(CircuitState::Open) => {
-                    site.tell(|o, s, t| o.on_circuit_open(run, s, t, breaker.name()))
+                    site.tell(|o, s, t| o.circuit_opened(run, s, t, breaker.name()))
                 }
                 Some(CircuitState::Closed) => {
-                    site.tell(|o, s, t| o.on_circuit_close(run, s, t, breaker.name()))
+                    site.tell(|o, s, t| o.circuit_closed(run, s, t, breaker.name()))
                 }
                 _ => {}
             }
@@ -157,6 +157,6 @@ async fn throttle<S: Debug>(
     };
     let elapsed = started.elapsed();
     let admitted = waited.is_ok();
-    site.tell(|o, s, t| o.on_throttled(run, s, t, limiter.name(), elapsed, admitted));
+    site.tell(|o, s, t| o.throttled(run, s, t, limiter.name(), elapsed, admitted));
     waited.map_err(|e| e.at(site.state, site.task))
 }

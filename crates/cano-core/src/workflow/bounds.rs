@@ -22,7 +22,11 @@ use crate::run::RunContext;
 /// state (which the loop no longer borrows by then).
 pub(crate) enum Stop {
     Finished(Result<(), CanoError>),
-    TimedOut(Duration),
+    /// The workflow timeout `limit` ran out, `elapsed` after the run started.
+    TimedOut {
+        limit: Duration,
+        elapsed: Duration,
+    },
     Cancelled,
     /// Something in the loop panicked outside a task's own guard (a plain task's first
     /// attempt is not guarded on its own: the loop is); the loop cannot go on.
@@ -93,7 +97,12 @@ impl<F: Future<Output = Result<(), CanoError>>> Future for Bounded<'_, F> {
         if let Some(timer) = this.timer
             && timer.as_mut().poll(cx).is_ready()
         {
-            return Poll::Ready(Stop::TimedOut(this.limit.unwrap_or_default()));
+            let limit = this.limit.unwrap_or_default();
+            let late = timer.deadline().elapsed();
+            return Poll::Ready(Stop::TimedOut {
+                limit,
+                elapsed: limit.saturating_add(late),
+            });
         }
         match poll_caught(this.states.as_mut(), cx) {
             Poll::Ready(_) if cancel_seen => Poll::Ready(Stop::Cancelled),

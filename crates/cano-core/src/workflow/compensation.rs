@@ -289,7 +289,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 .await?;
             let observers = &self.spec.observers;
             if !observers.is_empty() {
-                observers.each(|o| o.on_checkpoint(run.run_id(), next, seq));
+                observers.each(|o| {
+                    o.checkpointed(run.run_id(), &self.spec.recovery.workflow_id, next, seq)
+                });
             }
         }
         Ok(())
@@ -319,7 +321,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 if let Err(e) = journal.rollback(&message).await {
                     journal.durable().remove_engine(&rollback_key());
                     saga.lock().outcome = Some(RollbackOutcome::Incomplete);
-                    return CanoError::compensation_failed(original, vec![not_started(e)]);
+                    return CanoError::compensation_failed(vec![original, not_started(e)]);
                 }
             }
             let limit = spec.compensation_timeout;
@@ -355,15 +357,14 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     .at(&state, &label)
                     .with_hint("raise Workflow::with_compensation_timeout, or make the compensations before it faster");
                     if !observers.is_empty() {
-                        observers.each(|o| {
-                            o.on_compensation_failure(run.run_id(), &state, &label, &error)
-                        });
+                        observers
+                            .each(|o| o.compensation_failed(run.run_id(), &state, &label, &error));
                     }
                     failures.push(error);
                     continue;
                 }
                 if !observers.is_empty() {
-                    observers.each(|o| o.on_compensation_start(run.run_id(), &state, &label));
+                    observers.each(|o| o.compensation_started(run.run_id(), &state, &label));
                 }
                 let undo = compensator.compensate(
                     StateContext {
@@ -397,7 +398,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         }
                         if !observers.is_empty() {
                             observers
-                                .each(|o| o.on_compensation_success(run.run_id(), &state, &label));
+                                .each(|o| o.compensation_succeeded(run.run_id(), &state, &label));
                         }
                         if let Err(e) = recorded {
                             // The log still lists this step and every older one: stop
@@ -410,7 +411,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         let error = error.at(&state, &label);
                         if !observers.is_empty() {
                             observers.each(|o| {
-                                o.on_compensation_failure(run.run_id(), &state, &label, &error)
+                                o.compensation_failed(run.run_id(), &state, &label, &error)
                             });
                         }
                         failures.push(error);
@@ -425,7 +426,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             if failures.is_empty() {
                 original
             } else {
-                CanoError::compensation_failed(original, failures)
+                failures.insert(0, original);
+                CanoError::compensation_failed(failures)
             }
         })
     }

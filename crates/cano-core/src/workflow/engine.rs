@@ -28,7 +28,7 @@ use super::handler::{StateContext, TaskEnv};
 use super::{Handler, ResourceLifecycle, Slot, Workflow, WorkflowState, hinted};
 use crate::checkpoint::Journal;
 use crate::error::CanoError;
-use crate::observer::{Interest, WorkflowObserver};
+use crate::observer::{Interest, RunObserver};
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions, RunStart};
 use crate::task::{RegisteredTask, TaskResult};
@@ -204,7 +204,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         )
     }
 
-    /// A run between its observers' `on_run_start` (and `on_resume`) and `on_run_end`.
+    /// A run between its observers' `run_started` (and `resumed`) and `run_ended`.
     // Inlined, as is `run_states`: returned from a call, the run body (about 500 B)
     // was built on the stack and copied twice into the run's future on first poll.
     #[inline(always)]
@@ -224,7 +224,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         }
         if let Some(seq) = resumed {
             crate::spans::in_run(run, || {
-                observers.each(|o| o.on_resume(run.run_id(), &*state, seq));
+                observers.each(|o| {
+                    o.resumed(run.run_id(), &self.spec.recovery.workflow_id, &*state, seq)
+                });
             });
         }
         async move {
@@ -243,7 +245,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     fn tell_run_start(&self, run: &RunContext, state: &S) {
         let observers = &self.spec.observers;
         crate::spans::in_run(run, || {
-            observers.each(|o| o.on_run_start(run.run_id(), state))
+            observers.each(|o| o.run_started(run.run_id(), state))
         });
     }
 
@@ -251,7 +253,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     fn tell_run_end(&self, run: &RunContext, outcome: &Result<(), CanoError>, state: &S) {
         let observers = &self.spec.observers;
         let view = outcome.as_ref().map(|()| state as &dyn std::fmt::Debug);
-        crate::spans::in_run(run, || observers.each(|o| o.on_run_end(run.run_id(), view)));
+        crate::spans::in_run(run, || observers.each(|o| o.run_ended(run.run_id(), view)));
     }
 
     /// Starts a run on the tokio runtime and returns a handle to await or cancel it.
@@ -316,30 +318,49 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     #[inline]
     fn stopped(&self, stop: Stop, state: &S, run: &RunContext) -> Result<(), CanoError> {
         match stop {
-            Stop::Finished(result) => result,
+            Stop::Finished(Ok(())) => Ok(()),
             early => self.stopped_early(early, state, run),
         }
     }
 
-    /// A run stopped before its states finished: timed out, cancelled or panicked.
+    /// A run stopped in error: a state failed, or the run timed out, was cancelled or
+    /// panicked. Observers hear of a timeout and of a cancellation here, once per run.
     #[cold]
     #[inline(never)]
     fn stopped_early(&self, stop: Stop, state: &S, run: &RunContext) -> Result<(), CanoError> {
+        let observers = &self.spec.observers;
         match stop {
-            Stop::Finished(result) => result,
-            Stop::TimedOut(limit) => Err(CanoError::workflow(format!(
-                "workflow timed out after {limit:?}"
-            ))
-            .at(state, &self.label(state))
-            .with_hint("raise Workflow::with_timeout, or make this state's task faster")),
-            Stop::Cancelled => Err(self.cancelled(state, run)),
+            Stop::Finished(Err(error)) => {
+                if matches!(error, CanoError::Cancelled(_)) && !observers.is_empty() {
+                    observers.each(|o| o.cancelled(run.run_id(), state));
+                }
+                Err(error)
+            }
+            Stop::Finished(Ok(())) => Ok(()),
+            Stop::TimedOut { limit, elapsed } => {
+                if !observers.is_empty() {
+                    observers.each(|o| o.timed_out(run.run_id(), state, elapsed, limit));
+                }
+                Err(
+                    CanoError::workflow(format!("workflow timed out after {limit:?}"))
+                        .at(state, &self.label(state))
+                        .with_hint(
+                            "raise Workflow::with_timeout, or make this state's task faster",
+                        ),
+                )
+            }
+            Stop::Cancelled => {
+                if !observers.is_empty() {
+                    observers.each(|o| o.cancelled(run.run_id(), state));
+                }
+                Err(self.cancelled(state, run))
+            }
             Stop::Panicked(panic) => {
                 let task = self.label(state);
                 let error = CanoError::from_panic(panic).at(state, &task);
                 // Only a plain task's first attempt runs unguarded in the loop.
-                let observers = &self.spec.observers;
                 if !observers.is_empty() {
-                    observers.each(|o| o.on_task_failure(run.run_id(), state, &task, &error));
+                    observers.each(|o| o.task_failed(run.run_id(), state, &task, &error));
                 }
                 Err(error)
             }
@@ -471,20 +492,20 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                                 match before {
                                     Before::Nothing => {}
                                     Before::State => {
-                                        self.tell(single, |o| o.on_state_enter(run_id, state));
+                                        self.tell(single, |o| o.state_entered(run_id, state));
                                     }
                                     Before::Start => self.tell(single, |o| {
-                                        o.on_task_start(run_id, state, name, 1);
+                                        o.task_started(run_id, state, name, 1);
                                     }),
                                     Before::Both => self.tell(single, |o| {
-                                        o.on_state_and_task_start(run_id, state, name);
+                                        o.state_and_task_started(run_id, state, name);
                                     }),
                                 }
                             }
                             break 'next first_attempt!(entry, {
                                 if heard.contains(Interest::TASK_SUCCESSES) {
                                     self.tell(single, |o| {
-                                        o.on_task_success(run.run_id(), state, entry.name())
+                                        o.task_succeeded(run.run_id(), state, entry.name())
                                     });
                                 }
                             });
@@ -499,7 +520,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         return Err(self.cancelled(state, run));
                     }
                     if heard.contains(Interest::STATES) {
-                        self.tell(single, |o| o.on_state_enter(run.run_id(), state));
+                        self.tell(single, |o| o.state_entered(run.run_id(), state));
                     }
                     if let Some(journal) = run.journal()
                         && handler.writes_checkpoint()
@@ -563,11 +584,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Tells the observers of an event: `single`, when the run keeps its lone observer
     /// at hand, or each of them.
     #[inline(always)]
-    fn tell(
-        &self,
-        single: Option<&dyn WorkflowObserver>,
-        mut f: impl FnMut(&dyn WorkflowObserver),
-    ) {
+    fn tell(&self, single: Option<&dyn RunObserver>, mut f: impl FnMut(&dyn RunObserver)) {
         match single {
             Some(observer) => f(observer),
             None => self.spec.observers.each(f),
@@ -653,7 +670,7 @@ enum Before {
     Nothing,
     State,
     Start,
-    /// Both, in one call ([`WorkflowObserver::on_state_and_task_start`]).
+    /// Both, in one call ([`RunObserver::state_and_task_started`]).
     Both,
 }
 

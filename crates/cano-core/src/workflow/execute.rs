@@ -147,7 +147,7 @@ where
             let run_id = around.run().run_id();
             around
                 .observers()
-                .each(|o| o.on_task_start(run_id, state, entry.name(), 1));
+                .each(|o| o.task_started(run_id, state, entry.name(), 1));
         }
         // The first attempt is awaited right here, not through combinators, so the
         // common case (no timeout, success) compiles into the caller's poll; the retry
@@ -274,7 +274,7 @@ pub(crate) fn after_first_attempt<'a, S: Debug, K, T: TaskParts<S, K> + ?Sized>(
 #[inline]
 fn tell_success<S: Debug>(observers: &Observers, run: &RunContext, state: &S, name: &str) {
     if !observers.is_empty() {
-        observers.each(|o| o.on_task_success(run.run_id(), state, name));
+        observers.each(|o| o.task_succeeded(run.run_id(), state, name));
     }
 }
 
@@ -296,7 +296,7 @@ fn report<S: Debug, K, T: TaskParts<S, K> + ?Sized>(
         Err(failure) => {
             let error = final_error(failure, entry.config(), state, name);
             if !observers.is_empty() {
-                observers.each(|o| o.on_task_failure(run.run_id(), state, name, &error));
+                observers.each(|o| o.task_failed(run.run_id(), state, name, &error));
             }
             Err(error)
         }
@@ -322,7 +322,7 @@ fn retry_after<'a, S: Debug, K>(
             attempt += 1;
             let n = attempt;
             if !observers.is_empty() {
-                observers.each(|o| o.on_task_start(run.run_id(), state, name, n));
+                observers.each(|o| o.task_started(run.run_id(), state, name, n));
             }
             n
         };
@@ -333,11 +333,11 @@ fn retry_after<'a, S: Debug, K>(
                 ErrorClass::Retryable
             }
         };
-        let on_retry = |event: RetryEvent<'_, CanoError>| {
+        let task_retrying = |event: RetryEvent<'_, CanoError>| {
             if !observers.is_empty() {
                 let error = attempt_error(event.error, config, state, name);
                 observers.each(|o| {
-                    o.on_retry(
+                    o.task_retrying(
                         run.run_id(),
                         state,
                         name,
@@ -364,7 +364,7 @@ fn retry_after<'a, S: Debug, K>(
                         spans::attempt(guarded_attempt(task, config, resources, site), name, n)
                     },
                     classify,
-                    on_retry,
+                    task_retrying,
                 )
                 .await
         } else {
@@ -377,7 +377,7 @@ fn retry_after<'a, S: Debug, K>(
                         caught(spans::attempt(task.run(resources), name, n))
                     },
                     classify,
-                    on_retry,
+                    task_retrying,
                 )
                 .await
         }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::error::CanoError;
 use crate::hash::FastBuildHasher;
-use crate::observer::{Observers, WorkflowObserver};
+use crate::observer::{ObserverArc, Observers};
 use crate::resource::{DefaultKey, ResourceKey, Resources};
 use crate::run::SharedRuns;
 use crate::task::{RegisteredTask, Task};
@@ -366,9 +366,14 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         self
     }
 
-    /// Tells `observer` about every run of this workflow (see [`WorkflowObserver`]).
-    pub fn with_observer(mut self, observer: Arc<dyn WorkflowObserver>) -> Self {
-        self.spec_mut().observers.push(observer);
+    /// Tells `observer` about every run of this workflow: a [`WorkflowObserver`]
+    /// (cano 0.13's callbacks by name) or a [`RunObserver`] (run id, state value and
+    /// more), as a concrete type or a trait object. May be called again to add more;
+    /// each event reaches them in the order they were added.
+    ///
+    /// [`WorkflowObserver`]: crate::observer::WorkflowObserver
+    pub fn with_observer<O: ObserverArc + ?Sized>(mut self, observer: Arc<O>) -> Self {
+        self.spec_mut().observers.push(observer.into_run_observer());
         self
     }
 

@@ -448,7 +448,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let encoded = (checkpointing.encode)(&state);
             match (result, encoded) {
                 (Ok(()), Ok(bytes)) => {
-                    journal.finish(bytes, label).await?;
+                    if let Some(uncleared) = journal.finish(bytes, label).await? {
+                        self.tell_clear_failed(&run, &uncleared);
+                    }
                     Ok(state)
                 }
                 (Ok(()), Err(e)) => Err(e.at(&state, "")),
@@ -459,7 +461,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 {
                     // Rolled back: nothing is left to resume. A store that fails here
                     // leaves a log whose resume only reports the rollback again.
-                    let _ = journal.rolled_back(&error.to_string()).await;
+                    if let Ok(Some(uncleared)) = journal.rolled_back(&error.to_string()).await {
+                        self.tell_clear_failed(&run, &uncleared);
+                    }
                     Err(error)
                 }
                 (Err(error), Ok(bytes)) => {
@@ -469,6 +473,16 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 (Err(error), Err(_)) => Err(error),
             }
         })
+    }
+
+    /// Tells the observers that a finished run's log could not be cleared.
+    #[cold]
+    fn tell_clear_failed(&self, run: &RunContext, error: &CanoError) {
+        let observers = &self.spec.observers;
+        if !observers.is_empty() {
+            let workflow = &self.spec.recovery.workflow_id;
+            observers.each(|o| o.checkpoint_clear_failed(run.run_id(), workflow, error));
+        }
     }
 
     /// Writes the `Enter` row of `state`; boxed, as only checkpointed runs need it.
@@ -486,7 +500,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             if let Some(seq) = journal.enter(bytes, format!("{state:?}")).await? {
                 let observers = &self.spec.observers;
                 if !observers.is_empty() {
-                    observers.each(|o| o.on_checkpoint(run.run_id(), state, seq));
+                    observers.each(|o| {
+                        o.checkpointed(run.run_id(), &self.spec.recovery.workflow_id, state, seq)
+                    });
                 }
             }
             Ok(())

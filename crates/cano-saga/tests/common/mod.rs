@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use cano_core::{
-    CanoError, Resources, RunId, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver,
-};
+use cano_core::{CanoError, Resources, RunId, RunObserver, Task, TaskConfig, TaskResult, Workflow};
 use cano_saga::CompensatableTask;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -225,20 +223,20 @@ impl Events {
     }
 }
 
-impl WorkflowObserver for Events {
-    fn on_compensation_start(&self, run: RunId, state: &dyn std::fmt::Debug, task: &str) {
+impl RunObserver for Events {
+    fn compensation_started(&self, run: RunId, state: &dyn std::fmt::Debug, task: &str) {
         self.0
             .lock()
             .unwrap()
             .push((run, format!("start {state:?} {task}")));
     }
-    fn on_compensation_success(&self, run: RunId, state: &dyn std::fmt::Debug, task: &str) {
+    fn compensation_succeeded(&self, run: RunId, state: &dyn std::fmt::Debug, task: &str) {
         self.0
             .lock()
             .unwrap()
             .push((run, format!("undone {state:?} {task}")));
     }
-    fn on_compensation_failure(
+    fn compensation_failed(
         &self,
         run: RunId,
         state: &dyn std::fmt::Debug,
