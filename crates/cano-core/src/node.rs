@@ -19,7 +19,7 @@
 //!     type ExecResult = u64;
 //!
 //!     async fn prep(&self, res: &Resources) -> Result<Vec<u64>, CanoError> {
-//!         res.get::<MemoryStore, _>("store")?.get("numbers")
+//!         Ok(res.get::<MemoryStore, _>("store")?.get("numbers")?)
 //!     }
 //!     async fn exec(&self, numbers: Vec<u64>) -> u64 {
 //!         numbers.iter().sum()

@@ -331,7 +331,7 @@ async fn a_bounded_wait_gives_up_with_rate_limited() {
 async fn breakers_and_limiters_are_resources_with_health() {
     let breaker = breaker(1);
     let limiter = Arc::new(RateLimiter::windowed(10, Duration::from_secs(1)).unwrap());
-    let resources = Resources::new()
+    let resources: Resources = Resources::new()
         .insert_shared("breaker", breaker.clone())
         .insert_shared("limiter", limiter);
     assert_eq!(resources.overall_health().await, HealthStatus::Healthy);

@@ -236,6 +236,14 @@ impl CanoError {
         })
     }
 
+    /// Puts what was being done in front of the message, keeping the variant (so code
+    /// matching on it still matches): `setup of resource "db": connection refused`.
+    pub fn with_context(mut self, context: impl fmt::Display) -> Self {
+        let inner = self.inner_mut();
+        inner.message = Cow::Owned(format!("{context}: {}", inner.message));
+        self
+    }
+
     /// Adds how to fix it.
     pub fn with_hint(mut self, hint: impl Into<Cow<'static, str>>) -> Self {
         self.inner_mut().hint = Some(hint.into());

@@ -92,8 +92,15 @@ pub fn from_resources(item: TokenStream) -> syn::Result<TokenStream> {
             }
         }
         let lookup = match key {
-            Key::Str(s) => quote!(res.get::<#inner, str>(#s)?),
-            Key::Path(p) => quote!(res.get::<#inner, _>(&#p)?),
+            Key::Str(s) => {
+                let context = format!("field `{ident}` (key {:?})", s.value());
+                quote!(res.get::<#inner, str>(#s).map_err(|e| e.with_context(#context))?)
+            }
+            Key::Path(p) => {
+                let shown = quote!(#p).to_string().replace(' ', "");
+                let context = format!("field `{ident}` (key {shown})");
+                quote!(res.get::<#inner, _>(&#p).map_err(|e| e.with_context(#context))?)
+            }
         };
         inits.push(quote!(#ident: #lookup));
     }

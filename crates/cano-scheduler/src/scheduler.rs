@@ -79,7 +79,7 @@ impl Scheduler {
                     if up {
                         resources.setup_all().await
                     } else {
-                        resources.teardown_all().await
+                        resources.try_teardown_all().await
                     }
                 })
             });

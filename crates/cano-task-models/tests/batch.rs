@@ -120,7 +120,7 @@ async fn run(job: Job) -> Result<Vec<Result<u64, String>>, CanoError> {
         .register(S::Run, job)
         .add_exit_state(S::Done);
     workflow.orchestrate(S::Run).await?;
-    out.get("results")
+    Ok(out.get("results")?)
 }
 
 #[tokio::test(start_paused = true)]

@@ -55,7 +55,7 @@ async fn handle_request(body: String) -> Result<usize, CanoError> {
     build_workflow(store.clone())
         .orchestrate(Text::Parse)
         .await?;
-    store.get("distinct")
+    Ok(store.get("distinct")?)
 }
 
 #[tokio::main]

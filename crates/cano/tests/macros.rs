@@ -105,7 +105,7 @@ async fn enum_keyed_resources_with_from_resources_and_lifecycle() {
     assert_eq!(Save.config(), TaskConfig::minimal());
     assert_eq!(
         workflow.resources().overall_health().await,
-        HealthStatus::Unhealthy("Db: closed".into())
+        HealthStatus::Unhealthy("`Db`: closed".into())
     );
 }
 
@@ -141,11 +141,11 @@ fn from_resources_reports_a_missing_key_and_a_wrong_type() {
 
 #[test]
 fn try_insert_refuses_a_taken_key() {
-    let res = Resources::new().insert("a", Settings { prefix: "x" });
+    let res: Resources = Resources::new().insert("a", Settings { prefix: "x" });
     let err = res
         .try_insert("a", Settings { prefix: "y" })
         .expect_err("duplicate");
-    assert!(matches!(err, CanoError::Configuration(_)));
+    assert!(matches!(err, CanoError::ResourceDuplicateKey(_)));
     assert!(err.to_string().contains("\"a\""), "{err}");
 }
 
@@ -157,7 +157,7 @@ impl Double {
     type ExecResult = u32;
 
     async fn prep(&self, res: &Resources) -> Result<u32, CanoError> {
-        res.get::<MemoryStore, _>("store")?.get("n")
+        Ok(res.get::<MemoryStore, _>("store")?.get("n")?)
     }
     async fn exec(&self, n: u32) -> u32 {
         n * 2

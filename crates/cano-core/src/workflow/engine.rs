@@ -387,7 +387,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 outcome = Err(self.roll_back(saga, run, original).await);
             }
             if managed {
-                let teardown = self.spec.resources.teardown_all().await;
+                let teardown = self.spec.resources.try_teardown_all().await;
                 // A run's own error matters more than a teardown error after it.
                 if let (Ok(()), Err(e)) = (&outcome, teardown) {
                     return Err(e);

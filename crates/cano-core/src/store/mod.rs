@@ -20,10 +20,13 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::error::CanoError;
 use crate::hash::FastBuildHasher;
 use crate::resource::Resource;
 use crate::util::{short_type_name, shorten};
+
+mod error;
+
+pub use error::{StoreError, StoreResult};
 
 /// Independent locks of a shared store; keys hash to one of them, so unrelated keys
 /// rarely contend.
@@ -59,7 +62,7 @@ impl Default for MemoryStore {
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("len", &self.len())
+            .field("len", &self.count())
             .finish()
     }
 }
@@ -107,7 +110,7 @@ impl MemoryStore {
         &self,
         key: impl Into<String>,
         value: T,
-    ) -> Result<(), CanoError> {
+    ) -> StoreResult<()> {
         let key = key.into();
         let value = Value {
             data: Arc::new(value),
@@ -119,21 +122,20 @@ impl MemoryStore {
 
     /// A clone of the value under `key`.
     ///
-    /// Fails with [`CanoError::Store`] naming the key if it is missing, or both types if
-    /// the value has another type.
-    pub fn get<T: Clone + Send + Sync + 'static>(&self, key: &str) -> Result<T, CanoError> {
+    /// Fails with [`StoreError::KeyNotFound`] naming the key if it is missing, or
+    /// [`StoreError::TypeMismatch`] naming both types if the value has another type.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self, key: &str) -> StoreResult<T> {
         self.get_shared::<T>(key).map(|v| T::clone(&v))
     }
 
     /// The value under `key`, shared rather than cloned.
-    pub fn get_shared<T: Send + Sync + 'static>(&self, key: &str) -> Result<Arc<T>, CanoError> {
+    pub fn get_shared<T: Send + Sync + 'static>(&self, key: &str) -> StoreResult<Arc<T>> {
         let value = read(self.shard(key)).get(key).cloned();
         let Some(value) = value else {
-            return Err(CanoError::store(format!(
-                "no value under key {key:?} (wanted a `{}`)",
+            return Err(StoreError::KeyNotFound(format!(
+                "Key '{key}' not found in store (wanted a `{}`)",
                 short_type_name::<T>()
-            ))
-            .with_hint("put it in an earlier state, or check the key's spelling"));
+            )));
         };
         value
             .data
@@ -141,19 +143,26 @@ impl MemoryStore {
             .map_err(|_| mismatch::<T>(key, value.type_name))
     }
 
+    /// Removes the value under `key`; removing a missing key does nothing.
+    pub fn remove(&self, key: &str) -> StoreResult<()> {
+        self.take(key);
+        Ok(())
+    }
+
     /// Removes the value under `key`; returns whether there was one.
-    pub fn remove(&self, key: &str) -> bool {
+    pub fn take(&self, key: &str) -> bool {
         write(self.shard(key)).remove(key).is_some()
     }
 
     /// Appends `item` to the `Vec<T>` under `key`, creating it if missing.
     ///
-    /// Fails with [`CanoError::Store`] if the key holds something other than a `Vec<T>`.
+    /// Fails with [`StoreError::AppendTypeMismatch`] (the value is kept) if the key
+    /// holds something other than a `Vec<T>`.
     pub fn append<T: Clone + Send + Sync + 'static>(
         &self,
         key: impl Into<String>,
         item: T,
-    ) -> Result<(), CanoError> {
+    ) -> StoreResult<()> {
         let key = key.into();
         let mut shard = write(self.shard(&key));
         match shard.get_mut(&key) {
@@ -167,7 +176,11 @@ impl MemoryStore {
             }
             Some(value) => {
                 let Some(items) = value.data.downcast_ref::<Vec<T>>() else {
-                    return Err(mismatch::<Vec<T>>(&key, value.type_name));
+                    return Err(StoreError::AppendTypeMismatch(format!(
+                        "Cannot append to key '{key}': it holds a `{}`, not a `{}`",
+                        shorten(value.type_name),
+                        short_type_name::<Vec<T>>()
+                    )));
                 };
                 // Copy-on-write: readers holding the old Arc keep their snapshot.
                 let mut items = items.clone();
@@ -179,45 +192,55 @@ impl MemoryStore {
     }
 
     /// Whether a value is stored under `key`.
-    pub fn contains_key(&self, key: &str) -> bool {
+    pub fn contains_key(&self, key: &str) -> StoreResult<bool> {
+        Ok(self.has(key))
+    }
+
+    /// Whether a value is stored under `key` (the infallible form of
+    /// [`contains_key`](Self::contains_key)).
+    pub fn has(&self, key: &str) -> bool {
         read(self.shard(key)).contains_key(key)
     }
 
     /// Every key, in no particular order.
-    pub fn keys(&self) -> Vec<String> {
-        let mut keys = Vec::with_capacity(self.len());
+    pub fn keys(&self) -> StoreResult<Vec<Arc<str>>> {
+        let mut keys = Vec::with_capacity(self.count());
         for shard in self.shards.iter() {
-            keys.extend(read(shard).keys().cloned());
+            keys.extend(read(shard).keys().map(|k| Arc::from(k.as_str())));
         }
-        keys
+        Ok(keys)
     }
 
     /// How many values are stored.
-    pub fn len(&self) -> usize {
+    pub fn len(&self) -> StoreResult<usize> {
+        Ok(self.count())
+    }
+
+    /// How many values are stored (the infallible form of [`len`](Self::len)).
+    pub fn count(&self) -> usize {
         self.shards.iter().map(|s| read(s).len()).sum()
     }
 
     /// Whether the store is empty.
-    pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(|s| read(s).is_empty())
+    pub fn is_empty(&self) -> StoreResult<bool> {
+        Ok(self.shards.iter().all(|s| read(s).is_empty()))
     }
 
     /// Removes every value.
-    pub fn clear(&self) {
+    pub fn clear(&self) -> StoreResult<()> {
         for shard in self.shards.iter() {
             write(shard).clear();
         }
+        Ok(())
     }
 }
 
-fn mismatch<T>(key: &str, stored: &'static str) -> CanoError {
-    CanoError::store(format!(
-        "key {key:?} holds a `{}`, not the requested `{}`",
+fn mismatch<T>(key: &str, stored: &'static str) -> StoreError {
+    StoreError::TypeMismatch(format!(
+        "key '{key}' holds a `{}`, not the requested `{}`",
         shorten(stored),
         short_type_name::<T>()
     ))
-    .with_hint("read it with the type it was written with, or use another key")
-    .permanent()
 }
 
 #[cfg(test)]
@@ -234,21 +257,36 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let clone = store.clone();
         clone.put("m", "x".to_string()).unwrap();
-        assert!(store.contains_key("m"));
+        assert!(store.contains_key("m").unwrap());
     }
 
     #[test]
     fn missing_and_mismatched_keys_are_clear_errors() {
         let store = MemoryStore::new();
         let err = store.get::<u32>("nope").unwrap_err();
-        assert!(matches!(err, CanoError::Store(_)));
-        assert!(err.to_string().contains("\"nope\""));
+        assert_eq!(
+            err,
+            StoreError::KeyNotFound("Key 'nope' not found in store (wanted a `u32`)".into())
+        );
+        // Inside a task, `?` makes it a CanoError::Store with the same text and a hint.
+        let task_error = crate::error::CanoError::from(err);
+        assert!(
+            matches!(task_error, crate::error::CanoError::Store(ref m) if m.contains("Key 'nope' not found"))
+        );
+        assert!(!task_error.is_permanent());
         store.put("s", "text".to_string()).unwrap();
         let err = store.append("s", 1u8).unwrap_err();
         assert!(
-            err.to_string().contains("String") && err.to_string().contains("Vec<u8>"),
+            matches!(err, StoreError::AppendTypeMismatch(ref m)
+            if m.contains("`String`, not a `Vec<u8>`")),
             "{err}"
         );
+        assert_eq!(
+            store.get::<String>("s").unwrap(),
+            "text",
+            "a failed append keeps the value"
+        );
+        assert!(crate::error::CanoError::from(err).is_permanent());
     }
 
     #[test]
@@ -258,14 +296,16 @@ mod tests {
             for i in 0..40 {
                 store.put(format!("k{i}"), i).unwrap();
             }
-            assert_eq!(store.len(), 40);
-            assert_eq!(store.keys().len(), 40);
+            assert_eq!(store.len().unwrap(), 40);
+            assert_eq!(store.keys().unwrap().len(), 40);
             assert_eq!(store.get::<i32>("k7").unwrap(), 7);
-            assert!(store.remove("k3"));
-            assert!(!store.remove("k3"));
-            assert_eq!(store.len(), 39);
-            store.clear();
-            assert!(store.is_empty());
+            assert!(store.take("k3"));
+            assert!(!store.take("k3"));
+            store.remove("k4").unwrap();
+            store.remove("k4").unwrap();
+            assert_eq!(store.count(), 38);
+            store.clear().unwrap();
+            assert!(store.is_empty().unwrap());
         }
     }
 
@@ -279,7 +319,9 @@ mod tests {
         store.put("v", vec![Some(1u8)]).unwrap();
         let err = store.get::<String>("v").unwrap_err().to_string();
         assert!(
-            err.contains("holds a `Vec<Option<u8>>`, not the requested `String`"),
+            err.contains(
+                "Type mismatch: key 'v' holds a `Vec<Option<u8>>`, not the requested `String`"
+            ),
             "{err}"
         );
     }
