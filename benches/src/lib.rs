@@ -129,9 +129,9 @@ pub fn guarded_linear_workflow(breaker: &Arc<CircuitBreaker>) -> Workflow<Step> 
 /// A breaker that never opens in a benchmark (nothing fails).
 pub fn bench_breaker() -> Arc<CircuitBreaker> {
     Arc::new(
-        CircuitBreaker::named(
+        CircuitBreaker::try_named(
             "bench",
-            CircuitPolicy::consecutive(5, std::time::Duration::from_secs(30)),
+            BreakerPolicy::consecutive(5, std::time::Duration::from_secs(30)),
         )
         .expect("a valid policy"),
     )

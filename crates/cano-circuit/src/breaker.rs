@@ -17,12 +17,15 @@ use std::time::Duration;
 use cano_error::CanoError;
 
 use crate::clock::{Clock, nanos};
-use crate::policy::{CircuitPolicy, TripRule};
+use crate::policy::{BreakerPolicy, CircuitPolicy, TripRule};
 use crate::window::Window;
 
 const CLOSED: u64 = 0;
 const OPEN: u64 = 1;
 const HALF_OPEN: u64 = 2;
+/// A breaker built from a policy with mistakes: it refuses every call with the
+/// `Configuration` error that names them (never a panic).
+const MISCONFIGURED: u64 = 3;
 const STATE_MASK: u64 = 3;
 
 /// Where a breaker stands.
@@ -40,8 +43,9 @@ impl CircuitState {
     fn of(word: u64) -> Self {
         match word & STATE_MASK {
             CLOSED => Self::Closed,
-            OPEN => Self::Open,
-            _ => Self::HalfOpen,
+            HALF_OPEN => Self::HalfOpen,
+            // A misconfigured breaker refuses every call, as an open one does.
+            _ => Self::Open,
         }
     }
 }
@@ -78,7 +82,11 @@ struct Probes {
 /// use cano_circuit::{CircuitBreaker, CircuitPolicy, CircuitState};
 /// use cano_error::CanoError;
 ///
-/// let breaker = CircuitBreaker::new(CircuitPolicy::consecutive(2, Duration::from_secs(10)))?;
+/// let breaker = CircuitBreaker::new(CircuitPolicy {
+///     failure_threshold: 2,
+///     reset_timeout: Duration::from_secs(10),
+///     half_open_max_calls: 1,
+/// });
 /// for _ in 0..2 {
 ///     let permit = breaker.try_acquire()?;
 ///     breaker.record_failure(permit);
@@ -95,40 +103,79 @@ pub struct CircuitBreaker {
     retry_at: AtomicU64,
     window: Option<Window>,
     probes: Mutex<Probes>,
-    policy: CircuitPolicy,
+    policy: BreakerPolicy,
+    /// The policy in 0.13's terms, for [`policy`](Self::policy).
+    simple: CircuitPolicy,
+    /// What is wrong with the policy, if anything (the word is then `MISCONFIGURED`).
+    mistake: Option<CanoError>,
     clock: Clock,
     name: Cow<'static, str>,
 }
 
 impl CircuitBreaker {
-    /// A closed breaker following `policy`; a `Configuration` error names every mistake
-    /// in the policy (a zero threshold, a rate outside (0, 1], an empty window...).
-    pub fn new(policy: CircuitPolicy) -> Result<Self, CanoError> {
+    /// A closed breaker following `policy`: a [`CircuitPolicy`] (cano 0.13's fields) or a
+    /// [`BreakerPolicy`].
+    ///
+    /// A policy with mistakes (a zero threshold, a rate outside (0, 1], an empty
+    /// window...) does not panic: the breaker refuses every call with a permanent
+    /// [`CanoError::Configuration`] naming every mistake, so the first run that uses it
+    /// fails with that error. [`try_new`](Self::try_new) returns the error at once.
+    pub fn new(policy: impl Into<BreakerPolicy>) -> Self {
         Self::named("circuit breaker", policy)
     }
 
     /// Like [`new`](Self::new), with a name that errors and observers use (the
     /// dependency it guards, say `"payments-api"`).
-    pub fn named(
-        name: impl Into<Cow<'static, str>>,
-        policy: CircuitPolicy,
-    ) -> Result<Self, CanoError> {
+    pub fn named(name: impl Into<Cow<'static, str>>, policy: impl Into<BreakerPolicy>) -> Self {
         let name = name.into();
-        policy.check(&name)?;
+        let policy = policy.into();
+        let mistake = policy.check(&name).err();
         let window = match policy.rule {
-            TripRule::FailureRate { window, .. } => Some(Window::new(window)),
-            TripRule::Consecutive { .. } => None,
+            TripRule::FailureRate { window, .. } if mistake.is_none() => Some(Window::new(window)),
+            _ => None,
         };
-        Ok(Self {
-            word: AtomicU64::new(CLOSED),
+        Self {
+            word: AtomicU64::new(if mistake.is_some() {
+                MISCONFIGURED
+            } else {
+                CLOSED
+            }),
             failures: AtomicU32::new(0),
             retry_at: AtomicU64::new(0),
             window,
             probes: Mutex::new(Probes::default()),
+            simple: policy.simple(),
             policy,
+            mistake,
             clock: Clock::new(),
             name,
-        })
+        }
+    }
+
+    /// Like [`new`](Self::new), but a policy with mistakes is refused here, with the
+    /// `Configuration` error naming them.
+    pub fn try_new(policy: impl Into<BreakerPolicy>) -> Result<Self, CanoError> {
+        let breaker = Self::new(policy);
+        breaker.check()?;
+        Ok(breaker)
+    }
+
+    /// Like [`named`](Self::named), but a policy with mistakes is refused here.
+    pub fn try_named(
+        name: impl Into<Cow<'static, str>>,
+        policy: impl Into<BreakerPolicy>,
+    ) -> Result<Self, CanoError> {
+        let breaker = Self::named(name, policy);
+        breaker.check()?;
+        Ok(breaker)
+    }
+
+    /// `Ok` if the policy is sound; otherwise the error every call gets.
+    pub fn check(&self) -> Result<(), CanoError> {
+        match &self.mistake {
+            None => Ok(()),
+            Some(mistake) => Err(mistake.clone()),
+        }
     }
 
     /// The breaker's name.
@@ -136,8 +183,14 @@ impl CircuitBreaker {
         &self.name
     }
 
-    /// Its policy.
+    /// Its policy in cano 0.13's three fields (a failure-rate rule shows its
+    /// `min_calls` as the threshold); [`breaker_policy`](Self::breaker_policy) has all of it.
     pub fn policy(&self) -> &CircuitPolicy {
+        &self.simple
+    }
+
+    /// Its full policy.
+    pub fn breaker_policy(&self) -> &BreakerPolicy {
         &self.policy
     }
 
@@ -166,6 +219,9 @@ impl CircuitBreaker {
 
     #[cold]
     fn acquire_slow(&self, seen: u64) -> Result<Permit<'_>, CanoError> {
+        if let Some(mistake) = &self.mistake {
+            return Err(mistake.clone());
+        }
         if seen & STATE_MASK == OPEN {
             // Refusing needs no lock: the lock is only for turning half-open.
             self.still_cooling()?;
@@ -193,7 +249,7 @@ impl CircuitBreaker {
                 "circuit breaker `{}` is half-open and its {} probe call(s) are still running; this call is refused until they report",
                 self.name, probes.in_flight
             ))
-            .with_hint("retry after the probes finish, or allow more with CircuitPolicy::with_half_open_probes")),
+            .with_hint("retry after the probes finish, or allow more probes (half_open_max_calls)")),
         }
     }
 
@@ -437,11 +493,60 @@ mod tests {
     use super::*;
 
     fn breaker(threshold: u32) -> CircuitBreaker {
-        CircuitBreaker::new(CircuitPolicy::consecutive(
+        CircuitBreaker::try_new(BreakerPolicy::consecutive(
             threshold,
             Duration::from_secs(5),
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_bad_policy_never_panics_and_every_call_names_the_mistake() {
+        for policy in [
+            CircuitPolicy {
+                failure_threshold: 0,
+                ..Default::default()
+            },
+            CircuitPolicy {
+                half_open_max_calls: 0,
+                ..Default::default()
+            },
+            CircuitPolicy {
+                failure_threshold: 0,
+                reset_timeout: Duration::MAX,
+                half_open_max_calls: 0,
+            },
+        ] {
+            let b = CircuitBreaker::named("ledger", policy);
+            assert_eq!(b.state(), CircuitState::Open, "it refuses calls");
+            for _ in 0..3 {
+                let err = b.try_acquire().unwrap_err();
+                assert!(matches!(err, CanoError::Configuration(_)), "{err}");
+                assert!(err.is_permanent(), "retrying cannot fix a policy");
+                assert!(err.to_string().contains("`ledger`"), "{err}");
+            }
+            assert_eq!(b.check().unwrap_err(), b.try_acquire().unwrap_err());
+            assert!(CircuitBreaker::try_new(policy).is_err());
+            assert_eq!(*b.policy(), policy, "the policy reads back as given");
+        }
+    }
+
+    #[test]
+    fn the_0_13_policy_probes_and_closes_with_half_open_max_calls() {
+        let b = CircuitBreaker::new(CircuitPolicy {
+            failure_threshold: 1,
+            reset_timeout: Duration::ZERO,
+            half_open_max_calls: 2,
+        });
+        assert_eq!(fail(&b), Some(CircuitState::Open));
+        // Two probes at once, a third is refused; both must succeed to close.
+        let first = b.try_acquire().unwrap();
+        let second = b.try_acquire().unwrap();
+        assert!(matches!(b.try_acquire(), Err(CanoError::CircuitOpen(_))));
+        assert_eq!(b.record_success(first), None);
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert_eq!(b.record_success(second), Some(CircuitState::Closed));
+        assert_eq!(b.breaker_policy().successes_to_close(), 2);
     }
 
     fn fail(b: &CircuitBreaker) -> Option<CircuitState> {
@@ -494,8 +599,8 @@ mod tests {
         b.record_error(permit, &CanoError::configuration("bad input"));
         assert_eq!(b.state(), CircuitState::Closed);
 
-        let picky = CircuitBreaker::new(
-            CircuitPolicy::consecutive(1, Duration::from_secs(1))
+        let picky = CircuitBreaker::try_new(
+            BreakerPolicy::consecutive(1, Duration::from_secs(1))
                 .with_classifier(|e| !e.message().starts_with("invalid")),
         )
         .unwrap();
@@ -511,11 +616,11 @@ mod tests {
     fn bad_policies_are_configuration_errors_naming_the_setting() {
         let cases = [
             (
-                CircuitPolicy::consecutive(0, Duration::from_secs(1)),
+                BreakerPolicy::consecutive(0, Duration::from_secs(1)),
                 "failure threshold is 0",
             ),
             (
-                CircuitPolicy::failure_rate(
+                BreakerPolicy::failure_rate(
                     0.0,
                     10,
                     Duration::from_secs(1),
@@ -524,24 +629,24 @@ mod tests {
                 "outside (0, 1]",
             ),
             (
-                CircuitPolicy::failure_rate(0.5, 10, Duration::ZERO, Duration::from_secs(1)),
+                BreakerPolicy::failure_rate(0.5, 10, Duration::ZERO, Duration::from_secs(1)),
                 "window is empty",
             ),
             (
-                CircuitPolicy::failure_rate(0.5, 0, Duration::from_secs(1), Duration::from_secs(1)),
+                BreakerPolicy::failure_rate(0.5, 0, Duration::from_secs(1), Duration::from_secs(1)),
                 "min_calls is 0",
             ),
             (
-                CircuitPolicy::default().with_half_open_probes(0),
+                BreakerPolicy::default().with_half_open_probes(0),
                 "half_open_probes is 0",
             ),
             (
-                CircuitPolicy::default().with_successes_to_close(0),
+                BreakerPolicy::default().with_successes_to_close(0),
                 "successes_to_close is 0",
             ),
         ];
         for (policy, expected) in cases {
-            let err = CircuitBreaker::named("search", policy).unwrap_err();
+            let err = CircuitBreaker::try_named("search", policy).unwrap_err();
             assert!(matches!(err, CanoError::Configuration(_)));
             let text = err.to_string();
             assert!(
@@ -549,7 +654,7 @@ mod tests {
                 "{text}"
             );
         }
-        let nan = CircuitPolicy::failure_rate(f64::NAN, 1, Duration::from_secs(1), Duration::ZERO);
-        assert!(CircuitBreaker::new(nan).is_err());
+        let nan = BreakerPolicy::failure_rate(f64::NAN, 1, Duration::from_secs(1), Duration::ZERO);
+        assert!(CircuitBreaker::try_new(nan).is_err());
     }
 }

@@ -17,7 +17,11 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), CanoError> {
-//! let breaker = CircuitBreaker::named("inventory", CircuitPolicy::consecutive(3, Duration::from_secs(10)))?;
+//! let breaker = CircuitBreaker::named("inventory", CircuitPolicy {
+//!     failure_threshold: 3,
+//!     reset_timeout: Duration::from_secs(10),
+//!     half_open_max_calls: 1,
+//! });
 //! let limiter = RateLimiter::token_bucket(100, Duration::from_secs(1), 10)?;
 //!
 //! limiter.acquire().await?;
@@ -36,4 +40,4 @@ mod window;
 
 pub use breaker::{CircuitBreaker, CircuitState, Permit};
 pub use limiter::RateLimiter;
-pub use policy::{CircuitPolicy, Classifier, TripRule};
+pub use policy::{BreakerPolicy, CircuitPolicy, Classifier, TripRule};

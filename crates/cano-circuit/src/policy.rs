@@ -1,5 +1,7 @@
-//! [`CircuitPolicy`]: when a breaker opens, how long it stays open, and how it probes its
-//! way closed again.
+//! When a breaker opens, how long it stays open, and how it probes its way closed
+//! again: [`CircuitPolicy`], cano 0.13's three public fields, and [`BreakerPolicy`], the
+//! full set (a failure-rate rule, separate probe and close counts, a classifier). A
+//! `CircuitPolicy` converts into the `BreakerPolicy` that means the same.
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,21 +32,68 @@ pub enum TripRule {
 /// Decides whether an error says something about the guarded dependency's health.
 pub type Classifier = Arc<dyn Fn(&CanoError) -> bool + Send + Sync>;
 
-/// How a [`CircuitBreaker`](crate::CircuitBreaker) behaves.
+/// The simple policy, as cano 0.13 spelled it: open after `failure_threshold` failures
+/// in a row, stay open `reset_timeout`, then let `half_open_max_calls` probes through
+/// at once and close once that many succeeded (one failed probe reopens).
 ///
 /// ```
 /// use std::time::Duration;
-/// use cano_circuit::CircuitPolicy;
+/// use cano_circuit::{CircuitBreaker, CircuitPolicy, CircuitState};
+///
+/// let breaker = CircuitBreaker::new(CircuitPolicy {
+///     failure_threshold: 3,
+///     ..Default::default()
+/// });
+/// assert_eq!(breaker.state(), CircuitState::Closed);
+/// assert_eq!(breaker.policy().reset_timeout, Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CircuitPolicy {
+    /// Failures in a row that open a closed breaker; at least 1.
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses calls before it lets a probe through.
+    pub reset_timeout: Duration,
+    /// Probe calls allowed at once while half-open, and probe successes that close
+    /// the breaker; at least 1.
+    pub half_open_max_calls: u32,
+}
+
+impl Default for CircuitPolicy {
+    /// 5 failures in a row, 30 s open, 1 probe.
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            reset_timeout: Duration::from_secs(30),
+            half_open_max_calls: 1,
+        }
+    }
+}
+
+impl From<CircuitPolicy> for BreakerPolicy {
+    fn from(policy: CircuitPolicy) -> Self {
+        BreakerPolicy::consecutive(policy.failure_threshold, policy.reset_timeout)
+            .with_half_open_probes(policy.half_open_max_calls)
+            .with_successes_to_close(policy.half_open_max_calls)
+    }
+}
+
+/// Everything a [`CircuitBreaker`](crate::CircuitBreaker) can be told: what opens it
+/// ([`TripRule`]), how long it stays open, how many probes run at once and how many
+/// must succeed, and which errors count against the dependency.
+///
+/// ```
+/// use std::time::Duration;
+/// use cano_circuit::BreakerPolicy;
 ///
 /// // Open after 5 failures in a row; after 30 s let 2 probes through at once and
 /// // close after 3 of them succeeded.
-/// let policy = CircuitPolicy::consecutive(5, Duration::from_secs(30))
+/// let policy = BreakerPolicy::consecutive(5, Duration::from_secs(30))
 ///     .with_half_open_probes(2)
 ///     .with_successes_to_close(3);
 /// assert_eq!(policy.reset_timeout(), Duration::from_secs(30));
 /// ```
 #[derive(Clone)]
-pub struct CircuitPolicy {
+pub struct BreakerPolicy {
     pub(crate) rule: TripRule,
     pub(crate) reset_timeout: Duration,
     pub(crate) half_open_probes: u32,
@@ -52,7 +101,7 @@ pub struct CircuitPolicy {
     pub(crate) classifier: Option<Classifier>,
 }
 
-impl Default for CircuitPolicy {
+impl Default for BreakerPolicy {
     /// Opens after 5 consecutive failures, stays open 30 s, then lets one probe through
     /// and closes when it succeeds.
     fn default() -> Self {
@@ -60,7 +109,7 @@ impl Default for CircuitPolicy {
     }
 }
 
-impl CircuitPolicy {
+impl BreakerPolicy {
     /// Opens after `threshold` failures in a row and stays open for `reset_timeout`.
     pub fn consecutive(threshold: u32, reset_timeout: Duration) -> Self {
         Self::with_rule(TripRule::Consecutive { threshold }, reset_timeout)
@@ -203,14 +252,30 @@ impl CircuitPolicy {
                 "circuit breaker `{name}`: {}",
                 problems.join("; ")
             ))
-            .with_hint("fix the CircuitPolicy passed to CircuitBreaker::new"))
+            .with_hint("fix the policy passed to CircuitBreaker::new (CircuitBreaker::try_new reports this when the breaker is built)")
+            .permanent())
         }
     }
 }
 
-impl fmt::Debug for CircuitPolicy {
+impl BreakerPolicy {
+    /// The same policy in cano 0.13's three fields, as near as they can say it: a
+    /// failure-rate rule shows its `min_calls` as the threshold.
+    pub(crate) fn simple(&self) -> CircuitPolicy {
+        CircuitPolicy {
+            failure_threshold: match self.rule {
+                TripRule::Consecutive { threshold } => threshold,
+                TripRule::FailureRate { min_calls, .. } => min_calls,
+            },
+            reset_timeout: self.reset_timeout,
+            half_open_max_calls: self.half_open_probes,
+        }
+    }
+}
+
+impl fmt::Debug for BreakerPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitPolicy")
+        f.debug_struct("BreakerPolicy")
             .field("rule", &self.rule)
             .field("reset_timeout", &self.reset_timeout)
             .field("half_open_probes", &self.half_open_probes)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cano_circuit::{CircuitBreaker, CircuitPolicy, CircuitState};
+use cano_circuit::{BreakerPolicy, CircuitBreaker, CircuitState};
 use cano_error::CanoError;
 
 const RESET: Duration = Duration::from_secs(10);
@@ -20,9 +20,9 @@ fn trip(breaker: &CircuitBreaker, failures: u32) {
 
 #[tokio::test(start_paused = true)]
 async fn refuses_until_the_reset_timeout_then_lets_a_bounded_number_of_probes_through() {
-    let breaker = CircuitBreaker::named(
+    let breaker = CircuitBreaker::try_named(
         "search",
-        CircuitPolicy::consecutive(2, RESET)
+        BreakerPolicy::consecutive(2, RESET)
             .with_half_open_probes(2)
             .with_successes_to_close(2),
     )
@@ -62,7 +62,7 @@ async fn refuses_until_the_reset_timeout_then_lets_a_bounded_number_of_probes_th
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_reopens_for_a_fresh_reset_timeout() {
-    let breaker = CircuitBreaker::new(CircuitPolicy::consecutive(1, RESET)).unwrap();
+    let breaker = CircuitBreaker::try_new(BreakerPolicy::consecutive(1, RESET)).unwrap();
     trip(&breaker, 1);
     tokio::time::advance(RESET).await;
     let probe = breaker.try_acquire().unwrap();
@@ -77,7 +77,7 @@ async fn a_failed_probe_reopens_for_a_fresh_reset_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_released_without_verdict_frees_its_slot() {
-    let breaker = CircuitBreaker::new(CircuitPolicy::consecutive(1, RESET)).unwrap();
+    let breaker = CircuitBreaker::try_new(BreakerPolicy::consecutive(1, RESET)).unwrap();
     trip(&breaker, 1);
     tokio::time::advance(RESET).await;
     let probe = breaker.try_acquire().unwrap();
@@ -90,8 +90,8 @@ async fn a_probe_released_without_verdict_frees_its_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn the_failure_rate_rule_waits_for_enough_calls_and_forgets_old_ones() {
-    let policy = CircuitPolicy::failure_rate(0.5, 4, Duration::from_secs(10), RESET);
-    let breaker = CircuitBreaker::new(policy).unwrap();
+    let policy = BreakerPolicy::failure_rate(0.5, 4, Duration::from_secs(10), RESET);
+    let breaker = CircuitBreaker::try_new(policy).unwrap();
     let call = |ok: bool| {
         let permit = breaker.try_acquire().unwrap();
         if ok {
@@ -114,8 +114,8 @@ async fn the_failure_rate_rule_waits_for_enough_calls_and_forgets_old_ones() {
 
 #[tokio::test]
 async fn call_runs_under_a_permit_and_records_through_the_classifier() {
-    let breaker = CircuitBreaker::new(
-        CircuitPolicy::consecutive(1, RESET)
+    let breaker = CircuitBreaker::try_new(
+        BreakerPolicy::consecutive(1, RESET)
             .with_classifier(|e| !e.message().starts_with("invalid")),
     )
     .unwrap();
@@ -146,7 +146,7 @@ async fn call_runs_under_a_permit_and_records_through_the_classifier() {
 
 #[tokio::test]
 async fn an_abandoned_call_counts_as_a_failure() {
-    let breaker = CircuitBreaker::new(CircuitPolicy::consecutive(1, RESET)).unwrap();
+    let breaker = CircuitBreaker::try_new(BreakerPolicy::consecutive(1, RESET)).unwrap();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let hung = breaker.call(|| async move {
         started_tx.send(()).unwrap();
@@ -163,8 +163,8 @@ async fn an_abandoned_call_counts_as_a_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_breaker_shared_by_many_threads_opens_once_and_probes_stay_bounded() {
     let breaker = Arc::new(
-        CircuitBreaker::new(
-            CircuitPolicy::consecutive(50, Duration::ZERO).with_half_open_probes(3),
+        CircuitBreaker::try_new(
+            BreakerPolicy::consecutive(50, Duration::ZERO).with_half_open_probes(3),
         )
         .unwrap(),
     );

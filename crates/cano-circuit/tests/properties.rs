@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use cano_circuit::{CircuitBreaker, CircuitPolicy, CircuitState, Permit, RateLimiter};
+use cano_circuit::{BreakerPolicy, CircuitBreaker, CircuitState, Permit, RateLimiter};
 use cano_error::CanoError;
 use proptest::prelude::*;
 
@@ -177,14 +177,14 @@ proptest! {
     ) {
         let reset = Duration::from_millis(RESET_MS);
         let policy = match rule {
-            Rule::Consecutive(n) => CircuitPolicy::consecutive(n, reset),
-            Rule::Rate(p, m) => CircuitPolicy::failure_rate(
+            Rule::Consecutive(n) => BreakerPolicy::consecutive(n, reset),
+            Rule::Rate(p, m) => BreakerPolicy::failure_rate(
                 f64::from(p) / 100.0, m, Duration::from_millis(WINDOW_MS), reset),
         }
         .with_half_open_probes(probes)
         .with_successes_to_close(to_close);
         paused_runtime().block_on(async {
-            let breaker = CircuitBreaker::new(policy).unwrap();
+            let breaker = CircuitBreaker::try_new(policy).unwrap();
             let mut model = Model {
                 rule, probes, to_close,
                 state: CircuitState::Closed, epoch: 0, streak: 0, calls: Vec::new(),

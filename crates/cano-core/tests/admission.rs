@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cano_circuit::{CircuitBreaker, CircuitPolicy, CircuitState, RateLimiter};
+use cano_circuit::{BreakerPolicy, CircuitBreaker, CircuitState, RateLimiter};
 use cano_core::{
     CanoError, HealthStatus, Resources, RetryMode, RunId, RunObserver, Task, TaskConfig,
     TaskResult, Workflow,
@@ -108,9 +108,9 @@ impl RunObserver for Log {
 
 fn breaker(threshold: u32) -> Arc<CircuitBreaker> {
     Arc::new(
-        CircuitBreaker::named(
+        CircuitBreaker::try_named(
             "upstream",
-            CircuitPolicy::consecutive(threshold, Duration::from_secs(10)),
+            BreakerPolicy::consecutive(threshold, Duration::from_secs(10)),
         )
         .unwrap(),
     )
@@ -168,8 +168,8 @@ async fn one_breaker_guards_tasks_of_different_workflows() {
 #[tokio::test]
 async fn errors_the_classifier_ignores_do_not_trip_the_breaker() {
     let picky = Arc::new(
-        CircuitBreaker::new(
-            CircuitPolicy::consecutive(1, Duration::from_secs(10))
+        CircuitBreaker::try_new(
+            BreakerPolicy::consecutive(1, Duration::from_secs(10))
                 .with_classifier(|e| e.downcast_ref::<Invalid>().is_none()),
         )
         .unwrap(),

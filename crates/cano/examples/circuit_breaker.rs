@@ -61,9 +61,9 @@ impl RunObserver for BreakerLog {
 
 #[tokio::main]
 async fn main() -> Result<(), CanoError> {
-    let breaker = Arc::new(CircuitBreaker::named(
+    let breaker = Arc::new(CircuitBreaker::try_named(
         "payment-gateway",
-        CircuitPolicy::consecutive(3, Duration::from_millis(500)).with_successes_to_close(2),
+        BreakerPolicy::consecutive(3, Duration::from_millis(500)).with_successes_to_close(2),
     )?);
     let gateway_down = Arc::new(AtomicBool::new(true));
     let workflow = Workflow::bare()

@@ -296,9 +296,9 @@ async fn main() -> Result<(), CanoError> {
             refunds: AtomicU32::new(0),
         }),
         // Five failures in a row would open it; one in three never does.
-        breaker: Arc::new(CircuitBreaker::named(
+        breaker: Arc::new(CircuitBreaker::try_named(
             "payment-gateway",
-            CircuitPolicy::consecutive(5, Duration::from_secs(5)),
+            BreakerPolicy::consecutive(5, Duration::from_secs(5)),
         )?),
         // The gateway allows 100 calls a second, 4 at once.
         limiter: Arc::new(

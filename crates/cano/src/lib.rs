@@ -111,7 +111,6 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use std::time::Duration;
 //! use cano::prelude::*;
 //!
 //! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -132,8 +131,8 @@
 //! # async fn main() -> Result<(), CanoError> {
 //! let breaker = Arc::new(CircuitBreaker::named(
 //!     "upstream",
-//!     CircuitPolicy::consecutive(2, Duration::from_secs(30)),
-//! )?);
+//!     CircuitPolicy { failure_threshold: 2, ..Default::default() },
+//! ));
 //! let workflow = Workflow::bare()
 //!     .register(Step::Fetch, Fetch { breaker: breaker.clone() })
 //!     .add_exit_state(Step::Done);
@@ -452,7 +451,8 @@ pub mod circuit {
 }
 
 pub use cano_circuit::{
-    CircuitBreaker, CircuitPolicy, CircuitState, Permit as CircuitPermit, RateLimiter, TripRule,
+    BreakerPolicy, CircuitBreaker, CircuitPolicy, CircuitState, Permit as CircuitPermit,
+    RateLimiter, TripRule,
 };
 
 pub use cano_core::{
@@ -564,11 +564,11 @@ pub mod testing {
 /// Everything a workflow author needs: `use cano::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        CancellationToken, CanoError, CanoResult, CircuitBreaker, CircuitPermit, CircuitPolicy,
-        CircuitState, FromResources, HealthStatus, Interest, MemoryStore, Node, RateLimiter,
-        Resource, ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle, RunId,
-        RunObserver, RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver, node,
-        resource, task,
+        BreakerPolicy, CancellationToken, CanoError, CanoResult, CircuitBreaker, CircuitPermit,
+        CircuitPolicy, CircuitState, FromResources, HealthStatus, Interest, MemoryStore, Node,
+        RateLimiter, Resource, ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle,
+        RunId, RunObserver, RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver,
+        node, resource, task,
     };
 
     pub use crate::RouterTask;

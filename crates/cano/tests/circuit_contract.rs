@@ -31,7 +31,7 @@ impl Call {
 
 #[test]
 fn permits_are_the_prelude_circuit_permit() {
-    let breaker = CircuitBreaker::new(CircuitPolicy::default()).unwrap();
+    let breaker = CircuitBreaker::try_new(CircuitPolicy::default()).unwrap();
     let permit: CircuitPermit<'_> = breaker.try_acquire().unwrap();
     assert!(!permit.is_probe());
     assert_eq!(breaker.record_success(permit), None);
@@ -40,7 +40,7 @@ fn permits_are_the_prelude_circuit_permit() {
 
 #[tokio::test(start_paused = true)]
 async fn a_task_behind_a_breaker_and_a_limiter_runs_then_is_refused_by_the_limiter() {
-    let breaker = Arc::new(CircuitBreaker::new(CircuitPolicy::default()).unwrap());
+    let breaker = Arc::new(CircuitBreaker::try_new(CircuitPolicy::default()).unwrap());
     let limiter = Arc::new(RateLimiter::windowed(1, Duration::from_secs(1)).unwrap());
     let workflow = Workflow::bare()
         .register(

@@ -162,7 +162,7 @@ impl CompensatableTask<S> for Reserve {
 
 #[tokio::test]
 async fn every_in_process_limit_takes_duration_max() {
-    let breaker = CircuitBreaker::new(CircuitPolicy::consecutive(3, MAX)).unwrap();
+    let breaker = CircuitBreaker::try_new(BreakerPolicy::consecutive(3, MAX)).unwrap();
     let bucket = RateLimiter::token_bucket(1_000, MAX, 1_000).unwrap();
     let window = RateLimiter::windowed(1_000, MAX).unwrap();
     let retrying = TaskConfig::new()
@@ -225,7 +225,7 @@ async fn a_rollback_and_a_timed_run_take_duration_max() {
 
 #[tokio::test]
 async fn a_circuit_breaker_open_for_ever_stays_open_without_panicking() {
-    let breaker = Arc::new(CircuitBreaker::new(CircuitPolicy::consecutive(1, MAX)).unwrap());
+    let breaker = Arc::new(CircuitBreaker::try_new(BreakerPolicy::consecutive(1, MAX)).unwrap());
     let workflow = Workflow::bare()
         .register(S::Go, Refuse)
         .add_exit_state(S::Done);
