@@ -372,6 +372,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// each event reaches them in the order they were added.
     ///
     /// [`WorkflowObserver`]: crate::observer::WorkflowObserver
+    /// [`RunObserver`]: crate::observer::RunObserver
     pub fn with_observer<O: ObserverArc + ?Sized>(mut self, observer: Arc<O>) -> Self {
         self.spec_mut().observers.push(observer.into_run_observer());
         self
