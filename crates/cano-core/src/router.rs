@@ -6,7 +6,7 @@
 //! Register it with [`Workflow::register_router`].
 //!
 //! ```
-//! use cano_core::{CanoError, MemoryStore, Resources, Workflow};
+//! use cano_core::{CanoError, MemoryStore, Resources, TaskResult, Workflow};
 //! use cano_core::router::RouterTask;
 //!
 //! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -16,9 +16,9 @@
 //!
 //! #[async_trait::async_trait] // what `#[cano::task::router]` expands to
 //! impl RouterTask<Order> for ByAmount {
-//!     async fn route(&self, res: &Resources) -> Result<Order, CanoError> {
+//!     async fn route(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
 //!         let amount: u32 = res.get::<MemoryStore, _>("store")?.get("amount")?;
-//!         Ok(if amount >= 1_000 { Order::Express } else { Order::Standard })
+//!         Ok(TaskResult::Single(if amount >= 1_000 { Order::Express } else { Order::Standard }))
 //!     }
 //!
 //!     fn targets(&self) -> Option<Vec<Order>> {
@@ -46,6 +46,7 @@ use futures::FutureExt;
 
 use crate::error::CanoError;
 use crate::resource::{DefaultKey, ResourceKey, Resources};
+use crate::task::TaskResult;
 use crate::util::short_type_name;
 use crate::workflow::handler::{HandlerFuture, HandlerInfo, StateContext, StateHandler};
 use crate::workflow::{Workflow, WorkflowState};
@@ -57,9 +58,10 @@ use crate::workflow::{Workflow, WorkflowState};
 /// it should be registered as one.
 #[async_trait]
 pub trait RouterTask<S, K = DefaultKey>: Send + Sync + 'static {
-    /// Picks the next state. An error fails the run (a router is not retried: it has
-    /// nothing transient to wait out).
-    async fn route(&self, res: &Resources<K>) -> Result<S, CanoError>;
+    /// Picks the next state, as [`TaskResult::Single`] (a router picks one state:
+    /// `Split` fails the run with [`CanoError::Workflow`]). An error fails the run (a
+    /// router is not retried: it has nothing transient to wait out).
+    async fn route(&self, res: &Resources<K>) -> Result<TaskResult<S>, CanoError>;
 
     /// The states this router can pick, when known: [`Workflow::validate`] then checks
     /// that each has a handler or is an exit state, and a route outside them fails the
@@ -73,6 +75,12 @@ pub trait RouterTask<S, K = DefaultKey>: Send + Sync + 'static {
         Cow::Borrowed(short_type_name::<Self>())
     }
 }
+
+/// A router behind a pointer, any type (cano 0.13's name).
+pub type DynRouterTask<S, K = DefaultKey> = dyn RouterTask<S, K> + Send + Sync;
+
+/// A shared router of any type (cano 0.13's name).
+pub type RouterTaskObject<S, K = DefaultKey> = std::sync::Arc<DynRouterTask<S, K>>;
 
 impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Routes with `router` whenever the workflow enters `state` (see [`RouterTask`]).
@@ -108,6 +116,13 @@ where
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Err(CanoError::from_panic(panic)))
+                .and_then(|routed| match routed {
+                    TaskResult::Single(next) => Ok(next),
+                    TaskResult::Split(states) => Err(CanoError::workflow(format!(
+                        "router `{name}` returned TaskResult::Split({states:?}); a router picks one state"
+                    ))
+                    .with_hint("return TaskResult::Single, or register a split state to run branches")),
+                })
                 .and_then(|next| match &self.targets {
                     Some(targets) if !targets.contains(&next) => Err(CanoError::workflow(format!(
                         "router `{name}` picked {next:?}, which is not among the states it declares ({targets:?})"

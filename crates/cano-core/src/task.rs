@@ -46,12 +46,21 @@ pub type TaskFuture<'a, S> =
 /// then runs the task body under the attempt timeout and reports the outcome to the
 /// breaker.
 #[derive(Debug, Clone)]
+///
+/// The fields are public, as in cano 0.13: `TaskConfig { retry_mode, ..Default::default() }`
+/// builds one as well as the `with_*` methods do.
 pub struct TaskConfig {
-    retry_mode: RetryMode,
-    attempt_timeout: Option<Duration>,
-    circuit_breaker: Option<Arc<CircuitBreaker>>,
-    rate_limiter: Option<Arc<RateLimiter>>,
-    max_throttle_wait: Option<Duration>,
+    /// How failed attempts are retried.
+    pub retry_mode: RetryMode,
+    /// The longest one attempt may run (`None`: no limit; `Duration::MAX` is no limit
+    /// too).
+    pub attempt_timeout: Option<Duration>,
+    /// The breaker every attempt asks first, if any.
+    pub circuit_breaker: Option<Arc<CircuitBreaker>>,
+    /// The rate limiter every attempt waits for, if any.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// The longest an attempt waits for the rate limiter (`None`: as long as needed).
+    pub max_throttle_wait: Option<Duration>,
 }
 
 impl PartialEq for TaskConfig {

@@ -29,8 +29,8 @@ struct Decide;
 
 #[async_trait::async_trait]
 impl RouterTask<S> for Decide {
-    async fn route(&self, _res: &Resources) -> Result<S, CanoError> {
-        Ok(S::Ship)
+    async fn route(&self, _res: &Resources) -> Result<TaskResult<S>, CanoError> {
+        Ok(TaskResult::Single(S::Ship))
     }
     fn targets(&self) -> Option<Vec<S>> {
         Some(vec![S::Ship, S::Refund])

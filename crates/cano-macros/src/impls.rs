@@ -16,6 +16,7 @@ pub enum Target {
     Batch,
     Timer,
     Stream,
+    Stepped,
 }
 
 impl Target {
@@ -30,6 +31,7 @@ impl Target {
             Self::Batch => "BatchTask",
             Self::Timer => "TimerTask",
             Self::Stream => "StreamTask",
+            Self::Stepped => "SteppedTask",
         }
     }
 
@@ -41,6 +43,7 @@ impl Target {
             Self::Batch => Some("batch"),
             Self::Timer => Some("timer"),
             Self::Stream => Some("stream"),
+            Self::Stepped => Some("stepped"),
             _ => None,
         }
     }
@@ -57,6 +60,7 @@ impl Target {
             Self::Batch => "task::batch",
             Self::Timer => "task::timer",
             Self::Stream => "task::stream",
+            Self::Stepped => "task::stepped",
         }
     }
 
@@ -68,15 +72,27 @@ impl Target {
             Self::Resource => &["setup", "teardown", "health"],
             Self::Compensatable => &["run", "compensate", "config", "compensation_config", "name"],
             Self::Router => &["route", "targets", "name"],
-            Self::Poll => &["poll", "on_error", "max_wait", "config", "name"],
+            Self::Poll => &[
+                "poll",
+                "on_error",
+                "on_poll_error",
+                "max_wait",
+                "config",
+                "name",
+            ],
             Self::Batch => &[
                 "load",
                 "process_item",
                 "finish",
+                "concurrency",
+                "item_retry",
                 "batch_config",
                 "config",
                 "name",
+                "item_codec",
+                "worker_copy",
             ],
+            Self::Stepped => &["step", "config", "name"],
             Self::Timer => &["deadline", "fire", "config", "name"],
             Self::Stream => &["open", "flush", "finish", "stream_config", "config", "name"],
         };
@@ -86,7 +102,7 @@ impl Target {
                 Self::Node => t.ident == "PrepResult" || t.ident == "ExecResult",
                 Self::Compensatable => t.ident == "Output",
                 Self::Batch => t.ident == "Item" || t.ident == "ItemOutput",
-                Self::Stream => t.ident == "Item" || t.ident == "Cursor",
+                Self::Stream | Self::Stepped => t.ident == "Item" || t.ident == "Cursor",
                 _ => false,
             },
             _ => false,
@@ -142,6 +158,18 @@ pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Resu
         Target::Batch => quote!(),
         _ => quote!(#[::cano::__private::async_trait]),
     };
+    match target {
+        Target::Batch => {
+            let key = match (&block.trait_, &args.key) {
+                (Some(_), _) => trait_args(&block)?.1,
+                (None, Some(key)) => quote!(#key),
+                (None, None) => quote!(::cano::DefaultKey),
+            };
+            adapt_batch(&mut block.items, &key)?;
+        }
+        Target::Stepped => adapt_stepped(&mut block.items)?,
+        _ => {}
+    }
 
     if block.trait_.is_some() {
         if args.state.is_some() || args.key.is_some() {
@@ -273,11 +301,7 @@ fn companion_task(
     let model = quote!(::cano::task::#module::#name<#state, #key>);
     let (body, config) = match target {
         Target::Router => (
-            quote!(::std::boxed::Box::pin(async move {
-                ::std::result::Result::Ok(::cano::TaskResult::Single(
-                    <Self as #model>::route(self, res).await?,
-                ))
-            })),
+            quote!(<Self as #model>::route(self, res)),
             quote!(::cano::TaskConfig::minimal()),
         ),
         _ => {
@@ -311,6 +335,150 @@ fn companion_task(
             }
         }
     }
+}
+
+fn find_fn<'a>(items: &'a [ImplItem], name: &str) -> Option<&'a syn::ImplItemFn> {
+    items.iter().find_map(|item| match item {
+        ImplItem::Fn(f) if f.sig.ident == name => Some(f),
+        _ => None,
+    })
+}
+
+fn has_type(items: &[ImplItem], name: &str) -> bool {
+    items
+        .iter()
+        .any(|item| matches!(item, ImplItem::Type(t) if t.ident == name))
+}
+
+/// The `T` of a return type `Result<T, _>` (or `CanoResult<T>`).
+fn ok_type(output: &syn::ReturnType) -> Option<&Type> {
+    let syn::ReturnType::Type(_, ty) = output else {
+        return None;
+    };
+    first_generic(ty, &["Result", "CanoResult"])
+}
+
+/// The first type argument of `ty` when its last path segment is one of `names`.
+fn first_generic<'a>(ty: &'a Type, names: &[&str]) -> Option<&'a Type> {
+    let Type::Path(path) = ty else { return None };
+    let segment = path.path.segments.last()?;
+    if !names.contains(&segment.ident.to_string().as_str()) {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &segment.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|arg| match arg {
+        syn::GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    })
+}
+
+/// A batch impl block, completed: cano 0.13's `process_item(&self, item)` gets the
+/// resources parameter (and the block 0.13's defaults: one item at a time, the whole
+/// batch retried as `TaskConfig::default()`), missing `Item` / `ItemOutput` are read
+/// off `load` and `process_item`, and `item_codec` / `worker_copy` are picked by what
+/// the types can do.
+fn adapt_batch(items: &mut Vec<ImplItem>, key: &TokenStream) -> syn::Result<()> {
+    let mut form_0_13 = false;
+    for item in items.iter_mut() {
+        if let ImplItem::Fn(f) = item
+            && f.sig.ident == "process_item"
+            && f.sig.inputs.len() == 2
+        {
+            form_0_13 = true;
+            f.sig
+                .inputs
+                .insert(1, syn::parse_quote!(_: &::cano::Resources<#key>));
+        }
+    }
+    let mut added: Vec<ImplItem> = Vec::new();
+    if !has_type(items, "Item")
+        && let Some(load) = find_fn(items, "load")
+    {
+        let Some(item) = ok_type(&load.sig.output).and_then(|v| first_generic(v, &["Vec"])) else {
+            return Err(Error::new_spanned(
+                &load.sig,
+                "cannot read the item type off `load`: declare `type Item = ..;` in the block",
+            ));
+        };
+        added.push(syn::parse_quote!(type Item = #item;));
+    }
+    if !has_type(items, "ItemOutput")
+        && let Some(process) = find_fn(items, "process_item")
+    {
+        let Some(output) = ok_type(&process.sig.output) else {
+            return Err(Error::new_spanned(
+                &process.sig,
+                "cannot read the output type off `process_item`: declare `type ItemOutput = ..;` in the block",
+            ));
+        };
+        added.push(syn::parse_quote!(type ItemOutput = #output;));
+    }
+    if form_0_13 && find_fn(items, "config").is_none() {
+        added.push(syn::parse_quote!(
+            fn config(&self) -> ::cano::TaskConfig {
+                ::cano::TaskConfig::default()
+            }
+        ));
+    }
+    if form_0_13 && find_fn(items, "concurrency").is_none() {
+        added.push(syn::parse_quote!(
+            fn concurrency(&self) -> usize {
+                1
+            }
+        ));
+    }
+    if find_fn(items, "item_codec").is_none() {
+        added.push(syn::parse_quote!(
+            fn item_codec(
+                &self,
+            ) -> ::std::option::Option<::cano::task::batch::ItemCodec<Self::ItemOutput>>
+            {
+                #[allow(unused_imports)]
+                use ::cano::task::batch::probe::{NoCodec as _, SerdeCodec as _};
+                (&&::cano::task::batch::probe::Probe::<Self::ItemOutput>::new()).codec()
+            }
+        ));
+    }
+    if find_fn(items, "worker_copy").is_none() {
+        added.push(syn::parse_quote!(
+            fn worker_copy(&self) -> ::std::option::Option<Self>
+            where
+                Self: Sized,
+            {
+                #[allow(unused_imports)]
+                use ::cano::task::batch::probe::{CloneCopy as _, NoCopy as _};
+                (&&::cano::task::batch::probe::Probe::<Self>::new()).copy_of(self)
+            }
+        ));
+    }
+    items.extend(added);
+    Ok(())
+}
+
+/// A stepped impl block, completed: a missing `Cursor` is read off `step`'s cursor
+/// parameter (`Option<C>`).
+fn adapt_stepped(items: &mut Vec<ImplItem>) -> syn::Result<()> {
+    if has_type(items, "Cursor") {
+        return Ok(());
+    }
+    let Some(step) = find_fn(items, "step") else {
+        return Ok(());
+    };
+    let cursor = step.sig.inputs.iter().nth(2).and_then(|arg| match arg {
+        syn::FnArg::Typed(pat) => first_generic(&pat.ty, &["Option"]),
+        syn::FnArg::Receiver(_) => None,
+    });
+    let Some(cursor) = cursor else {
+        return Err(Error::new_spanned(
+            &step.sig,
+            "cannot read the cursor type off `step(&self, res, cursor: Option<C>)`: declare `type Cursor = ..;` in the block",
+        ));
+    };
+    let cursor = cursor.clone();
+    items.push(syn::parse_quote!(type Cursor = #cursor;));
+    Ok(())
 }
 
 /// Trait methods take no visibility; a `pub` written in the inherent form is dropped.

@@ -70,6 +70,18 @@ pub fn batch(args: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
+/// Lets an `impl SteppedTask<S> for T` block use `async fn` and writes the `Task` impl
+/// that runs its steps in memory (for `Workflow::register`; `register_stepped` saves
+/// each cursor instead); with `state = S` it turns an inherent impl block into the
+/// implementation, its `type Cursor` read off `step` when not declared. Written
+/// `#[task::stepped]`.
+#[proc_macro_attribute]
+pub fn stepped(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::Stepped)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
+}
+
 /// Lets an `impl TimerTask<S> for T` block use `async fn` and writes the `Task` impl
 /// that waits and fires; with `state = S` it turns an inherent impl block into the
 /// implementation. Written `#[task::timer]`.

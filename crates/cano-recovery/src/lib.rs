@@ -79,4 +79,7 @@ mod stepped;
 
 pub use memory::MemoryCheckpointStore;
 pub use sled::{Durability, SledCheckpointStore, SledStats};
-pub use stepped::{StepOutcome, SteppedTask, SteppedWorkflow};
+pub use stepped::{
+    DefaultStepCursor, DynSteppedTask, StepOutcome, SteppedTask, SteppedTaskObject,
+    SteppedWorkflow, run_stepped,
+};

@@ -17,8 +17,49 @@ use serde::de::DeserializeOwned;
 pub enum StepOutcome<C, S> {
     /// More to do: the next step starts from this cursor (which is saved first).
     More(C),
-    /// Finished: move to this state.
-    Done(S),
+    /// Finished: move on as this result says (one state: a stepped state is not a
+    /// split, and `Split` fails the run with `CanoError::Workflow`).
+    Done(TaskResult<S>),
+}
+
+impl<C, S> StepOutcome<C, S> {
+    /// Finished: move to `state`.
+    pub fn done(state: S) -> Self {
+        Self::Done(TaskResult::Single(state))
+    }
+}
+
+/// The cursor of a stepped task used through a pointer: bytes it encodes itself
+/// (cano 0.13's name).
+pub type DefaultStepCursor = Vec<u8>;
+
+/// A stepped task behind a pointer, any type with a byte cursor (cano 0.13's name).
+pub type DynSteppedTask<S, K = DefaultKey> =
+    dyn SteppedTask<S, K, Cursor = DefaultStepCursor> + Send + Sync;
+
+/// A shared stepped task of any type with a byte cursor (cano 0.13's name).
+pub type SteppedTaskObject<S, K = DefaultKey> = Arc<DynSteppedTask<S, K>>;
+
+/// Runs `task`'s steps to the end in memory, from no cursor, saving nothing: what the
+/// `Task` impl that `#[task::stepped]` writes calls, for a stepped task registered with
+/// `Workflow::register`. Register it with
+/// [`register_stepped`](SteppedWorkflow::register_stepped) instead to have each cursor
+/// saved and a crashed run resumed from the last one.
+pub async fn run_stepped<T, S, K>(task: &T, res: &Resources<K>) -> Result<TaskResult<S>, CanoError>
+where
+    T: SteppedTask<S, K> + ?Sized,
+    S: Send + 'static,
+    K: Send + Sync + 'static,
+{
+    let mut cursor = None;
+    loop {
+        match task.step(res, cursor.take()).await? {
+            StepOutcome::More(next) => cursor = Some(next),
+            StepOutcome::Done(result) => return Ok(result),
+        }
+        // Steps that never wait must still let other tasks run.
+        tokio::task::consume_budget().await;
+    }
 }
 
 /// Work done in steps from a serializable cursor: pages of an API, batches of a
@@ -37,7 +78,7 @@ pub enum StepOutcome<C, S> {
 #[async_trait::async_trait]
 pub trait SteppedTask<S, K = DefaultKey>: Send + Sync + 'static {
     /// Where the work stands between steps.
-    type Cursor: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    type Cursor: Serialize + DeserializeOwned + Send + Sync + 'static;
 
     /// Does one step from `cursor` (`None` on the first).
     async fn step(
@@ -83,10 +124,12 @@ struct SteppedHandler<T> {
 }
 
 /// One step, as a task, so that the engine's retries, timeouts, panic handling and
-/// observers apply to it. A `More` cursor is left in `next`.
+/// observers apply to it. A `More` cursor is left in `next`. The cursor it starts from
+/// is kept encoded, so that each attempt gets its own copy without the cursor having
+/// to be `Clone`.
 struct OneStep<'a, T: SteppedTask<S, K>, S, K> {
     task: &'a T,
-    cursor: Option<T::Cursor>,
+    cursor: Option<Vec<u8>>,
     state: &'a S,
     name: &'a Cow<'static, str>,
     next: Mutex<Option<T::Cursor>>,
@@ -105,7 +148,11 @@ where
     type ExecResult = StepOutcome<T::Cursor, S>;
 
     async fn prep(&self, res: &Resources<K>) -> Result<Self::PrepResult, CanoError> {
-        self.task.step(res, self.cursor.clone()).await
+        let cursor = match &self.cursor {
+            None => None,
+            Some(bytes) => Some(decode_cursor::<T::Cursor>(bytes, self.name)?),
+        };
+        self.task.step(res, cursor).await
     }
 
     async fn exec(&self, outcome: Self::PrepResult) -> Self::ExecResult {
@@ -119,10 +166,17 @@ where
                 *next = Some(cursor);
                 Ok(self.state.clone())
             }
-            StepOutcome::Done(state) => {
+            StepOutcome::Done(TaskResult::Single(state)) => {
                 *next = None;
                 Ok(state)
             }
+            StepOutcome::Done(TaskResult::Split(states)) => Err(CanoError::workflow(format!(
+                "stepped task `{}` finished with TaskResult::Split of {} states; a stepped state moves to one state",
+                self.name,
+                states.len()
+            ))
+            .with_hint("finish with TaskResult::Single (StepOutcome::done(state))")
+            .permanent()),
         }
     }
 
@@ -142,17 +196,12 @@ where
             let journal = cx.run().journal().cloned();
             let mut cursor = match journal.as_ref().and_then(|j| j.take_resumed_cursor()) {
                 None => None,
-                Some(bytes) => Some(Bincode::decode::<T::Cursor>(&bytes).map_err(|e| {
-                    CanoError::store(format!(
-                        "the saved cursor of stepped task `{}` does not decode as a `{}`: {}",
-                        self.name,
-                        std::any::type_name::<T::Cursor>(),
-                        e.message()
-                    ))
-                    .with_source(e)
-                    .with_hint("the cursor type changed since the run was written; resume with the build that wrote it")
-                    .permanent()
-                })?),
+                Some(bytes) => {
+                    // Checked here, before the first attempt, so a bad saved cursor
+                    // fails the run once rather than every retry.
+                    decode_cursor::<T::Cursor>(&bytes, &self.name)?;
+                    Some(bytes)
+                }
             };
             loop {
                 if cx.run().is_cancelled() {
@@ -174,8 +223,9 @@ where
                 let Some(next) = step.next.into_inner().unwrap_or_else(|p| p.into_inner()) else {
                     return Ok(next_state);
                 };
+                let next = Bincode::encode(&next)?;
                 if let Some(journal) = &journal {
-                    journal.record_step(Bincode::encode(&next)?).await?;
+                    journal.record_step(next.clone()).await?;
                 }
                 cursor = Some(next);
                 // A stepped task whose steps never wait must still let others run.
@@ -190,4 +240,18 @@ where
             tasks: vec![self.name.clone()],
         }
     }
+}
+
+/// A saved or in-memory cursor, decoded; the error names the task and the type.
+fn decode_cursor<C: DeserializeOwned>(bytes: &[u8], name: &str) -> Result<C, CanoError> {
+    Bincode::decode::<C>(bytes).map_err(|e| {
+        CanoError::store(format!(
+            "the saved cursor of stepped task `{name}` does not decode as a `{}`: {}",
+            std::any::type_name::<C>(),
+            e.message()
+        ))
+        .with_source(e)
+        .with_hint("the cursor type changed since the run was written; resume with the build that wrote it")
+        .permanent()
+    })
 }

@@ -138,9 +138,14 @@ fn every_acknowledged_group_is_covered_by_a_real_fdatasync_of_the_log() {
         let done = marks.iter().find(|m| m.starts_with("done")).unwrap();
         let (rows, counted) = (number_after(done, "rows"), number_after(done, "syncs"));
         assert_eq!(rows, GROUPS * PER_GROUP);
-        // Each sync the store counts is a real fdatasync of sled's log (one more at
-        // open, one more when closing).
-        assert_eq!(log_syncs, counted + 2, "{durability}: {syncs:#?}");
+        // The store's syncs are real fdatasyncs of sled's log: at least one per
+        // acknowledged round, plus one at open and one when closing. (Not exactly one
+        // per counted sync: two flushes at once may share one fdatasync, and sled's
+        // own flusher may add one when the machine is slow; neither loses a row.)
+        assert!(
+            log_syncs >= GROUPS + 2,
+            "{durability}: {log_syncs} real syncs of the log for {GROUPS} rounds: {syncs:#?}"
+        );
         // At least one sync per acknowledged group: the rows of a round are
         // acknowledged together at best, one by one at worst.
         assert!(

@@ -50,7 +50,7 @@ impl SteppedTask<Sync> for CopyPages {
         }
         DurableStore::current()?.update("copied", |n: Option<u32>| n.unwrap_or(0) + 1)?;
         if number == 9 {
-            return Ok(StepOutcome::Done(Sync::Done));
+            return Ok(StepOutcome::done(Sync::Done));
         }
         Ok(StepOutcome::More(Page {
             number,
@@ -111,7 +111,7 @@ async fn a_stepped_task_runs_without_a_store_too() {
         ) -> Result<StepOutcome<u32, Sync>, CanoError> {
             let n = n.unwrap_or(0) + 1;
             Ok(if n == 1_000 {
-                StepOutcome::Done(Sync::Done)
+                StepOutcome::done(Sync::Done)
             } else {
                 StepOutcome::More(n)
             })
@@ -154,7 +154,7 @@ async fn a_cursor_of_another_type_is_a_clear_error() {
             _: &Resources,
             _: Option<Self::Cursor>,
         ) -> Result<StepOutcome<Self::Cursor, Sync>, CanoError> {
-            Ok(StepOutcome::Done(Sync::Done))
+            Ok(StepOutcome::done(Sync::Done))
         }
     }
     let err = Workflow::bare()

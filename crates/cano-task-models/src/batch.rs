@@ -120,13 +120,23 @@ pub type ItemResult<T> = Result<T, CanoError>;
 /// item's future is stored in the set of items in flight as it is, not boxed, so an
 /// item costs one allocation (its slot in that set) and no more.
 ///
-/// The task is `Clone` so that, [on worker threads](BatchConfig::on_worker_threads),
-/// each item can own a handle to it; it is cloned once per batch, not per item.
-pub trait BatchTask<S, K = DefaultKey>: Clone + Send + Sync + 'static {
+/// The macro also fills in two things a hand-written impl would otherwise lack: saving
+/// each item's output in a checkpointed run when `ItemOutput` is serde
+/// ([`item_codec`](Self::item_codec)), and copying the task to worker threads when it
+/// is `Clone` ([`worker_copy`](Self::worker_copy)). A hand-written impl (without the
+/// macro) returns `Some(ItemCodec::serde())` and `Some(self.clone())` from them.
+///
+/// cano 0.13's form works too: `process_item(&self, item)` without the resources,
+/// [`concurrency`](Self::concurrency) and [`item_retry`](Self::item_retry) instead of
+/// [`batch_config`](Self::batch_config), and, in an inherent block, `Item` and
+/// `ItemOutput` read off `load` and `process_item`. Such a block gets 0.13's defaults:
+/// one item at a time, and the whole batch retried as `TaskConfig::default()` says.
+pub trait BatchTask<S, K = DefaultKey>: Send + Sync + 'static {
     /// One unit of work.
     type Item: Send + Sync + 'static;
-    /// What processing an item produces; saved per item when the run is checkpointed.
-    type ItemOutput: Serialize + DeserializeOwned + Send + 'static;
+    /// What processing an item produces; saved per item when the run is checkpointed
+    /// and the type is serde.
+    type ItemOutput: Send + 'static;
 
     /// Loads the items. On a resumed run it must return the same items in the same
     /// order: saved outputs are matched to items by position (a batch whose item count
@@ -150,9 +160,24 @@ pub trait BatchTask<S, K = DefaultKey>: Clone + Send + Sync + 'static {
         results: Vec<ItemResult<Self::ItemOutput>>,
     ) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + Send;
 
-    /// Concurrency, per-item retries and timeout, where items run.
+    /// The most items processed at once (cano 0.13's setting; 0 is taken as 1). Used
+    /// by the default [`batch_config`](Self::batch_config); 16 by default.
+    fn concurrency(&self) -> usize {
+        BatchConfig::default().concurrency()
+    }
+
+    /// How each item is retried (cano 0.13's setting). Used by the default
+    /// [`batch_config`](Self::batch_config); no retries by default.
+    fn item_retry(&self) -> RetryMode {
+        RetryMode::None
+    }
+
+    /// Concurrency, per-item retries and timeout, where items run: by default
+    /// [`concurrency`](Self::concurrency) and [`item_retry`](Self::item_retry).
     fn batch_config(&self) -> BatchConfig {
-        BatchConfig::default()
+        BatchConfig::new()
+            .with_concurrency(self.concurrency().max(1))
+            .with_item_retry(self.item_retry())
     }
 
     /// How the engine runs the whole batch (load, items, finish as one attempt): no
@@ -166,7 +191,125 @@ pub trait BatchTask<S, K = DefaultKey>: Clone + Send + Sync + 'static {
     fn name(&self) -> Cow<'static, str> {
         Cow::Borrowed(short_type_name::<Self>())
     }
+
+    /// How item outputs are saved in a checkpointed run; `None` (the default) saves
+    /// none, and a resumed run processes every item again. `#[task::batch]` returns
+    /// [`ItemCodec::serde`] when `ItemOutput` is serde.
+    fn item_codec(&self) -> Option<ItemCodec<Self::ItemOutput>> {
+        None
+    }
+
+    /// A copy of the task for items on worker threads
+    /// ([`BatchConfig::on_worker_threads`]). `None` (the default) means the task
+    /// cannot be copied: a batch that asks for worker threads then fails with a
+    /// permanent `Configuration` error naming the task. `#[task::batch]` returns a
+    /// clone when the type is `Clone`; a hand-written impl returns `Some(self.clone())`.
+    fn worker_copy(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
+
+/// How a batch's item outputs are written to and read from a run's saved progress.
+pub struct ItemCodec<O> {
+    encode: fn(&O) -> Result<Vec<u8>, CanoError>,
+    decode: fn(&[u8]) -> Result<O, CanoError>,
+}
+
+impl<O> Clone for ItemCodec<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<O> Copy for ItemCodec<O> {}
+
+impl<O: Serialize + DeserializeOwned> ItemCodec<O> {
+    /// Outputs in their serde encoding (bincode).
+    pub fn serde() -> Self {
+        Self {
+            encode: |value| Bincode::encode(value),
+            decode: |bytes| Bincode::decode(bytes),
+        }
+    }
+}
+
+/// What `#[task::batch]` uses to pick [`BatchTask::item_codec`] and
+/// [`BatchTask::worker_copy`] by what the types can do (method resolution prefers an
+/// impl on `&Probe` when its bounds hold, and falls back to the one on `Probe`).
+#[doc(hidden)]
+pub mod probe {
+    use super::{DeserializeOwned, ItemCodec, Serialize};
+    use std::marker::PhantomData;
+
+    /// A type to ask about.
+    pub struct Probe<T>(PhantomData<fn() -> T>);
+
+    impl<T> Probe<T> {
+        /// A probe for `T`.
+        pub fn new() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<T> Default for Probe<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// Picked when the output is serde.
+    pub trait SerdeCodec<O> {
+        /// The serde codec.
+        fn codec(&self) -> Option<ItemCodec<O>>;
+    }
+    impl<O: Serialize + DeserializeOwned> SerdeCodec<O> for &Probe<O> {
+        fn codec(&self) -> Option<ItemCodec<O>> {
+            Some(ItemCodec::serde())
+        }
+    }
+
+    /// Picked otherwise.
+    pub trait NoCodec<O> {
+        /// No codec.
+        fn codec(&self) -> Option<ItemCodec<O>>;
+    }
+    impl<O> NoCodec<O> for Probe<O> {
+        fn codec(&self) -> Option<ItemCodec<O>> {
+            None
+        }
+    }
+
+    /// Picked when the task is `Clone`.
+    pub trait CloneCopy<T> {
+        /// A clone.
+        fn copy_of(&self, task: &T) -> Option<T>;
+    }
+    impl<T: Clone> CloneCopy<T> for &Probe<T> {
+        fn copy_of(&self, task: &T) -> Option<T> {
+            Some(task.clone())
+        }
+    }
+
+    /// Picked otherwise.
+    pub trait NoCopy<T> {
+        /// No copy.
+        fn copy_of(&self, task: &T) -> Option<T>;
+    }
+    impl<T> NoCopy<T> for Probe<T> {
+        fn copy_of(&self, _: &T) -> Option<T> {
+            None
+        }
+    }
+}
+
+/// cano 0.13's name for what a type-erased batch item is.
+pub type DefaultBatchItem = Box<dyn std::any::Any + Send + Sync>;
+
+/// cano 0.13's name for what a type-erased batch item's output is.
+pub type DefaultBatchItemOutput = Box<dyn std::any::Any + Send>;
 
 /// The progress key of the item count, and the prefix of each item's saved output.
 const COUNT: &str = "count";
@@ -305,16 +448,18 @@ type Saving<'a> = Pin<Box<dyn Future<Output = Result<u64, CanoError>> + Send + '
 
 /// Where the items in flight run: on the state's task, or each on its own tokio task
 /// (with what such a task needs to own: the workflow's resources and the run).
-enum Lanes<F, T, K> {
+enum Lanes<F, T, K, B> {
     Local(FuturesUnordered<F>),
     Spawned {
         set: Spawned<T>,
+        /// The task's copy the items share.
+        task: Arc<B>,
         resources: Arc<Resources<K>>,
         run: RunContext,
     },
 }
 
-impl<F, T, K> Lanes<F, T, K>
+impl<F, T, K, B> Lanes<F, T, K, B>
 where
     F: Future<Output = (usize, ItemResult<T>)>,
     T: Send + 'static,
@@ -382,10 +527,11 @@ where
             .with_source(e)
     })?;
     let count = items.len();
-    let progress = TaskProgress::current(&name);
+    let codec = task.item_codec();
+    let progress = codec.and_then(|_| TaskProgress::current(&name));
     let mut results: Vec<Option<ItemResult<T::ItemOutput>>> = (0..count).map(|_| None).collect();
-    if let Some(progress) = &progress {
-        restore(progress, &name, &mut results)?;
+    if let (Some(progress), Some(codec)) = (&progress, codec) {
+        restore(progress, &name, codec, &mut results)?;
     }
     let todo: Vec<usize> = (0..count).filter(|&i| results[i].is_none()).collect();
     let retry = Retry::new(config.item_retry).with_attempt_timeout(config.item_timeout);
@@ -404,11 +550,21 @@ where
         false => None,
     };
     let mut lanes = match shared {
-        Some((resources, run)) => Lanes::Spawned {
-            set: JoinSet::new(),
-            resources,
-            run,
-        },
+        Some((resources, run)) => {
+            let Some(copy) = task.worker_copy() else {
+                return Err(CanoError::configuration(format!(
+                    "batch task `{name}` asks for worker threads, but it cannot be copied to them"
+                ))
+                .with_hint("derive Clone on the task (with #[task::batch] on its impl), or implement BatchTask::worker_copy")
+                .permanent());
+            };
+            Lanes::Spawned {
+                set: JoinSet::new(),
+                task: Arc::new(copy),
+                resources,
+                run,
+            }
+        }
         None => Lanes::Local(FuturesUnordered::new()),
     };
     let mut next = todo.into_iter();
@@ -436,12 +592,13 @@ where
                 }
                 Lanes::Spawned {
                     set,
+                    task,
                     resources,
                     run,
                 } => {
                     let (task, resources, items) = (task.clone(), resources.clone(), items.clone());
                     set.spawn(run.clone().scope(async move {
-                        process(&task, &resources, &items[index], retry, index).await
+                        process::<T, S, K>(&*task, &resources, &items[index], retry, index).await
                     }));
                 }
             }
@@ -472,8 +629,8 @@ where
                         .err()
                         .unwrap_or_else(|| CanoError::cancelled("an item's tokio task ended")));
                 };
-                if let (Some(progress), Ok(value)) = (&progress, &output) {
-                    progress.put(&item_key(index), Bincode::encode(value)?);
+                if let (Some(progress), Some(codec), Ok(value)) = (&progress, codec, &output) {
+                    progress.put(&item_key(index), (codec.encode)(value)?);
                     unsaved = true;
                 }
                 *slot = Some(output);
@@ -508,9 +665,10 @@ where
 
 /// Puts the outputs a crashed run had saved back in `results`, or, when the saved
 /// batch was of another size, forgets them.
-fn restore<O: DeserializeOwned>(
+fn restore<O>(
     progress: &TaskProgress,
     name: &str,
+    codec: ItemCodec<O>,
     results: &mut [Option<ItemResult<O>>],
 ) -> Result<(), CanoError> {
     let count = results.len();
@@ -528,7 +686,17 @@ fn restore<O: DeserializeOwned>(
             continue;
         };
         if let Some(slot) = results.get_mut(index) {
-            *slot = Some(Ok(decode(&bytes, name, "item output")?));
+            let output = (codec.decode)(&bytes).map_err(|e| {
+                CanoError::store(format!(
+                    "the saved item output of task `{name}` does not decode as a `{}`: {}",
+                    std::any::type_name::<O>(),
+                    e.message()
+                ))
+                .with_source(e)
+                .with_hint("the type changed since the run was written; resume with the build that wrote it")
+                .permanent()
+            })?;
+            *slot = Some(Ok(output));
         }
     }
     Ok(())

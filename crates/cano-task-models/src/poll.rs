@@ -20,10 +20,11 @@ use crate::util::caught;
 pub enum PollOutcome<S> {
     /// Done: move on as this result says.
     Ready(TaskResult<S>),
-    /// Not yet: poll again after `delay`.
+    /// Not yet: poll again after `delay_ms` milliseconds (0: at once, after yielding
+    /// to other tasks).
     Pending {
-        /// How long to wait before the next poll.
-        delay: Duration,
+        /// Milliseconds to wait before the next poll.
+        delay_ms: u64,
     },
 }
 
@@ -33,9 +34,12 @@ impl<S> PollOutcome<S> {
         Self::Ready(TaskResult::Single(state))
     }
 
-    /// Not ready: poll again after `delay`.
+    /// Not ready: poll again after `delay` (whole milliseconds; longer than `u64::MAX`
+    /// ms is taken as `u64::MAX`).
     pub fn pending(delay: Duration) -> Self {
-        Self::Pending { delay }
+        Self::Pending {
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 }
 
@@ -55,6 +59,13 @@ pub enum PollErrorPolicy {
         /// The pause after each.
         delay: Duration,
     },
+    /// cano 0.13's policy: up to `max_errors` errors *in a row* are tolerated, each
+    /// followed at once by the next poll (a `Pending` answer resets the count); one more
+    /// fails the task with that error itself. Errors marked permanent still fail at once.
+    RetryOnError {
+        /// Errors in a row the loop survives.
+        max_errors: u32,
+    },
 }
 
 /// Polls until ready. Write `#[task::poll]` on the impl block (through the `cano`
@@ -71,6 +82,12 @@ pub trait PollTask<S, K = DefaultKey>: Send + Sync + 'static {
     /// What an error does: fail at once (the default) or tolerate a few.
     fn on_error(&self) -> PollErrorPolicy {
         PollErrorPolicy::FailFast
+    }
+
+    /// cano 0.13's name for [`on_error`](Self::on_error), which it calls by default;
+    /// the loop asks this one, so overriding either works.
+    fn on_poll_error(&self) -> PollErrorPolicy {
+        self.on_error()
     }
 
     /// The longest the task waits for readiness, all polls and pauses included; `None`
@@ -91,6 +108,15 @@ pub trait PollTask<S, K = DefaultKey>: Send + Sync + 'static {
     }
 }
 
+/// cano 0.13's name for [`run_poll`].
+pub use run_poll as run_poll_loop;
+
+/// A poll task behind a pointer, any type (cano 0.13's name).
+pub type DynPollTask<S, K = DefaultKey> = dyn PollTask<S, K> + Send + Sync;
+
+/// A shared poll task of any type (cano 0.13's name).
+pub type PollTaskObject<S, K = DefaultKey> = std::sync::Arc<DynPollTask<S, K>>;
+
 /// Runs `task`'s poll loop to its result: what the `Task` impl that `#[task::poll]`
 /// writes calls.
 pub async fn run_poll<T, S, K>(task: &T, res: &Resources<K>) -> Result<TaskResult<S>, CanoError>
@@ -102,16 +128,26 @@ where
     let started = Instant::now();
     // A maximum wait past what the clock can name (`Duration::MAX`) is no limit.
     let deadline = task.max_wait().and_then(|max| started.checked_add(max));
-    let policy = task.on_error();
-    let (mut polls, mut errors) = (0u64, 0u32);
+    let policy = task.on_poll_error();
+    let (mut polls, mut errors, mut in_a_row) = (0u64, 0u32, 0u32);
     loop {
         polls += 1;
         let delay = match caught(task.poll(res)).await {
             Ok(PollOutcome::Ready(result)) => return Ok(result),
-            Ok(PollOutcome::Pending { delay }) => delay,
+            Ok(PollOutcome::Pending { delay_ms }) => {
+                in_a_row = 0;
+                Duration::from_millis(delay_ms)
+            }
             Err(error) => match policy {
                 PollErrorPolicy::FailFast => return Err(error),
                 _ if error.is_permanent() => return Err(error),
+                PollErrorPolicy::RetryOnError { max_errors } => {
+                    in_a_row = in_a_row.saturating_add(1);
+                    if in_a_row > max_errors {
+                        return Err(error);
+                    }
+                    Duration::ZERO
+                }
                 PollErrorPolicy::Retry { max_errors, delay } => {
                     errors += 1;
                     if delay.is_zero() {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cano_core::{CanoError, MemoryStore, Resources, RetryMode, TaskResult, Workflow};
+use cano_task_models::batch::ItemCodec;
 use cano_task_models::{BatchConfig, BatchTask, ItemResult, run_batch};
 use proptest::prelude::*;
 
@@ -56,6 +57,14 @@ impl Job {
 impl BatchTask<S> for Job {
     type Item = (usize, Work);
     type ItemOutput = u64;
+    // Written by hand (not with `#[task::batch]`), so the progress codec and the
+    // worker-thread copy are spelled out.
+    fn item_codec(&self) -> Option<ItemCodec<Self::ItemOutput>> {
+        Some(ItemCodec::serde())
+    }
+    fn worker_copy(&self) -> Option<Self> {
+        Some(self.clone())
+    }
 
     async fn load(&self, _res: &Resources) -> Result<Vec<(usize, Work)>, CanoError> {
         if self.fail_load {
@@ -228,6 +237,14 @@ struct WhereDidItRun {
 impl BatchTask<S> for WhereDidItRun {
     type Item = u32;
     type ItemOutput = u32;
+    // Written by hand (not with `#[task::batch]`), so the progress codec and the
+    // worker-thread copy are spelled out.
+    fn item_codec(&self) -> Option<ItemCodec<Self::ItemOutput>> {
+        Some(ItemCodec::serde())
+    }
+    fn worker_copy(&self) -> Option<Self> {
+        Some(self.clone())
+    }
 
     async fn load(&self, _res: &Resources) -> Result<Vec<u32>, CanoError> {
         Ok((0..6).collect())

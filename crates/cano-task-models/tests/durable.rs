@@ -14,6 +14,7 @@ use cano_core::CheckpointStore;
 use cano_core::{
     CancellationToken, CanoError, MemoryStore, Resources, RunId, RunOptions, TaskResult, Workflow,
 };
+use cano_task_models::batch::ItemCodec;
 use cano_task_models::{
     BatchConfig, BatchTask, Deadline, ItemResult, ItemStream, StreamConfig, StreamSummary,
     StreamTask, TimerTask, WindowOutcome, run_batch, run_stream, run_timer,
@@ -69,6 +70,14 @@ struct Import {
 impl BatchTask<S> for Import {
     type Item = u32;
     type ItemOutput = String;
+    // Written by hand (not with `#[task::batch]`), so the progress codec and the
+    // worker-thread copy are spelled out.
+    fn item_codec(&self) -> Option<ItemCodec<Self::ItemOutput>> {
+        Some(ItemCodec::serde())
+    }
+    fn worker_copy(&self) -> Option<Self> {
+        Some(self.clone())
+    }
 
     async fn load(&self, _res: &Resources) -> Result<Vec<u32>, CanoError> {
         Ok((0..10).collect())
@@ -158,6 +167,14 @@ struct Resized(Arc<AtomicU32>);
 impl BatchTask<S> for Resized {
     type Item = u32;
     type ItemOutput = u32;
+    // Written by hand (not with `#[task::batch]`), so the progress codec and the
+    // worker-thread copy are spelled out.
+    fn item_codec(&self) -> Option<ItemCodec<Self::ItemOutput>> {
+        Some(ItemCodec::serde())
+    }
+    fn worker_copy(&self) -> Option<Self> {
+        Some(self.clone())
+    }
     async fn load(&self, _res: &Resources) -> Result<Vec<u32>, CanoError> {
         // The second run loads a different number of items.
         let n = if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -416,6 +433,14 @@ struct Named(&'static str);
 impl BatchTask<S> for Named {
     type Item = u32;
     type ItemOutput = u32;
+    // Written by hand (not with `#[task::batch]`), so the progress codec and the
+    // worker-thread copy are spelled out.
+    fn item_codec(&self) -> Option<ItemCodec<Self::ItemOutput>> {
+        Some(ItemCodec::serde())
+    }
+    fn worker_copy(&self) -> Option<Self> {
+        Some(self.clone())
+    }
     async fn load(&self, _res: &Resources) -> Result<Vec<u32>, CanoError> {
         Ok((0..40).collect())
     }

@@ -41,13 +41,15 @@ struct Triage;
 
 #[task::router(state = Order)]
 impl Triage {
-    async fn route(&self, res: &Resources) -> Result<Order, CanoError> {
+    async fn route(&self, res: &Resources) -> Result<TaskResult<Order>, CanoError> {
         let order: Details = res.get::<MemoryStore, _>("store")?.get("order")?;
-        Ok(match (order.amount_cents, order.country) {
-            (_, "XX") | (1_000_000.., _) => Order::ManualReview,
-            (50_000.., _) => Order::Express,
-            _ => Order::Standard,
-        })
+        Ok(TaskResult::Single(
+            match (order.amount_cents, order.country) {
+                (_, "XX") | (1_000_000.., _) => Order::ManualReview,
+                (50_000.., _) => Order::Express,
+                _ => Order::Standard,
+            },
+        ))
     }
 
     fn targets(&self) -> Option<Vec<Order>> {

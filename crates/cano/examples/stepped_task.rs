@@ -54,7 +54,7 @@ impl SteppedTask<Sync> for CopyPages {
         );
         if cursor.next_page == 8 {
             DurableStore::current()?.put("items", &items)?;
-            return Ok(StepOutcome::Done(Sync::Done));
+            return Ok(StepOutcome::done(Sync::Done));
         }
         Ok(StepOutcome::More(Cursor {
             next_page: cursor.next_page + 1,

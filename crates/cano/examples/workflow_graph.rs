@@ -33,13 +33,13 @@ struct ByPriority(std::sync::atomic::AtomicU32);
 
 #[task::router]
 impl RouterTask<Order> for ByPriority {
-    async fn route(&self, _res: &Resources) -> Result<Order, CanoError> {
+    async fn route(&self, _res: &Resources) -> Result<TaskResult<Order>, CanoError> {
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(if n.is_multiple_of(3) {
+        Ok(TaskResult::Single(if n.is_multiple_of(3) {
             Order::Express
         } else {
             Order::Standard
-        })
+        }))
     }
     fn targets(&self) -> Option<Vec<Order>> {
         Some(vec![Order::Express, Order::Standard])

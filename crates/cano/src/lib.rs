@@ -395,7 +395,7 @@ pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, stor
 /// Tasks: the [`Task`] trait, its result and its configuration, and the task models
 /// built on it, each in its module with its attribute macro of the same name
 /// (`#[task::router]`, `#[task::poll]`, `#[task::batch]`, `#[task::timer]`,
-/// `#[task::stream]`).
+/// `#[task::stream]`, `#[task::stepped]`).
 pub mod task {
     pub use cano_core::task::*;
 
@@ -437,6 +437,18 @@ pub mod task {
     }
     #[cfg(feature = "task-models")]
     pub use cano_macros::stream;
+
+    /// Stepped tasks: long work in resumable steps from a saved cursor (the
+    /// `cano-recovery` crate).
+    #[cfg(feature = "recovery")]
+    pub mod stepped {
+        pub use cano_recovery::{
+            DefaultStepCursor, DynSteppedTask, StepOutcome, SteppedTask, SteppedTaskObject,
+            SteppedWorkflow, run_stepped,
+        };
+    }
+    #[cfg(feature = "recovery")]
+    pub use cano_macros::stepped;
 }
 
 /// Retry modes and the standalone retry loop (the `cano-retry` crate).

@@ -24,9 +24,13 @@ struct Triage;
 
 #[task::router]
 impl RouterTask<Step> for Triage {
-    async fn route(&self, res: &Resources) -> Result<Step, CanoError> {
+    async fn route(&self, res: &Resources) -> Result<TaskResult<Step>, CanoError> {
         let size: u32 = res.get::<MemoryStore, _>("store")?.get("size")?;
-        Ok(if size > 2 { Step::Poll } else { Step::Small })
+        Ok(TaskResult::Single(if size > 2 {
+            Step::Poll
+        } else {
+            Step::Small
+        }))
     }
 
     fn targets(&self) -> Option<Vec<Step>> {
@@ -212,11 +216,11 @@ struct Declared;
 
 #[task::router]
 impl RouterTask<Step> for Declared {
-    async fn route(&self, res: &Resources) -> Result<Step, CanoError> {
+    async fn route(&self, res: &Resources) -> Result<TaskResult<Step>, CanoError> {
         let to: String = res.get::<MemoryStore, _>("store")?.get("to")?;
         match to.as_str() {
-            "small" => Ok(Step::Small),
-            "done" => Ok(Step::Done),
+            "small" => Ok(TaskResult::Single(Step::Small)),
+            "done" => Ok(TaskResult::Single(Step::Done)),
             _ => panic!("unknown route {to}"),
         }
     }
