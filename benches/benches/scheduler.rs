@@ -50,10 +50,10 @@ fn simulated(c: &mut Criterion) {
     group.bench_function("10k_flows_60s", |b| {
         b.iter(|| {
             paused_runtime().block_on(async {
-                let mut scheduler = Scheduler::new();
+                let mut scheduler = Scheduler::<Tick>::new();
                 let workflow = workflow();
                 for i in 0..FLOWS {
-                    scheduler = scheduler
+                    scheduler
                         .flow(
                             format!("flow-{i}"),
                             workflow.clone(),
@@ -65,8 +65,11 @@ fn simulated(c: &mut Criterion) {
                 }
                 let running = scheduler.start().await.unwrap();
                 tokio::time::sleep(Duration::from_millis(SECONDS * 1_000 + 500)).await;
-                running.stop(Duration::from_secs(1)).await.unwrap();
-                let runs: u64 = running.list().iter().map(|f| f.runs).sum();
+                running
+                    .stop_with_grace(Duration::from_secs(1))
+                    .await
+                    .unwrap();
+                let runs: u64 = running.list().await.iter().map(|f| f.run_count).sum();
                 assert_eq!(runs, FLOWS as u64 * SECONDS);
             })
         })
@@ -109,7 +112,7 @@ fn lateness() {
         .unwrap();
     let lateness = Arc::new(Mutex::new(Vec::new()));
     rt.block_on(async {
-        let mut scheduler = Scheduler::new();
+        let mut scheduler = Scheduler::<Tick>::new();
         let origin = Instant::now();
         for i in 0..100 {
             let late = Late {
@@ -119,7 +122,7 @@ fn lateness() {
             let workflow = Workflow::bare()
                 .register(Tick::Work, late)
                 .add_exit_state(Tick::Done);
-            scheduler = scheduler
+            scheduler
                 .flow(
                     format!("flow-{i}"),
                     workflow,
@@ -131,7 +134,10 @@ fn lateness() {
         }
         let running = scheduler.start().await.unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        running.stop(Duration::from_secs(1)).await.unwrap();
+        running
+            .stop_with_grace(Duration::from_secs(1))
+            .await
+            .unwrap();
     });
     let mut all = lateness.lock().unwrap().clone();
     all.sort();

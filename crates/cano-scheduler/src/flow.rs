@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cano_core::{CancellationToken, CanoError, RunId, RunOptions};
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -26,8 +26,10 @@ type Ended = (RunId, Result<String, CanoError>);
 /// records runs that can never resume in the flow's shared info.
 pub(crate) type Runner = Arc<dyn Fn(RunOptions, Arc<Shared>) -> RunFuture + Send + Sync>;
 
-/// Where a flow stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a flow stands (cano 0.13's variants; more may come, so a `match` needs a
+/// wildcard arm).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Status {
     /// Waiting for its next run.
     Idle,
@@ -35,13 +37,29 @@ pub enum Status {
     Running,
     /// Its schedule has no further run (a cron expression with no future instant).
     Completed,
-    /// Failing, and waiting out its backoff before the next run.
-    Backoff,
-    /// Stopped after too many failures in a row; `reset_flow` starts it again.
-    Tripped,
+    /// Its last run failed with this error and it has no backoff: the next run comes
+    /// on schedule.
+    Failed(String),
+    /// Its last `streak` runs failed; no run starts before `until`.
+    Backoff {
+        /// When the backoff ends.
+        until: DateTime<Utc>,
+        /// Failures in a row.
+        streak: u32,
+        /// The last run's error.
+        last_error: String,
+    },
+    /// Stopped after `streak` failures in a row; `reset_flow` starts it again.
+    Tripped {
+        /// Failures in a row.
+        streak: u32,
+        /// The last run's error.
+        last_error: String,
+    },
 }
 
-/// A flow as [`RunningScheduler::status`](crate::RunningScheduler::status) reports it.
+/// A flow as [`RunningScheduler::status`](crate::RunningScheduler::status) reports it:
+/// cano 0.13's fields, then what this scheduler adds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowInfo {
     /// The flow's id.
@@ -49,13 +67,15 @@ pub struct FlowInfo {
     /// Where it stands.
     pub status: Status,
     /// Runs started so far.
-    pub runs: u64,
+    pub run_count: u64,
     /// When the last run started.
     pub last_run: Option<DateTime<Utc>>,
-    /// When the next run is due, if scheduled.
-    pub next_run: Option<DateTime<Utc>>,
     /// Failures in a row (0 after a success).
     pub failure_streak: u32,
+    /// While backing off: no run starts before this.
+    pub next_eligible: Option<DateTime<Utc>>,
+    /// When the next run is due, if scheduled.
+    pub next_run: Option<DateTime<Utc>>,
     /// The last run's error, if it failed.
     pub last_error: Option<String>,
     /// Interrupted runs of the flow's workflow that can never be resumed (written by
@@ -74,11 +94,15 @@ pub struct SetAside {
     pub reason: String,
 }
 
+/// The flow's answer to a command, sent once the command has taken effect (and the
+/// flow's info shows it).
+pub(crate) type Reply = oneshot::Sender<Result<(), CanoError>>;
+
 /// What the scheduler's handle asks of a flow.
 pub(crate) enum Command {
-    Trigger,
-    Cancel,
-    Reset,
+    Trigger(Reply),
+    Cancel(Reply),
+    Reset(Reply),
     Stop { deadline: Instant },
 }
 
@@ -101,10 +125,11 @@ impl Shared {
             info: Mutex::new(FlowInfo {
                 id: id.to_owned(),
                 status: Status::Idle,
-                runs: 0,
+                run_count: 0,
                 last_run: None,
-                next_run: None,
                 failure_streak: 0,
+                next_eligible: None,
+                next_run: None,
                 last_error: None,
                 set_aside: Vec::new(),
             }),
@@ -184,7 +209,12 @@ pub(crate) async fn drive(
         let stop_deadline = driver.stopping;
         tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => driver.command(command),
+                Some(command) => {
+                    if let Some((reply, answer)) = driver.command(command) {
+                        driver.publish();
+                        let _ = reply.send(answer);
+                    }
+                }
                 // Every handle is gone: stop now, letting runs finish.
                 None => driver.stopping = driver.stopping.or(Some(far_future())),
             },
@@ -316,7 +346,7 @@ impl Driver {
         let task = self.running.spawn(async move { (run, future.await) });
         self.tasks.insert(task.id(), run);
         let mut info = self.shared.info();
-        info.runs += 1;
+        info.run_count += 1;
         info.last_run = Some(self.clock.wall(Instant::now()));
     }
 
@@ -376,17 +406,31 @@ impl Driver {
         }
     }
 
-    fn command(&mut self, command: Command) {
+    /// Carries out `command`; returns where to send the answer, and the answer.
+    fn command(&mut self, command: Command) -> Option<(Reply, Result<(), CanoError>)> {
         match command {
-            Command::Trigger => self.fire(),
-            Command::Cancel => {
+            Command::Trigger(reply) => {
+                if self.tripped {
+                    let streak = self.shared.info().failure_streak;
+                    let refused = CanoError::workflow(format!(
+                        "flow {:?} is tripped after {streak} failures in a row",
+                        self.spec.id
+                    ))
+                    .with_hint("fix the cause, then RunningScheduler::reset_flow");
+                    return Some((reply, Err(refused)));
+                }
+                self.fire();
+                Some((reply, Ok(())))
+            }
+            Command::Cancel(reply) => {
                 self.queued = false;
                 for (run, token) in &self.tokens {
                     token.cancel();
                     self.cancelled.push(*run);
                 }
+                Some((reply, Ok(())))
             }
-            Command::Reset => {
+            Command::Reset(reply) => {
                 self.tripped = false;
                 self.backoff_until = None;
                 let mut info = self.shared.info();
@@ -398,10 +442,12 @@ impl Driver {
                 if self.next_tick.is_none_or(|tick| tick <= now) {
                     self.next_tick = self.first_tick(now);
                 }
+                Some((reply, Ok(())))
             }
             Command::Stop { deadline } => {
                 self.queued = false;
                 self.stopping = Some(self.stopping.map_or(deadline, |d| d.min(deadline)));
+                None
             }
         }
     }
@@ -420,17 +466,42 @@ impl Driver {
     fn publish(&self) {
         let now = Instant::now();
         let mut info = self.shared.info();
+        let last_error = |info: &FlowInfo| info.last_error.clone().unwrap_or_default();
+        let backoff = self
+            .backoff_until
+            .filter(|until| *until > now)
+            .map(|until| self.clock.wall(until));
         info.status = if self.tripped {
-            Status::Tripped
+            Status::Tripped {
+                streak: info.failure_streak,
+                last_error: last_error(&info),
+            }
         } else if !self.running.is_empty() {
             Status::Running
-        } else if self.backoff_until.is_some_and(|until| until > now) {
-            Status::Backoff
+        } else if let Some(until) = backoff {
+            Status::Backoff {
+                until,
+                streak: info.failure_streak,
+                last_error: last_error(&info),
+            }
         } else if self.next_tick.is_none() && matches!(self.spec.schedule, Schedule::Cron { .. }) {
             Status::Completed
+        } else if info.failure_streak > 0 {
+            Status::Failed(last_error(&info))
         } else {
             Status::Idle
         };
+        info.next_eligible = backoff;
         info.next_run = self.wake_at().map(|at| self.clock.wall(at));
     }
+}
+
+/// A sample in `[0, 1)` for a backoff's jitter, from the process's random hasher keys.
+pub(crate) fn jitter_sample() -> f64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let bits = std::collections::hash_map::RandomState::new()
+        .hash_one(DRAWS.fetch_add(1, Ordering::Relaxed));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }

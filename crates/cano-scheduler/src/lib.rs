@@ -9,6 +9,12 @@
 //! skips them ([`MissedFire`]). [`RunningScheduler::stop`] lets runs finish within a
 //! grace period and cancels the rest.
 //!
+//! The API is cano 0.13's: a [`Scheduler`] for one state type, filled with
+//! `every`/`every_seconds`/`cron`/`manual`/`set_backoff` on `&mut self`, consumed by
+//! `start()` into a [`RunningScheduler`] whose controls are `async`.
+//! [`Scheduler::flow`] takes a full [`Schedule`] (time zones, fixed rate) and
+//! [`FlowPolicy`] (overlap, missed fires, trips) beside them.
+//!
 //! ```
 //! use std::time::Duration;
 //! use cano_core::{CanoError, Task, TaskResult, Workflow};
@@ -27,17 +33,17 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), CanoError> {
 //! let report = Workflow::bare().register(Report::Build, Build).add_exit_state(Report::Sent);
-//! let scheduler = Scheduler::new()
-//!     .every("report", report.clone(), Report::Build, Duration::from_secs(60))?
-//!     .manual("on-demand", report, Report::Build)?
-//!     .start()
-//!     .await?;
-//! scheduler.trigger("on-demand")?;
+//! let mut scheduler = Scheduler::new();
+//! scheduler.every("report", report.clone(), Report::Build, Duration::from_secs(60))?;
+//! scheduler.manual("on-demand", report, Report::Build)?;
+//! let running = scheduler.start().await?;
+//! running.trigger("on-demand").await?;
 //! tokio::time::sleep(Duration::from_secs(150)).await; // two ticks of "report"
-//! assert_eq!(scheduler.status("report")?.runs, 2);
-//! assert_eq!(scheduler.status("on-demand")?.runs, 1);
-//! assert_eq!(scheduler.status("report")?.status, Status::Idle);
-//! scheduler.stop(Duration::from_secs(5)).await?;
+//! let report = running.status("report").await.expect("registered");
+//! assert_eq!(report.run_count, 2);
+//! assert_eq!(report.status, Status::Idle);
+//! assert_eq!(running.status("on-demand").await.map(|f| f.run_count), Some(1));
+//! running.stop().await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -51,4 +57,4 @@ mod scheduler;
 pub use flow::{FlowInfo, SetAside, Status};
 pub use policy::{BackoffPolicy, FlowPolicy, MissedFire, Overlap};
 pub use schedule::Schedule;
-pub use scheduler::{RunningScheduler, Scheduler};
+pub use scheduler::{DEFAULT_STOP_GRACE, RunningScheduler, Scheduler};

@@ -2,74 +2,121 @@
 
 use std::time::Duration;
 
-/// Backs a failing flow off: after `n` failures in a row its next run waits at least
-/// `initial × multiplier^(n-1)` (capped at `max`, ± `jitter` of it) after the failure.
+/// Backs a failing flow off, and trips it after too many failures in a row.
+///
+/// After `n` failures in a row the next run waits `initial × multiplier^(n-1)`, at most
+/// `max_delay`, spread by ± `jitter` of it; with `streak_limit: Some(n)` the flow stops
+/// (status [`Tripped`](crate::Status::Tripped)) at the `n`th failure in a row until
+/// `reset_flow`. The fields are public as in cano 0.13, so
+/// `BackoffPolicy { jitter: 0.0, ..Default::default() }` works; values out of range are
+/// read leniently, never as a panic: a multiplier below 1 (or not finite) as 1, a
+/// jitter outside `0..=1` clamped into it, a wait past what a `Duration` holds as
+/// `max_delay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackoffPolicy {
-    initial: Duration,
-    multiplier: f64,
-    max: Duration,
-    jitter: f64,
+    /// The wait after the first failure of a streak.
+    pub initial: Duration,
+    /// What each further failure multiplies the wait by.
+    pub multiplier: f64,
+    /// The longest wait (`Duration::MAX`: no cap).
+    pub max_delay: Duration,
+    /// How far each wait is spread, as a fraction of it (0 to 1), so that flows
+    /// failing together do not retry together.
+    pub jitter: f64,
+    /// `Some(n)`: the flow trips at its `n`th failure in a row (0 is taken as 1).
+    /// `None`: it backs off forever.
+    pub streak_limit: Option<u32>,
 }
 
 impl Default for BackoffPolicy {
-    /// 1 s, doubling, capped at 5 min, no jitter.
+    /// cano 0.13's defaults: 1 s, doubling, at most 5 min, ± 10 % jitter, no trip.
     fn default() -> Self {
         Self {
             initial: Duration::from_secs(1),
             multiplier: 2.0,
-            max: Duration::from_secs(300),
-            jitter: 0.0,
+            max_delay: Duration::from_secs(300),
+            jitter: 0.1,
+            streak_limit: None,
         }
     }
 }
 
 impl BackoffPolicy {
     /// Waits `initial` after the first failure, doubling after each further one, at
-    /// most 5 minutes.
+    /// most 5 minutes, without jitter.
     pub fn new(initial: Duration) -> Self {
         Self {
             initial,
+            jitter: 0.0,
             ..Self::default()
         }
     }
 
-    /// Multiplies the wait by `factor` (at least 1) after each further failure.
+    /// The default policy that also trips the flow at its `n`th failure in a row.
+    pub fn with_trip(n: u32) -> Self {
+        Self {
+            streak_limit: Some(n),
+            ..Self::default()
+        }
+    }
+
+    /// Multiplies the wait by `factor` after each further failure.
     pub fn with_multiplier(mut self, factor: f64) -> Self {
-        self.multiplier = if factor.is_finite() {
-            factor.max(1.0)
-        } else {
-            1.0
-        };
+        self.multiplier = factor;
         self
     }
 
     /// Never waits longer than `max`.
     pub fn with_max(mut self, max: Duration) -> Self {
-        self.max = max;
+        self.max_delay = max;
         self
     }
 
-    /// Spreads each wait by up to ± `fraction` of it (0 to 1), so that flows failing
-    /// together do not retry together.
+    /// Spreads each wait by up to ± `fraction` of it (0 to 1).
     pub fn with_jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        self.jitter = fraction;
         self
+    }
+
+    /// Trips the flow at its `n`th failure in a row.
+    pub fn with_streak_limit(mut self, n: u32) -> Self {
+        self.streak_limit = Some(n);
+        self
+    }
+
+    /// The wait after `streak` failures in a row (0 is taken as 1), with a fresh
+    /// jitter draw.
+    pub fn compute_delay(&self, streak: u32) -> Duration {
+        self.delay(streak, crate::flow::jitter_sample())
+    }
+
+    /// Whether `failure_streak` failures in a row trip the flow.
+    pub fn is_tripped(&self, failure_streak: u32) -> bool {
+        self.streak_limit
+            .is_some_and(|limit| failure_streak >= limit.max(1))
     }
 
     /// The wait after `streak` failures in a row (from 1); `sample` in `[0, 1)` picks
     /// the jitter.
     pub(crate) fn delay(&self, streak: u32, sample: f64) -> Duration {
-        let exponent = i32::try_from(streak.saturating_sub(1)).unwrap_or(i32::MAX);
-        let base = self.initial.as_secs_f64() * self.multiplier.powi(exponent);
-        let capped = base.min(self.max.as_secs_f64());
-        let spread = capped * self.jitter * (sample * 2.0 - 1.0);
-        // Past what a Duration holds (a huge cap, a huge multiplier): the longest one.
-        Duration::try_from_secs_f64((capped + spread).max(0.0)).unwrap_or(Duration::MAX)
+        let multiplier = if self.multiplier.is_finite() {
+            self.multiplier.max(1.0)
+        } else {
+            1.0
+        };
+        let jitter = if self.jitter.is_finite() {
+            self.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let exponent = i32::try_from(streak.max(1) - 1).unwrap_or(i32::MAX);
+        let base = self.initial.as_secs_f64() * multiplier.powi(exponent);
+        let capped = base.min(self.max_delay.as_secs_f64());
+        let spread = capped * jitter * (sample * 2.0 - 1.0);
+        // Past what a Duration holds (a huge multiplier): the cap.
+        Duration::try_from_secs_f64((capped + spread).max(0.0))
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
     }
 }
 
@@ -107,13 +154,24 @@ pub struct FlowPolicy {
 }
 
 impl FlowPolicy {
-    /// No backoff, no trip, overlapping ticks skipped, missed ticks run once.
+    /// No backoff, no trip, overlapping ticks skipped, missed ticks run once. (The
+    /// flows `Scheduler::every`, `cron` and `manual` add use
+    /// [`FlowPolicy::backing_off`] instead, as cano 0.13 does.)
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Backs off after failures.
+    /// cano 0.13's policy for a flow: [`BackoffPolicy::default`], no trip.
+    pub fn backing_off() -> Self {
+        Self::new().with_backoff(BackoffPolicy::default())
+    }
+
+    /// Backs off after failures; the backoff's `streak_limit`, when set, trips the
+    /// flow as [`trip_after`](Self::trip_after) does.
     pub fn with_backoff(mut self, backoff: BackoffPolicy) -> Self {
+        if let Some(limit) = backoff.streak_limit {
+            self.trip_after = Some(limit.max(1));
+        }
         self.backoff = Some(backoff);
         self
     }

@@ -68,13 +68,12 @@ impl Task<S> for Job {
     }
 }
 
-async fn start(job: &Job, schedule: Schedule, policy: FlowPolicy) -> RunningScheduler {
-    Scheduler::new()
+async fn start(job: &Job, schedule: Schedule, policy: FlowPolicy) -> RunningScheduler<S> {
+    let mut scheduler = Scheduler::<S>::new();
+    scheduler
         .flow("job", job.workflow(), S::Work, schedule, policy)
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+        .unwrap();
+    scheduler.start().await.unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -82,8 +81,8 @@ async fn cron_fires_at_the_local_instants_across_a_dst_change() {
     // Berlin springs forward at 02:00 CET on 29 March 2026 (01:00 UTC).
     let origin = Utc.with_ymd_and_hms(2026, 3, 28, 6, 30, 0).unwrap();
     let (job, hours) = (Job::new(Duration::ZERO), Job::new(Duration::ZERO));
-    let scheduler = Scheduler::new()
-        .with_clock_origin(origin)
+    let mut scheduler = Scheduler::<S>::new().with_clock_origin(origin);
+    scheduler
         .flow(
             "nine",
             job.workflow(),
@@ -91,7 +90,8 @@ async fn cron_fires_at_the_local_instants_across_a_dst_change() {
             Schedule::cron_in("0 9 * * *", "Europe/Berlin").unwrap(),
             FlowPolicy::new(),
         )
-        .unwrap()
+        .unwrap();
+    scheduler
         .flow(
             "hourly",
             hours.workflow(),
@@ -99,22 +99,20 @@ async fn cron_fires_at_the_local_instants_across_a_dst_change() {
             Schedule::cron_in("0 * * * *", "Europe/Berlin").unwrap(),
             FlowPolicy::new(),
         )
-        .unwrap()
-        .start()
-        .await
         .unwrap();
+    let scheduler = scheduler.start().await.unwrap();
     sleep(Duration::from_secs(2 * 86_400)).await;
-    let nine = scheduler.status("nine").unwrap();
-    let hourly = scheduler.status("hourly").unwrap();
-    scheduler.stop(Duration::ZERO).await.unwrap();
+    let nine = scheduler.status("nine").await.unwrap();
+    let hourly = scheduler.status("hourly").await.unwrap();
+    scheduler.stop_with_grace(Duration::ZERO).await.unwrap();
     // 09:00 CET on the 28th is 1.5 h in; 09:00 CEST on the 29th is 23 h later.
     let first_nine = 90 * 60;
     assert_eq!(job.starts(), [first_nine, first_nine + 23 * 3_600]);
-    assert_eq!(nine.runs, 2);
+    assert_eq!(nine.run_count, 2);
     // Every real hour fired once, at 30 min past the origin's hour, the day the local
     // clock skipped 02:00 included: 48 hours, 48 runs, an hour apart.
     let starts = hours.starts();
-    assert_eq!(hourly.runs, 48);
+    assert_eq!(hourly.run_count, 48);
     assert_eq!(
         starts,
         (0..48).map(|h| 30 * 60 + h * 3_600).collect::<Vec<_>>()
@@ -131,7 +129,10 @@ async fn fixed_rate_keeps_its_grid_and_fixed_delay_counts_from_the_end() {
     )
     .await;
     sleep(Duration::from_secs(250)).await;
-    scheduler.stop(Duration::from_secs(60)).await.unwrap();
+    scheduler
+        .stop_with_grace(Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(rate.starts(), [60, 120, 180, 240]);
 
     let delay = Job::new(Duration::from_secs(20));
@@ -142,7 +143,10 @@ async fn fixed_rate_keeps_its_grid_and_fixed_delay_counts_from_the_end() {
     )
     .await;
     sleep(Duration::from_secs(250)).await;
-    scheduler.stop(Duration::from_secs(60)).await.unwrap();
+    scheduler
+        .stop_with_grace(Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(delay.starts(), [60, 140, 220]);
 }
 
@@ -160,28 +164,45 @@ async fn a_failing_flow_backs_off_then_trips_and_reset_starts_it_again() {
     )
     .await;
     sleep(Duration::from_secs(11)).await;
-    let info = scheduler.status("job").unwrap();
-    assert_eq!((info.status, info.failure_streak), (Status::Backoff, 1));
-    assert!(info.last_error.unwrap().contains("warehouse API is down"));
+    let info = scheduler.status("job").await.unwrap();
+    assert_eq!(info.failure_streak, 1);
+    let Status::Backoff {
+        until,
+        streak: 1,
+        last_error,
+    } = info.status
+    else {
+        panic!(
+            "backing off after the first failure: {:?}",
+            info.status.clone()
+        )
+    };
+    assert!(last_error.contains("warehouse API is down"), "{last_error}");
+    assert_eq!(Some(until), info.next_eligible);
+    assert_eq!(info.last_error.as_deref(), Some(last_error.as_str()));
     sleep(Duration::from_secs(1_000)).await;
     // 10 s; then backoff 30 s (at 40); then 60 s (at 100): the third failure trips it.
     assert_eq!(job.starts(), [10, 40, 100]);
-    assert_eq!(scheduler.status("job").unwrap().status, Status::Tripped);
-    let err = scheduler.trigger("job").unwrap_err().to_string();
+    let tripped = scheduler.status("job").await.unwrap().status;
+    assert!(
+        matches!(&tripped, Status::Tripped { streak: 3, last_error } if last_error.contains("warehouse")),
+        "{tripped:?}"
+    );
+    let err = scheduler.trigger("job").await.unwrap_err().to_string();
     assert!(
         err.contains("tripped") && err.contains("reset_flow"),
         "{err}"
     );
 
     job.failing.store(0, Ordering::SeqCst);
-    scheduler.reset_flow("job").unwrap();
+    scheduler.reset_flow("job").await.unwrap();
     sleep(Duration::from_secs(15)).await;
-    let info = scheduler.status("job").unwrap();
+    let info = scheduler.status("job").await.unwrap();
     assert_eq!(
-        (info.runs, info.failure_streak, info.status),
+        (info.run_count, info.failure_streak, info.status.clone()),
         (4, 0, Status::Idle)
     );
-    scheduler.stop(Duration::ZERO).await.unwrap();
+    scheduler.stop_with_grace(Duration::ZERO).await.unwrap();
 }
 
 async fn overlapping(overlap: Overlap) -> Vec<u64> {
@@ -194,7 +215,10 @@ async fn overlapping(overlap: Overlap) -> Vec<u64> {
     )
     .await;
     sleep(Duration::from_secs(65)).await;
-    scheduler.stop(Duration::from_secs(100)).await.unwrap();
+    scheduler
+        .stop_with_grace(Duration::from_secs(100))
+        .await
+        .unwrap();
     job.starts()
 }
 
@@ -218,7 +242,7 @@ async fn late(missed: MissedFire) -> Vec<u64> {
     // The clock jumps 35 s while nothing runs: ticks at 10, 20 and 30 are missed.
     advance(Duration::from_secs(35)).await;
     sleep(Duration::from_secs(10)).await;
-    scheduler.stop(Duration::ZERO).await.unwrap();
+    scheduler.stop_with_grace(Duration::ZERO).await.unwrap();
     job.starts()
 }
 
@@ -232,23 +256,29 @@ async fn a_late_wake_up_runs_missed_ticks_once_or_skips_them() {
 async fn stop_waits_out_the_grace_period_then_cancels() {
     let job = Job::new(Duration::from_secs(30));
     let scheduler = start(&job, Schedule::manual(), FlowPolicy::new()).await;
-    scheduler.trigger("job").unwrap();
+    scheduler.trigger("job").await.unwrap();
     sleep(Duration::from_secs(1)).await;
     let stopped = Instant::now();
-    scheduler.stop(Duration::from_secs(60)).await.unwrap();
+    scheduler
+        .stop_with_grace(Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(
         stopped.elapsed(),
         Duration::from_secs(29),
         "the run finished"
     );
-    assert_eq!(scheduler.status("job").unwrap().last_error, None);
+    assert_eq!(scheduler.status("job").await.unwrap().last_error, None);
 
     let job = Job::new(Duration::from_secs(30));
     let scheduler = start(&job, Schedule::manual(), FlowPolicy::new()).await;
-    scheduler.trigger("job").unwrap();
+    scheduler.trigger("job").await.unwrap();
     sleep(Duration::from_secs(1)).await;
     let stopped = Instant::now();
-    scheduler.stop(Duration::from_secs(5)).await.unwrap();
+    scheduler
+        .stop_with_grace(Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(
         stopped.elapsed(),
         Duration::from_secs(5),
@@ -257,14 +287,15 @@ async fn stop_waits_out_the_grace_period_then_cancels() {
     assert!(
         scheduler
             .status("job")
+            .await
             .unwrap()
             .last_error
             .unwrap()
             .contains("cancelled")
     );
     // Stopped: commands are refused, waiting returns at once.
-    assert!(scheduler.trigger("job").is_err());
-    scheduler.wait().await;
+    assert!(scheduler.trigger("job").await.is_err());
+    scheduler.wait().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -272,24 +303,28 @@ async fn a_cancelled_run_is_not_a_failure() {
     let job = Job::new(Duration::from_secs(30));
     let policy = FlowPolicy::new().trip_after(1);
     let scheduler = start(&job, Schedule::manual(), policy).await;
-    scheduler.trigger("job").unwrap();
+    scheduler.trigger("job").await.unwrap();
     sleep(Duration::from_secs(1)).await;
-    assert_eq!(scheduler.status("job").unwrap().status, Status::Running);
-    scheduler.cancel_flow("job").unwrap();
+    assert_eq!(
+        scheduler.status("job").await.unwrap().status,
+        Status::Running
+    );
+    scheduler.cancel_flow("job").await.unwrap();
     sleep(Duration::from_secs(1)).await;
-    let info = scheduler.status("job").unwrap();
-    assert_eq!((info.status, info.failure_streak), (Status::Idle, 0));
-    scheduler.stop(Duration::ZERO).await.unwrap();
+    let info = scheduler.status("job").await.unwrap();
+    assert_eq!(
+        (info.status.clone(), info.failure_streak),
+        (Status::Idle, 0)
+    );
+    scheduler.stop_with_grace(Duration::ZERO).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn bad_input_is_refused_at_the_call() {
     let job = Job::new(Duration::ZERO);
-    let err = Scheduler::new()
-        .manual("a", job.workflow(), S::Work)
-        .unwrap()
-        .manual("a", job.workflow(), S::Work)
-        .unwrap_err();
+    let mut twice = Scheduler::new();
+    twice.manual("a", job.workflow(), S::Work).unwrap();
+    let err = twice.manual("a", job.workflow(), S::Work).unwrap_err();
     assert!(
         err.to_string().contains("\"a\" is registered twice"),
         "{err}"
@@ -297,26 +332,37 @@ async fn bad_input_is_refused_at_the_call() {
     let err = Scheduler::new()
         .cron("bad", job.workflow(), S::Work, "every day")
         .unwrap_err();
+    // An interval in minutes or hours past what u64 seconds hold never fires; it is
+    // not a panic.
+    Scheduler::new()
+        .every_hours("never", job.workflow(), S::Work, u64::MAX)
+        .unwrap();
     assert!(err.to_string().contains("invalid cron expression"), "{err}");
     let err = Scheduler::new()
         .every("zero", job.workflow(), S::Work, Duration::ZERO)
         .unwrap_err();
     assert!(err.to_string().contains("tight loop"), "{err}");
+    // A workflow that cannot run is reported by start (as cano 0.13 does), before any
+    // resource is set up.
     let broken = Workflow::<S>::bare().add_exit_state(S::Done);
-    assert!(Scheduler::new().manual("broken", broken, S::Work).is_err());
+    let mut scheduler = Scheduler::new();
+    scheduler.manual("broken", broken, S::Work).unwrap();
+    assert!(scheduler.contains("broken") && scheduler.len() == 1);
+    let err = scheduler.start().await.unwrap_err().to_string();
+    assert!(err.contains("flow \"broken\""), "{err}");
     let scheduler = start(&job, Schedule::manual(), FlowPolicy::new()).await;
-    let err = scheduler.trigger("nope").unwrap_err().to_string();
+    let err = scheduler.trigger("nope").await.unwrap_err().to_string();
     assert!(
         err.contains("no flow is called \"nope\" (flows: job)"),
         "{err}"
     );
     // A flood of triggers never fails on a full queue; overlapping ones are skipped.
     for _ in 0..10_000 {
-        scheduler.trigger("job").unwrap();
+        scheduler.trigger("job").await.unwrap();
     }
     sleep(Duration::from_secs(1)).await;
-    assert!(scheduler.status("job").unwrap().runs >= 1);
-    scheduler.stop(Duration::ZERO).await.unwrap();
+    assert!(scheduler.status("job").await.unwrap().run_count >= 1);
+    scheduler.stop_with_grace(Duration::ZERO).await.unwrap();
 }
 
 /// Counts setups and teardowns.
@@ -346,17 +392,15 @@ async fn resources_are_set_up_at_start_and_torn_down_at_stop_once() {
     let workflow = Workflow::new(resources)
         .register(S::Work, job.clone())
         .add_exit_state(S::Done);
-    let scheduler = Scheduler::new()
+    let mut scheduler = Scheduler::new();
+    scheduler
         .every("a", workflow.clone(), S::Work, Duration::from_secs(1))
-        .unwrap()
-        .every("b", workflow, S::Work, Duration::from_secs(1))
-        .unwrap()
-        .start()
-        .await
         .unwrap();
+    scheduler.every_seconds("b", workflow, S::Work, 1).unwrap();
+    let scheduler = scheduler.start().await.unwrap();
     sleep(Duration::from_millis(10_500)).await;
     assert_eq!(pool.setups.load(Ordering::SeqCst), 1);
-    scheduler.stop(Duration::ZERO).await.unwrap();
+    scheduler.stop_with_grace(Duration::ZERO).await.unwrap();
     assert_eq!(job.starts().len(), 20);
     assert_eq!(
         (
@@ -419,20 +463,19 @@ async fn a_crashed_run_is_resumed_before_a_fresh_one_starts() {
     let _ = running.await;
     assert_eq!(workflow.unfinished_runs().await.unwrap().len(), 1);
 
-    let scheduler = Scheduler::new()
+    let mut scheduler = Scheduler::new();
+    scheduler
         .manual("import", workflow.clone(), S::Work)
-        .unwrap()
-        .start()
-        .await
         .unwrap();
-    scheduler.trigger("import").unwrap();
+    let scheduler = scheduler.start().await.unwrap();
+    scheduler.trigger("import").await.unwrap();
     sleep(Duration::from_secs(1)).await;
     assert!(
         workflow.unfinished_runs().await.unwrap().is_empty(),
         "resumed and finished"
     );
-    assert_eq!(scheduler.status("import").unwrap().last_error, None);
-    scheduler.stop(Duration::ZERO).await.unwrap();
+    assert_eq!(scheduler.status("import").await.unwrap().last_error, None);
+    scheduler.stop_with_grace(Duration::ZERO).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -465,7 +508,8 @@ async fn an_interrupted_run_that_cannot_resume_is_set_aside_once_not_retried_eve
         .with_checkpoint_store(store.clone())
         .with_workflow_id("import")
         .with_workflow_version(2);
-    let scheduler = Scheduler::new()
+    let mut scheduler = Scheduler::<S>::new();
+    scheduler
         .flow(
             "import",
             new,
@@ -473,24 +517,22 @@ async fn an_interrupted_run_that_cannot_resume_is_set_aside_once_not_retried_eve
             Schedule::every(Duration::from_secs(60)).unwrap(),
             FlowPolicy::new().trip_after(2),
         )
-        .unwrap()
-        .start()
-        .await
         .unwrap();
+    let scheduler = scheduler.start().await.unwrap();
     sleep(Duration::from_secs(60 * 5 + 1)).await;
-    let info = scheduler.status("import").unwrap();
+    let info = scheduler.status("import").await.unwrap();
     // Every tick ran a fresh run; the old run was reported once and left alone, and
     // the flow never tripped over it.
     assert_eq!(job.starts().len(), 5, "{info:?}");
     assert_eq!(
-        (info.failure_streak, info.status),
+        (info.failure_streak, info.status.clone()),
         (0, Status::Idle),
         "{info:?}"
     );
     assert_eq!(info.set_aside.len(), 1, "{info:?}");
     assert_eq!(info.set_aside[0].run, crashed);
     assert!(info.set_aside[0].reason.contains("version 1"), "{info:?}");
-    scheduler.stop(Duration::ZERO).await.unwrap();
+    scheduler.stop_with_grace(Duration::ZERO).await.unwrap();
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -515,23 +557,29 @@ async fn flows_of_different_state_types_share_one_scheduler() {
         .register(Email::Send, SendEmail)
         .add_exit_state(Email::Sent);
     // Five seconds past a minute: the cron flow fires 5, 15 and 25 s in.
-    let scheduler = Scheduler::new()
-        .with_clock_origin(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 5).unwrap())
+    let mut scheduler =
+        Scheduler::new().with_clock_origin(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 5).unwrap());
+    scheduler
         .every("job", job.workflow(), S::Work, Duration::from_secs(5))
-        .unwrap()
-        .cron("digest", emails, Email::Send, "*/10 * * * * *")
-        .unwrap()
-        .start()
-        .await
         .unwrap();
+    scheduler
+        .flow(
+            "digest",
+            emails,
+            Email::Send,
+            Schedule::cron("*/10 * * * * *").unwrap(),
+            FlowPolicy::backing_off(),
+        )
+        .unwrap();
+    let scheduler = scheduler.start().await.unwrap();
     sleep(Duration::from_secs(31)).await;
-    let list = scheduler.list();
+    let list = scheduler.list().await;
     assert_eq!(
         list.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
         ["job", "digest"]
     );
-    assert_eq!(list[0].runs, 6);
-    assert_eq!(list[1].runs, 3);
+    assert_eq!(list[0].run_count, 6);
+    assert_eq!(list[1].run_count, 3);
     assert!(list[1].next_run.is_some() && list[1].last_run.is_some());
-    scheduler.stop(Duration::ZERO).await.unwrap();
+    scheduler.stop_with_grace(Duration::ZERO).await.unwrap();
 }

@@ -59,33 +59,33 @@ async fn main() -> Result<(), CanoError> {
     let report = Workflow::bare()
         .register(Report::Render, Render)
         .add_exit_state(Report::Sent);
-    let scheduler = Scheduler::new()
-        .cron("heartbeat", report.clone(), Report::Render, "*/2 * * * * *")?
-        .flow(
-            "feed",
-            sync,
-            Feed::Pull,
-            Schedule::every(Duration::from_secs(3))?,
-            FlowPolicy::new()
-                .with_backoff(BackoffPolicy::new(Duration::from_secs(1)))
-                .trip_after(5),
-        )?
-        .manual("on-demand", report, Report::Render)?
-        .start()
-        .await?;
+    let mut scheduler = Scheduler::new();
+    scheduler.cron("heartbeat", report.clone(), Report::Render, "*/2 * * * * *")?;
+    scheduler.manual("on-demand", report, Report::Render)?;
+    // A workflow of another state type, with the full schedule and policy.
+    scheduler.flow(
+        "feed",
+        sync,
+        Feed::Pull,
+        Schedule::every(Duration::from_secs(3))?,
+        FlowPolicy::new()
+            .with_backoff(BackoffPolicy::new(Duration::from_secs(1)))
+            .trip_after(5),
+    )?;
+    let scheduler = scheduler.start().await?;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    scheduler.trigger("on-demand")?;
+    scheduler.trigger("on-demand").await?;
     println!("triggered on-demand; running for 8 s (Ctrl-C stops sooner)");
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(7)) => {}
         _ = tokio::signal::ctrl_c() => println!("Ctrl-C: stopping"),
     }
-    scheduler.stop(Duration::from_secs(2)).await?;
-    for flow in scheduler.list() {
+    scheduler.stop_with_grace(Duration::from_secs(2)).await?;
+    for flow in scheduler.list().await {
         println!(
             "{:<10} {:?}: {} runs, failure streak {}, last error {:?}",
-            flow.id, flow.status, flow.runs, flow.failure_streak, flow.last_error
+            flow.id, flow.status, flow.run_count, flow.failure_streak, flow.last_error
         );
     }
     Ok(())

@@ -279,7 +279,8 @@ async fn scheduler_intervals_backoff_and_grace_take_duration_max() {
             .with_multiplier(1e300)
             .with_max(MAX),
     );
-    let scheduler = Scheduler::new()
+    let mut scheduler = Scheduler::new();
+    scheduler
         .flow(
             "never",
             quick.clone(),
@@ -287,34 +288,43 @@ async fn scheduler_intervals_backoff_and_grace_take_duration_max() {
             Schedule::every(MAX).unwrap(),
             FlowPolicy::new(),
         )
-        .unwrap()
+        .unwrap();
+    scheduler
         .flow(
             "grid",
-            quick,
+            quick.clone(),
             S::Go,
             Schedule::every_fixed_rate(MAX).unwrap(),
             FlowPolicy::new(),
         )
-        .unwrap()
-        .flow("failing", broken, S::Go, Schedule::manual(), backoff)
-        .unwrap()
-        .start()
-        .await
         .unwrap();
+    scheduler
+        .flow("failing", broken, S::Go, Schedule::manual(), backoff)
+        .unwrap();
+    // Minutes and hours past what u64 seconds hold: never, like Duration::MAX.
+    scheduler
+        .every_hours("hourly", quick.clone(), S::Go, u64::MAX)
+        .unwrap();
+    let scheduler: RunningScheduler<S> = scheduler.start().await.unwrap();
     // An interval of Duration::MAX never ticks; a manual trigger still runs the flow.
-    assert_eq!(scheduler.status("never").unwrap().next_run, None);
-    scheduler.trigger("never").unwrap();
-    scheduler.trigger("grid").unwrap();
+    assert_eq!(scheduler.status("never").await.unwrap().next_run, None);
+    assert_eq!(scheduler.status("hourly").await.unwrap().next_run, None);
+    scheduler.trigger("never").await.unwrap();
+    scheduler.trigger("grid").await.unwrap();
     // Failures back off by a delay past what a Duration holds (no cap): the longest.
     for streak in 1..=2 {
-        scheduler.trigger("failing").unwrap();
-        while scheduler.status("failing").unwrap().failure_streak < streak {
+        scheduler.trigger("failing").await.unwrap();
+        while scheduler.status("failing").await.unwrap().failure_streak < streak {
             tokio::task::yield_now().await;
         }
     }
-    assert_eq!(scheduler.status("failing").unwrap().status, Status::Backoff);
-    scheduler.stop(MAX).await.unwrap();
-    assert_eq!(scheduler.status("never").unwrap().runs, 1);
+    let failing = scheduler.status("failing").await.unwrap();
+    assert!(
+        matches!(failing.status, Status::Backoff { streak: 2, .. }),
+        "{failing:?}"
+    );
+    scheduler.stop_with_grace(MAX).await.unwrap();
+    assert_eq!(scheduler.status("never").await.unwrap().run_count, 1);
 }
 
 struct Slow;

@@ -10,4 +10,6 @@ mod circuit;
 mod errors;
 mod observers;
 mod resources;
+#[cfg(feature = "scheduler")]
+mod scheduler;
 mod task_models;
