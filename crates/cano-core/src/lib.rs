@@ -74,15 +74,15 @@ pub use metrics_observer::{METRICS, MetricsObserver, describe as describe_metric
 pub use node::Node;
 pub use observer::{Interest, ObserverArc, Observers, RunObserver, WorkflowObserver};
 pub use resource::{DefaultKey, HealthStatus, Resource, ResourceKey, Resources};
-pub use router::RouterTask;
+pub use router::{DynRouterTask, RouterTask, RouterTaskObject};
 pub use run::{CancellationToken, DrainGuard, RunContext, RunId, RunOptions};
 pub use store::MemoryStore;
-pub use task::{RegisteredTask, Task, TaskConfig, TaskFuture, TaskResult};
+pub use task::{DynTask, RegisteredTask, Task, TaskConfig, TaskFuture, TaskObject, TaskResult};
 #[cfg(feature = "tracing")]
 pub use tracing_observer::TracingObserver;
 pub use util::short_type_name;
 pub use workflow::handler::{
-    CompensationFuture, HandlerFuture, HandlerInfo, StateContext, StateHandler, TaskEnv,
+    CompensationFuture, HandlerFuture, HandlerInfo, StateContext, StateEntry, StateHandler, TaskEnv,
 };
 pub use workflow::{ResourceLifecycle, RunHandle, Workflow, WorkflowState};
 

@@ -274,6 +274,37 @@ pub trait Task<S, K = DefaultKey>: Send + Sync {
     }
 }
 
+/// A task of any type behind a pointer (cano 0.13's name): `Task` is object safe.
+pub type DynTask<S, K = DefaultKey> = dyn Task<S, K> + Send + Sync;
+
+/// A shared task of any type (cano 0.13's name), for collections of different task
+/// types. (It is not itself a `Task`: register each concrete task, or call the object
+/// from a task of your own.)
+///
+/// ```
+/// use std::sync::Arc;
+/// use cano_core::{CanoError, Task, TaskObject, TaskResult};
+///
+/// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// enum Step { Fetch, Done }
+/// struct Fetch;
+/// #[async_trait::async_trait]
+/// impl Task<Step> for Fetch {
+///     async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+///         Ok(TaskResult::Single(Step::Done))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), CanoError> {
+/// let tasks: Vec<TaskObject<Step>> = vec![Arc::new(Fetch)];
+/// assert_eq!(tasks[0].name(), "Fetch");
+/// assert!(matches!(tasks[0].run_bare().await?, TaskResult::Single(Step::Done)));
+/// # Ok(())
+/// # }
+/// ```
+pub type TaskObject<S, K = DefaultKey> = Arc<DynTask<S, K>>;
+
 /// A task together with what the engine reads from it once: its [`TaskConfig`] and its
 /// name. Handlers outside this crate (split branches, compensatable steps) hold tasks
 /// this way and run them with [`TaskEnv::run_registered`](crate::TaskEnv::run_registered), so every task is

@@ -100,9 +100,11 @@
 //! # }
 //! ```
 
+mod erased;
 mod handler;
 mod task;
 
+pub use erased::{CompensateFuture, ErasedCompensatable, ForwardRunFuture};
 pub use handler::SagaExt;
 pub use task::{CompensatableTask, default_compensation_config};
 

@@ -21,12 +21,21 @@ use crate::strategy::JoinStrategy;
 /// assert_eq!(join.join_state(), &Step::Merge);
 /// assert_eq!(join.bulkhead(), Some(4));
 /// ```
+///
+/// Its fields are public, as in cano 0.13; a mistake in them (a bulkhead of 0, a zero
+/// timeout, `PartialTimeout` without a timeout) is reported by `Workflow::validate` and
+/// by every run, naming the state.
 #[derive(Debug, Clone, PartialEq)]
+#[must_use]
 pub struct JoinConfig<S> {
-    strategy: JoinStrategy,
-    join_state: S,
-    timeout: Option<Duration>,
-    bulkhead: Option<usize>,
+    /// When the split moves on.
+    pub strategy: JoinStrategy,
+    /// The state it moves to.
+    pub join_state: S,
+    /// A bound on the whole split, if any.
+    pub timeout: Option<Duration>,
+    /// How many branches may run at once, if limited.
+    pub bulkhead: Option<usize>,
 }
 
 impl<S> JoinConfig<S> {
@@ -45,6 +54,12 @@ impl<S> JoinConfig<S> {
     /// how many branches succeeded, failed and were still running.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Moves to `state` once the strategy is satisfied.
+    pub fn with_join_state(mut self, state: S) -> Self {
+        self.join_state = state;
         self
     }
 

@@ -78,7 +78,7 @@ use cano_core::{CanoError, ResourceKey, Resources, Workflow, WorkflowState};
 
 pub use branches::{Branches, IntoBranches};
 pub use config::JoinConfig;
-pub use result::{BranchOutcome, BranchReport, SplitResult};
+pub use result::{BranchOutcome, BranchReport, SplitResult, SplitTaskResult};
 pub use strategy::{JoinStrategy, Tally, Verdict};
 
 use join::{Source, SplitHandler};

@@ -162,6 +162,46 @@ impl<S> SplitResult<S> {
             failed: self.failed().count(),
         }
     }
+
+    /// How many branches finished, successfully or not (cano 0.13's count).
+    pub fn completed_count(&self) -> usize {
+        let tally = self.tally();
+        tally.succeeded + tally.failed
+    }
+
+    /// How many branches there were (cano 0.13's count).
+    pub fn total_count(&self) -> usize {
+        self.len()
+    }
+
+    /// Every finished branch as cano 0.13's [`SplitTaskResult`], in branch order.
+    pub fn task_results(&self) -> Vec<SplitTaskResult<S>>
+    where
+        S: Clone,
+    {
+        self.branches
+            .iter()
+            .enumerate()
+            .filter_map(|(task_index, branch)| {
+                let result = match &branch.outcome {
+                    BranchOutcome::Succeeded(value) => Ok(value.clone()),
+                    BranchOutcome::Failed(error) => Err(error.clone()),
+                    BranchOutcome::Cancelled | BranchOutcome::NotStarted => return None,
+                };
+                Some(SplitTaskResult { task_index, result })
+            })
+            .collect()
+    }
+}
+
+/// One finished branch of a split, by its index (cano 0.13's shape; see
+/// [`SplitResult::task_results`]).
+#[derive(Debug, Clone)]
+pub struct SplitTaskResult<S> {
+    /// The branch's index among the split's tasks.
+    pub task_index: usize,
+    /// What it returned.
+    pub result: Result<TaskResult<S>, CanoError>,
 }
 
 /// Where a split state's result is kept in the run's outputs.

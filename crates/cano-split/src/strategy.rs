@@ -92,6 +92,20 @@ impl JoinStrategy {
         }
     }
 
+    /// Whether `completed` finished branches out of `total` meet the strategy's count,
+    /// as cano 0.13 reads it: `All` needs every branch, `Any` one, `Quorum(n)` and
+    /// `PartialResults(n)` `n`, `Percentage(p)` `ceil(p × total)`, `PartialTimeout` one.
+    /// The join itself also weighs failures ([`decide`](Self::decide)).
+    pub fn is_satisfied(&self, completed: usize, total: usize) -> bool {
+        let needed = match *self {
+            Self::All => total,
+            Self::Any | Self::PartialTimeout => 1,
+            Self::Quorum(n) | Self::PartialResults(n) => n,
+            Self::Percentage(p) => ceil_share(p, total),
+        };
+        completed >= needed
+    }
+
     /// How many successes the strategy needs out of `total` branches, for the
     /// strategies that count successes.
     pub fn successes_needed(&self, total: usize) -> Option<usize> {

@@ -68,8 +68,13 @@ pub mod stream;
 pub mod timer;
 mod util;
 
-pub use batch::{BatchConfig, BatchTask, ItemResult, run_batch};
-pub use poll::{PollErrorPolicy, PollOutcome, PollTask, run_poll};
+pub use batch::{
+    BatchConfig, BatchTask, DefaultBatchItem, DefaultBatchItemOutput, ItemCodec, ItemResult,
+    run_batch,
+};
+pub use poll::{
+    DynPollTask, PollErrorPolicy, PollOutcome, PollTask, PollTaskObject, run_poll, run_poll_loop,
+};
 pub use stream::{
     ItemErrorPolicy, ItemStream, StreamConfig, StreamSummary, StreamTask, WindowOutcome, run_stream,
 };

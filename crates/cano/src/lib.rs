@@ -468,12 +468,12 @@ pub use cano_circuit::{
 };
 
 pub use cano_core::{
-    BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, DrainGuard, ErrorDetail,
-    HandlerFuture, HandlerInfo, HealthStatus, Interest, MemoryStore, Node, Observers,
-    RegisteredTask, Resource, ResourceKey, ResourceLifecycle, Resources, RetryMode, RouterTask,
-    RunContext, RunHandle, RunId, RunObserver, RunOptions, StateContext, StateHandler, Task,
-    TaskConfig, TaskEnv, TaskFuture, TaskProgress, TaskResult, Workflow, WorkflowObserver,
-    WorkflowState,
+    BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, DrainGuard, DynRouterTask,
+    DynTask, ErrorDetail, HandlerFuture, HandlerInfo, HealthStatus, Interest, MemoryStore, Node,
+    Observers, RegisteredTask, Resource, ResourceKey, ResourceLifecycle, Resources, RetryMode,
+    RouterTask, RouterTaskObject, RunContext, RunHandle, RunId, RunObserver, RunOptions,
+    StateContext, StateEntry, StateHandler, Task, TaskConfig, TaskEnv, TaskFuture, TaskObject,
+    TaskProgress, TaskResult, Workflow, WorkflowObserver, WorkflowState,
 };
 pub use cano_core::{
     CheckpointRow, CheckpointStore, DurableStore, Retention, RowKind, RunStatus, RunSummary,
@@ -487,7 +487,9 @@ pub mod split {
 }
 
 #[cfg(feature = "split")]
-pub use cano_split::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};
+pub use cano_split::{
+    BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult, SplitTaskResult,
+};
 
 /// Crash recovery (the `cano-recovery` crate, feature `recovery`, on by default):
 /// checkpoint stores and stepped tasks.
@@ -498,8 +500,8 @@ pub mod recovery {
 
 #[cfg(feature = "recovery")]
 pub use cano_recovery::{
-    Durability, MemoryCheckpointStore, SledCheckpointStore, StepOutcome, SteppedTask,
-    SteppedWorkflow,
+    DefaultStepCursor, Durability, DynSteppedTask, MemoryCheckpointStore, SledCheckpointStore,
+    StepOutcome, SteppedTask, SteppedTaskObject, SteppedWorkflow, run_stepped,
 };
 
 /// Sagas (the `cano-saga` crate, feature `saga`, on by default): compensatable tasks,
@@ -516,7 +518,7 @@ pub mod saga {
 }
 
 #[cfg(feature = "saga")]
-pub use cano_saga::{CompensatableTask, SagaExt};
+pub use cano_saga::{CompensatableTask, ErasedCompensatable, SagaExt};
 
 #[cfg(feature = "tracing")]
 pub use cano_core::TracingObserver;
@@ -560,8 +562,10 @@ pub mod metrics {
 
 #[cfg(feature = "task-models")]
 pub use cano_task_models::{
-    BatchConfig, BatchTask, Deadline, ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy,
-    PollOutcome, PollTask, StreamConfig, StreamSummary, StreamTask, TimerTask, WindowOutcome,
+    BatchConfig, BatchTask, Deadline, DefaultBatchItem, DefaultBatchItemOutput, DynPollTask,
+    ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy, PollOutcome, PollTask,
+    PollTaskObject, StreamConfig, StreamSummary, StreamTask, TimerTask, WindowOutcome, run_batch,
+    run_poll_loop,
 };
 
 /// The test kit (the `cano-testing` crate, feature `testing`): a recording observer
@@ -579,11 +583,14 @@ pub mod prelude {
         BreakerPolicy, CancellationToken, CanoError, CanoResult, CircuitBreaker, CircuitPermit,
         CircuitPolicy, CircuitState, FromResources, HealthStatus, Interest, MemoryStore, Node,
         RateLimiter, Resource, ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle,
-        RunId, RunObserver, RunOptions, Task, TaskConfig, TaskResult, Workflow, WorkflowObserver,
-        node, resource, task,
+        RunId, RunObserver, RunOptions, StateEntry, Task, TaskConfig, TaskObject, TaskResult,
+        Workflow, WorkflowObserver, node, resource, task,
     };
 
     pub use crate::RouterTask;
+
+    /// The `Resource` derive under a second name (cano 0.13's prelude has both).
+    pub use crate::Resource as ResourceDerive;
 
     #[cfg(feature = "tracing")]
     pub use crate::TracingObserver;
@@ -604,7 +611,9 @@ pub mod prelude {
     };
 
     #[cfg(feature = "split")]
-    pub use crate::{BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult};
+    pub use crate::{
+        BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult, SplitTaskResult,
+    };
 
     #[cfg(feature = "task-models")]
     pub use crate::{
@@ -616,7 +625,7 @@ pub mod prelude {
     #[cfg(feature = "recovery")]
     pub use crate::{
         Durability, MemoryCheckpointStore, SledCheckpointStore, StepOutcome, SteppedTask,
-        SteppedWorkflow,
+        SteppedWorkflow, run_stepped,
     };
 
     // `saga` the module, so that `#[saga::task]` resolves.

@@ -32,6 +32,40 @@ pub struct HandlerInfo {
     pub tasks: Vec<Cow<'static, str>>,
 }
 
+/// Which kind of handler runs a state, in cano 0.13's words: what each `register*`
+/// method of the builder maps a state to. Read it with [`HandlerInfo::entry`] or
+/// [`Workflow::state_entry`](crate::Workflow::state_entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StateEntry {
+    /// One task (`register`): plain, poll, batch, timer and stream tasks alike.
+    Single,
+    /// Tasks in parallel joined by a strategy (`register_split`).
+    Split,
+    /// A router task (`register_router`): picks the next state, writes no row.
+    Router,
+    /// A stepped task (`register_stepped`): the engine owns the step loop.
+    Stepped,
+    /// A compensatable task (`register_with_compensation`).
+    CompensatableSingle,
+    /// A handler of another kind (a custom [`StateHandler`]), by its kind.
+    Custom(&'static str),
+}
+
+impl HandlerInfo {
+    /// The kind of state this handler makes, as a [`StateEntry`].
+    pub fn entry(&self) -> StateEntry {
+        match self.kind {
+            "task" => StateEntry::Single,
+            "split" => StateEntry::Split,
+            "router" => StateEntry::Router,
+            "stepped" => StateEntry::Stepped,
+            "compensatable" => StateEntry::CompensatableSingle,
+            other => StateEntry::Custom(other),
+        }
+    }
+}
+
 /// Runs a state: given the state and the run's environment, produce the next state.
 ///
 /// Implement it to add a new kind of state; the engine knows nothing else about it.

@@ -403,6 +403,17 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             .collect()
     }
 
+    /// What kind of handler runs `state` (cano 0.13's [`StateEntry`]); `None` when
+    /// no handler is registered for it.
+    ///
+    /// [`StateEntry`]: crate::StateEntry
+    pub fn state_entry(&self, state: &S) -> Option<crate::StateEntry> {
+        self.states()
+            .into_iter()
+            .find(|(s, _)| s == state)
+            .map(|(_, info)| info.entry())
+    }
+
     /// The exit states (in no particular order).
     pub fn exit_states(&self) -> Vec<S> {
         self.spec

@@ -8,6 +8,7 @@
 
 mod circuit;
 mod errors;
+mod exports;
 mod observers;
 mod resources;
 #[cfg(feature = "scheduler")]
