@@ -12,7 +12,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cano_error::CanoError;
 
@@ -28,25 +28,45 @@ const HALF_OPEN: u64 = 2;
 const MISCONFIGURED: u64 = 3;
 const STATE_MASK: u64 = 3;
 
-/// Where a breaker stands.
+/// Where a breaker stands (cano 0.13's variants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CircuitState {
     /// Calls go through; failures are counted.
     Closed,
-    /// Calls are refused until the reset timeout has passed.
-    Open,
+    /// Calls are refused until `until` (then the first call turns it half-open).
+    Open {
+        /// When the reset timeout ends. A misconfigured breaker, which refuses every
+        /// call, reports a time decades away.
+        until: Instant,
+    },
     /// A bounded number of probe calls go through; their outcome closes or reopens it.
     HalfOpen,
 }
 
 impl CircuitState {
-    fn of(word: u64) -> Self {
-        match word & STATE_MASK {
-            CLOSED => Self::Closed,
-            HALF_OPEN => Self::HalfOpen,
-            // A misconfigured breaker refuses every call, as an open one does.
-            _ => Self::Open,
-        }
+    /// Whether calls are refused (open).
+    pub fn is_open(&self) -> bool {
+        matches!(self, Self::Open { .. })
+    }
+
+    /// Whether calls go through freely (closed).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed)
+    }
+
+    /// Whether only probe calls go through (half-open).
+    pub fn is_half_open(&self) -> bool {
+        matches!(self, Self::HalfOpen)
+    }
+}
+
+/// The name of the state in `word`, for debugging.
+fn state_name(word: u64) -> &'static str {
+    match word & STATE_MASK {
+        CLOSED => "closed",
+        OPEN => "open",
+        HALF_OPEN => "half-open",
+        _ => "misconfigured",
     }
 }
 
@@ -54,7 +74,7 @@ impl fmt::Display for CircuitState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Closed => "closed",
-            Self::Open => "open",
+            Self::Open { .. } => "open",
             Self::HalfOpen => "half-open",
         })
     }
@@ -91,7 +111,7 @@ struct Probes {
 ///     let permit = breaker.try_acquire()?;
 ///     breaker.record_failure(permit);
 /// }
-/// assert_eq!(breaker.state(), CircuitState::Open);
+/// assert!(breaker.state().is_open());
 /// assert!(matches!(breaker.try_acquire(), Err(CanoError::CircuitOpen(_))));
 /// # Ok::<(), CanoError>(())
 /// ```
@@ -197,7 +217,18 @@ impl CircuitBreaker {
     /// Where it stands now. An open breaker turns half-open when the first call after
     /// its reset timeout asks for a permit.
     pub fn state(&self) -> CircuitState {
-        CircuitState::of(self.word.load(Ordering::Acquire))
+        let word = self.word.load(Ordering::Acquire);
+        match word & STATE_MASK {
+            CLOSED => CircuitState::Closed,
+            HALF_OPEN => CircuitState::HalfOpen,
+            OPEN => CircuitState::Open {
+                until: self.clock.instant_at(self.retry_at.load(Ordering::Acquire)),
+            },
+            // A misconfigured breaker refuses every call, as an open one does.
+            _ => CircuitState::Open {
+                until: self.clock.instant_at(u64::MAX),
+            },
+        }
     }
 
     /// Asks to make one call. Closed: always granted. Open: refused with
@@ -415,7 +446,9 @@ impl CircuitBreaker {
             .saturating_add(nanos(self.policy.reset_timeout));
         self.retry_at.store(reopen, Ordering::Release);
         self.word.store(advance(word, OPEN), Ordering::Release);
-        Some(CircuitState::Open)
+        Some(CircuitState::Open {
+            until: self.clock.instant_at(reopen),
+        })
     }
 }
 
@@ -483,7 +516,7 @@ impl fmt::Debug for Permit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("breaker", &self.breaker.name)
-            .field("issued_in", &CircuitState::of(self.word))
+            .field("issued_in", &state_name(self.word))
             .finish()
     }
 }
@@ -518,7 +551,7 @@ mod tests {
             },
         ] {
             let b = CircuitBreaker::named("ledger", policy);
-            assert_eq!(b.state(), CircuitState::Open, "it refuses calls");
+            assert!(b.state().is_open(), "it refuses calls");
             for _ in 0..3 {
                 let err = b.try_acquire().unwrap_err();
                 assert!(matches!(err, CanoError::Configuration(_)), "{err}");
@@ -538,7 +571,7 @@ mod tests {
             reset_timeout: Duration::ZERO,
             half_open_max_calls: 2,
         });
-        assert_eq!(fail(&b), Some(CircuitState::Open));
+        assert!(matches!(fail(&b), Some(CircuitState::Open { .. })));
         // Two probes at once, a third is refused; both must succeed to close.
         let first = b.try_acquire().unwrap();
         let second = b.try_acquire().unwrap();
@@ -563,8 +596,8 @@ mod tests {
         b.record_success(permit);
         assert_eq!(fail(&b), None);
         assert_eq!(fail(&b), None);
-        assert_eq!(fail(&b), Some(CircuitState::Open));
-        assert_eq!(b.state(), CircuitState::Open);
+        assert!(matches!(fail(&b), Some(CircuitState::Open { .. })));
+        assert!(b.state().is_open());
         let err = b.try_acquire().unwrap_err();
         assert!(matches!(err, CanoError::CircuitOpen(_)));
         assert!(
@@ -577,7 +610,7 @@ mod tests {
     fn a_dropped_permit_counts_as_a_failure() {
         let b = breaker(1);
         drop(b.try_acquire().unwrap());
-        assert_eq!(b.state(), CircuitState::Open);
+        assert!(b.state().is_open());
     }
 
     #[test]
@@ -585,11 +618,11 @@ mod tests {
         let b = breaker(1);
         let early = b.try_acquire().unwrap();
         let also_early = b.try_acquire().unwrap();
-        assert_eq!(fail(&b), Some(CircuitState::Open));
+        assert!(matches!(fail(&b), Some(CircuitState::Open { .. })));
         // Issued while closed, reported after it opened: nothing changes.
         assert_eq!(b.record_failure(early), None);
         assert_eq!(b.record_success(also_early), None);
-        assert_eq!(b.state(), CircuitState::Open);
+        assert!(b.state().is_open());
     }
 
     #[test]
@@ -609,7 +642,7 @@ mod tests {
         assert_eq!(picky.state(), CircuitState::Closed);
         let permit = picky.try_acquire().unwrap();
         picky.record_error(permit, &CanoError::task_execution("connection reset"));
-        assert_eq!(picky.state(), CircuitState::Open);
+        assert!(picky.state().is_open());
     }
 
     #[test]

@@ -20,6 +20,20 @@ impl Clock {
         }
     }
 
+    /// The moment `nanos` after the origin, as a std `Instant` (under tokio's paused
+    /// clock, the paused time); past what the platform's `Instant` holds, the latest
+    /// moment that fits.
+    pub(crate) fn instant_at(&self, nanos: u64) -> std::time::Instant {
+        let origin = self.origin.into_std();
+        let mut offset = Duration::from_nanos(nanos);
+        loop {
+            if let Some(at) = origin.checked_add(offset) {
+                return at;
+            }
+            offset /= 2;
+        }
+    }
+
     /// Nanoseconds since the origin (saturating: 584 years fit in a `u64`).
     pub(crate) fn now(&self) -> u64 {
         nanos(self.origin.elapsed())

@@ -138,7 +138,7 @@ impl Resource for cano_circuit::CircuitBreaker {
                 "circuit breaker `{}` is half-open: probing the dependency",
                 self.name()
             )),
-            cano_circuit::CircuitState::Open => HealthStatus::Unhealthy(format!(
+            cano_circuit::CircuitState::Open { .. } => HealthStatus::Unhealthy(format!(
                 "circuit breaker `{}` is open: the dependency kept failing",
                 self.name()
             )),

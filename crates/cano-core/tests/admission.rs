@@ -159,7 +159,7 @@ async fn one_breaker_guards_tasks_of_different_workflows() {
     let second = one_state(healthy);
 
     assert!(first.orchestrate(S::Call).await.is_err());
-    assert_eq!(shared.state(), CircuitState::Open);
+    assert!(shared.state().is_open());
     let err = second.orchestrate(S::Call).await.unwrap_err();
     assert!(matches!(err, CanoError::CircuitOpen(_)));
     assert_eq!(healthy_calls.load(Ordering::SeqCst), 0);
@@ -233,7 +233,7 @@ async fn an_attempt_that_times_out_counts_against_the_breaker() {
         .add_exit_state(S::Done);
     let err = workflow.orchestrate(S::Call).await.unwrap_err();
     assert!(matches!(err, CanoError::Timeout(_)), "{err:?}");
-    assert_eq!(breaker.state(), CircuitState::Open);
+    assert!(breaker.state().is_open());
 }
 
 /// A workflow of three states whose tasks share `config` (and so its limiter).
@@ -337,7 +337,7 @@ async fn breakers_and_limiters_are_resources_with_health() {
     assert_eq!(resources.overall_health().await, HealthStatus::Healthy);
     drop(breaker.try_acquire().unwrap());
     let from_resources = resources.get::<CircuitBreaker, _>("breaker").unwrap();
-    assert_eq!(from_resources.state(), CircuitState::Open);
+    assert!(from_resources.state().is_open());
     assert!(
         matches!(resources.overall_health().await, HealthStatus::Unhealthy(reason) if reason.contains("`upstream` is open"))
     );

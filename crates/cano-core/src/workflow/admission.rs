@@ -85,7 +85,7 @@ pub(crate) fn guarded_attempt<'a, S: Debug, K>(
         if let Some(held) = held {
             let breaker = held.breaker;
             match held.record(&result) {
-                Some(CircuitState::Open) => {
+                Some(CircuitState::Open { .. }) => {
                     site.tell(|o, s, t| o.circuit_opened(run, s, t, breaker.name()))
                 }
                 Some(CircuitState::Closed) => {
