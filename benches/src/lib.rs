@@ -1,6 +1,7 @@
 //! Shared workloads of the benchmarks, so that the benches and their sanity tests
 //! measure the same thing.
 
+use cano::checkpoint::CheckpointStore;
 use cano::prelude::*;
 use std::sync::Arc;
 

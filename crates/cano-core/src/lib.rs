@@ -84,7 +84,9 @@ pub use util::short_type_name;
 pub use workflow::handler::{
     CompensationFuture, HandlerFuture, HandlerInfo, StateContext, StateEntry, StateHandler, TaskEnv,
 };
-pub use workflow::{ResourceLifecycle, RunHandle, Workflow, WorkflowState};
+pub use workflow::{
+    IntoCheckpointing, ResourceLifecycle, RunHandle, RunRef, Workflow, WorkflowState,
+};
 
 /// The retry policy types, re-exported from `cano-retry`.
 pub use cano_retry::{Retry, RetryMode};

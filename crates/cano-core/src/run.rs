@@ -66,6 +66,19 @@ impl RunId {
         Self(z ^ (z >> 31))
     }
 
+    /// The id named `name`: the same in every process and build (FNV-1a of the text),
+    /// so a run started under a name (`RunOptions::with_run_id(RunId::named("order-42"))`)
+    /// can be resumed by it (`resume_from("order-42")`). Two names may, rarely, give
+    /// one id; a run's checkpoint log refuses a second run under an id it holds.
+    pub fn named(name: &str) -> Self {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in name.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Self(hash)
+    }
+
     /// The id as a number.
     pub const fn as_u64(self) -> u64 {
         self.0
@@ -343,6 +356,9 @@ pub(crate) struct RunStart {
     pub(crate) cancel: Option<CancellationToken>,
     pub(crate) outputs: Option<MemoryStore>,
     pub(crate) journal: Option<Arc<Journal>>,
+    /// The span the run's span is a child of.
+    #[cfg(feature = "tracing")]
+    pub(crate) parent_span: Option<tracing::Span>,
 }
 
 impl RunContext {
@@ -393,7 +409,7 @@ impl RunContext {
     ) -> Self {
         #[cfg(feature = "tracing")]
         let span = {
-            let span = crate::spans::run_span(run_id, workflow);
+            let span = crate::spans::run_span(run_id, workflow, start.parent_span.as_ref());
             (!span.is_disabled()).then_some(span)
         };
         #[cfg(feature = "tracing")]

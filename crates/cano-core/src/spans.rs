@@ -23,8 +23,17 @@ mod on {
     use tracing::Instrument;
 
     /// The span of run `run` of workflow `workflow`.
-    pub(crate) fn run_span(run: RunId, workflow: &str) -> tracing::Span {
-        tracing::info_span!("cano.run", run_id = %run, workflow = workflow)
+    pub(crate) fn run_span(
+        run: RunId,
+        workflow: &str,
+        parent: Option<&tracing::Span>,
+    ) -> tracing::Span {
+        match parent {
+            Some(parent) if !parent.is_disabled() => {
+                tracing::info_span!(parent: parent, "cano.run", run_id = %run, workflow = workflow)
+            }
+            _ => tracing::info_span!("cano.run", run_id = %run, workflow = workflow),
+        }
     }
 
     /// Runs `f` (observer calls) inside the span of `run`. An untraced run skips the

@@ -17,6 +17,7 @@ pub enum Target {
     Timer,
     Stream,
     Stepped,
+    CheckpointStore,
 }
 
 impl Target {
@@ -32,6 +33,7 @@ impl Target {
             Self::Timer => "TimerTask",
             Self::Stream => "StreamTask",
             Self::Stepped => "SteppedTask",
+            Self::CheckpointStore => "CheckpointStore",
         }
     }
 
@@ -61,6 +63,7 @@ impl Target {
             Self::Timer => "task::timer",
             Self::Stream => "task::stream",
             Self::Stepped => "task::stepped",
+            Self::CheckpointStore => "checkpoint_store",
         }
     }
 
@@ -95,6 +98,7 @@ impl Target {
             Self::Stepped => &["step", "config", "name"],
             Self::Timer => &["deadline", "fire", "config", "name"],
             Self::Stream => &["open", "flush", "finish", "stream_config", "config", "name"],
+            Self::CheckpointStore => &["append", "load_run", "clear"],
         };
         match item {
             ImplItem::Fn(f) => names.contains(&f.sig.ident.to_string().as_str()),
@@ -191,6 +195,7 @@ pub fn expand(args: TokenStream, item: TokenStream, target: Target) -> syn::Resu
     // An inherent block: build the trait impl from it.
     let trait_path = match target {
         Target::Resource => quote!(::cano::Resource),
+        Target::CheckpointStore => quote!(::cano::recovery::CheckpointStore),
         _ => {
             let Some(state) = &args.state else {
                 return Err(Error::new_spanned(

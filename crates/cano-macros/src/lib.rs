@@ -112,6 +112,16 @@ pub fn resource(args: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
+/// Lets an `impl CheckpointStore for T` block (the simple store: `append`, `load_run`,
+/// `clear` by workflow id) use `async fn`; on an inherent impl block it writes the
+/// `impl CheckpointStore for T` header too (cano 0.13's attribute).
+#[proc_macro_attribute]
+pub fn checkpoint_store(args: TokenStream, item: TokenStream) -> TokenStream {
+    impls::expand(args.into(), item.into(), impls::Target::CheckpointStore)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
+}
+
 /// Implements `Resource` with its defaults (no setup, no teardown, always healthy).
 #[proc_macro_derive(Resource)]
 pub fn derive_resource(item: TokenStream) -> TokenStream {

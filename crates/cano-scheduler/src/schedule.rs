@@ -159,6 +159,13 @@ mod tests {
 
     #[test]
     fn daily_local_time_moves_in_utc_across_dst() {
+        // cano 0.13's cron took seven fields, a year last: read as such.
+        let once = Schedule::cron("0 0 3 * * * 2027").unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 7, 0, 0).unwrap();
+        let first = once.next_cron(now).unwrap();
+        assert_eq!(first, Utc.with_ymd_and_hms(2027, 1, 1, 3, 0, 0).unwrap());
+        let last = Utc.with_ymd_and_hms(2027, 12, 31, 3, 0, 0).unwrap();
+        assert_eq!(once.next_cron(last), None, "no instant after 2027");
         let nine = Schedule::cron_in("0 9 * * *", "Europe/Berlin").unwrap();
         // 28 March 2026 09:00 CET is 08:00 UTC; 29 March 09:00 CEST is 07:00 UTC.
         let start = Utc.with_ymd_and_hms(2026, 3, 28, 0, 0, 0).unwrap();

@@ -1,16 +1,16 @@
 //! Writing your own checkpoint backend: rows kept in one append-only file per run, in
 //! the versioned row format of `cano::recovery::codec`. The engine needs nothing more
-//! than the six methods of `CheckpointStore`.
+//! than the six methods of the full store trait, `cano::checkpoint::CheckpointStore`
+//! (the prelude's `CheckpointStore` is the simple three-method one of cano 0.13).
 //!
 //! Run it with `cargo run --example checkpoint_backend`.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use cano::checkpoint::check_next_seq;
+use cano::checkpoint::{CheckpointRow, CheckpointStore, RunSummary, check_next_seq};
 use cano::prelude::*;
 use cano::recovery::codec::{decode_row, encode_row};
-use cano::{CheckpointRow, RunSummary};
 
 /// One file per run: each row is a 4-byte length and the encoded row.
 struct FileStore {

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cano::checkpoint::CheckpointStore;
 use cano::checkpoint::{CheckpointRow, RowKind, RunSummary, replay};
 use cano::prelude::*;
 use cano::testing::FaultyStore;

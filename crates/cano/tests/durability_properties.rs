@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use cano::checkpoint::CheckpointStore;
 use cano::checkpoint::{RowKind, replay};
 use cano::prelude::*;
 use cano::testing::FaultyStore;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use cano::checkpoint::CheckpointStore;
 use cano::prelude::*;
 use futures::stream;
 

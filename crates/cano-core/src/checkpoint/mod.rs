@@ -18,6 +18,7 @@ mod durable;
 mod journal;
 mod progress;
 mod replay;
+pub mod simple;
 mod state_tag;
 
 use std::sync::Arc;

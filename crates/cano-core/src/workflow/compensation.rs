@@ -173,7 +173,7 @@ impl<S> Compensations<S> {
     pub(crate) fn restore(
         durable: &DurableStore,
         run: RunId,
-        decode: fn(&[u8]) -> Result<S, CanoError>,
+        decode: &dyn Fn(&[u8]) -> Result<S, CanoError>,
     ) -> Result<Self, CanoError> {
         let saga = Self::new();
         {

@@ -194,6 +194,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             cancel,
             outputs: spec.outputs.then(crate::MemoryStore::for_run),
             journal,
+            #[cfg(feature = "tracing")]
+            parent_span: spec.tracing_span.clone(),
         };
         RunContext::start(
             run_id,

@@ -30,8 +30,8 @@ use handler::{HandlerInfo, StateHandler};
 
 pub use compensation::DEFAULT_COMPENSATION_TIMEOUT;
 pub use engine::RunHandle;
-pub use recovery::DEFAULT_COMPACT_AFTER;
 use recovery::{Checkpointing, RecoverySettings};
+pub use recovery::{DEFAULT_COMPACT_AFTER, IntoCheckpointing, RunRef};
 
 /// What a workflow state must be: an enum (or any value) that can be cloned, compared,
 /// hashed, printed and sent between threads. Implemented for every type that qualifies.
@@ -230,6 +230,9 @@ pub(crate) struct Spec<S, K> {
     /// (see [`RunContext`](crate::RunContext)). A builder change clones the spec,
     /// which starts this afresh.
     pub(crate) shared_runs: SharedRuns,
+    /// The span every run's span is a child of (`with_tracing_span`).
+    #[cfg(feature = "tracing")]
+    pub(crate) tracing_span: Option<tracing::Span>,
 }
 
 impl<S: Clone, K> Clone for Spec<S, K> {
@@ -250,6 +253,8 @@ impl<S: Clone, K> Clone for Spec<S, K> {
             compensation_timeout: self.compensation_timeout,
             start_hint: AtomicUsize::new(usize::MAX),
             shared_runs: SharedRuns::default(),
+            #[cfg(feature = "tracing")]
+            tracing_span: self.tracing_span.clone(),
         }
     }
 }
@@ -299,6 +304,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 compensation_timeout: compensation::DEFAULT_COMPENSATION_TIMEOUT,
                 start_hint: AtomicUsize::new(usize::MAX),
                 shared_runs: SharedRuns::default(),
+                #[cfg(feature = "tracing")]
+                tracing_span: None,
             }),
         }
     }
@@ -357,6 +364,15 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// Ends the run when the workflow reaches any of `states`.
     pub fn add_exit_states(self, states: impl IntoIterator<Item = S>) -> Self {
         states.into_iter().fold(self, Self::add_exit_state)
+    }
+
+    /// Makes `span` the parent of every run's span (`cano.run`), so a run's states,
+    /// attempts and events are recorded inside it (feature `tracing`; cano 0.13's
+    /// method). A disabled span leaves runs with a root span of their own.
+    #[cfg(feature = "tracing")]
+    pub fn with_tracing_span(mut self, span: tracing::Span) -> Self {
+        self.spec_mut().tracing_span = Some(span);
+        self
     }
 
     /// Fails a run that takes longer than `timeout` in all with

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Workflow, WorkflowState};
+use crate::checkpoint::simple::{self, SimpleAdapter, UNRECORDED_VERSION};
 use crate::checkpoint::{
     Bincode, CheckpointStore, Claim, Journal, JournalConfig, ResumePoint, Retention, RowKind,
     RunStatus, RunSummary, Start, decode_state, encode_state, replay,
@@ -23,11 +24,16 @@ use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
 use super::compensation::{self, Compensations, RollbackOutcome};
 use super::engine::RunHandle;
 
-/// A workflow's checkpoint store with the functions that encode its states.
-pub(crate) struct Checkpointing<S> {
+/// A workflow's checkpoint store with the functions that encode its states (public only
+/// as what [`IntoCheckpointing`] builds).
+#[doc(hidden)]
+pub struct Checkpointing<S> {
     pub(crate) store: Arc<dyn CheckpointStore>,
     pub(crate) encode: fn(&S) -> Result<Vec<u8>, CanoError>,
     pub(crate) decode: fn(&[u8]) -> Result<S, CanoError>,
+    /// A simple store (cano 0.13's) behind `store`: states go by their `Debug` text,
+    /// and runs by workflow id.
+    pub(crate) simple: Option<Arc<SimpleAdapter>>,
 }
 
 impl<S: std::fmt::Debug> Checkpointing<S> {
@@ -45,12 +51,154 @@ impl<S: std::fmt::Debug> Checkpointing<S> {
     }
 }
 
+impl<S: Serialize + DeserializeOwned> Checkpointing<S> {
+    /// A full store; states by their serde encoding.
+    fn full(store: Arc<dyn CheckpointStore>) -> Self {
+        Self {
+            store,
+            encode: encode_state::<Bincode, S>,
+            decode: decode_state::<Bincode, S>,
+            simple: None,
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> Checkpointing<S> {
+    /// A simple store; states by their `Debug` text, decoded by the workflow.
+    fn simple(store: Arc<dyn simple::CheckpointStore>) -> Self {
+        let adapter = Arc::new(SimpleAdapter::new(store));
+        Self {
+            store: adapter.clone(),
+            encode: |state| Ok(format!("{state:?}").into_bytes()),
+            // Never called: a simple store's states are decoded by their label.
+            decode: |_| {
+                Err(CanoError::configuration(
+                    "a simple checkpoint store's states are found by label",
+                ))
+            },
+            simple: Some(adapter),
+        }
+    }
+}
+
+/// What [`Workflow::with_checkpoint_store`] takes: a full [`CheckpointStore`] (by value
+/// or shared; states stored by their serde encoding, hence the bounds), or a simple
+/// one, cano 0.13's [`simple::CheckpointStore`], in an `Arc`. `M` only tells the two
+/// apart; it is inferred.
+pub trait IntoCheckpointing<S, M> {
+    /// The store, with how the workflow's states are written to it.
+    #[doc(hidden)]
+    fn into_checkpointing(self) -> Checkpointing<S>;
+}
+
+/// Marks a full store for [`IntoCheckpointing`].
+#[doc(hidden)]
+pub enum FullStoreMarker {}
+
+/// Marks a simple (cano 0.13) store for [`IntoCheckpointing`].
+#[doc(hidden)]
+pub enum SimpleStoreMarker {}
+
+impl<S, T> IntoCheckpointing<S, FullStoreMarker> for T
+where
+    S: Serialize + DeserializeOwned,
+    T: CheckpointStore,
+{
+    fn into_checkpointing(self) -> Checkpointing<S> {
+        Checkpointing::full(Arc::new(self))
+    }
+}
+
+impl<S, T> IntoCheckpointing<S, SimpleStoreMarker> for Arc<T>
+where
+    S: std::fmt::Debug,
+    T: simple::CheckpointStore + ?Sized,
+{
+    fn into_checkpointing(self) -> Checkpointing<S> {
+        Checkpointing::simple(Arc::new(self))
+    }
+}
+
+impl<S> Checkpointing<S> {
+    /// The run `run` names, told to a simple store so it can find the run's rows.
+    fn identify(&self, run: &RunRef) -> RunId {
+        let id = run.run_id();
+        if let (Some(adapter), RunRef::Named(name)) = (&self.simple, run) {
+            adapter.bind(id, name);
+        }
+        id
+    }
+}
+
+/// A run to resume: its [`RunId`], or its name (`"order-42"`), which is the workflow
+/// id of a run in a simple store and the name of a [`RunId::named`] run otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunRef {
+    /// The run with this id.
+    Id(RunId),
+    /// The run with this name.
+    Named(String),
+}
+
+impl RunRef {
+    /// The run's id.
+    pub fn run_id(&self) -> RunId {
+        match self {
+            Self::Id(id) => *id,
+            Self::Named(name) => RunId::named(name),
+        }
+    }
+}
+
+impl From<RunId> for RunRef {
+    fn from(id: RunId) -> Self {
+        Self::Id(id)
+    }
+}
+
+impl From<&str> for RunRef {
+    fn from(name: &str) -> Self {
+        Self::Named(name.to_owned())
+    }
+}
+
+impl From<String> for RunRef {
+    fn from(name: String) -> Self {
+        Self::Named(name)
+    }
+}
+
+impl From<&String> for RunRef {
+    fn from(name: &String) -> Self {
+        Self::Named(name.clone())
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for RunRef {
+    fn from(name: std::borrow::Cow<'_, str>) -> Self {
+        Self::Named(name.into_owned())
+    }
+}
+
+impl From<Arc<str>> for RunRef {
+    fn from(name: Arc<str>) -> Self {
+        Self::Named(name.to_string())
+    }
+}
+
+impl From<Box<str>> for RunRef {
+    fn from(name: Box<str>) -> Self {
+        Self::Named(name.into())
+    }
+}
+
 impl<S> Clone for Checkpointing<S> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
             encode: self.encode,
             decode: self.decode,
+            simple: self.simple.clone(),
         }
     }
 }
@@ -74,6 +222,8 @@ pub(crate) struct RecoverySettings {
     pub(crate) version: u32,
     pub(crate) retention: Retention,
     pub(crate) compact_after: u32,
+    /// Whether `with_workflow_id` named the workflow (a simple store needs it to).
+    pub(crate) named: bool,
 }
 
 impl RecoverySettings {
@@ -83,6 +233,7 @@ impl RecoverySettings {
             version: 1,
             retention: Retention::default(),
             compact_after: DEFAULT_COMPACT_AFTER,
+            named: false,
         }
     }
 }
@@ -139,11 +290,17 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn with_checkpoint_store(self, store: impl CheckpointStore) -> Self
-    where
-        S: Serialize + DeserializeOwned,
-    {
-        self.with_shared_checkpoint_store(Arc::new(store))
+    ///
+    /// It also takes a simple store, cano 0.13's three-method
+    /// [`simple::CheckpointStore`] behind an `Arc` (`Arc::new(store)` or an
+    /// `Arc<dyn simple::CheckpointStore>`): the run is then named by
+    /// [`with_workflow_id`](Self::with_workflow_id), states are stored by their `Debug`
+    /// text (no serde needed, but each state's text must be distinct), and
+    /// `resume_from("that id")` resumes it. See [`simple`] for what such a store
+    /// cannot do.
+    pub fn with_checkpoint_store<M>(mut self, store: impl IntoCheckpointing<S, M>) -> Self {
+        self.spec_mut().checkpoint = Some(store.into_checkpointing());
+        self
     }
 
     /// Like [`with_checkpoint_store`](Self::with_checkpoint_store), with a store
@@ -152,19 +309,20 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     where
         S: Serialize + DeserializeOwned,
     {
-        self.spec_mut().checkpoint = Some(Checkpointing {
-            store,
-            encode: encode_state::<Bincode, S>,
-            decode: decode_state::<Bincode, S>,
-        });
+        self.spec_mut().checkpoint = Some(Checkpointing::full(store));
         self
     }
 
     /// Names the workflow in its checkpoint rows (by default, the state type's path).
     /// A run is only resumed by a workflow with the same id, so give workflows that
     /// share a store and a state type distinct ids.
+    ///
+    /// With a simple store (cano 0.13's), the id names the run itself: one run per id,
+    /// resumed with `resume_from(id)`; such a workflow must be given one.
     pub fn with_workflow_id(mut self, id: impl Into<String>) -> Self {
-        self.spec_mut().recovery.workflow_id = id.into().into();
+        let recovery = &mut self.spec_mut().recovery;
+        recovery.workflow_id = id.into().into();
+        recovery.named = true;
         self
     }
 
@@ -253,19 +411,28 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// ([`CanoError::WorkflowVersionMismatch`]), a state that no longer decodes or has
     /// no handler, or another resumer that already claimed the run. A run whose rows
     /// were kept after it finished returns its exit state at once.
-    pub fn resume_from(&self, run: RunId) -> impl Future<Output = Result<S, CanoError>> + '_ {
+    ///
+    /// `run` is a [`RunId`], or a run's name as text: the workflow id of a run in a
+    /// simple store (as `resume_from("order-42")` in cano 0.13), or the name given
+    /// with [`RunId::named`].
+    pub fn resume_from(
+        &self,
+        run: impl Into<RunRef>,
+    ) -> impl Future<Output = Result<S, CanoError>> + '_ {
         self.resume_from_with(run, None)
     }
 
     /// Like [`resume_from`](Self::resume_from), cancelled by `token`.
     pub fn resume_from_with(
         &self,
-        run: RunId,
+        run: impl Into<RunRef>,
         token: Option<CancellationToken>,
     ) -> impl Future<Output = Result<S, CanoError>> + '_ {
+        let run = run.into();
         async move {
             self.validate()?;
             let checkpointing = self.checkpointing()?;
+            let run = checkpointing.identify(&run);
             let claim = Claim::take(&self.spec.recovery.workflow_id, run)?;
             let (state, point, saga) = match self.prepare_resume(checkpointing, run).await? {
                 Resumable::Over(outcome) => return outcome,
@@ -313,9 +480,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// state this build can decode and has a handler for. `Ok` also for a run that
     /// finished (its resume returns the exit state). A scheduler uses it to set aside a
     /// run that can never resume instead of trying it again on every tick.
-    pub async fn check_resume(&self, run: RunId) -> Result<(), CanoError> {
+    pub async fn check_resume(&self, run: impl Into<RunRef>) -> Result<(), CanoError> {
         self.validate()?;
         let checkpointing = self.checkpointing()?;
+        let run = checkpointing.identify(&run.into());
         match self.prepare_resume(checkpointing, run).await? {
             Resumable::Over(Err(e)) => Err(e),
             _ => Ok(()),
@@ -330,15 +498,33 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     ) -> Result<Resumable<S>, CanoError> {
         let settings = &self.spec.recovery;
         let rows = checkpointing.store.load(run).await.map_err(|e| {
-            CanoError::store(format!(
+            let message = format!(
                 "could not read the checkpoint rows of run {run}: {}",
                 e.message()
-            ))
+            );
+            // A simple store reports its failures as cano 0.13 did.
+            match checkpointing.simple {
+                Some(_) => CanoError::checkpoint_store(message),
+                None => CanoError::store(message),
+            }
             .with_source(e)
         })?;
+        let rows = match checkpointing.simple {
+            Some(_) if rows.is_empty() => {
+                return Err(CanoError::checkpoint_store(format!(
+                    "no checkpoint rows for run {run} in the simple checkpoint store"
+                ))
+                .with_hint(
+                    "it finished (its rows were cleared), or never ran under that workflow id",
+                )
+                .permanent());
+            }
+            Some(_) => self.simple_rows(rows),
+            None => rows,
+        };
         let point = replay(run, &rows, &settings.workflow_id, settings.version)?;
         drop(rows);
-        let state = (checkpointing.decode)(&point.state).map_err(|e| {
+        let state = self.decode_checkpointed(checkpointing, &point.state).map_err(|e| {
             let message = format!(
                 "row {} of run {run} holds state {}, which this build cannot resume: {}",
                 point.last_seq,
@@ -372,7 +558,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             Some(Box::new(Compensations::restore(
                 &point.durable,
                 run,
-                checkpointing.decode,
+                &|bytes| self.decode_checkpointed(checkpointing, bytes),
             )?))
         } else {
             None
@@ -394,12 +580,56 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// Resumes run `run` on the tokio runtime (see [`resume_from`](Self::resume_from))
     /// and returns a handle to await or cancel it.
-    pub fn spawn_resume(&self, run: RunId) -> RunHandle<S> {
+    pub fn spawn_resume(&self, run: impl Into<RunRef>) -> RunHandle<S> {
+        let run = run.into();
+        let id = run.run_id();
         let token = CancellationToken::new();
         let workflow = self.clone();
         let cancel = token.clone();
         let join = tokio::spawn(async move { workflow.resume_from_with(run, Some(cancel)).await });
-        RunHandle::new(join, token, run)
+        RunHandle::new(join, token, id)
+    }
+
+    /// A state as a checkpoint row stored it: by the store's codec, or for a simple
+    /// store by its `Debug` text among this workflow's states.
+    fn decode_checkpointed(
+        &self,
+        checkpointing: &Checkpointing<S>,
+        bytes: &[u8],
+    ) -> Result<S, CanoError> {
+        if checkpointing.simple.is_none() {
+            return (checkpointing.decode)(bytes);
+        }
+        let label = String::from_utf8_lossy(bytes);
+        self.states()
+            .into_iter()
+            .map(|(state, _)| state)
+            .chain(self.exit_states())
+            .find(|state| format!("{state:?}") == label)
+            .ok_or_else(|| {
+                CanoError::workflow(format!(
+                    "checkpointed state {label} is not a registered or exit state of this workflow"
+                ))
+                .with_hint("resume it with the workflow that wrote it")
+                .permanent()
+            })
+    }
+
+    /// Rows read from a simple store, as the run resuming them expects: the store keys
+    /// the run, so every row is taken as this workflow's; plain state-entry rows (which
+    /// store no version) as this version's.
+    fn simple_rows(
+        &self,
+        mut rows: Vec<crate::checkpoint::CheckpointRow>,
+    ) -> Vec<crate::checkpoint::CheckpointRow> {
+        let settings = &self.spec.recovery;
+        for row in &mut rows {
+            row.workflow = settings.workflow_id.to_string();
+            if row.version == UNRECORDED_VERSION && row.written_at_ms == 0 {
+                row.version = settings.version;
+            }
+        }
+        rows
     }
 
     pub(crate) fn journal(
@@ -517,7 +747,23 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         initial: S,
         options: RunOptions,
     ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>> {
-        let run_id = options.run_id.unwrap_or_default();
+        let run_id = match &checkpointing.simple {
+            None => options.run_id.unwrap_or_default(),
+            Some(adapter) => {
+                let settings = &self.spec.recovery;
+                if !settings.named {
+                    return Box::pin(std::future::ready(Err(CanoError::configuration(
+                        "this workflow checkpoints to a simple store, which keys each run by its workflow id, but it has none",
+                    )
+                    .with_hint("name the run with Workflow::with_workflow_id(\"order-42\") before orchestrating it"))));
+                }
+                let run = options
+                    .run_id
+                    .unwrap_or_else(|| RunId::named(&settings.workflow_id));
+                adapter.bind(run, &settings.workflow_id);
+                run
+            }
+        };
         let claim = match Claim::take(&self.spec.recovery.workflow_id, run_id) {
             Ok(claim) => claim,
             Err(e) => return Box::pin(std::future::ready(Err(e))),

@@ -10,7 +10,10 @@ mod circuit;
 mod errors;
 mod exports;
 mod observers;
+mod recovery;
 mod resources;
 #[cfg(feature = "scheduler")]
 mod scheduler;
+#[cfg(feature = "tracing")]
+mod spans;
 mod task_models;

@@ -81,9 +81,15 @@ async fn flows_run_report_and_stop_as_in_0_13() -> CanoResult<()> {
             .set_backoff("nope", BackoffPolicy::default())
             .is_err()
     );
+    // 0.13's seven-field form (a year last) is taken; a wrong expression is refused.
+    scheduler.cron("in-2027", tick.workflow(), Job::Start, "0 0 3 * * * 2027")?;
+    match scheduler.cron("bad", tick.workflow(), Job::Start, "every night") {
+        Err(CanoError::Configuration(msg)) => assert!(msg.contains("cron"), "{msg}"),
+        other => panic!("a wrong expression is refused: {other:?}"),
+    }
     let duplicate = scheduler.manual("manual", manual.workflow(), Job::Start);
     assert!(matches!(duplicate, Err(CanoError::Configuration(_))));
-    assert_eq!(scheduler.len(), 6);
+    assert_eq!(scheduler.len(), 7);
     assert!(scheduler.contains("tick") && !scheduler.contains("nope"));
 
     let running: RunningScheduler<Job> = scheduler.start().await?;
@@ -130,7 +136,9 @@ async fn flows_run_report_and_stop_as_in_0_13() -> CanoResult<()> {
     let ids: Vec<String> = running.list().await.into_iter().map(|f| f.id).collect();
     assert_eq!(
         ids,
-        ["tick", "slow", "hourly", "nightly", "manual", "failing"]
+        [
+            "tick", "slow", "hourly", "nightly", "manual", "failing", "in-2027"
+        ]
     );
     assert!(!running.has_running_flows().await);
 
