@@ -54,6 +54,7 @@ mod metrics_observer;
 pub mod node;
 pub mod observer;
 pub mod resource;
+mod retries;
 pub mod router;
 pub mod run;
 mod spans;
@@ -74,6 +75,7 @@ pub use metrics_observer::{METRICS, MetricsObserver, describe as describe_metric
 pub use node::Node;
 pub use observer::{Interest, ObserverArc, Observers, RunObserver, WorkflowObserver};
 pub use resource::{DefaultKey, HealthStatus, Resource, ResourceKey, Resources};
+pub use retries::run_with_retries;
 pub use router::{DynRouterTask, RouterTask, RouterTaskObject};
 pub use run::{CancellationToken, DrainGuard, RunContext, RunId, RunOptions};
 pub use store::MemoryStore;

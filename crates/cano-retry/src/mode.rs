@@ -77,6 +77,24 @@ impl RetryMode {
         }
     }
 
+    /// An exponential mode with every setting given (cano 0.13's constructor); `jitter`
+    /// is clamped to `[0, 1]`.
+    pub fn exponential_custom(
+        max_retries: usize,
+        base_delay: Duration,
+        multiplier: f64,
+        max_delay: Duration,
+        jitter: f64,
+    ) -> Self {
+        Self::ExponentialBackoff {
+            max_retries,
+            base_delay,
+            multiplier,
+            max_delay,
+            jitter: clamp_unit(jitter),
+        }
+    }
+
     /// Sets the first pause of an exponential mode (no effect on other modes).
     pub fn with_base_delay(mut self, delay: Duration) -> Self {
         if let Self::ExponentialBackoff { base_delay, .. } = &mut self {

@@ -63,6 +63,7 @@
 //! ```
 
 pub mod batch;
+pub mod batch_object;
 pub mod poll;
 pub mod stream;
 pub mod timer;
@@ -72,6 +73,7 @@ pub use batch::{
     BatchConfig, BatchTask, DefaultBatchItem, DefaultBatchItemOutput, ItemCodec, ItemResult,
     run_batch,
 };
+pub use batch_object::{BatchTaskObject, DynBatchTask};
 pub use poll::{
     DynPollTask, PollErrorPolicy, PollOutcome, PollTask, PollTaskObject, run_poll, run_poll_loop,
 };

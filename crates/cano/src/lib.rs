@@ -397,6 +397,7 @@ pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, stor
 /// (`#[task::router]`, `#[task::poll]`, `#[task::batch]`, `#[task::timer]`,
 /// `#[task::stream]`, `#[task::stepped]`).
 pub mod task {
+    pub use cano_core::run_with_retries;
     pub use cano_core::task::*;
 
     /// Routers: side-effect-free branching, registered with
@@ -418,6 +419,7 @@ pub mod task {
     #[cfg(feature = "task-models")]
     pub mod batch {
         pub use cano_task_models::batch::*;
+        pub use cano_task_models::batch_object::*;
     }
     #[cfg(feature = "task-models")]
     pub use cano_macros::batch;
@@ -566,10 +568,10 @@ pub mod metrics {
 
 #[cfg(feature = "task-models")]
 pub use cano_task_models::{
-    BatchConfig, BatchTask, Deadline, DefaultBatchItem, DefaultBatchItemOutput, DynPollTask,
-    ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy, PollOutcome, PollTask,
-    PollTaskObject, StreamConfig, StreamSummary, StreamTask, TimerTask, WindowOutcome, run_batch,
-    run_poll_loop,
+    BatchConfig, BatchTask, BatchTaskObject, Deadline, DefaultBatchItem, DefaultBatchItemOutput,
+    DynBatchTask, DynPollTask, ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy,
+    PollOutcome, PollTask, PollTaskObject, StreamConfig, StreamSummary, StreamTask, TimerTask,
+    WindowOutcome, run_batch, run_poll_loop,
 };
 
 /// The test kit (the `cano-testing` crate, feature `testing`): a recording observer

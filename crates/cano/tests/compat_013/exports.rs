@@ -146,3 +146,47 @@ async fn an_erased_compensatable_task_round_trips_its_output() -> CanoResult<()>
     assert_eq!(tasks[0].name(), "Charge");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_standalone_retry_loop_and_retry_modes_read_as_in_0_13() -> CanoResult<()> {
+    use cano::task::run_with_retries;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let mode = RetryMode::exponential_custom(
+        4,
+        Duration::from_millis(10),
+        3.0,
+        Duration::from_millis(50),
+        0.0,
+    );
+    assert_eq!(mode.max_attempts(), 5);
+    assert_eq!(mode.delay_for_attempt(0), Some(Duration::from_millis(10)));
+    assert_eq!(mode.delay_for_attempt(1), Some(Duration::from_millis(30)));
+    assert_eq!(mode.delay_for_attempt(2), Some(Duration::from_millis(50)));
+    assert_eq!(mode.delay_for_attempt(4), None);
+    let literal = RetryMode::ExponentialBackoff {
+        max_retries: 2,
+        base_delay: Duration::ZERO,
+        multiplier: 2.0,
+        max_delay: Duration::ZERO,
+        jitter: 0.0,
+    };
+    let config = TaskConfig::new().with_retry(literal);
+    assert_eq!(config.retry_mode.max_attempts(), 3);
+
+    let calls = AtomicU32::new(0);
+    let answer = run_with_retries(&config, || async {
+        match calls.fetch_add(1, Ordering::SeqCst) {
+            0 => Err(CanoError::TaskExecution("flaky".into())),
+            _ => Ok("done"),
+        }
+    })
+    .await?;
+    assert_eq!((answer, calls.load(Ordering::SeqCst)), ("done", 2));
+    let exhausted = run_with_retries(&config, || async {
+        Err::<(), _>(CanoError::TaskExecution("down".into()))
+    })
+    .await;
+    assert!(matches!(exhausted, Err(CanoError::RetryExhausted(_))));
+    Ok(())
+}
