@@ -390,15 +390,24 @@
 //! manual flows; `postgres` running on many machines: the PostgreSQL checkpoint
 //! store, the run queue, leased workers and cluster-wide cron (`cano::postgres`).
 
-pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store, workflow};
+pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store};
+
+/// The workflow: the state machine, its builder and how runs go (cano-core), with the
+/// split/join settings and results at cano 0.13's paths.
+pub mod workflow {
+    pub use cano_core::StateEntry;
+    pub use cano_core::workflow::*;
+    #[cfg(feature = "split")]
+    pub use cano_split::{JoinConfig, JoinStrategy, SplitResult, SplitTaskResult};
+}
 
 /// Tasks: the [`Task`] trait, its result and its configuration, and the task models
 /// built on it, each in its module with its attribute macro of the same name
 /// (`#[task::router]`, `#[task::poll]`, `#[task::batch]`, `#[task::timer]`,
 /// `#[task::stream]`, `#[task::stepped]`).
 pub mod task {
-    pub use cano_core::run_with_retries;
     pub use cano_core::task::*;
+    pub use cano_core::{RetryMode, run_with_retries};
 
     /// Routers: side-effect-free branching, registered with
     /// [`Workflow::register_router`](crate::Workflow::register_router).

@@ -24,9 +24,14 @@ use crate::hash::FastBuildHasher;
 use crate::resource::Resource;
 use crate::util::{short_type_name, shorten};
 
-mod error;
+pub mod error;
 
 pub use error::{StoreError, StoreResult};
+
+/// The in-memory store at cano 0.13's path (`store::memory::MemoryStore`).
+pub mod memory {
+    pub use super::MemoryStore;
+}
 
 /// Independent locks of a shared store; keys hash to one of them, so unrelated keys
 /// rarely contend.

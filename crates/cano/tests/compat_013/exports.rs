@@ -190,3 +190,21 @@ async fn the_standalone_retry_loop_and_retry_modes_read_as_in_0_13() -> CanoResu
     assert!(matches!(exhausted, Err(CanoError::RetryExhausted(_))));
     Ok(())
 }
+
+#[test]
+fn names_resolve_at_0_13_module_paths() {
+    use cano::store::error::StoreError;
+    use cano::store::memory::MemoryStore as Store;
+    use cano::workflow::{JoinConfig as Join, JoinStrategy as Strategy, StateEntry as Entry};
+
+    let store = Store::new();
+    assert!(matches!(
+        store.get::<u32>("missing"),
+        Err(StoreError::KeyNotFound(_))
+    ));
+    let join = Join::new(Strategy::Any, Step::Done);
+    assert_eq!(join.strategy, Strategy::Any);
+    assert_ne!(Entry::Single, Entry::Split);
+    let mode: cano::task::RetryMode = cano::task::RetryMode::fixed(1, Duration::ZERO);
+    assert_eq!(mode.max_attempts(), 2);
+}
