@@ -50,8 +50,9 @@ impl<S> JoinConfig<S> {
     }
 
     /// Bounds the whole split by `timeout`. When it passes, `PartialTimeout` proceeds
-    /// with what finished; any other strategy fails with `CanoError::Timeout`, naming
-    /// how many branches succeeded, failed and were still running.
+    /// with what finished (if anything did); otherwise the split fails with a
+    /// `CanoError::Workflow` error (as in cano 0.13) saying the timeout was exceeded
+    /// and how many branches succeeded, failed and were still running.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -202,7 +202,9 @@ async fn join<S: WorkflowState, K: ResourceKey>(
                 biased;
                 joined = set.join_next() => joined,
                 () = timer.as_mut() => {
-                    if strategy == crate::JoinStrategy::PartialTimeout {
+                    if strategy == crate::JoinStrategy::PartialTimeout
+                        && tally.succeeded + tally.failed > 0
+                    {
                         break true;
                     }
                     return Err(timed_out(config, tally, started));
@@ -274,10 +276,12 @@ fn counts(tally: Tally, started: usize) -> String {
     text
 }
 
+/// The split's timeout passed before its strategy was met (or, under
+/// `PartialTimeout`, before any branch finished): a `Workflow` error, as in cano 0.13.
 fn timed_out<S>(config: &JoinConfig<S>, tally: Tally, started: usize) -> CanoError {
     let limit = config.timeout().unwrap_or(Duration::ZERO);
-    CanoError::timeout(format!(
-        "split did not join within {limit:?} under {}: {}",
+    CanoError::workflow(format!(
+        "split timeout exceeded: it did not join within {limit:?} under {}: {}",
         config.strategy(),
         counts(tally, started)
     ))
@@ -296,18 +300,23 @@ fn strategy_failed<S>(
         _ => None,
     });
     let strategy = config.strategy();
-    match (strategy, first) {
-        // Under All the first failure is the answer, with its own kind and task.
-        (crate::JoinStrategy::All, Some(error)) => error,
-        (_, first) => {
+    match first {
+        // A cancelled run stays a cancelled run.
+        Some(error @ CanoError::Cancelled(_)) => error,
+        first => {
             let needed = strategy
                 .successes_needed(tally.total)
                 .unwrap_or(tally.total);
-            let error = CanoError::task_execution(format!(
-                "split can no longer reach {strategy} ({needed} successes needed): {}",
-                counts(tally, started)
+            // A `Workflow` error, as in cano 0.13; the first branch error is its source.
+            let mut error = CanoError::workflow(format!(
+                "join condition not met: split can no longer reach {strategy} ({needed} successes needed): {}{}",
+                counts(tally, started),
+                first.as_ref().map(|e| format!("; first error: {e}")).unwrap_or_default()
             ))
             .with_hint("the first branch error is the source; fix the failing branches, give them retries in their TaskConfig, or lower what the strategy needs");
+            if first.as_ref().is_some_and(CanoError::is_permanent) {
+                error = error.permanent();
+            }
             match first {
                 Some(first) => error.with_source(first),
                 None => error,

@@ -23,11 +23,14 @@ pub enum JoinStrategy {
     Quorum(usize),
     /// Like `Quorum(ceil(p × branches))`, for `p` in (0, 1].
     Percentage(f64),
-    /// `min` finished branches are enough, successful or not; the next state reads the
-    /// values and the errors from the [`SplitResult`](crate::SplitResult).
+    /// `min` successes are enough (as in cano 0.13): the split proceeds as soon as `min`
+    /// branches succeeded, cancelling the rest, and fails once `min` became
+    /// impossible. The next state reads the values and the errors of the branches
+    /// that finished from the [`SplitResult`](crate::SplitResult).
     PartialResults(usize),
     /// Waits until the join timeout (which it requires), then proceeds with whatever
-    /// finished; proceeds earlier only if every branch has finished.
+    /// finished, successes and failures alike, if at least one branch finished (none:
+    /// the split fails); proceeds earlier only if every branch has finished.
     PartialTimeout,
 }
 
@@ -76,7 +79,7 @@ impl JoinStrategy {
             Self::All if succeeded == total => Verdict::Proceed,
             Self::Any if succeeded > 0 => Verdict::Proceed,
             Self::Any if failed == total => Verdict::Fail,
-            Self::Quorum(_) | Self::Percentage(_) => {
+            Self::Quorum(_) | Self::Percentage(_) | Self::PartialResults(_) => {
                 let needed = self.successes_needed(total).unwrap_or(total);
                 if succeeded >= needed {
                     Verdict::Proceed
@@ -86,7 +89,6 @@ impl JoinStrategy {
                     Verdict::Wait
                 }
             }
-            Self::PartialResults(min) if finished >= min => Verdict::Proceed,
             Self::PartialTimeout if finished == total => Verdict::Proceed,
             _ => Verdict::Wait,
         }
@@ -112,9 +114,9 @@ impl JoinStrategy {
         match *self {
             Self::All => Some(total),
             Self::Any => Some(1),
-            Self::Quorum(n) => Some(n),
+            Self::Quorum(n) | Self::PartialResults(n) => Some(n),
             Self::Percentage(p) => Some(ceil_share(p, total)),
-            Self::PartialResults(_) | Self::PartialTimeout => None,
+            Self::PartialTimeout => None,
         }
     }
 
@@ -229,11 +231,14 @@ mod tests {
         assert_eq!(JoinStrategy::Quorum(2).decide(tally(4, 1, 3)), Fail);
         assert_eq!(JoinStrategy::Percentage(0.5).decide(tally(4, 1, 2)), Wait);
         assert_eq!(JoinStrategy::Percentage(0.5).decide(tally(4, 1, 3)), Fail);
+        // PartialResults counts successes (cano 0.13): failures only make it impossible.
         assert_eq!(JoinStrategy::PartialResults(2).decide(tally(4, 0, 1)), Wait);
+        assert_eq!(JoinStrategy::PartialResults(2).decide(tally(4, 1, 2)), Wait);
         assert_eq!(
-            JoinStrategy::PartialResults(2).decide(tally(4, 0, 2)),
+            JoinStrategy::PartialResults(2).decide(tally(4, 2, 1)),
             Proceed
         );
+        assert_eq!(JoinStrategy::PartialResults(2).decide(tally(4, 1, 3)), Fail);
         assert_eq!(JoinStrategy::PartialTimeout.decide(tally(2, 1, 0)), Wait);
         assert_eq!(JoinStrategy::PartialTimeout.decide(tally(2, 1, 1)), Proceed);
     }

@@ -49,11 +49,14 @@ async fn all_fails_on_the_first_failure_and_cancels_the_rest() {
     let start = Instant::now();
     let err = wf.orchestrate(S::Fan).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_millis(20));
-    // The failing branch's own error, naming the split state and the branch's task.
-    assert!(matches!(err, CanoError::TaskExecution(_)), "{err:?}");
+    // A Workflow error, as in cano 0.13, naming the split state and the counts; the
+    // failing branch's own error (naming its task) is its source.
+    assert!(matches!(err, CanoError::Workflow(_)), "{err:?}");
+    assert!(err.message().contains("join condition not met"), "{err}");
     assert!(err.message().contains("branch 1 failed"), "{err}");
     assert_eq!(err.state(), Some("Fan"));
-    assert_eq!(err.task_name(), Some("Branch"));
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.contains("task `Branch`"), "{source}");
     assert!(seen.lock().unwrap().is_none(), "the join state did not run");
     assert_eq!(cancelled_of(&mut ended, 4).await, [2, 3]);
 }
@@ -89,7 +92,7 @@ async fn any_fails_only_when_every_branch_failed() {
     let start = Instant::now();
     let err = wf.orchestrate(S::Fan).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_millis(30));
-    assert!(matches!(err, CanoError::TaskExecution(_)), "{err:?}");
+    assert!(matches!(err, CanoError::Workflow(_)), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("0 succeeded, 3 failed"), "{text}");
     assert_eq!(err.state(), Some("Fan"));
@@ -168,20 +171,23 @@ async fn percentage_needs_the_rounded_up_share() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn partial_results_counts_failures_as_finished_and_shows_both() {
+async fn partial_results_waits_for_its_successes_and_shows_the_failures_too() {
     let (probe, mut ended) = Probe::new();
     let branches = vec![
         Branch::new(0, 10, Fail, &probe),
         Branch::new(1, 20, Succeed, &probe),
         Branch::new(2, 30, Panic, &probe),
-        Branch::new(3, 1_000, Succeed, &probe),
+        Branch::new(3, 40, Succeed, &probe),
+        Branch::new(4, 1_000, Succeed, &probe),
     ];
-    let (wf, seen) = split_workflow(branches, join(JoinStrategy::PartialResults(3)));
+    // Two successes are enough (cano 0.13's reading): the split proceeds at the
+    // second, 40 ms in, with the failures before it on record.
+    let (wf, seen) = split_workflow(branches, join(JoinStrategy::PartialResults(2)));
     let start = Instant::now();
     assert_eq!(wf.orchestrate(S::Fan).await.unwrap(), S::Done);
-    assert_eq!(start.elapsed(), Duration::from_millis(30));
+    assert_eq!(start.elapsed(), Duration::from_millis(40));
     let result = taken(&seen);
-    assert_eq!(ids(result.succeeded()), [1]);
+    assert_eq!(ids(result.succeeded()), [1, 3]);
     let failed: Vec<(usize, String)> = result
         .failed()
         .map(|(i, e)| (i, e.message().to_owned()))
@@ -192,8 +198,22 @@ async fn partial_results_counts_failures_as_finished_and_shows_both() {
         failed[1].1.starts_with("panic: branch 2 panicked"),
         "{failed:?}"
     );
-    assert_eq!(result.cancelled().collect::<Vec<_>>(), [3]);
-    assert_eq!(cancelled_of(&mut ended, 4).await, [3]);
+    assert_eq!(result.cancelled().collect::<Vec<_>>(), [4]);
+    assert_eq!(cancelled_of(&mut ended, 5).await, [4]);
+
+    // Once its successes became impossible it fails, as a Workflow error.
+    let (probe, _ended) = Probe::new();
+    let branches = vec![
+        Branch::new(0, 10, Fail, &probe),
+        Branch::new(1, 20, Succeed, &probe),
+        Branch::new(2, 30, Fail, &probe),
+    ];
+    let (wf, _) = split_workflow(branches, join(JoinStrategy::PartialResults(2)));
+    let start = Instant::now();
+    let err = wf.orchestrate(S::Fan).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(30));
+    assert!(matches!(err, CanoError::Workflow(_)), "{err:?}");
+    assert!(err.to_string().contains("1 succeeded, 2 failed"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -241,7 +261,9 @@ async fn a_timeout_under_another_strategy_names_the_state_and_the_counts() {
     let start = Instant::now();
     let err = wf.orchestrate(S::Fan).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_millis(100));
-    assert!(matches!(err, CanoError::Timeout(_)), "{err:?}");
+    // A Workflow error, as in cano 0.13.
+    assert!(matches!(err, CanoError::Workflow(_)), "{err:?}");
+    assert!(err.to_string().contains("timeout exceeded"), "{err}");
     assert_eq!(err.state(), Some("Fan"));
     assert!(
         err.to_string().contains(
@@ -324,7 +346,11 @@ async fn each_branch_applies_its_own_retries_and_attempt_timeout() {
         .with(Flaky(calls.clone()))
         .with(slow);
     let wf = cano_core::Workflow::bare()
-        .register_split(S::Fan, branches, join(JoinStrategy::PartialResults(2)))
+        .register_split(
+            S::Fan,
+            branches,
+            join(JoinStrategy::PartialTimeout).with_timeout(Duration::from_secs(10)),
+        )
         .register(S::Join, Collect(seen.clone()))
         .add_exit_state(S::Done);
     use cano_split::SplitExt;

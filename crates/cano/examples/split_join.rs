@@ -82,7 +82,7 @@ async fn main() -> Result<(), CanoError> {
         (
             JoinStrategy::PartialResults(3),
             None,
-            "three finished, answer or not",
+            "three answers; the failures seen on the way are kept",
         ),
         (
             JoinStrategy::PartialTimeout,

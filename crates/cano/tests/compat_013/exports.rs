@@ -208,3 +208,81 @@ fn names_resolve_at_0_13_module_paths() {
     let mode: cano::task::RetryMode = cano::task::RetryMode::fixed(1, Duration::ZERO);
     assert_eq!(mode.max_attempts(), 2);
 }
+
+struct Branch {
+    fail: bool,
+    sleep: Duration,
+}
+
+#[task(state = Step)]
+impl Branch {
+    fn config(&self) -> TaskConfig {
+        TaskConfig::minimal()
+    }
+    async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+        tokio::time::sleep(self.sleep).await;
+        if self.fail {
+            return Err(CanoError::TaskExecution("branch failed".into()));
+        }
+        Ok(TaskResult::Single(Step::Done))
+    }
+}
+
+fn branches(fails: &[bool], sleep: Duration) -> Vec<Branch> {
+    fails.iter().map(|&fail| Branch { fail, sleep }).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_split_that_cannot_join_fails_with_a_workflow_error_as_in_0_13() {
+    let split = |fails: &[bool], join: JoinConfig<Step>, sleep: Duration| {
+        Workflow::bare()
+            .register_split(Step::Fan, branches(fails, sleep), join)
+            .add_exit_state(Step::Done)
+    };
+    let workflow_error = |result: Result<Step, CanoError>| match result {
+        Err(CanoError::Workflow(msg)) => msg.to_string(),
+        other => panic!("a split that cannot join is a Workflow error: {other:?}"),
+    };
+    let all = split(
+        &[false, true, false],
+        JoinConfig::new(JoinStrategy::All, Step::Done),
+        Duration::ZERO,
+    );
+    let msg = workflow_error(all.orchestrate(Step::Fan).await);
+    assert!(msg.contains("branch failed"), "{msg}");
+    let quorum = split(
+        &[true, true, false],
+        JoinConfig::new(JoinStrategy::Quorum(2), Step::Done),
+        Duration::ZERO,
+    );
+    workflow_error(quorum.orchestrate(Step::Fan).await);
+    // PartialResults counts successes: one success of three is not two.
+    let partial = split(
+        &[true, false, true],
+        JoinConfig::new(JoinStrategy::PartialResults(2), Step::Done),
+        Duration::ZERO,
+    );
+    workflow_error(partial.orchestrate(Step::Fan).await);
+    let slow = split(
+        &[false, false],
+        JoinConfig::new(JoinStrategy::All, Step::Done).with_timeout(Duration::from_secs(1)),
+        Duration::from_secs(5),
+    );
+    let msg = workflow_error(slow.orchestrate(Step::Fan).await);
+    assert!(msg.contains("timeout"), "{msg}");
+    // PartialTimeout needs one branch to have finished by the deadline.
+    let nothing = split(
+        &[false],
+        JoinConfig::new(JoinStrategy::PartialTimeout, Step::Done)
+            .with_timeout(Duration::from_secs(1)),
+        Duration::from_secs(5),
+    );
+    workflow_error(nothing.orchestrate(Step::Fan).await);
+    let something = split(
+        &[true, false],
+        JoinConfig::new(JoinStrategy::PartialTimeout, Step::Done)
+            .with_timeout(Duration::from_secs(1)),
+        Duration::ZERO,
+    );
+    assert_eq!(something.orchestrate(Step::Fan).await.unwrap(), Step::Done);
+}
