@@ -98,6 +98,8 @@ fn test(extra: Vec<String>) -> ExitCode {
         .args(extra)
         .current_dir(workspace_root())
         .env("CANO_PG_URL", &postgres.url)
+        // Here a missing server fails the PostgreSQL tests instead of skipping them.
+        .env("CANO_PG_REQUIRED", "1")
         .status();
     drop(postgres);
     match status {

@@ -114,12 +114,32 @@ impl EnqueueOptions {
 
 /// Submits runs for [`Worker`](crate::Worker)s to claim, and reports on them.
 ///
-/// ```no_run
+/// ```
 /// use cano_postgres::{EnqueueOptions, PgOptions, PostgresCheckpointStore, QueueStatus, RunQueue};
-/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # use cano_core::{CanoError, Task, TaskResult, Workflow};
+/// # #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 /// # enum Billing { Charge { order: u32 }, Done }
-/// # async fn demo() -> Result<(), cano_core::CanoError> {
-/// let store = PostgresCheckpointStore::connect(PgOptions::new("postgres://cano@127.0.0.1/app")).await?;
+/// # struct Charge;
+/// # #[async_trait::async_trait]
+/// # impl Task<Billing> for Charge {
+/// #     async fn run_bare(&self) -> Result<TaskResult<Billing>, CanoError> {
+/// #         Ok(TaskResult::Single(Billing::Done))
+/// #     }
+/// # }
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), CanoError> {
+/// # // Runs against the server `CANO_PG_URL` names (`cargo xtask test` starts one);
+/// # // without one it is skipped, except under `cargo xtask test`.
+/// # let Ok(url) = std::env::var("CANO_PG_URL") else {
+/// #     assert!(std::env::var_os("CANO_PG_REQUIRED").is_none(), "CANO_PG_URL is not set");
+/// #     return Ok(());
+/// # };
+/// # let url = url.as_str();
+/// let store = PostgresCheckpointStore::connect(PgOptions::new(url).with_schema("doc_queue")).await?;
+/// # let billing = Workflow::bare()
+/// #     .register(Billing::Charge { order: 17 }, Charge)
+/// #     .add_exit_state(Billing::Done);
+/// # let worker = cano_postgres::Worker::new(&store).register("billing", billing).start().await?;
 /// let queue = RunQueue::new(&store);
 /// let first = queue
 ///     .enqueue("billing", &Billing::Charge { order: 17 }, EnqueueOptions::new().with_idempotency_key("order-17"))
@@ -131,6 +151,7 @@ impl EnqueueOptions {
 /// assert_eq!((again.run, again.created), (first.run, false));
 /// let done = queue.wait(first.run, std::time::Duration::from_secs(30)).await?;
 /// assert_eq!(done.status, QueueStatus::Finished);
+/// # worker.stop(std::time::Duration::from_secs(5)).await;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

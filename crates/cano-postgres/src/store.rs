@@ -44,18 +44,35 @@ const APPEND_ATTEMPTS: u32 = 5;
 /// worker's claim: appends from elsewhere (this store used directly, another process)
 /// are refused while the lease lasts.
 ///
-/// ```no_run
-/// use cano_core::{CanoError, Workflow};
+/// ```
+/// use cano_core::{CanoError, Task, TaskResult, Workflow};
 /// use cano_postgres::{PgOptions, PostgresCheckpointStore};
 /// # #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 /// # enum Job { Start, Done }
+/// # struct Import;
+/// # #[async_trait::async_trait]
+/// # impl Task<Job> for Import {
+/// #     async fn run_bare(&self) -> Result<TaskResult<Job>, CanoError> {
+/// #         Ok(TaskResult::Single(Job::Done))
+/// #     }
+/// # }
 ///
-/// # async fn demo() -> Result<(), CanoError> {
-/// let store = PostgresCheckpointStore::connect(PgOptions::new("postgres://cano@127.0.0.1/app")).await?;
-/// let workflow: Workflow<Job> = Workflow::bare()
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), CanoError> {
+/// # // Runs against the server `CANO_PG_URL` names (`cargo xtask test` starts one);
+/// # // without one it is skipped, except under `cargo xtask test`.
+/// # let Ok(url) = std::env::var("CANO_PG_URL") else {
+/// #     assert!(std::env::var_os("CANO_PG_REQUIRED").is_none(), "CANO_PG_URL is not set");
+/// #     return Ok(());
+/// # };
+/// # let url = url.as_str();
+/// let store = PostgresCheckpointStore::connect(PgOptions::new(url).with_schema("doc_store")).await?;
+/// let workflow = Workflow::bare()
+///     .register(Job::Start, Import)
 ///     .add_exit_state(Job::Done)
 ///     .with_checkpoint_store(store.clone())
 ///     .with_workflow_id("nightly-import");
+/// assert_eq!(workflow.orchestrate(Job::Start).await?, Job::Done);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -99,16 +99,33 @@ pub enum WorkerEvent {
 /// Claims runs from the queue and drives them. Build one per process, register the
 /// workflows it can run by name, and [`start`](Self::start) it.
 ///
-/// ```no_run
+/// ```
 /// use std::time::Duration;
-/// use cano_core::{CanoError, Workflow};
+/// use cano_core::{CanoError, Task, TaskResult, Workflow};
 /// use cano_postgres::{PgOptions, PostgresCheckpointStore, Worker};
 /// # #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 /// # enum Billing { Charge, Done }
-/// # fn billing() -> Workflow<Billing> { Workflow::bare().add_exit_state(Billing::Done) }
+/// # struct Charge;
+/// # #[async_trait::async_trait]
+/// # impl Task<Billing> for Charge {
+/// #     async fn run_bare(&self) -> Result<TaskResult<Billing>, CanoError> {
+/// #         Ok(TaskResult::Single(Billing::Done))
+/// #     }
+/// # }
+/// # fn billing() -> Workflow<Billing> {
+/// #     Workflow::bare().register(Billing::Charge, Charge).add_exit_state(Billing::Done)
+/// # }
 ///
-/// # async fn demo() -> Result<(), CanoError> {
-/// let store = PostgresCheckpointStore::connect(PgOptions::new("postgres://cano@127.0.0.1/app")).await?;
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), CanoError> {
+/// # // Runs against the server `CANO_PG_URL` names (`cargo xtask test` starts one);
+/// # // without one it is skipped, except under `cargo xtask test`.
+/// # let Ok(url) = std::env::var("CANO_PG_URL") else {
+/// #     assert!(std::env::var_os("CANO_PG_REQUIRED").is_none(), "CANO_PG_URL is not set");
+/// #     return Ok(());
+/// # };
+/// # let url = url.as_str();
+/// let store = PostgresCheckpointStore::connect(PgOptions::new(url).with_schema("doc_worker")).await?;
 /// let worker = Worker::new(&store)
 ///     .register("billing", billing())
 ///     .with_concurrency(32)

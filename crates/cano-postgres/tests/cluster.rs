@@ -142,6 +142,7 @@ fn run_number(text: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_share_300_runs_and_one_killed_mid_run_loses_none() {
+    pg_or_skip!();
     let schema = "t_cluster_workers";
     drop_schema(schema).await;
     let store = PostgresCheckpointStore::connect(options(schema))
@@ -261,6 +262,7 @@ async fn three_workers_share_300_runs_and_one_killed_mid_run_loses_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_schedulers_fire_each_of_60_ticks_once_when_the_leader_is_killed() {
+    pg_or_skip!();
     let schema = "t_cluster_cron";
     drop_schema(schema).await;
     let _store = PostgresCheckpointStore::connect(options(schema))
@@ -324,6 +326,7 @@ async fn three_schedulers_fire_each_of_60_ticks_once_when_the_leader_is_killed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_leader_is_replaced_within_a_lease_and_fires_nothing_stale() {
+    pg_or_skip!();
     let schema = "t_cluster_stall";
     drop_schema(schema).await;
     let _store = PostgresCheckpointStore::connect(options(schema))

@@ -235,6 +235,7 @@ fn epochs_never_go_back(rows: &[(i64, i64)]) {
 
 #[tokio::test]
 async fn a_claim_taken_over_inside_one_process_cannot_write_or_unfence_the_new_one() {
+    pg_or_skip!();
     let schema = "t_fault_same_process";
     let store = fresh_store(schema).await;
     let queue = RunQueue::new(&store);
@@ -290,6 +291,7 @@ async fn a_claim_taken_over_inside_one_process_cannot_write_or_unfence_the_new_o
 
 #[tokio::test]
 async fn heartbeats_renew_only_the_claims_this_worker_drives() {
+    pg_or_skip!();
     let schema = "t_fault_renew";
     let store = fresh_store(schema).await;
     let queue = RunQueue::new(&store);
@@ -331,6 +333,7 @@ async fn heartbeats_renew_only_the_claims_this_worker_drives() {
 
 #[tokio::test]
 async fn a_worker_that_cannot_renew_hands_its_run_back_before_the_lease_ends() {
+    pg_or_skip!();
     let schema = "t_fault_unrenewed";
     let store = fresh_store(schema).await;
     let queue = RunQueue::new(&store);
@@ -410,6 +413,7 @@ async fn a_worker_that_cannot_renew_hands_its_run_back_before_the_lease_ends() {
 
 #[tokio::test]
 async fn a_lost_lease_or_a_stop_never_rolls_a_saga_back() {
+    pg_or_skip!();
     let schema = "t_fault_no_rollback";
     let store = fresh_store(schema).await;
     let queue = RunQueue::new(&store);
@@ -505,6 +509,7 @@ fn row(run: RunId, seq: u64, label: &str, size: usize) -> CheckpointRow {
 
 #[tokio::test]
 async fn a_row_the_server_refuses_fails_its_own_run_only() {
+    pg_or_skip!();
     let store = fresh_store("t_fault_bad_row").await;
     // Rows of many runs at once, one of them with a label PostgreSQL cannot store
     // (a NUL character in a text column).
@@ -534,6 +539,7 @@ async fn a_row_the_server_refuses_fails_its_own_run_only() {
 
 #[tokio::test]
 async fn statements_are_capped_by_bytes_as_well_as_rows() {
+    pg_or_skip!();
     let schema = "t_fault_bytes";
     drop_schema(schema).await;
     // One connection: every row that arrives while a statement is in flight waits for
@@ -562,6 +568,7 @@ async fn statements_are_capped_by_bytes_as_well_as_rows() {
 
 #[tokio::test]
 async fn deadlocks_and_serialization_failures_are_retried() {
+    pg_or_skip!();
     let schema = "t_fault_deadlock";
     let store = fresh_store(schema).await;
     let admin = raw().await;
@@ -600,6 +607,7 @@ async fn deadlocks_and_serialization_failures_are_retried() {
 
 #[tokio::test]
 async fn the_heartbeat_has_its_own_connection_when_appends_fill_the_pool() {
+    pg_or_skip!();
     let schema = "t_fault_pool";
     drop_schema(schema).await;
     let store = PostgresCheckpointStore::connect(options(schema).with_pool_size(1))
@@ -659,6 +667,7 @@ async fn the_heartbeat_has_its_own_connection_when_appends_fill_the_pool() {
 
 #[tokio::test]
 async fn pruning_measures_age_on_the_database_clock() {
+    pg_or_skip!();
     let store = fresh_store("t_fault_prune_clock").await;
     let run = RunId::new();
     // A row stamped by a node whose clock reads 1970.
@@ -675,6 +684,7 @@ async fn pruning_measures_age_on_the_database_clock() {
 
 #[tokio::test]
 async fn a_run_a_worker_holds_is_neither_listed_nor_written_from_outside() {
+    pg_or_skip!();
     let schema = "t_fault_outside";
     let store = fresh_store(schema).await;
     let queue = RunQueue::new(&store);
@@ -713,6 +723,7 @@ async fn a_run_a_worker_holds_is_neither_listed_nor_written_from_outside() {
 
 #[tokio::test]
 async fn postgres_limits_take_duration_max() {
+    pg_or_skip!();
     let schema = "t_fault_limits";
     drop_schema(schema).await;
     let store =

@@ -226,6 +226,7 @@ struct Counts {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nemesis_kills_pauses_and_cuts_connections_and_every_saga_stays_whole() {
+    pg_or_skip!();
     let seed: u64 = std::env::var("CANO_NEMESIS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -115,6 +115,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn an_enqueued_run_is_claimed_driven_and_its_final_state_recorded() {
+    pg_or_skip!();
     let store = fresh_store("t_queue_basic").await;
     let queue = RunQueue::new(&store);
     let worker = Worker::new(&store)
@@ -206,6 +207,7 @@ async fn an_enqueued_run_is_claimed_driven_and_its_final_state_recorded() {
 
 #[tokio::test]
 async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
+    pg_or_skip!();
     let store = fresh_store("t_queue_fence").await;
     let queue = RunQueue::new(&store);
     let admin = raw().await;
@@ -306,6 +308,7 @@ async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
 
 #[tokio::test]
 async fn a_run_claimed_too_often_is_failed_as_poison() {
+    pg_or_skip!();
     let store = fresh_store("t_queue_poison").await;
     let queue = RunQueue::new(&store);
     let run = enqueue_order(&queue).await;
@@ -356,6 +359,7 @@ async fn a_run_claimed_too_often_is_failed_as_poison() {
 
 #[tokio::test]
 async fn a_stopping_worker_hands_its_runs_back_and_another_resumes_them() {
+    pg_or_skip!();
     let store = fresh_store("t_queue_stop").await;
     let queue = RunQueue::new(&store);
     let gate = Arc::new(Semaphore::new(0));
@@ -414,6 +418,7 @@ async fn a_stopping_worker_hands_its_runs_back_and_another_resumes_them() {
 
 #[tokio::test]
 async fn runs_finish_with_whole_logs_when_connections_drop_mid_run() {
+    pg_or_skip!();
     let store = fresh_store("t_queue_drop").await;
     let queue = RunQueue::new(&store);
     let gate = Arc::new(Semaphore::new(0));

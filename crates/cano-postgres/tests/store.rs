@@ -41,6 +41,7 @@ async fn seqs(store: &PostgresCheckpointStore, run: RunId) -> Vec<u64> {
 
 #[tokio::test]
 async fn rows_append_in_order_and_a_clash_names_the_run_and_row() {
+    pg_or_skip!();
     let store = fresh_store("t_store_rules").await;
     let run = RunId::new();
     assert!(store.load(run).await.unwrap().is_empty());
@@ -116,6 +117,7 @@ async fn rows_append_in_order_and_a_clash_names_the_run_and_row() {
 
 #[tokio::test]
 async fn concurrent_runs_share_append_statements() {
+    pg_or_skip!();
     let store = fresh_store("t_store_batch").await;
     let runs: Vec<RunId> = (0..200).map(|_| RunId::new()).collect();
     for seq in 0..5 {
@@ -180,6 +182,7 @@ impl Task<Import> for Load {
 
 #[tokio::test]
 async fn a_failed_run_resumes_from_postgres_in_another_workflow_instance() {
+    pg_or_skip!();
     let store = fresh_store("t_store_resume").await;
     let online = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let build = |store: PostgresCheckpointStore| {
@@ -214,6 +217,7 @@ async fn a_failed_run_resumes_from_postgres_in_another_workflow_instance() {
 
 #[tokio::test]
 async fn the_migration_is_idempotent_and_a_newer_schema_is_refused() {
+    pg_or_skip!();
     let _first = fresh_store("t_store_migrate").await;
     // Many processes starting at once each run the migration: all succeed.
     let connects = (0..4).map(|_| PostgresCheckpointStore::connect(options("t_store_migrate")));
@@ -281,6 +285,7 @@ async fn an_unreachable_server_is_retried_then_reported_clearly() {
 
 #[tokio::test]
 async fn rows_survive_connections_dropped_between_and_during_appends() {
+    pg_or_skip!();
     let store = fresh_store("t_store_dropped").await;
     let killer = raw().await;
     let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity

@@ -5,6 +5,10 @@ pub mod children;
 
 use cano_postgres::{PgOptions, PostgresCheckpointStore};
 
+/// Set by `cargo xtask test` (and so CI): a missing server fails the PostgreSQL tests
+/// there instead of skipping them.
+pub const REQUIRED: &str = "CANO_PG_REQUIRED";
+
 /// The server the tests use, from `CANO_PG_URL`.
 pub fn pg_url() -> String {
     std::env::var("CANO_PG_URL").unwrap_or_else(|_| {
@@ -14,6 +18,44 @@ pub fn pg_url() -> String {
              `export CANO_PG_URL=$(.ci/postgres start)` and run cargo test again"
         )
     })
+}
+
+/// Whether a server is configured. Without one, a plain `cargo test` on a machine
+/// without PostgreSQL skips `test`, saying so and how to run it; under
+/// `cargo xtask test` (which sets [`REQUIRED`]) a missing server is a failure.
+pub fn server_for(test: &str) -> bool {
+    if std::env::var_os("CANO_PG_URL").is_some() {
+        return true;
+    }
+    if std::env::var_os(REQUIRED).is_some() {
+        pg_url();
+    }
+    // Written to stderr directly, past the test harness's capture, so a plain
+    // `cargo test` shows it.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: CANO_PG_URL is not set. Run it with `cargo xtask test` (it starts a \
+         throwaway PostgreSQL server), or `export CANO_PG_URL=$(.ci/postgres start)` first"
+    );
+    false
+}
+
+/// Returns from the test, saying it was skipped, when no PostgreSQL server is
+/// configured (see [`server_for`]).
+#[macro_export]
+macro_rules! pg_or_skip {
+    () => {
+        fn here() {}
+        let test = std::any::type_name_of_val(&here)
+            .split("::")
+            .filter(|part| *part != "here" && !part.starts_with('{'))
+            .collect::<Vec<_>>()
+            .join("::");
+        if !$crate::common::server_for(&test) {
+            return;
+        }
+    };
 }
 
 /// A plain connection for checks the tests make behind the store's back.
