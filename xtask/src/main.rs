@@ -9,6 +9,7 @@
 //!   `CANO_PG_URL` already names one, and the system tools the tests use (strace)
 //!   installed by `.ci/tools` when missing.
 
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -190,17 +191,31 @@ fn bench(extra: Vec<String>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A JSON file, parsed; `Null` when it is missing or not JSON (its rows then show
+/// "n/a").
+fn read_json(path: &Path) -> Value {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null)
+}
+
 /// The mean of one criterion benchmark, in nanoseconds.
 fn mean_ns(criterion_home: &Path, id: &str) -> Option<f64> {
-    let text =
-        std::fs::read_to_string(criterion_home.join(id).join("new").join("estimates.json")).ok()?;
-    number_after(&text, "\"mean\"", "\"point_estimate\":")
+    mean_of(&read_json(
+        &criterion_home.join(id).join("new").join("estimates.json"),
+    ))
+}
+
+/// The mean's point estimate in criterion's `estimates.json`.
+fn mean_of(estimates: &Value) -> Option<f64> {
+    estimates.get("mean")?.get("point_estimate")?.as_f64()
 }
 
 /// The ratio a target is checked against: `key` of `paired`, a bench's paired report
 /// (both sides timed in alternating rounds), when it has one, else `separate`, the
 /// ratio of criterion's means; and a note with the latter when the former was used.
-fn checked_ratio(paired: &str, key: &str, separate: Option<f64>) -> (Option<f64>, String) {
+fn checked_ratio(paired: &Value, key: &str, separate: Option<f64>) -> (Option<f64>, String) {
     match (json_number(paired, key), separate) {
         (Some(ratio), Some(separate)) => (Some(ratio), format!("; separate means {separate:.2}x")),
         (Some(ratio), None) => (Some(ratio), String::new()),
@@ -208,25 +223,15 @@ fn checked_ratio(paired: &str, key: &str, separate: Option<f64>) -> (Option<f64>
     }
 }
 
-/// The JSON report a bench wrote under `out` as `name`; empty when it wrote none (the
+/// The JSON report a bench wrote under `out` as `name`; `Null` when it wrote none (the
 /// rows then fall back to criterion's figures or show "n/a").
-fn report(out: &Path, name: &str) -> String {
-    std::fs::read_to_string(out.join(name)).unwrap_or_default()
+fn report(out: &Path, name: &str) -> Value {
+    read_json(&out.join(name))
 }
 
 /// The number under `key` in one of the flat JSON reports the benches write.
-fn json_number(text: &str, key: &str) -> Option<f64> {
-    number_after(text, "{", &format!("\"{key}\":"))
-}
-
-/// The number that follows `key` after the first `section` in a small JSON text.
-fn number_after(text: &str, section: &str, key: &str) -> Option<f64> {
-    let rest = &text[text.find(section)?..];
-    let rest = &rest[rest.find(key)? + key.len()..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
-        .unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
+fn json_number(report: &Value, key: &str) -> Option<f64> {
+    report.get(key)?.as_f64()
 }
 
 /// Transitions in one run of the benches' linear workflow.
@@ -447,10 +452,10 @@ fn recovery_rows(criterion_home: &Path, out: &Path) -> Vec<(&'static str, String
     };
     // 100 runs of 10 states each, per iteration.
     let group = mean_ns(criterion_home, "recovery/sled_group_commit_100_runs");
-    let stats = std::fs::read_to_string(out.join("recovery.json")).ok();
-    let per_flush = stats
-        .as_deref()
-        .and_then(|text| Some(json_number(text, "rows")? / json_number(text, "flushes")?.max(1.0)));
+    let stats = report(out, "recovery.json");
+    let per_flush = json_number(&stats, "rows")
+        .zip(json_number(&stats, "flushes"))
+        .map(|(rows, flushes)| rows / flushes.max(1.0));
     vec![
         (
             "recovery: no store, per transition",
@@ -696,32 +701,32 @@ fn verdict(ok: Option<bool>) -> &'static str {
 mod tests {
     use super::*;
 
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
     #[test]
     fn reads_the_mean_point_estimate() {
-        let json = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":2.5e2,"standard_error":0.1},"median":{"point_estimate":9.0}}"#;
-        assert_eq!(
-            number_after(json, "\"mean\"", "\"point_estimate\":"),
-            Some(250.0)
+        let estimates = json(
+            r#"{"median":{"point_estimate":9.0},"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":2.5e2,"standard_error":0.1}}"#,
         );
-        assert_eq!(
-            number_after(json, "\"median\"", "\"point_estimate\":"),
-            Some(9.0)
-        );
-        assert_eq!(
-            number_after(json, "\"missing\"", "\"point_estimate\":"),
-            None
-        );
+        // The mean's own estimate, wherever the median's stands.
+        assert_eq!(mean_of(&estimates), Some(250.0));
+        assert_eq!(mean_of(&json(r#"{"median":{"point_estimate":9.0}}"#)), None);
+        assert_eq!(mean_of(&Value::Null), None);
+        let missing = read_json(Path::new("/nonexistent/estimates.json"));
+        assert_eq!(missing, Value::Null);
     }
 
     #[test]
     fn a_paired_ratio_wins_over_the_separate_one_and_keys_match_whole() {
-        let paired = r#"{"engine_100":540.1,"ratio_100":1.283,"ratio_10":1.053}"#;
-        let (ratio, note) = checked_ratio(paired, "ratio_10", Some(0.9));
+        let paired = json(r#"{"engine_100":540.1,"ratio_100":1.283,"ratio_10":1.053}"#);
+        let (ratio, note) = checked_ratio(&paired, "ratio_10", Some(0.9));
         assert_eq!(ratio, Some(1.053));
         assert_eq!(note, "; separate means 0.90x");
-        assert_eq!(checked_ratio(paired, "ratio_100", None).0, Some(1.283));
+        assert_eq!(checked_ratio(&paired, "ratio_100", None).0, Some(1.283));
         assert_eq!(
-            checked_ratio("", "ratio", Some(1.2)),
+            checked_ratio(&Value::Null, "ratio", Some(1.2)),
             (Some(1.2), String::new())
         );
     }
