@@ -49,8 +49,6 @@ pub mod error {
 }
 pub mod checkpoint;
 pub mod hash;
-#[cfg(feature = "metrics")]
-mod metrics_observer;
 pub mod node;
 pub mod observer;
 pub mod resource;
@@ -60,8 +58,6 @@ pub mod run;
 mod spans;
 pub mod store;
 pub mod task;
-#[cfg(feature = "tracing")]
-mod tracing_observer;
 mod util;
 pub mod workflow;
 
@@ -70,8 +66,6 @@ pub use checkpoint::{
     TaskProgress,
 };
 pub use error::{BoxError, CanoError, CanoResult, ErrorDetail};
-#[cfg(feature = "metrics")]
-pub use metrics_observer::{METRICS, MetricsObserver, describe as describe_metrics};
 pub use node::Node;
 pub use observer::{Interest, ObserverArc, Observers, RunObserver, WorkflowObserver};
 pub use resource::{DefaultKey, HealthStatus, Resource, ResourceKey, Resources};
@@ -80,8 +74,6 @@ pub use router::{DynRouterTask, RouterTask, RouterTaskObject};
 pub use run::{CancellationToken, DrainGuard, RunContext, RunId, RunOptions};
 pub use store::MemoryStore;
 pub use task::{DynTask, RegisteredTask, Task, TaskConfig, TaskFuture, TaskObject, TaskResult};
-#[cfg(feature = "tracing")]
-pub use tracing_observer::TracingObserver;
 pub use util::short_type_name;
 pub use workflow::handler::{
     CompensationFuture, HandlerFuture, HandlerInfo, StateContext, StateEntry, StateHandler, TaskEnv,

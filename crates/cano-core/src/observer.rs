@@ -10,8 +10,9 @@
 //! - [`RunObserver`], the richer one: every callback carries the [`RunId`] (so
 //!   concurrent runs of one workflow can be told apart), the state as a value, the
 //!   attempt, the error, the delay, and events 0.13 has no names for (run start and
-//!   end, circuit half-open and close, throttling, compensations). The built-in
-//!   tracing, metrics and recording observers are `RunObserver`s.
+//!   end, circuit half-open and close, throttling, compensations). The tracing and
+//!   metrics observers (the `cano-telemetry` crate) and the recording observer
+//!   (`cano-testing`) are `RunObserver`s.
 //!
 //! Implement the methods you care about (all default to doing nothing). A workflow without
 //! observers does not pay for them: the engine checks for an empty list and skips the
@@ -31,10 +32,6 @@ use std::time::Duration;
 use crate::error::CanoError;
 use crate::run::RunId;
 
-#[cfg(feature = "metrics")]
-pub use crate::metrics_observer::MetricsObserver;
-#[cfg(feature = "tracing")]
-pub use crate::tracing_observer::TracingObserver;
 pub use names::{ObserverArc, WorkflowObserver};
 
 /// Receives lifecycle and failure events of workflow runs, each with its [`RunId`] and

@@ -390,7 +390,18 @@
 //! manual flows; `postgres` running on many machines: the PostgreSQL checkpoint
 //! store, the run queue, leased workers and cluster-wide cron (`cano::postgres`).
 
-pub use cano_core::{checkpoint, error, hash, node, observer, resource, run, store};
+pub use cano_core::{checkpoint, error, hash, node, resource, run, store};
+
+/// Observers: cano 0.13's [`WorkflowObserver`] and the richer [`RunObserver`], with
+/// the tracing and metrics observers (the `cano-telemetry` crate) when their features
+/// are on.
+pub mod observer {
+    pub use cano_core::observer::*;
+    #[cfg(feature = "metrics")]
+    pub use cano_telemetry::MetricsObserver;
+    #[cfg(feature = "tracing")]
+    pub use cano_telemetry::TracingObserver;
+}
 
 /// The workflow: the state machine, its builder and how runs go (cano-core), with the
 /// split/join settings and results at cano 0.13's paths.
@@ -536,7 +547,7 @@ pub mod saga {
 pub use cano_saga::{CompensatableTask, ErasedCompensatable, SagaExt};
 
 #[cfg(feature = "tracing")]
-pub use cano_core::TracingObserver;
+pub use cano_telemetry::TracingObserver;
 
 /// Scheduling (the `cano-scheduler` crate, feature `scheduler`): cron, interval and
 /// manual flows, backoff and trip, overlap and missed-fire policies, graceful stop.
@@ -552,7 +563,7 @@ pub use cano_scheduler::{
 };
 
 #[cfg(feature = "metrics")]
-pub use cano_core::MetricsObserver;
+pub use cano_telemetry::MetricsObserver;
 
 /// Many machines on PostgreSQL (the `cano-postgres` crate, feature `postgres`): the
 /// checkpoint store, the run queue, leased and fenced workers, and cron ticks fired
@@ -572,7 +583,7 @@ pub use cano_postgres::{
 /// to register help text and units with your recorder.
 #[cfg(feature = "metrics")]
 pub mod metrics {
-    pub use cano_core::{METRICS, MetricsObserver, describe_metrics as describe};
+    pub use cano_telemetry::{METRICS, MetricsObserver, describe};
 }
 
 #[cfg(feature = "task-models")]

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use tracing::{Level, debug, error, info, warn};
 
-use crate::error::CanoError;
-use crate::observer::{Interest, RunObserver};
-use crate::run::RunId;
+use cano_core::CanoError;
+use cano_core::RunId;
+use cano_core::observer::{Interest, RunObserver};
 
 /// Re-emits every observer callback as a `tracing` event: run start and end, resumes,
 /// compensations and circuit changes at INFO (a failed run at ERROR), retries, open
@@ -25,7 +25,8 @@ use crate::run::RunId;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use cano_core::{TracingObserver, Workflow};
+/// use cano_core::Workflow;
+/// use cano_telemetry::TracingObserver;
 ///
 /// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 /// enum S { Start, Done }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, Label, SharedString, Unit};
 
-use crate::error::CanoError;
-use crate::hash::FastMap;
-use crate::observer::{Interest, RunObserver};
-use crate::run::RunId;
+use cano_core::CanoError;
+use cano_core::RunId;
+use cano_core::hash::FastMap;
+use cano_core::observer::{Interest, RunObserver};
 
 /// Every metric the observer records, with its kind, unit and help text.
 pub const METRICS: &[(&str, &str, &str)] = &[
@@ -173,12 +173,13 @@ impl TaskMetrics {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use cano_core::{MetricsObserver, Workflow};
+/// use cano_core::Workflow;
+/// use cano_telemetry::MetricsObserver;
 ///
 /// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 /// enum S { Start, Done }
 ///
-/// cano_core::describe_metrics();
+/// cano_telemetry::describe();
 /// let observer = MetricsObserver::new().per_task().with_durations();
 /// let workflow = Workflow::<S>::bare()
 ///     .add_exit_state(S::Done)

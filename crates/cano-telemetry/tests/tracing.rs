@@ -6,7 +6,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cano_core::{CanoError, RetryMode, Task, TaskConfig, TaskResult, TracingObserver, Workflow};
+use cano_core::{CanoError, RetryMode, Task, TaskConfig, TaskResult, Workflow};
+use cano_telemetry::TracingObserver;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum S {

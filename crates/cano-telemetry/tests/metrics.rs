@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cano_core::{CanoError, MetricsObserver, RetryMode, Task, TaskConfig, TaskResult, Workflow};
+use cano_core::{CanoError, RetryMode, Task, TaskConfig, TaskResult, Workflow};
+use cano_telemetry::MetricsObserver;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,7 +55,7 @@ fn recorded(
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
-        cano_core::describe_metrics();
+        cano_telemetry::describe();
         let workflow = Workflow::bare()
             // Fetch flakes on its first call (retried), Store on its 2nd and 3rd
             // (the second run fails for good).
@@ -147,10 +148,10 @@ fn per_task_labels_alone_still_hear_of_every_success() {
 fn every_metric_is_described() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, cano_core::describe_metrics);
+    metrics::with_local_recorder(&recorder, cano_telemetry::describe);
     // Descriptions show once a metric exists: register each, then read them back.
     metrics::with_local_recorder(&recorder, || {
-        for (name, kind, _) in cano_core::METRICS {
+        for (name, kind, _) in cano_telemetry::METRICS {
             match *kind {
                 "counter" => metrics::counter!(*name).increment(0),
                 "gauge" => metrics::gauge!(*name).set(0.0),
@@ -164,7 +165,7 @@ fn every_metric_is_described() {
         .into_iter()
         .filter(|(_, _, help, _)| help.is_some())
         .collect();
-    assert_eq!(described.len(), cano_core::METRICS.len());
+    assert_eq!(described.len(), cano_telemetry::METRICS.len());
     assert!(described.iter().any(|(key, unit, _, _)| key.key().name()
         == "cano_run_duration_seconds"
         && *unit == Some(metrics::Unit::Seconds)));
