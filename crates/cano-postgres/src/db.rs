@@ -10,6 +10,8 @@ use cano_core::{CanoError, RunId};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use crate::errors::pg_error;
+
 /// How to reach the database and how to behave while it is away.
 ///
 /// ```
@@ -246,60 +248,6 @@ pub(crate) fn run_of(key: i64) -> RunId {
     RunId::from(key as u64)
 }
 
-/// Maps a driver error: transient failures (see [`is_transient`]) stay retryable,
-/// everything else is permanent.
-pub(crate) fn pg_error(place: &str, doing: &str, e: tokio_postgres::Error) -> CanoError {
-    let transient = is_transient(&e);
-    // The server's own words and SQLSTATE, which the driver's `Display` leaves out.
-    let said = match e.as_db_error() {
-        Some(db) => format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        ),
-        None => e.to_string(),
-    };
-    let error = CanoError::store(format!("PostgreSQL at {place} failed while {doing}: {said}"))
-        .with_hint(if transient {
-            "a transient failure (a lost connection, a server restart, a deadlock or serialization conflict); the call can be retried"
-        } else {
-            "see the database error; check the schema and the server's log"
-        });
-    let error = error.with_source(e);
-    if transient { error } else { error.permanent() }
-}
-
-/// Whether trying the same statement again can succeed: the connection went away
-/// (closed, reset, the backend terminated or the server shutting down or starting),
-/// the server had no connection to spare, or the statement lost a deadlock or a
-/// serialization conflict. Anything the server refused for what the statement says is
-/// permanent.
-pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        Some(code) => {
-            let code = code.code();
-            // Class 08: connection exceptions.
-            code.starts_with("08")
-                || matches!(
-                    code,
-                    // serialization_failure, deadlock_detected
-                    "40001" | "40P01"
-                    // admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now
-                    | "57P01" | "57P02" | "57P03"
-                    // too_many_connections
-                    | "53300"
-                )
-        }
-        // No answer from the server: transient if the connection failed (I/O), not if
-        // the statement could not even be built (a parameter of the wrong type).
-        None => std::error::Error::source(e).is_some_and(|cause| cause.is::<std::io::Error>()),
-    }
-}
-
 fn describe(config: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
     let host = match config.get_hosts().first() {
@@ -313,7 +261,7 @@ fn describe(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-/// Retries `op` while it fails for a transient reason (see [`is_transient`]), up to
+/// Retries `op` while it fails for a transient reason (see [`is_transient`](crate::errors::is_transient)), up to
 /// `attempts` times with a short backoff (the pool hands out a fresh connection each
 /// time).
 pub(crate) async fn retry_transient<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, CanoError>

@@ -74,6 +74,7 @@
 
 mod cron;
 mod db;
+mod errors;
 mod queue;
 mod schema;
 mod store;

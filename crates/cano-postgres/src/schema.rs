@@ -1,7 +1,7 @@
 //! cano's tables, created by a versioned migration that any number of processes may
 //! run at once (an advisory lock lets one through at a time; each step runs once).
 
-use crate::db::pg_error;
+use crate::errors::pg_error;
 use cano_core::CanoError;
 
 /// The schema version this build writes. A database at a higher version was written
