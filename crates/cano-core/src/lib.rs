@@ -55,6 +55,7 @@ pub mod resource;
 mod retries;
 pub mod router;
 pub mod run;
+mod run_id;
 mod spans;
 pub mod store;
 pub mod task;

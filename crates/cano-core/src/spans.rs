@@ -19,22 +19,7 @@ use crate::task::TaskFuture;
 #[cfg(feature = "tracing")]
 mod on {
     use super::*;
-    use crate::run::RunId;
     use tracing::Instrument;
-
-    /// The span of run `run` of workflow `workflow`.
-    pub(crate) fn run_span(
-        run: RunId,
-        workflow: &str,
-        parent: Option<&tracing::Span>,
-    ) -> tracing::Span {
-        match parent {
-            Some(parent) if !parent.is_disabled() => {
-                tracing::info_span!(parent: parent, "cano.run", run_id = %run, workflow = workflow)
-            }
-            _ => tracing::info_span!("cano.run", run_id = %run, workflow = workflow),
-        }
-    }
 
     /// Runs `f` (observer calls) inside the span of `run`. An untraced run skips the
     /// span: entering even a disabled one costs more than a no-op observer's call.
@@ -134,8 +119,6 @@ mod on {
     }
 }
 
-#[cfg(feature = "tracing")]
-pub(crate) use on::run_span;
 pub(crate) use on::{attempt, first_attempt, first_boxed_attempt, in_run, state};
 
 /// Awaits `$future` inside the span of `$state` (in run `$run`). The future is pinned where it is

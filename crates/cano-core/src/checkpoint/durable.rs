@@ -10,7 +10,6 @@ use serde::de::DeserializeOwned;
 use super::DataChange;
 use super::codec::{Bincode, Codec};
 use crate::error::CanoError;
-use crate::run::RunContext;
 
 /// Keys the engine keeps for itself in a run's durable data (the compensation stack of
 /// a saga); they start with a NUL, are invisible to the public methods and cannot be
@@ -64,24 +63,6 @@ pub struct DurableStore {
 }
 
 impl DurableStore {
-    /// The durable store of the run the calling task belongs to.
-    ///
-    /// Fails with [`CanoError::Configuration`] outside a run, or in a run of a workflow
-    /// without a checkpoint store (there is nowhere to save the data).
-    pub fn current() -> Result<Self, CanoError> {
-        let run = RunContext::current().ok_or_else(|| {
-            CanoError::configuration("DurableStore::current was called outside a workflow run")
-                .with_hint("call it from a task while the workflow runs it")
-        })?;
-        run.durable().cloned().ok_or_else(|| {
-            CanoError::configuration(format!(
-                "run {} has no durable store: its workflow has no checkpoint store",
-                run.run_id()
-            ))
-            .with_hint("attach one with Workflow::with_checkpoint_store (an in-memory store will do in tests)")
-        })
-    }
-
     fn lock(&self) -> MutexGuard<'_, Data> {
         // Every write replaces whole entries, so a panic under the lock leaves it sound.
         self.data.lock().unwrap_or_else(|p| p.into_inner())

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use super::{CheckpointRow, CheckpointStore, DataChange, DurableStore, Retention, RowKind, now_ms};
 use crate::error::CanoError;
-use crate::run::RunId;
+use crate::run_id::RunId;
 
 /// What a journal knows of the run's position.
 struct Progress {

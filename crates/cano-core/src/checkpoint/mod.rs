@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CanoError;
-use crate::run::RunId;
+use crate::run_id::RunId;
 
 pub use codec::{Bincode, Codec};
 pub use durable::DurableStore;

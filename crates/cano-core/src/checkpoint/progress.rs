@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::Journal;
 use super::durable::ENGINE_PREFIX;
 use crate::error::CanoError;
-use crate::run::RunContext;
 
 /// Separates the parts of a progress key; state labels and task names never hold it.
 const SEP: char = '\u{1}';
@@ -31,17 +30,14 @@ pub struct TaskProgress {
 }
 
 impl TaskProgress {
-    /// The progress of the task named `task` in the calling run's current state, if the
-    /// run is checkpointed. Two tasks running in the same state at once (branches of a
-    /// split) need distinct names, or they would share their progress.
-    pub fn current(task: &str) -> Option<Self> {
-        let run = RunContext::current()?;
-        let journal = run.journal()?.clone();
+    /// The progress of the task named `task` in the state `journal`'s run is in (see
+    /// `TaskProgress::current`, with the current run, in the `run` module).
+    pub(crate) fn in_journal(journal: Arc<Journal>, task: &str) -> Self {
         let prefix = format!(
             "{ENGINE_PREFIX}progress/{}{SEP}{task}{SEP}",
             journal.current_label()
         );
-        Some(Self { journal, prefix })
+        Self { journal, prefix }
     }
 
     fn key(&self, key: &str) -> String {

@@ -2,7 +2,7 @@
 
 use super::{CheckpointRow, DurableStore, RowKind};
 use crate::error::CanoError;
-use crate::run::RunId;
+use crate::run_id::RunId;
 
 /// Where a run's log says it stands: the state to re-enter and what it had saved.
 #[derive(Debug)]

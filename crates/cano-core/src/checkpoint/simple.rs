@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::codec::{Bincode, Codec};
 use super::{CheckpointStore as FullStore, DataChange, RunSummary, check_next_seq};
 use crate::error::CanoError;
-use crate::run::RunId;
+use crate::run_id::RunId;
 
 /// Why a [`CheckpointRow`] was written.
 #[non_exhaustive]

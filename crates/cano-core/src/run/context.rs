@@ -1,223 +1,19 @@
-//! One run of a workflow: its [`RunId`], its [`CancellationToken`], and the
-//! [`RunContext`] a task can read while it runs.
-//!
-//! ```
-//! use cano_core::{CancellationToken, RunContext};
-//!
-//! // Inside a task: stop early if the run was cancelled.
-//! fn should_stop() -> bool {
-//!     RunContext::current().is_some_and(|run| run.is_cancelled())
-//! }
-//! # assert!(!should_stop());
-//! let token = CancellationToken::new();
-//! assert!(!token.is_cancelled());
-//! token.cancel();
-//! assert!(token.is_cancelled());
-//! ```
+//! [`RunContext`]: the run a task is part of, readable while it runs, and the
+//! thread's current run.
 
 use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use pin_project_lite::pin_project;
-use tokio::sync::Notify;
 
-use crate::checkpoint::{DurableStore, Journal};
+use super::cancel::CancellationToken;
+use crate::checkpoint::{DurableStore, Journal, TaskProgress};
+use crate::error::CanoError;
+use crate::run_id::RunId;
 use crate::store::MemoryStore;
-
-/// Identifies one run of a workflow. Unique within a process and, being seeded from
-/// the clock and process id, very unlikely to repeat across processes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RunId(u64);
-
-impl RunId {
-    /// A fresh id.
-    pub fn new() -> Self {
-        // Each thread takes counters from the shared one a block at a time, so that a
-        // run started on a busy thread does not contend on a shared atomic.
-        const BLOCK: u64 = 1024;
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        thread_local! {
-            static LOCAL: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
-        }
-        let counter = LOCAL.with(|local| {
-            let (mut next, mut end) = local.get();
-            if next == end {
-                next = NEXT.fetch_add(BLOCK, Ordering::Relaxed);
-                end = next + BLOCK;
-            }
-            local.set((next + 1, end));
-            next
-        });
-        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        let seed = *SEED.get_or_init(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            nanos ^ (u64::from(std::process::id()).rotate_left(40))
-        });
-        // splitmix64 is a bijection: distinct counters give distinct ids.
-        let mut z = seed.wrapping_add(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Self(z ^ (z >> 31))
-    }
-
-    /// The id named `name`: the same in every process and build (FNV-1a of the text),
-    /// so a run started under a name (`RunOptions::with_run_id(RunId::named("order-42"))`)
-    /// can be resumed by it (`resume_from("order-42")`). Two names may, rarely, give
-    /// one id; a run's checkpoint log refuses a second run under an id it holds.
-    pub fn named(name: &str) -> Self {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in name.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        Self(hash)
-    }
-
-    /// The id as a number.
-    pub const fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl serde::Serialize for RunId {
-    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-        serializer.serialize_u64(self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for RunId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        u64::deserialize(deserializer).map(Self)
-    }
-}
-
-impl std::str::FromStr for RunId {
-    type Err = crate::error::CanoError;
-
-    /// Parses the 16 hex digits [`Display`](fmt::Display) prints (as in logs and
-    /// checkpoint listings).
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        u64::from_str_radix(text.trim(), 16).map(Self).map_err(|e| {
-            crate::error::CanoError::configuration(format!("{text:?} is not a run id"))
-                .with_source(e)
-                .with_hint(
-                    "a run id is written as up to 16 hex digits, as RunId's Display prints it",
-                )
-        })
-    }
-}
-
-impl Default for RunId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl From<u64> for RunId {
-    fn from(id: u64) -> Self {
-        Self(id)
-    }
-}
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl fmt::Debug for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RunId({self})")
-    }
-}
-
-#[derive(Default)]
-struct CancelState {
-    cancelled: AtomicBool,
-    /// Set before `cancelled` by `hand_back`.
-    handed_back: AtomicBool,
-    notify: Notify,
-}
-
-/// Asks a run to stop. Clones share the same flag.
-///
-/// Cancelling makes the run return [`CanoError::Cancelled`](crate::CanoError::Cancelled)
-/// at its next await point, after tearing its resources down; tasks that loop for long
-/// can check [`RunContext::is_cancelled`] to stop sooner.
-#[derive(Clone, Default)]
-pub struct CancellationToken {
-    state: Arc<CancelState>,
-}
-
-impl CancellationToken {
-    /// A token not yet cancelled.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Cancels every run holding this token. Idempotent.
-    pub fn cancel(&self) {
-        if !self.state.cancelled.swap(true, Ordering::AcqRel) {
-            self.state.notify.notify_waiters();
-        }
-    }
-
-    /// Whether [`cancel`](Self::cancel) (or [`hand_back`](Self::hand_back)) was called.
-    #[inline]
-    pub fn is_cancelled(&self) -> bool {
-        self.state.cancelled.load(Ordering::Acquire)
-    }
-
-    /// Stops every run holding this token without failing it: each returns
-    /// [`CanoError::Cancelled`](crate::CanoError::Cancelled) at its next await point,
-    /// as with [`cancel`](Self::cancel), but rolls none of its completed steps back
-    /// and, with a checkpoint store, writes no `Fail` row: its log stays as it was, so
-    /// whoever resumes it next goes on where it stopped. For a run that is not this
-    /// process's to finish any more (a worker that lost its lease, or is stopping).
-    pub fn hand_back(&self) {
-        self.state.handed_back.store(true, Ordering::Release);
-        self.cancel();
-    }
-
-    /// Whether [`hand_back`](Self::hand_back) was called.
-    pub fn is_handed_back(&self) -> bool {
-        self.state.handed_back.load(Ordering::Acquire)
-    }
-
-    /// A waiter that completes when the token is cancelled after this call (check
-    /// [`is_cancelled`](Self::is_cancelled) too, for a cancel before it).
-    pub(crate) fn waiter(&self) -> tokio::sync::futures::Notified<'_> {
-        self.state.notify.notified()
-    }
-
-    /// Completes once the token is cancelled.
-    pub async fn cancelled(&self) {
-        loop {
-            let notified = self.state.notify.notified();
-            tokio::pin!(notified);
-            // Register before checking the flag, so a cancel in between is not missed.
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl fmt::Debug for CancellationToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancellationToken")
-            .field("cancelled", &self.is_cancelled())
-            .finish()
-    }
-}
 
 /// What a task can learn about the run it is part of.
 ///
@@ -409,7 +205,7 @@ impl RunContext {
     ) -> Self {
         #[cfg(feature = "tracing")]
         let span = {
-            let span = crate::spans::run_span(run_id, workflow, start.parent_span.as_ref());
+            let span = run_span(run_id, workflow, start.parent_span.as_ref());
             (!span.is_disabled()).then_some(span)
         };
         #[cfg(feature = "tracing")]
@@ -594,46 +390,57 @@ impl RunContext {
     }
 }
 
-/// Options for one run: its id and cancellation token.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    pub(crate) run_id: Option<RunId>,
-    pub(crate) cancel: Option<CancellationToken>,
+/// The span of run `run` of workflow `workflow`, a child of `parent` when one is given
+/// and enabled. (The state and attempt spans, children of this one, are the `spans`
+/// module's; this one is made here, where the run starts.)
+#[cfg(feature = "tracing")]
+fn run_span(run: RunId, workflow: &str, parent: Option<&tracing::Span>) -> tracing::Span {
+    match parent {
+        Some(parent) if !parent.is_disabled() => {
+            tracing::info_span!(parent: parent, "cano.run", run_id = %run, workflow = workflow)
+        }
+        _ => tracing::info_span!("cano.run", run_id = %run, workflow = workflow),
+    }
 }
 
-impl RunOptions {
-    /// Default options: a fresh run id, no cancellation token.
-    pub fn new() -> Self {
-        Self::default()
-    }
+// What only the current run can answer: its durable data and its tasks' progress.
+// They live here, beside the current run, so the checkpoint module does not depend on
+// the run module that depends on it.
 
-    /// Uses `id` as the run id.
-    pub fn with_run_id(mut self, id: RunId) -> Self {
-        self.run_id = Some(id);
-        self
+impl DurableStore {
+    /// The durable store of the run the calling task belongs to.
+    ///
+    /// Fails with [`CanoError::Configuration`] outside a run, or in a run of a workflow
+    /// without a checkpoint store (there is nowhere to save the data).
+    pub fn current() -> Result<Self, CanoError> {
+        let run = RunContext::current().ok_or_else(|| {
+            CanoError::configuration("DurableStore::current was called outside a workflow run")
+                .with_hint("call it from a task while the workflow runs it")
+        })?;
+        run.durable().cloned().ok_or_else(|| {
+            CanoError::configuration(format!(
+                "run {} has no durable store: its workflow has no checkpoint store",
+                run.run_id()
+            ))
+            .with_hint("attach one with Workflow::with_checkpoint_store (an in-memory store will do in tests)")
+        })
     }
+}
 
-    /// Cancels the run when `token` is cancelled.
-    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
-        self.cancel = Some(token);
-        self
-    }
-
-    /// The run id chosen, if any.
-    pub fn run_id(&self) -> Option<RunId> {
-        self.run_id
-    }
-
-    /// The cancellation token given, if any.
-    #[inline]
-    pub fn cancellation_token(&self) -> Option<&CancellationToken> {
-        self.cancel.as_ref()
+impl TaskProgress {
+    /// The progress of the task named `task` in the calling run's current state, if the
+    /// run is checkpointed. Two tasks running in the same state at once (branches of a
+    /// split) need distinct names, or they would share their progress.
+    pub fn current(task: &str) -> Option<Self> {
+        let run = RunContext::current()?;
+        Some(Self::in_journal(run.journal()?.clone(), task))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::RunStart;
 
     #[test]
     fn run_ids_from_many_threads_are_distinct() {
