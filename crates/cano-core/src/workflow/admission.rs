@@ -16,7 +16,7 @@ use crate::resource::Resources;
 use crate::run::RunContext;
 use crate::task::{Task, TaskConfig, TaskResult};
 
-use super::execute::{caught, timeout_error};
+use super::attempt::{caught, timeout_error};
 
 /// Where an attempt runs, for errors and observer events.
 pub(crate) struct Site<'a, S> {

@@ -22,15 +22,7 @@ use crate::spans;
 use crate::task::{Task, TaskConfig, TaskResult};
 
 use super::admission::{Site, guarded_attempt};
-
-/// A task's future with a panic turned into an error.
-pub(crate) fn caught<'a, S: 'a>(
-    future: impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a,
-) -> impl Future<Output = Result<TaskResult<S>, CanoError>> + 'a {
-    AssertUnwindSafe(future)
-        .catch_unwind()
-        .map(|r| r.unwrap_or_else(|p| Err(CanoError::from_panic(p))))
-}
+use super::attempt::{caught, timeout_error};
 
 /// A first attempt under an attempt timeout, in one box with its timer, so that the
 /// many tasks without a timeout do not carry a timer in every run's future.
@@ -91,18 +83,6 @@ pub(crate) trait Surroundings<'a, K>: Copy + 'a {
     fn resources(self) -> &'a Resources<K>;
     fn run(self) -> &'a RunContext;
     fn observers(self) -> &'a Observers;
-}
-
-impl<'a, K: 'a> Surroundings<'a, K> for &'a super::handler::TaskEnv<K> {
-    fn resources(self) -> &'a Resources<K> {
-        &self.resources
-    }
-    fn run(self) -> &'a RunContext {
-        &self.run
-    }
-    fn observers(self) -> &'a Observers {
-        &self.observers
-    }
 }
 
 /// The engine's surroundings: its workflow's spec (resources and observers) and the run.
@@ -395,13 +375,6 @@ fn attempt_error(
         AttemptError::Failed(e) => CanoError::task_execution(e.to_string()).at(state, name),
         AttemptError::TimedOut(_) => timeout_error(config, state, name),
     }
-}
-
-pub(crate) fn timeout_error(config: &TaskConfig, state: &dyn Debug, name: &str) -> CanoError {
-    let limit = config.attempt_timeout().unwrap_or_default();
-    CanoError::timeout(format!("attempt did not finish within {limit:?}"))
-        .at(state, name)
-        .with_hint("raise TaskConfig::with_attempt_timeout, make the task faster, or add a RetryMode if the slowness is transient")
 }
 
 fn final_error(

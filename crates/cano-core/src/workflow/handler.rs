@@ -14,8 +14,8 @@ use crate::observer::Observers;
 use crate::resource::{DefaultKey, Resources};
 use crate::run::RunContext;
 use crate::task::{RegisteredTask, Task, TaskConfig, TaskResult};
-use crate::workflow::compensation::Compensations;
-use crate::workflow::execute::{LooseTask, execute_task};
+use crate::workflow::execute::{LooseTask, Surroundings, execute_task};
+use crate::workflow::saga_stack::Compensations;
 
 /// The boxed future of a state handler: the next state.
 pub type HandlerFuture<'a, S> = Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>>;
@@ -255,5 +255,18 @@ impl<K: Send + Sync + 'static> TaskEnv<K> {
             config,
         };
         execute_task(&task, state, self).await
+    }
+}
+
+// A split branch's surroundings are its `TaskEnv` (one pointer in the task's future).
+impl<'a, K: 'a> Surroundings<'a, K> for &'a TaskEnv<K> {
+    fn resources(self) -> &'a Resources<K> {
+        &self.resources
+    }
+    fn run(self) -> &'a RunContext {
+        &self.run
+    }
+    fn observers(self) -> &'a Observers {
+        &self.observers
     }
 }

@@ -5,6 +5,7 @@
 //! `Arc` inside, so cloning it is cheap and `orchestrate` takes `&self`.
 
 mod admission;
+mod attempt;
 mod bounds;
 mod compensation;
 mod engine;
@@ -12,6 +13,7 @@ pub(crate) mod execute;
 mod graph;
 pub mod handler;
 mod recovery;
+mod saga_stack;
 
 use std::borrow::Cow;
 use std::fmt::{self, Debug};
