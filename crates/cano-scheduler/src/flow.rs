@@ -495,13 +495,3 @@ impl Driver {
         info.next_run = self.wake_at().map(|at| self.clock.wall(at));
     }
 }
-
-/// A sample in `[0, 1)` for a backoff's jitter, from the process's random hasher keys.
-pub(crate) fn jitter_sample() -> f64 {
-    use std::hash::BuildHasher;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static DRAWS: AtomicU64 = AtomicU64::new(0);
-    let bits = std::collections::hash_map::RandomState::new()
-        .hash_one(DRAWS.fetch_add(1, Ordering::Relaxed));
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}

@@ -87,7 +87,7 @@ impl BackoffPolicy {
     /// The wait after `streak` failures in a row (0 is taken as 1), with a fresh
     /// jitter draw.
     pub fn compute_delay(&self, streak: u32) -> Duration {
-        self.delay(streak, crate::flow::jitter_sample())
+        self.delay(streak, jitter_sample())
     }
 
     /// Whether `failure_streak` failures in a row trip the flow.
@@ -118,6 +118,16 @@ impl BackoffPolicy {
             .unwrap_or(self.max_delay)
             .min(self.max_delay)
     }
+}
+
+/// A sample in `[0, 1)` for a backoff's jitter, from the process's random hasher keys.
+fn jitter_sample() -> f64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let bits = std::collections::hash_map::RandomState::new()
+        .hash_one(DRAWS.fetch_add(1, Ordering::Relaxed));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// What a tick does while the flow's previous run is still going.
