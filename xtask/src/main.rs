@@ -8,6 +8,10 @@
 //!   `cano-postgres` tests (started by `.ci/postgres`, stopped afterwards) unless
 //!   `CANO_PG_URL` already names one, and the system tools the tests use (strace)
 //!   installed by `.ci/tools` when missing.
+//! - `cycles`: the module cycles of every crate (none are allowed: a test of this
+//!   crate fails on one).
+
+mod cycles;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -18,12 +22,42 @@ fn main() -> ExitCode {
     match args.next().as_deref() {
         Some("bench") => bench(args.collect()),
         Some("test") => test(args.collect()),
+        Some("cycles") => print_cycles(),
         _ => {
             eprintln!(
-                "usage: cargo xtask bench [criterion args, e.g. --quick]\n       cargo xtask test [cargo test args]"
+                "usage: cargo xtask bench [criterion args, e.g. --quick]\n       cargo xtask test [cargo test args]\n       cargo xtask cycles"
             );
             ExitCode::from(2)
         }
+    }
+}
+
+/// Prints each crate's module cycles; fails when there is one.
+fn print_cycles() -> ExitCode {
+    let mut any = false;
+    let Ok(entries) = std::fs::read_dir(workspace_root().join("crates")) else {
+        eprintln!("xtask cycles: no crates directory");
+        return ExitCode::FAILURE;
+    };
+    let mut crates: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    crates.sort();
+    for dir in crates {
+        let groups = cycles::cycles(&dir.join("src"));
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        println!("{name}: {} cycle(s)", groups.len());
+        for group in &groups {
+            println!("  {}", group.join(" <-> "));
+        }
+        any |= !groups.is_empty();
+    }
+    if any {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
