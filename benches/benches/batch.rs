@@ -10,6 +10,7 @@
 
 use std::hint::black_box;
 
+use cano::BatchConfig;
 use cano::prelude::*;
 use cano_benches::{current_thread, paired, write_report};
 use criterion::{Criterion, criterion_group};

@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cano::prelude::*;
+use cano::RateLimiter;
 use cano_benches::*;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use cano::RunObserver;
 use cano::prelude::*;
 use cano_benches::*;
 use criterion::{Criterion, Throughput, criterion_group};

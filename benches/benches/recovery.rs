@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cano::prelude::*;
+use cano::{Durability, MemoryCheckpointStore};
 use cano_benches::*;
 use criterion::{Criterion, Throughput, criterion_group};
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use cano::prelude::*;
+use cano::MemoryCheckpointStore;
 use cano_benches::*;
 use criterion::{Criterion, criterion_group};
 

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cano::FlowPolicy;
 use cano::prelude::*;
 use cano_benches::current_thread;
 use criterion::{Criterion, criterion_group};

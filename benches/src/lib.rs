@@ -3,6 +3,7 @@
 
 use cano::checkpoint::CheckpointStore;
 use cano::prelude::*;
+use cano::{Branches, BreakerPolicy};
 use std::sync::Arc;
 
 /// A state of the checkpointed benchmark workflow (serde, as a store requires).

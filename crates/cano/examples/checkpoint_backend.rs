@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use cano::checkpoint::{CheckpointRow, CheckpointStore, RunSummary, check_next_seq};
 use cano::prelude::*;
 use cano::recovery::codec::{decode_row, encode_row};
+use cano::{RunId, RunOptions};
 
 /// One file per run: each row is a 4-byte length and the encoded row.
 struct FileStore {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cano::prelude::*;
+use cano::{BreakerPolicy, RunId, RunObserver};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Payment {

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use cano::node;
 use cano::prelude::*;
+use cano::{BreakerPolicy, Node, RateLimiter, RunId, RunObserver};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Order {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cano::prelude::*;
+use cano::{RateLimiter, RunId, RunObserver};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Geo {

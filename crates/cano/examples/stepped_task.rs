@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cano::prelude::*;
+use cano::{DurableStore, MemoryCheckpointStore, Retention, RunId, RunOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Sync {

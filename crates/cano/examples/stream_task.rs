@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use cano::prelude::*;
+use cano::{ItemStream, StreamConfig, StreamSummary, WindowOutcome};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use cano::prelude::*;
+use cano::{CancellationToken, Deadline, RunId, RunOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Trial {

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cano::RunId;
 use cano::postgres::{
     EnqueueOptions, PgOptions, PostgresCheckpointStore, RunQueue, Worker, WorkerEvent,
 };

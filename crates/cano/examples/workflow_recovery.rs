@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use cano::DurableStore;
 use cano::prelude::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

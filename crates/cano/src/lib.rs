@@ -216,6 +216,7 @@
 //!
 //! ```
 //! use cano::prelude::*;
+//! use cano::DurableStore;
 //!
 //! #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 //! enum Import { Fetch { page: u32 }, Done }
@@ -324,6 +325,7 @@
 //! ```
 //! use std::time::Duration;
 //! use cano::prelude::*;
+//! use cano::Deadline;
 //!
 //! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 //! enum Job { Invoice, Remind, Done }
@@ -603,62 +605,52 @@ pub mod testing {
     pub use cano_testing::*;
 }
 
-/// Everything a workflow author needs: `use cano::prelude::*;`.
+/// What a task author writes every day: `use cano::prelude::*;`. It holds cano
+/// 0.13's prelude (so 0.13 programs build unchanged) and little more; each feature
+/// adds its names only when it is on. Everything else is at the crate root or in its
+/// module (`cano::task::timer`, `cano::scheduler`, `cano::postgres`, ...), so a glob
+/// import clashes with few of your own names.
 pub mod prelude {
+    // The task (or a node: prep, exec, post), its result and settings, and the errors.
     pub use crate::{
-        BreakerPolicy, CancellationToken, CanoError, CanoResult, CircuitBreaker, CircuitPermit,
-        CircuitPolicy, CircuitState, FromResources, HealthStatus, Interest, MemoryStore, Node,
-        RateLimiter, Resource, ResourceLifecycle, Resources, RetryMode, RunContext, RunHandle,
-        RunId, RunObserver, RunOptions, StateEntry, Task, TaskConfig, TaskObject, TaskResult,
-        Workflow, WorkflowObserver, node, resource, task,
+        CanoError, CanoResult, Node, RetryMode, Task, TaskConfig, TaskObject, TaskResult,
     };
-
-    pub use crate::RouterTask;
-
+    // The workflow, its state kinds and routers.
+    pub use crate::{RouterTask, StateEntry, Workflow};
+    // Resources, and the in-memory store tasks share data through.
     /// The `Resource` derive under a second name (cano 0.13's prelude has both).
     pub use crate::Resource as ResourceDerive;
-
-    #[cfg(feature = "tracing")]
-    pub use crate::TracingObserver;
-
-    #[cfg(feature = "scheduler")]
-    pub use crate::{
-        BackoffPolicy, FlowInfo, FlowPolicy, MissedFire, Overlap, RunningScheduler, Schedule,
-        Scheduler, Status,
-    };
-
-    #[cfg(feature = "metrics")]
-    pub use crate::MetricsObserver;
-
-    #[cfg(feature = "postgres")]
-    pub use crate::{
-        ClusterScheduler, EnqueueOptions, PgOptions, PostgresCheckpointStore, QueueStatus,
-        RunQueue, Worker,
-    };
+    pub use crate::{FromResources, HealthStatus, MemoryStore, Resource, Resources};
+    // The run a task is part of (to stop early when it is cancelled).
+    pub use crate::RunContext;
+    // Observers and the circuit breaker.
+    pub use crate::{CircuitBreaker, CircuitPermit, CircuitPolicy, CircuitState, WorkflowObserver};
+    // The simple checkpoint store (cano 0.13's).
+    pub use crate::{CheckpointRow, CheckpointStore, RowKind};
+    // Attribute macros; `task` is also the module of `#[task::router]`, `#[task::poll]`...
+    pub use crate::{checkpoint_store, node, resource, task};
 
     #[cfg(feature = "split")]
-    pub use crate::{
-        BranchOutcome, Branches, JoinConfig, JoinStrategy, SplitExt, SplitResult, SplitTaskResult,
-    };
+    pub use crate::{JoinConfig, JoinStrategy, SplitExt, SplitResult, SplitTaskResult};
 
     #[cfg(feature = "task-models")]
-    pub use crate::{
-        BatchConfig, BatchTask, Deadline, ItemErrorPolicy, ItemResult, ItemStream, PollErrorPolicy,
-        PollOutcome, PollTask, StreamConfig, StreamSummary, StreamTask, TimerTask, WindowOutcome,
-    };
+    pub use crate::{BatchTask, ItemResult, PollErrorPolicy, PollOutcome, PollTask};
 
-    pub use crate::{
-        CheckpointRow, CheckpointStore, DurableStore, Retention, RowKind, checkpoint_store,
-    };
     #[cfg(feature = "recovery")]
-    pub use crate::{
-        Durability, MemoryCheckpointStore, SledCheckpointStore, StepOutcome, SteppedTask,
-        SteppedWorkflow, run_stepped,
-    };
+    pub use crate::{SledCheckpointStore, StepOutcome, SteppedTask, SteppedWorkflow, run_stepped};
 
     // `saga` the module, so that `#[saga::task]` resolves.
     #[cfg(feature = "saga")]
     pub use crate::{CompensatableTask, SagaExt, saga};
+
+    #[cfg(feature = "scheduler")]
+    pub use crate::{BackoffPolicy, FlowInfo, RunningScheduler, Schedule, Scheduler, Status};
+
+    #[cfg(feature = "tracing")]
+    pub use crate::TracingObserver;
+
+    #[cfg(feature = "metrics")]
+    pub use crate::MetricsObserver;
 }
 
 /// The README's examples, compiled and run as doctests so they cannot drift.

@@ -11,6 +11,7 @@ use cano::checkpoint::CheckpointStore;
 use cano::checkpoint::{CheckpointRow, RowKind, RunSummary, replay};
 use cano::prelude::*;
 use cano::testing::FaultyStore;
+use cano::{DurableStore, Retention, RunId, RunOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Flow {

@@ -9,6 +9,7 @@ use cano::checkpoint::CheckpointStore;
 use cano::checkpoint::{RowKind, replay};
 use cano::prelude::*;
 use cano::testing::FaultyStore;
+use cano::{DurableStore, Retention, RunId, RunOptions};
 use proptest::prelude::*;
 
 const EXIT: u8 = u8::MAX;

@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cano::prelude::*;
+use cano::{
+    BatchConfig, BreakerPolicy, Deadline, FlowPolicy, ItemStream, RateLimiter, StreamConfig,
+    StreamSummary, WindowOutcome,
+};
 use futures::stream;
 
 const MAX: Duration = Duration::MAX;

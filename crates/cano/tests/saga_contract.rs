@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use cano::prelude::*;
+use cano::{RunId, RunOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Trip {

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use cano::checkpoint::CheckpointStore;
 use cano::prelude::*;
+use cano::{
+    Deadline, ItemStream, MemoryCheckpointStore, Retention, RunId, RunOptions, StreamConfig,
+    StreamSummary, WindowOutcome,
+};
 use futures::stream;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
