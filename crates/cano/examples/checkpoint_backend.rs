@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use cano::checkpoint::{CheckpointRow, CheckpointStore, RunSummary, check_next_seq};
+use cano::checkpoint::{CheckpointRow, CheckpointStore, RunSummary};
+use cano::ext::check_next_seq;
 use cano::prelude::*;
 use cano::recovery::codec::{decode_row, encode_row};
 use cano::{RunId, RunOptions};

@@ -392,7 +392,35 @@
 //! manual flows; `postgres` running on many machines: the PostgreSQL checkpoint
 //! store, the run queue, leased workers and cluster-wide cron (`cano::postgres`).
 
-pub use cano_core::{checkpoint, error, hash, node, resource, run, store};
+pub use cano_core::{error, node, resource, run, store};
+
+/// Checkpoints: the full checkpoint store trait a backend implements, its rows, a run's
+/// durable data and a task's saved progress. The simple store of cano 0.13 is
+/// [`checkpoint::simple`] (and the root's `CheckpointStore`); the engine's own log
+/// machinery is in [`ext`].
+pub mod checkpoint {
+    pub use cano_core::checkpoint::{
+        Bincode, CheckpointRow, CheckpointStore, Codec, DataChange, DurableStore, Retention,
+        RowKind, RunStatus, RunSummary, TaskProgress, simple,
+    };
+}
+
+/// For crates that extend the engine: new kinds of state ([`StateHandler`](ext::StateHandler)),
+/// checkpoint backends (the append rule [`check_next_seq`](ext::check_next_seq)), and the
+/// engine's log, replay and hashing. What a workflow author uses is at the root and in
+/// the prelude; this module is not: it follows the engine's internals and may change
+/// in any release, outside the semver promise the rest of the crate keeps.
+pub mod ext {
+    pub use cano_core::checkpoint::{
+        Journal, ResumePoint, StateTag, check_next_seq, decode_state, encode_state,
+        is_running_here, replay, until_not_running_here,
+    };
+    pub use cano_core::hash;
+    pub use cano_core::{
+        CompensationFuture, HandlerFuture, HandlerInfo, Observers, RegisteredTask, StateContext,
+        StateHandler, TaskEnv, short_type_name,
+    };
+}
 
 /// Observers: cano 0.13's [`WorkflowObserver`] and the richer [`RunObserver`], with
 /// the tracing and metrics observers (the `cano-telemetry` crate) when their features
@@ -497,10 +525,9 @@ pub use cano_circuit::{
 pub use cano_core::checkpoint::simple::{CheckpointRow, CheckpointStore, RowKind};
 pub use cano_core::{
     BoxError, CancellationToken, CanoError, CanoResult, DefaultKey, DrainGuard, DynRouterTask,
-    DynTask, ErrorDetail, HandlerFuture, HandlerInfo, HealthStatus, Interest, MemoryStore, Node,
-    Observers, RegisteredTask, Resource, ResourceKey, ResourceLifecycle, Resources, RetryMode,
-    RouterTask, RouterTaskObject, RunContext, RunHandle, RunId, RunObserver, RunOptions,
-    StateContext, StateEntry, StateHandler, Task, TaskConfig, TaskEnv, TaskFuture, TaskObject,
+    DynTask, ErrorDetail, HealthStatus, Interest, MemoryStore, Node, Resource, ResourceKey,
+    ResourceLifecycle, Resources, RetryMode, RouterTask, RouterTaskObject, RunContext, RunHandle,
+    RunId, RunObserver, RunOptions, StateEntry, Task, TaskConfig, TaskFuture, TaskObject,
     TaskProgress, TaskResult, Workflow, WorkflowObserver, WorkflowState,
 };
 pub use cano_core::{DurableStore, IntoCheckpointing, Retention, RunRef, RunStatus, RunSummary};

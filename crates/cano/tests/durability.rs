@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cano::checkpoint::CheckpointStore;
-use cano::checkpoint::{CheckpointRow, RowKind, RunSummary, replay};
+use cano::checkpoint::{CheckpointRow, RowKind, RunSummary};
+use cano::ext::replay;
 use cano::prelude::*;
 use cano::testing::FaultyStore;
 use cano::{DurableStore, Retention, RunId, RunOptions};

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use cano::checkpoint::CheckpointStore;
-use cano::checkpoint::{RowKind, replay};
+use cano::checkpoint::RowKind;
+use cano::ext::replay;
 use cano::prelude::*;
 use cano::testing::FaultyStore;
 use cano::{DurableStore, Retention, RunId, RunOptions};
