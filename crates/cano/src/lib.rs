@@ -392,6 +392,9 @@
 //! manual flows; `postgres` running on many machines: the PostgreSQL checkpoint
 //! store, the run queue, leased workers and cluster-wide cron (`cano::postgres`).
 
+// On docs.rs, each item gated by a feature says which (nightly rustdoc only).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub use cano_core::{error, node, resource, run, store};
 
 /// Checkpoints: the full checkpoint store trait a backend implements, its rows, a run's
