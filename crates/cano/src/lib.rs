@@ -164,6 +164,8 @@
 //! [`SplitResult`]:
 //!
 //! ```
+//! # #[cfg(feature = "split")]
+//! # mod example {
 //! use cano::prelude::*;
 //!
 //! #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -189,7 +191,7 @@
 //! }
 //!
 //! # #[tokio::main]
-//! # async fn main() -> Result<(), CanoError> {
+//! # pub async fn main() -> Result<(), CanoError> {
 //! let store = MemoryStore::new();
 //! let workflow = Workflow::new(Resources::new().insert("store", store.clone()))
 //!     .register_split(
@@ -204,6 +206,12 @@
 //! assert_eq!(store.get::<u32>("source_2")?, 20);
 //! # Ok(())
 //! # }
+//! # }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #     #[cfg(feature = "split")]
+//! #     example::main()?;
+//! #     Ok(())
+//! # }
 //! ```
 //!
 //! ## Crash recovery
@@ -215,6 +223,8 @@
 //! [`DurableStore`] is back. States are stored by their serde encoding.
 //!
 //! ```
+//! # #[cfg(feature = "recovery")]
+//! # mod example {
 //! use cano::prelude::*;
 //! use cano::DurableStore;
 //!
@@ -231,7 +241,7 @@
 //! }
 //!
 //! # #[tokio::main]
-//! # async fn main() -> Result<(), CanoError> {
+//! # pub async fn main() -> Result<(), CanoError> {
 //! let dir = tempfile::tempdir().unwrap();
 //! let workflow = Workflow::bare()
 //!     .register(Import::Fetch { page: 1 }, Fetch)
@@ -245,6 +255,12 @@
 //! }
 //! assert_eq!(workflow.orchestrate(Import::Fetch { page: 1 }).await?, Import::Done);
 //! # Ok(())
+//! # }
+//! # }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #     #[cfg(feature = "recovery")]
+//! #     example::main()?;
+//! #     Ok(())
 //! # }
 //! ```
 //!
@@ -267,6 +283,8 @@
 //! rollback that a crash or a failed compensation cut short.
 //!
 //! ```
+//! # #[cfg(feature = "saga")]
+//! # mod example {
 //! use std::sync::atomic::{AtomicI64, Ordering};
 //! use std::sync::Arc;
 //! use cano::prelude::*;
@@ -298,7 +316,7 @@
 //! }
 //!
 //! # #[tokio::main]
-//! # async fn main() {
+//! # pub async fn main() {
 //! let balance = Arc::new(AtomicI64::new(100));
 //! let workflow = Workflow::bare()
 //!     .register_with_compensation(Pay::Charge, Charge { balance: balance.clone() })
@@ -307,6 +325,11 @@
 //! let err = workflow.orchestrate(Pay::Charge).await.unwrap_err();
 //! assert!(err.to_string().contains("no carrier today"));
 //! assert_eq!(balance.load(Ordering::SeqCst), 100); // refunded
+//! # }
+//! # }
+//! # fn main() {
+//! #     #[cfg(feature = "saga")]
+//! #     example::main();
 //! # }
 //! ```
 //!
@@ -323,6 +346,8 @@
 //! stream's cursor are saved, so a resumed run carries on from there.
 //!
 //! ```
+//! # #[cfg(feature = "task-models")]
+//! # mod example {
 //! use std::time::Duration;
 //! use cano::prelude::*;
 //! use cano::Deadline;
@@ -368,7 +393,7 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), CanoError> {
+//! # pub async fn main() -> Result<(), CanoError> {
 //! let store = MemoryStore::new();
 //! let workflow = Workflow::new(Resources::new().insert("store", store.clone()))
 //!     .register(Job::Invoice, Invoice)
@@ -377,6 +402,12 @@
 //! assert_eq!(workflow.orchestrate(Job::Invoice).await?, Job::Done); // a week, on a paused clock
 //! assert_eq!(store.get::<u32>("total")?, 145 + 96 + 54);
 //! # Ok(())
+//! # }
+//! # }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #     #[cfg(feature = "task-models")]
+//! #     example::main()?;
+//! #     Ok(())
 //! # }
 //! ```
 //!

@@ -11,12 +11,15 @@ mod circuit;
 #[cfg(feature = "metrics")]
 mod counters;
 mod errors;
+#[cfg(all(feature = "split", feature = "saga", feature = "task-models"))]
 mod exports;
 mod observers;
+#[cfg(feature = "saga")]
 mod recovery;
 mod resources;
 #[cfg(feature = "scheduler")]
 mod scheduler;
 #[cfg(feature = "tracing")]
 mod spans;
+#[cfg(all(feature = "recovery", feature = "task-models"))]
 mod task_models;
