@@ -60,6 +60,7 @@ mod spans;
 pub mod store;
 pub mod task;
 mod util;
+pub mod wait;
 pub mod workflow;
 
 pub use checkpoint::{

@@ -96,6 +96,11 @@ pub enum CanoError {
     /// shape of its state type) than the one asked to resume it (see
     /// `Workflow::with_workflow_version`).
     WorkflowVersionMismatch(ErrorDetail),
+    /// The run reached a wait state and parked: nothing of it is running, its log ends
+    /// with a `Wait` row, and it goes on when a signal it waits for is sent or its
+    /// deadline passes (see the `wait` module). Not a failure: nothing is rolled back
+    /// and no `Fail` row is written.
+    Parked(ErrorDetail),
 }
 
 /// Matches every variant that carries an [`ErrorDetail`], binding it; `CompensationFailed`
@@ -120,7 +125,8 @@ macro_rules! each_variant {
             | CanoError::ResourceDuplicateKey($detail)
             | CanoError::Resource($detail)
             | CanoError::Cancelled($detail)
-            | CanoError::WorkflowVersionMismatch($detail) => $body,
+            | CanoError::WorkflowVersionMismatch($detail)
+            | CanoError::Parked($detail) => $body,
             CanoError::CompensationFailed { errors: $errors } => $failed,
         }
     };
@@ -167,6 +173,8 @@ impl CanoError {
         workflow_version_mismatch => WorkflowVersionMismatch;
         /// A [`CanoError::CheckpointStore`] error.
         checkpoint_store => CheckpointStore;
+        /// A [`CanoError::Parked`] outcome.
+        parked => Parked;
         /// A [`CanoError::Generic`] error.
         generic => Generic;
         /// A [`CanoError::ResourceNotFound`] error.
@@ -288,6 +296,7 @@ impl CanoError {
             Self::Workflow(_)
                 | Self::Configuration(_)
                 | Self::Cancelled(_)
+                | Self::Parked(_)
                 | Self::CircuitOpen(_)
                 | Self::WorkflowVersionMismatch(_)
                 | Self::CompensationFailed { .. }
@@ -344,6 +353,7 @@ impl CanoError {
             Self::Resource(_) => "resource",
             Self::Cancelled(_) => "cancelled",
             Self::WorkflowVersionMismatch(_) => "workflow_version_mismatch",
+            Self::Parked(_) => "parked",
         }
     }
 
@@ -367,7 +377,13 @@ impl CanoError {
             Self::Resource(_) => "Resource error",
             Self::Cancelled(_) => "Cancelled",
             Self::WorkflowVersionMismatch(_) => "Workflow version mismatch",
+            Self::Parked(_) => "Parked",
         }
+    }
+
+    /// Whether the run parked at a wait state ([`CanoError::Parked`]) rather than failed.
+    pub fn is_parked(&self) -> bool {
+        matches!(self, Self::Parked(_))
     }
 
     /// The state the error happened in (its `Debug` text), if known.

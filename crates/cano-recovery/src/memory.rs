@@ -1,11 +1,14 @@
 //! [`MemoryCheckpointStore`]: rows kept in memory, for tests and for runs that only
 //! need to survive a failure, not a crash.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use cano_core::checkpoint::{CheckpointRow, CheckpointStore, RunSummary, check_next_seq};
+use cano_core::checkpoint::{
+    CheckpointRow, CheckpointStore, INBOX_LIMIT, RunSummary, Sent, Signal, SignalStore,
+    check_next_seq, check_signal, signal_limit_error, signal_taken_error,
+};
 use cano_core::{CanoError, RunId};
 
 /// A checkpoint store in memory. Clones share the rows; nothing survives the process.
@@ -14,7 +17,23 @@ use cano_core::{CanoError, RunId};
 /// error), so tests written against it hold for sled too.
 #[derive(Clone, Default)]
 pub struct MemoryCheckpointStore {
-    runs: Arc<Mutex<BTreeMap<RunId, Vec<CheckpointRow>>>>,
+    state: Arc<Mutex<State>>,
+}
+
+/// Rows and inboxes under one lock, so taking a signal and appending a row are one step.
+#[derive(Default)]
+struct State {
+    runs: BTreeMap<RunId, Vec<CheckpointRow>>,
+    inboxes: HashMap<RunId, Inbox>,
+    /// The id of the next signal sent.
+    next_signal: u64,
+}
+
+/// One run's signals not yet taken, and every idempotency key it was sent.
+#[derive(Default)]
+struct Inbox {
+    signals: BTreeMap<u64, Signal>,
+    keys: HashMap<String, u64>,
 }
 
 impl MemoryCheckpointStore {
@@ -23,18 +42,18 @@ impl MemoryCheckpointStore {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<RunId, Vec<CheckpointRow>>> {
-        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every row of every run, in run and row order (for tests and inspection).
     pub fn rows(&self) -> Vec<CheckpointRow> {
-        self.lock().values().flatten().cloned().collect()
+        self.lock().runs.values().flatten().cloned().collect()
     }
 
     /// How many rows the store holds.
     pub fn len(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.lock().runs.values().map(Vec::len).sum()
     }
 
     /// Whether the store holds no rows.
@@ -45,7 +64,8 @@ impl MemoryCheckpointStore {
 
 impl std::fmt::Debug for MemoryCheckpointStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let runs = self.lock();
+        let state = self.lock();
+        let runs = &state.runs;
         f.debug_struct("MemoryCheckpointStore")
             .field("runs", &runs.len())
             .field("rows", &runs.values().map(Vec::len).sum::<usize>())
@@ -56,7 +76,8 @@ impl std::fmt::Debug for MemoryCheckpointStore {
 #[async_trait::async_trait]
 impl CheckpointStore for MemoryCheckpointStore {
     async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
-        let mut runs = self.lock();
+        let mut state = self.lock();
+        let runs = &mut state.runs;
         let last = runs
             .get(&row.run)
             .and_then(|rows| rows.last())
@@ -67,24 +88,27 @@ impl CheckpointStore for MemoryCheckpointStore {
     }
 
     async fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
-        Ok(self.lock().get(&run).cloned().unwrap_or_default())
+        Ok(self.lock().runs.get(&run).cloned().unwrap_or_default())
     }
 
     async fn truncate(&self, run: RunId, before: u64) -> Result<(), CanoError> {
-        if let Some(rows) = self.lock().get_mut(&run) {
+        if let Some(rows) = self.lock().runs.get_mut(&run) {
             rows.retain(|r| r.seq >= before);
         }
         Ok(())
     }
 
     async fn clear(&self, run: RunId) -> Result<(), CanoError> {
-        self.lock().remove(&run);
+        let mut state = self.lock();
+        state.runs.remove(&run);
+        state.inboxes.remove(&run);
         Ok(())
     }
 
     async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
         Ok(self
             .lock()
+            .runs
             .values()
             .filter_map(|rows| rows.last())
             .filter(|last| !last.kind.ends_run())
@@ -93,12 +117,116 @@ impl CheckpointStore for MemoryCheckpointStore {
     }
 
     async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
-        let mut runs = self.lock();
-        let before = runs.len();
-        runs.retain(|_, rows| {
+        let mut state = self.lock();
+        let before = state.runs.len();
+        state.runs.retain(|_, rows| {
             rows.last()
                 .is_some_and(|last| last.written_at() >= older_than)
         });
+        let State { runs, inboxes, .. } = &mut *state;
+        inboxes.retain(|run, _| runs.contains_key(run));
         Ok(before - runs.len())
     }
+
+    fn signals(&self) -> Option<&dyn SignalStore> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl SignalStore for MemoryCheckpointStore {
+    async fn send(
+        &self,
+        run: RunId,
+        name: &str,
+        payload: Vec<u8>,
+        key: Option<&str>,
+    ) -> Result<Sent, CanoError> {
+        let mut state = self.lock();
+        let waiting = check_signal(run, state.runs.get(&run).and_then(|r| r.last()), name)?;
+        let id = state.next_signal;
+        let inbox = state.inboxes.entry(run).or_default();
+        if let Some(&first) = key.and_then(|k| inbox.keys.get(k)) {
+            return Ok(Sent::Duplicate { id: first });
+        }
+        if inbox.signals.len() >= INBOX_LIMIT {
+            return Err(signal_limit_error(run, name));
+        }
+        if let Some(key) = key {
+            inbox.keys.insert(key.to_owned(), id);
+        }
+        inbox.signals.insert(
+            id,
+            Signal {
+                run,
+                id,
+                name: name.to_owned(),
+                payload,
+                key: key.map(str::to_owned),
+                sent_at_ms: now_ms(),
+            },
+        );
+        state.next_signal += 1;
+        Ok(if waiting {
+            Sent::Waiting { id }
+        } else {
+            Sent::Buffered { id }
+        })
+    }
+
+    async fn first_for(&self, run: RunId, names: &[String]) -> Result<Option<Signal>, CanoError> {
+        let state = self.lock();
+        Ok(state.inboxes.get(&run).and_then(|inbox| {
+            inbox
+                .signals
+                .values()
+                .find(|s| names.contains(&s.name))
+                .cloned()
+        }))
+    }
+
+    async fn inbox(&self, run: RunId, limit: usize) -> Result<Vec<Signal>, CanoError> {
+        let state = self.lock();
+        Ok(state
+            .inboxes
+            .get(&run)
+            .map(|inbox| inbox.signals.values().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn append_taking(&self, row: CheckpointRow, signal: u64) -> Result<(), CanoError> {
+        let mut state = self.lock();
+        let run = row.run;
+        let last = state
+            .runs
+            .get(&run)
+            .and_then(|rows| rows.last())
+            .map(|r| r.seq);
+        check_next_seq(run, last, row.seq)?;
+        let taken = state
+            .inboxes
+            .get_mut(&run)
+            .and_then(|inbox| inbox.signals.remove(&signal));
+        if taken.is_none() {
+            return Err(signal_taken_error(run, signal));
+        }
+        state.runs.entry(run).or_default().push(row);
+        Ok(())
+    }
+
+    async fn discard(&self, run: RunId, signal: u64) -> Result<bool, CanoError> {
+        let mut state = self.lock();
+        Ok(state
+            .inboxes
+            .get_mut(&run)
+            .is_some_and(|inbox| inbox.signals.remove(&signal).is_some()))
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -188,6 +188,11 @@ impl DurableStore {
         data.dirty.insert(key);
     }
 
+    /// The engine's own entry `key`, if set.
+    pub(crate) fn get_engine(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.lock().values.get(key).cloned()
+    }
+
     /// Removes the engine's own entry `key`.
     pub(crate) fn remove_engine(&self, key: &str) {
         let mut data = self.lock();

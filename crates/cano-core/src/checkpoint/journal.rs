@@ -183,6 +183,87 @@ impl Journal {
         .map(|seq| seq.unwrap_or_default())
     }
 
+    /// The store's signal inbox, when it keeps one.
+    pub(crate) fn signals(&self) -> Option<&dyn super::SignalStore> {
+        self.store.signals()
+    }
+
+    /// The run parked in the wait state `state`: write its `Wait` row with the wait's
+    /// `record` ([`WaitRecord::Parked`](super::WaitRecord::Parked)). The row stands in
+    /// for the state's `Enter` row, and is written again each time the run parks anew.
+    pub(crate) async fn park(
+        &self,
+        state: Vec<u8>,
+        label: String,
+        record: Vec<u8>,
+    ) -> Result<u64, CanoError> {
+        self.append_with(move |progress| {
+            progress.skip_enter = false;
+            progress.state.clone_from(&state);
+            progress.label.clone_from(&label);
+            progress.resumed_cursor = None;
+            Some(self.row(
+                progress,
+                RowKind::Wait,
+                state,
+                label,
+                Some(record),
+                String::new(),
+            ))
+        })
+        .await
+        .map(|seq| seq.unwrap_or_default())
+    }
+
+    /// The current wait state received what it waited for: write its `Received` row
+    /// with `record`, taking signal `take` from the inbox in the same atomic step when
+    /// a signal woke it.
+    pub(crate) async fn received(
+        &self,
+        record: Vec<u8>,
+        take: Option<u64>,
+    ) -> Result<u64, CanoError> {
+        let _turn = self.turn.lock().await;
+        if self.lock().unsure.is_some() {
+            Box::pin(self.settle()).await?;
+        }
+        let (built, row) = {
+            let mut progress = self.lock();
+            progress.resumed_cursor = None;
+            let row = self.row_here(
+                &mut progress,
+                RowKind::Received,
+                Some(record),
+                String::new(),
+            );
+            (Built::of(&progress), row)
+        };
+        self.write_taking(row, built, take).await
+    }
+
+    /// The run failed (or was cancelled) in `state`, with its `Fail` row's result: for
+    /// callers that must know whether it was written.
+    pub(crate) async fn fail_recorded(
+        &self,
+        state: Vec<u8>,
+        label: String,
+        error: &CanoError,
+    ) -> Result<u64, CanoError> {
+        self.append_with(|progress| {
+            progress.force_full = progress.entry_unrecorded && progress.state == state;
+            Some(self.row(
+                progress,
+                RowKind::Fail,
+                state,
+                label,
+                None,
+                error.to_string(),
+            ))
+        })
+        .await
+        .map(|seq| seq.unwrap_or_default())
+    }
+
     /// The `Debug` text of the state the run is in, as its rows name it.
     pub fn current_label(&self) -> String {
         self.lock().label.clone()
@@ -513,11 +594,29 @@ impl Journal {
         row: CheckpointRow,
         built: Built,
     ) -> impl Future<Output = Result<u64, CanoError>> + Send + '_ {
+        self.write_taking(row, built, None)
+    }
+
+    /// Appends `row`, and takes signal `take` from the inbox in the same step when
+    /// given; called with the turn held and the log settled.
+    fn write_taking(
+        &self,
+        row: CheckpointRow,
+        built: Built,
+        take: Option<u64>,
+    ) -> impl Future<Output = Result<u64, CanoError>> + Send + '_ {
         async move {
             let (seq, kind, full) = (row.seq, row.kind, row.data.full);
             let fingerprint = fingerprint(&row);
             let label = row.label.clone();
-            if let Err(e) = self.store.append(row).await {
+            let appended = match (take, self.store.signals()) {
+                (None, _) => self.store.append(row).await,
+                (Some(signal), Some(signals)) => signals.append_taking(row, signal).await,
+                (Some(_), None) => Err(CanoError::configuration(
+                    "this checkpoint store keeps no signal inbox",
+                )),
+            };
+            if let Err(e) = appended {
                 // The change taken for this row may not be saved: carry all data next time.
                 // Whether the row itself was written is settled before the next one.
                 let mut progress = self.lock();

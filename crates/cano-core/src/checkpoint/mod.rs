@@ -18,6 +18,7 @@ mod durable;
 mod journal;
 mod progress;
 mod replay;
+mod signals;
 pub mod simple;
 mod state_tag;
 
@@ -36,6 +37,10 @@ pub(crate) use journal::{Claim, JournalConfig, Start};
 pub use journal::{Journal, is_running_here, until_not_running_here};
 pub use progress::TaskProgress;
 pub use replay::{ResumePoint, replay};
+pub use signals::{
+    INBOX_LIMIT, Sent, Signal, SignalStore, WaitRecord, check_signal, signal_limit_error,
+    signal_taken_error,
+};
 pub use state_tag::{StateTag, decode_state, encode_state};
 
 /// What a row records.
@@ -70,6 +75,16 @@ pub enum RowKind {
     /// finished runs are retained; by default its rows are cleared). Nothing is left
     /// to resume.
     RolledBack,
+    /// The run parked in the wait state `state`: its `cursor` holds the wait's
+    /// [`WaitRecord::Parked`] (the signals it waits for and its deadline). Stands in for
+    /// the state's `Enter` row. Nothing runs until a signal or the deadline wakes it.
+    Wait,
+    /// The wait state `state` received what it waited for: its `cursor` holds the
+    /// [`WaitRecord`] (the signal taken from the inbox, or the deadline passing). A
+    /// signal's row is appended in one step with the signal's removal from the inbox,
+    /// so it is consumed exactly once; a resume from here hands the same signal to the
+    /// wait's handler again.
+    Received,
 }
 
 impl RowKind {
@@ -164,6 +179,9 @@ pub enum RunStatus {
     /// its label carries the error; inspect it, resume it with the build that wrote
     /// it, or clear it.
     Unreadable,
+    /// It is parked in a wait state (its last row is `Wait`): it goes on when a signal
+    /// it waits for is sent or its deadline passes, not by a plain resume.
+    Parked,
 }
 
 impl RunStatus {
@@ -174,7 +192,9 @@ impl RunStatus {
             | RowKind::Step
             | RowKind::Resume
             | RowKind::Completed
-            | RowKind::Rollback => Self::Interrupted,
+            | RowKind::Rollback
+            | RowKind::Received => Self::Interrupted,
+            RowKind::Wait => Self::Parked,
             RowKind::Fail => Self::Failed,
             RowKind::Finish => Self::Finished,
             RowKind::RolledBack => Self::RolledBack,
@@ -252,6 +272,13 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// Deletes every run (finished or not) whose last row was written before
     /// `older_than`; returns how many runs went.
     async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError>;
+
+    /// The store's signal inbox, when it keeps one: what wait states need (see
+    /// [`SignalStore`]). `None` by default: a workflow with a wait state refuses such a
+    /// store when it is validated.
+    fn signals(&self) -> Option<&dyn SignalStore> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -273,6 +300,9 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for Arc<T> {
     }
     async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
         (**self).prune(older_than).await
+    }
+    fn signals(&self) -> Option<&dyn SignalStore> {
+        (**self).signals()
     }
 }
 

@@ -100,6 +100,8 @@ pub fn replay(
             // which could not be written: that state starts afresh.
             RowKind::Fail if row.data.full => cursor = None,
             RowKind::Fail | RowKind::Finish | RowKind::Rollback | RowKind::RolledBack => {}
+            // A wait's record (its plan, or what woke it) goes back to its handler.
+            RowKind::Wait | RowKind::Received => cursor.clone_from(&row.cursor),
         }
     }
     let last = rows.last().unwrap_or(first);

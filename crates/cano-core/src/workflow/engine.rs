@@ -382,8 +382,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         async move {
             // A run handed back is not over: whoever resumes it goes on, so nothing of
             // it is undone here.
+            // Nor is a parked run: it goes on once woken.
             if let Some(saga) = saga.filter(|s| outcome.is_err() && s.must_roll_back())
                 && !run.is_handed_back()
+                && !matches!(outcome, Err(CanoError::Parked(_)))
                 && let Err(original) = outcome
             {
                 outcome = Err(self.roll_back(saga, run, original).await);

@@ -31,6 +31,8 @@ struct Node<S> {
     kind: &'static str,
     tasks: Vec<String>,
     edges: Edges<S>,
+    /// What leads along each edge, when the handler says (a wait's signals).
+    labels: Vec<(String, S)>,
 }
 
 impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
@@ -178,12 +180,19 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     None if slot.exit => ("exit", Vec::new()),
                     None => ("unregistered", Vec::new()),
                 };
+                let labels = match &slot.handler {
+                    Some(Handler::Custom(custom)) if slot.targets.is_none() => {
+                        custom.labelled_targets().unwrap_or_default()
+                    }
+                    _ => Vec::new(),
+                };
                 Node {
                     label: format!("{state:?}"),
                     state: state.clone(),
                     kind,
                     tasks,
                     edges: self.edges(state),
+                    labels,
                 }
             })
             .collect();
@@ -208,6 +217,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 "router" => format!("{{\"{label}\"}}"),
                 "split" => format!("[[\"{label}\"]]"),
                 "compensatable" => format!("[/\"{label}\"/]"),
+                "wait" => format!("[(\"{label}\")]"),
                 _ => format!("[\"{label}\"]"),
             };
             let _ = writeln!(out, "    s{i}{shape}");
@@ -218,6 +228,12 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     let branches = mermaid_text(&node.tasks.join(", "));
                     for target in targets {
                         let _ = writeln!(out, "    s{i} -- \"{branches}\" --> {}", id(target));
+                    }
+                }
+                Edges::To(_) if !node.labels.is_empty() => {
+                    for (label, target) in &node.labels {
+                        let label = mermaid_text(label);
+                        let _ = writeln!(out, "    s{i} -- \"{label}\" --> {}", id(target));
                     }
                 }
                 Edges::To(targets) => {
@@ -251,6 +267,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 "router" => "diamond",
                 "split" => "box3d",
                 "compensatable" => "parallelogram",
+                "wait" => "cylinder",
                 _ => "box",
             };
             let _ = writeln!(
@@ -261,6 +278,16 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         }
         for (i, node) in nodes.iter().enumerate() {
             match &node.edges {
+                Edges::To(_) if !node.labels.is_empty() => {
+                    for (label, target) in &node.labels {
+                        let _ = writeln!(
+                            out,
+                            "    s{i} -> {} [label={}];",
+                            id(target),
+                            dot_text(label)
+                        );
+                    }
+                }
                 Edges::To(targets) => {
                     let label = match node.kind {
                         "split" => format!(" [label={}]", dot_text(&node.tasks.join(", "))),

@@ -32,6 +32,17 @@ pub struct HandlerInfo {
     pub tasks: Vec<Cow<'static, str>>,
 }
 
+/// A signal a wait state waits for: its name and the type its payload decodes into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalInfo {
+    /// The signal's name.
+    pub name: String,
+    /// The payload's Rust type, by name (for errors).
+    pub payload: &'static str,
+    /// The payload's type id, so a sender of another type is refused before sending.
+    pub type_id: std::any::TypeId,
+}
+
 /// Which kind of handler runs a state, in cano 0.13's words: what each `register*`
 /// method of the builder maps a state to. Read it with [`HandlerInfo::entry`] or
 /// [`Workflow::state_entry`](crate::Workflow::state_entry).
@@ -92,6 +103,32 @@ pub trait StateHandler<S, K = DefaultKey>: Send + Sync + 'static {
     /// [`Workflow::validate`]: crate::Workflow::validate
     fn targets(&self) -> Option<Vec<S>> {
         None
+    }
+
+    /// The targets of [`targets`](Self::targets), each with what leads there (a
+    /// signal's name, `"timeout"`), for drawings to label their edges. `None`, the
+    /// default, draws them unlabelled.
+    fn labelled_targets(&self) -> Option<Vec<(String, S)>> {
+        None
+    }
+
+    /// The signals this state waits for (a wait state's), with their payload types.
+    /// Empty by default. A workflow with any needs a store with a signal inbox, and
+    /// `Workflow::signal` only sends names some state waits for.
+    fn signals(&self) -> Vec<SignalInfo> {
+        Vec::new()
+    }
+
+    /// Whether this state may park the run (a wait state): the workflow then needs a
+    /// store with a signal inbox. `false` by default.
+    fn parks(&self) -> bool {
+        false
+    }
+
+    /// Findings that do not stop a run but deserve a look (a wait that may never
+    /// end), reported by `Workflow::warnings`. None by default.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// Whether entering this state writes a checkpoint row (when the workflow has a

@@ -32,7 +32,8 @@ use handler::{HandlerInfo, StateHandler};
 
 pub use compensation::DEFAULT_COMPENSATION_TIMEOUT;
 pub use engine::RunHandle;
-use recovery::{Checkpointing, RecoverySettings};
+pub(crate) use recovery::Checkpointing;
+use recovery::RecoverySettings;
 pub use recovery::{DEFAULT_COMPACT_AFTER, IntoCheckpointing, RunRef};
 
 /// What a workflow state must be: an enum (or any value) that can be cloned, compared,
@@ -542,6 +543,18 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 let (name, kind) = (name(), kind());
                 per_state.push((name.clone(), format!("{kind} state {name}: {problem}")));
             }
+            if custom.parks() {
+                let inbox = spec
+                    .checkpoint
+                    .as_ref()
+                    .is_some_and(|c| c.simple.is_none() && c.store.signals().is_some());
+                if !inbox {
+                    let name = name();
+                    per_state.push((name.clone(), format!(
+                        "wait state {name} needs a checkpoint store with a signal inbox; attach one with .with_checkpoint_store (MemoryCheckpointStore in tests, SledCheckpointStore on disk)"
+                    )));
+                }
+            }
             for target in custom.targets().unwrap_or_default() {
                 let wired = spec
                     .slots
@@ -558,6 +571,25 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         per_state.sort();
         findings.extend(per_state.into_iter().map(|(_, finding)| finding));
         findings
+    }
+
+    /// Findings that do not stop a run but deserve a look, one per line, sorted by
+    /// state: a wait state with neither a timeout nor a declared sender (a run may
+    /// wait there for ever), and what other handlers report. Empty for most workflows;
+    /// [`validate`](Self::validate) reports what must be fixed.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<(String, String)> = Vec::new();
+        for (state, slot) in &self.spec.slots {
+            if let Some(Handler::Custom(custom)) = &slot.handler {
+                for warning in custom.warnings() {
+                    let name = format!("{state:?}");
+                    let kind = custom.info().kind;
+                    warnings.push((name.clone(), format!("{kind} state {name}: {warning}")));
+                }
+            }
+        }
+        warnings.sort();
+        warnings.into_iter().map(|(_, w)| w).collect()
     }
 
     /// Checks that a run can start in `initial`: it has a handler, or is an exit state.

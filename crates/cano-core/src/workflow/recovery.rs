@@ -121,7 +121,7 @@ where
 
 impl<S> Checkpointing<S> {
     /// The run `run` names, told to a simple store so it can find the run's rows.
-    fn identify(&self, run: &RunRef) -> RunId {
+    pub(crate) fn identify(&self, run: &RunRef) -> RunId {
         let id = run.run_id();
         if let (Some(adapter), RunRef::Named(name)) = (&self.simple, run) {
             adapter.bind(id, name);
@@ -363,7 +363,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         self.spec.checkpoint.as_ref().map(|c| &c.store)
     }
 
-    fn checkpointing(&self) -> Result<&Checkpointing<S>, CanoError> {
+    pub(crate) fn checkpointing(&self) -> Result<&Checkpointing<S>, CanoError> {
         self.spec.checkpoint.as_ref().ok_or_else(|| {
             CanoError::configuration(
                 "this workflow has no checkpoint store, so there is nothing to resume from",
@@ -592,7 +592,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// A state as a checkpoint row stored it: by the store's codec, or for a simple
     /// store by its `Debug` text among this workflow's states.
-    fn decode_checkpointed(
+    pub(crate) fn decode_checkpointed(
         &self,
         checkpointing: &Checkpointing<S>,
         bytes: &[u8],
@@ -686,6 +686,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 (Ok(()), Err(e)) => Err(e.at(&state, "")),
                 // Handed back: the log stays as it is, for the run's next owner.
                 (Err(error @ CanoError::Cancelled(_)), _) if run.is_handed_back() => Err(error),
+                // Parked: its `Wait` row is the log's last word until a signal or its
+                // deadline wakes it.
+                (Err(error @ CanoError::Parked(_)), _) => Err(error),
                 (Err(error), _)
                     if saga.as_ref().and_then(|s| s.outcome()) == Some(RollbackOutcome::Clean) =>
                 {

@@ -12,12 +12,14 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
-use cano_core::checkpoint::{CheckpointRow, CheckpointStore, RunSummary};
+use cano_core::checkpoint::{
+    CheckpointRow, CheckpointStore, RunSummary, Sent, Signal, SignalStore,
+};
 use cano_core::{CanoError, RunId};
 use tokio::sync::oneshot;
 
 use disk::{DiskSync, Holder};
-use writer::{Command, Counters, Reply, Writer, io_error};
+use writer::{Command, Counters, Outgoing, Reply, Writer, io_error};
 
 /// When an appended row is on disk, and what a crash can cost.
 ///
@@ -197,6 +199,19 @@ impl SledCheckpointStore {
                 e,
             )
         })?;
+        let open_tree = |name: &str| {
+            db.open_tree(name).map_err(|e| {
+                io_error(
+                    format!(
+                        "could not open the {name} of the sled checkpoint store at {}",
+                        path.display()
+                    ),
+                    e,
+                )
+            })
+        };
+        let inbox = open_tree("inbox")?;
+        let keys = open_tree("signal_keys")?;
         let disk = DiskSync::open(dir).map_err(|e| {
             CanoError::store(format!(
                 "could not sync the sled checkpoint store at {} to disk: {e}",
@@ -209,6 +224,9 @@ impl SledCheckpointStore {
         let writer = Writer {
             db,
             tree,
+            inbox,
+            keys,
+            inbox_sizes: Default::default(),
             disk,
             dir: dir.to_path_buf(),
             durability,
@@ -334,5 +352,49 @@ impl CheckpointStore for SledCheckpointStore {
 
     async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
         self.ask(|reply| Command::Prune(older_than, reply)).await
+    }
+
+    fn signals(&self) -> Option<&dyn SignalStore> {
+        Some(self)
+    }
+}
+
+/// Signals live in two more trees of the same database (`inbox` and `signal_keys`):
+/// a signal is on disk, by the store's [`Durability`], before `send` returns, and a
+/// row that takes one is written in one sled transaction with its removal.
+#[async_trait::async_trait]
+impl SignalStore for SledCheckpointStore {
+    async fn send(
+        &self,
+        run: RunId,
+        name: &str,
+        payload: Vec<u8>,
+        key: Option<&str>,
+    ) -> Result<Sent, CanoError> {
+        let outgoing = Box::new(Outgoing {
+            run,
+            name: name.to_owned(),
+            payload,
+            key: key.map(str::to_owned),
+        });
+        self.ask(|reply| Command::Send(outgoing, reply)).await
+    }
+
+    async fn first_for(&self, run: RunId, names: &[String]) -> Result<Option<Signal>, CanoError> {
+        let names = names.to_vec();
+        self.ask(|reply| Command::FirstFor(run, names, reply)).await
+    }
+
+    async fn inbox(&self, run: RunId, limit: usize) -> Result<Vec<Signal>, CanoError> {
+        self.ask(|reply| Command::Inbox(run, limit, reply)).await
+    }
+
+    async fn append_taking(&self, row: CheckpointRow, signal: u64) -> Result<(), CanoError> {
+        self.ask(|reply| Command::AppendTaking(Box::new(row), signal, reply))
+            .await
+    }
+
+    async fn discard(&self, run: RunId, signal: u64) -> Result<bool, CanoError> {
+        self.ask(|reply| Command::Discard(run, signal, reply)).await
     }
 }

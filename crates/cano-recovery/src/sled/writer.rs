@@ -7,8 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cano_core::checkpoint::{CheckpointRow, RunStatus, RunSummary, check_next_seq};
+use std::collections::HashMap;
+
+use cano_core::checkpoint::{
+    Bincode, CheckpointRow, Codec, INBOX_LIMIT, RunStatus, RunSummary, Sent, Signal,
+    check_next_seq, check_signal, signal_limit_error, signal_taken_error,
+};
 use cano_core::{CanoError, RunId};
+use sled::Transactional;
 use tokio::sync::oneshot;
 
 use super::Durability;
@@ -17,8 +23,25 @@ use crate::codec::{decode_row, encode_row};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, CanoError>>;
 
+/// The answer to a write, sent once the write is as durable as the store promises.
+type Pending = Box<dyn FnOnce(Result<(), CanoError>) + Send>;
+
+/// A signal to add to a run's inbox.
+pub(super) struct Outgoing {
+    pub(super) run: RunId,
+    pub(super) name: String,
+    pub(super) payload: Vec<u8>,
+    pub(super) key: Option<String>,
+}
+
 pub(super) enum Command {
     Append(Box<CheckpointRow>, Reply<()>),
+    /// Append the row and take the signal from the inbox, in one transaction.
+    AppendTaking(Box<CheckpointRow>, u64, Reply<()>),
+    Send(Box<Outgoing>, Reply<Sent>),
+    FirstFor(RunId, Vec<String>, Reply<Option<Signal>>),
+    Inbox(RunId, usize, Reply<Vec<Signal>>),
+    Discard(RunId, u64, Reply<bool>),
     Load(RunId, Reply<Vec<CheckpointRow>>),
     Truncate(RunId, u64, Reply<()>),
     Clear(RunId, Reply<()>),
@@ -43,6 +66,12 @@ const MAX_GROUP: usize = 1024;
 pub(super) struct Writer {
     pub(super) db: sled::Db,
     pub(super) tree: sled::Tree,
+    /// Signals not yet taken, keyed by run then signal id.
+    pub(super) inbox: sled::Tree,
+    /// Every idempotency key a run was sent, keyed by run then key: the signal's id.
+    pub(super) keys: sled::Tree,
+    /// How many signals each run's inbox holds, counted once per run on first use.
+    pub(super) inbox_sizes: HashMap<RunId, usize>,
     pub(super) disk: DiskSync,
     pub(super) dir: PathBuf,
     pub(super) durability: Durability,
@@ -81,7 +110,7 @@ impl Writer {
         };
         // Periodic mode: when the rows written since the last flush are due.
         let mut due: Option<Instant> = None;
-        let mut waiting: Vec<Reply<()>> = Vec::new();
+        let mut waiting: Vec<Pending> = Vec::new();
         loop {
             let first = match due {
                 Some(at) => {
@@ -142,25 +171,51 @@ impl Writer {
     /// Runs one command; returns whether it wrote something a flush must cover. Writes
     /// that must be durable before their caller goes on are answered by `flush_group`
     /// (group commit) or flushed here (`EveryRow`).
-    fn handle(&mut self, command: Command, waiting: &mut Vec<Reply<()>>) -> bool {
+    fn handle(&mut self, command: Command, waiting: &mut Vec<Pending>) -> bool {
         let mut wrote = false;
-        let mut write = |this: &mut Self, result: Result<(), CanoError>, reply: Reply<()>| {
+        let mut write = |this: &mut Self, result: Result<(), CanoError>, reply: Pending| {
             wrote |= result.is_ok();
             match (result, this.durability) {
-                (Err(e), _) => drop(reply.send(Err(e))),
-                (Ok(()), Durability::EveryRow) => drop(reply.send(this.flush())),
+                (Err(e), _) => reply(Err(e)),
+                (Ok(()), Durability::EveryRow) => reply(this.flush()),
                 (Ok(()), Durability::GroupCommit) => waiting.push(reply),
-                (Ok(()), Durability::Periodic(_)) => drop(reply.send(Ok(()))),
+                (Ok(()), Durability::Periodic(_)) => reply(Ok(())),
             }
         };
+        // The answer to a write that returns `value` once durable.
+        fn answer<T: Send + 'static>(reply: Reply<T>, value: Option<T>) -> Pending {
+            Box::new(move |result: Result<(), CanoError>| {
+                let _ = reply.send(result.and_then(|()| {
+                    value.ok_or_else(|| CanoError::store("the write had no result"))
+                }));
+            })
+        }
         match command {
             Command::Append(row, reply) => {
                 let result = self.append(&row);
-                write(self, result, reply);
+                write(self, result, answer(reply, Some(())));
             }
+            Command::AppendTaking(row, signal, reply) => {
+                let result = self.append_taking(&row, signal);
+                write(self, result, answer(reply, Some(())));
+            }
+            Command::Send(outgoing, reply) => match self.send(&outgoing) {
+                // A duplicate wrote nothing.
+                Ok(sent @ Sent::Duplicate { .. }) => drop(reply.send(Ok(sent))),
+                Ok(sent) => write(self, Ok(()), answer(reply, Some(sent))),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            Command::Discard(run, signal, reply) => match self.discard(run, signal) {
+                Ok(true) => write(self, Ok(()), answer(reply, Some(true))),
+                other => drop(reply.send(other)),
+            },
+            Command::FirstFor(run, names, reply) => {
+                drop(reply.send(self.first_for(run, &names)));
+            }
+            Command::Inbox(run, limit, reply) => drop(reply.send(self.signals_of(run, limit))),
             Command::Clear(run, reply) => {
                 let result = self.remove_range(run, 0, u64::MAX);
-                write(self, result, reply);
+                write(self, result, answer(reply, Some(())));
             }
             Command::Truncate(run, before, reply) => {
                 // Dropping superseded rows can wait for the next flush.
@@ -208,7 +263,7 @@ impl Writer {
         Ok(())
     }
 
-    fn flush_group(&mut self, waiting: &mut Vec<Reply<()>>) {
+    fn flush_group(&mut self, waiting: &mut Vec<Pending>) {
         if waiting.is_empty() {
             return;
         }
@@ -220,7 +275,7 @@ impl Writer {
                     "the flush shared by this row failed: the row may or may not be on disk; rows acknowledged before are kept",
                 )),
             };
-            let _ = reply.send(answer);
+            reply(answer);
         }
     }
 
@@ -292,7 +347,12 @@ impl Writer {
             .collect()
     }
 
-    fn remove_range(&self, run: RunId, from: u64, before: u64) -> Result<(), CanoError> {
+    fn remove_range(&mut self, run: RunId, from: u64, before: u64) -> Result<(), CanoError> {
+        if from == 0 && before == u64::MAX {
+            // The inbox first: a crash in between leaves a run without signals, never
+            // signals that a later run under the same id would read.
+            self.clear_inbox(run)?;
+        }
         let mut batch = sled::Batch::default();
         let prefix = run.as_u64().to_be_bytes();
         for k in self.tree.scan_prefix(prefix).keys() {
@@ -387,7 +447,7 @@ impl Writer {
         Ok(runs)
     }
 
-    fn prune(&self, cutoff: SystemTime) -> Result<usize, CanoError> {
+    fn prune(&mut self, cutoff: SystemTime) -> Result<usize, CanoError> {
         let cutoff_ms = cutoff
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -405,6 +465,214 @@ impl Writer {
         }
         Ok(stale.len())
     }
+}
+
+/// The inbox: signals per run, beside the rows.
+impl Writer {
+    fn last_row(&self, run: RunId) -> Result<Option<CheckpointRow>, CanoError> {
+        for entry in self.tree.scan_prefix(run.as_u64().to_be_bytes()).rev() {
+            let (k, v) =
+                entry.map_err(|e| io_error(format!("could not read the rows of run {run}"), e))?;
+            if let Some((_, seq)) = split_key(&k) {
+                return Self::decode(run, seq, &v).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    fn inbox_size(&mut self, run: RunId) -> usize {
+        let inbox = &self.inbox;
+        *self
+            .inbox_sizes
+            .entry(run)
+            .or_insert_with(|| inbox.scan_prefix(run.as_u64().to_be_bytes()).count())
+    }
+
+    fn send(&mut self, outgoing: &Outgoing) -> Result<Sent, CanoError> {
+        let run = outgoing.run;
+        let name = outgoing.name.as_str();
+        let waiting = check_signal(run, self.last_row(run)?.as_ref(), name)?;
+        let reading = |e| io_error(format!("could not read the inbox of run {run}"), e);
+        if let Some(key) = &outgoing.key
+            && let Some(first) = self.keys.get(text_key(run, key)).map_err(reading)?
+        {
+            let id = <[u8; 8]>::try_from(&*first)
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            return Ok(Sent::Duplicate { id });
+        }
+        if self.inbox_size(run) >= INBOX_LIMIT {
+            return Err(signal_limit_error(run, name));
+        }
+        let id = self
+            .db
+            .generate_id()
+            .map_err(|e| io_error("could not number a signal".into(), e))?;
+        let signal = Signal {
+            run,
+            id,
+            name: name.to_owned(),
+            payload: outgoing.payload.clone(),
+            key: outgoing.key.clone(),
+            sent_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+        };
+        let bytes = encode_signal(&signal)?;
+        let writing = |e| io_error(format!("could not write signal {name:?} of run {run}"), e);
+        // The key and the signal together: a crash keeps both or neither.
+        (&self.inbox, &self.keys)
+            .transaction(|(inbox, keys)| {
+                inbox.insert(&key(run, id)[..], bytes.as_slice())?;
+                if let Some(k) = &signal.key {
+                    keys.insert(text_key(run, k), &id.to_be_bytes()[..])?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => writing(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    CanoError::store(format!("writing signal {name:?} of run {run} was aborted"))
+                }
+            })?;
+        *self.inbox_sizes.entry(run).or_default() += 1;
+        Ok(if waiting {
+            Sent::Waiting { id }
+        } else {
+            Sent::Buffered { id }
+        })
+    }
+
+    fn signals_where(
+        &self,
+        run: RunId,
+        limit: usize,
+        mut keep: impl FnMut(&Signal) -> bool,
+    ) -> Result<Vec<Signal>, CanoError> {
+        let mut found = Vec::new();
+        for entry in self.inbox.scan_prefix(run.as_u64().to_be_bytes()) {
+            if found.len() >= limit {
+                break;
+            }
+            let (k, v) =
+                entry.map_err(|e| io_error(format!("could not read the inbox of run {run}"), e))?;
+            let signal = decode_signal(&v).map_err(|e| {
+                let id = split_key(&k).map_or(0, |(_, id)| id);
+                CanoError::store(format!("signal {id} of run {run}: {}", e.message()))
+                    .with_source(e)
+                    .with_hint("discard it with Workflow::discard_signal")
+                    .permanent()
+            })?;
+            if keep(&signal) {
+                found.push(signal);
+            }
+        }
+        Ok(found)
+    }
+
+    fn first_for(&self, run: RunId, names: &[String]) -> Result<Option<Signal>, CanoError> {
+        Ok(self
+            .signals_where(run, 1, |s| names.contains(&s.name))?
+            .pop())
+    }
+
+    fn signals_of(&self, run: RunId, limit: usize) -> Result<Vec<Signal>, CanoError> {
+        self.signals_where(run, limit, |_| true)
+    }
+
+    fn append_taking(&mut self, row: &CheckpointRow, signal: u64) -> Result<(), CanoError> {
+        let run = row.run;
+        // Only this thread writes, so the checks hold until the transaction below.
+        check_next_seq(run, self.last_seq(run)?, row.seq)?;
+        let inbox_key = key(run, signal);
+        let present = self
+            .inbox
+            .contains_key(inbox_key)
+            .map_err(|e| io_error(format!("could not read the inbox of run {run}"), e))?;
+        if !present {
+            return Err(signal_taken_error(run, signal));
+        }
+        let bytes = encode_row(row)?;
+        (&self.tree, &self.inbox)
+            .transaction(|(rows, inbox)| {
+                rows.insert(&key(run, row.seq)[..], bytes.as_slice())?;
+                inbox.remove(&inbox_key[..])?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => io_error(
+                    format!(
+                        "could not write row {} of run {run} and take signal {signal}",
+                        row.seq
+                    ),
+                    e,
+                ),
+                sled::transaction::TransactionError::Abort(()) => {
+                    CanoError::store(format!("writing row {} of run {run} was aborted", row.seq))
+                }
+            })?;
+        if let Some(size) = self.inbox_sizes.get_mut(&run) {
+            *size = size.saturating_sub(1);
+        }
+        self.counters.rows.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn discard(&mut self, run: RunId, signal: u64) -> Result<bool, CanoError> {
+        let removed = self
+            .inbox
+            .remove(key(run, signal))
+            .map_err(|e| io_error(format!("could not discard signal {signal} of run {run}"), e))?;
+        if removed.is_some()
+            && let Some(size) = self.inbox_sizes.get_mut(&run)
+        {
+            *size = size.saturating_sub(1);
+        }
+        Ok(removed.is_some())
+    }
+
+    fn clear_inbox(&mut self, run: RunId) -> Result<(), CanoError> {
+        let prefix = run.as_u64().to_be_bytes();
+        for tree in [&self.inbox, &self.keys] {
+            let mut batch = sled::Batch::default();
+            for k in tree.scan_prefix(prefix).keys() {
+                let k =
+                    k.map_err(|e| io_error(format!("could not read the inbox of run {run}"), e))?;
+                batch.remove(k);
+            }
+            tree.apply_batch(batch)
+                .map_err(|e| io_error(format!("could not clear the inbox of run {run}"), e))?;
+        }
+        self.inbox_sizes.remove(&run);
+        Ok(())
+    }
+}
+
+/// The format-version byte of a stored signal.
+const SIGNAL_FORMAT: u8 = 1;
+
+fn encode_signal(signal: &Signal) -> Result<Vec<u8>, CanoError> {
+    let mut bytes = vec![SIGNAL_FORMAT];
+    bytes.extend(Bincode::encode(signal)?);
+    Ok(bytes)
+}
+
+fn decode_signal(bytes: &[u8]) -> Result<Signal, CanoError> {
+    match bytes.split_first() {
+        Some((&SIGNAL_FORMAT, body)) => Bincode::decode(body),
+        Some((&other, _)) => Err(CanoError::store(format!(
+            "the signal is in format {other}, which this build does not read"
+        ))),
+        None => Err(CanoError::store("the signal is empty")),
+    }
+}
+
+/// An idempotency key's entry: the run, then the key's bytes.
+fn text_key(run: RunId, text: &str) -> Vec<u8> {
+    let mut key = run.as_u64().to_be_bytes().to_vec();
+    key.extend_from_slice(text.as_bytes());
+    key
 }
 
 /// Rows are keyed by run then row number, both big-endian, so a run's rows are one
