@@ -350,6 +350,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(split_rows(criterion_home, out));
     rows.extend(admission_rows(criterion_home));
     rows.extend(recovery_rows(criterion_home, out));
+    rows.extend(wait_rows(out));
     rows.extend(saga_rows(criterion_home));
     rows.extend(batch_rows(criterion_home, out));
     rows.extend(scheduler_rows(criterion_home, out));
@@ -366,6 +367,48 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
         table.push_str(&format!("{name:<width$} | {figure:>24} | {target}\n"));
     }
     table
+}
+
+/// The durable-wait rows: heap per parked run (the store's rows or cache) beside a run
+/// held open by a live task, rows per parked run, and signal-to-next-state latency.
+fn wait_rows(out: &Path) -> Vec<(&'static str, String, String)> {
+    let stats = report(out, "waits.json");
+    let get = |key: &str| json_number(&stats, key);
+    let per_run = |key: &str| {
+        get(key)
+            .zip(get("runs"))
+            .map(|(bytes, runs)| format!("{:.0} B", bytes / runs))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let us = |key: &str| {
+        get(key)
+            .map(|v| format!("{v:.0} us"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    vec![
+        (
+            "waits: heap per parked run, sled",
+            per_run("sled_bytes"),
+            format!("held open: {}", per_run("held_task_bytes")),
+        ),
+        (
+            "waits: heap per parked run, in-memory store",
+            per_run("memory_store_bytes"),
+            "its rows".into(),
+        ),
+        (
+            "waits: rows per parked run",
+            get("rows_per_parked_run")
+                .map(|r| format!("{r:.1}"))
+                .unwrap_or_else(|| "n/a".into()),
+            String::new(),
+        ),
+        (
+            "waits: signal to next state, sled, p50 / p99",
+            format!("{} / {}", us("signal_p50_us"), us("signal_p99_us")),
+            String::new(),
+        ),
+    ]
 }
 
 /// The split/join rows: per-branch cost beside a plain JoinSet at each size, and heap

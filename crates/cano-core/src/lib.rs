@@ -78,7 +78,8 @@ pub use store::MemoryStore;
 pub use task::{DynTask, RegisteredTask, Task, TaskConfig, TaskFuture, TaskObject, TaskResult};
 pub use util::short_type_name;
 pub use workflow::handler::{
-    CompensationFuture, HandlerFuture, HandlerInfo, StateContext, StateEntry, StateHandler, TaskEnv,
+    CompensationFuture, HandlerFuture, HandlerInfo, SignalInfo, StateContext, StateEntry,
+    StateHandler, TaskEnv,
 };
 pub use workflow::{
     IntoCheckpointing, ResourceLifecycle, RunHandle, RunRef, Workflow, WorkflowState,

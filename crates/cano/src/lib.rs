@@ -426,7 +426,7 @@
 // On docs.rs, each item gated by a feature says which (nightly rustdoc only).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use cano_core::{error, node, resource, run, store};
+pub use cano_core::{error, node, resource, run, store, wait};
 
 /// Checkpoints: the full checkpoint store trait a backend implements, its rows, a run's
 /// durable data and a task's saved progress. The simple store of cano 0.13 is
@@ -434,8 +434,9 @@ pub use cano_core::{error, node, resource, run, store};
 /// machinery is in [`ext`].
 pub mod checkpoint {
     pub use cano_core::checkpoint::{
-        Bincode, CheckpointRow, CheckpointStore, Codec, DataChange, DurableStore, Retention,
-        RowKind, RunStatus, RunSummary, TaskProgress, simple,
+        Bincode, CheckpointRow, CheckpointStore, Codec, DataChange, DurableStore, INBOX_LIMIT,
+        Retention, RowKind, RunStatus, RunSummary, Sent, Signal, SignalStore, TaskProgress,
+        WaitRecord, simple,
     };
 }
 
@@ -446,13 +447,13 @@ pub mod checkpoint {
 /// in any release, outside the semver promise the rest of the crate keeps.
 pub mod ext {
     pub use cano_core::checkpoint::{
-        Journal, ResumePoint, StateTag, check_next_seq, decode_state, encode_state,
-        is_running_here, replay, until_not_running_here,
+        Journal, ResumePoint, StateTag, check_next_seq, check_signal, decode_state, encode_state,
+        is_running_here, replay, signal_limit_error, signal_taken_error, until_not_running_here,
     };
     pub use cano_core::hash;
     pub use cano_core::{
-        CompensationFuture, HandlerFuture, HandlerInfo, Observers, RegisteredTask, StateContext,
-        StateHandler, TaskEnv, short_type_name,
+        CompensationFuture, HandlerFuture, HandlerInfo, Observers, RegisteredTask, SignalInfo,
+        StateContext, StateHandler, TaskEnv, short_type_name,
     };
 }
 

@@ -81,7 +81,7 @@ impl<S: WorkflowState> WaitHandler<S> {
         }
         // A server of this workflow's waits in this process looks again: this run's
         // deadline may come before any it knew of.
-        super::service::bell(journal.workflow_id()).notify_one();
+        super::bell::bell(journal.workflow_id()).notify_one();
         Err(self.parked(state, run.run_id(), deadline))
     }
 

@@ -46,6 +46,7 @@
 //! [`Workflow::serve_waits`]: crate::Workflow::serve_waits
 //! [`Workflow::query`]: crate::Workflow::query
 
+mod bell;
 mod handler;
 mod service;
 

@@ -3,14 +3,13 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
 
 use super::Wait;
+use super::bell::bell;
 use super::handler::WaitHandler;
 use crate::checkpoint::{
     Bincode, Codec, DurableStore, RowKind, RunStatus, Sent, Signal, SignalStore, Start, WaitRecord,
@@ -64,16 +63,6 @@ struct Scan {
     runnable: Vec<RunId>,
     /// The earliest deadline of the others, in milliseconds since the Unix epoch.
     next_deadline: Option<u64>,
-}
-
-/// One bell per workflow id, rung when one of its runs parks or a signal is sent to
-/// a parked one from this process, so its [`Workflow::serve_waits`] looks again.
-static BELLS: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
-
-/// The bell of workflow `id`.
-pub(crate) fn bell(id: &str) -> Arc<Notify> {
-    let mut bells = BELLS.lock().unwrap_or_else(|p| p.into_inner());
-    bells.entry(id.to_owned()).or_default().clone()
 }
 
 impl<S, K> Workflow<S, K>

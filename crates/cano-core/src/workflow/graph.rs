@@ -202,7 +202,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// The graph as a Mermaid flowchart: tasks as boxes, routers as diamonds, splits as
     /// subroutine boxes (their edge to the join state lists the branches),
-    /// compensatable states as parallelograms, exit states as stadiums. A state that
+    /// compensatable states as parallelograms, wait states as cylinders (their edges
+    /// labelled with the signal or `timeout` that leads there), exit states as
+    /// stadiums. A state that
     /// declared no transitions gets a dotted edge to a "not declared" marker instead of
     /// invented edges. States are listed in `Debug` order, so the text is stable.
     pub fn to_mermaid(&self) -> String {
