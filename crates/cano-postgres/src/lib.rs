@@ -75,8 +75,10 @@
 mod cron;
 mod db;
 mod errors;
+mod inbox_sql;
 mod queue;
 mod schema;
+mod signals;
 mod store;
 mod worker;
 

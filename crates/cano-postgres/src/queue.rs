@@ -24,6 +24,9 @@ pub enum QueueStatus {
     /// Failed, or was claimed more often than the worker allows (a poison run);
     /// [`QueuedRun::error`] says why.
     Failed,
+    /// Parked in a wait state, without a lease: a worker claims it again once a
+    /// signal it waits for is sent or its deadline passes.
+    Parked,
 }
 
 impl QueueStatus {
@@ -32,6 +35,7 @@ impl QueueStatus {
             "queued" => Self::Queued,
             "running" => Self::Running,
             "finished" => Self::Finished,
+            "parked" => Self::Parked,
             _ => Self::Failed,
         }
     }

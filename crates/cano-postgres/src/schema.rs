@@ -6,7 +6,7 @@ use cano_core::CanoError;
 
 /// The schema version this build writes. A database at a higher version was written
 /// by a newer cano and is refused rather than misread.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The steps, in order: step `i` brings the schema from version `i` to `i + 1`.
 /// `{s}` stands for the schema name. Never edit a released step; add one.
@@ -73,6 +73,28 @@ UPDATE {s}.cano_logs SET updated_at = to_timestamp(updated_at_ms / 1000.0);
 ALTER TABLE {s}.cano_logs ALTER COLUMN updated_at SET NOT NULL;
 ALTER TABLE {s}.cano_logs ALTER COLUMN updated_at SET DEFAULT clock_timestamp();
 ALTER TABLE {s}.cano_leaders ADD COLUMN lease_until timestamptz;
+"#,
+    // 3: durable waits: parked runs in the queue (woken at `wake_at`), and each run's
+    // signal inbox with its idempotency keys.
+    r#"
+ALTER TABLE {s}.cano_runs ADD COLUMN wake_at timestamptz;
+ALTER TABLE {s}.cano_runs ADD COLUMN waits_for text[];
+CREATE INDEX cano_runs_parked ON {s}.cano_runs (wake_at) WHERE status = 'parked';
+CREATE TABLE {s}.cano_signals (
+    id bigserial PRIMARY KEY,
+    run_id bigint NOT NULL,
+    name text NOT NULL,
+    payload bytea NOT NULL,
+    key text,
+    sent_at_ms bigint NOT NULL
+);
+CREATE INDEX cano_signals_run ON {s}.cano_signals (run_id, id);
+CREATE TABLE {s}.cano_signal_keys (
+    run_id bigint NOT NULL,
+    key text NOT NULL,
+    id bigint NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
 "#,
 ];
 

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use cano_core::checkpoint::{
-    CheckpointRow, CheckpointStore, RunStatus, RunSummary, check_next_seq,
+    CheckpointRow, CheckpointStore, RunStatus, RunSummary, SignalStore, check_next_seq,
 };
 use cano_core::{CanoError, RunId};
-use cano_recovery::codec::{decode_row, encode_row};
+pub(crate) use cano_recovery::codec::{decode_row, encode_row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::db::{Db, PgOptions, retry_transient, run_key, run_of};
@@ -27,7 +27,7 @@ const MAX_BATCH: usize = 512;
 /// batch of large rows must not build a statement of gigabytes.
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// How often an append is tried while the connection keeps dropping.
-const APPEND_ATTEMPTS: u32 = 5;
+pub(crate) const APPEND_ATTEMPTS: u32 = 5;
 
 /// A checkpoint store in PostgreSQL, for runs that must survive the loss of a machine
 /// and be resumed on another.
@@ -85,6 +85,7 @@ pub(crate) struct StoreInner {
     appends: mpsc::UnboundedSender<Pending>,
     stats: Arc<Counters>,
     sql: Arc<Sql>,
+    signals: crate::inbox_sql::SignalSql,
 }
 
 #[derive(Default)]
@@ -138,6 +139,7 @@ impl Sql {
             db.table("cano_rows"),
             db.table("cano_runs"),
         );
+        let (signals, keys) = (db.table("cano_signals"), db.table("cano_signal_keys"));
         // A writer may touch a run's rows if it holds the run's live lease at its
         // epoch, or holds no lease and no worker holds the run. `$f` is its fence.
         let may_write = |run: &str, fence: &str| {
@@ -199,7 +201,9 @@ impl Sql {
             ),
             clear: format!(
                 "WITH allowed AS (SELECT 1 WHERE {}),
-                      gone AS (DELETE FROM {rows} WHERE run_id = $1 AND EXISTS (SELECT 1 FROM allowed))
+                      gone AS (DELETE FROM {rows} WHERE run_id = $1 AND EXISTS (SELECT 1 FROM allowed)),
+                      inbox AS (DELETE FROM {signals} WHERE run_id = $1 AND EXISTS (SELECT 1 FROM allowed)),
+                      keys AS (DELETE FROM {keys} WHERE run_id = $1 AND EXISTS (SELECT 1 FROM allowed))
                  DELETE FROM {logs} WHERE run_id = $1 AND EXISTS (SELECT 1 FROM allowed)",
                 may_write("$1", "$2")
             ),
@@ -211,14 +215,16 @@ impl Sql {
                         CASE WHEN q.status = 'failed' THEN 1::smallint ELSE l.status END,
                         l.last_seq, l.label, l.updated_at_ms
                  FROM {logs} l LEFT JOIN {runs} q ON q.run_id = l.run_id
-                 WHERE l.status < 2 AND (q.run_id IS NULL OR q.status NOT IN ('queued', 'running'))"
+                 WHERE l.status < 2 AND (q.run_id IS NULL OR q.status NOT IN ('queued', 'running', 'parked'))"
             ),
             // The age is measured on the database's clock, whatever the caller's reads.
             prune: format!(
                 "WITH gone AS (DELETE FROM {logs}
                                WHERE updated_at < clock_timestamp() - $1::float8 * interval '1 millisecond'
                                RETURNING run_id),
-                      rows AS (DELETE FROM {rows} WHERE run_id IN (SELECT run_id FROM gone))
+                      rows AS (DELETE FROM {rows} WHERE run_id IN (SELECT run_id FROM gone)),
+                      inbox AS (DELETE FROM {signals} WHERE run_id IN (SELECT run_id FROM gone)),
+                      keys AS (DELETE FROM {keys} WHERE run_id IN (SELECT run_id FROM gone))
                  SELECT count(*) FROM gone"
             ),
         }
@@ -242,11 +248,13 @@ impl PostgresCheckpointStore {
             stats: stats.clone(),
             permits,
         };
+        let signals = crate::inbox_sql::SignalSql::new(&db);
         let inner = Arc::new(StoreInner {
             db,
             appends,
             stats,
             sql,
+            signals,
         });
         tokio::spawn(writer.run(receiver));
         Ok(Self { inner })
@@ -281,6 +289,16 @@ impl PostgresCheckpointStore {
 
     pub(crate) fn db(&self) -> &Arc<Db> {
         &self.inner.db
+    }
+
+    /// The inbox's statements.
+    pub(crate) fn signal_sql(&self) -> &crate::inbox_sql::SignalSql {
+        &self.inner.signals
+    }
+
+    /// The batched append statement (also used, with one row, to take a signal).
+    pub(crate) fn append_sql(&self) -> &str {
+        &self.inner.sql.append
     }
 
     async fn append_as(&self, row: CheckpointRow, fence: i64) -> Result<(), CanoError> {
@@ -328,8 +346,10 @@ impl PostgresCheckpointStore {
     }
 }
 
-fn status_code(status: RunStatus) -> i16 {
+pub(crate) fn status_code(status: RunStatus) -> i16 {
     match status {
+        // Open (below 2, like interrupted runs), but not to be resumed as one.
+        RunStatus::Parked => -1,
         RunStatus::Failed => 1,
         RunStatus::Finished => 2,
         RunStatus::RolledBack => 3,
@@ -340,6 +360,7 @@ fn status_code(status: RunStatus) -> i16 {
 
 fn status_of(code: i16) -> RunStatus {
     match code {
+        -1 => RunStatus::Parked,
         0 => RunStatus::Interrupted,
         1 => RunStatus::Failed,
         2 => RunStatus::Finished,
@@ -646,6 +667,10 @@ impl CheckpointStore for PostgresCheckpointStore {
         .await?;
         Ok(row.get::<_, i64>(0) as usize)
     }
+
+    fn signals(&self) -> Option<&dyn SignalStore> {
+        Some(self)
+    }
 }
 
 impl PostgresCheckpointStore {
@@ -681,6 +706,16 @@ impl FencedStore {
     fn fence(&self, run: RunId) -> i64 {
         if run == self.run { self.epoch } else { -1 }
     }
+
+    /// The fence of a write of `run` (see `fence`).
+    pub(crate) fn fence_of(&self, run: RunId) -> i64 {
+        self.fence(run)
+    }
+
+    /// The store itself, unfenced.
+    pub(crate) fn store(&self) -> &PostgresCheckpointStore {
+        &self.store
+    }
 }
 
 #[async_trait::async_trait]
@@ -703,6 +738,9 @@ impl CheckpointStore for FencedStore {
     }
     async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
         self.store.prune(older_than).await
+    }
+    fn signals(&self) -> Option<&dyn SignalStore> {
+        Some(self)
     }
 }
 

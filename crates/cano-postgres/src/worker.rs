@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cano_core::checkpoint::{
-    Bincode, CheckpointStore, Retention, decode_state, encode_state, until_not_running_here,
+    Bincode, CheckpointStore, Retention, WaitRecord, decode_state, encode_state,
+    until_not_running_here,
 };
 use cano_core::{
     CancellationToken, CanoError, ResourceKey, RunId, RunOptions, Workflow, WorkflowState,
@@ -93,6 +94,13 @@ pub enum WorkerEvent {
         run: RunId,
         /// The epoch of the claim.
         epoch: i64,
+    },
+    /// The run parked in a wait state: the queue holds it, without a lease, until a
+    /// signal it waits for is sent or its deadline passes; then a worker claims it
+    /// again. A park does not count toward the poison limit.
+    Parked {
+        /// The run.
+        run: RunId,
     },
 }
 
@@ -415,6 +423,9 @@ struct WorkerSql {
     finish: String,
     fail: String,
     release: String,
+    park_lock: String,
+    park: String,
+    next_wake: String,
 }
 
 impl WorkerSql {
@@ -425,6 +436,7 @@ impl WorkerSql {
             db.table("cano_logs"),
             db.table("cano_rows"),
         );
+        let (signals, keys) = (db.table("cano_signals"), db.table("cano_signal_keys"));
         let done = done_channel(&db.schema);
         // Past what a timestamp holds (a lease of Duration::MAX): never expires.
         let lease = "CASE WHEN $4::float8 > 3e14 THEN 'infinity'::timestamptz ELSE clock_timestamp() + $4::float8 * interval '1 millisecond' END";
@@ -433,11 +445,12 @@ impl WorkerSql {
                 "WITH picked AS (
                     SELECT run_id FROM {runs}
                     WHERE workflow = ANY($1) AND claims < $5
-                      AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp()))
+                      AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp())
+                           OR (status = 'parked' AND wake_at <= clock_timestamp()))
                     ORDER BY enqueued_at LIMIT $2
                     FOR UPDATE SKIP LOCKED)
                  UPDATE {runs} q SET status = 'running', epoch = q.epoch + 1, claims = q.claims + 1,
-                     worker = $3, lease_until = {lease},
+                     worker = $3, lease_until = {lease}, wake_at = NULL,
                      started_at = coalesce(q.started_at, clock_timestamp())
                  FROM picked WHERE q.run_id = picked.run_id
                  RETURNING q.run_id, q.workflow, q.epoch, q.claims, q.initial_state,
@@ -468,6 +481,8 @@ impl WorkerSql {
                     RETURNING run_id),
                  rows AS (DELETE FROM {rows} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  logs AS (DELETE FROM {logs} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
+                 inbox AS (DELETE FROM {signals} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
+                 keys AS (DELETE FROM {keys} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  note AS (SELECT pg_notify('{done}', run_id::text) FROM fin)
                  SELECT count(*) FROM fin, note"
             ),
@@ -487,6 +502,34 @@ impl WorkerSql {
                  SELECT pg_notify('{ready}', workflow) FROM back",
                 ready = ready_channel(&db.schema)
             ),
+            // Parking takes the run's row lock first, in its own statement: a send to
+            // the run then either committed before (and the next statement, with a
+            // snapshot of its own, sees its signal) or waits for the park (and finds
+            // the run parked, which it wakes).
+            park_lock: format!(
+                "SELECT 1 FROM {runs} WHERE run_id = $1 AND epoch = $2 AND status = 'running' FOR UPDATE"
+            ),
+            // Not a failed claim: it does not count toward the poison limit.
+            park: format!(
+                "WITH parked AS (
+                    UPDATE {runs} SET status = 'parked', lease_until = NULL, waits_for = $3,
+                        claims = greatest(claims - 1, 0),
+                        wake_at = CASE
+                            WHEN EXISTS (SELECT 1 FROM {signals} s WHERE s.run_id = $1 AND s.name = ANY($3))
+                                THEN clock_timestamp()
+                            WHEN $4::bigint IS NULL THEN 'infinity'::timestamptz
+                            ELSE to_timestamp($4::bigint / 1000.0) END
+                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
+                    RETURNING workflow, wake_at <= clock_timestamp() AS due),
+                 note AS (SELECT pg_notify('{ready}', workflow) FROM parked WHERE due)
+                 SELECT (SELECT count(*) FROM parked), (SELECT count(*) FROM note)",
+                ready = ready_channel(&db.schema)
+            ),
+            // Milliseconds until the earliest deadline of a parked run of these workflows.
+            next_wake: format!(
+                "SELECT (extract(epoch FROM (min(wake_at) - clock_timestamp())) * 1000)::float8
+                 FROM {runs} WHERE status = 'parked' AND workflow = ANY($1) AND wake_at < 'infinity'"
+            ),
         }
     }
 }
@@ -496,6 +539,11 @@ enum Verdict {
     Finished(Vec<u8>, String),
     Failed(String),
     Release,
+    /// Parked waiting for any of `names` until `deadline_ms` (ms since the epoch).
+    Parked {
+        names: Vec<String>,
+        deadline_ms: Option<i64>,
+    },
 }
 
 /// How long the claim loop waits to connect (and listen) before trying again.
@@ -581,11 +629,20 @@ impl Shared {
                 continue; // there may be more waiting
             }
             // Without a connection, try for one again soon, not a whole poll later.
-            let pause = if session.is_some() {
+            let mut pause = if session.is_some() {
                 self.poll
             } else {
                 self.poll.min(RECONNECT_PAUSE)
             };
+            // A parked run's deadline may come before the next poll.
+            if let Some((client, _)) = &session
+                && let Ok(Ok(row)) =
+                    tokio::time::timeout(limit, client.query_one(&self.sql.next_wake, &[&names]))
+                        .await
+                && let Some(ms) = row.get::<_, Option<f64>>(0)
+            {
+                pause = pause.min(Duration::from_secs_f64(ms.clamp(0.0, 1e9) / 1000.0));
+            }
             let slot = self.slot_freed.notified();
             let woken = async {
                 match session.as_mut() {
@@ -702,6 +759,8 @@ impl Shared {
             // wait for the lease to expire (refused if one already took it).
             _ if lost == Some(Loss::Unrenewed) => Some(Verdict::Release),
             Ok((bytes, label)) => Some(Verdict::Finished(bytes, label)),
+            // Parked: the queue holds it until a signal or its deadline.
+            Err(CanoError::Parked(_)) => Some(self.parked(run).await),
             // Handed back by `stop`, or the database went away: not the run's fault.
             Err(CanoError::Cancelled(_)) if token.is_handed_back() => Some(Verdict::Release),
             Err(e) if matches!(e, CanoError::Store(_)) && !e.is_permanent() => {
@@ -735,9 +794,10 @@ impl Shared {
                 error: error.clone(),
             },
             Verdict::Release => WorkerEvent::Released { run },
+            Verdict::Parked { .. } => WorkerEvent::Parked { run },
         };
         let written = crate::db::retry_transient(8, || async {
-            let client = db.client().await?;
+            let mut client = db.client().await?;
             let result = match &verdict {
                 Verdict::Finished(bytes, label) => client
                     .query_one(
@@ -754,6 +814,10 @@ impl Shared {
                     .query(&self.sql.release, &[&key, &epoch])
                     .await
                     .map(|rows| !rows.is_empty()),
+                Verdict::Parked { names, deadline_ms } => {
+                    self.park(&mut client, key, epoch, names, *deadline_ms)
+                        .await
+                }
             };
             result.map_err(|e| db.error(&format!("recording the outcome of run {run}"), e))
         })
@@ -764,6 +828,52 @@ impl Shared {
             Ok(false) => self.emit(WorkerEvent::LeaseLost { run, epoch }),
             Err(_) => {}
         }
+    }
+
+    /// What a run that parked waits for, from its `Wait` row. A run whose row cannot
+    /// be read is handed back: the next claim resumes it, and it parks again.
+    async fn parked(&self, run: RunId) -> Verdict {
+        let rows = match self.store.load(run).await {
+            Ok(rows) => rows,
+            Err(_) => return Verdict::Release,
+        };
+        match rows.last().map(WaitRecord::of) {
+            Some(Ok(Some(WaitRecord::Parked {
+                signals,
+                deadline_ms,
+            }))) => Verdict::Parked {
+                names: signals,
+                deadline_ms: deadline_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            },
+            _ => Verdict::Release,
+        }
+    }
+
+    /// Parks claim `epoch` of run `key` in the queue (see `park_lock`), in one
+    /// transaction; whether the claim still held the run.
+    async fn park(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        key: i64,
+        epoch: i64,
+        names: &[String],
+        deadline_ms: Option<i64>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let tx = client.transaction().await?;
+        if tx
+            .query_opt(&self.sql.park_lock, &[&key, &epoch])
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let parked = tx
+            .query_one(&self.sql.park, &[&key, &epoch, &names, &deadline_ms])
+            .await?
+            .get::<_, i64>(0)
+            > 0;
+        tx.commit().await?;
+        Ok(parked)
     }
 
     /// Renews the leases of the claims this worker drives, every third of a lease, on
