@@ -1,14 +1,18 @@
 //! The PostgreSQL backend under load: transitions per second with 1, 4 and 16 workers
 //! draining one queue, and the latency from enqueue to a run's first state with an idle
-//! worker (woken by LISTEN/NOTIFY). Not a criterion bench: a throughput run of
+//! worker (woken by LISTEN/NOTIFY), and from a signal to the next state of a parked run
+//! (woken the same way). Not a criterion bench: a throughput run of
 //! thousands of runs is one measurement. `cargo bench` measures; `cargo test` (no
 //! `--bench` argument) runs a small smoke version. Needs `CANO_PG_URL`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cano::postgres::{EnqueueOptions, PgOptions, PostgresCheckpointStore, RunQueue, Worker};
+use cano::postgres::{
+    EnqueueOptions, PgOptions, PostgresCheckpointStore, RunQueue, Worker, WorkerEvent,
+};
 use cano::prelude::*;
+use cano::wait::Wait;
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -159,6 +163,60 @@ async fn latency(url: &str, samples: usize) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
+/// A run that parks at `Ask` until its `go` signal; `Go` reports when it started.
+fn parking(started: mpsc::UnboundedSender<Instant>) -> Workflow<Step> {
+    Workflow::bare()
+        .register_wait(
+            Step::S(0),
+            Wait::new()
+                .on("go", |(): ()| Step::S(1))
+                .timeout(Duration::from_secs(3600), Step::Done),
+        )
+        .register(
+            Step::S(1),
+            Next {
+                to: Step::Done,
+                started: Some(started),
+            },
+        )
+        .add_exit_state(Step::Done)
+}
+
+/// Signal-to-next-state latency of a parked run with one idle worker: (p50, p99) in
+/// milliseconds.
+async fn signal_latency(url: &str, samples: usize) -> (f64, f64) {
+    let store = fresh(url).await;
+    let queue = RunQueue::new(&store);
+    let (sender, mut started) = mpsc::unbounded_channel();
+    let worker = Worker::new(&store)
+        .register("parking", parking(sender.clone()))
+        .start()
+        .await
+        .unwrap();
+    let mut events = worker.subscribe();
+    let signals = parking(sender)
+        .with_shared_checkpoint_store(Arc::new(store.clone()))
+        .with_workflow_id("parking");
+    let mut all = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let run = queue
+            .enqueue("parking", &Step::S(0), EnqueueOptions::new())
+            .await
+            .unwrap()
+            .run;
+        while !matches!(events.recv().await.unwrap(), WorkerEvent::Parked { run: r } if r == run) {}
+        let sent = Instant::now();
+        signals.signal(run, "go", &()).await.unwrap();
+        let entered = started.recv().await.unwrap();
+        all.push(entered.duration_since(sent).as_secs_f64() * 1e3);
+        queue.wait(run, Duration::from_secs(30)).await.unwrap();
+    }
+    worker.stop(Duration::from_secs(5)).await;
+    all.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99))
+}
+
 fn main() {
     let measuring = cano_benches::measuring();
     let Ok(url) = std::env::var("CANO_PG_URL") else {
@@ -182,13 +240,15 @@ fn main() {
         }
         let (p50, p99) = latency(&url, samples).await;
         println!("postgres: enqueue to first state, idle worker: p50 {p50:.2} ms, p99 {p99:.2} ms");
-        Arc::new((rates, p50, p99))
+        let (s50, s99) = signal_latency(&url, samples).await;
+        println!("postgres: signal to next state, parked run: p50 {s50:.2} ms, p99 {s99:.2} ms");
+        Arc::new((rates, p50, p99, s50, s99))
     });
-    let (rates, p50, p99) = &*report;
+    let (rates, p50, p99, s50, s99) = &*report;
     cano_benches::write_report(
         "postgres.json",
         &format!(
-            "{{\"w1\":{:.0},\"w4\":{:.0},\"w16\":{:.0},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3}}}\n",
+            "{{\"w1\":{:.0},\"w4\":{:.0},\"w16\":{:.0},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"signal_p50_ms\":{s50:.3},\"signal_p99_ms\":{s99:.3}}}\n",
             rates[0], rates[1], rates[2]
         ),
     );

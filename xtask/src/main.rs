@@ -713,6 +713,11 @@ fn postgres_rows(out: &Path) -> Vec<(&'static str, String, String)> {
             ms("p99_ms"),
             String::new(),
         ),
+        (
+            "postgres: signal to next state, parked run, p50 / p99",
+            format!("{} / {}", ms("signal_p50_ms"), ms("signal_p99_ms")),
+            String::new(),
+        ),
     ]
 }
 

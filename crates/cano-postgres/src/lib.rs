@@ -18,6 +18,12 @@
 //!   died from their last checkpoint, fails poison runs after too many claims, and is
 //!   woken by LISTEN/NOTIFY (polling as the fallback). Its heartbeat and claim loop
 //!   have connections of their own.
+//! - Durable waits (`cano_core::wait`): the store keeps each run's signal inbox
+//!   (`Workflow::signal` from any process), and takes a signal in one fenced
+//!   transaction with the run's `Received` row. A run that parks is held by the queue
+//!   ([`QueueStatus::Parked`]) with no lease and no worker; a signal for it makes it
+//!   due and wakes the workers (NOTIFY), and a worker's claim loop also wakes for the
+//!   earliest deadline. [`RunQueue::cancel_parked`] ends one that should wait no more.
 //! - [`ClusterScheduler`]: cron ticks that fire once across any number of scheduler
 //!   processes (a leader holding a lease and an epoch on the database's clock, and a
 //!   unique row per tick); a stalled leader is replaced within a lease.

@@ -165,6 +165,7 @@ pub struct RunQueue {
     by_key: String,
     select: String,
     select_many: String,
+    cancel_parked: String,
 }
 
 impl fmt::Debug for RunQueue {
@@ -222,6 +223,16 @@ impl RunQueue {
             select_many: format!(
                 "SELECT run_id, workflow, status, claims, worker, final_label, error, final_state
                  FROM {runs} WHERE run_id = ANY($1)"
+            ),
+            cancel_parked: format!(
+                "WITH cancelled AS (
+                    UPDATE {runs} SET status = 'failed', finished_at = clock_timestamp(),
+                        wake_at = NULL, error = 'cancelled while parked'
+                    WHERE run_id = $1 AND status = 'parked'
+                    RETURNING run_id),
+                 note AS (SELECT pg_notify('{done}', run_id::text) FROM cancelled)
+                 SELECT count(*) FROM cancelled, note",
+                done = done_channel(&db.schema)
             ),
         }
     }
@@ -284,6 +295,31 @@ impl RunQueue {
             .unwrap_or_default();
         Err(CanoError::configuration(format!("run {run} is already enqueued{detail}"))
             .with_hint("enqueue each run id once; give enqueue an idempotency key to make retrying it safe"))
+    }
+
+    /// Cancels `run` while it is parked in a wait state: the queue records it as
+    /// failed ("cancelled while parked"), so no signal or deadline wakes it and no
+    /// worker claims it again. Fails for a run that is not parked (cancel a running
+    /// one by stopping its worker or through its workflow's cancellation).
+    pub async fn cancel_parked(&self, run: RunId) -> Result<(), CanoError> {
+        let db = self.store.db();
+        let cancelled: i64 = retry_transient(5, || async {
+            let client = db.client().await?;
+            client
+                .query_one(&self.cancel_parked, &[&run_key(run)])
+                .await
+                .map_err(|e| db.error(&format!("cancelling parked run {run}"), e))
+        })
+        .await?
+        .get(0);
+        if cancelled == 0 {
+            let status = self.status(run).await?.map(|r| r.status);
+            return Err(CanoError::workflow(format!(
+                "run {run} is not parked in the queue ({status:?})"
+            ))
+            .with_hint("only a parked run can be cancelled this way"));
+        }
+        Ok(())
     }
 
     /// The queue's record of `run`, or `None` if it was never enqueued.

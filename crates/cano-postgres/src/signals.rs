@@ -112,6 +112,18 @@ impl SignalStore for PostgresCheckpointStore {
                 None => None,
             };
             let waiting = check_signal(run, last.as_ref(), name)?;
+            // The queue's word is final: a run it finished or failed takes no signal.
+            if let Some(status) = queued
+                .as_ref()
+                .map(|q| q.get::<_, String>(0))
+                .filter(|s| s == "finished" || s == "failed")
+            {
+                return Err(CanoError::store(format!(
+                    "signal {name:?} cannot be sent to run {run}: the queue has it {status}"
+                ))
+                .with_hint("a run that is over reads no signal; enqueue a new run instead")
+                .permanent());
+            }
             if let Some(key) = key
                 && let Some(first) = tx
                     .query_opt(&sql.key, &[&run_key(run), &key])

@@ -303,6 +303,30 @@ async fn deadlines_wake_parked_runs_and_a_signal_sent_before_the_park_is_taken()
     // A finished run takes no signal.
     assert!(wf.signal(RunId::from(2), "answer", &true).await.is_err());
 
+    // Run 10 is cancelled while parked: the queue fails it, and a signal sent after
+    // is refused; nothing wakes it.
+    queue
+        .enqueue(
+            "asks",
+            &Ask::Start,
+            EnqueueOptions::new().with_run_id(RunId::from(10)),
+        )
+        .await
+        .unwrap();
+    while !matches!(events.recv().await.unwrap(), WorkerEvent::Parked { run } if run == RunId::from(10))
+    {
+    }
+    queue.cancel_parked(RunId::from(10)).await.unwrap();
+    let ten = queue.status(RunId::from(10)).await.unwrap().unwrap();
+    assert_eq!(ten.status, QueueStatus::Failed);
+    assert_eq!(ten.error.as_deref(), Some("cancelled while parked"));
+    let late = wf
+        .signal(RunId::from(10), "answer", &true)
+        .await
+        .unwrap_err();
+    assert!(late.to_string().contains("failed"), "{late}");
+    assert!(queue.cancel_parked(RunId::from(10)).await.is_err());
+
     // Run 8 is sent its answer while it is still in its first state (it has rows, but
     // has not parked): the signal is kept, and taken when it reaches the wait.
     queue

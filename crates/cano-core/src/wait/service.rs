@@ -352,7 +352,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// Cancels parked run `run`: writes its `Fail` row (cancelled while parked), so no
     /// signal or deadline wakes it. Like any failed run, it can be resumed later in its
-    /// wait, with the deadline it had. Fails for a run that is not parked.
+    /// wait, with the deadline it had. Fails for a run that is not parked. (A run a
+    /// PostgreSQL queue holds is cancelled through the queue: `RunQueue::cancel_parked`.)
     pub async fn cancel_parked(&self, run: impl Into<RunRef>) -> Result<(), CanoError> {
         let checkpointing = self.checkpointing()?;
         let run = checkpointing.identify(&run.into());
