@@ -351,6 +351,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(admission_rows(criterion_home));
     rows.extend(recovery_rows(criterion_home, out));
     rows.extend(wait_rows(out));
+    rows.extend(many_rows(out));
     rows.extend(saga_rows(criterion_home));
     rows.extend(batch_rows(criterion_home, out));
     rows.extend(scheduler_rows(criterion_home, out));
@@ -367,6 +368,33 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
         table.push_str(&format!("{name:<width$} | {figure:>24} | {target}\n"));
     }
     table
+}
+
+/// The batch rows: 10,000 runs 100 at a time under each wait strategy, per run,
+/// against a JoinSet and a Semaphore by hand (the paired ratio has a target).
+fn many_rows(out: &Path) -> Vec<(&'static str, String, String)> {
+    let stats = report(out, "many_paired.json");
+    let row = |name: &'static str, key: &str| {
+        let ns = json_number(&stats, &format!("{key}_ns"));
+        let by_hand = json_number(&stats, &format!("{key}_by_hand_ns"));
+        let ratio = json_number(&stats, &format!("{key}_ratio"));
+        let figure = match (ns, by_hand) {
+            (Some(ns), Some(by_hand)) => format!("{ns:.0} ns (by hand {by_hand:.0} ns)"),
+            _ => "n/a".into(),
+        };
+        let target = format!(
+            "<= 1.20x {} ({})",
+            verdict(ratio.map(|r| r <= 1.2)),
+            ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2}x"))
+        );
+        (name, figure, target)
+    };
+    vec![
+        row("many: 10,000 runs, 100 at a time, wait for all", "forever"),
+        row("many: wait for a quota", "quota"),
+        row("many: wait for a duration", "duration"),
+        row("many: quota or duration", "quota_or_duration"),
+    ]
 }
 
 /// The durable-wait rows: heap per parked run (the store's rows or cache) beside a run

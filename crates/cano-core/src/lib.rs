@@ -49,6 +49,7 @@ pub mod error {
 }
 pub mod checkpoint;
 pub mod hash;
+pub mod many;
 pub mod node;
 pub mod observer;
 pub mod resource;

@@ -426,7 +426,7 @@
 // On docs.rs, each item gated by a feature says which (nightly rustdoc only).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use cano_core::{error, node, resource, run, store, wait};
+pub use cano_core::{error, many, node, resource, run, store, wait};
 
 /// Checkpoints: the full checkpoint store trait a backend implements, its rows, a run's
 /// durable data and a task's saved progress. The simple store of cano 0.13 is
@@ -472,6 +472,7 @@ pub mod observer {
 /// split/join settings and results at cano 0.13's paths.
 pub mod workflow {
     pub use cano_core::StateEntry;
+    pub use cano_core::many::WaitStrategy;
     pub use cano_core::workflow::*;
     #[cfg(feature = "split")]
     pub use cano_split::{JoinConfig, JoinStrategy, SplitResult, SplitTaskResult};

@@ -273,7 +273,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
 
     /// What a spawned run's task holds: every kind of run inline (see
     /// `orchestrate_with`), as the future is moved once, into its task.
-    fn spawned(
+    pub(crate) fn spawned(
         self,
         initial: S,
         options: RunOptions,
