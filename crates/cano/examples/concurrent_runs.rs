@@ -81,6 +81,12 @@ async fn main() -> Result<(), CanoError> {
         "\n{} built, {} failed, {} cancelled, {} not started",
         counts.finished, counts.failed, counts.cancelled, counts.not_started
     );
-    assert_eq!(counts.finished, 20, "the quota came first");
+    // The quota came first. (Reports that ended in the same millisecond as the 20th
+    // keep their outcome, so one or two more than 20 may have been built.)
+    assert!(counts.finished >= 20, "the quota came first");
+    assert_eq!(
+        counts.finished + counts.failed + counts.cancelled + counts.not_started,
+        50
+    );
     Ok(())
 }
