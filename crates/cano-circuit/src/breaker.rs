@@ -18,6 +18,7 @@ use cano_error::CanoError;
 
 use crate::clock::{Clock, nanos};
 use crate::policy::{BreakerPolicy, CircuitPolicy, TripRule};
+use crate::refusal::Refusal;
 use crate::window::Window;
 
 const CLOSED: u64 = 0;
@@ -246,12 +247,32 @@ impl CircuitBreaker {
             return Ok(Permit::new(self, word, None));
         }
         self.acquire_slow(word)
+            .map_err(|refusal| match (&refusal, &self.mistake) {
+                // The policy's own error, as `check` gives it.
+                (Refusal::Misconfigured { .. }, Some(mistake)) => mistake.clone(),
+                _ => refusal.into(),
+            })
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), with the breaker's own [`Refusal`]
+    /// (which converts into the `CanoError` `try_acquire` gives): for code that uses
+    /// the breaker without a workflow and wants to know why, and until when.
+    #[inline]
+    pub fn try_admit(&self) -> Result<Permit<'_>, Refusal> {
+        let word = self.word.load(Ordering::Acquire);
+        if word & STATE_MASK == CLOSED {
+            return Ok(Permit::new(self, word, None));
+        }
+        self.acquire_slow(word)
     }
 
     #[cold]
-    fn acquire_slow(&self, seen: u64) -> Result<Permit<'_>, CanoError> {
+    fn acquire_slow(&self, seen: u64) -> Result<Permit<'_>, Refusal> {
         if let Some(mistake) = &self.mistake {
-            return Err(mistake.clone());
+            return Err(Refusal::Misconfigured {
+                name: self.name.to_string(),
+                reason: mistake.message().to_owned(),
+            });
         }
         if seen & STATE_MASK == OPEN {
             // Refusing needs no lock: the lock is only for turning half-open.
@@ -276,27 +297,25 @@ impl CircuitBreaker {
                 probes.in_flight += 1;
                 Ok(Permit::new(self, word, None))
             }
-            _ => Err(CanoError::circuit_open(format!(
-                "circuit breaker `{}` is half-open and its {} probe call(s) are still running; this call is refused until they report",
-                self.name, probes.in_flight
-            ))
-            .with_hint("retry after the probes finish, or allow more probes (half_open_max_calls)")),
+            _ => Err(Refusal::ProbesBusy {
+                name: self.name.to_string(),
+                in_flight: probes.in_flight,
+            }),
         }
     }
 
     /// Refuses while an open breaker's reset timeout is still running.
-    fn still_cooling(&self) -> Result<(), CanoError> {
+    fn still_cooling(&self) -> Result<(), Refusal> {
         let now = self.clock.now();
         let retry_at = self.retry_at.load(Ordering::Acquire);
         if now >= retry_at {
             return Ok(());
         }
-        Err(CanoError::circuit_open(format!(
-            "circuit breaker `{}` is open: calls are refused for another {:?}",
-            self.name,
-            Duration::from_nanos(retry_at - now)
-        ))
-        .with_hint("wait for the breaker's reset timeout or fix the failing dependency; attempts refused by an open breaker do not use up retries"))
+        Err(Refusal::Open {
+            name: self.name.to_string(),
+            until: self.clock.instant_at(retry_at),
+            remaining: Duration::from_nanos(retry_at - now),
+        })
     }
 
     /// Reports that the call behind `permit` succeeded. Returns the state the breaker
@@ -580,6 +599,73 @@ mod tests {
         assert_eq!(b.state(), CircuitState::HalfOpen);
         assert_eq!(b.record_success(second), Some(CircuitState::Closed));
         assert_eq!(b.breaker_policy().successes_to_close(), 2);
+    }
+
+    #[test]
+    fn try_admit_says_why_in_the_breakers_own_type_and_converts_to_the_same_error() {
+        // Open, with the time its reset timeout ends.
+        let b = CircuitBreaker::named(
+            "payments",
+            CircuitPolicy {
+                failure_threshold: 1,
+                reset_timeout: Duration::from_secs(60),
+                half_open_max_calls: 1,
+            },
+        );
+        let opened_at = Instant::now();
+        fail(&b);
+        let refusal = b.try_admit().unwrap_err();
+        let Refusal::Open {
+            name,
+            until,
+            remaining,
+        } = &refusal
+        else {
+            panic!("{refusal:?}");
+        };
+        assert_eq!(name, "payments");
+        assert!(*remaining <= Duration::from_secs(60) && *remaining > Duration::from_secs(50));
+        assert!(*until >= opened_at + Duration::from_secs(50));
+        assert_eq!(CircuitState::Open { until: *until }, b.state());
+        let error = CanoError::from(refusal.clone());
+        assert!(matches!(error, CanoError::CircuitOpen(_)));
+        assert_eq!(error.message(), refusal.to_string());
+        assert!(matches!(b.try_acquire(), Err(CanoError::CircuitOpen(_))));
+
+        // Half-open with its one probe out.
+        let b = CircuitBreaker::named(
+            "ledger",
+            CircuitPolicy {
+                failure_threshold: 1,
+                reset_timeout: Duration::ZERO,
+                half_open_max_calls: 1,
+            },
+        );
+        fail(&b);
+        let probe = b.try_admit().unwrap();
+        assert_eq!(
+            b.try_admit().unwrap_err(),
+            Refusal::ProbesBusy {
+                name: "ledger".into(),
+                in_flight: 1
+            }
+        );
+        b.record_success(probe);
+        assert!(b.try_admit().is_ok(), "closed again");
+
+        // Misconfigured: refused every time, and try_acquire keeps the policy's error.
+        let bad = CircuitBreaker::named(
+            "broken",
+            CircuitPolicy {
+                failure_threshold: 0,
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            bad.try_admit(),
+            Err(Refusal::Misconfigured { .. })
+        ));
+        assert_eq!(bad.try_acquire().unwrap_err(), bad.check().unwrap_err());
     }
 
     fn fail(b: &CircuitBreaker) -> Option<CircuitState> {

@@ -36,8 +36,10 @@ mod breaker;
 mod clock;
 mod limiter;
 mod policy;
+mod refusal;
 mod window;
 
 pub use breaker::{CircuitBreaker, CircuitState, Permit};
 pub use limiter::RateLimiter;
 pub use policy::{BreakerPolicy, CircuitPolicy, Classifier, TripRule};
+pub use refusal::Refusal;
