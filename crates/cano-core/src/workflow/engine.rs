@@ -17,18 +17,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures::future::Either;
-use tokio::task::JoinHandle;
 
 use super::bounds::{Bounded, Caught, Stop};
 use super::compensation::{Compensations, resumed_failure};
+use super::handle::RunHandle;
 use super::handler::{StateContext, TaskEnv};
 use super::{Handler, ResourceLifecycle, Slot, Workflow, WorkflowState, hinted};
 use crate::checkpoint::Journal;
 use crate::error::CanoError;
-use crate::observer::{Interest, RunObserver};
+use crate::observer::Interest;
 use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions, RunStart};
 use crate::task::{RegisteredTask, TaskResult};
@@ -418,22 +417,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let mut env: Option<Box<TaskEnv<K>>> = None;
             // Without spans to record or a journal to write, a direct slot's task is
             // awaited right here (see below).
-            let plain = !run.is_traced() && run.journal().is_none();
-            // Nothing to check or tell between states either: no token, no observer of
-            // states or tasks. Such a run tests one flag per transition.
-            let lean = plain
-                && run.cancellation_token().is_none()
-                && !heard.intersects(
-                    Interest::STATES | Interest::TASK_STARTS | Interest::TASK_SUCCESSES,
-                );
-            // A lone observer, kept at hand (reached from the run's future in one load
-            // instead of through the workflow on every event), and which events to
-            // tell before a task: both worked out once, not on every transition.
-            let (single, before) = if lean {
-                (None, Before::Nothing)
-            } else {
-                (self.spec.observers.single(), Before::wanted(heard))
-            };
+            // Nothing to check or tell between states either (`lean`): no token, no
+            // observer of states or tasks. Such a run tests one flag per transition.
+            let (plain, lean, single, before) = self.fast_paths(run, heard);
             let mut transitions: u32 = 0;
             // Every slot the loop enters runs a handler or ends the run: a slot with
             // neither (only declared transitions) fails validation, so no run starts.
@@ -488,24 +474,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             if run.is_cancelled() {
                                 return Err(self.cancelled(state, run));
                             }
-                            // Both events before the task in one call when both are wanted.
-                            // (In a block of its own: nothing here is kept in the run's
-                            // future across the task's await.)
-                            {
-                                let (run_id, name) = (run.run_id(), entry.name());
-                                match before {
-                                    Before::Nothing => {}
-                                    Before::State => {
-                                        self.tell(single, |o| o.state_entered(run_id, state));
-                                    }
-                                    Before::Start => self.tell(single, |o| {
-                                        o.task_started(run_id, state, name, 1);
-                                    }),
-                                    Before::Both => self.tell(single, |o| {
-                                        o.state_and_task_started(run_id, state, name);
-                                    }),
-                                }
-                            }
+                            self.tell_before(single, before, run.run_id(), state, entry.name());
                             break 'next first_attempt!(entry, {
                                 if heard.contains(Interest::TASK_SUCCESSES) {
                                     self.tell(single, |o| {
@@ -585,16 +554,6 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         }
     }
 
-    /// Tells the observers of an event: `single`, when the run keeps its lone observer
-    /// at hand, or each of them.
-    #[inline(always)]
-    fn tell(&self, single: Option<&dyn RunObserver>, mut f: impl FnMut(&dyn RunObserver)) {
-        match single {
-            Some(observer) => f(observer),
-            None => self.spec.observers.each(f),
-        }
-    }
-
     /// A plain task's first attempt that did not simply name the next state: a failure
     /// goes on to the retries the task's config allows, a split is refused.
     fn after_plain<'a>(
@@ -665,100 +624,6 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         CanoError::workflow(format!("no handler is registered for this state{origin}"))
             .at(state, "")
             .with_hint("register a task for it with .register(state, task), or make it an exit state with .add_exit_state(state)")
-    }
-}
-
-/// Which of the events before a plain task a run's observers want told.
-#[derive(Clone, Copy)]
-enum Before {
-    Nothing,
-    State,
-    Start,
-    /// Both, in one call ([`RunObserver::state_and_task_started`]).
-    Both,
-}
-
-impl Before {
-    /// What a run whose observers want `heard` tells before a plain task.
-    fn wanted(heard: Interest) -> Self {
-        match (
-            heard.contains(Interest::STATES),
-            heard.contains(Interest::TASK_STARTS),
-        ) {
-            (false, false) => Self::Nothing,
-            (true, false) => Self::State,
-            (false, true) => Self::Start,
-            (true, true) => Self::Both,
-        }
-    }
-}
-
-/// A run started with [`Workflow::spawn`]: await it for the result, or cancel it.
-#[must_use = "dropping the handle detaches the run; await it to get its result"]
-pub struct RunHandle<S> {
-    join: JoinHandle<Result<S, CanoError>>,
-    token: CancellationToken,
-    run_id: RunId,
-}
-
-impl<S> RunHandle<S> {
-    pub(crate) fn new(
-        join: JoinHandle<Result<S, CanoError>>,
-        token: CancellationToken,
-        run_id: RunId,
-    ) -> Self {
-        Self {
-            join,
-            token,
-            run_id,
-        }
-    }
-
-    /// Cancels the run: it stops at its next await point, tears its resources down and
-    /// returns [`CanoError::Cancelled`].
-    pub fn cancel(&self) {
-        self.token.cancel();
-    }
-
-    /// The run's id.
-    pub fn run_id(&self) -> RunId {
-        self.run_id
-    }
-
-    /// The run's cancellation token.
-    pub fn cancellation_token(&self) -> &CancellationToken {
-        &self.token
-    }
-
-    /// Whether the run has ended.
-    pub fn is_finished(&self) -> bool {
-        self.join.is_finished()
-    }
-}
-
-impl<S> Future for RunHandle<S> {
-    type Output = Result<S, CanoError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.join)
-            .poll(cx)
-            .map(|joined| match joined {
-                Ok(result) => result,
-                Err(e) if e.is_panic() => Err(CanoError::from_panic(e.into_panic())),
-                Err(_) => Err(CanoError::cancelled(
-                    "the run's tokio task was aborted (its runtime shut down)",
-                )
-                .with_hint("keep the tokio runtime running until the spawned run has finished")),
-            })
-    }
-}
-
-impl<S> std::fmt::Debug for RunHandle<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunHandle")
-            .field("run_id", &self.run_id)
-            .field("cancelled", &self.token.is_cancelled())
-            .finish()
     }
 }
 

@@ -22,7 +22,7 @@ use crate::resource::ResourceKey;
 use crate::run::{CancellationToken, RunContext, RunId, RunOptions};
 
 use super::compensation::{self, Compensations, RollbackOutcome};
-use super::engine::RunHandle;
+use super::handle::RunHandle;
 
 /// A workflow's checkpoint store with the functions that encode its states (public only
 /// as what [`IntoCheckpointing`] builds).
