@@ -87,6 +87,7 @@ mod schema;
 mod signals;
 mod store;
 mod worker;
+mod worker_sql;
 
 pub use cron::{ClusterEvent, ClusterScheduler, RunningClusterScheduler};
 pub use db::PgOptions;

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use cano_core::checkpoint::{Bincode, Codec};
+use cano_core::run::RunJournal;
 use cano_core::{
     CanoError, DefaultKey, HandlerFuture, HandlerInfo, Node, ResourceKey, Resources, StateContext,
     StateHandler, TaskConfig, TaskResult, Workflow, WorkflowState,

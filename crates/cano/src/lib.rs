@@ -451,6 +451,7 @@ pub mod ext {
         is_running_here, replay, signal_limit_error, signal_taken_error, until_not_running_here,
     };
     pub use cano_core::hash;
+    pub use cano_core::run::RunJournal;
     pub use cano_core::{
         CompensationFuture, HandlerFuture, HandlerInfo, Observers, RegisteredTask, SignalInfo,
         StateContext, StateHandler, TaskEnv, short_type_name,

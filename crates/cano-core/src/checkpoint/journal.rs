@@ -52,7 +52,8 @@ struct Built {
 
 /// The checkpoint log of one run: the store, where the run stands, and its durable data.
 ///
-/// Handlers reach it through `RunContext::journal`; plain tasks never need it.
+/// Handlers reach it through `RunJournal::journal` on their `RunContext`; plain tasks
+/// never need it.
 ///
 /// # When an append fails
 ///

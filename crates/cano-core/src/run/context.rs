@@ -57,7 +57,7 @@ impl fmt::Debug for RunContext {
             .field("run_id", &self.run_id)
             .field("cancel", &self.cancellation_token())
             .field("outputs", &self.outputs())
-            .field("journal", &self.journal())
+            .field("journal", &self.journal_of())
             .finish_non_exhaustive()
     }
 }
@@ -355,16 +355,15 @@ impl RunContext {
         self.shared.as_deref()?.outputs.as_ref()
     }
 
-    /// The run's checkpoint journal, in runs of a workflow with a checkpoint store.
-    /// Handlers that save progress of their own (stepped tasks) write through it.
-    pub fn journal(&self) -> Option<&Arc<Journal>> {
+    /// The run's checkpoint journal (see [`RunJournal`], the public way to it).
+    pub(crate) fn journal_of(&self) -> Option<&Arc<Journal>> {
         self.shared.as_deref()?.journal.as_ref()
     }
 
     /// The run's durable data (see [`DurableStore`]), in runs of a workflow with a
     /// checkpoint store.
     pub fn durable(&self) -> Option<&DurableStore> {
-        self.journal().map(|j| j.durable())
+        self.journal_of().map(|j| j.durable())
     }
 
     /// Whether the run was cancelled.
@@ -433,7 +432,22 @@ impl TaskProgress {
     /// split) need distinct names, or they would share their progress.
     pub fn current(task: &str) -> Option<Self> {
         let run = RunContext::current()?;
-        Some(Self::in_journal(run.journal()?.clone(), task))
+        Some(Self::in_journal(run.journal_of()?.clone(), task))
+    }
+}
+
+/// For extension crates: a run's checkpoint journal, in runs of a workflow with a
+/// checkpoint store. Handlers that save progress of their own (stepped tasks) write
+/// through it. Engine plumbing, outside the semver promise (the facade re-exports it
+/// in `cano::ext` only); a task never needs it.
+pub trait RunJournal {
+    /// The run's journal, if its workflow has a checkpoint store.
+    fn journal(&self) -> Option<&Arc<Journal>>;
+}
+
+impl RunJournal for RunContext {
+    fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal_of()
     }
 }
 

@@ -26,6 +26,6 @@ mod options;
 
 pub use crate::run_id::RunId;
 pub use cancel::CancellationToken;
-pub use context::{DrainGuard, RunContext};
+pub use context::{DrainGuard, RunContext, RunJournal};
 pub(crate) use context::{RunStart, SharedRuns};
 pub use options::RunOptions;

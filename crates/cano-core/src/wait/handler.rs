@@ -32,7 +32,7 @@ impl<S: WorkflowState> WaitHandler<S> {
     }
 
     async fn run(&self, state: &S, run: &RunContext) -> Result<S, CanoError> {
-        let journal = run.journal().ok_or_else(|| no_inbox(state))?;
+        let journal = run.journal_of().ok_or_else(|| no_inbox(state))?;
         let signals = journal.signals().ok_or_else(|| no_inbox(state))?;
         let record = journal
             .take_resumed_cursor()

@@ -86,7 +86,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         run: &RunContext,
     ) -> Result<(), CanoError> {
         let key = saga.push(state.clone(), output.as_slice().into());
-        let (Some(journal), Some(checkpointing)) = (run.journal(), &self.spec.checkpoint) else {
+        let (Some(journal), Some(checkpointing)) = (run.journal_of(), &self.spec.checkpoint) else {
             return Ok(());
         };
         let saved = SavedStep {
@@ -124,7 +124,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             let spec = &*self.spec;
             let observers = &spec.observers;
             let message = original.to_string();
-            let journal = run.journal();
+            let journal = run.journal_of();
             let mut failures = Vec::new();
             // A resumed rollback has its marker and its rows already. A new one is
             // recorded before any compensation runs: a rollback the log does not know

@@ -495,7 +495,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                     if heard.contains(Interest::STATES) {
                         self.tell(single, |o| o.state_entered(run.run_id(), state));
                     }
-                    if let Some(journal) = run.journal()
+                    if let Some(journal) = run.journal_of()
                         && handler.writes_checkpoint()
                     {
                         self.checkpoint_enter(journal, state, run)

@@ -48,7 +48,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         run: &RunContext,
         heard: Interest,
     ) -> (bool, bool, Option<&dyn RunObserver>, Before) {
-        let plain = !run.is_traced() && run.journal().is_none();
+        let plain = !run.is_traced() && run.journal_of().is_none();
         let lean = plain
             && run.cancellation_token().is_none()
             && !heard

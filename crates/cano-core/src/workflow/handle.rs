@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use crate::error::CanoError;
 use crate::run::{CancellationToken, RunId};
 
-/// A run started with [`Workflow::spawn`]: await it for the result, or cancel it.
+/// A run started with [`Workflow::spawn`](crate::Workflow::spawn): await it for the result, or cancel it.
 #[must_use = "dropping the handle detaches the run; await it to get its result"]
 pub struct RunHandle<S> {
     join: JoinHandle<Result<S, CanoError>>,
