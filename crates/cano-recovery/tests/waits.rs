@@ -615,3 +615,56 @@ async fn on_sled_a_signal_and_its_take_survive_reopening_the_store() {
     assert_eq!(woken[0].1.as_ref().unwrap(), &Order::Done);
     assert!(wf.query(run).await.unwrap().inbox.is_empty());
 }
+
+/// Tells the test how each run ended, failures included.
+struct AnyEnd(tokio::sync::mpsc::UnboundedSender<(RunId, Result<String, String>)>);
+
+impl cano_core::RunObserver for AnyEnd {
+    fn run_ended(&self, run: RunId, outcome: Result<&dyn std::fmt::Debug, &CanoError>) {
+        let outcome = outcome.map(|s| format!("{s:?}")).map_err(|e| e.to_string());
+        let _ = self.0.send((run, outcome));
+    }
+}
+
+#[tokio::test]
+async fn the_workflow_timeout_counts_while_a_run_is_parked() {
+    let store = MemoryCheckpointStore::new();
+    let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let wf = workflow(store.clone(), step(Order::Approval))
+        .with_timeout(Duration::from_millis(300))
+        .with_observer(Arc::new(AnyEnd(tx)));
+    let run = RunId::from(40);
+    assert!(start(&wf, run).await.unwrap_err().is_parked());
+    let (_, first) = ended.recv().await.unwrap();
+    assert!(first.unwrap_err().contains("parked"));
+    // It wakes at the workflow's deadline, not the wait's two minutes.
+    let deadline = wf
+        .query(run)
+        .await
+        .unwrap()
+        .waiting
+        .unwrap()
+        .deadline
+        .unwrap();
+    assert!(deadline <= SystemTime::now() + Duration::from_millis(300));
+    let token = cano_core::CancellationToken::new();
+    let serving = tokio::spawn({
+        let (wf, token) = (wf.clone(), token.clone());
+        async move { wf.serve_waits(token).await }
+    });
+    let (woken, outcome) = ended.recv().await.unwrap();
+    assert_eq!(woken, run);
+    let error = outcome.unwrap_err();
+    assert!(
+        error.contains("timed out") && error.contains("Approval"),
+        "{error}"
+    );
+    token.cancel();
+    serving.await.unwrap().unwrap();
+    let view = wf.query(run).await.unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    // A signal after the timeout revives nothing.
+    let late = wf.signal(run, "approval", &yes()).await.unwrap();
+    assert!(matches!(late, Sent::Buffered { .. }), "{late:?}");
+    assert!(wf.wake_parked().await.unwrap().is_empty());
+}

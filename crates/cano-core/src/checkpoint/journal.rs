@@ -11,6 +11,9 @@ use super::{CheckpointRow, CheckpointStore, DataChange, DurableStore, Retention,
 use crate::error::CanoError;
 use crate::run_id::RunId;
 
+/// The durable key of a run's start time (ms since the Unix epoch).
+const STARTED_KEY: &str = "\u{0}cano/run/started_ms";
+
 /// What a journal knows of the run's position.
 struct Progress {
     next_seq: u64,
@@ -71,6 +74,7 @@ pub struct Journal {
     version: u32,
     compact_after: u32,
     retention: Retention,
+    timeout: Option<std::time::Duration>,
     durable: DurableStore,
     progress: Mutex<Progress>,
     /// Taken from numbering a row until it is appended, so rows reach the store in
@@ -103,6 +107,8 @@ pub(crate) struct JournalConfig {
     pub(crate) version: u32,
     pub(crate) compact_after: u32,
     pub(crate) retention: Retention,
+    /// The workflow's timeout (`Workflow::with_timeout`), for waits to bound a park.
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 impl Built {
@@ -122,6 +128,7 @@ impl Journal {
             version: config.version,
             compact_after: config.compact_after.max(1),
             retention: config.retention,
+            timeout: config.timeout,
             durable: start.durable,
             progress: Mutex::new(Progress {
                 next_seq: start.next_seq,
@@ -182,6 +189,32 @@ impl Journal {
         })
         .await
         .map(|seq| seq.unwrap_or_default())
+    }
+
+    /// Records when the run started (a fresh run, before its first row), so that the
+    /// workflow's timeout still counts while the run is parked in a wait.
+    pub(crate) fn mark_started(&self) {
+        if self.timeout.is_some() {
+            self.durable.put_engine(
+                STARTED_KEY.to_owned(),
+                super::now_ms().to_be_bytes().to_vec(),
+            );
+        }
+    }
+
+    /// When the workflow's timeout ends for this run, in milliseconds since the Unix
+    /// epoch: its recorded start plus the timeout. `None` without a timeout (or
+    /// `Duration::MAX`), or for a run started before starts were recorded.
+    pub(crate) fn run_deadline_ms(&self) -> Option<u64> {
+        let timeout = self.timeout.filter(|t| *t != std::time::Duration::MAX)?;
+        let started = self.durable.get_engine(STARTED_KEY)?;
+        let started = u64::from_be_bytes(<[u8; 8]>::try_from(&*started).ok()?);
+        started.checked_add(u64::try_from(timeout.as_millis()).ok()?)
+    }
+
+    /// The workflow's timeout.
+    pub(crate) fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout
     }
 
     /// The store's signal inbox, when it keeps one.

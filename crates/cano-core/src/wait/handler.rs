@@ -47,6 +47,12 @@ impl<S: WorkflowState> WaitHandler<S> {
                 .with_source(e)
                 .permanent()
             })?;
+        // The workflow's timeout counts while the run is parked: past it, the run fails
+        // as a live run would, whatever woke it.
+        let limit = journal.run_deadline_ms();
+        if limit.is_some_and(|at| at <= now_ms()) {
+            return Err(self.timed_out_run(state, journal));
+        }
         let (deadline, parked) = match record {
             // Resumed after its signal was taken: the same signal leads on again.
             Some(WaitRecord::Signal { name, payload, id }) => {
@@ -56,13 +62,20 @@ impl<S: WorkflowState> WaitHandler<S> {
             // Woken (or resumed) while parked: the deadline set when it parked holds.
             Some(WaitRecord::Parked { deadline_ms, .. }) => (deadline_ms, false),
             None => {
-                let deadline = self.deadline(state, journal.durable())?;
+                // It wakes at its own deadline or the workflow's, whichever is first.
+                let deadline = match (self.deadline(state, journal.durable())?, limit) {
+                    (Some(own), Some(run)) => Some(own.min(run)),
+                    (own, run) => own.or(run),
+                };
                 self.park(journal, state, deadline).await?;
                 (deadline, true)
             }
         };
         if let Some(next) = self.take_signal(journal, signals, state).await? {
             return Ok(next);
+        }
+        if limit.is_some_and(|at| at <= now_ms()) {
+            return Err(self.timed_out_run(state, journal));
         }
         if deadline.is_some_and(|at| at <= now_ms()) {
             journal
@@ -152,6 +165,17 @@ impl<S: WorkflowState> WaitHandler<S> {
             .permanent());
         }
         Ok(next)
+    }
+
+    /// The error of a run whose workflow timeout ended while it waited.
+    fn timed_out_run(&self, state: &S, journal: &Journal) -> CanoError {
+        let limit = journal.timeout().unwrap_or_default();
+        CanoError::workflow(format!(
+            "workflow timed out after {limit:?}, while run {} waited in state {state:?}",
+            journal.run_id()
+        ))
+        .at(state, "")
+        .with_hint("raise Workflow::with_timeout, or give the wait a shorter timeout of its own")
     }
 
     fn timed_out(&self, state: &S) -> Result<S, CanoError> {

@@ -646,6 +646,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 version: settings.version,
                 compact_after: settings.compact_after,
                 retention: settings.retention,
+                timeout: self.spec.timeout,
             },
             run,
             start,
@@ -772,6 +773,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         let journal = Arc::new(self.journal(checkpointing, run_id, Start::fresh()));
+        journal.mark_started();
         let saga = self
             .spec
             .compensating
