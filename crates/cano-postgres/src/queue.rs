@@ -2,7 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use cano_core::checkpoint::{Bincode, decode_state, encode_state};
 use cano_core::{CanoError, RunId};
@@ -10,6 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::db::{retry_transient, run_key, run_of};
+use crate::queue_spec::{QueueSpec, WhenFull, limit_of};
+use crate::queue_sql::QueueSql;
 use crate::store::PostgresCheckpointStore;
 
 /// Where a queued run stands.
@@ -27,6 +30,9 @@ pub enum QueueStatus {
     /// Parked in a wait state, without a lease: a worker claims it again once a
     /// signal it waits for is sent or its deadline passes.
     Parked,
+    /// Cancelled: by [`RunQueue::cancel`], or by its queue's [`WhenFull`] policy
+    /// (skipped, or cancelled in favour of a newer run); [`QueuedRun::error`] says why.
+    Cancelled,
 }
 
 impl QueueStatus {
@@ -36,13 +42,14 @@ impl QueueStatus {
             "running" => Self::Running,
             "finished" => Self::Finished,
             "parked" => Self::Parked,
+            "cancelled" => Self::Cancelled,
             _ => Self::Failed,
         }
     }
 
-    /// Whether the run is over (finished or failed).
+    /// Whether the run is over (finished, failed or cancelled).
     pub fn is_over(self) -> bool {
-        matches!(self, Self::Finished | Self::Failed)
+        matches!(self, Self::Finished | Self::Failed | Self::Cancelled)
     }
 }
 
@@ -61,6 +68,12 @@ pub struct QueuedRun {
     pub claims: u32,
     /// The worker that holds (or last held) it.
     pub worker: Option<String>,
+    /// The named queue it is on (`None`: the default queue, without limits).
+    pub queue: Option<String>,
+    /// Its partition key (`None`: none given).
+    pub partition: Option<String>,
+    /// Its priority (higher is claimed first).
+    pub priority: i32,
     /// The `Debug` text of its exit state, once finished.
     pub final_label: Option<String>,
     /// Why it failed, once failed.
@@ -87,6 +100,10 @@ pub struct Enqueued {
     pub run: RunId,
     /// Whether this call created it (`false`: the key had been used; nothing was added).
     pub created: bool,
+    /// Whether this call found its partition full under [`WhenFull::Skip`]: the run
+    /// is recorded as [`QueueStatus::Cancelled`] and never runs. (A repeated enqueue,
+    /// `created: false`, says `false`: [`RunQueue::status`] tells how the first went.)
+    pub skipped: bool,
 }
 
 /// How to enqueue a run.
@@ -94,6 +111,19 @@ pub struct Enqueued {
 pub struct EnqueueOptions {
     run: Option<RunId>,
     key: Option<String>,
+    queue: Option<String>,
+    partition: Option<String>,
+    priority: i32,
+    start: Option<Start>,
+}
+
+/// When a delayed run may start.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// This long after the enqueue, on the database's clock.
+    After(Duration),
+    /// At this time.
+    At(SystemTime),
 }
 
 impl EnqueueOptions {
@@ -113,6 +143,74 @@ impl EnqueueOptions {
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
+    }
+
+    /// Puts the run on the named queue `queue` (declared first with
+    /// [`RunQueue::declare`]), whose limits then apply to it.
+    pub fn on_queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Puts the run in partition `key` of its queue (a tenant, a customer): the queue's
+    /// partition limit and [`WhenFull`] policy count runs per key, and partitions take
+    /// turns. Needs [`on_queue`](Self::on_queue); an empty key is no key.
+    pub fn with_partition(mut self, key: impl Into<String>) -> Self {
+        self.partition = Some(key.into());
+        self
+    }
+
+    /// Claims the run before runs of lower priority (0 by default; higher first, any
+    /// `i32`). Among runs of equal priority the oldest goes first; on a partitioned
+    /// queue priority comes before the partitions' turns.
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Lets no worker claim the run until `delay` after the enqueue (on the
+    /// database's clock, so workers' clocks do not matter).
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.start = Some(Start::After(delay));
+        self
+    }
+
+    /// Lets no worker claim the run before `at` (a time already past starts it at once).
+    pub fn not_before(mut self, at: SystemTime) -> Self {
+        self.start = Some(Start::At(at));
+        self
+    }
+
+    /// The start's parameters: a delay in ms, or a time in ms since the Unix epoch.
+    fn start_params(&self) -> Result<(Option<f64>, Option<i64>), CanoError> {
+        // Past this, a timestamp no longer holds it (about 100 years).
+        const FURTHEST_MS: f64 = 3.15e12;
+        match self.start {
+            None => Ok((None, None)),
+            Some(Start::After(delay)) => {
+                let ms = delay.as_secs_f64() * 1000.0;
+                if ms > FURTHEST_MS {
+                    return Err(CanoError::configuration(format!(
+                        "a start delay of {delay:?} is past what the queue can hold (about 100 years)"
+                    ))
+                    .with_hint("delay runs by at most years; a run that should never start need not be enqueued"));
+                }
+                Ok((Some(ms), None))
+            }
+            Some(Start::At(at)) => {
+                let ms = match at.duration_since(SystemTime::UNIX_EPOCH) {
+                    Ok(since) => since.as_millis(),
+                    Err(_) => 0, // before 1970: already past
+                };
+                if ms as f64 > FURTHEST_MS * 2.0 {
+                    return Err(CanoError::configuration(format!(
+                        "a start time {ms} ms after 1970 is past what the queue can hold"
+                    ))
+                    .with_hint("give a start time within this century"));
+                }
+                Ok((None, Some(ms as i64)))
+            }
+        }
     }
 }
 
@@ -161,11 +259,7 @@ impl EnqueueOptions {
 #[derive(Clone)]
 pub struct RunQueue {
     store: PostgresCheckpointStore,
-    insert: String,
-    by_key: String,
-    select: String,
-    select_many: String,
-    cancel_parked: String,
+    sql: Arc<QueueSql>,
 }
 
 impl fmt::Debug for RunQueue {
@@ -176,7 +270,8 @@ impl fmt::Debug for RunQueue {
     }
 }
 
-fn record(r: &tokio_postgres::Row) -> QueuedRun {
+pub(crate) fn record(r: &tokio_postgres::Row) -> QueuedRun {
+    let partition: String = r.get(9);
     QueuedRun {
         run: run_of(r.get(0)),
         workflow: r.get(1),
@@ -186,7 +281,28 @@ fn record(r: &tokio_postgres::Row) -> QueuedRun {
         final_label: r.get(5),
         error: r.get(6),
         final_state: r.get(7),
+        queue: r.get(8),
+        partition: (!partition.is_empty()).then_some(partition),
+        priority: r.get(10),
     }
+}
+
+/// A named queue's settings, from a row of `cano_queues`.
+fn spec_of(r: &tokio_postgres::Row) -> QueueSpec {
+    let mut spec = QueueSpec::new(r.get::<_, String>(0));
+    if let Some(n) = limit_of(r.get(1)) {
+        spec = spec.with_concurrency(n);
+    }
+    if let Some(n) = limit_of(r.get(2)) {
+        spec = spec.with_worker_concurrency(n);
+    }
+    if let Some(n) = limit_of(r.get(3)) {
+        spec = spec.with_partition_concurrency(n);
+    }
+    if let (Some(n), Some(ms)) = (limit_of(r.get(4)), r.get::<_, Option<i64>>(5)) {
+        spec = spec.with_rate_limit(n, Duration::from_millis(ms.max(0) as u64));
+    }
+    spec.when_full(WhenFull::parse(r.get(6)))
 }
 
 /// The channel a worker listens on for new runs in `schema`.
@@ -199,49 +315,72 @@ pub(crate) fn done_channel(schema: &str) -> String {
     format!("cano_done_{schema}")
 }
 
+/// The channel on which workers hear that a run they drive is asked to cancel.
+pub(crate) fn cancel_channel(schema: &str) -> String {
+    format!("cano_cancel_{schema}")
+}
+
 impl RunQueue {
     /// The queue in `store`'s schema.
     pub fn new(store: &PostgresCheckpointStore) -> Self {
-        let db = store.db();
-        let runs = db.table("cano_runs");
-        let ready = ready_channel(&db.schema);
         Self {
             store: store.clone(),
-            insert: format!(
-                "WITH added AS (
-                    INSERT INTO {runs} (run_id, workflow, idempotency_key, initial_state, initial_label, status)
-                    VALUES ($1, $2, $3, $4, $5, 'queued')
-                    ON CONFLICT DO NOTHING RETURNING run_id),
-                 woke AS (SELECT pg_notify('{ready}', $2) FROM added)
-                 SELECT run_id, (SELECT count(*) FROM woke) FROM added"
-            ),
-            by_key: format!("SELECT run_id, workflow FROM {runs} WHERE idempotency_key = $1"),
-            select: format!(
-                "SELECT run_id, workflow, status, claims, worker, final_label, error, final_state
-                 FROM {runs} WHERE run_id = $1"
-            ),
-            select_many: format!(
-                "SELECT run_id, workflow, status, claims, worker, final_label, error, final_state
-                 FROM {runs} WHERE run_id = ANY($1)"
-            ),
-            cancel_parked: format!(
-                "WITH cancelled AS (
-                    UPDATE {runs} SET status = 'failed', finished_at = clock_timestamp(),
-                        wake_at = NULL, error = 'cancelled while parked'
-                    WHERE run_id = $1 AND status = 'parked'
-                    RETURNING run_id),
-                 note AS (SELECT pg_notify('{done}', run_id::text) FROM cancelled)
-                 SELECT count(*) FROM cancelled, note",
-                done = done_channel(&db.schema)
-            ),
+            sql: Arc::new(QueueSql::new(store.db())),
         }
     }
 
+    /// Creates the named queue `spec` describes, or changes its limits (workers read
+    /// them at every claim, so a change applies from the next claim on). Errors on a
+    /// spec that [`QueueSpec::validate`] refuses.
+    pub async fn declare(&self, spec: &QueueSpec) -> Result<(), CanoError> {
+        spec.validate()?;
+        let limit = |n: Option<u32>| n.map(|n| n as i32);
+        let (rate_count, rate_ms) = spec.rate_ms();
+        let db = self.store.db();
+        retry_transient(5, || async {
+            let client = db.client().await?;
+            client
+                .execute(
+                    &self.sql.declare,
+                    &[
+                        &spec.name(),
+                        &limit(spec.concurrency()),
+                        &limit(spec.worker_concurrency()),
+                        &limit(spec.partition_concurrency()),
+                        &rate_count,
+                        &rate_ms,
+                        &spec.full_policy().as_text(),
+                    ],
+                )
+                .await
+                .map_err(|e| db.error(&format!("declaring queue {:?}", spec.name()), e))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The settings of the named queue `name`, or `None` if it was never declared.
+    pub async fn spec(&self, name: &str) -> Result<Option<QueueSpec>, CanoError> {
+        let db = self.store.db();
+        let row = retry_transient(5, || async {
+            let client = db.client().await?;
+            client
+                .query_opt(&self.sql.spec, &[&name])
+                .await
+                .map_err(|e| db.error(&format!("reading queue {name:?}"), e))
+        })
+        .await?;
+        Ok(row.as_ref().map(spec_of))
+    }
+
     /// Enqueues a run of the workflow registered under `workflow` on the workers,
-    /// starting in `initial`. Idle workers are woken at once (LISTEN/NOTIFY).
+    /// starting in `initial`. Idle workers are woken at once (LISTEN/NOTIFY). On a
+    /// named queue ([`EnqueueOptions::on_queue`]) the queue's limits apply, and a full
+    /// partition its [`WhenFull`] policy.
     ///
     /// Errors: a run id that is already enqueued (without the same idempotency key),
-    /// or an idempotency key already used for another workflow.
+    /// an idempotency key already used for another workflow, a queue that was never
+    /// declared, a partition key without a queue, or a start too far ahead.
     pub async fn enqueue<S: Serialize + fmt::Debug>(
         &self,
         workflow: &str,
@@ -250,28 +389,53 @@ impl RunQueue {
     ) -> Result<Enqueued, CanoError> {
         let state = encode_state::<Bincode, S>(initial)?;
         let label = format!("{initial:?}");
+        let (delay_ms, at_ms) = options.start_params()?;
+        let partition = options.partition.clone().unwrap_or_default();
+        if options.queue.is_none() && !partition.is_empty() {
+            return Err(CanoError::configuration(format!(
+                "run of workflow {workflow:?} has partition key {partition:?} but no queue"
+            ))
+            .with_hint("partitions belong to a named queue: add EnqueueOptions::on_queue"));
+        }
         let run = options.run.unwrap_or_default();
         let db = self.store.db();
         let key = options.key.as_deref();
+        let row = Insert {
+            run: run_key(run),
+            workflow,
+            key,
+            state: &state,
+            label: &label,
+            queue: options.queue.as_deref(),
+            partition: &partition,
+            priority: options.priority,
+            delay_ms,
+            at_ms,
+        };
         let added = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query_opt(
-                    &self.insert,
-                    &[&run_key(run), &workflow, &key, &state, &label],
-                )
-                .await
-                .map_err(|e| db.error("enqueueing a run", e))
+            let mut client = db.client().await?;
+            let added = match row.queue {
+                None => self.insert(&client, &row, None).await,
+                Some(queue) => self.insert_on_queue(&mut client, &row, queue).await,
+            };
+            added.map_err(|e| match e {
+                Refused::Db(e) => db.error("enqueueing a run", e),
+                Refused::Cano(e) => e,
+            })
         })
         .await?;
-        if added.is_some() {
-            return Ok(Enqueued { run, created: true });
+        if let Some(skipped) = added {
+            return Ok(Enqueued {
+                run,
+                created: true,
+                skipped,
+            });
         }
         // Nothing inserted: the key or the run id is taken.
         if let Some(key) = key {
             let client = db.client().await?;
             if let Some(row) = client
-                .query_opt(&self.by_key, &[&key])
+                .query_opt(&self.sql.by_key, &[&key])
                 .await
                 .map_err(|e| db.error("looking up an idempotency key", e))?
             {
@@ -286,6 +450,7 @@ impl RunQueue {
                 return Ok(Enqueued {
                     run: first,
                     created: false,
+                    skipped: false,
                 });
             }
         }
@@ -297,6 +462,152 @@ impl RunQueue {
             .with_hint("enqueue each run id once; give enqueue an idempotency key to make retrying it safe"))
     }
 
+    /// Inserts `row`, as skipped (cancelled, with `skipped` the reason) if given; whether
+    /// it was inserted as skipped, or `None` if the key or run id was taken.
+    async fn insert(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        row: &Insert<'_>,
+        skipped: Option<&str>,
+    ) -> Result<Option<bool>, Refused> {
+        let status = if skipped.is_some() {
+            "cancelled"
+        } else {
+            "queued"
+        };
+        let added = client
+            .query_opt(
+                &self.sql.insert,
+                &[
+                    &row.run,
+                    &row.workflow,
+                    &row.key,
+                    &row.state,
+                    &row.label,
+                    &status,
+                    &row.queue,
+                    &row.partition,
+                    &row.priority,
+                    &row.delay_ms,
+                    &row.at_ms,
+                    &skipped,
+                ],
+            )
+            .await?;
+        Ok(added.map(|_| skipped.is_some()))
+    }
+
+    /// Inserts `row` on the named queue `queue`, in one transaction with its
+    /// partition's policy: under the queue's lock when the policy looks at the
+    /// partition, so concurrent enqueues and claims cannot both find room.
+    async fn insert_on_queue(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        row: &Insert<'_>,
+        queue: &str,
+    ) -> Result<Option<bool>, Refused> {
+        let tx = client.transaction().await?;
+        let Some(found) = tx.query_opt(&self.sql.spec, &[&queue]).await? else {
+            return Err(Refused::Cano(
+                CanoError::configuration(format!(
+                    "queue {queue:?} was never declared (enqueueing a run of workflow {:?})",
+                    row.workflow
+                ))
+                .with_hint("declare it first with RunQueue::declare(&QueueSpec::new(name))")
+                .permanent(),
+            ));
+        };
+        let mut spec = spec_of(&found);
+        if spec.full_policy() != WhenFull::Queue && spec.partition_concurrency().is_some() {
+            // Read again under the lock: the policy and limit are the ones in force.
+            if let Some(found) = tx.query_opt(&self.sql.spec_locked, &[&queue]).await? {
+                spec = spec_of(&found);
+            }
+        }
+        let limit = spec.partition_concurrency().map(|n| n as usize);
+        let policy = spec.full_policy();
+        let mut supersede = Vec::new();
+        let mut skipped = None;
+        if let Some(limit) = limit
+            && policy != WhenFull::Queue
+        {
+            let active = tx
+                .query(&self.sql.active_in_partition, &[&queue, &row.partition])
+                .await?;
+            let partition = if row.partition.is_empty() {
+                "without a key".to_owned()
+            } else {
+                format!("{:?}", row.partition)
+            };
+            match policy {
+                WhenFull::Skip if active.len() >= limit => {
+                    skipped = Some(format!(
+                        "skipped: partition {partition} of queue {queue:?} was full ({} active, the limit is {limit})",
+                        active.len()
+                    ));
+                }
+                WhenFull::CancelRunning => {
+                    // Runs already asked to cancel still hold a slot but need no second ask.
+                    let asked = active.iter().filter(|r| r.get::<_, bool>(1)).count();
+                    let excess = (active.len() + 1).saturating_sub(limit + asked);
+                    supersede = active
+                        .iter()
+                        .filter(|r| !r.get::<_, bool>(1))
+                        .take(excess)
+                        .map(|r| r.get::<_, i64>(0))
+                        .collect();
+                }
+                _ => {}
+            }
+        }
+        let added = self.insert(&tx, row, skipped.as_deref()).await?;
+        if added.is_some() && !supersede.is_empty() {
+            let reason = format!(
+                "cancelled in favour of the newer run {} (partition of queue {queue:?} full, policy cancel-running)",
+                run_of(row.run)
+            );
+            tx.query(&self.sql.cancel, &[&supersede, &reason]).await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Cancels `run`, saying `reason` (kept as its error), and returns where it stood:
+    /// one that never started is cancelled at once; a running one is asked to cancel
+    /// and its worker cancels it at its next await point, as any run is cancelled
+    /// (compensations run, checkpoint rules apply), within a moment (a notification)
+    /// or a third of a lease (its heartbeat); a parked one, or one handed back after
+    /// starting, is claimed by a worker and cancelled the same way. The request is
+    /// durable: it outlives the worker that drives the run. Its final status is
+    /// [`QueueStatus::Cancelled`] ([`wait`](Self::wait) for it).
+    ///
+    /// Errors for a run that was never enqueued or is already over.
+    pub async fn cancel(&self, run: RunId, reason: &str) -> Result<QueueStatus, CanoError> {
+        let db = self.store.db();
+        let rows = retry_transient(5, || async {
+            let client = db.client().await?;
+            client
+                .query(&self.sql.cancel, &[&vec![run_key(run)], &reason])
+                .await
+                .map_err(|e| db.error(&format!("cancelling run {run}"), e))
+        })
+        .await?;
+        if let Some(row) = rows.first() {
+            return Ok(QueueStatus::parse(row.get(1)));
+        }
+        match self.status(run).await? {
+            None => Err(
+                CanoError::configuration(format!("run {run} was never enqueued"))
+                    .with_hint("cancel run ids that RunQueue::enqueue returned"),
+            ),
+            Some(record) => Err(CanoError::workflow(format!(
+                "run {run} of workflow {:?} is already over ({:?}), so there is nothing to cancel",
+                record.workflow, record.status
+            ))
+            .with_hint("RunQueue::status tells where a run stands before acting on it")),
+        }
+    }
+
     /// Cancels `run` while it is parked in a wait state: the queue records it as
     /// failed ("cancelled while parked"), so no signal or deadline wakes it and no
     /// worker claims it again. Fails for a run that is not parked (cancel a running
@@ -306,7 +617,7 @@ impl RunQueue {
         let cancelled: i64 = retry_transient(5, || async {
             let client = db.client().await?;
             client
-                .query_one(&self.cancel_parked, &[&run_key(run)])
+                .query_one(&self.sql.cancel_parked, &[&run_key(run)])
                 .await
                 .map_err(|e| db.error(&format!("cancelling parked run {run}"), e))
         })
@@ -328,7 +639,7 @@ impl RunQueue {
         let row = retry_transient(5, || async {
             let client = db.client().await?;
             client
-                .query_opt(&self.select, &[&run_key(run)])
+                .query_opt(&self.sql.select, &[&run_key(run)])
                 .await
                 .map_err(|e| db.error(&format!("reading the status of run {run}"), e))
         })
@@ -363,7 +674,7 @@ impl RunQueue {
             let rows = retry_transient(5, || async {
                 let client = db.client().await?;
                 client
-                    .query(&self.select_many, &[&pending])
+                    .query(&self.sql.select_many, &[&pending])
                     .await
                     .map_err(|e| db.error("reading the status of runs", e))
             })
@@ -433,5 +744,31 @@ impl RunQueue {
     pub async fn wait(&self, run: RunId, timeout: Duration) -> Result<QueuedRun, CanoError> {
         let mut records = self.wait_all(&[run], timeout).await?;
         Ok(records.remove(0))
+    }
+}
+
+/// One run to insert.
+struct Insert<'a> {
+    run: i64,
+    workflow: &'a str,
+    key: Option<&'a str>,
+    state: &'a [u8],
+    label: &'a str,
+    queue: Option<&'a str>,
+    partition: &'a str,
+    priority: i32,
+    delay_ms: Option<f64>,
+    at_ms: Option<i64>,
+}
+
+/// Why an insert did not go through: the database, or the queue's own rules.
+enum Refused {
+    Db(tokio_postgres::Error),
+    Cano(CanoError),
+}
+
+impl From<tokio_postgres::Error> for Refused {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e)
     }
 }

@@ -6,7 +6,7 @@ use cano_core::CanoError;
 
 /// The schema version this build writes. A database at a higher version was written
 /// by a newer cano and is refused rather than misread.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The steps, in order: step `i` brings the schema from version `i` to `i + 1`.
 /// `{s}` stands for the schema name. Never edit a released step; add one.
@@ -95,6 +95,54 @@ CREATE TABLE {s}.cano_signal_keys (
     id bigint NOT NULL,
     PRIMARY KEY (run_id, key)
 );
+"#,
+    // 4: named queues with limits (cano_queues); a run's queue, partition, priority,
+    // earliest start and a durable cancel request; each partition's last turn (for
+    // round-robin); and the record of every claim (who ran what, when, how it ended).
+    r#"
+ALTER TABLE {s}.cano_runs ADD COLUMN queue text;
+ALTER TABLE {s}.cano_runs ADD COLUMN partition_key text NOT NULL DEFAULT '';
+ALTER TABLE {s}.cano_runs ADD COLUMN priority integer NOT NULL DEFAULT 0;
+ALTER TABLE {s}.cano_runs ADD COLUMN not_before timestamptz;
+ALTER TABLE {s}.cano_runs ADD COLUMN cancel_requested text;
+DROP INDEX {s}.cano_runs_ready;
+CREATE INDEX cano_runs_ready ON {s}.cano_runs (workflow, priority DESC, enqueued_at)
+    WHERE status = 'queued' AND queue IS NULL;
+CREATE INDEX cano_runs_queued ON {s}.cano_runs (queue, priority DESC, enqueued_at)
+    WHERE status = 'queued' AND queue IS NOT NULL;
+CREATE INDEX cano_runs_active ON {s}.cano_runs (queue, partition_key)
+    WHERE status IN ('queued', 'running') AND queue IS NOT NULL;
+CREATE INDEX cano_runs_delayed ON {s}.cano_runs (not_before)
+    WHERE status = 'queued' AND not_before IS NOT NULL;
+CREATE TABLE {s}.cano_queues (
+    name text PRIMARY KEY,
+    concurrency integer,
+    worker_concurrency integer,
+    partition_concurrency integer,
+    rate_count integer,
+    rate_period_ms bigint,
+    when_full text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE {s}.cano_partitions (
+    queue text NOT NULL,
+    partition_key text NOT NULL,
+    served_at timestamptz NOT NULL,
+    PRIMARY KEY (queue, partition_key)
+);
+CREATE TABLE {s}.cano_claims (
+    run_id bigint NOT NULL,
+    epoch bigint NOT NULL,
+    workflow text NOT NULL,
+    queue text,
+    partition_key text NOT NULL,
+    worker text NOT NULL,
+    claimed_at timestamptz NOT NULL,
+    ended_at timestamptz,
+    outcome text,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE INDEX cano_claims_rate ON {s}.cano_claims (queue, claimed_at) WHERE queue IS NOT NULL;
 "#,
 ];
 

@@ -26,12 +26,14 @@ use cano_core::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_postgres::{Notification, Statement};
 
 use crate::db::{run_key, run_of};
-use crate::queue::ready_channel;
+use crate::queue::{cancel_channel, ready_channel};
 use crate::store::PostgresCheckpointStore;
 use crate::worker_sql::WorkerSql;
 
@@ -102,6 +104,21 @@ pub enum WorkerEvent {
     Parked {
         /// The run.
         run: RunId,
+    },
+    /// A round of claims failed (the database refused a statement or the connection
+    /// went away): the worker opens a new connection and tries again.
+    ClaimFailed {
+        /// The database's error.
+        error: String,
+    },
+    /// The run was cancelled (asked by [`RunQueue::cancel`](crate::RunQueue::cancel)
+    /// or by its queue's [`WhenFull`](crate::WhenFull) policy): it stopped as any
+    /// cancelled run stops, compensations included, and the queue recorded it.
+    Cancelled {
+        /// The run.
+        run: RunId,
+        /// Why, as the queue records it.
+        reason: String,
     },
 }
 
@@ -421,6 +438,7 @@ struct Shared {
 enum Verdict {
     Finished(Vec<u8>, String),
     Failed(String),
+    Cancelled(String),
     Release,
     /// Parked waiting for any of `names` until `deadline_ms` (ms since the epoch).
     Parked {
@@ -471,30 +489,27 @@ impl Shared {
         let names: Vec<String> = self.flows.keys().cloned().collect();
         let mut stop = self.stop.subscribe();
         // A connection of the loop's own: it listens for new runs and claims them.
-        let mut session = None;
+        let mut session: Option<Session> = None;
         let mut runs = JoinSet::new();
         let limit = statement_limit(self.lease);
+        let mut round = 0usize;
         loop {
             if self.stopping() {
                 break;
             }
             if session.is_none()
-                && let Ok(Ok((client, receiver))) =
-                    tokio::time::timeout(CONNECT_LIMIT, db.dedicated()).await
+                && let Ok(Ok(opened)) =
+                    tokio::time::timeout(CONNECT_LIMIT, Session::open(&db, &self.sql)).await
             {
-                let listen = format!("LISTEN {}", ready_channel(&db.schema));
-                if let Ok(Ok(())) =
-                    tokio::time::timeout(CONNECT_LIMIT, client.batch_execute(&listen)).await
-                {
-                    session = Some((client, receiver));
-                }
+                session = Some(opened);
             }
             let free = self.concurrency.saturating_sub(self.leases().len());
             let mut claimed = 0;
+            round = round.wrapping_add(1);
             if free > 0
-                && let Some((client, _)) = &session
+                && let Some(open) = &session
             {
-                match tokio::time::timeout(limit, self.claim(client, &names, free)).await {
+                match tokio::time::timeout(limit, self.claim(open, &names, free, round)).await {
                     Ok(Ok(batch)) => {
                         claimed = batch.len();
                         for claim in batch {
@@ -504,7 +519,13 @@ impl Shared {
                     // The connection is lost or hangs: a new one next time round. (A
                     // claim whose reply was lost is not ours: nobody renews its lease,
                     // and it expires for another claim to take.)
-                    _ => session = None,
+                    Ok(Err(e)) => {
+                        self.emit(WorkerEvent::ClaimFailed {
+                            error: e.to_string(),
+                        });
+                        session = None;
+                    }
+                    Err(_) => session = None,
                 }
             }
             while runs.try_join_next().is_some() {}
@@ -517,10 +538,11 @@ impl Shared {
             } else {
                 self.poll.min(RECONNECT_PAUSE)
             };
-            // A parked run's deadline may come before the next poll.
-            if let Some((client, _)) = &session
+            // A parked run's deadline, or a delayed run's start, may come before the
+            // next poll.
+            if let Some(open) = &session
                 && let Ok(Ok(row)) =
-                    tokio::time::timeout(limit, client.query_one(&self.sql.next_wake, &[&names]))
+                    tokio::time::timeout(limit, open.client.query_one(&open.next_wake, &[&names]))
                         .await
                 && let Some(ms) = row.get::<_, Option<f64>>(0)
             {
@@ -529,12 +551,17 @@ impl Shared {
             let slot = self.slot_freed.notified();
             let woken = async {
                 match session.as_mut() {
-                    Some((_, receiver)) => receiver.recv().await.is_some(),
+                    Some(open) => open.notes.recv().await,
                     None => std::future::pending().await,
                 }
             };
+            let cancel = cancel_channel(&db.schema);
             tokio::select! {
-                alive = woken => if !alive { session = None },
+                note = woken => match note {
+                    None => session = None,
+                    Some(note) if note.channel() == cancel => self.cancel_asked(note.payload()),
+                    Some(_) => {}
+                },
                 _ = slot, if free == 0 || claimed < free => {}
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => {}
@@ -544,21 +571,41 @@ impl Shared {
         while runs.join_next().await.is_some() {}
     }
 
+    /// A cancel request for the run named by `payload` (its id): the claims of it this
+    /// worker drives are cancelled, as any run is.
+    fn cancel_asked(&self, payload: &str) {
+        let Ok(key) = payload.parse::<i64>() else {
+            return;
+        };
+        let run = run_of(key);
+        for ((held, _), lease) in self.leases().iter() {
+            if *held == run && lease.lost.is_none() {
+                lease.token.cancel();
+            }
+        }
+    }
+
+    /// One round of claims, up to `free`: poison runs failed, then the default queue,
+    /// then each named queue with runs this worker could claim (starting at a
+    /// different one each round, so none waits on the others).
     async fn claim(
         &self,
-        client: &tokio_postgres::Client,
+        open: &Session,
         names: &[String],
         free: usize,
+        round: usize,
     ) -> Result<Vec<Claim>, CanoError> {
         let db = self.store.db();
-        client
-            .execute(&self.sql.poison, &[&names, &self.max_claims])
+        let client = &open.client;
+        let ready: Vec<String> = client
+            .query_one(&open.poison, &[&names, &self.max_claims])
             .await
-            .map_err(|e| db.error("failing poison runs", e))?;
+            .map_err(|e| db.error("failing poison runs", e))?
+            .get(1);
         let sent = Instant::now();
-        let rows = client
+        let mut rows = client
             .query(
-                &self.sql.claim,
+                &open.claim,
                 &[
                     &names,
                     &(free as i64),
@@ -569,29 +616,63 @@ impl Shared {
             )
             .await
             .map_err(|e| db.error("claiming runs", e))?;
+        let start = if ready.is_empty() {
+            0
+        } else {
+            round % ready.len()
+        };
+        for queue in ready[start..].iter().chain(&ready[..start]) {
+            let left = free.saturating_sub(rows.len());
+            if left == 0 {
+                break;
+            }
+            // One round trip: the four are pipelined (join4 polls them in order, and a
+            // prepared statement's request is sent at its first poll), and the server
+            // runs them in order.
+            let (begun, locked, claimed, ended) = futures::future::join4(
+                client.batch_execute("BEGIN"),
+                client.query(&open.queue_lock, &[queue]),
+                client.query(
+                    &open.claim_queue,
+                    &[
+                        &names,
+                        &(left as i64),
+                        &self.name,
+                        &self.lease_ms(),
+                        &self.max_claims,
+                        queue,
+                    ],
+                ),
+                client.batch_execute("COMMIT"),
+            )
+            .await;
+            let doing = format!("claiming runs of queue {queue:?}");
+            begun.map_err(|e| db.error(&doing, e))?;
+            locked.map_err(|e| db.error(&doing, e))?;
+            let claimed = claimed.map_err(|e| db.error(&doing, e))?;
+            ended.map_err(|e| db.error(&doing, e))?;
+            rows.extend(claimed);
+        }
         let mut claims = Vec::with_capacity(rows.len());
         let mut unwanted = Vec::new();
         {
             let mut leases = self.leases();
             for row in rows {
-                let claim = Claim {
-                    run: run_of(row.get(0)),
-                    workflow: row.get(1),
-                    epoch: row.get(2),
-                    claims: row.get::<_, i32>(3) as u32,
-                    initial: row.get(4),
-                    resume: row.get(5),
-                };
+                let claim = Claim::of(&row);
                 // Stopping (checked under the leases' lock, which `stop` takes to hand
                 // the claims back): a claim made meanwhile is handed back, not driven.
                 if self.stopping() {
                     unwanted.push(claim);
                     continue;
                 }
+                let token = CancellationToken::new();
+                if claim.cancel {
+                    token.cancel();
+                }
                 leases.insert(
                     (claim.run, claim.epoch),
                     Lease {
-                        token: CancellationToken::new(),
+                        token,
                         lost: None,
                         renewed: sent,
                     },
@@ -646,6 +727,8 @@ impl Shared {
             Err(CanoError::Parked(_)) => Some(self.parked(run).await),
             // Handed back by `stop`, or the database went away: not the run's fault.
             Err(CanoError::Cancelled(_)) if token.is_handed_back() => Some(Verdict::Release),
+            // Asked to cancel (through the queue): cancelled as any run is.
+            Err(e @ CanoError::Cancelled(_)) => Some(Verdict::Cancelled(e.to_string())),
             Err(e) if matches!(e, CanoError::Store(_)) && !e.is_permanent() => {
                 Some(Verdict::Release)
             }
@@ -678,6 +761,10 @@ impl Shared {
             },
             Verdict::Release => WorkerEvent::Released { run },
             Verdict::Parked { .. } => WorkerEvent::Parked { run },
+            Verdict::Cancelled(reason) => WorkerEvent::Cancelled {
+                run,
+                reason: reason.clone(),
+            },
         };
         let written = crate::db::retry_transient(8, || async {
             let mut client = db.client().await?;
@@ -690,13 +777,17 @@ impl Shared {
                     .await
                     .map(|row| row.get::<_, i64>(0) > 0),
                 Verdict::Failed(error) => client
-                    .query(&self.sql.fail, &[&key, &epoch, error])
+                    .query_one(&self.sql.fail, &[&key, &epoch, error])
                     .await
-                    .map(|rows| !rows.is_empty()),
+                    .map(|row| row.get::<_, i64>(0) > 0),
+                Verdict::Cancelled(error) => client
+                    .query_one(&self.sql.cancelled, &[&key, &epoch, error])
+                    .await
+                    .map(|row| row.get::<_, i64>(0) > 0),
                 Verdict::Release => client
-                    .query(&self.sql.release, &[&key, &epoch])
+                    .query_one(&self.sql.release, &[&key, &epoch])
                     .await
-                    .map(|rows| !rows.is_empty()),
+                    .map(|row| row.get::<_, i64>(0) > 0),
                 Verdict::Parked { names, deadline_ms } => {
                     self.park(&mut client, key, epoch, names, *deadline_ms)
                         .await
@@ -830,15 +921,21 @@ impl Shared {
             *session = None;
             return;
         };
-        let renewed: std::collections::HashSet<ClaimKey> =
-            rows.iter().map(|r| (run_of(r.get(0)), r.get(1))).collect();
+        let renewed: HashMap<ClaimKey, bool> = rows
+            .iter()
+            .map(|r| ((run_of(r.get(0)), r.get(1)), r.get(2)))
+            .collect();
         let mut leases = self.leases();
         for key in &held {
             let Some(lease) = leases.get_mut(key) else {
                 continue;
             };
-            if renewed.contains(key) {
+            if let Some(&cancel) = renewed.get(key) {
                 lease.renewed = lease.renewed.max(sent);
+                // Asked to cancel, and the notification was missed (or not yet here).
+                if cancel {
+                    lease.token.cancel();
+                }
             } else if lease.lost.is_none() {
                 // Taken over: stop driving it, undoing nothing.
                 lease.lost = Some(Loss::TakenOver);
@@ -895,4 +992,65 @@ struct Claim {
     claims: u32,
     initial: Vec<u8>,
     resume: bool,
+    /// The run is asked to cancel: it is driven only to be cancelled.
+    cancel: bool,
+}
+
+impl Claim {
+    fn of(row: &tokio_postgres::Row) -> Self {
+        Self {
+            run: run_of(row.get(0)),
+            workflow: row.get(1),
+            epoch: row.get(2),
+            claims: row.get::<_, i32>(3) as u32,
+            initial: row.get(4),
+            resume: row.get(5),
+            cancel: row.get::<_, Option<String>>(6).is_some(),
+        }
+    }
+}
+
+/// The claim loop's connection: it listens for new runs and for cancel requests, and
+/// holds the claim statements prepared (so each is one round trip).
+struct Session {
+    client: tokio_postgres::Client,
+    notes: UnboundedReceiver<Notification>,
+    poison: Statement,
+    claim: Statement,
+    queue_lock: Statement,
+    claim_queue: Statement,
+    next_wake: Statement,
+}
+
+impl Session {
+    async fn open(db: &crate::db::Db, sql: &WorkerSql) -> Result<Self, CanoError> {
+        let (client, notes) = db.dedicated().await?;
+        let err = |e| db.error("preparing the claim loop's connection", e);
+        client
+            .batch_execute(&format!(
+                "LISTEN {}; LISTEN {}",
+                ready_channel(&db.schema),
+                cancel_channel(&db.schema)
+            ))
+            .await
+            .map_err(err)?;
+        let (poison, claim, queue_lock, claim_queue, next_wake) = futures::future::try_join5(
+            client.prepare(&sql.poison),
+            client.prepare(&sql.claim),
+            client.prepare(&sql.queue_lock),
+            client.prepare(&sql.claim_queue),
+            client.prepare(&sql.next_wake),
+        )
+        .await
+        .map_err(err)?;
+        Ok(Self {
+            client,
+            notes,
+            poison,
+            claim,
+            queue_lock,
+            claim_queue,
+            next_wake,
+        })
+    }
 }

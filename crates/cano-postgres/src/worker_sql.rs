@@ -1,6 +1,11 @@
 //! The statements a [`Worker`](crate::Worker) runs against the queue: claiming runs
-//! (queued, with an expired lease, or parked and due), failing poison runs, renewing
-//! leases, and recording how a claim ended (finished, failed, handed back, parked).
+//! (queued, with an expired lease, or parked and due) from the default queue and,
+//! within their limits, from named queues; failing poison runs, renewing leases, and
+//! recording how a claim ended (finished, failed, cancelled, handed back, parked).
+//!
+//! Every claim is written to `cano_claims` (run, epoch, worker, when it began) and
+//! closed there when it ends, or, if its worker died, at the end of its lease when the
+//! run is claimed again: the database's own record of who ran what when.
 
 use crate::queue::{done_channel, ready_channel};
 use crate::store::PostgresCheckpointStore;
@@ -8,14 +13,26 @@ use crate::store::PostgresCheckpointStore;
 /// The worker's statements, built once per worker.
 pub(crate) struct WorkerSql {
     pub(crate) claim: String,
+    pub(crate) claim_queue: String,
+    pub(crate) queue_lock: String,
     pub(crate) poison: String,
     pub(crate) heartbeat: String,
     pub(crate) finish: String,
     pub(crate) fail: String,
+    pub(crate) cancelled: String,
     pub(crate) release: String,
     pub(crate) park_lock: String,
     pub(crate) park: String,
     pub(crate) next_wake: String,
+}
+
+/// Whether run `r` can be claimed: queued and due, its lease expired, or parked and due.
+fn claimable(r: &str) -> String {
+    format!(
+        "({r}.status = 'queued' AND ({r}.not_before IS NULL OR {r}.not_before <= clock_timestamp()))
+         OR ({r}.status = 'running' AND {r}.lease_until < clock_timestamp())
+         OR ({r}.status = 'parked' AND {r}.wake_at <= clock_timestamp())"
+    )
 }
 
 impl WorkerSql {
@@ -27,70 +44,199 @@ impl WorkerSql {
             db.table("cano_rows"),
         );
         let (signals, keys) = (db.table("cano_signals"), db.table("cano_signal_keys"));
+        let (queues, partitions, claims) = (
+            db.table("cano_queues"),
+            db.table("cano_partitions"),
+            db.table("cano_claims"),
+        );
         let done = done_channel(&db.schema);
+        let ready = ready_channel(&db.schema);
         // Past what a timestamp holds (a lease of Duration::MAX): never expires.
         let lease = "CASE WHEN $4::float8 > 3e14 THEN 'infinity'::timestamptz ELSE clock_timestamp() + $4::float8 * interval '1 millisecond' END";
+        let claimable_r = claimable("r");
+        let claimable_q = claimable("q");
+        // Claims the runs of `picked` (run_id, was, old_lease), records each claim, and
+        // closes the claim whose lease expired (at its lease's end) if it had one.
+        let claim_tail = format!(
+            "claimed AS (
+                UPDATE {runs} q SET status = 'running', epoch = q.epoch + 1, claims = q.claims + 1,
+                    worker = $3, lease_until = {lease}, wake_at = NULL,
+                    started_at = coalesce(q.started_at, clock_timestamp())
+                FROM picked WHERE q.run_id = picked.run_id AND ({claimable_q})
+                RETURNING q.run_id, q.workflow, q.epoch, q.claims, q.initial_state, q.queue,
+                    q.partition_key, q.cancel_requested, picked.was, picked.old_lease),
+             history AS (
+                INSERT INTO {claims} (run_id, epoch, workflow, queue, partition_key, worker, claimed_at)
+                SELECT run_id, epoch, workflow, queue, partition_key, $3, clock_timestamp() FROM claimed),
+             expired AS (
+                UPDATE {claims} c SET ended_at = least(claimed.old_lease, clock_timestamp()), outcome = 'lease expired'
+                FROM claimed WHERE c.run_id = claimed.run_id AND c.epoch < claimed.epoch
+                  AND c.ended_at IS NULL AND claimed.was = 'running')
+             SELECT run_id, workflow, epoch, claims, initial_state,
+                 EXISTS (SELECT 1 FROM {logs} l WHERE l.run_id = claimed.run_id), cancel_requested
+             FROM claimed"
+        );
+        // Closes claim ($1, $2) in the record, if `ended` (a CTE) holds the run.
+        let close = |ended: &str, outcome: &str| {
+            format!(
+                "closed AS (
+                    UPDATE {claims} SET ended_at = clock_timestamp(), outcome = {outcome}
+                    WHERE run_id = $1 AND epoch = $2 AND ended_at IS NULL
+                      AND EXISTS (SELECT 1 FROM {ended}))"
+            )
+        };
+        // A run of a named queue that ends frees a slot: idle workers may claim now.
+        let freed = |ended: &str| {
+            format!(
+                "freed AS (SELECT pg_notify('{ready}', workflow) FROM {ended} WHERE queue IS NOT NULL)"
+            )
+        };
         Self {
+            // The default queue: no limits, so SKIP LOCKED lets claims run side by side.
             claim: format!(
                 "WITH picked AS (
-                    SELECT run_id FROM {runs}
-                    WHERE workflow = ANY($1) AND claims < $5
-                      AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp())
-                           OR (status = 'parked' AND wake_at <= clock_timestamp()))
-                    ORDER BY enqueued_at LIMIT $2
-                    FOR UPDATE SKIP LOCKED)
-                 UPDATE {runs} q SET status = 'running', epoch = q.epoch + 1, claims = q.claims + 1,
-                     worker = $3, lease_until = {lease}, wake_at = NULL,
-                     started_at = coalesce(q.started_at, clock_timestamp())
-                 FROM picked WHERE q.run_id = picked.run_id
-                 RETURNING q.run_id, q.workflow, q.epoch, q.claims, q.initial_state,
-                     EXISTS (SELECT 1 FROM {logs} l WHERE l.run_id = q.run_id)"
+                    SELECT run_id, status AS was, lease_until AS old_lease FROM {runs} r
+                    WHERE queue IS NULL AND workflow = ANY($1) AND claims < $5 AND ({claimable_r})
+                    ORDER BY priority DESC, enqueued_at LIMIT $2
+                    FOR UPDATE SKIP LOCKED),
+                 {claim_tail}"
             ),
+            // A named queue, under its row's lock (taken by `queue_lock` before, in the
+            // same transaction), so neither its limits nor the counts below can change
+            // until the claim commits. $6 is the queue; its limits (NULL: none) cap the
+            // runs in the cluster, on this worker, per partition, and the claims per
+            // window. Partitions take turns: within a priority, every partition's first
+            // candidate before any second, the least recently served first.
+            claim_queue: format!(
+                "WITH spec AS (
+                    SELECT concurrency, worker_concurrency, partition_concurrency, rate_count, rate_period_ms
+                    FROM {queues} WHERE name = $6),
+                 live AS (
+                    SELECT partition_key, worker FROM {runs}
+                    WHERE queue = $6 AND status = 'running' AND lease_until >= clock_timestamp()),
+                 budget AS (
+                    SELECT least($2::bigint,
+                        coalesce((SELECT concurrency FROM spec) - (SELECT count(*) FROM live), $2::bigint),
+                        coalesce((SELECT worker_concurrency FROM spec) - (SELECT count(*) FROM live WHERE worker = $3), $2::bigint),
+                        coalesce((SELECT rate_count FROM spec) - (SELECT count(*) FROM {claims}
+                            WHERE queue = $6 AND claimed_at > clock_timestamp()
+                                - (SELECT rate_period_ms FROM spec) * interval '1 millisecond'),
+                            $2::bigint)) AS n),
+                 busy AS (SELECT partition_key, count(*) AS n FROM live GROUP BY partition_key),
+                 candidates AS (
+                    SELECT r.run_id, r.partition_key, r.priority, r.enqueued_at,
+                        row_number() OVER (PARTITION BY r.partition_key
+                                           ORDER BY r.priority DESC, r.enqueued_at, r.run_id) AS rn
+                    FROM {runs} r
+                    WHERE r.queue = $6 AND r.workflow = ANY($1) AND r.claims < $5 AND ({claimable_r})),
+                 chosen AS (
+                    SELECT c.run_id FROM candidates c
+                    LEFT JOIN busy b ON b.partition_key = c.partition_key
+                    LEFT JOIN {partitions} p ON p.queue = $6 AND p.partition_key = c.partition_key
+                    WHERE (SELECT partition_concurrency FROM spec) IS NULL
+                       OR c.rn <= (SELECT partition_concurrency FROM spec) - coalesce(b.n, 0)
+                    ORDER BY c.priority DESC, c.rn, p.served_at NULLS FIRST, c.enqueued_at, c.run_id
+                    LIMIT (SELECT greatest(n, 0) FROM budget)),
+                 picked AS (
+                    SELECT r.run_id, r.status AS was, r.lease_until AS old_lease
+                    FROM {runs} r JOIN chosen ON chosen.run_id = r.run_id
+                    FOR UPDATE OF r),
+                 served AS (
+                    INSERT INTO {partitions} (queue, partition_key, served_at)
+                    SELECT $6, served_key, clock_timestamp() FROM (
+                        SELECT DISTINCT r.partition_key AS served_key
+                        FROM picked JOIN {runs} r ON r.run_id = picked.run_id) keys
+                    ON CONFLICT (queue, partition_key) DO UPDATE SET served_at = excluded.served_at),
+                 {claim_tail}"
+            ),
+            queue_lock: format!("SELECT 1 FROM {queues} WHERE name = $1 FOR UPDATE"),
+            // Fails poison runs (closing their last claim at its lease's end), and
+            // names the named queues with runs this worker could claim.
             poison: format!(
-                "WITH dead AS (
-                    UPDATE {runs} SET status = 'failed', finished_at = clock_timestamp(), lease_until = NULL,
-                        error = format('claimed %s times without finishing (the limit is %s): every worker that took it stopped before it ended, so it is treated as a poison run', claims, $2::integer)
+                "WITH doomed AS (
+                    SELECT run_id, lease_until FROM {runs}
                     WHERE workflow = ANY($1) AND claims >= $2
                       AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp()))
-                    RETURNING run_id)
-                 SELECT pg_notify('{done}', run_id::text) FROM dead"
+                    FOR UPDATE SKIP LOCKED),
+                 dead AS (
+                    UPDATE {runs} q SET status = 'failed', finished_at = clock_timestamp(), lease_until = NULL,
+                        error = format('claimed %s times without finishing (the limit is %s): every worker that took it stopped before it ended, so it is treated as a poison run', q.claims, $2::integer)
+                    FROM doomed WHERE q.run_id = doomed.run_id
+                    RETURNING q.run_id, q.workflow, q.queue, doomed.lease_until),
+                 closed AS (
+                    UPDATE {claims} c SET ended_at = least(coalesce(dead.lease_until, clock_timestamp()), clock_timestamp()),
+                        outcome = 'lease expired'
+                    FROM dead WHERE c.run_id = dead.run_id AND c.ended_at IS NULL),
+                 told AS (SELECT pg_notify('{done}', run_id::text) FROM dead),
+                 {freed}
+                 SELECT (SELECT count(*) FROM told) + (SELECT count(*) FROM freed),
+                     array(SELECT q.name FROM {queues} q WHERE EXISTS (
+                        SELECT 1 FROM {runs} r WHERE r.queue = q.name AND r.workflow = ANY($1)
+                          AND r.claims < $2 AND ({claimable_r})))",
+                freed = freed("dead")
             ),
-            // Renews exactly the claims given, by run and epoch.
+            // Renews exactly the claims given, by run and epoch, and says which of them
+            // are asked to cancel.
             heartbeat: format!(
                 "UPDATE {runs} q SET lease_until = CASE WHEN $3::float8 > 3e14 THEN 'infinity'::timestamptz
                         ELSE clock_timestamp() + $3::float8 * interval '1 millisecond' END
                  FROM unnest($1::bigint[], $2::bigint[]) AS held(run_id, epoch)
                  WHERE q.run_id = held.run_id AND q.epoch = held.epoch AND q.status = 'running'
-                 RETURNING q.run_id, q.epoch"
+                 RETURNING q.run_id, q.epoch, q.cancel_requested IS NOT NULL"
             ),
             finish: format!(
                 "WITH fin AS (
                     UPDATE {runs} SET status = 'finished', finished_at = clock_timestamp(), lease_until = NULL,
                         final_state = $3, final_label = $4
                     WHERE run_id = $1 AND epoch = $2 AND status = 'running'
-                    RETURNING run_id),
+                    RETURNING run_id, workflow, queue),
                  rows AS (DELETE FROM {rows} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  logs AS (DELETE FROM {logs} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  inbox AS (DELETE FROM {signals} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  keys AS (DELETE FROM {keys} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
+                 {closed},
+                 {freed},
                  note AS (SELECT pg_notify('{done}', run_id::text) FROM fin)
-                 SELECT count(*) FROM fin, note"
+                 SELECT (SELECT count(*) FROM fin), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
+                closed = close("fin", "'finished'"),
+                freed = freed("fin")
             ),
             fail: format!(
                 "WITH failed AS (
                     UPDATE {runs} SET status = 'failed', finished_at = clock_timestamp(), lease_until = NULL, error = $3
                     WHERE run_id = $1 AND epoch = $2 AND status = 'running'
-                    RETURNING run_id)
-                 SELECT pg_notify('{done}', run_id::text) FROM failed"
+                    RETURNING run_id, workflow, queue),
+                 {closed},
+                 {freed},
+                 note AS (SELECT pg_notify('{done}', run_id::text) FROM failed)
+                 SELECT (SELECT count(*) FROM failed), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
+                closed = close("failed", "'failed'"),
+                freed = freed("failed")
+            ),
+            // A cancelled run keeps the reason it was asked to cancel for, if it was.
+            cancelled: format!(
+                "WITH gone AS (
+                    UPDATE {runs} SET status = 'cancelled', finished_at = clock_timestamp(), lease_until = NULL,
+                        error = coalesce(cancel_requested, $3)
+                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
+                    RETURNING run_id, workflow, queue),
+                 {closed},
+                 {freed},
+                 note AS (SELECT pg_notify('{done}', run_id::text) FROM gone)
+                 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
+                closed = close("gone", "'cancelled'"),
+                freed = freed("gone")
             ),
             // A hand-back is not a failed claim: it does not count toward the poison limit.
             release: format!(
                 "WITH back AS (
                     UPDATE {runs} SET status = 'queued', lease_until = NULL, claims = greatest(claims - 1, 0)
                     WHERE run_id = $1 AND epoch = $2 AND status = 'running'
-                    RETURNING workflow)
-                 SELECT pg_notify('{ready}', workflow) FROM back",
-                ready = ready_channel(&db.schema)
+                    RETURNING workflow),
+                 {closed},
+                 note AS (SELECT pg_notify('{ready}', workflow) FROM back)
+                 SELECT (SELECT count(*) FROM back), (SELECT count(*) FROM note)",
+                closed = close("back", "'handed back'")
             ),
             // Parking takes the run's row lock first, in its own statement: a send to
             // the run then either committed before (and the next statement, with a
@@ -99,7 +245,8 @@ impl WorkerSql {
             park_lock: format!(
                 "SELECT 1 FROM {runs} WHERE run_id = $1 AND epoch = $2 AND status = 'running' FOR UPDATE"
             ),
-            // Not a failed claim: it does not count toward the poison limit.
+            // Not a failed claim: it does not count toward the poison limit. A parked
+            // run of a named queue frees its slot.
             park: format!(
                 "WITH parked AS (
                     UPDATE {runs} SET status = 'parked', lease_until = NULL, waits_for = $3,
@@ -110,15 +257,21 @@ impl WorkerSql {
                             WHEN $4::bigint IS NULL THEN 'infinity'::timestamptz
                             ELSE to_timestamp($4::bigint / 1000.0) END
                     WHERE run_id = $1 AND epoch = $2 AND status = 'running'
-                    RETURNING workflow, wake_at <= clock_timestamp() AS due),
-                 note AS (SELECT pg_notify('{ready}', workflow) FROM parked WHERE due)
+                    RETURNING workflow, queue, wake_at <= clock_timestamp() AS due),
+                 {closed},
+                 note AS (SELECT pg_notify('{ready}', workflow) FROM parked WHERE due OR queue IS NOT NULL)
                  SELECT (SELECT count(*) FROM parked), (SELECT count(*) FROM note)",
-                ready = ready_channel(&db.schema)
+                closed = close("parked", "'parked'")
             ),
-            // Milliseconds until the earliest deadline of a parked run of these workflows.
+            // Milliseconds until the earliest deadline of a parked run, or the earliest
+            // start of a delayed one, of these workflows.
             next_wake: format!(
-                "SELECT (extract(epoch FROM (min(wake_at) - clock_timestamp())) * 1000)::float8
-                 FROM {runs} WHERE status = 'parked' AND workflow = ANY($1) AND wake_at < 'infinity'"
+                "SELECT (extract(epoch FROM (min(at) - clock_timestamp())) * 1000)::float8 FROM (
+                    SELECT min(wake_at) AS at FROM {runs}
+                    WHERE status = 'parked' AND workflow = ANY($1) AND wake_at < 'infinity'
+                    UNION ALL
+                    SELECT min(not_before) FROM {runs}
+                    WHERE status = 'queued' AND not_before > clock_timestamp() AND workflow = ANY($1)) soonest"
             ),
         }
     }

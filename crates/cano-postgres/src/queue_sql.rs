@@ -1,0 +1,106 @@
+//! The statements a [`RunQueue`](crate::RunQueue) runs: enqueueing (with a named
+//! queue's partition policy), reading runs, declaring queues and cancelling runs.
+
+use crate::db::Db;
+use crate::queue::{cancel_channel, done_channel, ready_channel};
+
+/// The columns of a run's record, in the order `queue::record` reads them.
+pub(crate) const RECORD: &str = "run_id, workflow, status, claims, worker, final_label, error, final_state, queue, partition_key, priority";
+
+/// A named queue's settings, in the order `queue::spec_of` reads them.
+const SPEC: &str = "name, concurrency, worker_concurrency, partition_concurrency, rate_count, rate_period_ms, when_full";
+
+/// The run queue's statements, built once per [`RunQueue`](crate::RunQueue).
+pub(crate) struct QueueSql {
+    pub(crate) insert: String,
+    pub(crate) by_key: String,
+    pub(crate) select: String,
+    pub(crate) select_many: String,
+    pub(crate) cancel_parked: String,
+    pub(crate) declare: String,
+    pub(crate) spec: String,
+    pub(crate) spec_locked: String,
+    pub(crate) active_in_partition: String,
+    pub(crate) cancel: String,
+}
+
+impl QueueSql {
+    pub(crate) fn new(db: &Db) -> Self {
+        let (runs, queues) = (db.table("cano_runs"), db.table("cano_queues"));
+        let ready = ready_channel(&db.schema);
+        let done = done_channel(&db.schema);
+        let cancel = cancel_channel(&db.schema);
+        Self {
+            // $6 is 'queued', or 'cancelled' for a run its full partition skips (with
+            // the reason in $12); $10 is a delay in ms, $11 a start time in ms.
+            insert: format!(
+                "WITH added AS (
+                    INSERT INTO {runs} (run_id, workflow, idempotency_key, initial_state, initial_label,
+                        status, queue, partition_key, priority, not_before, finished_at, error)
+                    VALUES ($1, $2, $3, $4, $5, $6::text, $7, $8, $9,
+                        CASE WHEN $10::float8 IS NOT NULL THEN clock_timestamp() + $10::float8 * interval '1 millisecond'
+                             WHEN $11::bigint IS NOT NULL THEN to_timestamp($11::bigint / 1000.0) END,
+                        CASE WHEN $6::text = 'cancelled' THEN clock_timestamp() END, $12)
+                    ON CONFLICT DO NOTHING RETURNING run_id, status),
+                 woke AS (SELECT pg_notify('{ready}', $2) FROM added WHERE status = 'queued'),
+                 told AS (SELECT pg_notify('{done}', run_id::text) FROM added WHERE status = 'cancelled')
+                 SELECT run_id, (SELECT count(*) FROM woke), (SELECT count(*) FROM told) FROM added"
+            ),
+            by_key: format!("SELECT run_id, workflow FROM {runs} WHERE idempotency_key = $1"),
+            select: format!("SELECT {RECORD} FROM {runs} WHERE run_id = $1"),
+            select_many: format!("SELECT {RECORD} FROM {runs} WHERE run_id = ANY($1)"),
+            cancel_parked: format!(
+                "WITH cancelled AS (
+                    UPDATE {runs} SET status = 'failed', finished_at = clock_timestamp(),
+                        wake_at = NULL, error = 'cancelled while parked'
+                    WHERE run_id = $1 AND status = 'parked'
+                    RETURNING run_id),
+                 note AS (SELECT pg_notify('{done}', run_id::text) FROM cancelled)
+                 SELECT count(*) FROM cancelled, note"
+            ),
+            // Workers read the settings at every claim; the notice makes idle ones
+            // claim at once under limits that may have been raised.
+            declare: format!(
+                "WITH saved AS (
+                    INSERT INTO {queues} ({SPEC})
+                    VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    ON CONFLICT (name) DO UPDATE SET concurrency = $2, worker_concurrency = $3,
+                        partition_concurrency = $4, rate_count = $5, rate_period_ms = $6, when_full = $7,
+                        updated_at = clock_timestamp()
+                    RETURNING name)
+                 SELECT pg_notify('{ready}', name) FROM saved"
+            ),
+            spec: format!("SELECT {SPEC} FROM {queues} WHERE name = $1"),
+            // Taken by an enqueue whose policy looks at its partition, and by every
+            // claim of the queue: so a partition's count cannot change under either.
+            spec_locked: format!("SELECT {SPEC} FROM {queues} WHERE name = $1 FOR UPDATE"),
+            // A run asked to cancel still holds its slot, so it counts as active.
+            active_in_partition: format!(
+                "SELECT run_id, cancel_requested IS NOT NULL FROM {runs}
+                 WHERE queue = $1 AND partition_key = $2 AND status IN ('queued', 'running')
+                 ORDER BY enqueued_at, run_id"
+            ),
+            // A run that never started is cancelled at once; a running one is asked
+            // (its worker cancels it as any run is cancelled, compensations included);
+            // one parked, or handed back after starting, is made due so that a worker
+            // claims it and cancels it the same way. (SET reads the old row; RETURNING
+            // the new one.)
+            cancel: format!(
+                "WITH target AS (
+                    UPDATE {runs} r SET cancel_requested = $2,
+                        status = CASE WHEN r.status = 'queued' AND r.started_at IS NULL THEN 'cancelled' ELSE r.status END,
+                        finished_at = CASE WHEN r.status = 'queued' AND r.started_at IS NULL THEN clock_timestamp() ELSE r.finished_at END,
+                        error = CASE WHEN r.status = 'queued' AND r.started_at IS NULL THEN $2 ELSE r.error END,
+                        wake_at = CASE WHEN r.status = 'parked' THEN clock_timestamp() ELSE r.wake_at END
+                    WHERE r.run_id = ANY($1) AND r.status IN ('queued', 'running', 'parked')
+                    RETURNING r.run_id, r.status, r.workflow),
+                 told AS (SELECT pg_notify('{done}', run_id::text) FROM target WHERE status = 'cancelled'),
+                 asked AS (SELECT pg_notify('{cancel}', run_id::text) FROM target WHERE status = 'running'),
+                 due AS (SELECT pg_notify('{ready}', workflow) FROM target WHERE status IN ('queued', 'parked'))
+                 SELECT run_id, status,
+                     (SELECT count(*) FROM told) + (SELECT count(*) FROM asked) + (SELECT count(*) FROM due)
+                 FROM target"
+            ),
+        }
+    }
+}
