@@ -196,6 +196,8 @@ fn bench(extra: Vec<String>) -> ExitCode {
             "pg",
             "--bench",
             "postgres",
+            "--bench",
+            "pg_queues",
             "--",
         ],
     ];

@@ -93,7 +93,7 @@ mod worker_sql;
 
 pub use cron::{ClusterEvent, ClusterScheduler, RunningClusterScheduler};
 pub use db::PgOptions;
-pub use queue::{EnqueueOptions, Enqueued, QueueStatus, QueuedRun, RunQueue};
+pub use queue::{ClaimRecord, EnqueueOptions, Enqueued, QueueStatus, QueuedRun, RunQueue};
 pub use queue_spec::{QueueSpec, WhenFull};
 pub use schema::SCHEMA_VERSION;
 pub use store::{PgStats, PostgresCheckpointStore};

@@ -93,6 +93,49 @@ impl QueuedRun {
     }
 }
 
+/// One claim of a run, as the database recorded it: which worker drove it, from when
+/// to when (on the database's clock), and how the claim ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRecord {
+    /// The run.
+    pub run: RunId,
+    /// The claim's lease epoch (1 for the first claim, then one more per claim).
+    pub epoch: i64,
+    /// The worker that made the claim.
+    pub worker: String,
+    /// The named queue the run is on, if any.
+    pub queue: Option<String>,
+    /// The run's partition key, if any.
+    pub partition: Option<String>,
+    /// When the claim was made.
+    pub claimed_at: SystemTime,
+    /// When it ended (`None` while it holds); for a worker that died, when its lease
+    /// ran out.
+    pub ended_at: Option<SystemTime>,
+    /// How it ended: `finished`, `failed`, `cancelled`, `parked`, `handed back` or
+    /// `lease expired`.
+    pub outcome: Option<String>,
+}
+
+impl ClaimRecord {
+    fn of(r: &tokio_postgres::Row) -> Self {
+        let at = |us: i64| {
+            SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0))
+        };
+        let partition: String = r.get(4);
+        Self {
+            run: run_of(r.get(0)),
+            epoch: r.get(1),
+            worker: r.get(2),
+            queue: r.get(3),
+            partition: (!partition.is_empty()).then_some(partition),
+            claimed_at: at(r.get(5)),
+            ended_at: r.get::<_, Option<i64>>(6).map(at),
+            outcome: r.get(7),
+        }
+    }
+}
+
 /// The answer to an enqueue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Enqueued {
@@ -631,6 +674,22 @@ impl RunQueue {
             .with_hint("only a parked run can be cancelled this way"));
         }
         Ok(())
+    }
+
+    /// Every claim of the runs in `runs`, oldest first: the database's own record of
+    /// which worker ran what, and when.
+    pub async fn claims(&self, runs: &[RunId]) -> Result<Vec<ClaimRecord>, CanoError> {
+        let keys: Vec<i64> = runs.iter().map(|&r| run_key(r)).collect();
+        let db = self.store.db();
+        let rows = retry_transient(5, || async {
+            let client = db.client().await?;
+            client
+                .query(&self.sql.claims, &[&keys])
+                .await
+                .map_err(|e| db.error("reading the claims of runs", e))
+        })
+        .await?;
+        Ok(rows.iter().map(ClaimRecord::of).collect())
     }
 
     /// The queue's record of `run`, or `None` if it was never enqueued.

@@ -22,15 +22,24 @@ pub(crate) struct QueueSql {
     pub(crate) spec_locked: String,
     pub(crate) active_in_partition: String,
     pub(crate) cancel: String,
+    pub(crate) claims: String,
 }
 
 impl QueueSql {
     pub(crate) fn new(db: &Db) -> Self {
         let (runs, queues) = (db.table("cano_runs"), db.table("cano_queues"));
+        let claims = db.table("cano_claims");
         let ready = ready_channel(&db.schema);
         let done = done_channel(&db.schema);
         let cancel = cancel_channel(&db.schema);
         Self {
+            // Times in µs since the Unix epoch, on the database's clock.
+            claims: format!(
+                "SELECT run_id, epoch, worker, queue, partition_key,
+                    (extract(epoch FROM claimed_at) * 1e6)::bigint,
+                    (extract(epoch FROM ended_at) * 1e6)::bigint, outcome
+                 FROM {claims} WHERE run_id = ANY($1) ORDER BY claimed_at, run_id, epoch"
+            ),
             // $6 is 'queued', or 'cancelled' for a run its full partition skips (with
             // the reason in $12); $10 is a delay in ms, $11 a start time in ms.
             insert: format!(

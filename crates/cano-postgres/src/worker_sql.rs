@@ -264,14 +264,23 @@ impl WorkerSql {
                 closed = close("parked", "'parked'")
             ),
             // Milliseconds until the earliest deadline of a parked run, or the earliest
-            // start of a delayed one, of these workflows.
+            // start of a delayed one, of these workflows, or until a rate-limited queue's
+            // oldest claim leaves its window (a start may be allowed then).
             next_wake: format!(
                 "SELECT (extract(epoch FROM (min(at) - clock_timestamp())) * 1000)::float8 FROM (
                     SELECT min(wake_at) AS at FROM {runs}
                     WHERE status = 'parked' AND workflow = ANY($1) AND wake_at < 'infinity'
                     UNION ALL
                     SELECT min(not_before) FROM {runs}
-                    WHERE status = 'queued' AND not_before > clock_timestamp() AND workflow = ANY($1)) soonest"
+                    WHERE status = 'queued' AND not_before > clock_timestamp() AND workflow = ANY($1)
+                    UNION ALL
+                    SELECT min(oldest.claimed_at + q.rate_period_ms * interval '1 millisecond')
+                    FROM {queues} q CROSS JOIN LATERAL (
+                        SELECT claimed_at FROM {claims} c
+                        WHERE c.queue = q.name
+                          AND c.claimed_at > clock_timestamp() - q.rate_period_ms * interval '1 millisecond'
+                        ORDER BY claimed_at LIMIT 1) oldest
+                    WHERE q.rate_count IS NOT NULL) soonest"
             ),
         }
     }

@@ -260,6 +260,16 @@ async fn three_worker_processes_hold_every_limit_even_when_one_is_killed() {
     assert!(overall >= 2 && by_partition.values().any(|&n| n == 2));
     let workers: std::collections::HashSet<&str> = claims.iter().map(|c| &*c.worker).collect();
     assert_eq!(workers.len(), 3, "all three workers claimed");
+    // The queue's API reads the same record.
+    let records = queue.claims(&runs).await.unwrap();
+    assert_eq!(records.len(), claims.len());
+    assert!(records.iter().all(|r| {
+        r.ended_at.is_some_and(|end| end >= r.claimed_at)
+            && r.queue.as_deref() == Some("reports")
+            && r.partition
+                .as_deref()
+                .is_some_and(|p| p.starts_with("tenant-"))
+    }));
     drop_schema(schema).await;
 }
 

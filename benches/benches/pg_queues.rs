@@ -1,0 +1,234 @@
+//! Named queues on PostgreSQL under load: runs started per second with 1, 4 and 16
+//! workers on one queue with limits, and with 4 workers over 100 partitions; the
+//! statements the server ran per run (pg_stat_statements, when the server loads it:
+//! `.ci/postgres` does), and where the CPU went: the server's processes against this
+//! one's, per run. Not a criterion bench: draining thousands of runs is one
+//! measurement. `cargo bench` measures; `cargo test` runs a small smoke version.
+//! Needs `CANO_PG_URL`.
+
+use std::time::{Duration, Instant};
+
+use cano::postgres::{
+    EnqueueOptions, PgOptions, PostgresCheckpointStore, QueueSpec, RunQueue, Worker,
+};
+use cano::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+enum Call {
+    Start,
+    Done,
+}
+
+/// A run of one state: what a queue costs shows, not what the states do.
+struct Start;
+
+#[task]
+impl Task<Call> for Start {
+    fn config(&self) -> TaskConfig {
+        TaskConfig::minimal()
+    }
+    async fn run_bare(&self) -> Result<TaskResult<Call>, CanoError> {
+        Ok(TaskResult::Single(Call::Done))
+    }
+}
+
+fn workflow() -> Workflow<Call> {
+    Workflow::bare()
+        .register(Call::Start, Start)
+        .add_exit_state(Call::Done)
+}
+
+const SCHEMA: &str = "bench_pgq";
+
+fn options(url: &str) -> PgOptions {
+    PgOptions::new(url).with_schema(SCHEMA).with_pool_size(4)
+}
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// CPU time (user + system) of the processes `pids`, in seconds, from /proc.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    // Clock ticks per second: 100 on Linux for every architecture we run.
+    const TICKS: f64 = 100.0;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split(' ').collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) / TICKS)
+        })
+        .sum()
+}
+
+/// The server's processes: every `postgres` process on this machine (the bench's
+/// server is the only one `.ci/postgres` starts).
+fn server_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        .collect()
+}
+
+/// Statements the server has run, if it tracks them.
+async fn statements(client: &tokio_postgres::Client) -> Option<i64> {
+    client
+        .query_one(
+            "SELECT sum(calls)::bigint FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .ok()
+        .and_then(|row| row.get(0))
+}
+
+struct Drained {
+    runs_per_s: f64,
+    statements_per_run: Option<f64>,
+    server_cpu_ms_per_run: f64,
+    worker_cpu_ms_per_run: f64,
+}
+
+/// Enqueues `runs` runs on a fresh queue (over `partitions` partitions, 0 for none)
+/// and drains them with `workers` workers (each with its own pool, like separate
+/// processes), timing from the workers' start to the last run's end.
+async fn drain(url: &str, workers: usize, runs: usize, partitions: usize) -> Drained {
+    let admin = admin(url).await;
+    admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        .await
+        .unwrap();
+    let store = PostgresCheckpointStore::connect(options(url))
+        .await
+        .unwrap();
+    let queue = RunQueue::new(&store);
+    let mut spec = QueueSpec::new("calls")
+        .with_concurrency(256)
+        .with_worker_concurrency(32);
+    if partitions > 0 {
+        spec = spec.with_partition_concurrency(2);
+    }
+    queue.declare(&spec).await.unwrap();
+    let mut ids = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let mut options = EnqueueOptions::new().on_queue("calls");
+        if partitions > 0 {
+            options = options.with_partition(format!("tenant-{}", i % partitions));
+        }
+        ids.push(
+            queue
+                .enqueue("calls", &Call::Start, options)
+                .await
+                .unwrap()
+                .run,
+        );
+    }
+    let tracked = admin
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
+        )
+        .await
+        .is_ok();
+    let pids = server_pids();
+    let (server_before, worker_before) = (cpu_seconds(&pids), cpu_seconds(&[std::process::id()]));
+    let before = if tracked {
+        statements(&admin).await
+    } else {
+        None
+    };
+    let clock = Instant::now();
+    let mut started = Vec::new();
+    for _ in 0..workers {
+        let store = PostgresCheckpointStore::connect(options(url))
+            .await
+            .unwrap();
+        started.push(
+            Worker::new(&store)
+                .register("calls", workflow())
+                .with_concurrency(32)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    queue
+        .wait_all(&ids, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let elapsed = clock.elapsed();
+    let after = if tracked {
+        statements(&admin).await
+    } else {
+        None
+    };
+    // The server's processes now include the workers' backends, started meanwhile.
+    let server = cpu_seconds(&server_pids()) - server_before;
+    let worker = cpu_seconds(&[std::process::id()]) - worker_before;
+    for worker in started {
+        worker.stop(Duration::from_secs(5)).await;
+    }
+    let per_run = |seconds: f64| seconds * 1000.0 / runs as f64;
+    Drained {
+        runs_per_s: runs as f64 / elapsed.as_secs_f64(),
+        statements_per_run: before.zip(after).map(|(b, a)| (a - b) as f64 / runs as f64),
+        server_cpu_ms_per_run: per_run(server),
+        worker_cpu_ms_per_run: per_run(worker),
+    }
+}
+
+fn main() {
+    let measuring = cano_benches::measuring();
+    let Ok(url) = std::env::var("CANO_PG_URL") else {
+        eprintln!(
+            "CANO_PG_URL is not set: start a server with `export CANO_PG_URL=$(.ci/postgres start)`, or run `cargo xtask bench`"
+        );
+        std::process::exit(if measuring { 1 } else { 0 });
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runs = if measuring { 4_000 } else { 60 };
+    let mut json = Vec::new();
+    runtime.block_on(async {
+        for (name, workers, partitions) in [
+            ("w1", 1, 0),
+            ("w4", 4, 0),
+            ("w16", 16, 0),
+            ("p100", 4, 100),
+        ] {
+            let d = drain(&url, workers, runs, partitions).await;
+            let statements = d
+                .statements_per_run
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_else(|| "n/a (no pg_stat_statements)".into());
+            println!(
+                "pg queues: {workers:>2} workers, {partitions:>3} partitions, {runs} runs: {:.0} runs started/s, {statements} statements/run, CPU per run: server {:.3} ms, workers {:.3} ms",
+                d.runs_per_s, d.server_cpu_ms_per_run, d.worker_cpu_ms_per_run
+            );
+            json.push(format!(
+                "\"{name}\":{:.1},\"{name}_statements\":{},\"{name}_server_cpu_ms\":{:.4},\"{name}_worker_cpu_ms\":{:.4}",
+                d.runs_per_s,
+                d.statements_per_run.map_or("null".into(), |s| format!("{s:.2}")),
+                d.server_cpu_ms_per_run,
+                d.worker_cpu_ms_per_run
+            ));
+        }
+    });
+    cano_benches::write_report("pg_queues.json", &format!("{{{}}}\n", json.join(",")));
+}
