@@ -348,6 +348,10 @@ fn spec_of(r: &tokio_postgres::Row) -> QueueSpec {
     spec.when_full(WhenFull::parse(r.get(6)))
 }
 
+/// How long [`RunQueue::wait_all`] trusts the announcements alone: after this long
+/// without one, it reads every pending run again.
+const QUIET_SPELL: Duration = Duration::from_secs(10);
+
 /// The channel a worker listens on for new runs in `schema`.
 pub(crate) fn ready_channel(schema: &str) -> String {
     format!("cano_ready_{schema}")
@@ -728,16 +732,31 @@ impl RunQueue {
         pending.sort_unstable();
         pending.dedup();
         let mut first = true;
+        // What to read next: every run still pending (at first, after a quiet spell,
+        // and after a notification that names no run), or only the runs announced.
+        let mut announced: Option<HashSet<i64>> = None;
         while !pending.is_empty() {
             // Read after LISTEN (and after each wake-up): no announcement is missed.
-            let rows = retry_transient(5, || async {
-                let client = db.client().await?;
-                client
-                    .query(&self.sql.select_many, &[&pending])
-                    .await
-                    .map_err(|e| db.error("reading the status of runs", e))
-            })
-            .await?;
+            let asked: Vec<i64> = match announced.take() {
+                Some(named) => pending
+                    .iter()
+                    .copied()
+                    .filter(|r| named.contains(r))
+                    .collect(),
+                None => pending.clone(),
+            };
+            let rows = if asked.is_empty() {
+                Vec::new()
+            } else {
+                retry_transient(5, || async {
+                    let client = db.client().await?;
+                    client
+                        .query(&self.sql.select_many, &[&asked])
+                        .await
+                        .map_err(|e| db.error("reading the status of runs", e))
+                })
+                .await?
+            };
             if first && rows.len() < pending.len() {
                 let known: HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
                 let missing = pending
@@ -762,13 +781,27 @@ impl RunQueue {
             if pending.is_empty() {
                 break;
             }
-            // Sleep until an announcement, then drain the others that came with it.
-            let woken = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, notes.recv()).await,
-                None => Ok(notes.recv().await),
-            };
-            match woken {
-                Ok(Some(_)) => while notes.try_recv().is_ok() {},
+            // Sleep until an announcement (or a quiet spell, after which everything is
+            // read again), then drain the others that came with it.
+            let now = tokio::time::Instant::now();
+            let quiet = now + QUIET_SPELL;
+            let wake_at = deadline.map_or(quiet, |d| d.min(quiet));
+            match tokio::time::timeout_at(wake_at, notes.recv()).await {
+                Ok(Some(note)) => {
+                    let mut named = HashSet::new();
+                    let mut all = false;
+                    for note in
+                        std::iter::once(note).chain(std::iter::from_fn(|| notes.try_recv().ok()))
+                    {
+                        match note.payload().parse::<i64>() {
+                            Ok(run) => {
+                                named.insert(run);
+                            }
+                            Err(_) => all = true,
+                        }
+                    }
+                    announced = (!all).then_some(named);
+                }
                 Ok(None) => {
                     let left = deadline.map_or(Duration::MAX, |d| {
                         d.saturating_duration_since(tokio::time::Instant::now())
@@ -778,7 +811,7 @@ impl RunQueue {
                     over.extend(tail.into_iter().map(|r| (r.run, r)));
                     break;
                 }
-                Err(_) => {
+                Err(_) if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) => {
                     return Err(CanoError::timeout(format!(
                         "{} of {} runs were not over after {timeout:?}",
                         pending.len(),
@@ -786,6 +819,8 @@ impl RunQueue {
                     ))
                     .with_hint("are workers running with these workflows registered? RunQueue::status shows where a run stands"));
                 }
+                // A quiet spell: read them all again.
+                Err(_) => {}
             }
         }
         runs.iter()

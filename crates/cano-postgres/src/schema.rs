@@ -108,12 +108,13 @@ ALTER TABLE {s}.cano_runs ADD COLUMN cancel_requested text;
 DROP INDEX {s}.cano_runs_ready;
 CREATE INDEX cano_runs_ready ON {s}.cano_runs (workflow, priority DESC, enqueued_at)
     WHERE status = 'queued' AND queue IS NULL;
-CREATE INDEX cano_runs_queued ON {s}.cano_runs (queue, priority DESC, enqueued_at)
+CREATE INDEX cano_runs_queued ON {s}.cano_runs (queue, partition_key, priority DESC, enqueued_at, run_id)
     WHERE status = 'queued' AND queue IS NOT NULL;
 CREATE INDEX cano_runs_active ON {s}.cano_runs (queue, partition_key)
-    WHERE status IN ('queued', 'running') AND queue IS NOT NULL;
+    WHERE status = 'running' AND queue IS NOT NULL;
 CREATE INDEX cano_runs_delayed ON {s}.cano_runs (not_before)
     WHERE status = 'queued' AND not_before IS NOT NULL;
+CREATE INDEX cano_runs_overclaimed ON {s}.cano_runs (claims) WHERE status = 'queued';
 CREATE TABLE {s}.cano_queues (
     name text PRIMARY KEY,
     concurrency integer,

@@ -450,6 +450,9 @@ enum Verdict {
 /// How long the claim loop waits to connect (and listen) before trying again.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
+/// How often the claim loop fails poison runs.
+const POISON_EVERY: Duration = Duration::from_secs(1);
+
 /// How soon the claim loop tries to connect again after failing to.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
@@ -492,7 +495,7 @@ impl Shared {
         let mut session: Option<Session> = None;
         let mut runs = JoinSet::new();
         let limit = statement_limit(self.lease);
-        let mut round = 0usize;
+        let mut turn = Turn::default();
         loop {
             if self.stopping() {
                 break;
@@ -505,11 +508,12 @@ impl Shared {
             }
             let free = self.concurrency.saturating_sub(self.leases().len());
             let mut claimed = 0;
-            round = round.wrapping_add(1);
+            turn.round = turn.round.wrapping_add(1);
             if free > 0
                 && let Some(open) = &session
             {
-                match tokio::time::timeout(limit, self.claim(open, &names, free, round)).await {
+                let claiming = self.claim(open, &names, free, &mut turn);
+                match tokio::time::timeout(limit, claiming).await {
                     Ok(Ok(batch)) => {
                         claimed = batch.len();
                         for claim in batch {
@@ -593,42 +597,56 @@ impl Shared {
         open: &Session,
         names: &[String],
         free: usize,
-        round: usize,
+        turn: &mut Turn,
     ) -> Result<Vec<Claim>, CanoError> {
         let db = self.store.db();
         let client = &open.client;
-        let ready: Vec<String> = client
-            .query_one(&open.poison, &[&names, &self.max_claims])
+        // Poison runs only appear as leases expire: once a second is soon enough.
+        if turn.poisoned.is_none_or(|at| at.elapsed() >= POISON_EVERY) {
+            client
+                .execute(&open.poison, &[&names, &self.max_claims])
+                .await
+                .map_err(|e| db.error("failing poison runs", e))?;
+            turn.poisoned = Some(Instant::now());
+        }
+        let ready = client
+            .query_one(&open.ready, &[&names, &self.max_claims])
             .await
-            .map_err(|e| db.error("failing poison runs", e))?
-            .get(1);
+            .map_err(|e| db.error("looking for runs to claim", e))?;
+        let (default_ready, ready): (bool, Vec<String>) = (ready.get(0), ready.get(1));
         let sent = Instant::now();
-        let mut rows = client
-            .query(
-                &open.claim,
-                &[
-                    &names,
-                    &(free as i64),
-                    &self.name,
-                    &self.lease_ms(),
-                    &self.max_claims,
-                ],
-            )
-            .await
-            .map_err(|e| db.error("claiming runs", e))?;
+        let mut rows = if default_ready {
+            client
+                .query(
+                    &open.claim,
+                    &[
+                        &names,
+                        &(free as i64),
+                        &self.name,
+                        &self.lease_ms(),
+                        &self.max_claims,
+                    ],
+                )
+                .await
+                .map_err(|e| db.error("claiming runs", e))?
+        } else {
+            Vec::new()
+        };
         let start = if ready.is_empty() {
             0
         } else {
-            round % ready.len()
+            turn.round % ready.len()
         };
         for queue in ready[start..].iter().chain(&ready[..start]) {
             let left = free.saturating_sub(rows.len());
             if left == 0 {
                 break;
             }
-            // One round trip: the four are pipelined (join4 polls them in order, and a
+            // One round trip: the four are pipelined (join4 polls them in order, a
             // prepared statement's request is sent at its first poll), and the server
-            // runs them in order.
+            // runs them in order, so the claim reads the queue after taking its lock.
+            // Claims of a queue wait for each other there: fewer rounds than skipping
+            // a busy queue and looking again (measured: a third of the statements).
             let (begun, locked, claimed, ended) = futures::future::join4(
                 client.batch_execute("BEGIN"),
                 client.query(&open.queue_lock, &[queue]),
@@ -647,10 +665,11 @@ impl Shared {
             )
             .await;
             let doing = format!("claiming runs of queue {queue:?}");
-            begun.map_err(|e| db.error(&doing, e))?;
-            locked.map_err(|e| db.error(&doing, e))?;
-            let claimed = claimed.map_err(|e| db.error(&doing, e))?;
-            ended.map_err(|e| db.error(&doing, e))?;
+            let err = |e| db.error(&doing, e);
+            begun.map_err(err)?;
+            locked.map_err(err)?;
+            let claimed = claimed.map_err(err)?;
+            ended.map_err(err)?;
             rows.extend(claimed);
         }
         let mut claims = Vec::with_capacity(rows.len());
@@ -1010,12 +1029,22 @@ impl Claim {
     }
 }
 
+/// What the claim loop carries from one round of claims to the next.
+#[derive(Default)]
+struct Turn {
+    /// The round's number: named queues are tried from a different one each round.
+    round: usize,
+    /// When poison runs were last failed.
+    poisoned: Option<Instant>,
+}
+
 /// The claim loop's connection: it listens for new runs and for cancel requests, and
 /// holds the claim statements prepared (so each is one round trip).
 struct Session {
     client: tokio_postgres::Client,
     notes: UnboundedReceiver<Notification>,
     poison: Statement,
+    ready: Statement,
     claim: Statement,
     queue_lock: Statement,
     claim_queue: Statement,
@@ -1034,19 +1063,23 @@ impl Session {
             ))
             .await
             .map_err(err)?;
-        let (poison, claim, queue_lock, claim_queue, next_wake) = futures::future::try_join5(
-            client.prepare(&sql.poison),
-            client.prepare(&sql.claim),
-            client.prepare(&sql.queue_lock),
-            client.prepare(&sql.claim_queue),
-            client.prepare(&sql.next_wake),
-        )
-        .await
-        .map_err(err)?;
+        let ((poison, ready), (claim, queue_lock, claim_queue, next_wake)) =
+            futures::future::try_join(
+                futures::future::try_join(client.prepare(&sql.poison), client.prepare(&sql.ready)),
+                futures::future::try_join4(
+                    client.prepare(&sql.claim),
+                    client.prepare(&sql.queue_lock),
+                    client.prepare(&sql.claim_queue),
+                    client.prepare(&sql.next_wake),
+                ),
+            )
+            .await
+            .map_err(err)?;
         Ok(Self {
             client,
             notes,
             poison,
+            ready,
             claim,
             queue_lock,
             claim_queue,

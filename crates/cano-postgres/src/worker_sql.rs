@@ -16,6 +16,7 @@ pub(crate) struct WorkerSql {
     pub(crate) claim_queue: String,
     pub(crate) queue_lock: String,
     pub(crate) poison: String,
+    pub(crate) ready: String,
     pub(crate) heartbeat: String,
     pub(crate) finish: String,
     pub(crate) fail: String,
@@ -32,6 +33,20 @@ fn claimable(r: &str) -> String {
         "({r}.status = 'queued' AND ({r}.not_before IS NULL OR {r}.not_before <= clock_timestamp()))
          OR ({r}.status = 'running' AND {r}.lease_until < clock_timestamp())
          OR ({r}.status = 'parked' AND {r}.wake_at <= clock_timestamp())"
+    )
+}
+
+/// Whether `runs` holds a run of the workflows `$1`, claimed fewer than `$2` times, on
+/// the queue `queue` (`IS NULL`, or `= q.name`), that can be claimed now.
+fn has_claimable(runs: &str, queue: &str) -> String {
+    let mine = format!("r.queue {queue} AND r.workflow = ANY($1) AND r.claims < $2");
+    format!(
+        "(EXISTS (SELECT 1 FROM {runs} r WHERE r.status = 'queued' AND {mine}
+                     AND (r.not_before IS NULL OR r.not_before <= clock_timestamp()))
+          OR EXISTS (SELECT 1 FROM {runs} r WHERE r.status = 'running'
+                     AND r.lease_until < clock_timestamp() AND {mine})
+          OR EXISTS (SELECT 1 FROM {runs} r WHERE r.status = 'parked'
+                     AND r.wake_at <= clock_timestamp() AND {mine}))"
     )
 }
 
@@ -106,9 +121,12 @@ impl WorkerSql {
             // until the claim commits. $6 is the queue; its limits (NULL: none) cap the
             // runs in the cluster, on this worker, per partition, and the claims per
             // window. Partitions take turns: within a priority, every partition's first
-            // candidate before any second, the least recently served first.
+            // candidate before any second, the least recently served first. Only the
+            // head of each waiting partition is read (a skip scan finds the partitions
+            // with queued runs), so a claim costs the partitions waiting and the runs
+            // taken, not the runs queued.
             claim_queue: format!(
-                "WITH spec AS (
+                "WITH RECURSIVE spec AS (
                     SELECT concurrency, worker_concurrency, partition_concurrency, rate_count, rate_period_ms
                     FROM {queues} WHERE name = $6),
                  live AS (
@@ -118,17 +136,38 @@ impl WorkerSql {
                     SELECT least($2::bigint,
                         coalesce((SELECT concurrency FROM spec) - (SELECT count(*) FROM live), $2::bigint),
                         coalesce((SELECT worker_concurrency FROM spec) - (SELECT count(*) FROM live WHERE worker = $3), $2::bigint),
-                        coalesce((SELECT rate_count FROM spec) - (SELECT count(*) FROM {claims}
-                            WHERE queue = $6 AND claimed_at > clock_timestamp()
-                                - (SELECT rate_period_ms FROM spec) * interval '1 millisecond'),
-                            $2::bigint)) AS n),
+                        CASE WHEN (SELECT rate_count FROM spec) IS NULL THEN $2::bigint
+                            ELSE (SELECT rate_count FROM spec) - (SELECT count(*) FROM {claims}
+                                WHERE queue = $6 AND claimed_at > clock_timestamp()
+                                    - (SELECT rate_period_ms FROM spec) * interval '1 millisecond') END) AS n),
                  busy AS (SELECT partition_key, count(*) AS n FROM live GROUP BY partition_key),
+                 keys AS (
+                    SELECT min(partition_key) AS k FROM {runs} WHERE queue = $6 AND status = 'queued'
+                    UNION ALL
+                    SELECT (SELECT min(partition_key) FROM {runs}
+                            WHERE queue = $6 AND status = 'queued' AND partition_key > keys.k)
+                    FROM keys WHERE keys.k IS NOT NULL),
+                 waiting AS (
+                    SELECT w.run_id, w.partition_key, w.priority, w.enqueued_at
+                    FROM keys CROSS JOIN LATERAL (
+                        SELECT run_id, partition_key, priority, enqueued_at FROM {runs}
+                        WHERE queue = $6 AND partition_key = keys.k AND status = 'queued'
+                          AND (not_before IS NULL OR not_before <= clock_timestamp())
+                          AND workflow = ANY($1) AND claims < $5
+                        ORDER BY priority DESC, enqueued_at, run_id
+                        LIMIT (SELECT greatest(least(b.n, coalesce((SELECT partition_concurrency FROM spec)
+                                    - (SELECT count(*) FROM live WHERE live.partition_key = keys.k), b.n)), 0)
+                               FROM budget b)) w
+                    WHERE keys.k IS NOT NULL
+                    UNION ALL
+                    SELECT run_id, partition_key, priority, enqueued_at FROM {runs}
+                    WHERE queue = $6 AND workflow = ANY($1) AND claims < $5
+                      AND ((status = 'running' AND lease_until < clock_timestamp())
+                           OR (status = 'parked' AND wake_at <= clock_timestamp()))),
                  candidates AS (
-                    SELECT r.run_id, r.partition_key, r.priority, r.enqueued_at,
-                        row_number() OVER (PARTITION BY r.partition_key
-                                           ORDER BY r.priority DESC, r.enqueued_at, r.run_id) AS rn
-                    FROM {runs} r
-                    WHERE r.queue = $6 AND r.workflow = ANY($1) AND r.claims < $5 AND ({claimable_r})),
+                    SELECT w.*, row_number() OVER (PARTITION BY w.partition_key
+                                                   ORDER BY w.priority DESC, w.enqueued_at, w.run_id) AS rn
+                    FROM waiting w),
                  chosen AS (
                     SELECT c.run_id FROM candidates c
                     LEFT JOIN busy b ON b.partition_key = c.partition_key
@@ -150,12 +189,18 @@ impl WorkerSql {
                  {claim_tail}"
             ),
             queue_lock: format!("SELECT 1 FROM {queues} WHERE name = $1 FOR UPDATE"),
-            // Fails poison runs (closing their last claim at its lease's end), and
-            // names the named queues with runs this worker could claim.
+            // Fails poison runs, closing their last claim at its lease's end (run once
+            // a second at most: a run only becomes poison when a lease expires).
             poison: format!(
                 "WITH doomed AS (
                     SELECT run_id, lease_until FROM {runs}
-                    WHERE workflow = ANY($1) AND claims >= $2
+                    WHERE run_id IN (
+                        SELECT run_id FROM {runs} WHERE status = 'running' AND lease_until < clock_timestamp()
+                          AND workflow = ANY($1) AND claims >= $2
+                        UNION ALL
+                        SELECT run_id FROM {runs} WHERE status = 'queued' AND claims >= $2
+                          AND workflow = ANY($1))
+                      AND claims >= $2
                       AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp()))
                     FOR UPDATE SKIP LOCKED),
                  dead AS (
@@ -169,11 +214,17 @@ impl WorkerSql {
                     FROM dead WHERE c.run_id = dead.run_id AND c.ended_at IS NULL),
                  told AS (SELECT pg_notify('{done}', run_id::text) FROM dead),
                  {freed}
-                 SELECT (SELECT count(*) FROM told) + (SELECT count(*) FROM freed),
-                     array(SELECT q.name FROM {queues} q WHERE EXISTS (
-                        SELECT 1 FROM {runs} r WHERE r.queue = q.name AND r.workflow = ANY($1)
-                          AND r.claims < $2 AND ({claimable_r})))",
+                 SELECT (SELECT count(*) FROM told) + (SELECT count(*) FROM freed)",
                 freed = freed("dead")
+            ),
+            // Where this worker has runs to claim: the default queue (whether), and the
+            // named queues. Each branch of a test is one index's range, so an idle
+            // round costs little however many runs are stored.
+            ready: format!(
+                "SELECT {default_ready},
+                     array(SELECT q.name FROM {queues} q WHERE {queue_ready})",
+                default_ready = has_claimable(&runs, "IS NULL"),
+                queue_ready = has_claimable(&runs, "= q.name")
             ),
             // Renews exactly the claims given, by run and epoch, and says which of them
             // are asked to cancel.
