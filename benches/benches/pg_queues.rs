@@ -212,6 +212,10 @@ fn main() {
             ("w16", 16, 0),
             ("p100", 4, 100),
         ] {
+            // CANO_PGQ_ONLY=w16 (say) runs one case, to study it with the server's tools.
+            if std::env::var("CANO_PGQ_ONLY").is_ok_and(|only| only != name) {
+                continue;
+            }
             let d = drain(&url, workers, runs, partitions).await;
             let statements = d
                 .statements_per_run

@@ -114,7 +114,7 @@ CREATE INDEX cano_runs_active ON {s}.cano_runs (queue, partition_key)
     WHERE status = 'running' AND queue IS NOT NULL;
 CREATE INDEX cano_runs_delayed ON {s}.cano_runs (not_before)
     WHERE status = 'queued' AND not_before IS NOT NULL;
-CREATE INDEX cano_runs_overclaimed ON {s}.cano_runs (claims) WHERE status = 'queued';
+CREATE INDEX cano_runs_overclaimed ON {s}.cano_runs (claims) WHERE status = 'queued' AND claims > 0;
 CREATE TABLE {s}.cano_queues (
     name text PRIMARY KEY,
     concurrency integer,

@@ -610,7 +610,7 @@ impl Shared {
             turn.poisoned = Some(Instant::now());
         }
         let ready = client
-            .query_one(&open.ready, &[&names, &self.max_claims])
+            .query_one(&open.ready, &[&names])
             .await
             .map_err(|e| db.error("looking for runs to claim", e))?;
         let (default_ready, ready): (bool, Vec<String>) = (ready.get(0), ready.get(1));

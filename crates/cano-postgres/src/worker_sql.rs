@@ -28,25 +28,36 @@ pub(crate) struct WorkerSql {
 }
 
 /// Whether run `r` can be claimed: queued and due, its lease expired, or parked and due.
+/// Times are compared with the statement's start (stable within it), not the clock
+/// (volatile), so that the partial indexes on lease, wake and start times serve the
+/// comparison as a range instead of filtering every row they hold.
 fn claimable(r: &str) -> String {
     format!(
-        "({r}.status = 'queued' AND ({r}.not_before IS NULL OR {r}.not_before <= clock_timestamp()))
-         OR ({r}.status = 'running' AND {r}.lease_until < clock_timestamp())
-         OR ({r}.status = 'parked' AND {r}.wake_at <= clock_timestamp())"
+        "({r}.status = 'queued' AND ({r}.not_before IS NULL OR {r}.not_before <= statement_timestamp()))
+         OR ({r}.status = 'running' AND {r}.lease_until < statement_timestamp())
+         OR ({r}.status = 'parked' AND {r}.wake_at <= statement_timestamp())"
     )
 }
 
-/// Whether `runs` holds a run of the workflows `$1`, claimed fewer than `$2` times, on
-/// the queue `queue` (`IS NULL`, or `= q.name`), that can be claimed now.
+/// Whether `runs` holds a run of the workflows `$1` on the queue `queue` (`IS NULL`, or
+/// `= q.name`) that can be claimed now (the claim limit is the claim's to check).
 fn has_claimable(runs: &str, queue: &str) -> String {
-    let mine = format!("r.queue {queue} AND r.workflow = ANY($1) AND r.claims < $2");
+    // Not the claim count: a hint needs no exactness (the claim checks it), and with
+    // it the planner reaches for the index of over-claimed runs.
+    let mine = format!("r.queue {queue} AND r.workflow = ANY($1)");
+    // Named queues' runs are in indexes that hold only runs with a queue.
+    let mine = if queue.starts_with('=') {
+        format!("{mine} AND r.queue IS NOT NULL")
+    } else {
+        mine
+    };
     format!(
         "(EXISTS (SELECT 1 FROM {runs} r WHERE r.status = 'queued' AND {mine}
-                     AND (r.not_before IS NULL OR r.not_before <= clock_timestamp()))
+                     AND (r.not_before IS NULL OR r.not_before <= statement_timestamp()))
           OR EXISTS (SELECT 1 FROM {runs} r WHERE r.status = 'running'
-                     AND r.lease_until < clock_timestamp() AND {mine})
+                     AND r.lease_until < statement_timestamp() AND {mine})
           OR EXISTS (SELECT 1 FROM {runs} r WHERE r.status = 'parked'
-                     AND r.wake_at <= clock_timestamp() AND {mine}))"
+                     AND r.wake_at <= statement_timestamp() AND {mine}))"
     )
 }
 
@@ -131,7 +142,7 @@ impl WorkerSql {
                     FROM {queues} WHERE name = $6),
                  live AS (
                     SELECT partition_key, worker FROM {runs}
-                    WHERE queue = $6 AND status = 'running' AND lease_until >= clock_timestamp()),
+                    WHERE queue = $6 AND status = 'running' AND lease_until >= statement_timestamp()),
                  budget AS (
                     SELECT least($2::bigint,
                         coalesce((SELECT concurrency FROM spec) - (SELECT count(*) FROM live), $2::bigint),
@@ -152,7 +163,7 @@ impl WorkerSql {
                     FROM keys CROSS JOIN LATERAL (
                         SELECT run_id, partition_key, priority, enqueued_at FROM {runs}
                         WHERE queue = $6 AND partition_key = keys.k AND status = 'queued'
-                          AND (not_before IS NULL OR not_before <= clock_timestamp())
+                          AND (not_before IS NULL OR not_before <= statement_timestamp())
                           AND workflow = ANY($1) AND claims < $5
                         ORDER BY priority DESC, enqueued_at, run_id
                         LIMIT (SELECT greatest(least(b.n, coalesce((SELECT partition_concurrency FROM spec)
@@ -162,8 +173,8 @@ impl WorkerSql {
                     UNION ALL
                     SELECT run_id, partition_key, priority, enqueued_at FROM {runs}
                     WHERE queue = $6 AND workflow = ANY($1) AND claims < $5
-                      AND ((status = 'running' AND lease_until < clock_timestamp())
-                           OR (status = 'parked' AND wake_at <= clock_timestamp()))),
+                      AND ((status = 'running' AND lease_until < statement_timestamp())
+                           OR (status = 'parked' AND wake_at <= statement_timestamp()))),
                  candidates AS (
                     SELECT w.*, row_number() OVER (PARTITION BY w.partition_key
                                                    ORDER BY w.priority DESC, w.enqueued_at, w.run_id) AS rn
@@ -195,13 +206,13 @@ impl WorkerSql {
                 "WITH doomed AS (
                     SELECT run_id, lease_until FROM {runs}
                     WHERE run_id IN (
-                        SELECT run_id FROM {runs} WHERE status = 'running' AND lease_until < clock_timestamp()
+                        SELECT run_id FROM {runs} WHERE status = 'running' AND lease_until < statement_timestamp()
                           AND workflow = ANY($1) AND claims >= $2
                         UNION ALL
-                        SELECT run_id FROM {runs} WHERE status = 'queued' AND claims >= $2
+                        SELECT run_id FROM {runs} WHERE status = 'queued' AND claims > 0 AND claims >= $2
                           AND workflow = ANY($1))
                       AND claims >= $2
-                      AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp()))
+                      AND (status = 'queued' OR (status = 'running' AND lease_until < statement_timestamp()))
                     FOR UPDATE SKIP LOCKED),
                  dead AS (
                     UPDATE {runs} q SET status = 'failed', finished_at = clock_timestamp(), lease_until = NULL,
@@ -323,7 +334,7 @@ impl WorkerSql {
                     WHERE status = 'parked' AND workflow = ANY($1) AND wake_at < 'infinity'
                     UNION ALL
                     SELECT min(not_before) FROM {runs}
-                    WHERE status = 'queued' AND not_before > clock_timestamp() AND workflow = ANY($1)
+                    WHERE status = 'queued' AND not_before > statement_timestamp() AND workflow = ANY($1)
                     UNION ALL
                     SELECT min(oldest.claimed_at + q.rate_period_ms * interval '1 millisecond')
                     FROM {queues} q CROSS JOIN LATERAL (

@@ -351,10 +351,18 @@ async fn higher_priority_goes_first_and_a_delayed_run_waits_for_its_time() {
     runs.push(delayed);
     // One run at a time on this worker, so the order of claims is the order chosen.
     let worker = start_worker(&store, "priority", 1).await;
+    let mut events = worker.subscribe();
     let records = queue
         .wait_all(&runs, Duration::from_secs(60))
         .await
         .unwrap();
+    // Every round of claims went through: the server accepted each statement.
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, WorkerEvent::ClaimFailed { .. }),
+            "{event:?}"
+        );
+    }
     assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
     assert_eq!(records[2].priority, 7);
     worker.stop(Duration::from_secs(5)).await;
