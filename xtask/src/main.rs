@@ -359,6 +359,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
     rows.extend(scheduler_rows(criterion_home, out));
     rows.extend(observer_rows(criterion_home, out));
     rows.extend(postgres_rows(out));
+    rows.extend(pg_queue_rows(out));
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut table = format!(
         "\n{:<width$} | {:>24} | target\n{}\n",
@@ -748,6 +749,40 @@ fn postgres_rows(out: &Path) -> Vec<(&'static str, String, String)> {
             format!("{} / {}", ms("signal_p50_ms"), ms("signal_p99_ms")),
             String::new(),
         ),
+    ]
+}
+
+/// The named-queue rows: runs started per second as workers are added and over 100
+/// partitions, with the statements and the CPU (server, workers) each run cost.
+fn pg_queue_rows(out: &Path) -> Vec<(&'static str, String, String)> {
+    let stats = report(out, "pg_queues.json");
+    let row = |name: &'static str, key: &str| {
+        let figure = json_number(&stats, key)
+            .map(|v| format!("{v:.0} runs started/s"))
+            .unwrap_or_else(|| "n/a".into());
+        let statements = json_number(&stats, &format!("{key}_statements"))
+            .map(|v| format!("{v:.1} statements/run"))
+            .unwrap_or_else(|| "statements n/a".into());
+        let cpu = |side: &str| {
+            json_number(&stats, &format!("{key}_{side}_cpu_ms"))
+                .map(|v| format!("{v:.2} ms"))
+                .unwrap_or_else(|| "n/a".into())
+        };
+        (
+            name,
+            figure,
+            format!(
+                "{statements}; CPU/run server {}, workers {}",
+                cpu("server"),
+                cpu("worker")
+            ),
+        )
+    };
+    vec![
+        row("pg named queue: 1 worker, 4,000 one-state runs", "w1"),
+        row("pg named queue: 4 workers", "w4"),
+        row("pg named queue: 16 workers", "w16"),
+        row("pg named queue: 4 workers, 100 partitions of 2", "p100"),
     ]
 }
 

@@ -20,8 +20,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
+use crate::channels::ready_channel;
 use crate::db::run_key;
-use crate::queue::ready_channel;
 use crate::store::PostgresCheckpointStore;
 
 /// What a cluster scheduler reports (see [`RunningClusterScheduler::subscribe`]).

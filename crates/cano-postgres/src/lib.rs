@@ -24,6 +24,18 @@
 //!   ([`QueueStatus::Parked`]) with no lease and no worker; a signal for it makes it
 //!   due and wakes the workers (NOTIFY), and a worker's claim loop also wakes for the
 //!   earliest deadline. [`RunQueue::cancel_parked`] ends one that should wait no more.
+//! - Named queues ([`QueueSpec`], declared with [`RunQueue::declare`]): flow control
+//!   across the cluster. At most so many runs at once in the cluster, on one worker
+//!   and per partition ([`EnqueueOptions::with_partition`], a tenant say; partitions
+//!   take turns, so one tenant's burst does not starve the others), at most so many
+//!   starts per period, priority ([`EnqueueOptions::with_priority`]) and delayed
+//!   starts ([`EnqueueOptions::with_delay`]); a full partition queues the new run,
+//!   skips it, or cancels its oldest run ([`WhenFull`]). Claims of a queue take its
+//!   row's lock, so every limit holds under any number of workers; slots are held
+//!   through the leases (a dead worker's come back when its leases end) and a parked
+//!   run holds none. [`RunQueue::cancel`] is a durable cancel request the driving
+//!   worker honours, and [`RunQueue::claims`] reads the database's record of every
+//!   claim: which worker ran what, from when to when.
 //! - [`ClusterScheduler`]: cron ticks that fire once across any number of scheduler
 //!   processes (a leader holding a lease and an epoch on the database's clock, and a
 //!   unique row per tick); a stalled leader is replaced within a lease.
@@ -78,6 +90,7 @@
 //! # }
 //! ```
 
+mod channels;
 mod cron;
 mod db;
 mod errors;

@@ -10,6 +10,7 @@ use cano_core::{CanoError, RunId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::channels::done_channel;
 use crate::db::{retry_transient, run_key, run_of};
 use crate::queue_spec::{QueueSpec, WhenFull, limit_of};
 use crate::queue_sql::QueueSql;
@@ -351,21 +352,6 @@ fn spec_of(r: &tokio_postgres::Row) -> QueueSpec {
 /// How long [`RunQueue::wait_all`] trusts the announcements alone: after this long
 /// without one, it reads every pending run again.
 const QUIET_SPELL: Duration = Duration::from_secs(10);
-
-/// The channel a worker listens on for new runs in `schema`.
-pub(crate) fn ready_channel(schema: &str) -> String {
-    format!("cano_ready_{schema}")
-}
-
-/// The channel on which finished and failed runs in `schema` are announced.
-pub(crate) fn done_channel(schema: &str) -> String {
-    format!("cano_done_{schema}")
-}
-
-/// The channel on which workers hear that a run they drive is asked to cancel.
-pub(crate) fn cancel_channel(schema: &str) -> String {
-    format!("cano_cancel_{schema}")
-}
 
 impl RunQueue {
     /// The queue in `store`'s schema.

@@ -1,8 +1,8 @@
 //! The statements a [`RunQueue`](crate::RunQueue) runs: enqueueing (with a named
 //! queue's partition policy), reading runs, declaring queues and cancelling runs.
 
+use crate::channels::{cancel_channel, done_channel, ready_channel};
 use crate::db::Db;
-use crate::queue::{cancel_channel, done_channel, ready_channel};
 
 /// The columns of a run's record, in the order `queue::record` reads them.
 pub(crate) const RECORD: &str = "run_id, workflow, status, claims, worker, final_label, error, final_state, queue, partition_key, priority";

@@ -8,8 +8,8 @@ use cano_core::checkpoint::{
 };
 use cano_core::{CanoError, RunId};
 
+use crate::channels::ready_channel;
 use crate::db::{retry_transient, run_key, run_of};
-use crate::queue::ready_channel;
 use crate::store::{
     APPEND_ATTEMPTS, FencedStore, PostgresCheckpointStore, decode_row, encode_row, status_code,
 };

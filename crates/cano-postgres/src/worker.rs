@@ -32,8 +32,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_postgres::{Notification, Statement};
 
+use crate::channels::{cancel_channel, ready_channel};
 use crate::db::{run_key, run_of};
-use crate::queue::{cancel_channel, ready_channel};
 use crate::store::PostgresCheckpointStore;
 use crate::worker_sql::WorkerSql;
 

@@ -7,7 +7,7 @@
 //! closed there when it ends, or, if its worker died, at the end of its lease when the
 //! run is claimed again: the database's own record of who ran what when.
 
-use crate::queue::{done_channel, ready_channel};
+use crate::channels::{done_channel, ready_channel};
 use crate::store::PostgresCheckpointStore;
 
 /// The worker's statements, built once per worker.
