@@ -450,6 +450,9 @@ enum Verdict {
 /// How long the claim loop waits to connect (and listen) before trying again.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long a freed slot waits for others while runs are waiting to be claimed.
+const GATHER: Duration = Duration::from_millis(2);
+
 /// How often the claim loop fails poison runs.
 const POISON_EVERY: Duration = Duration::from_secs(1);
 
@@ -506,6 +509,12 @@ impl Shared {
             {
                 session = Some(opened);
             }
+            // With runs waiting (the last round filled every free slot), a slot that
+            // just freed waits a moment for others, so one round claims several runs
+            // instead of one round a run.
+            if turn.backlog {
+                self.gather_slots().await;
+            }
             let free = self.concurrency.saturating_sub(self.leases().len());
             let mut claimed = 0;
             turn.round = turn.round.wrapping_add(1);
@@ -533,6 +542,7 @@ impl Shared {
                 }
             }
             while runs.try_join_next().is_some() {}
+            turn.backlog = free > 0 && claimed == free;
             if free > 0 && claimed == free {
                 continue; // there may be more waiting
             }
@@ -575,6 +585,22 @@ impl Shared {
         while runs.join_next().await.is_some() {}
     }
 
+    /// Waits until a quarter of the worker's slots are free, or `GATHER` has passed.
+    async fn gather_slots(&self) {
+        let enough = (self.concurrency / 4).max(1);
+        let deadline = Instant::now() + GATHER;
+        loop {
+            let freed = self.slot_freed.notified();
+            let free = self.concurrency.saturating_sub(self.leases().len());
+            if free >= enough || self.stopping() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// A cancel request for the run named by `payload` (its id): the claims of it this
     /// worker drives are cancelled, as any run is.
     fn cancel_asked(&self, payload: &str) {
@@ -610,7 +636,7 @@ impl Shared {
             turn.poisoned = Some(Instant::now());
         }
         let ready = client
-            .query_one(&open.ready, &[&names])
+            .query_one(&open.ready, &[&names, &self.name])
             .await
             .map_err(|e| db.error("looking for runs to claim", e))?;
         let (default_ready, ready): (bool, Vec<String>) = (ready.get(0), ready.get(1));
@@ -1036,6 +1062,8 @@ struct Turn {
     round: usize,
     /// When poison runs were last failed.
     poisoned: Option<Instant>,
+    /// The last round filled every free slot: more runs are likely waiting.
+    backlog: bool,
 }
 
 /// The claim loop's connection: it listens for new runs and for cancel requests, and

@@ -112,6 +112,7 @@ impl WorkerSql {
             )
         };
         // A run of a named queue that ends frees a slot: idle workers may claim now.
+        // A run of a named queue that ends frees a slot: idle workers may claim now.
         let freed = |ended: &str| {
             format!(
                 "freed AS (SELECT pg_notify('{ready}', workflow) FROM {ended} WHERE queue IS NOT NULL)"
@@ -218,7 +219,7 @@ impl WorkerSql {
                     UPDATE {runs} q SET status = 'failed', finished_at = clock_timestamp(), lease_until = NULL,
                         error = format('claimed %s times without finishing (the limit is %s): every worker that took it stopped before it ended, so it is treated as a poison run', q.claims, $2::integer)
                     FROM doomed WHERE q.run_id = doomed.run_id
-                    RETURNING q.run_id, q.workflow, q.queue, doomed.lease_until),
+                    RETURNING q.run_id, q.workflow, q.queue, q.partition_key, doomed.lease_until),
                  closed AS (
                     UPDATE {claims} c SET ended_at = least(coalesce(dead.lease_until, clock_timestamp()), clock_timestamp()),
                         outcome = 'lease expired'
@@ -231,9 +232,19 @@ impl WorkerSql {
             // Where this worker has runs to claim: the default queue (whether), and the
             // named queues. Each branch of a test is one index's range, so an idle
             // round costs little however many runs are stored.
+            // A named queue already at its cluster or worker limit is left out: when a
+            // run ends every idle worker hears of it, and only one can take the slot,
+            // so the others stop here instead of queueing on the queue's lock ($2 is
+            // this worker; the claim checks every limit again, under the lock).
             ready: format!(
                 "SELECT {default_ready},
-                     array(SELECT q.name FROM {queues} q WHERE {queue_ready})",
+                     array(SELECT q.name FROM {queues} q WHERE {queue_ready}
+                        AND (q.concurrency IS NULL OR q.concurrency > (
+                            SELECT count(*) FROM {runs} l WHERE l.queue = q.name AND l.queue IS NOT NULL
+                              AND l.status = 'running' AND l.lease_until >= statement_timestamp()))
+                        AND (q.worker_concurrency IS NULL OR q.worker_concurrency > (
+                            SELECT count(*) FROM {runs} l WHERE l.queue = q.name AND l.queue IS NOT NULL
+                              AND l.status = 'running' AND l.worker = $2)))",
                 default_ready = has_claimable(&runs, "IS NULL"),
                 queue_ready = has_claimable(&runs, "= q.name")
             ),
@@ -251,7 +262,7 @@ impl WorkerSql {
                     UPDATE {runs} SET status = 'finished', finished_at = clock_timestamp(), lease_until = NULL,
                         final_state = $3, final_label = $4
                     WHERE run_id = $1 AND epoch = $2 AND status = 'running'
-                    RETURNING run_id, workflow, queue),
+                    RETURNING run_id, workflow, queue, partition_key),
                  rows AS (DELETE FROM {rows} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  logs AS (DELETE FROM {logs} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  inbox AS (DELETE FROM {signals} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
@@ -267,7 +278,7 @@ impl WorkerSql {
                 "WITH failed AS (
                     UPDATE {runs} SET status = 'failed', finished_at = clock_timestamp(), lease_until = NULL, error = $3
                     WHERE run_id = $1 AND epoch = $2 AND status = 'running'
-                    RETURNING run_id, workflow, queue),
+                    RETURNING run_id, workflow, queue, partition_key),
                  {closed},
                  {freed},
                  note AS (SELECT pg_notify('{done}', run_id::text) FROM failed)
@@ -281,7 +292,7 @@ impl WorkerSql {
                     UPDATE {runs} SET status = 'cancelled', finished_at = clock_timestamp(), lease_until = NULL,
                         error = coalesce(cancel_requested, $3)
                     WHERE run_id = $1 AND epoch = $2 AND status = 'running'
-                    RETURNING run_id, workflow, queue),
+                    RETURNING run_id, workflow, queue, partition_key),
                  {closed},
                  {freed},
                  note AS (SELECT pg_notify('{done}', run_id::text) FROM gone)
