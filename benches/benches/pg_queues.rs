@@ -192,17 +192,8 @@ async fn drain(url: &str, workers: usize, runs: usize, partitions: usize) -> Dra
 
 fn main() {
     let measuring = cano_benches::measuring();
-    let Ok(url) = std::env::var("CANO_PG_URL") else {
-        eprintln!(
-            "CANO_PG_URL is not set: start a server with `export CANO_PG_URL=$(.ci/postgres start)`, or run `cargo xtask bench`"
-        );
-        std::process::exit(if measuring { 1 } else { 0 });
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let url = cano_benches::pg_url_or_exit();
+    let runtime = cano_benches::two_workers();
     let runs = if measuring { 4_000 } else { 60 };
     let mut json = Vec::new();
     runtime.block_on(async {

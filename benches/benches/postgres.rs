@@ -219,17 +219,8 @@ async fn signal_latency(url: &str, samples: usize) -> (f64, f64) {
 
 fn main() {
     let measuring = cano_benches::measuring();
-    let Ok(url) = std::env::var("CANO_PG_URL") else {
-        eprintln!(
-            "CANO_PG_URL is not set: start a server with `export CANO_PG_URL=$(.ci/postgres start)`, or run `cargo xtask bench`"
-        );
-        std::process::exit(if measuring { 1 } else { 0 });
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let url = cano_benches::pg_url_or_exit();
+    let runtime = cano_benches::two_workers();
     let (runs, samples) = if measuring { (2_000, 100) } else { (40, 5) };
     let report = runtime.block_on(async {
         let mut rates = Vec::new();

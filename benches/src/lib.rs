@@ -251,6 +251,17 @@ pub fn current_thread() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// The PostgreSQL server the benches use (`CANO_PG_URL`). Without one, a measuring run
+/// fails and a `cargo test` pass of the bench ends quietly, saying how to get one.
+pub fn pg_url_or_exit() -> String {
+    std::env::var("CANO_PG_URL").unwrap_or_else(|_| {
+        eprintln!(
+            "CANO_PG_URL is not set: start a server with `export CANO_PG_URL=$(.ci/postgres start)`, or run `cargo xtask bench`"
+        );
+        std::process::exit(if measuring() { 1 } else { 0 });
+    })
+}
+
 /// A runtime with two worker threads, the machine the project's figures are quoted for.
 pub fn two_workers() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

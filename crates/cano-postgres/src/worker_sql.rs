@@ -118,6 +118,23 @@ impl WorkerSql {
                 "freed AS (SELECT pg_notify('{ready}', workflow) FROM {ended} WHERE queue IS NOT NULL)"
             )
         };
+        // Ends claim ($1, $2) with `status` and `error`, closing its record, freeing
+        // its slot and announcing the run as over.
+        let over = |status: &str, error: &str| {
+            format!(
+                "WITH ended AS (
+                    UPDATE {runs} SET status = '{status}', finished_at = clock_timestamp(), lease_until = NULL,
+                        error = {error}
+                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
+                    RETURNING run_id, workflow, queue, partition_key),
+                 {closed},
+                 {freed},
+                 note AS (SELECT pg_notify('{done}', run_id::text) FROM ended)
+                 SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
+                closed = close("ended", &format!("'{status}'")),
+                freed = freed("ended")
+            )
+        };
         Self {
             // The default queue: no limits, so SKIP LOCKED lets claims run side by side.
             claim: format!(
@@ -274,32 +291,9 @@ impl WorkerSql {
                 closed = close("fin", "'finished'"),
                 freed = freed("fin")
             ),
-            fail: format!(
-                "WITH failed AS (
-                    UPDATE {runs} SET status = 'failed', finished_at = clock_timestamp(), lease_until = NULL, error = $3
-                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
-                    RETURNING run_id, workflow, queue, partition_key),
-                 {closed},
-                 {freed},
-                 note AS (SELECT pg_notify('{done}', run_id::text) FROM failed)
-                 SELECT (SELECT count(*) FROM failed), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
-                closed = close("failed", "'failed'"),
-                freed = freed("failed")
-            ),
+            fail: over("failed", "$3"),
             // A cancelled run keeps the reason it was asked to cancel for, if it was.
-            cancelled: format!(
-                "WITH gone AS (
-                    UPDATE {runs} SET status = 'cancelled', finished_at = clock_timestamp(), lease_until = NULL,
-                        error = coalesce(cancel_requested, $3)
-                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
-                    RETURNING run_id, workflow, queue, partition_key),
-                 {closed},
-                 {freed},
-                 note AS (SELECT pg_notify('{done}', run_id::text) FROM gone)
-                 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
-                closed = close("gone", "'cancelled'"),
-                freed = freed("gone")
-            ),
+            cancelled: over("cancelled", "coalesce(cancel_requested, $3)"),
             // A hand-back is not a failed claim: it does not count toward the poison limit.
             release: format!(
                 "WITH back AS (
