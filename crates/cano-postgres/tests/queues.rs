@@ -1,7 +1,8 @@
 //! Named queues with flow control on PostgreSQL: a cluster-wide, a per-worker and a
 //! per-partition limit held by three worker processes (one killed midway), partitions
 //! taking turns, priority, delayed starts, a cluster-wide rate limit, the full-partition
-//! policies, durable cancellation, and parked runs holding no slot. Every limit is
+//! policies, durable cancellation, parked runs holding no slot, and a property test
+//! over random limits, tenants and workers. Every limit is
 //! checked from the database's own record of claims (`cano_claims`), not from what the
 //! workers say.
 
@@ -744,4 +745,79 @@ async fn bad_queue_input_is_a_clear_error() {
         .get(0);
     assert_eq!(count, 0);
     drop_schema(schema).await;
+}
+
+// Any limits, any mix of tenants, any number of workers: the database's record never
+// shows more runs at once than a limit allows, and every run finishes.
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8))]
+
+    #[test]
+    fn no_limit_is_ever_exceeded_whatever_the_limits_and_the_load(
+        cluster in proptest::option::of(1u32..5),
+        per_worker in proptest::option::of(1u32..4),
+        per_partition in proptest::option::of(1u32..3),
+        tenants in 1usize..5,
+        ids in proptest::collection::vec(2_000_000u64..3_000_000, 4..24),
+        workers in 1usize..4,
+        slots in 1usize..5,
+    ) {
+        if !common::server_for("no_limit_is_ever_exceeded_whatever_the_limits_and_the_load") {
+            return Ok(());
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let schema = "queues_props";
+            let store = fresh_store(schema).await;
+            let queue = RunQueue::new(&store);
+            let mut spec = QueueSpec::new("any");
+            if let Some(n) = cluster {
+                spec = spec.with_concurrency(n);
+            }
+            if let Some(n) = per_worker {
+                spec = spec.with_worker_concurrency(n);
+            }
+            if let Some(n) = per_partition {
+                spec = spec.with_partition_concurrency(n);
+            }
+            queue.declare(&spec).await.unwrap();
+            let mut ids = ids;
+            ids.sort_unstable();
+            ids.dedup();
+            let mut runs = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                let options = EnqueueOptions::new()
+                    .with_run_id(RunId::from(*id))
+                    .on_queue("any")
+                    .with_partition(format!("t{}", i % tenants));
+                runs.push(queue.enqueue("job", &Job::Work, options).await.unwrap().run);
+            }
+            let mut started = Vec::new();
+            for w in 0..workers {
+                started.push(start_worker(&store, &format!("prop-{w}"), slots).await);
+            }
+            let records = queue.wait_all(&runs, Duration::from_secs(120)).await.unwrap();
+            for worker in started {
+                worker.stop(Duration::from_secs(5)).await;
+            }
+            assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
+            let claims = claims_of(schema).await;
+            assert_eq!(claims.len(), runs.len(), "one claim a run: no worker died");
+            let at_once = |n: Option<u32>, counts: HashMap<&str, usize>| {
+                n.is_none_or(|n| counts.values().all(|&c| c <= n as usize))
+            };
+            let overall = most_at_once(&claims, |_| "all");
+            assert!(at_once(cluster, overall.clone()), "{overall:?} over {cluster:?}");
+            let by_worker = most_at_once(&claims, |c| &c.worker);
+            assert!(by_worker.values().all(|&c| c <= slots), "{by_worker:?} over {slots} slots");
+            assert!(at_once(per_worker, by_worker.clone()), "{by_worker:?} over {per_worker:?}");
+            let by_partition = most_at_once(&claims, |c| &c.partition);
+            assert!(at_once(per_partition, by_partition.clone()), "{by_partition:?} over {per_partition:?}");
+            drop_schema(schema).await;
+        });
+    }
 }
