@@ -4,34 +4,13 @@
 //!
 //! Writes `split_memory.json` where `cargo xtask bench` finds it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use cano::Task;
 use cano_benches::*;
 
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-#[allow(unsafe_code)]
-// SAFETY: forwards to the system allocator and only keeps a running byte count.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: cano_benches::CountingAllocator = cano_benches::CountingAllocator;
 
 const IN_FLIGHT: usize = 10_000;
 
@@ -52,14 +31,14 @@ fn in_flight_bytes(
     });
     let start = prepare(gated);
     rt.block_on(async {
-        let before = LIVE_BYTES.load(Ordering::SeqCst);
+        let before = cano_benches::live_bytes();
         let done = start();
         arrived
             .acquire_many(IN_FLIGHT as u32)
             .await
             .unwrap()
             .forget();
-        let during = LIVE_BYTES.load(Ordering::SeqCst);
+        let during = cano_benches::live_bytes();
         gate.add_permits(IN_FLIGHT);
         done.await.unwrap();
         during - before

@@ -10,9 +10,7 @@
 //!
 //! Writes `waits.json` where `cargo xtask bench` finds it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cano::checkpoint::CheckpointStore;
@@ -23,27 +21,8 @@ use cano::{
 };
 use cano_benches::{measuring, two_workers, write_report};
 
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-#[allow(unsafe_code)]
-// SAFETY: forwards to the system allocator and only keeps a running byte count.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: cano_benches::CountingAllocator = cano_benches::CountingAllocator;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Step {
@@ -79,7 +58,7 @@ fn workflow(store: impl CheckpointStore, went: Went) -> Workflow<Step> {
 /// Parks `runs` runs, a thousand at a time (so sled's group commit shares its syncs);
 /// returns the heap bytes live afterwards beyond those live before.
 async fn park(workflow: &Workflow<Step>, runs: u64) -> isize {
-    let before = LIVE_BYTES.load(Ordering::SeqCst);
+    let before = cano_benches::live_bytes();
     for chunk in (0..runs).collect::<Vec<_>>().chunks(1000) {
         let parks = chunk.iter().map(|&n| {
             workflow.orchestrate_with(Step::Ask, RunOptions::new().with_run_id(RunId::from(n)))
@@ -88,7 +67,7 @@ async fn park(workflow: &Workflow<Step>, runs: u64) -> isize {
             assert!(parked.unwrap_err().is_parked());
         }
     }
-    LIVE_BYTES.load(Ordering::SeqCst) - before
+    cano_benches::live_bytes() - before
 }
 
 /// Waits at a gate, as a poll or timer task holds its run open today.
@@ -120,10 +99,10 @@ async fn held(runs: u64) -> isize {
             },
         )
         .add_exit_state(Step::Done);
-    let before = LIVE_BYTES.load(Ordering::SeqCst);
+    let before = cano_benches::live_bytes();
     let handles: Vec<_> = (0..runs).map(|_| workflow.spawn(Step::Ask)).collect();
     arrived.acquire_many(runs as u32).await.unwrap().forget();
-    let during = LIVE_BYTES.load(Ordering::SeqCst) - before;
+    let during = cano_benches::live_bytes() - before;
     gate.add_permits(runs as usize);
     for handle in handles {
         handle.await.unwrap();

@@ -227,8 +227,10 @@ impl EnqueueOptions {
 
     /// The start's parameters: a delay in ms, or a time in ms since the Unix epoch.
     fn start_params(&self) -> Result<(Option<f64>, Option<i64>), CanoError> {
-        // Past this, a timestamp no longer holds it (about 100 years).
+        // The furthest delay taken: about 100 years, well inside a timestamp's range.
         const FURTHEST_MS: f64 = 3.15e12;
+        // The latest start time taken: about 200 years after 1970.
+        const LATEST_MS: f64 = 2.0 * FURTHEST_MS;
         match self.start {
             None => Ok((None, None)),
             Some(Start::After(delay)) => {
@@ -246,11 +248,11 @@ impl EnqueueOptions {
                     Ok(since) => since.as_millis(),
                     Err(_) => 0, // before 1970: already past
                 };
-                if ms as f64 > FURTHEST_MS * 2.0 {
+                if ms as f64 > LATEST_MS {
                     return Err(CanoError::configuration(format!(
                         "a start time {ms} ms after 1970 is past what the queue can hold"
                     ))
-                    .with_hint("give a start time within this century"));
+                    .with_hint("give a start time before the year 2170; a run that should never start need not be enqueued"));
                 }
                 Ok((None, Some(ms as i64)))
             }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use cano_core::{CanoError, Resources, RunContext, Task, TaskConfig, TaskResult, Workflow};
 use cano_postgres::{EnqueueOptions, PostgresCheckpointStore, QueueStatus, RunQueue, Worker};
 use cano_saga::{CompensatableTask, SagaExt};
-use common::children::{CHILD, Children, NAME, SCHEMA, parent_gone, say};
+use common::children::{Children, parent_gone, say, serve_as_child};
 use common::{drop_schema, options, pg_url, raw};
 use tokio::sync::Mutex;
 
@@ -191,18 +191,12 @@ async fn worker_child(schema: &str, name: &str) {
 
 #[test]
 fn child_entry() {
-    let Ok(mode) = std::env::var(CHILD) else {
-        return;
-    };
-    assert_eq!(mode, "nemesis-worker");
-    let schema = std::env::var(SCHEMA).unwrap();
-    let name = std::env::var(NAME).unwrap();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(worker_child(&schema, &name));
+    serve_as_child(|mode, schema, name| async move {
+        match mode.as_str() {
+            "nemesis-worker" => worker_child(&schema, &name).await,
+            other => panic!("unknown child mode {other}"),
+        }
+    });
 }
 
 /// A small seeded generator (xorshift64*), so a schedule can be replayed.

@@ -16,7 +16,7 @@ use cano_core::{CanoError, CheckpointStore, RowKind, RunId, Task, TaskResult, Wo
 use cano_postgres::{
     EnqueueOptions, PostgresCheckpointStore, QueueStatus, RunQueue, Worker, WorkerEvent,
 };
-use common::children::{CHILD, Children, NAME, SCHEMA, parent_gone, say};
+use common::children::{Children, parent_gone, say, serve_as_child};
 use common::{drop_schema, options, raw};
 use tokio::sync::Notify;
 
@@ -110,20 +110,12 @@ async fn worker_child(schema: &str, name: &str) {
 /// The entry point of the child processes; does nothing in the parent's run.
 #[test]
 fn child_entry() {
-    let Ok(mode) = std::env::var(CHILD) else {
-        return;
-    };
-    let schema = std::env::var(SCHEMA).unwrap();
-    let name = std::env::var(NAME).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    match mode.as_str() {
-        "worker" => runtime.block_on(worker_child(&schema, &name)),
-        other => panic!("unknown child mode {other}"),
-    }
+    serve_as_child(|mode, schema, name| async move {
+        match mode.as_str() {
+            "worker" => worker_child(&schema, &name).await,
+            other => panic!("unknown child mode {other}"),
+        }
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -284,6 +284,7 @@ impl Journal {
         error: &CanoError,
     ) -> Result<u64, CanoError> {
         self.append_with(|progress| {
+            // A snapshot exactly when this row stands in for the state's entry.
             progress.force_full = progress.entry_unrecorded && progress.state == state;
             Some(self.row(
                 progress,
@@ -469,20 +470,7 @@ impl Journal {
     /// written (its task never ran), this row stands in for it and carries the writes
     /// of the states before, which no row holds yet.
     pub(crate) async fn fail(&self, state: Vec<u8>, label: String, error: &CanoError) {
-        let _ = self
-            .append_with(|progress| {
-                // A snapshot exactly when this row stands in for the state's entry.
-                progress.force_full = progress.entry_unrecorded && progress.state == state;
-                Some(self.row(
-                    progress,
-                    RowKind::Fail,
-                    state,
-                    label,
-                    None,
-                    error.to_string(),
-                ))
-            })
-            .await;
+        let _ = self.fail_recorded(state, label, error).await;
     }
 
     /// Numbers, builds and appends one row, in turn with the run's other rows; `build`

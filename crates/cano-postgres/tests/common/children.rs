@@ -22,6 +22,26 @@ pub fn say(event: &str) {
     println!("{MARK}{event}");
 }
 
+/// The body of a test file's `child_entry` test: in a child process (`CHILD` set), runs
+/// `serve(mode, schema, name)` on a two-thread runtime; in the parent's run, nothing.
+pub fn serve_as_child<F, Fut>(serve: F)
+where
+    F: FnOnce(String, String, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Ok(mode) = std::env::var(CHILD) else {
+        return;
+    };
+    let schema = std::env::var(SCHEMA).unwrap();
+    let name = std::env::var(NAME).unwrap();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(serve(mode, schema, name));
+}
+
 /// Resolves when the parent closes our stdin (or dies).
 pub async fn parent_gone() {
     let (sender, receiver) = tokio::sync::oneshot::channel();
