@@ -151,7 +151,10 @@ impl Sql {
         Self {
             // `locked` takes a share lock on each leased run whose epoch matches, so a
             // worker claiming the run waits for this statement (and sees its row) or
-            // has already bumped the epoch (and this row is refused).
+            // has already bumped the epoch (and this row is refused). Locks are taken
+            // in run order, as the workers' heartbeats take theirs: two statements
+            // locking the same runs in different orders deadlock (the server aborts
+            // one, measured dozens of times a minute under load).
             append: format!(
                 "WITH input AS (
                     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[],
@@ -160,7 +163,7 @@ impl Sql {
                  locked AS (
                     SELECT q.run_id FROM {runs} q JOIN input i ON q.run_id = i.run_id
                     WHERE i.fence >= 0 AND q.epoch = i.fence AND q.status = 'running'
-                    FOR SHARE OF q),
+                    ORDER BY q.run_id FOR SHARE OF q),
                  allowed AS (
                     SELECT i.run_id FROM input i WHERE i.fence < 0 AND NOT EXISTS (
                         SELECT 1 FROM {runs} q WHERE q.run_id = i.run_id

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -318,6 +319,8 @@ impl Worker {
             keep_rows: self.keep_rows,
             leases: Mutex::new(HashMap::new()),
             slot_freed: Notify::new(),
+            freed: Mutex::new(HashMap::new()),
+            held_us: AtomicU64::new(0),
             stop,
             events,
         });
@@ -430,6 +433,11 @@ struct Shared {
     keep_rows: bool,
     leases: Mutex<HashMap<ClaimKey, Lease>>,
     slot_freed: Notify,
+    /// Slots of named queues freed by runs that ended here since the last claim
+    /// round, by queue: the round claims them back, or hands them on (`hand_on`).
+    freed: Mutex<HashMap<String, usize>>,
+    /// How long a run has held a slot of late, in µs (a moving average).
+    held_us: AtomicU64,
     stop: watch::Sender<bool>,
     events: broadcast::Sender<WorkerEvent>,
 }
@@ -450,8 +458,15 @@ enum Verdict {
 /// How long the claim loop waits to connect (and listen) before trying again.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
-/// How long a freed slot waits for others while runs are waiting to be claimed.
+/// While runs wait to be claimed, a freed slot waits for others (up to a quarter of
+/// the worker's slots) so that one round claims several runs: for an eighth of the
+/// time a run has held a slot of late, between `GATHER` and `GATHER_MOST`. With a
+/// fixed short wait, a worker whose runs are slow (a busy server makes them so)
+/// claimed one run a round, each round made the server busier, and a cluster did
+/// more work per run the more workers it had; an eighth of a run's time costs its
+/// slots at most that, and usually far less (a quarter of them frees sooner).
 const GATHER: Duration = Duration::from_millis(2);
+const GATHER_MOST: Duration = Duration::from_millis(100);
 
 /// How often the claim loop fails poison runs.
 const POISON_EVERY: Duration = Duration::from_secs(1);
@@ -476,6 +491,46 @@ impl Shared {
     fn leases(&self) -> MutexGuard<'_, HashMap<ClaimKey, Lease>> {
         // Every change is one insert, remove or flag: sound after a panic.
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds how long a run held its slot into the moving average (an eighth each).
+    fn note_held(&self, held: Duration) {
+        let sample = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+        let _ = self
+            .held_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample
+                } else {
+                    old - old / 8 + sample / 8
+                })
+            });
+    }
+
+    fn freed_slots(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        // Every change is one insert or take: sound after a panic.
+        self.freed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the idle workers of the slots of `queues` this worker freed and did not
+    /// take back, if a run waits there. On failure the slots stay to be told of
+    /// again next round (meanwhile the others find them when they poll).
+    async fn hand_on(&self, open: &Session, queues: HashMap<String, usize>) {
+        let mut left = queues.into_iter().filter(|(_, slots)| *slots > 0);
+        while let Some((queue, slots)) = left.next() {
+            if open.client.execute(&open.hand_on, &[&queue]).await.is_err() {
+                self.keep_freed(std::iter::once((queue, slots)).chain(left));
+                return;
+            }
+        }
+    }
+
+    /// Puts slots freed and not yet told of back, for the next round.
+    fn keep_freed(&self, queues: impl IntoIterator<Item = (String, usize)>) {
+        let mut freed = self.freed_slots();
+        for (queue, slots) in queues {
+            *freed.entry(queue).or_default() += slots;
+        }
     }
 
     fn emit(&self, event: WorkerEvent) {
@@ -513,7 +568,9 @@ impl Shared {
             // just freed waits a moment for others, so one round claims several runs
             // instead of one round a run.
             if turn.backlog {
-                self.gather_slots().await;
+                let held = Duration::from_micros(self.held_us.load(Ordering::Relaxed));
+                self.gather_slots((held / 8).clamp(GATHER, GATHER_MOST))
+                    .await;
             }
             let free = self.concurrency.saturating_sub(self.leases().len());
             let mut claimed = 0;
@@ -521,8 +578,17 @@ impl Shared {
             if free > 0
                 && let Some(open) = &session
             {
-                let claiming = self.claim(open, &names, free, &mut turn);
-                match tokio::time::timeout(limit, claiming).await {
+                // The slots freed here before this round: it takes them back, or
+                // tells the idle workers.
+                let mut freed = std::mem::take(&mut *self.freed_slots());
+                let claiming = self.claim(open, &names, free, &mut turn, &mut freed);
+                let outcome = tokio::time::timeout(limit, claiming).await;
+                if matches!(outcome, Ok(Ok(_))) {
+                    self.hand_on(open, freed).await;
+                } else {
+                    self.keep_freed(freed);
+                }
+                match outcome {
                     Ok(Ok(batch)) => {
                         claimed = batch.len();
                         for claim in batch {
@@ -581,14 +647,22 @@ impl Shared {
                 _ = stop.changed() => {}
             }
         }
-        // Stopping: the runs end on their own, or are handed back by `stop`.
+        // Stopping: the runs end on their own, or are handed back by `stop`. Slots
+        // freed before the stop was seen are told of now (those freed after it
+        // were told of as they were freed).
         while runs.join_next().await.is_some() {}
+        let freed = std::mem::take(&mut *self.freed_slots());
+        if !freed.is_empty()
+            && let Some(open) = &session
+        {
+            let _ = tokio::time::timeout(limit, self.hand_on(open, freed)).await;
+        }
     }
 
-    /// Waits until a quarter of the worker's slots are free, or `GATHER` has passed.
-    async fn gather_slots(&self) {
+    /// Waits until a quarter of the worker's slots are free, or `most` has passed.
+    async fn gather_slots(&self, most: Duration) {
         let enough = (self.concurrency / 4).max(1);
-        let deadline = Instant::now() + GATHER;
+        let deadline = Instant::now() + most;
         loop {
             let freed = self.slot_freed.notified();
             let free = self.concurrency.saturating_sub(self.leases().len());
@@ -624,6 +698,7 @@ impl Shared {
         names: &[String],
         free: usize,
         turn: &mut Turn,
+        freed: &mut HashMap<String, usize>,
     ) -> Result<Vec<Claim>, CanoError> {
         let db = self.store.db();
         let client = &open.client;
@@ -694,10 +769,24 @@ impl Shared {
             let err = |e| db.error(&doing, e);
             begun.map_err(err)?;
             locked.map_err(err)?;
-            let claimed = claimed.map_err(err)?;
+            let mut claimed = claimed.map_err(err)?;
             ended.map_err(err)?;
+            let budget = claimed.first().map_or(0, |row| row.get::<_, i64>(8));
+            claimed.retain(|row| row.get::<_, Option<i64>>(0).is_some());
+            let taken = claimed.len();
+            if let Some(slots) = freed.get_mut(queue) {
+                // The queue's limits ran out before this worker's slots did: others
+                // took the slots it freed, and nobody need be told of them.
+                let queue_full = (budget as usize) < left && taken >= budget as usize;
+                *slots = if queue_full {
+                    0
+                } else {
+                    slots.saturating_sub(taken)
+                };
+            }
             rows.extend(claimed);
         }
+
         let mut claims = Vec::with_capacity(rows.len());
         let mut unwanted = Vec::new();
         {
@@ -731,7 +820,8 @@ impl Shared {
             }
         }
         for claim in unwanted {
-            self.record(claim.run, claim.epoch, Verdict::Release).await;
+            self.record(claim.run, claim.epoch, Verdict::Release, true)
+                .await;
         }
         Ok(claims)
     }
@@ -739,6 +829,7 @@ impl Shared {
     async fn drive(self: Arc<Self>, claim: Claim) {
         let Claim { run, epoch, .. } = claim;
         let key = (run, epoch);
+        let began = Instant::now();
         let Some(token) = self.leases().get(&key).map(|l| l.token.clone()) else {
             return;
         };
@@ -780,9 +871,18 @@ impl Shared {
             Err(e) => Some(Verdict::Failed(e.to_string())),
         };
         if let Some(verdict) = verdict {
-            self.record(run, epoch, verdict).await;
+            // A run that ends or parks frees its slot of a named queue. This worker
+            // takes it back in its next round, and tells the idle workers itself only
+            // if it does not; stopping, it tells them at once.
+            let frees = !matches!(verdict, Verdict::Release);
+            let tell = self.stopping();
+            self.record(run, epoch, verdict, tell).await;
+            if let Some(queue) = claim.queue.filter(|_| frees && !tell) {
+                *self.freed_slots().entry(queue).or_default() += 1;
+            }
         }
         self.leases().remove(&key);
+        self.note_held(began.elapsed());
         // Wake whoever waits now (claim loop, heartbeat, `stop`), and leave a permit
         // for a claim loop that is about to wait.
         self.slot_freed.notify_waiters();
@@ -792,7 +892,8 @@ impl Shared {
     /// Writes the verdict to the queue, fenced by the claim's epoch; retried while the
     /// database is away (if it stays away, the lease expires and another worker
     /// resumes the run from its checkpoint, which is just as correct).
-    async fn record(&self, run: RunId, epoch: i64, verdict: Verdict) {
+    /// `tell`: whether idle workers are told of a slot of a named queue it frees.
+    async fn record(&self, run: RunId, epoch: i64, verdict: Verdict, tell: bool) {
         let db = self.store.db();
         let key = run_key(run);
         let event = match &verdict {
@@ -817,16 +918,16 @@ impl Shared {
                 Verdict::Finished(bytes, label) => client
                     .query_one(
                         &self.sql.finish,
-                        &[&key, &epoch, bytes, label, &self.keep_rows],
+                        &[&key, &epoch, bytes, label, &self.keep_rows, &tell],
                     )
                     .await
                     .map(|row| row.get::<_, i64>(0) > 0),
                 Verdict::Failed(error) => client
-                    .query_one(&self.sql.fail, &[&key, &epoch, error])
+                    .query_one(&self.sql.fail, &[&key, &epoch, error, &tell])
                     .await
                     .map(|row| row.get::<_, i64>(0) > 0),
                 Verdict::Cancelled(error) => client
-                    .query_one(&self.sql.cancelled, &[&key, &epoch, error])
+                    .query_one(&self.sql.cancelled, &[&key, &epoch, error, &tell])
                     .await
                     .map(|row| row.get::<_, i64>(0) > 0),
                 Verdict::Release => client
@@ -834,7 +935,7 @@ impl Shared {
                     .await
                     .map(|row| row.get::<_, i64>(0) > 0),
                 Verdict::Parked { names, deadline_ms } => {
-                    self.park(&mut client, key, epoch, names, *deadline_ms)
+                    self.park(&mut client, key, epoch, names, *deadline_ms, tell)
                         .await
                 }
             };
@@ -877,6 +978,7 @@ impl Shared {
         epoch: i64,
         names: &[String],
         deadline_ms: Option<i64>,
+        tell: bool,
     ) -> Result<bool, tokio_postgres::Error> {
         let tx = client.transaction().await?;
         if tx
@@ -887,7 +989,7 @@ impl Shared {
             return Ok(false);
         }
         let parked = tx
-            .query_one(&self.sql.park, &[&key, &epoch, &names, &deadline_ms])
+            .query_one(&self.sql.park, &[&key, &epoch, &names, &deadline_ms, &tell])
             .await?
             .get::<_, i64>(0)
             > 0;
@@ -1033,6 +1135,8 @@ impl Shared {
 struct Claim {
     run: RunId,
     workflow: String,
+    /// The named queue the run is on, if any.
+    queue: Option<String>,
     epoch: i64,
     claims: u32,
     initial: Vec<u8>,
@@ -1051,6 +1155,7 @@ impl Claim {
             initial: row.get(4),
             resume: row.get(5),
             cancel: row.get::<_, Option<String>>(6).is_some(),
+            queue: row.get(7),
         }
     }
 }
@@ -1077,6 +1182,7 @@ struct Session {
     queue_lock: Statement,
     claim_queue: Statement,
     next_wake: Statement,
+    hand_on: Statement,
 }
 
 impl Session {
@@ -1091,9 +1197,13 @@ impl Session {
             ))
             .await
             .map_err(err)?;
-        let ((poison, ready), (claim, queue_lock, claim_queue, next_wake)) =
+        let ((poison, ready, hand_on), (claim, queue_lock, claim_queue, next_wake)) =
             futures::future::try_join(
-                futures::future::try_join(client.prepare(&sql.poison), client.prepare(&sql.ready)),
+                futures::future::try_join3(
+                    client.prepare(&sql.poison),
+                    client.prepare(&sql.ready),
+                    client.prepare(&sql.hand_on),
+                ),
                 futures::future::try_join4(
                     client.prepare(&sql.claim),
                     client.prepare(&sql.queue_lock),
@@ -1112,6 +1222,7 @@ impl Session {
             queue_lock,
             claim_queue,
             next_wake,
+            hand_on,
         })
     }
 }

@@ -27,7 +27,8 @@ enum Job {
 }
 
 /// Works a while (a call to another service): runs 1 000 000 to 1 000 999 an hour
-/// (until cancelled), the others 20 to 80 ms, by run id.
+/// (until cancelled), runs 2 000 000 to 2 000 999 until the test opens `GATE`, the others 20
+/// to 80 ms, by run id.
 struct Work;
 
 #[async_trait::async_trait]
@@ -37,6 +38,10 @@ impl Task<Job> for Work {
     }
     async fn run_bare(&self) -> Result<TaskResult<Job>, CanoError> {
         let run = RunContext::current().unwrap().run_id().as_u64();
+        if (GATED..GATED + 1000).contains(&run) {
+            GATE.acquire().await.unwrap().forget();
+            return Ok(TaskResult::Single(Job::Done));
+        }
         let ms = if (SLOW..SLOW + 1000).contains(&run) {
             3_600_000
         } else {
@@ -49,6 +54,11 @@ impl Task<Job> for Work {
 
 /// Run ids from here (for a thousand) work until cancelled.
 const SLOW: u64 = 1_000_000;
+
+/// Run ids from here (for a thousand) work until the test that runs them adds a
+/// permit to `GATE`.
+const GATED: u64 = 2_000_000;
+static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 fn job() -> Workflow<Job> {
     Workflow::bare()
@@ -681,6 +691,91 @@ async fn a_parked_run_holds_no_slot_of_its_queue() {
     assert_eq!(record.final_state::<Ask>().unwrap(), Some(Ask::Yes));
     worker.stop(Duration::from_secs(5)).await;
     assert_eq!(most_at_once(&claims_of(schema).await, |_| "all")["all"], 1);
+    drop_schema(schema).await;
+}
+
+/// A worker takes back the slots its runs free; if it has nothing to take them for,
+/// it tells the idle workers, which no poll would wake for an hour here.
+#[tokio::test]
+async fn a_slot_its_worker_cannot_use_is_handed_on_to_an_idle_worker() {
+    pg_or_skip!();
+    let schema = "queues_hand_on";
+    let store = fresh_store(schema).await;
+    let queue = RunQueue::new(&store);
+    queue
+        .declare(&QueueSpec::new("shared").with_concurrency(1))
+        .await
+        .unwrap();
+    let idle_for_an_hour = |name: &str, runs: usize| {
+        Worker::new(&store)
+            .named(name)
+            .with_concurrency(runs)
+            .with_poll_interval(Duration::from_secs(3600))
+    };
+    // The jobs worker registers only `job`: the queue's next run is not one it can take.
+    let jobs = idle_for_an_hour("jobs", 1)
+        .register("job", job())
+        .start()
+        .await
+        .unwrap();
+    let mut job_events = jobs.subscribe();
+    let on_shared = |id: u64| {
+        EnqueueOptions::new()
+            .with_run_id(RunId::from(id))
+            .on_queue("shared")
+    };
+    let held = queue
+        .enqueue("job", &Job::Work, on_shared(GATED))
+        .await
+        .unwrap()
+        .run;
+    claimed(&mut job_events, held).await;
+    let waiting = queue
+        .enqueue("asks", &Ask::Wait, on_shared(1))
+        .await
+        .unwrap()
+        .run;
+    let busy = queue
+        .enqueue(
+            "job",
+            &Job::Work,
+            EnqueueOptions::new().with_run_id(RunId::from(SLOW)),
+        )
+        .await
+        .unwrap()
+        .run;
+    // The other worker starts after both enqueues (so no notification of them reaches
+    // it). Its first round claims the default queue's run, and in the same round finds
+    // the shared queue full; after that only a notification can wake it.
+    let other = idle_for_an_hour("other", 2)
+        .register("asks", asks())
+        .register("job", job())
+        .start()
+        .await
+        .unwrap();
+    let mut other_events = other.subscribe();
+    claimed(&mut other_events, busy).await;
+    GATE.add_permits(1);
+    assert_eq!(
+        queue
+            .wait(held, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .status,
+        QueueStatus::Finished
+    );
+    claimed(&mut other_events, waiting).await;
+    let key = |run: RunId| i64::try_from(run.as_u64()).unwrap();
+    let shared: Vec<Recorded> = claims_of(schema)
+        .await
+        .into_iter()
+        .filter(|c| c.run == key(held) || c.run == key(waiting))
+        .collect();
+    let workers: Vec<(i64, &str)> = shared.iter().map(|c| (c.run, c.worker.as_str())).collect();
+    assert_eq!(workers, [(key(held), "jobs"), (key(waiting), "other")]);
+    assert_eq!(most_at_once(&shared, |_| "shared")["shared"], 1);
+    jobs.stop(Duration::from_secs(5)).await;
+    other.stop(Duration::ZERO).await;
     drop_schema(schema).await;
 }
 
