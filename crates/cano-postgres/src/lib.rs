@@ -33,7 +33,9 @@
 //!   skips it, or cancels its oldest run ([`WhenFull`]). Claims of a queue take its
 //!   row's lock, so every limit holds under any number of workers; slots are held
 //!   through the leases (a dead worker's come back when its leases end) and a parked
-//!   run holds none. [`RunQueue::cancel`] is a durable cancel request the driving
+//!   run holds none. A slot a run frees is taken back by its own worker; idle
+//!   workers are told of it (NOTIFY) only when that worker cannot use it, so a
+//!   bigger cluster does not wake every worker for every run. [`RunQueue::cancel`] is a durable cancel request the driving
 //!   worker honours, and [`RunQueue::claims`] reads the database's record of every
 //!   claim: which worker ran what, from when to when.
 //! - [`ClusterScheduler`]: cron ticks that fire once across any number of scheduler

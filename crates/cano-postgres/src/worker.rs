@@ -608,7 +608,7 @@ impl Shared {
                 }
             }
             while runs.try_join_next().is_some() {}
-            turn.backlog = free > 0 && claimed == free;
+            turn.backlog = free > 0 && claimed > 0 && turn.waiting;
             if free > 0 && claimed == free {
                 continue; // there may be more waiting
             }
@@ -619,8 +619,9 @@ impl Shared {
                 self.poll.min(RECONNECT_PAUSE)
             };
             // A parked run's deadline, or a delayed run's start, may come before the
-            // next poll.
-            if let Some(open) = &session
+            // next poll (a worker with runs waiting claims again as its slots free).
+            if !turn.backlog
+                && let Some(open) = &session
                 && let Ok(Ok(row)) =
                     tokio::time::timeout(limit, open.client.query_one(&open.next_wake, &[&names]))
                         .await
@@ -640,10 +641,11 @@ impl Shared {
                 note = woken => match note {
                     None => session = None,
                     Some(note) if note.channel() == cancel => self.cancel_asked(note.payload()),
-                    Some(_) => {}
+                    // New runs, or slots another worker left: every queue may have room.
+                    Some(_) => turn.capped.clear(),
                 },
                 _ = slot, if free == 0 || claimed < free => {}
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(pause) => turn.capped.clear(),
                 _ = stop.changed() => {}
             }
         }
@@ -738,10 +740,26 @@ impl Shared {
         } else {
             turn.round % ready.len()
         };
+        // More runs wait than this round took (it was short of slots, not of runs).
+        turn.waiting = default_ready && rows.len() == free;
         for queue in ready[start..].iter().chain(&ready[..start]) {
             let left = free.saturating_sub(rows.len());
             if left == 0 {
+                turn.waiting = true;
                 break;
+            }
+            // A queue found full takes back only the slots this worker freed of it,
+            // until a notification or a poll says more may be free: otherwise the
+            // first worker to claim takes every slot freed in the cluster, and the
+            // others, whose runs freed them, claim for nothing.
+            let ask = if turn.capped.contains(queue) {
+                left.min(freed.get(queue).copied().unwrap_or(0))
+            } else {
+                left
+            };
+            if ask == 0 {
+                turn.waiting = true;
+                continue;
             }
             // One round trip: the four are pipelined (join4 polls them in order, a
             // prepared statement's request is sent at its first poll), and the server
@@ -755,7 +773,7 @@ impl Shared {
                     &open.claim_queue,
                     &[
                         &names,
-                        &(left as i64),
+                        &(ask as i64),
                         &self.name,
                         &self.lease_ms(),
                         &self.max_claims,
@@ -774,10 +792,14 @@ impl Shared {
             let budget = claimed.first().map_or(0, |row| row.get::<_, i64>(8));
             claimed.retain(|row| row.get::<_, Option<i64>>(0).is_some());
             let taken = claimed.len();
+            // The queue's limits ran out before this worker's asking did: others took
+            // the slots it freed, and nobody need be told of them.
+            let queue_full = (budget as usize) < ask && taken >= budget as usize;
+            if queue_full {
+                turn.capped.insert(queue.clone());
+            }
+            turn.waiting |= queue_full || taken == ask;
             if let Some(slots) = freed.get_mut(queue) {
-                // The queue's limits ran out before this worker's slots did: others
-                // took the slots it freed, and nobody need be told of them.
-                let queue_full = (budget as usize) < left && taken >= budget as usize;
                 *slots = if queue_full {
                     0
                 } else {
@@ -1167,8 +1189,14 @@ struct Turn {
     round: usize,
     /// When poison runs were last failed.
     poisoned: Option<Instant>,
-    /// The last round filled every free slot: more runs are likely waiting.
+    /// The last round claimed, and more runs wait than it took: a freed slot waits
+    /// a moment for others before the next round.
     backlog: bool,
+    /// Whether the last round left runs waiting (it was short of slots, not runs).
+    waiting: bool,
+    /// Named queues found full: a round asks them only for the slots this worker
+    /// freed of them, until a notification or a poll wakes the worker.
+    capped: std::collections::HashSet<String>,
 }
 
 /// The claim loop's connection: it listens for new runs and for cancel requests, and
