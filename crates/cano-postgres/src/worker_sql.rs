@@ -85,6 +85,12 @@ impl WorkerSql {
         );
         let done = done_channel(&db.schema);
         let ready = ready_channel(&db.schema);
+        // A claim acts on its run only while its lease lives: once it has expired, the
+        // run's slot counts as free and another claim may hold it, so a worker that
+        // stalled past its lease (paused, swapped out) neither renews nor records
+        // anything when it wakes; the run is claimed again and resumes from its last
+        // checkpoint, and the stalled claim is closed at its lease's end.
+        let live = "lease_until >= clock_timestamp()";
         // Past what a timestamp holds (a lease of Duration::MAX): never expires.
         let lease = "CASE WHEN $4::float8 > 3e14 THEN 'infinity'::timestamptz ELSE clock_timestamp() + $4::float8 * interval '1 millisecond' END";
         let claimable_r = claimable("r");
@@ -137,14 +143,14 @@ impl WorkerSql {
                 "WITH ended AS (
                     UPDATE {runs} SET status = '{status}', finished_at = clock_timestamp(), lease_until = NULL,
                         error = {error}
-                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
+                    WHERE run_id = $1 AND epoch = $2 AND status = 'running' AND {live}
                     RETURNING run_id, workflow, queue, partition_key),
                  {closed},
                  {freed},
                  note AS (SELECT pg_notify('{done}', run_id::text) FROM ended)
                  SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
                 closed = close("ended", &format!("'{status}'")),
-                freed = freed("ended", "$4::bool")
+                freed = freed("ended", "$4::bool"),
             )
         };
         Self {
@@ -283,7 +289,7 @@ impl WorkerSql {
                     SELECT q.run_id FROM {runs} q
                     JOIN unnest($1::bigint[], $2::bigint[]) AS held(run_id, epoch)
                       ON q.run_id = held.run_id AND q.epoch = held.epoch
-                    WHERE q.status = 'running'
+                    WHERE q.status = 'running' AND q.lease_until >= clock_timestamp()
                     ORDER BY q.run_id FOR UPDATE OF q)
                  UPDATE {runs} q SET lease_until = CASE WHEN $3::float8 > 3e14 THEN 'infinity'::timestamptz
                         ELSE clock_timestamp() + $3::float8 * interval '1 millisecond' END
@@ -294,7 +300,7 @@ impl WorkerSql {
                 "WITH fin AS (
                     UPDATE {runs} SET status = 'finished', finished_at = clock_timestamp(), lease_until = NULL,
                         final_state = $3, final_label = $4
-                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
+                    WHERE run_id = $1 AND epoch = $2 AND status = 'running' AND {live}
                     RETURNING run_id, workflow, queue, partition_key),
                  rows AS (DELETE FROM {rows} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  logs AS (DELETE FROM {logs} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
@@ -305,7 +311,7 @@ impl WorkerSql {
                  note AS (SELECT pg_notify('{done}', run_id::text) FROM fin)
                  SELECT (SELECT count(*) FROM fin), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
                 closed = close("fin", "'finished'"),
-                freed = freed("fin", "$6::bool")
+                freed = freed("fin", "$6::bool"),
             ),
             fail: over("failed", "$3"),
             // A cancelled run keeps the reason it was asked to cancel for, if it was.
@@ -314,19 +320,20 @@ impl WorkerSql {
             release: format!(
                 "WITH back AS (
                     UPDATE {runs} SET status = 'queued', lease_until = NULL, claims = greatest(claims - 1, 0)
-                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
+                    WHERE run_id = $1 AND epoch = $2 AND status = 'running' AND {live}
                     RETURNING workflow),
                  {closed},
                  note AS (SELECT pg_notify('{ready}', workflow) FROM back)
                  SELECT (SELECT count(*) FROM back), (SELECT count(*) FROM note)",
-                closed = close("back", "'handed back'")
+                closed = close("back", "'handed back'"),
             ),
             // Parking takes the run's row lock first, in its own statement: a send to
             // the run then either committed before (and the next statement, with a
             // snapshot of its own, sees its signal) or waits for the park (and finds
             // the run parked, which it wakes).
             park_lock: format!(
-                "SELECT 1 FROM {runs} WHERE run_id = $1 AND epoch = $2 AND status = 'running' FOR UPDATE"
+                "SELECT 1 FROM {runs} WHERE run_id = $1 AND epoch = $2 AND status = 'running' AND {live}
+                 FOR UPDATE"
             ),
             // Not a failed claim: it does not count toward the poison limit. A parked
             // run of a named queue frees its slot (idle workers are told if $5, as
@@ -340,12 +347,12 @@ impl WorkerSql {
                                 THEN clock_timestamp()
                             WHEN $4::bigint IS NULL THEN 'infinity'::timestamptz
                             ELSE to_timestamp($4::bigint / 1000.0) END
-                    WHERE run_id = $1 AND epoch = $2 AND status = 'running'
+                    WHERE run_id = $1 AND epoch = $2 AND status = 'running' AND {live}
                     RETURNING workflow, queue, wake_at <= clock_timestamp() AS due),
                  {closed},
                  note AS (SELECT pg_notify('{ready}', workflow) FROM parked WHERE due OR (queue IS NOT NULL AND $5::bool))
                  SELECT (SELECT count(*) FROM parked), (SELECT count(*) FROM note)",
-                closed = close("parked", "'parked'")
+                closed = close("parked", "'parked'"),
             ),
             // A worker that freed slots of queue $1 and did not take them all back
             // tells the idle workers, if the queue has a run to claim (of any

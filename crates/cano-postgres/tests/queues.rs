@@ -27,8 +27,8 @@ enum Job {
 }
 
 /// Works a while (a call to another service): runs 1 000 000 to 1 000 999 an hour
-/// (until cancelled), runs 2 000 000 to 2 000 999 until the test opens `GATE`, the others 20
-/// to 80 ms, by run id.
+/// (until cancelled), runs 2 000 000 to 2 000 999 until the test opens `GATE`, runs
+/// 3 000 000 to 3 000 999 three seconds, the others 20 to 80 ms, by run id.
 struct Work;
 
 #[async_trait::async_trait]
@@ -44,6 +44,8 @@ impl Task<Job> for Work {
         }
         let ms = if (SLOW..SLOW + 1000).contains(&run) {
             3_600_000
+        } else if (LONG..LONG + 1000).contains(&run) {
+            3_000
         } else {
             20 + run.wrapping_mul(7919) % 61
         };
@@ -59,6 +61,9 @@ const SLOW: u64 = 1_000_000;
 /// permit to `GATE`.
 const GATED: u64 = 2_000_000;
 static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// Run ids from here (for a thousand) work three seconds.
+const LONG: u64 = 3_000_000;
 
 fn job() -> Workflow<Job> {
     Workflow::bare()
@@ -199,10 +204,7 @@ fn child_entry() {
 async fn three_worker_processes_hold_every_limit_even_when_one_is_killed() {
     pg_or_skip!();
     let schema = "queues_three";
-    drop_schema(schema).await;
-    let store = PostgresCheckpointStore::connect(options(schema))
-        .await
-        .unwrap();
+    let store = fresh_store(schema).await;
     let queue = RunQueue::new(&store);
     queue
         .declare(
@@ -435,6 +437,13 @@ async fn a_rate_limit_holds_across_workers() {
         .unwrap();
     assert_eq!(most, 4, "the limit held, and bound");
     drop_schema(schema).await;
+}
+
+/// Options for run `id` on queue `queue`.
+fn run_on(queue: &str, id: u64) -> EnqueueOptions {
+    EnqueueOptions::new()
+        .with_run_id(RunId::from(id))
+        .on_queue(queue)
 }
 
 /// Waits for the worker's event that claims `run`.
@@ -694,6 +703,80 @@ async fn a_parked_run_holds_no_slot_of_its_queue() {
     drop_schema(schema).await;
 }
 
+/// A worker paused past its lease (SIGSTOP) while another takes its slot: when it
+/// wakes it neither renews nor records anything for the run it held, so the queue's
+/// limit of one holds in the claims' record, and the run finishes once, elsewhere
+/// or later, resumed from its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_records_nothing_when_it_wakes() {
+    pg_or_skip!();
+    let schema = "queues_paused";
+    let store = fresh_store(schema).await;
+    let queue = RunQueue::new(&store);
+    queue
+        .declare(&QueueSpec::new("one").with_concurrency(1))
+        .await
+        .unwrap();
+    let held = queue
+        .enqueue("job", &Job::Work, run_on("one", LONG))
+        .await
+        .unwrap()
+        .run;
+    let children = Children::spawn("worker", schema, 1);
+    loop {
+        let (_, event) = children.next();
+        if event == format!("claimed {LONG}") {
+            break;
+        }
+    }
+    children.signal(0, "STOP");
+    // Until its lease has expired on the database's clock (2 s leases), nothing to
+    // wait on but the row itself.
+    let admin = raw().await;
+    let expired =
+        format!("SELECT lease_until < clock_timestamp() FROM {schema}.cano_runs WHERE run_id = $1");
+    let key = |run: RunId| i64::try_from(run.as_u64()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !admin
+            .query_one(&expired, &[&key(held)])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the paused worker's lease expired");
+    // A more urgent run takes the slot the expired lease left.
+    let urgent = queue
+        .enqueue("job", &Job::Work, run_on("one", 5).with_priority(10))
+        .await
+        .unwrap()
+        .run;
+    let other = start_worker(&store, "awake", 4).await;
+    let mut events = other.subscribe();
+    claimed(&mut events, urgent).await;
+    children.signal(0, "CONT");
+    let records = queue
+        .wait_all(&[held, urgent], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
+    other.stop(Duration::from_secs(5)).await;
+    children.finish();
+    let claims = claims_of(schema).await;
+    assert_eq!(most_at_once(&claims, |_| "all")["all"], 1, "one at a time");
+    let first = claims.iter().find(|c| c.run == key(held)).unwrap();
+    assert_eq!(
+        first.outcome.as_deref(),
+        Some("lease expired"),
+        "the paused claim was closed at its lease's end, not by what it did on waking"
+    );
+    assert!(claims.iter().filter(|c| c.run == key(held)).count() >= 2);
+    drop_schema(schema).await;
+}
+
 /// A worker takes back the slots its runs free; if it has nothing to take them for,
 /// it tells the idle workers, which no poll would wake for an hour here.
 #[tokio::test]
@@ -719,19 +802,14 @@ async fn a_slot_its_worker_cannot_use_is_handed_on_to_an_idle_worker() {
         .await
         .unwrap();
     let mut job_events = jobs.subscribe();
-    let on_shared = |id: u64| {
-        EnqueueOptions::new()
-            .with_run_id(RunId::from(id))
-            .on_queue("shared")
-    };
     let held = queue
-        .enqueue("job", &Job::Work, on_shared(GATED))
+        .enqueue("job", &Job::Work, run_on("shared", GATED))
         .await
         .unwrap()
         .run;
     claimed(&mut job_events, held).await;
     let waiting = queue
-        .enqueue("asks", &Ask::Wait, on_shared(1))
+        .enqueue("asks", &Ask::Wait, run_on("shared", 1))
         .await
         .unwrap()
         .run;
