@@ -107,7 +107,9 @@ pub enum WorkerEvent {
         run: RunId,
     },
     /// A round of claims failed (the database refused a statement or the connection
-    /// went away): the worker opens a new connection and tries again.
+    /// went away), or the claim loop could not open its connection and prepare its
+    /// statements (a missing table, say): the worker tries again, a new connection
+    /// each time. The same error is reported at most once every ten seconds.
     ClaimFailed {
         /// The database's error.
         error: String,
@@ -471,6 +473,9 @@ const GATHER_MOST: Duration = Duration::from_millis(100);
 /// How often the claim loop fails poison runs.
 const POISON_EVERY: Duration = Duration::from_secs(1);
 
+/// How long the claim loop keeps quiet about an error it reported, if it repeats.
+const REPORT_AGAIN: Duration = Duration::from_secs(10);
+
 /// How soon the claim loop tries to connect again after failing to.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
@@ -558,11 +563,17 @@ impl Shared {
             if self.stopping() {
                 break;
             }
-            if session.is_none()
-                && let Ok(Ok(opened)) =
-                    tokio::time::timeout(CONNECT_LIMIT, Session::open(&db, &self.sql)).await
-            {
-                session = Some(opened);
+            if session.is_none() {
+                match tokio::time::timeout(CONNECT_LIMIT, Session::open(&db, &self.sql)).await {
+                    Ok(Ok(opened)) => session = Some(opened),
+                    Ok(Err(e)) => self.claim_failed(&mut turn, e.to_string()),
+                    Err(_) => self.claim_failed(
+                        &mut turn,
+                        format!(
+                            "the claim loop's connection was not open after {CONNECT_LIMIT:?}: is the database reachable?"
+                        ),
+                    ),
+                }
             }
             // With runs waiting (the last round filled every free slot), a slot that
             // just freed waits a moment for others, so one round claims several runs
@@ -599,12 +610,18 @@ impl Shared {
                     // claim whose reply was lost is not ours: nobody renews its lease,
                     // and it expires for another claim to take.)
                     Ok(Err(e)) => {
-                        self.emit(WorkerEvent::ClaimFailed {
-                            error: e.to_string(),
-                        });
+                        self.claim_failed(&mut turn, e.to_string());
                         session = None;
                     }
-                    Err(_) => session = None,
+                    Err(_) => {
+                        self.claim_failed(
+                            &mut turn,
+                            format!(
+                                "a round of claims took longer than {limit:?}: its connection is taken for dead"
+                            ),
+                        );
+                        session = None;
+                    }
                 }
             }
             while runs.try_join_next().is_some() {}
@@ -658,6 +675,19 @@ impl Shared {
             && let Some(open) = &session
         {
             let _ = tokio::time::timeout(limit, self.hand_on(open, freed)).await;
+        }
+    }
+
+    /// Reports a failed claim round or connection, unless the same error was reported
+    /// less than `REPORT_AGAIN` ago (the loop retries five times a second).
+    fn claim_failed(&self, turn: &mut Turn, error: String) {
+        let repeated = turn
+            .reported
+            .as_ref()
+            .is_some_and(|(last, at)| *last == error && at.elapsed() < REPORT_AGAIN);
+        if !repeated {
+            turn.reported = Some((error.clone(), Instant::now()));
+            self.emit(WorkerEvent::ClaimFailed { error });
         }
     }
 
@@ -1194,6 +1224,8 @@ struct Turn {
     backlog: bool,
     /// Whether the last round left runs waiting (it was short of slots, not runs).
     waiting: bool,
+    /// The last claim failure reported, and when.
+    reported: Option<(String, Instant)>,
     /// Named queues found full: a round asks them only for the slots this worker
     /// freed of them, until a notification or a poll wakes the worker.
     capped: std::collections::HashSet<String>,

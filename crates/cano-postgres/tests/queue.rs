@@ -476,3 +476,60 @@ async fn runs_finish_with_whole_logs_when_connections_drop_mid_run() {
     assert_eq!(outcomes, HashMap::from([(QueueStatus::Finished, 40)]));
     worker.stop(Duration::from_secs(5)).await;
 }
+
+/// A claim loop whose statements cannot be prepared (a table the worker needs was
+/// renamed away while its connections were cut) says why, as an event, instead of
+/// retrying in silence; once the table is back it claims again.
+#[tokio::test]
+async fn a_claim_loop_that_cannot_prepare_says_why_and_recovers() {
+    pg_or_skip!();
+    let schema = "t_queue_unprepared";
+    let store = fresh_store(schema).await;
+    let queue = RunQueue::new(&store);
+    let worker_store = cano_postgres::PostgresCheckpointStore::connect(
+        common::options(schema).with_application_name("t_queue_unprepared_worker"),
+    )
+    .await
+    .unwrap();
+    let worker = Worker::new(&worker_store)
+        .named("blind")
+        .register("orders", plain())
+        .start()
+        .await
+        .unwrap();
+    let mut events = worker.subscribe();
+    let admin = raw().await;
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.cano_queues RENAME TO cano_queues_away;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 't_queue_unprepared_worker'"
+        ))
+        .await
+        .unwrap();
+    // (The cut connections are reported too, first: waited past.)
+    let said = next_event(
+        &mut events,
+        |e| matches!(e, WorkerEvent::ClaimFailed { error } if error.contains("cano_queues")),
+    )
+    .await;
+    let WorkerEvent::ClaimFailed { error } = said else {
+        unreachable!()
+    };
+    assert!(
+        error.contains("preparing the claim loop's connection") && error.contains("does not exist"),
+        "{error}"
+    );
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.cano_queues_away RENAME TO cano_queues"
+        ))
+        .await
+        .unwrap();
+    let run = enqueue_order(&queue).await;
+    assert_eq!(
+        queue.wait(run, WAIT).await.unwrap().status,
+        QueueStatus::Finished
+    );
+    worker.stop(Duration::from_secs(5)).await;
+}
