@@ -27,8 +27,9 @@ enum Job {
 }
 
 /// Works a while (a call to another service): runs 1 000 000 to 1 000 999 an hour
-/// (until cancelled), runs 2 000 000 to 2 000 999 until the test opens `GATE`, runs
-/// 3 000 000 to 3 000 999 three seconds, the others 20 to 80 ms, by run id.
+/// (until cancelled), runs 4 000 000 to 4 000 999 until the test opens `GATE`, runs
+/// 5 000 000 to 5 000 999 three seconds, the others 20 to 80 ms, by run id. (The
+/// property test draws its ids from 2 000 000 to 2 999 999: short runs.)
 struct Work;
 
 #[async_trait::async_trait]
@@ -59,11 +60,11 @@ const SLOW: u64 = 1_000_000;
 
 /// Run ids from here (for a thousand) work until the test that runs them adds a
 /// permit to `GATE`.
-const GATED: u64 = 2_000_000;
+const GATED: u64 = 4_000_000;
 static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 /// Run ids from here (for a thousand) work three seconds.
-const LONG: u64 = 3_000_000;
+const LONG: u64 = 5_000_000;
 
 fn job() -> Workflow<Job> {
     Workflow::bare()
