@@ -283,12 +283,7 @@ async fn three_worker_processes_hold_every_limit_even_when_one_is_killed() {
 async fn partitions_take_turns_so_a_burst_does_not_starve_a_small_tenant() {
     pg_or_skip!();
     let schema = "queues_fair";
-    let store = fresh_store(schema).await;
-    let queue = RunQueue::new(&store);
-    queue
-        .declare(&QueueSpec::new("fair").with_concurrency(1))
-        .await
-        .unwrap();
+    let (store, queue) = declared(schema, QueueSpec::new("fair").with_concurrency(1)).await;
     let mut runs = Vec::new();
     // The big tenant's burst comes first.
     for (tenant, count) in [("big", 12u64), ("small", 3)] {
@@ -323,12 +318,7 @@ async fn partitions_take_turns_so_a_burst_does_not_starve_a_small_tenant() {
 async fn higher_priority_goes_first_and_a_delayed_run_waits_for_its_time() {
     pg_or_skip!();
     let schema = "queues_priority";
-    let store = fresh_store(schema).await;
-    let queue = RunQueue::new(&store);
-    queue
-        .declare(&QueueSpec::new("one").with_concurrency(1))
-        .await
-        .unwrap();
+    let (store, queue) = declared(schema, QueueSpec::new("one").with_concurrency(1)).await;
     let mut runs = Vec::new();
     // On a named queue and on the default one alike.
     for on_queue in [true, false] {
@@ -404,12 +394,11 @@ async fn higher_priority_goes_first_and_a_delayed_run_waits_for_its_time() {
 async fn a_rate_limit_holds_across_workers() {
     pg_or_skip!();
     let schema = "queues_rate";
-    let store = fresh_store(schema).await;
-    let queue = RunQueue::new(&store);
-    queue
-        .declare(&QueueSpec::new("limited").with_rate_limit(4, Duration::from_secs(1)))
-        .await
-        .unwrap();
+    let (store, queue) = declared(
+        schema,
+        QueueSpec::new("limited").with_rate_limit(4, Duration::from_secs(1)),
+    )
+    .await;
     let mut runs = Vec::new();
     for _ in 0..12 {
         let options = EnqueueOptions::new().on_queue("limited");
@@ -438,6 +427,14 @@ async fn a_rate_limit_holds_across_workers() {
         .unwrap();
     assert_eq!(most, 4, "the limit held, and bound");
     drop_schema(schema).await;
+}
+
+/// A store in a fresh `schema` and its queue, with `spec` declared.
+async fn declared(schema: &str, spec: QueueSpec) -> (PostgresCheckpointStore, RunQueue) {
+    let store = fresh_store(schema).await;
+    let queue = RunQueue::new(&store);
+    queue.declare(&spec).await.unwrap();
+    (store, queue)
 }
 
 /// Options for run `id` on queue `queue`.
@@ -664,12 +661,7 @@ async fn cancel_reaches_queued_parked_and_running_runs_and_refuses_others() {
 async fn a_parked_run_holds_no_slot_of_its_queue() {
     pg_or_skip!();
     let schema = "queues_parked";
-    let store = fresh_store(schema).await;
-    let queue = RunQueue::new(&store);
-    queue
-        .declare(&QueueSpec::new("single").with_concurrency(1))
-        .await
-        .unwrap();
+    let (store, queue) = declared(schema, QueueSpec::new("single").with_concurrency(1)).await;
     let worker = start_worker(&store, "parked", 4).await;
     let parked = queue
         .enqueue("asks", &Ask::Wait, EnqueueOptions::new().on_queue("single"))
@@ -712,12 +704,7 @@ async fn a_parked_run_holds_no_slot_of_its_queue() {
 async fn a_worker_paused_past_its_lease_records_nothing_when_it_wakes() {
     pg_or_skip!();
     let schema = "queues_paused";
-    let store = fresh_store(schema).await;
-    let queue = RunQueue::new(&store);
-    queue
-        .declare(&QueueSpec::new("one").with_concurrency(1))
-        .await
-        .unwrap();
+    let (store, queue) = declared(schema, QueueSpec::new("one").with_concurrency(1)).await;
     let held = queue
         .enqueue("job", &Job::Work, run_on("one", LONG))
         .await
@@ -784,12 +771,7 @@ async fn a_worker_paused_past_its_lease_records_nothing_when_it_wakes() {
 async fn a_slot_its_worker_cannot_use_is_handed_on_to_an_idle_worker() {
     pg_or_skip!();
     let schema = "queues_hand_on";
-    let store = fresh_store(schema).await;
-    let queue = RunQueue::new(&store);
-    queue
-        .declare(&QueueSpec::new("shared").with_concurrency(1))
-        .await
-        .unwrap();
+    let (store, queue) = declared(schema, QueueSpec::new("shared").with_concurrency(1)).await;
     let idle_for_an_hour = |name: &str, runs: usize| {
         Worker::new(&store)
             .named(name)
