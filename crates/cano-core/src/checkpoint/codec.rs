@@ -35,6 +35,9 @@ pub trait Codec: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
+/// The most bytes one decode may claim (see [`Bincode::decode`]).
+const DECODE_LIMIT: usize = 1 << 30;
+
 impl Codec for Bincode {
     const NAME: &'static str = "bincode";
 
@@ -49,18 +52,21 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CanoError> {
+        // The limit bounds what a length prefix may claim: without it, a corrupt or
+        // hostile prefix (a damaged row, bytes read as the wrong type) asks for an
+        // allocation of exabytes, which aborts the process instead of failing the
+        // decode. No stored value comes near it (PostgreSQL's bytea stops at 1 GiB).
+        let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
         let (value, used) =
-            bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard()).map_err(
-                |e| {
-                    CanoError::store(format!(
-                        "could not decode a `{}` from {} bytes",
-                        std::any::type_name::<T>(),
-                        bytes.len()
-                    ))
-                    .with_source(e)
-                    .permanent()
-                },
-            )?;
+            bincode::serde::decode_from_slice::<T, _>(bytes, config).map_err(|e| {
+                CanoError::store(format!(
+                    "could not decode a `{}` from {} bytes",
+                    std::any::type_name::<T>(),
+                    bytes.len()
+                ))
+                .with_source(e)
+                .permanent()
+            })?;
         if used != bytes.len() {
             return Err(CanoError::store(format!(
                 "{} bytes left over after decoding a `{}`: the bytes hold another type",
@@ -107,6 +113,24 @@ mod tests {
             let bytes = Bincode::encode(&state).unwrap();
             assert_eq!(Bincode::decode::<State>(&bytes).unwrap(), state);
         }
+    }
+
+    /// A length prefix that claims more than any value holds (a damaged row, bytes of
+    /// another type) is a decode error: before the limit, it aborted the process
+    /// trying to allocate exabytes.
+    #[test]
+    fn a_huge_length_prefix_is_an_error_not_an_abort() {
+        // 0xfd: a u64 length follows, here about 2.2 * 10^18.
+        let mut bytes = vec![0xfd];
+        bytes.extend_from_slice(&2_210_027_110_116_426_026u64.to_le_bytes());
+        bytes.extend_from_slice(b"abc");
+        assert!(Bincode::decode::<String>(&bytes).is_err());
+        assert!(Bincode::decode::<Vec<u8>>(&bytes).is_err());
+        assert!(Bincode::decode::<Vec<String>>(&bytes).is_err());
+        assert!(
+            Bincode::decode::<State>(&[2, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
+                .is_err()
+        );
     }
 
     #[test]
