@@ -13,6 +13,7 @@
 //!
 //! A workflow without a store pays nothing: no row is built, no state is encoded.
 
+pub mod catalog;
 mod codec;
 mod durable;
 mod journal;
@@ -30,6 +31,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::CanoError;
 use crate::run_id::RunId;
 
+pub use catalog::{
+    ActionRecord, ListedRun, LiveStatus, NewestFirst, PageCursor, RunCatalog, RunFilter, RunPage,
+    StatusCounts, StoredRow,
+};
 pub use codec::{Bincode, Codec};
 pub use durable::DurableStore;
 pub(crate) use durable::ENGINE_PREFIX;
@@ -279,6 +284,21 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn signals(&self) -> Option<&dyn SignalStore> {
         None
     }
+
+    /// Keeps the drawing of a workflow version's graph (Mermaid, which `drawing`
+    /// makes: `Workflow::to_mermaid`), so tools can draw a run without the workflow's
+    /// code. The engine calls it before the first run of a workflow writes to this
+    /// store (once per workflow and store attachment, again after a failure); a later
+    /// call for the same workflow and version replaces the drawing. By default nothing
+    /// is kept (and the drawing is never made).
+    async fn record_graph(
+        &self,
+        _workflow: &str,
+        _version: u32,
+        _drawing: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<(), CanoError> {
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -303,6 +323,14 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for Arc<T> {
     }
     fn signals(&self) -> Option<&dyn SignalStore> {
         (**self).signals()
+    }
+    async fn record_graph(
+        &self,
+        workflow: &str,
+        version: u32,
+        drawing: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<(), CanoError> {
+        (**self).record_graph(workflow, version, drawing).await
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Checkpointing<S> {
     /// A simple store (cano 0.13's) behind `store`: states go by their `Debug` text,
     /// and runs by workflow id.
     pub(crate) simple: Option<Arc<SimpleAdapter>>,
+    /// Whether this workflow's graph is in the store (see `record_graph`): shared by
+    /// the workflow's clones, so it is written once per store attachment.
+    pub(crate) graph_recorded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<S: std::fmt::Debug> Checkpointing<S> {
@@ -59,6 +62,7 @@ impl<S: Serialize + DeserializeOwned> Checkpointing<S> {
             encode: encode_state::<Bincode, S>,
             decode: decode_state::<Bincode, S>,
             simple: None,
+            graph_recorded: Default::default(),
         }
     }
 }
@@ -77,6 +81,7 @@ impl<S: std::fmt::Debug> Checkpointing<S> {
                 ))
             },
             simple: Some(adapter),
+            graph_recorded: Default::default(),
         }
     }
 }
@@ -199,6 +204,7 @@ impl<S> Clone for Checkpointing<S> {
             encode: self.encode,
             decode: self.decode,
             simple: self.simple.clone(),
+            graph_recorded: self.graph_recorded.clone(),
         }
     }
 }
@@ -653,6 +659,27 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         )
     }
 
+    /// Keeps this workflow's drawing in its store before its first run there writes, so
+    /// tools (the `cano` inspector) can draw its runs without its code. One atomic load
+    /// per run after that. A store that fails to keep it fails no run: the next run
+    /// tries again.
+    async fn record_graph_once(&self, checkpointing: &Checkpointing<S>) {
+        use std::sync::atomic::Ordering;
+        if checkpointing.graph_recorded.load(Ordering::Relaxed) {
+            return;
+        }
+        let settings = &self.spec.recovery;
+        let drawing = || self.to_mermaid();
+        if checkpointing
+            .store
+            .record_graph(&settings.workflow_id, settings.version, &drawing)
+            .await
+            .is_ok()
+        {
+            checkpointing.graph_recorded.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// A run of a checkpointed workflow: the ordinary run, then its log closed
     /// (cleared or finished on success, cleared or `RolledBack` after a clean rollback,
     /// a `Fail` row otherwise).
@@ -668,6 +695,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         saga: Option<Box<Compensations<S>>>,
     ) -> Pin<Box<dyn Future<Output = Result<S, CanoError>> + Send + 'a>> {
         Box::pin(async move {
+            self.record_graph_once(checkpointing).await;
             let run = self.run_context(journal.run_id(), options.cancel, Some(journal.clone()));
             let mut state = initial;
             let result = self
