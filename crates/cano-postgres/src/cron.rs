@@ -300,6 +300,7 @@ struct CronSql {
     step_down: String,
     last_fire: String,
     fire: String,
+    describe: String,
 }
 
 /// `$n` milliseconds from the database's now, as a timestamp; past what one holds
@@ -318,6 +319,7 @@ impl CronSql {
             db.table("cano_fires"),
             db.table("cano_runs"),
         );
+        let schedules = db.table("cano_schedules");
         let ready = ready_channel(&db.schema);
         let until = from_now("$3");
         Self {
@@ -337,6 +339,13 @@ impl CronSql {
             ),
             step_down: format!(
                 "UPDATE {leaders} SET lease_until = NULL WHERE grp = $1 AND epoch = $2"
+            ),
+            // What the group fires, for operators' tools (the next tick of each).
+            describe: format!(
+                "INSERT INTO {schedules} AS s (grp, schedule, expr, zone, workflow, label)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (grp, schedule) DO UPDATE SET expr = $3, zone = $4, workflow = $5,
+                     label = $6, updated_at = clock_timestamp()"
             ),
             last_fire: format!(
                 "SELECT max(fire_at_ms) FROM {fires} WHERE grp = $1 AND schedule = $2"
@@ -482,11 +491,38 @@ impl Shared {
 
     /// Fires ticks while this process holds the lead at `epoch`, renewing it every
     /// third of a lease; steps down when it could not renew for two thirds of one.
+    /// Records the group's schedules for operators' tools. Best effort: a failure
+    /// costs the inspector its view of the next tick, never a tick.
+    async fn describe(&self) {
+        let scheduler = &self.scheduler;
+        let Ok(client) = scheduler.store.db().client().await else {
+            return;
+        };
+        for entry in &scheduler.entries {
+            if let Schedule::Cron { expr, zone, .. } = &entry.schedule {
+                let _ = client
+                    .execute(
+                        &self.sql.describe,
+                        &[
+                            &scheduler.group,
+                            &entry.id,
+                            expr,
+                            &zone.name(),
+                            &entry.workflow,
+                            &entry.label,
+                        ],
+                    )
+                    .await;
+            }
+        }
+    }
+
     async fn lead(&self, epoch: i64, mut clock: DbClock, stop: &mut watch::Receiver<bool>) {
         let scheduler = &self.scheduler;
         let db = scheduler.store.db();
         // Where each schedule stands: after its last fired tick.
         let mut next = Vec::with_capacity(scheduler.entries.len());
+        self.describe().await;
         for entry in &scheduler.entries {
             let last = match db.client().await {
                 Ok(client) => client

@@ -31,6 +31,7 @@ pub struct PgOptions {
     pool_size: usize,
     connect_timeout: Duration,
     application_name: String,
+    create: bool,
 }
 
 impl PgOptions {
@@ -43,7 +44,16 @@ impl PgOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(30),
             application_name: "cano".to_owned(),
+            create: true,
         }
+    }
+
+    /// Connects only to a schema that exists at this build's version: nothing is
+    /// created or migrated, and a missing, older or newer schema is a clear error.
+    /// For tools that read what processes wrote (the `cano` inspector).
+    pub fn existing_schema_only(mut self) -> Self {
+        self.create = false;
+        self
     }
 
     /// Puts cano's tables in `schema` (created if missing). Processes that share runs
@@ -159,7 +169,11 @@ impl Db {
             attempts += 1;
             match db.pool.get().await {
                 Ok(client) => {
-                    crate::schema::migrate(&client, &db.schema).await?;
+                    if options.create {
+                        crate::schema::migrate(&client, &db.schema).await?;
+                    } else {
+                        crate::schema::check_existing(&client, &db.schema, &db.place).await?;
+                    }
                     return Ok(db);
                 }
                 Err(e) if deadline.is_some_and(|d| tokio::time::Instant::now() + delay >= d) => {

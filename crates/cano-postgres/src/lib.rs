@@ -92,11 +92,13 @@
 //! # }
 //! ```
 
+mod catalog;
 mod channels;
 mod cron;
 mod db;
 mod errors;
 mod inbox_sql;
+mod operate;
 mod queue;
 mod queue_spec;
 mod queue_sql;
@@ -108,6 +110,7 @@ mod worker_sql;
 
 pub use cron::{ClusterEvent, ClusterScheduler, RunningClusterScheduler};
 pub use db::PgOptions;
+pub use operate::{ClusterOverview, Requeued, ScheduleView, WorkerView};
 pub use queue::{ClaimRecord, EnqueueOptions, Enqueued, QueueStatus, QueuedRun, RunQueue};
 pub use queue_spec::{QueueSpec, WhenFull};
 pub use schema::SCHEMA_VERSION;

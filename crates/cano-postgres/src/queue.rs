@@ -364,6 +364,11 @@ impl RunQueue {
         }
     }
 
+    /// The store the queue lives in.
+    pub(crate) fn store(&self) -> &PostgresCheckpointStore {
+        &self.store
+    }
+
     /// Creates the named queue `spec` describes, or changes its limits (workers read
     /// them at every claim, so a change applies from the next claim on). Errors on a
     /// spec that [`QueueSpec::validate`] refuses.

@@ -6,7 +6,7 @@ use cano_core::CanoError;
 
 /// The schema version this build writes. A database at a higher version was written
 /// by a newer cano and is refused rather than misread.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The steps, in order: step `i` brings the schema from version `i` to `i + 1`.
 /// `{s}` stands for the schema name. Never edit a released step; add one.
@@ -145,7 +145,90 @@ CREATE TABLE {s}.cano_claims (
 );
 CREATE INDEX cano_claims_rate ON {s}.cano_claims (queue, claimed_at) WHERE queue IS NOT NULL;
 "#,
+    // 5: what the inspector lists: when each log started (never updated, so the
+    // index on it leaves the per-transition update of the log's row HOT), why a run
+    // failed, newest-first indexes for logs and queued runs, each workflow's graph,
+    // the record of operators' actions on runs, and the cron schedules of each
+    // cluster scheduler group (so the next tick can be told without their code).
+    r#"
+ALTER TABLE {s}.cano_logs ADD COLUMN created_at timestamptz;
+UPDATE {s}.cano_logs SET created_at = updated_at;
+ALTER TABLE {s}.cano_logs ALTER COLUMN created_at SET NOT NULL;
+ALTER TABLE {s}.cano_logs ALTER COLUMN created_at SET DEFAULT clock_timestamp();
+ALTER TABLE {s}.cano_logs ADD COLUMN message text NOT NULL DEFAULT '';
+CREATE INDEX cano_logs_newest ON {s}.cano_logs (created_at DESC, run_id DESC);
+CREATE INDEX cano_runs_newest ON {s}.cano_runs (enqueued_at DESC, run_id DESC);
+CREATE TABLE {s}.cano_graphs (
+    workflow text NOT NULL,
+    version integer NOT NULL,
+    mermaid text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (workflow, version)
+);
+CREATE TABLE {s}.cano_actions (
+    id bigserial PRIMARY KEY,
+    run_id bigint NOT NULL,
+    action text NOT NULL,
+    actor text NOT NULL,
+    reason text NOT NULL,
+    detail text NOT NULL DEFAULT '',
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX cano_actions_run ON {s}.cano_actions (run_id, id);
+CREATE TABLE {s}.cano_schedules (
+    grp text NOT NULL,
+    schedule text NOT NULL,
+    expr text NOT NULL,
+    zone text NOT NULL,
+    workflow text NOT NULL,
+    label text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (grp, schedule)
+);
+"#,
 ];
+
+/// Checks that `schema` exists at [`SCHEMA_VERSION`], creating and changing nothing.
+pub(crate) async fn check_existing(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    place: &str,
+) -> Result<(), CanoError> {
+    let doing = |what: &str, e| pg_error(&format!("schema {schema}"), what, e);
+    let meta = format!("{schema}.cano_meta");
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&meta])
+        .await
+        .map_err(|e| doing("looking for the schema", e))?
+        .get(0);
+    let found: Option<i32> = if exists {
+        client
+            .query_opt(&format!("SELECT version FROM {meta}"), &[])
+            .await
+            .map_err(|e| doing("reading the schema version", e))?
+            .map(|row| row.get(0))
+    } else {
+        None
+    };
+    match found {
+        None => Err(CanoError::configuration(format!(
+            "there is no cano schema {schema:?} in the database at {place}; nothing was created"
+        ))
+        .with_hint("check the URL's database and the schema name (--schema); a worker or store of this build creates it")
+        .permanent()),
+        Some(v) if v > SCHEMA_VERSION => Err(CanoError::configuration(format!(
+            "schema {schema} at {place} is at version {v}, written by a newer cano; this build reads versions up to {SCHEMA_VERSION}"
+        ))
+        .with_hint("use the cano build that the workers of this database run")
+        .permanent()),
+        Some(v) if v < SCHEMA_VERSION => Err(CanoError::configuration(format!(
+            "schema {schema} at {place} is at version {v}; this build reads version {SCHEMA_VERSION} and changed nothing"
+        ))
+        .with_hint("start a worker or store of this build once to migrate it (migrations are safe to run beside older workers' reads)")
+        .permanent()),
+        Some(_) => Ok(()),
+    }
+}
 
 /// Creates the schema or brings it up to [`SCHEMA_VERSION`]; refuses a newer one.
 pub(crate) async fn migrate(

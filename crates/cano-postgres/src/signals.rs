@@ -65,6 +65,7 @@ impl PostgresCheckpointStore {
                         &vec![status_code(cano_core::RunStatus::after(row.kind))],
                         &vec![row.label.as_str()],
                         &vec![row.written_at_ms as i64],
+                        &vec![row.message.as_str()],
                     ],
                 )
                 .await

@@ -86,6 +86,7 @@ pub(crate) struct StoreInner {
     stats: Arc<Counters>,
     sql: Arc<Sql>,
     signals: crate::inbox_sql::SignalSql,
+    catalog: crate::catalog::CatalogSql,
 }
 
 #[derive(Default)]
@@ -118,6 +119,8 @@ struct Pending {
     version: u32,
     status: RunStatus,
     label: String,
+    /// Why the run failed (`Fail` and `Rollback` rows), for listings' error filter.
+    message: String,
     written_at_ms: u64,
     reply: oneshot::Sender<Result<(), CanoError>>,
 }
@@ -158,8 +161,8 @@ impl Sql {
             append: format!(
                 "WITH input AS (
                     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[],
-                                         $5::text[], $6::integer[], $7::smallint[], $8::text[], $9::bigint[])
-                        AS t(run_id, seq, fence, body, workflow, version, status, label, at)),
+                                         $5::text[], $6::integer[], $7::smallint[], $8::text[], $9::bigint[], $10::text[])
+                        AS t(run_id, seq, fence, body, workflow, version, status, label, at, message)),
                  locked AS (
                     SELECT q.run_id FROM {runs} q JOIN input i ON q.run_id = i.run_id
                     WHERE i.fence >= 0 AND q.epoch = i.fence AND q.status = 'running'
@@ -170,14 +173,15 @@ impl Sql {
                           AND q.status = 'running' AND q.lease_until > clock_timestamp())
                     UNION ALL SELECT run_id FROM locked),
                  created AS (
-                    INSERT INTO {logs} (run_id, last_seq, workflow, version, status, label, updated_at_ms, updated_at)
-                    SELECT i.run_id, i.seq, i.workflow, i.version, i.status, i.label, i.at, clock_timestamp()
+                    INSERT INTO {logs} (run_id, last_seq, workflow, version, status, label, updated_at_ms, updated_at, message)
+                    SELECT i.run_id, i.seq, i.workflow, i.version, i.status, i.label, i.at, clock_timestamp(), i.message
                     FROM input i JOIN allowed a ON a.run_id = i.run_id WHERE i.seq = 0
                     ON CONFLICT (run_id) DO NOTHING
                     RETURNING run_id),
                  moved AS (
                     UPDATE {logs} l SET last_seq = i.seq, workflow = i.workflow, version = i.version,
-                        status = i.status, label = i.label, updated_at_ms = i.at, updated_at = clock_timestamp()
+                        status = i.status, label = i.label, updated_at_ms = i.at, updated_at = clock_timestamp(),
+                        message = i.message
                     FROM input i JOIN allowed a ON a.run_id = i.run_id
                     WHERE l.run_id = i.run_id AND i.seq > 0 AND l.last_seq = i.seq - 1
                     RETURNING l.run_id),
@@ -252,7 +256,9 @@ impl PostgresCheckpointStore {
             permits,
         };
         let signals = crate::inbox_sql::SignalSql::new(&db);
+        let catalog = crate::catalog::CatalogSql::new(&db);
         let inner = Arc::new(StoreInner {
+            catalog,
             db,
             appends,
             stats,
@@ -294,6 +300,11 @@ impl PostgresCheckpointStore {
         &self.inner.db
     }
 
+    /// The listing statements.
+    pub(crate) fn catalog_sql(&self) -> &crate::catalog::CatalogSql {
+        &self.inner.catalog
+    }
+
     /// The inbox's statements.
     pub(crate) fn signal_sql(&self) -> &crate::inbox_sql::SignalSql {
         &self.inner.signals
@@ -316,6 +327,12 @@ impl PostgresCheckpointStore {
             workflow: row.workflow,
             version: row.version,
             label: row.label,
+            message: match row.kind {
+                cano_core::checkpoint::RowKind::Fail
+                | cano_core::checkpoint::RowKind::Rollback
+                | cano_core::checkpoint::RowKind::RolledBack => row.message,
+                _ => String::new(),
+            },
             written_at_ms: row.written_at_ms,
             reply,
         };
@@ -495,6 +512,7 @@ impl Writer {
                             &cols.status,
                             &cols.label,
                             &cols.at,
+                            &cols.message,
                         ],
                     )
                     .await
@@ -570,6 +588,7 @@ struct Columns<'a> {
     status: Vec<i16>,
     label: Vec<&'a str>,
     at: Vec<i64>,
+    message: Vec<&'a str>,
 }
 
 impl<'a> Columns<'a> {
@@ -584,6 +603,7 @@ impl<'a> Columns<'a> {
             status: batch.iter().map(|p| status_code(p.status)).collect(),
             label: batch.iter().map(|p| p.label.as_str()).collect(),
             at: batch.iter().map(|p| p.written_at_ms as i64).collect(),
+            message: batch.iter().map(|p| p.message.as_str()).collect(),
         }
     }
 }
@@ -673,6 +693,23 @@ impl CheckpointStore for PostgresCheckpointStore {
 
     fn signals(&self) -> Option<&dyn SignalStore> {
         Some(self)
+    }
+
+    async fn record_graph(
+        &self,
+        workflow: &str,
+        version: u32,
+        drawing: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<(), CanoError> {
+        let sql = &self.catalog_sql().record_graph;
+        let drawing = drawing();
+        self.execute(
+            sql,
+            &[&workflow, &(version as i32), &drawing],
+            &format!("keeping the graph of workflow {workflow:?}"),
+        )
+        .await
+        .map(drop)
     }
 }
 

@@ -174,6 +174,9 @@ pub struct Worker {
     max_claims: u32,
     poll: Duration,
     keep_rows: bool,
+    /// Each registered workflow's id, version and drawing, kept in the store at start
+    /// (the claims' fenced stores keep none: one write per worker, not per run).
+    graphs: Vec<(String, u32, String)>,
 }
 
 impl fmt::Debug for Worker {
@@ -206,6 +209,7 @@ impl Worker {
             max_claims: 5,
             poll: Duration::from_secs(1),
             keep_rows: false,
+            graphs: Vec::new(),
         }
     }
 
@@ -229,6 +233,11 @@ impl Worker {
         let workflow = workflow
             .with_workflow_id(name)
             .with_retention(Retention::KeepFinished);
+        self.graphs.push((
+            name.to_owned(),
+            workflow.workflow_version(),
+            workflow.to_mermaid(),
+        ));
         let driver: Driver = Arc::new(move |run, initial, resume, token, store| {
             // Each claim writes through a store fenced by its own epoch.
             let workflow = workflow.clone().with_shared_checkpoint_store(store);
@@ -306,6 +315,11 @@ impl Worker {
                 self.name, self.lease, self.poll, self.max_claims
             ))
             .with_hint("leases must outlast a heartbeat round trip by far; use seconds"));
+        }
+        for (workflow, version, drawing) in &self.graphs {
+            self.store
+                .record_graph(workflow, version.to_owned(), &|| drawing.clone())
+                .await?;
         }
         let (stop, _) = watch::channel(false);
         let (events, _) = broadcast::channel(1024);

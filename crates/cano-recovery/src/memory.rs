@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use cano_core::checkpoint::{
-    CheckpointRow, CheckpointStore, INBOX_LIMIT, RunSummary, Sent, Signal, SignalStore,
+    ActionRecord, CheckpointRow, CheckpointStore, INBOX_LIMIT, ListedRun, NewestFirst, PageCursor,
+    RunCatalog, RunFilter, RunPage, RunSummary, Sent, Signal, SignalStore, StatusCounts, StoredRow,
     check_next_seq, check_signal, signal_limit_error, signal_taken_error,
 };
 use cano_core::{CanoError, RunId};
@@ -27,6 +28,10 @@ struct State {
     inboxes: HashMap<RunId, Inbox>,
     /// The id of the next signal sent.
     next_signal: u64,
+    /// Each workflow version's drawing.
+    graphs: HashMap<(String, u32), String>,
+    /// Operators' actions, oldest first.
+    actions: Vec<ActionRecord>,
 }
 
 /// One run's signals not yet taken, and every idempotency key it was sent.
@@ -59,6 +64,81 @@ impl MemoryCheckpointStore {
     /// Whether the store holds no rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl MemoryCheckpointStore {
+    fn listed(&self) -> Vec<ListedRun> {
+        self.lock()
+            .runs
+            .values()
+            .filter_map(|rows| {
+                Some(ListedRun::from_rows(
+                    rows.first()?.written_at_ms,
+                    rows.last()?,
+                ))
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl RunCatalog for MemoryCheckpointStore {
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        after: Option<PageCursor>,
+        limit: usize,
+    ) -> Result<RunPage, CanoError> {
+        let mut page = NewestFirst::new(after, limit);
+        for run in self.listed().into_iter().filter(|r| filter.matches(r)) {
+            page.offer(run);
+        }
+        Ok(page.finish())
+    }
+
+    async fn count_runs(&self, filter: &RunFilter) -> Result<StatusCounts, CanoError> {
+        let mut counts = StatusCounts::default();
+        for run in self.listed() {
+            if filter.matches_ignoring_status(&run) {
+                counts.add(run.status, 1);
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn rows(&self, run: RunId) -> Result<Vec<StoredRow>, CanoError> {
+        Ok(self
+            .load(run)
+            .await?
+            .into_iter()
+            .map(StoredRow::Read)
+            .collect())
+    }
+
+    async fn graph(&self, workflow: &str, version: u32) -> Result<Option<String>, CanoError> {
+        let state = self.lock();
+        Ok(state
+            .graphs
+            .iter()
+            .filter(|((w, v), _)| w == workflow && (version == 0 || *v == version))
+            .max_by_key(|((_, v), _)| *v)
+            .map(|(_, drawing)| drawing.clone()))
+    }
+
+    async fn record_action(&self, action: &ActionRecord) -> Result<(), CanoError> {
+        self.lock().actions.push(action.clone());
+        Ok(())
+    }
+
+    async fn actions(&self, run: RunId) -> Result<Vec<ActionRecord>, CanoError> {
+        Ok(self
+            .lock()
+            .actions
+            .iter()
+            .filter(|a| a.run == run)
+            .cloned()
+            .collect())
     }
 }
 
@@ -114,6 +194,18 @@ impl CheckpointStore for MemoryCheckpointStore {
             .filter(|last| !last.kind.ends_run())
             .map(RunSummary::from_last_row)
             .collect())
+    }
+
+    async fn record_graph(
+        &self,
+        workflow: &str,
+        version: u32,
+        drawing: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<(), CanoError> {
+        self.lock()
+            .graphs
+            .insert((workflow.to_owned(), version), drawing());
+        Ok(())
     }
 
     async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {

@@ -22,6 +22,8 @@ struct Faults {
     /// Clears that fail, before (`false`) or after (`true`) clearing.
     fail_clears: Vec<bool>,
     fail_truncates: bool,
+    /// Graph recordings that still fail.
+    fail_graphs: usize,
 }
 
 /// A [`CheckpointStore`] (in memory, or wrapping another) with fault injection: fail
@@ -61,6 +63,11 @@ impl FaultyStore {
 
     fn lock(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next `n` recordings of a workflow's graph fail.
+    pub fn fail_graphs(&self, n: usize) {
+        self.lock().fail_graphs = n;
     }
 
     /// Append number `n` (from 0, counting every append through this store) fails,
@@ -204,6 +211,26 @@ impl CheckpointStore for FaultyStore {
 
     async fn prune(&self, older_than: SystemTime) -> Result<usize, CanoError> {
         self.inner.prune(older_than).await
+    }
+
+    async fn record_graph(
+        &self,
+        workflow: &str,
+        version: u32,
+        drawing: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<(), CanoError> {
+        let fail = {
+            let mut faults = self.lock();
+            let fail = faults.fail_graphs > 0;
+            faults.fail_graphs = faults.fail_graphs.saturating_sub(1);
+            fail
+        };
+        if fail {
+            return Err(Self::injected(&format!(
+                "recording the graph of {workflow}"
+            )));
+        }
+        self.inner.record_graph(workflow, version, drawing).await
     }
 }
 

@@ -181,3 +181,28 @@ async fn observed_runs_draw_the_paths_they_took() {
         "flowchart TD\n    s0[\"A ×3\"]\n    s1[\"B ×3\"]\n    s2[\"Done ×3\"]\n    s0 -- \"3\" --> s1\n    s1 -- \"3\" --> s2\n"
     );
 }
+
+/// The workflow's graph is kept before its first run writes; a store that fails to
+/// keep it fails no run, and the next run keeps it.
+#[tokio::test]
+async fn a_graph_the_store_failed_to_keep_is_kept_by_the_next_run() {
+    use cano_core::checkpoint::RunCatalog;
+    let memory = cano_recovery::MemoryCheckpointStore::new();
+    let store = FaultyStore::wrapping(std::sync::Arc::new(memory.clone()));
+    store.fail_graphs(1);
+    let workflow = three_steps(store.clone(), RecordingObserver::new())
+        .with_workflow_id("steps")
+        .with_workflow_version(7);
+    assert_eq!(workflow.orchestrate(S::A).await.unwrap(), S::Done);
+    assert_eq!(memory.graph("steps", 7).await.unwrap(), None);
+    assert_eq!(workflow.orchestrate(S::A).await.unwrap(), S::Done);
+    let drawing = memory
+        .graph("steps", 7)
+        .await
+        .unwrap()
+        .expect("kept by the second run");
+    assert_eq!(drawing, workflow.to_mermaid());
+    // Version 0 asks for the highest version kept.
+    assert_eq!(memory.graph("steps", 0).await.unwrap(), Some(drawing));
+    assert_eq!(memory.graph("steps", 6).await.unwrap(), None);
+}

@@ -13,7 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use cano_core::checkpoint::{
-    CheckpointRow, CheckpointStore, RunSummary, Sent, Signal, SignalStore,
+    ActionRecord, CheckpointRow, CheckpointStore, PageCursor, RunCatalog, RunFilter, RunPage,
+    RunSummary, Sent, Signal, SignalStore, StatusCounts, StoredRow,
 };
 use cano_core::{CanoError, RunId};
 use tokio::sync::oneshot;
@@ -212,6 +213,8 @@ impl SledCheckpointStore {
         };
         let inbox = open_tree("inbox")?;
         let keys = open_tree("signal_keys")?;
+        let graphs = open_tree("graphs")?;
+        let actions = open_tree("actions")?;
         let disk = DiskSync::open(dir).map_err(|e| {
             CanoError::store(format!(
                 "could not sync the sled checkpoint store at {} to disk: {e}",
@@ -226,6 +229,8 @@ impl SledCheckpointStore {
             tree,
             inbox,
             keys,
+            graphs,
+            actions,
             inbox_sizes: Default::default(),
             disk,
             dir: dir.to_path_buf(),
@@ -356,6 +361,56 @@ impl CheckpointStore for SledCheckpointStore {
 
     fn signals(&self) -> Option<&dyn SignalStore> {
         Some(self)
+    }
+
+    async fn record_graph(
+        &self,
+        workflow: &str,
+        version: u32,
+        drawing: &(dyn Fn() -> String + Send + Sync),
+    ) -> Result<(), CanoError> {
+        let graph = Box::new((workflow.to_owned(), version, drawing()));
+        self.ask(|reply| Command::RecordGraph(graph, reply)).await
+    }
+}
+
+/// Listings read each run's first and last rows, one run at a time, on the writer
+/// thread: memory stays at one page whatever the store holds, and appends wait for a
+/// listing to finish (it is an operator's read, not the engine's).
+#[async_trait::async_trait]
+impl RunCatalog for SledCheckpointStore {
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        after: Option<PageCursor>,
+        limit: usize,
+    ) -> Result<RunPage, CanoError> {
+        let filter = Box::new(filter.clone());
+        self.ask(|reply| Command::List(filter, after, limit, reply))
+            .await
+    }
+
+    async fn count_runs(&self, filter: &RunFilter) -> Result<StatusCounts, CanoError> {
+        let filter = Box::new(filter.clone());
+        self.ask(|reply| Command::Count(filter, reply)).await
+    }
+
+    async fn rows(&self, run: RunId) -> Result<Vec<StoredRow>, CanoError> {
+        self.ask(|reply| Command::Rows(run, reply)).await
+    }
+
+    async fn graph(&self, workflow: &str, version: u32) -> Result<Option<String>, CanoError> {
+        let which = Box::new((workflow.to_owned(), version));
+        self.ask(|reply| Command::Graph(which, reply)).await
+    }
+
+    async fn record_action(&self, action: &ActionRecord) -> Result<(), CanoError> {
+        let action = Box::new(action.clone());
+        self.ask(|reply| Command::RecordAction(action, reply)).await
+    }
+
+    async fn actions(&self, run: RunId) -> Result<Vec<ActionRecord>, CanoError> {
+        self.ask(|reply| Command::Actions(run, reply)).await
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use std::collections::HashMap;
 
 use cano_core::checkpoint::{
-    Bincode, CheckpointRow, Codec, INBOX_LIMIT, RunStatus, RunSummary, Sent, Signal,
+    ActionRecord, Bincode, CheckpointRow, Codec, INBOX_LIMIT, ListedRun, NewestFirst, PageCursor,
+    RunFilter, RunPage, RunStatus, RunSummary, Sent, Signal, StatusCounts, StoredRow,
     check_next_seq, check_signal, signal_limit_error, signal_taken_error,
 };
 use cano_core::{CanoError, RunId};
@@ -46,6 +47,13 @@ pub(super) enum Command {
     Truncate(RunId, u64, Reply<()>),
     Clear(RunId, Reply<()>),
     Unfinished(Reply<Vec<RunSummary>>),
+    List(Box<RunFilter>, Option<PageCursor>, usize, Reply<RunPage>),
+    Count(Box<RunFilter>, Reply<StatusCounts>),
+    RecordGraph(Box<(String, u32, String)>, Reply<()>),
+    Graph(Box<(String, u32)>, Reply<Option<String>>),
+    RecordAction(Box<ActionRecord>, Reply<()>),
+    Actions(RunId, Reply<Vec<ActionRecord>>),
+    Rows(RunId, Reply<Vec<StoredRow>>),
     Prune(SystemTime, Reply<usize>),
     Flush(Reply<()>),
     /// Flush, close the database, and answer once its directory is free.
@@ -70,6 +78,10 @@ pub(super) struct Writer {
     pub(super) inbox: sled::Tree,
     /// Every idempotency key a run was sent, keyed by run then key: the signal's id.
     pub(super) keys: sled::Tree,
+    /// Each workflow version's drawing (see [`graph_key`]).
+    pub(super) graphs: sled::Tree,
+    /// Operators' actions, by run then id.
+    pub(super) actions: sled::Tree,
     /// How many signals each run's inbox holds, counted once per run on first use.
     pub(super) inbox_sizes: HashMap<RunId, usize>,
     pub(super) disk: DiskSync,
@@ -223,6 +235,54 @@ impl Writer {
             }
             Command::Load(run, reply) => drop(reply.send(self.load(run))),
             Command::Unfinished(reply) => drop(reply.send(self.unfinished())),
+            Command::List(filter, after, limit, reply) => {
+                drop(reply.send(self.list(&filter, after, limit)));
+            }
+            Command::Count(filter, reply) => drop(reply.send(self.count(&filter))),
+            Command::RecordGraph(graph, reply) => {
+                let (workflow, version, mermaid) = *graph;
+                let result = self
+                    .graphs
+                    .insert(graph_key(&workflow, version), mermaid.into_bytes())
+                    .map(drop)
+                    .map_err(|e| {
+                        io_error(
+                            format!("could not keep the graph of workflow {workflow:?}"),
+                            e,
+                        )
+                    });
+                write(self, result, answer(reply, Some(())));
+            }
+            Command::Graph(which, reply) => {
+                let (workflow, version) = *which;
+                let found = if version == 0 {
+                    // The highest version: the last key after the id and its zero byte.
+                    let mut prefix = workflow.as_bytes().to_vec();
+                    prefix.push(0);
+                    self.graphs
+                        .scan_prefix(prefix)
+                        .values()
+                        .next_back()
+                        .transpose()
+                } else {
+                    self.graphs.get(graph_key(&workflow, version))
+                };
+                let found = found
+                    .map(|v| v.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+                    .map_err(|e| {
+                        io_error(
+                            format!("could not read the graph of workflow {workflow:?}"),
+                            e,
+                        )
+                    });
+                drop(reply.send(found));
+            }
+            Command::RecordAction(action, reply) => {
+                let result = self.record_action(&action);
+                write(self, result, answer(reply, Some(())));
+            }
+            Command::Actions(run, reply) => drop(reply.send(self.actions_of(run))),
+            Command::Rows(run, reply) => drop(reply.send(self.stored_rows(run))),
             Command::Prune(cutoff, reply) => {
                 let pruned = self.prune(cutoff);
                 let answer = match pruned {
@@ -376,6 +436,20 @@ impl Writer {
     /// skipped; a run whose last row cannot be read is listed as
     /// [`RunStatus::Unreadable`], with what its readable rows say of it.
     fn each_run(&self, mut f: impl FnMut(RunSummary)) -> Result<(), CanoError> {
+        self.each_run_id(|run| {
+            if let Some(summary) = self.summary(run)? {
+                f(summary);
+            }
+            Ok(())
+        })
+    }
+
+    /// Each run that has a key, in key order, one range read per run: no run's rows
+    /// are held beyond its turn.
+    fn each_run_id(
+        &self,
+        mut f: impl FnMut(RunId) -> Result<(), CanoError>,
+    ) -> Result<(), CanoError> {
         let listing = |e| io_error("could not list the runs".into(), e);
         let mut from: Vec<u8> = Vec::new();
         loop {
@@ -392,14 +466,77 @@ impl Writer {
             let run = RunId::from(u64::from_be_bytes(
                 first[..8].try_into().unwrap_or_default(),
             ));
-            if let Some(summary) = self.summary(run)? {
-                f(summary);
-            }
+            f(run)?;
             match run.as_u64().checked_add(1) {
                 Some(next) => from = next.to_be_bytes().to_vec(),
                 None => return Ok(()),
             }
         }
+    }
+
+    /// What a listing shows of `run`: its summary, its error, and when its first
+    /// (oldest kept) row was written.
+    fn listed(&self, run: RunId) -> Result<Option<ListedRun>, CanoError> {
+        let Some(summary) = self.summary(run)? else {
+            return Ok(None);
+        };
+        let mut first_ms = summary.updated_at_ms;
+        if let Some(entry) = self.tree.scan_prefix(run.as_u64().to_be_bytes()).next() {
+            let (k, v) =
+                entry.map_err(|e| io_error(format!("could not read the rows of run {run}"), e))?;
+            if let Some((_, seq)) = split_key(&k)
+                && let Ok(row) = Self::decode(run, seq, &v)
+            {
+                first_ms = row.written_at_ms;
+            }
+        }
+        let mut listed = match (summary.status, self.last_row(run)) {
+            (RunStatus::Unreadable, _) | (_, Err(_)) | (_, Ok(None)) => ListedRun {
+                run,
+                workflow: summary.workflow.clone(),
+                version: summary.version,
+                status: summary.status.into(),
+                last_seq: Some(summary.last_seq),
+                label: String::new(),
+                error: summary.label.clone(),
+                started_at_us: 0,
+                updated_at_ms: summary.updated_at_ms,
+            },
+            (_, Ok(Some(last))) => ListedRun::from_rows(first_ms, &last),
+        };
+        listed.started_at_us = first_ms.saturating_mul(1000);
+        Ok(Some(listed))
+    }
+
+    fn list(
+        &self,
+        filter: &RunFilter,
+        after: Option<PageCursor>,
+        limit: usize,
+    ) -> Result<RunPage, CanoError> {
+        let mut page = NewestFirst::new(after, limit);
+        self.each_run_id(|run| {
+            if let Some(listed) = self.listed(run)?
+                && filter.matches(&listed)
+            {
+                page.offer(listed);
+            }
+            Ok(())
+        })?;
+        Ok(page.finish())
+    }
+
+    fn count(&self, filter: &RunFilter) -> Result<StatusCounts, CanoError> {
+        let mut counts = StatusCounts::default();
+        self.each_run_id(|run| {
+            if let Some(listed) = self.listed(run)?
+                && filter.matches_ignoring_status(&listed)
+            {
+                counts.add(listed.status, 1);
+            }
+            Ok(())
+        })?;
+        Ok(counts)
     }
 
     /// What the rows of `run` say of it (`None` when it has no well-formed row).
@@ -647,6 +784,74 @@ impl Writer {
         self.inbox_sizes.remove(&run);
         Ok(())
     }
+}
+
+impl Writer {
+    fn record_action(&self, action: &ActionRecord) -> Result<(), CanoError> {
+        let failed = |e| {
+            io_error(
+                format!(
+                    "could not record the {} of run {}",
+                    action.action, action.run
+                ),
+                e,
+            )
+        };
+        let id = self.db.generate_id().map_err(failed)?;
+        let mut key = action.run.as_u64().to_be_bytes().to_vec();
+        key.extend_from_slice(&id.to_be_bytes());
+        let mut bytes = vec![SIGNAL_FORMAT];
+        bytes.extend(Bincode::encode(action)?);
+        self.actions.insert(key, bytes).map(drop).map_err(failed)
+    }
+
+    fn stored_rows(&self, run: RunId) -> Result<Vec<StoredRow>, CanoError> {
+        let mut rows = Vec::new();
+        for entry in self.tree.scan_prefix(run.as_u64().to_be_bytes()) {
+            let (k, v) =
+                entry.map_err(|e| io_error(format!("could not read the rows of run {run}"), e))?;
+            let Some((_, seq)) = split_key(&k) else {
+                continue;
+            };
+            rows.push(match Self::decode(run, seq, &v) {
+                Ok(row) => StoredRow::Read(row),
+                Err(e) => StoredRow::Unreadable {
+                    seq,
+                    error: e.to_string(),
+                },
+            });
+        }
+        Ok(rows)
+    }
+
+    fn actions_of(&self, run: RunId) -> Result<Vec<ActionRecord>, CanoError> {
+        let mut actions = Vec::new();
+        for entry in self
+            .actions
+            .scan_prefix(run.as_u64().to_be_bytes())
+            .values()
+        {
+            let bytes = entry
+                .map_err(|e| io_error(format!("could not read the actions of run {run}"), e))?;
+            match bytes.split_first() {
+                Some((&SIGNAL_FORMAT, body)) => actions.push(Bincode::decode(body)?),
+                _ => {
+                    return Err(CanoError::store(format!(
+                        "an action recorded on run {run} is in a format this build does not read"
+                    )));
+                }
+            }
+        }
+        Ok(actions)
+    }
+}
+
+/// A workflow version's key among the graphs: its id, a zero byte, its version.
+fn graph_key(workflow: &str, version: u32) -> Vec<u8> {
+    let mut key = workflow.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
 }
 
 /// The format-version byte of a stored signal.
