@@ -286,13 +286,25 @@ fn order_workflow(order: MemoryStore, gateway: &Gateway, ship_delay: Duration) -
         .with_observer(Arc::new(Console))
         .with_checkpoint_store(gateway.checkpoints.clone())
         .with_workflow_id("order-pipeline")
+        // Finished runs keep their rows, so the inspector can show every run.
+        .with_retention(cano::Retention::KeepFinished)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), CanoError> {
-    let dir = tempfile::tempdir().map_err(|e| CanoError::store("no temp dir").with_source(e))?;
+    // In the workspace's target directory, so `cano serve` can open it afterwards
+    // (CANO_SHOWCASE_STORE puts it elsewhere).
+    let dir = std::env::var_os("CANO_SHOWCASE_STORE").map_or_else(
+        || {
+            std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../target/showcase-store"
+            ))
+        },
+        std::path::PathBuf::from,
+    );
     let gateway = Gateway {
-        checkpoints: SledCheckpointStore::open(dir.path().join("checkpoints"))?,
+        checkpoints: SledCheckpointStore::open(&dir)?,
         payments: Arc::new(PaymentGateway {
             calls: AtomicU32::new(0),
             refunds: AtomicU32::new(0),
@@ -370,5 +382,13 @@ async fn main() -> Result<(), CanoError> {
             run.run, run.status, run.label
         );
     }
+    // Put every row on disk and let go of the directory before the inspector opens it.
+    drop(probe);
+    drop(slow);
+    gateway.checkpoints.clone().close().await?;
+    println!(
+        "\nInspect these runs in the web console:\n  cargo run -p cano-inspect -- --store sled:{} serve",
+        std::fs::canonicalize(&dir).unwrap_or(dir).display()
+    );
     Ok(())
 }

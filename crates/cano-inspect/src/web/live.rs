@@ -1,0 +1,83 @@
+//! Live updates: server-sent event streams that re-render a page's changing part
+//! once a second and send it only when it changed (stores have no change feed that
+//! every backend shares; a second's poll per open page is cheap next to a listing).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+
+use super::{Console, Params, pages};
+use crate::error::InspectError;
+
+/// How often an open page's part is rendered again.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// A stream of `render`'s output each time it differs from the last one sent (the
+/// first render is what the page already shows, so it is not sent).
+fn changes<F, Fut>(render: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<String, InspectError>> + Send,
+{
+    futures::stream::unfold(
+        (render, None::<String>, true),
+        |(render, mut last, first)| async move {
+            loop {
+                if !first || last.is_some() {
+                    tokio::time::sleep(EVERY).await;
+                }
+                let Ok(html) = render().await else {
+                    // A store that failed for a moment: the page keeps what it shows.
+                    if last.is_none() {
+                        last = Some(String::new());
+                    }
+                    continue;
+                };
+                if last.is_none() {
+                    last = Some(html);
+                    continue;
+                }
+                if last.as_ref() != Some(&html) {
+                    let event = Event::default().event("update").data(html.clone());
+                    return Some((Ok(event), (render, Some(html), false)));
+                }
+            }
+        },
+    )
+}
+
+/// Updates of the runs list (same query string as the page).
+pub(crate) async fn runs(
+    State(console): State<Arc<Console>>,
+    Query(params): Query<Params>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let render = move || {
+        let (console, params) = (console.clone(), params.clone());
+        async move { pages::runs_fragment(&console, &params).await }
+    };
+    Sse::new(changes(render)).keep_alive(KeepAlive::default())
+}
+
+/// Updates of one run's status and timeline.
+pub(crate) async fn run(
+    State(console): State<Arc<Console>>,
+    Path(run): Path<String>,
+    Query(params): Query<Params>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let row = params.get("row").and_then(|r| r.parse::<u64>().ok());
+    let run = run.parse::<cano_core::RunId>();
+    let render = move || {
+        let console = console.clone();
+        let run = run.clone();
+        async move {
+            let run = run.map_err(|_| InspectError::BadInput("not a run id".into()))?;
+            let detail = console.inspector.detail(run, row).await?;
+            Ok(pages::run_fragment(&detail, detail.data_at))
+        }
+    };
+    Sse::new(changes(render)).keep_alive(KeepAlive::default())
+}
