@@ -11,127 +11,33 @@ use cano_core::checkpoint::{
 };
 use cano_core::{CanoError, RunId};
 
-use crate::db::{Db, retry_transient, run_key, run_of};
+use crate::db::{retry_transient, run_key, run_of};
 use crate::store::{PostgresCheckpointStore, decode_row};
+
+/// The statuses a queue run can have in a listing.
+const QUEUE_STATUSES: [LiveStatus; 7] = [
+    LiveStatus::Queued,
+    LiveStatus::Running,
+    LiveStatus::Parked,
+    LiveStatus::Interrupted,
+    LiveStatus::Failed,
+    LiveStatus::Finished,
+    LiveStatus::RolledBack,
+];
+
+/// The statuses a run with only a log can have (no queue: never queued or running).
+const LOG_STATUSES: [LiveStatus; 5] = [
+    LiveStatus::Parked,
+    LiveStatus::Interrupted,
+    LiveStatus::Failed,
+    LiveStatus::Finished,
+    LiveStatus::RolledBack,
+];
 
 /// Microseconds of the year 10000: a start time no run has (the first page's cursor).
 const NO_CURSOR_US: i64 = 253_402_300_800_000_000;
 
-pub(crate) struct CatalogSql {
-    list: String,
-    count: String,
-    pub(crate) record_graph: String,
-    graph: String,
-    rows: String,
-    record_action: String,
-    actions: String,
-}
-
-impl CatalogSql {
-    pub(crate) fn new(db: &Db) -> Self {
-        let (logs, runs) = (db.table("cano_logs"), db.table("cano_runs"));
-        let (graphs, actions) = (db.table("cano_graphs"), db.table("cano_actions"));
-        let log_status =
-            "CASE l.status WHEN -1 THEN 'parked' WHEN 0 THEN 'interrupted' WHEN 1 THEN 'failed'
-                               WHEN 2 THEN 'finished' ELSE 'rolled-back' END";
-        // A queue's run: its status is the queue's, but a rollback that finished is
-        // the log's to tell, and a lease that ran out leaves the run interrupted until
-        // a worker claims it again.
-        let queue_status = format!(
-            "CASE WHEN q.status = 'queued' THEN 'queued'
-                  WHEN q.status = 'running' AND q.lease_until > clock_timestamp() THEN 'running'
-                  WHEN q.status = 'running' THEN 'interrupted'
-                  WHEN q.status = 'parked' THEN 'parked'
-                  WHEN l.status = 3 THEN 'rolled-back'
-                  WHEN q.status IN ('failed', 'cancelled') THEN 'failed'
-                  WHEN q.status = 'finished' THEN 'finished'
-                  ELSE {log_status} END"
-        );
-        // The filters: $1 workflow, $2 version, $3 statuses, $4 state, $5/$6 start
-        // range (µs), $7 error text, $8 the run. NULL means any. The page's
-        // cursor is $9 and $10, its size $11.
-        let filters = |with_status: bool| {
-            format!(
-                "($1::text IS NULL OR t.workflow = $1)
-                 AND ($2::integer IS NULL OR t.version = $2)
-                 AND {}
-                 AND ($4::text IS NULL OR t.label = $4
-                      OR ($4 !~ '[ ({{]' AND substring(t.label from '^[^ ({{]*') = $4))
-                 AND ($5::bigint IS NULL OR t.started >= 'epoch'::timestamptz + $5 * interval '1 microsecond')
-                 AND ($6::bigint IS NULL OR t.started < 'epoch'::timestamptz + $6 * interval '1 microsecond')
-                 AND ($7::text IS NULL OR strpos(lower(t.error), lower($7)) > 0)
-                 AND ($8::bigint IS NULL OR t.run_id = $8)",
-                if with_status {
-                    "($3::text[] IS NULL OR t.status = ANY($3))"
-                } else {
-                    "($3::text[] IS NULL OR true)"
-                }
-            )
-        };
-        let union = |bound: &str| {
-            format!(
-                "SELECT q.run_id, q.workflow, coalesce(l.version, 0) AS version, l.last_seq,
-                        coalesce(l.label, q.initial_label) AS label,
-                        coalesce(nullif(q.error, ''), l.message, '') AS error,
-                        q.enqueued_at AS started, l.updated_at_ms, {queue_status} AS status
-                 FROM {runs} q LEFT JOIN {logs} l ON l.run_id = q.run_id
-                 WHERE {bound_q}
-                 UNION ALL
-                 SELECT l.run_id, l.workflow, l.version, l.last_seq, l.label, l.message,
-                        l.created_at, l.updated_at_ms, {log_status}
-                 FROM {logs} l
-                 WHERE NOT EXISTS (SELECT 1 FROM {runs} q WHERE q.run_id = l.run_id) AND {bound_l}",
-                bound_q = bound
-                    .replace("{at}", "q.enqueued_at")
-                    .replace("{run}", "q.run_id"),
-                bound_l = bound
-                    .replace("{at}", "l.created_at")
-                    .replace("{run}", "l.run_id"),
-            )
-        };
-        let cursor = "({at}, {run}) < ('epoch'::timestamptz + $9::bigint * interval '1 microsecond', $10::bigint)";
-        Self {
-            list: format!(
-                "SELECT t.run_id, t.workflow, t.version, t.last_seq, t.label, t.error,
-                        (extract(epoch FROM t.started) * 1000000)::bigint, t.updated_at_ms, t.status
-                 FROM ({}) t
-                 WHERE {}
-                 ORDER BY t.started DESC, t.run_id DESC
-                 LIMIT $11",
-                union(cursor),
-                filters(true)
-            ),
-            count: format!(
-                "SELECT t.status, count(*) FROM ({}) t WHERE ({}) GROUP BY t.status",
-                union("true"),
-                filters(false)
-            ),
-            record_graph: format!(
-                "INSERT INTO {graphs} (workflow, version, mermaid) VALUES ($1, $2, $3)
-                 ON CONFLICT (workflow, version) DO UPDATE SET mermaid = $3, recorded_at = clock_timestamp()
-                 WHERE {graphs}.mermaid IS DISTINCT FROM $3"
-            ),
-            rows: format!(
-                "SELECT seq, body FROM {} WHERE run_id = $1 ORDER BY seq",
-                db.table("cano_rows")
-            ),
-            graph: format!(
-                "SELECT mermaid FROM {graphs} WHERE workflow = $1 AND ($2 = 0 OR version = $2)
-                 ORDER BY version DESC LIMIT 1"
-            ),
-            record_action: format!(
-                "INSERT INTO {actions} (run_id, action, actor, reason, detail, at)
-                 VALUES ($1, $2, $3, $4, $5, 'epoch'::timestamptz + $6::bigint * interval '1 millisecond')"
-            ),
-            actions: format!(
-                "SELECT action, actor, reason, detail, (extract(epoch FROM at) * 1000)::bigint
-                 FROM {actions} WHERE run_id = $1 ORDER BY id"
-            ),
-        }
-    }
-}
-
-/// The filter as the statements' first seven parameters.
+/// The filter as the statements' parameters.
 struct Params {
     workflow: Option<String>,
     version: Option<i32>,
@@ -141,6 +47,8 @@ struct Params {
     before_us: Option<i64>,
     error: Option<String>,
     run: Option<i64>,
+    log_codes: Option<Vec<i16>>,
+    queue_statuses: Option<Vec<String>>,
 }
 
 impl Params {
@@ -165,7 +73,54 @@ impl Params {
             before_us: filter.started_before_us.map(micros),
             error: filter.error_contains.clone().filter(|e| !e.is_empty()),
             run: filter.run.map(run_key),
+            log_codes: (!filter.statuses.is_empty()).then(|| {
+                let mut codes: Vec<i16> = filter
+                    .statuses
+                    .iter()
+                    .filter_map(|s| log_code(*s))
+                    .collect();
+                codes.sort_unstable();
+                codes.dedup();
+                codes
+            }),
+            queue_statuses: (!filter.statuses.is_empty()).then(|| {
+                let mut names: Vec<String> = filter
+                    .statuses
+                    .iter()
+                    .flat_map(|s| queue_names(*s))
+                    .map(|n| (*n).to_owned())
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                names
+            }),
         }
+    }
+}
+
+/// The log status code a listed status of a log-only run has (see `status_code`).
+fn log_code(status: LiveStatus) -> Option<i16> {
+    match status {
+        LiveStatus::Parked => Some(-1),
+        LiveStatus::Interrupted => Some(0),
+        LiveStatus::Failed => Some(1),
+        LiveStatus::Finished => Some(2),
+        LiveStatus::RolledBack => Some(3),
+        LiveStatus::Queued | LiveStatus::Running | LiveStatus::Unreadable => None,
+    }
+}
+
+/// The queue statuses a listed status of a queue run comes from (see the listing's
+/// `CASE`): a lapsed lease makes a running run interrupted, a finished rollback
+/// makes a failed or cancelled one rolled back.
+fn queue_names(status: LiveStatus) -> &'static [&'static str] {
+    match status {
+        LiveStatus::Queued => &["queued"],
+        LiveStatus::Running | LiveStatus::Interrupted => &["running"],
+        LiveStatus::Parked => &["parked"],
+        LiveStatus::Failed | LiveStatus::RolledBack => &["failed", "cancelled"],
+        LiveStatus::Finished => &["finished"],
+        LiveStatus::Unreadable => &[],
     }
 }
 
@@ -182,7 +137,19 @@ impl RunCatalog for PostgresCheckpointStore {
         limit: usize,
     ) -> Result<RunPage, CanoError> {
         let db = self.db();
-        let sql = &self.catalog_sql().list;
+        // A leg that cannot hold a wanted status is not read: with no match, its
+        // index would be read to the end.
+        let wants = |possible: &[LiveStatus]| {
+            filter.statuses.is_empty() || filter.statuses.iter().any(|s| possible.contains(s))
+        };
+        let sql = self.catalog_sql();
+        let sqls: Vec<&String> = [
+            (wants(&QUEUE_STATUSES), &sql.list_queue),
+            (wants(&LOG_STATUSES), &sql.list_logs),
+        ]
+        .into_iter()
+        .filter_map(|(wanted, sql)| wanted.then_some(sql))
+        .collect();
         let p = Params::of(filter);
         let limit = limit.clamp(1, 10_000);
         let (at, run) = match after {
@@ -196,25 +163,31 @@ impl RunCatalog for PostgresCheckpointStore {
         let fetch = limit as i64 + 1;
         let rows = retry_transient(5, || async {
             let client = db.client().await?;
-            client
-                .query(
-                    sql,
-                    &[
-                        &p.workflow,
-                        &p.version,
-                        &p.statuses,
-                        &p.state,
-                        &p.from_us,
-                        &p.before_us,
-                        &p.error,
-                        &p.run,
-                        &at,
-                        &run,
-                        &fetch,
-                    ],
-                )
-                .await
-                .map_err(|e| db.error("listing runs", e))
+            let mut rows = Vec::new();
+            for sql in &sqls {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+                    &p.workflow,
+                    &p.version,
+                    &p.statuses,
+                    &p.state,
+                    &p.from_us,
+                    &p.before_us,
+                    &p.error,
+                    &p.run,
+                    &at,
+                    &run,
+                    &fetch,
+                    &p.log_codes,
+                    &p.queue_statuses,
+                ];
+                rows.extend(
+                    client
+                        .query(sql.as_str(), &params)
+                        .await
+                        .map_err(|e| db.error("listing runs", e))?,
+                );
+            }
+            Ok(rows)
         })
         .await?;
         let mut runs: Vec<ListedRun> = rows
@@ -233,9 +206,11 @@ impl RunCatalog for PostgresCheckpointStore {
                     .map_or(0, |t| u64::try_from(t).unwrap_or(0)),
             })
             .collect();
+        // Both kinds newest first, in the database's own order (the run id as stored,
+        // signed), which the next page's cursor is compared in.
+        runs.sort_by_key(|r| std::cmp::Reverse((r.started_at_us, run_key(r.run))));
         let more = runs.len() > limit;
         runs.truncate(limit);
-        // The cursor carries the database's own order key (the run id as stored).
         let next = more.then(|| runs.last().map(ListedRun::cursor)).flatten();
         Ok(RunPage { runs, next })
     }

@@ -93,6 +93,7 @@
 //! ```
 
 mod catalog;
+mod catalog_sql;
 mod channels;
 mod cron;
 mod db;

@@ -147,7 +147,8 @@ CREATE INDEX cano_claims_rate ON {s}.cano_claims (queue, claimed_at) WHERE queue
 "#,
     // 5: what the inspector lists: when each log started (never updated, so the
     // index on it leaves the per-transition update of the log's row HOT), why a run
-    // failed, newest-first indexes for logs and queued runs, each workflow's graph,
+    // failed, newest-first indexes for logs (all, and the open ones,
+    // which replaces the open index by status) and queue runs (all, and the failed), each workflow's graph,
     // the record of operators' actions on runs, and the cron schedules of each
     // cluster scheduler group (so the next tick can be told without their code).
     r#"
@@ -157,7 +158,11 @@ ALTER TABLE {s}.cano_logs ALTER COLUMN created_at SET NOT NULL;
 ALTER TABLE {s}.cano_logs ALTER COLUMN created_at SET DEFAULT clock_timestamp();
 ALTER TABLE {s}.cano_logs ADD COLUMN message text NOT NULL DEFAULT '';
 CREATE INDEX cano_logs_newest ON {s}.cano_logs (created_at DESC, run_id DESC);
+DROP INDEX {s}.cano_logs_open;
+CREATE INDEX cano_logs_open ON {s}.cano_logs (status, created_at DESC, run_id DESC) WHERE status < 2;
 CREATE INDEX cano_runs_newest ON {s}.cano_runs (enqueued_at DESC, run_id DESC);
+CREATE INDEX cano_runs_failed_newest ON {s}.cano_runs (enqueued_at DESC, run_id DESC)
+    WHERE status IN ('failed', 'cancelled');
 CREATE TABLE {s}.cano_graphs (
     workflow text NOT NULL,
     version integer NOT NULL,

@@ -86,7 +86,7 @@ pub(crate) struct StoreInner {
     stats: Arc<Counters>,
     sql: Arc<Sql>,
     signals: crate::inbox_sql::SignalSql,
-    catalog: crate::catalog::CatalogSql,
+    catalog: crate::catalog_sql::CatalogSql,
 }
 
 #[derive(Default)]
@@ -256,7 +256,7 @@ impl PostgresCheckpointStore {
             permits,
         };
         let signals = crate::inbox_sql::SignalSql::new(&db);
-        let catalog = crate::catalog::CatalogSql::new(&db);
+        let catalog = crate::catalog_sql::CatalogSql::new(&db);
         let inner = Arc::new(StoreInner {
             catalog,
             db,
@@ -301,7 +301,7 @@ impl PostgresCheckpointStore {
     }
 
     /// The listing statements.
-    pub(crate) fn catalog_sql(&self) -> &crate::catalog::CatalogSql {
+    pub(crate) fn catalog_sql(&self) -> &crate::catalog_sql::CatalogSql {
         &self.inner.catalog
     }
 
