@@ -474,38 +474,48 @@ impl Writer {
         }
     }
 
-    /// What a listing shows of `run`: its summary, its error, and when its first
-    /// (oldest kept) row was written.
+    /// What a listing shows of `run`: its last row, its error, and when its first
+    /// (oldest kept) row was written. One range read for both ends; a run whose last
+    /// row cannot be read is summarised from its readable rows as `Unreadable`.
     fn listed(&self, run: RunId) -> Result<Option<ListedRun>, CanoError> {
-        let Some(summary) = self.summary(run)? else {
+        let read = |e| io_error(format!("could not read the rows of run {run}"), e);
+        let mut rows = self.tree.scan_prefix(run.as_u64().to_be_bytes());
+        let Some(first) = rows.next() else {
             return Ok(None);
         };
-        let mut first_ms = summary.updated_at_ms;
-        if let Some(entry) = self.tree.scan_prefix(run.as_u64().to_be_bytes()).next() {
-            let (k, v) =
-                entry.map_err(|e| io_error(format!("could not read the rows of run {run}"), e))?;
-            if let Some((_, seq)) = split_key(&k)
-                && let Ok(row) = Self::decode(run, seq, &v)
-            {
-                first_ms = row.written_at_ms;
+        let first = first.map_err(read)?;
+        let last = match rows.next_back() {
+            Some(last) => last.map_err(read)?,
+            None => first.clone(),
+        };
+        let decoded = |(k, v): &(sled::IVec, sled::IVec)| {
+            split_key(k).map(|(_, seq)| Self::decode(run, seq, v))
+        };
+        match (decoded(&first), decoded(&last)) {
+            (Some(Ok(first)), Some(Ok(last))) => {
+                Ok(Some(ListedRun::from_rows(first.written_at_ms, &last)))
+            }
+            _ => {
+                let Some(summary) = self.summary(run)? else {
+                    return Ok(None);
+                };
+                let first_ms = match decoded(&first) {
+                    Some(Ok(row)) => row.written_at_ms,
+                    _ => summary.updated_at_ms,
+                };
+                Ok(Some(ListedRun {
+                    run,
+                    workflow: summary.workflow.clone(),
+                    version: summary.version,
+                    status: summary.status.into(),
+                    last_seq: Some(summary.last_seq),
+                    label: String::new(),
+                    error: summary.label.clone(),
+                    started_at_us: first_ms.saturating_mul(1000),
+                    updated_at_ms: summary.updated_at_ms,
+                }))
             }
         }
-        let mut listed = match (summary.status, self.last_row(run)) {
-            (RunStatus::Unreadable, _) | (_, Err(_)) | (_, Ok(None)) => ListedRun {
-                run,
-                workflow: summary.workflow.clone(),
-                version: summary.version,
-                status: summary.status.into(),
-                last_seq: Some(summary.last_seq),
-                label: String::new(),
-                error: summary.label.clone(),
-                started_at_us: 0,
-                updated_at_ms: summary.updated_at_ms,
-            },
-            (_, Ok(Some(last))) => ListedRun::from_rows(first_ms, &last),
-        };
-        listed.started_at_us = first_ms.saturating_mul(1000);
-        Ok(Some(listed))
     }
 
     fn list(
