@@ -135,6 +135,13 @@ fn test(extra: Vec<String>) -> ExitCode {
         .env("CANO_PG_URL", &postgres.url)
         // Here a missing server fails the PostgreSQL tests instead of skipping them.
         .env("CANO_PG_REQUIRED", "1")
+        // And a missing browser fails the console's browser test (.ci/tools installed
+        // Chromium, its driver and Mermaid's script).
+        .env("CANO_BROWSER_REQUIRED", "1")
+        .env(
+            "CANO_MERMAID_JS",
+            workspace_root().join("target/browser-deps/node_modules/mermaid/dist/mermaid.min.js"),
+        )
         .status();
     drop(postgres);
     match status {

@@ -204,7 +204,7 @@ fn note_of(row: &CheckpointRow) -> String {
                 Some(ms) => format!(
                     "waits for {} until {}",
                     signals.join(" or "),
-                    crate::render::time(ms)
+                    crate::when::time(ms)
                 ),
                 None => format!("waits for {}", signals.join(" or ")),
             },
@@ -373,7 +373,7 @@ impl Inspector {
             (Some(at), _) => Some(at),
             (None, last) => last,
         };
-        let data = at.map(|at| data_at(&rows, at)).unwrap_or_default();
+        let data = at.map(|at| self::data_at(&rows, at)).unwrap_or_default();
         let path = path_of(&rows);
         let graph = match self.catalog.graph(&listed.workflow, listed.version).await? {
             Some(drawing) => {

@@ -73,6 +73,7 @@ mod open;
 pub mod render;
 pub mod value;
 pub mod web;
+mod when;
 
 pub use actions::{Action, ActionOutcome, Actor, BulkReport, Planned};
 pub use cluster::{ClusterView, ScheduleRow, WorkerRow};

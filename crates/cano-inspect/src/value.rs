@@ -44,7 +44,7 @@ pub fn show(bytes: &[u8]) -> ShownValue {
     }
 }
 
-/// Lower-case hex, cut at [`HEX_LIMIT`] bytes.
+/// Lower-case hex, cut at 256 bytes (a longer value says its length).
 pub fn hex(bytes: &[u8]) -> String {
     let mut out: String = bytes
         .iter()

@@ -316,7 +316,7 @@ fn the_console_lists_filters_draws_acts_and_updates_live() {
         "POST",
         &format!("/runs/{}/actions", runs.finished),
         "application/x-www-form-urlencoded",
-        format!("action=delete&token=wrong&by=x").as_bytes(),
+        b"action=delete&token=wrong&by=x",
     );
     assert_eq!(status, 403);
     let (status, _) = http(

@@ -174,6 +174,24 @@ async fn queue_and_log_runs_are_listed_shown_and_acted_on() {
     let err = failed(with_schema(&["runs", "resume", &runs.finished.to_string()]));
     assert!(err.contains("it is finished"), "{err}");
 
+    // A row the server holds but this build cannot read is shown as such.
+    sql(
+        &url,
+        &format!(
+            "UPDATE {schema}.cano_rows SET body = '\\xee00' WHERE run_id = {} AND seq = 0",
+            runs.interrupted.as_u64() as i64
+        ),
+    )
+    .await;
+    let shown = json(with_schema(&[
+        "runs",
+        "show",
+        &runs.interrupted.to_string(),
+        "--json",
+    ]));
+    assert_eq!(shown["timeline"][0]["kind"], "unreadable", "{shown}");
+    assert_eq!(shown["run"]["status"], "interrupted");
+
     // A bulk delete's dry run changes nothing; the real one deletes the finished runs.
     let before = ok(with_schema(&["runs", "list", "--json"]));
     let dry = ok(with_schema(&[

@@ -3,8 +3,8 @@
 //! every backend shares; a second's poll per open page is cheap next to a listing).
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -12,6 +12,7 @@ use futures::Stream;
 
 use super::{Console, Params, pages};
 use crate::error::InspectError;
+use cano_core::checkpoint::StatusCounts;
 
 /// How often an open page's part is rendered again.
 const EVERY: Duration = Duration::from_secs(1);
@@ -50,14 +51,38 @@ where
     )
 }
 
+/// How long the list's counts by status are reused: counting reads every run (over
+/// half a second for a million on PostgreSQL), listing a page reads one page.
+const COUNTS_EVERY: Duration = Duration::from_secs(15);
+
 /// Updates of the runs list (same query string as the page).
 pub(crate) async fn runs(
     State(console): State<Arc<Console>>,
     Query(params): Query<Params>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let counted: Arc<Mutex<Option<(Instant, StatusCounts)>>> = Arc::default();
     let render = move || {
-        let (console, params) = (console.clone(), params.clone());
-        async move { pages::runs_fragment(&console, &params).await }
+        let (console, params, counted) = (console.clone(), params.clone(), counted.clone());
+        async move {
+            let fresh = counted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .filter(|(at, _)| at.elapsed() < COUNTS_EVERY);
+            let counts = match fresh {
+                Some((_, counts)) => counts,
+                None => {
+                    let counts = console
+                        .inspector
+                        .counts(&super::filter_of(&params)?)
+                        .await?;
+                    *counted.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((Instant::now(), counts.clone()));
+                    counts
+                }
+            };
+            pages::runs_fragment_with(&console, &params, &counts).await
+        }
     };
     Sse::new(changes(render)).keep_alive(KeepAlive::default())
 }

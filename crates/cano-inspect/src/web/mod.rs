@@ -176,7 +176,7 @@ pub(crate) fn filter_of(params: &Params) -> Result<RunFilter, InspectError> {
     let time = |key: &str| -> Result<Option<u64>, InspectError> {
         text(key)
             .map(|t| {
-                crate::render::parse_time(&t)
+                crate::when::parse_time(&t)
                     .map(|ms| ms.saturating_mul(1000))
                     .ok_or_else(|| {
                         InspectError::BadInput(format!(

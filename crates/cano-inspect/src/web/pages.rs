@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use cano_core::RunId;
-use cano_core::checkpoint::LiveStatus;
+use cano_core::checkpoint::{LiveStatus, StatusCounts};
 
 use super::{Console, Params, filter_of, page_of};
 use crate::detail::{RunDetail, RunView};
@@ -129,11 +129,20 @@ pub(crate) async fn runs_fragment(
     console: &Console,
     params: &Params,
 ) -> Result<String, InspectError> {
+    let counts = console.inspector.counts(&filter_of(params)?).await?;
+    runs_fragment_with(console, params, &counts).await
+}
+
+/// [`runs_fragment`] with counts already taken (the live stream takes them less often
+/// than it lists: counting reads every run).
+pub(crate) async fn runs_fragment_with(
+    console: &Console,
+    params: &Params,
+    counts: &StatusCounts,
+) -> Result<String, InspectError> {
     let filter = filter_of(params)?;
     let (after, limit) = page_of(params)?;
-    let inspector = &console.inspector;
-    let page = inspector.list(&filter, after, limit).await?;
-    let counts = inspector.counts(&filter).await?;
+    let page = console.inspector.list(&filter, after, limit).await?;
     let base = query(params, &["status", "after", "note"]);
     let mut out = String::from("<p class=\"counts\" id=\"counts\">");
     for s in LiveStatus::ALL {
