@@ -347,34 +347,14 @@ async fn actions_change_the_run_and_are_logged_and_dry_runs_change_nothing() {
             .contains(&runs.failed.to_string())
     );
 
-    // A signal for the parked run lands in its inbox.
-    let out = ok(cano(
-        &spec,
-        &[
-            "runs",
-            "signal",
-            &runs.parked.to_string(),
-            "approval",
-            "--hex",
-            "01",
-            "--key",
-            "once",
-        ],
-    ));
+    // A signal for the parked run lands in its inbox; the same key again adds none.
+    let parked = runs.parked.to_string();
+    let approve = [
+        "runs", "signal", &parked, "approval", "--hex", "01", "--key", "once",
+    ];
+    let out = ok(cano(&spec, &approve));
     assert!(out.contains("Waiting"), "{out}");
-    let again = ok(cano(
-        &spec,
-        &[
-            "runs",
-            "signal",
-            &runs.parked.to_string(),
-            "approval",
-            "--hex",
-            "01",
-            "--key",
-            "once",
-        ],
-    ));
+    let again = ok(cano(&spec, &approve));
     assert!(again.contains("Duplicate"), "{again}");
 
     // The bulk delete for real: the finished and failed runs go, the log of who
