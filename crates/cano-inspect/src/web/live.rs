@@ -17,34 +17,40 @@ use cano_core::checkpoint::StatusCounts;
 /// How often an open page's part is rendered again.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// A stream of `render`'s output each time it differs from the last one sent (the
-/// first render is what the page already shows, so it is not sent).
-fn changes<F, Fut>(render: F) -> impl Stream<Item = Result<Event, Infallible>>
+/// A stream of `render`'s output each time it differs from the last one sent. The
+/// page says what it shows (`seen`, its [`pages::fingerprint`]): a change made
+/// between the page's render and the stream's opening is sent at once.
+async fn changes<F, Fut>(
+    render: F,
+    seen: Option<String>,
+) -> impl Stream<Item = Result<Event, Infallible>>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = Result<String, InspectError>> + Send,
 {
+    // A store that fails for a moment leaves the page as it is.
+    let first = render().await.unwrap_or_default();
+    let stale = seen.is_some_and(|seen| !first.is_empty() && seen != pages::fingerprint(&first));
+    let (last, pending) = if stale {
+        (String::new(), true)
+    } else {
+        (first, false)
+    };
     futures::stream::unfold(
-        (render, None::<String>, true),
-        |(render, mut last, first)| async move {
+        (render, last, pending),
+        |(render, last, pending)| async move {
+            let mut wait = !pending;
             loop {
-                if !first || last.is_some() {
+                if wait {
                     tokio::time::sleep(EVERY).await;
                 }
-                let Ok(html) = render().await else {
-                    // A store that failed for a moment: the page keeps what it shows.
-                    if last.is_none() {
-                        last = Some(String::new());
+                wait = true;
+                match render().await {
+                    Ok(html) if html != last => {
+                        let event = Event::default().event("update").data(html.clone());
+                        return Some((Ok(event), (render, html, false)));
                     }
-                    continue;
-                };
-                if last.is_none() {
-                    last = Some(html);
-                    continue;
-                }
-                if last.as_ref() != Some(&html) {
-                    let event = Event::default().event("update").data(html.clone());
-                    return Some((Ok(event), (render, Some(html), false)));
+                    _ => {}
                 }
             }
         },
@@ -60,6 +66,7 @@ pub(crate) async fn runs(
     State(console): State<Arc<Console>>,
     Query(params): Query<Params>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let seen = params.get("seen").cloned();
     let counted: Arc<Mutex<Option<(Instant, StatusCounts)>>> = Arc::default();
     let render = move || {
         let (console, params, counted) = (console.clone(), params.clone(), counted.clone());
@@ -84,7 +91,7 @@ pub(crate) async fn runs(
             pages::runs_fragment_with(&console, &params, &counts).await
         }
     };
-    Sse::new(changes(render)).keep_alive(KeepAlive::default())
+    Sse::new(changes(render, seen).await).keep_alive(KeepAlive::default())
 }
 
 /// Updates of one run's status and timeline.
@@ -94,6 +101,7 @@ pub(crate) async fn run(
     Query(params): Query<Params>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let row = params.get("row").and_then(|r| r.parse::<u64>().ok());
+    let seen = params.get("seen").cloned();
     let run = run.parse::<cano_core::RunId>();
     let render = move || {
         let console = console.clone();
@@ -104,5 +112,5 @@ pub(crate) async fn run(
             Ok(pages::run_fragment(&detail, detail.data_at))
         }
     };
-    Sse::new(changes(render)).keep_alive(KeepAlive::default())
+    Sse::new(changes(render, seen).await).keep_alive(KeepAlive::default())
 }

@@ -132,6 +132,7 @@ pub fn console(inspector: Inspector, options: ConsoleOptions) -> Result<Router, 
         .route("/", get(list_page))
         .route("/runs/{run}", get(run_page))
         .route("/runs/{run}/actions", post(act))
+        .route("/actions", post(act_on_all))
         .route("/cluster", get(cluster_page))
         .route("/events/runs", get(live::runs))
         .route("/events/runs/{run}", get(live::run))
@@ -290,30 +291,93 @@ fn same_secret(given: &str, expected: &str) -> bool {
     diff == 0
 }
 
+/// `None` when `form` carries the console's token; otherwise the page refusing it.
+fn refused(console: &Console, form: &Params) -> Option<Response> {
+    let Some(token) = &console.token else {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                Html(pages::message(
+                    "Actions are off",
+                    "This console is read-only: start it with --allow-actions and a --token to act on runs.",
+                )),
+            )
+                .into_response(),
+        );
+    };
+    if !same_secret(form.get("token").map_or("", String::as_str), token) {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                Html(pages::message(
+                    "Wrong token",
+                    "The token does not match the one the console was started with.",
+                )),
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
+/// Who acts and why, from a form.
+fn actor_of(form: &Params) -> Actor {
+    let field = |k: &str| form.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+    let who = field("by");
+    Actor {
+        who: if who.is_empty() {
+            "console".to_owned()
+        } else {
+            who
+        },
+        why: field("reason"),
+    }
+}
+
+/// A bulk action on every run the form's filter matches, or (`dry_run`) what it
+/// would do. An empty filter is refused: it would act on every run.
+async fn act_on_all(State(console): Shared, Form(form): Form<Params>) -> Response {
+    if let Some(refusal) = refused(&console, &form) {
+        return refusal;
+    }
+    let result = async {
+        let filter = filter_of(&form)?;
+        if filter == RunFilter::default() {
+            return Err(InspectError::BadInput(
+                "a bulk action needs a filter (status, workflow, ...): with none it would act on every run".into(),
+            ));
+        }
+        let action = match form.get("action").map(String::as_str) {
+            Some("cancel") => Action::Cancel,
+            Some("resume") => Action::Resume,
+            Some("delete") => Action::Delete,
+            other => {
+                return Err(InspectError::BadInput(format!(
+                    "{other:?} is not a bulk action (cancel, resume or delete)"
+                )));
+            }
+        };
+        let dry_run = form.get("dry_run").is_some_and(|v| !v.is_empty());
+        let report = console
+            .inspector
+            .act_on_all(&filter, &action, &actor_of(&form), dry_run)
+            .await?;
+        Ok(pages::bulk(&console, &report, &form))
+    }
+    .await;
+    match result {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
 async fn act(
     State(console): Shared,
     Path(run): Path<String>,
     Form(form): Form<Params>,
 ) -> Response {
-    let Some(token) = &console.token else {
-        return (
-            StatusCode::FORBIDDEN,
-            Html(pages::message(
-                "Actions are off",
-                "This console is read-only: start it with --allow-actions and a --token to act on runs.",
-            )),
-        )
-            .into_response();
-    };
-    if !same_secret(form.get("token").map_or("", String::as_str), token) {
-        return (
-            StatusCode::FORBIDDEN,
-            Html(pages::message(
-                "Wrong token",
-                "The token does not match the one the console was started with.",
-            )),
-        )
-            .into_response();
+    if let Some(refusal) = refused(&console, &form) {
+        return refusal;
     }
     let result = async {
         let run = run_of(&run)?;
@@ -348,16 +412,10 @@ async fn act(
                 )));
             }
         };
-        let who = field("by");
-        let by = Actor {
-            who: if who.is_empty() {
-                "console".to_owned()
-            } else {
-                who
-            },
-            why: field("reason"),
-        };
-        let outcome = console.inspector.act(run, &action, &by).await?;
+        let outcome = console
+            .inspector
+            .act(run, &action, &actor_of(&form))
+            .await?;
         Ok::<_, InspectError>((run, action, outcome))
     }
     .await;

@@ -7,6 +7,7 @@ use cano_core::RunId;
 use cano_core::checkpoint::{LiveStatus, StatusCounts};
 
 use super::{Console, Params, filter_of, page_of};
+use crate::actions::BulkReport;
 use crate::detail::{RunDetail, RunView};
 use crate::error::InspectError;
 use crate::render::{cut, duration, time};
@@ -25,6 +26,16 @@ pub(crate) fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// A short fingerprint of a rendered part, which a page hands its live stream: the
+/// stream sends the part at once if it no longer matches what the page shows.
+pub(crate) fn fingerprint(html: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same text gives the same fingerprint in every request.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    html.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// `text` as a URL query value.
@@ -143,7 +154,7 @@ pub(crate) async fn runs_fragment_with(
     let filter = filter_of(params)?;
     let (after, limit) = page_of(params)?;
     let page = console.inspector.list(&filter, after, limit).await?;
-    let base = query(params, &["status", "after", "note"]);
+    let base = query(params, &["status", "after", "note", "seen"]);
     let mut out = String::from("<p class=\"counts\" id=\"counts\">");
     for s in LiveStatus::ALL {
         let n = counts.of(s);
@@ -179,7 +190,7 @@ pub(crate) async fn runs_fragment_with(
         out.push_str("<p id=\"empty\">No run matches.</p>");
     }
     if let Some(next) = page.next {
-        let rest = query(params, &["after", "note"]);
+        let rest = query(params, &["after", "note", "seen"]);
         let _ = write!(
             out,
             "<p><a id=\"next\" href=\"/?{rest}{}after={}\">Older runs →</a></p>",
@@ -217,13 +228,89 @@ pub(crate) async fn list(console: &Console, params: &Params) -> Result<String, I
         value("until"),
         value("error"),
     );
-    let stream = query(params, &["note"]);
+    if console.actions_allowed() {
+        body.push_str(&bulk_form(params));
+    }
+    let mut stream = query(params, &["note", "seen"]);
+    if !stream.is_empty() {
+        stream.push('&');
+    }
     let _ = write!(
         body,
-        "<div id=\"live\" data-events=\"/events/runs?{}\">{fragment}</div>",
-        escape(&stream)
+        "<div id=\"live\" data-events=\"/events/runs?{}seen={}\">{fragment}</div>",
+        escape(&stream),
+        fingerprint(&fragment)
     );
     Ok(page("Runs", &body, Some(console)))
+}
+
+/// The form that acts on every run the list's filter matches (dry run by default).
+fn bulk_form(params: &Params) -> String {
+    let mut hidden = String::new();
+    for key in [
+        "workflow", "version", "status", "state", "since", "until", "error",
+    ] {
+        if let Some(value) = params.get(key).filter(|v| !v.is_empty()) {
+            let _ = write!(
+                hidden,
+                "<input type=\"hidden\" name=\"{key}\" value=\"{}\">",
+                escape(value)
+            );
+        }
+    }
+    format!(
+        "<form class=\"filter\" method=\"post\" action=\"/actions\" id=\"bulk\">{hidden}
+<label>On every run this filter matches<select name=\"action\"><option>cancel</option><option>resume</option><option>delete</option></select></label>
+<label>By<input name=\"by\" required></label><label>Why<input name=\"reason\"></label>
+<label>Token<input name=\"token\" type=\"password\" required></label>
+<label>Dry run<input type=\"checkbox\" name=\"dry_run\" value=\"on\" checked></label>
+<button>Act</button></form>"
+    )
+}
+
+/// What a bulk action did, or would do.
+pub(crate) fn bulk(console: &Console, report: &BulkReport, params: &Params) -> String {
+    let done = if report.dry_run { "will" } else { "did" };
+    let mut body = format!(
+        "<h1>{} {}</h1><p class=\"note\" id=\"note\">{} runs matched: {} {}, {} skipped, {} failed.{}</p>",
+        if report.dry_run { "Dry run:" } else { "Done:" },
+        report.action,
+        report.runs.len(),
+        report.count(done),
+        if report.dry_run {
+            "would change"
+        } else {
+            "changed"
+        },
+        report.count("skip"),
+        report.count("failed"),
+        if report.dry_run {
+            " Nothing was changed."
+        } else {
+            ""
+        }
+    );
+    body.push_str("<table id=\"bulk-report\"><thead><tr><th>Run</th><th>Status</th><th>Verdict</th><th>Detail</th></tr></thead><tbody>");
+    for p in &report.runs {
+        let _ = write!(
+            body,
+            "<tr data-run=\"{run}\" data-verdict=\"{}\"><td><a href=\"/runs/{run}\"><code>{run}</code></a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            p.verdict,
+            status(p.run.status),
+            p.verdict,
+            escape(&p.detail),
+            run = p.run.run,
+        );
+    }
+    let back = query(
+        params,
+        &["action", "by", "reason", "token", "dry_run", "note"],
+    );
+    let _ = write!(
+        body,
+        "</tbody></table><p><a href=\"/?{back}\">Back to the runs</a></p>"
+    );
+    page("Bulk action", &body, Some(console))
 }
 
 /// The part of a run's page that changes while it runs: status, timeline, waits.
@@ -328,11 +415,12 @@ pub(crate) async fn run(
     if let Some(note) = note {
         let _ = write!(body, "<p class=\"note\" id=\"note\">{}</p>", escape(note));
     }
+    let fragment = run_fragment(&detail, detail.data_at);
     let _ = write!(
         body,
-        "<div id=\"live\" data-events=\"/events/runs/{run}{}\">{}</div>",
-        row.map_or(String::new(), |r| format!("?row={r}")),
-        run_fragment(&detail, detail.data_at)
+        "<div id=\"live\" data-events=\"/events/runs/{run}?{}seen={}\">{fragment}</div>",
+        row.map_or(String::new(), |r| format!("row={r}&")),
+        fingerprint(&fragment)
     );
     if let Some(at) = detail.data_at {
         let _ = write!(
