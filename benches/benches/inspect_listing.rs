@@ -161,6 +161,10 @@ fn main() {
             state: Some("NoSuchState".into()),
             ..RunFilter::default()
         };
+        let no_error = RunFilter {
+            error_contains: Some("no such error".into()),
+            ..RunFilter::default()
+        };
         // The cursor 100 pages in.
         let mut deep = None;
         for _ in 0..100 {
@@ -174,10 +178,11 @@ fn main() {
             ("pg_queued", queued, None),
             ("pg_page_100", RunFilter::default(), deep),
             ("pg_no_match", none, None),
+            ("pg_no_error_match", no_error, None),
         ];
         for (name, filter, after) in cases {
             let page = inspector.list(&filter, after, 50).await.unwrap();
-            assert_eq!(page.runs.is_empty(), name == "pg_no_match", "{name}");
+            assert_eq!(page.runs.is_empty(), name.starts_with("pg_no_"), "{name}");
             let (median, worst) = timed(repeats, || async {
                 inspector.list(&filter, after, 50).await.unwrap();
             })

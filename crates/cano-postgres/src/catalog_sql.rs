@@ -87,7 +87,10 @@ impl CatalogSql {
              FROM {logs} l
              WHERE NOT EXISTS (SELECT 1 FROM {runs} q WHERE q.run_id = l.run_id) AND {}",
                 if coded {
-                    "($12::smallint[] IS NULL OR l.status = ANY($12)) AND ($13::text[] IS NULL OR true)"
+                    // A log-only run's error is its log's message: with an error
+                    // filter, only logs with one are read (their own index).
+                    "($12::smallint[] IS NULL OR l.status = ANY($12)) AND ($13::text[] IS NULL OR true)
+                     AND ($7::text IS NULL OR l.message <> '')"
                 } else {
                     "true"
                 }

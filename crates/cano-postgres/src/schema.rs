@@ -148,7 +148,8 @@ CREATE INDEX cano_claims_rate ON {s}.cano_claims (queue, claimed_at) WHERE queue
     // 5: what the inspector lists: when each log started (never updated, so the
     // index on it leaves the per-transition update of the log's row HOT), why a run
     // failed, newest-first indexes for logs (all, and the open ones,
-    // which replaces the open index by status) and queue runs (all, and the failed), each workflow's graph,
+    // which replaces the open index by status, and those with an error) and queue
+    // runs (all, and the failed), each workflow's graph,
     // the record of operators' actions on runs, and the cron schedules of each
     // cluster scheduler group (so the next tick can be told without their code).
     r#"
@@ -163,6 +164,7 @@ CREATE INDEX cano_logs_open ON {s}.cano_logs (status, created_at DESC, run_id DE
 CREATE INDEX cano_runs_newest ON {s}.cano_runs (enqueued_at DESC, run_id DESC);
 CREATE INDEX cano_runs_failed_newest ON {s}.cano_runs (enqueued_at DESC, run_id DESC)
     WHERE status IN ('failed', 'cancelled');
+CREATE INDEX cano_logs_with_error ON {s}.cano_logs (created_at DESC, run_id DESC) WHERE message <> '';
 CREATE TABLE {s}.cano_graphs (
     workflow text NOT NULL,
     version integer NOT NULL,
