@@ -124,8 +124,9 @@ struct Filter {
     /// Only runs of this workflow version.
     #[arg(long)]
     version: Option<u32>,
-    /// Only runs in this status (repeat for several): queued, running, parked
-    /// (waiting), interrupted, failed, finished, rolled-back, unreadable.
+    /// Only runs in this status (repeat, or separate with commas, for several):
+    /// queued, running, parked (waiting), interrupted, failed, finished, rolled-back,
+    /// unreadable.
     #[arg(long = "status")]
     statuses: Vec<String>,
     /// Only runs in this state (its Debug text, or the variant's name).
@@ -207,6 +208,8 @@ fn filter_of(f: &Filter) -> Result<RunFilter, InspectError> {
     let statuses = f
         .statuses
         .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.trim().is_empty())
         .map(|s| {
             s.parse::<LiveStatus>()
                 .map_err(|e| InspectError::BadInput(e.to_string()))

@@ -51,6 +51,11 @@ async fn the_list_counts_filters_and_pages_every_status() {
     // The counts ignore the status filter, so the other statuses stay in view.
     assert_eq!(failed_runs["counts"]["finished"], 1);
 
+    let two = json(cano(
+        &spec,
+        &["runs", "list", "--status", "failed,parked", "--json"],
+    ));
+    assert_eq!(two["runs"].as_array().unwrap().len(), 2, "{two}");
     let by_error = json(cano(
         &spec,
         &["runs", "list", "--error", "REFUSED", "--json"],
