@@ -14,8 +14,18 @@ use super::{Console, Params, pages};
 use crate::error::InspectError;
 use cano_core::checkpoint::StatusCounts;
 
-/// How often an open page's part is rendered again.
+/// How often an open page's part is rendered again, at most.
 const EVERY: Duration = Duration::from_secs(1);
+
+/// A render that takes a while (a sled store of many runs is listed one run at a
+/// time) waits this many times its own length before the next: an open page never
+/// keeps the store busy more than a fifth of the time.
+const BUSY_SHARE: u32 = 4;
+
+/// How long to wait after a render that took `took`.
+fn pause_after(took: Duration) -> Duration {
+    EVERY.max(took.saturating_mul(BUSY_SHARE))
+}
 
 /// A stream of `render`'s output each time it differs from the last one sent. The
 /// page says what it shows (`seen`, its [`pages::fingerprint`]): a change made
@@ -39,13 +49,15 @@ where
     futures::stream::unfold(
         (render, last, pending),
         |(render, last, pending)| async move {
-            let mut wait = !pending;
+            let mut wait = (!pending).then_some(EVERY);
             loop {
-                if wait {
-                    tokio::time::sleep(EVERY).await;
+                if let Some(pause) = wait {
+                    tokio::time::sleep(pause).await;
                 }
-                wait = true;
-                match render().await {
+                let started = std::time::Instant::now();
+                let rendered = render().await;
+                wait = Some(pause_after(started.elapsed()));
+                match rendered {
                     Ok(html) if html != last => {
                         let event = Event::default().event("update").data(html.clone());
                         return Some((Ok(event), (render, html, false)));
@@ -113,4 +125,19 @@ pub(crate) async fn run(
         }
     };
     Sse::new(changes(render, seen).await).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_renders_are_spaced_out() {
+        assert_eq!(pause_after(Duration::from_millis(5)), EVERY);
+        assert_eq!(
+            pause_after(Duration::from_millis(600)),
+            Duration::from_millis(2400)
+        );
+        assert_eq!(pause_after(Duration::MAX), Duration::MAX);
+    }
 }
