@@ -79,6 +79,9 @@ pub struct TimelineEntry {
     pub note: String,
     /// Durable keys the row wrote (`-key` for a removal).
     pub data_keys: Vec<String>,
+    /// The worker whose claim wrote the row (PostgreSQL queue runs: the claim of the
+    /// row's lease epoch); `None` for a row written without a lease.
+    pub worker: Option<String>,
 }
 
 /// One durable value at a row.
@@ -255,6 +258,7 @@ pub(crate) fn timeline(rows: &[StoredRow], end_ms: Option<u64>) -> Vec<TimelineE
                             None => format!("-{k}"),
                         })
                         .collect(),
+                    worker: None,
                 }
             }
             StoredRow::Unreadable { seq, error } => TimelineEntry {
@@ -267,6 +271,7 @@ pub(crate) fn timeline(rows: &[StoredRow], end_ms: Option<u64>) -> Vec<TimelineE
                 message: error.clone(),
                 note: String::new(),
                 data_keys: Vec::new(),
+                worker: None,
             },
         };
         entries.push(entry);
@@ -362,7 +367,21 @@ impl Inspector {
         let listed = self.summary(run).await?;
         let rows = self.catalog.rows(run).await?;
         let going = !listed.status.is_over() && listed.status != LiveStatus::Failed;
-        let timeline = timeline(&rows, going.then(now_ms));
+        let mut timeline = timeline(&rows, going.then(now_ms));
+        let claims = self.claims(run).await?;
+        if !claims.is_empty() {
+            // Each row names the claim that wrote it by its lease epoch.
+            let epochs: std::collections::HashMap<u64, u64> =
+                self.catalog.row_epochs(run).await?.into_iter().collect();
+            for entry in &mut timeline {
+                entry.worker = epochs.get(&entry.seq).and_then(|epoch| {
+                    claims
+                        .iter()
+                        .find(|c| c.epoch as u64 == *epoch)
+                        .map(|c| c.worker.clone())
+                });
+            }
+        }
         let last_seq = rows.last().map(StoredRow::seq);
         let at = match (data_at, last_seq) {
             (Some(at), Some(last)) if at > last => {
@@ -397,7 +416,7 @@ impl Inspector {
             waits_for: waits_for(&rows),
             graph,
             path,
-            claims: self.claims(run).await?,
+            claims,
             actions,
         })
     }

@@ -118,6 +118,7 @@ pub fn detail(detail: &RunDetail) -> String {
                 time(e.at_ms),
                 e.in_state_ms.map_or("-".to_owned(), duration),
                 e.attempt.to_string(),
+                e.worker.clone().unwrap_or_else(|| "-".to_owned()),
                 cut(
                     &[e.message.as_str(), e.note.as_str(), &e.data_keys.join(",")]
                         .iter()
@@ -131,7 +132,9 @@ pub fn detail(detail: &RunDetail) -> String {
         })
         .collect();
     out.push_str(&table(
-        &["ROW", "KIND", "STATE", "AT", "IN STATE", "ENTRY", "DETAIL"],
+        &[
+            "ROW", "KIND", "STATE", "AT", "IN STATE", "ENTRY", "WORKER", "DETAIL",
+        ],
         &rows,
     ));
     if let Some(at) = detail.data_at {

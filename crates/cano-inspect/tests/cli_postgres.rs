@@ -77,6 +77,20 @@ async fn queue_and_log_runs_are_listed_shown_and_acted_on() {
         .start()
         .await
         .unwrap();
+    // A queue run that parks keeps its rows, each written under its claim.
+    let mut events = worker.subscribe();
+    let parked_on_queue = queue
+        .enqueue("invoice", &Invoice::Draft, EnqueueOptions::new())
+        .await
+        .unwrap()
+        .run;
+    loop {
+        if let cano_postgres::WorkerEvent::Parked { run } = events.recv().await.unwrap()
+            && run == parked_on_queue
+        {
+            break;
+        }
+    }
     let driven = queue
         .enqueue("invoice", &Invoice::Send, EnqueueOptions::new())
         .await
@@ -99,7 +113,7 @@ async fn queue_and_log_runs_are_listed_shown_and_acted_on() {
     };
     let all = json(with_schema(&["runs", "list", "--json"]));
     let listed = all["runs"].as_array().unwrap();
-    assert_eq!(listed.len(), 6, "{all}");
+    assert_eq!(listed.len(), 7, "{all}");
     assert_eq!(all["counts"]["queued"], 1, "{all}");
     assert_eq!(all["counts"]["finished"], 2, "{all}");
     let queued = listed
@@ -128,6 +142,25 @@ async fn queue_and_log_runs_are_listed_shown_and_acted_on() {
     assert_eq!(shown["claims"][0]["worker"], "worker-a", "{shown}");
     assert_eq!(shown["claims"][0]["outcome"], "finished");
     assert!(shown["graph"].as_str().unwrap().contains("flowchart TD"));
+
+    // Each row of the parked queue run names the worker whose claim wrote it.
+    let shown = json(with_schema(&[
+        "runs",
+        "show",
+        &parked_on_queue.to_string(),
+        "--json",
+    ]));
+    let workers: Vec<&str> = shown["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["worker"].as_str().unwrap_or("-"))
+        .collect();
+    assert!(
+        !workers.is_empty() && workers.iter().all(|w| *w == "worker-a"),
+        "{shown}"
+    );
+    assert_eq!(shown["run"]["status"], "parked");
 
     // Cancel the queued run: durable, and logged with who and why.
     ok(with_schema(&[

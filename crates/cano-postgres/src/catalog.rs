@@ -273,6 +273,26 @@ impl RunCatalog for PostgresCheckpointStore {
             .collect())
     }
 
+    async fn row_epochs(&self, run: RunId) -> Result<Vec<(u64, u64)>, CanoError> {
+        let db = self.db();
+        let sql = &self.catalog_sql().row_epochs;
+        let rows = retry_transient(5, || async {
+            let client = db.client().await?;
+            client
+                .query(sql, &[&run_key(run)])
+                .await
+                .map_err(|e| db.error(&format!("reading the epochs of run {run}'s rows"), e))
+        })
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let (seq, epoch): (i64, i64) = (r.get(0), r.get(1));
+                (seq.max(0) as u64, epoch.max(0) as u64)
+            })
+            .collect())
+    }
+
     async fn graph(&self, workflow: &str, version: u32) -> Result<Option<String>, CanoError> {
         let db = self.db();
         let sql = &self.catalog_sql().graph;

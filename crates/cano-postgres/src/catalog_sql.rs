@@ -12,6 +12,7 @@ pub(crate) struct CatalogSql {
     pub(crate) record_graph: String,
     pub(crate) graph: String,
     pub(crate) rows: String,
+    pub(crate) row_epochs: String,
     pub(crate) record_action: String,
     pub(crate) actions: String,
 }
@@ -124,6 +125,10 @@ impl CatalogSql {
             ),
             rows: format!(
                 "SELECT seq, body FROM {} WHERE run_id = $1 ORDER BY seq",
+                db.table("cano_rows")
+            ),
+            row_epochs: format!(
+                "SELECT seq, epoch FROM {} WHERE run_id = $1 ORDER BY seq",
                 db.table("cano_rows")
             ),
             graph: format!(

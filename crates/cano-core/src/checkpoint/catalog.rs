@@ -413,6 +413,14 @@ pub trait RunCatalog: Send + Sync {
     /// Every row of `run`, in order, each read on its own (empty for an unknown run).
     async fn rows(&self, run: RunId) -> Result<Vec<StoredRow>, CanoError>;
 
+    /// The lease epoch each of `run`'s rows was written under, by row number, for a
+    /// store whose workers fence their writes (PostgreSQL); a row written without a
+    /// lease has epoch 0. Empty by default: the store keeps no epochs.
+    async fn row_epochs(&self, run: RunId) -> Result<Vec<(u64, u64)>, CanoError> {
+        let _ = run;
+        Ok(Vec::new())
+    }
+
     /// The drawing a workflow version recorded (see `CheckpointStore::record_graph`);
     /// version 0 asks for the highest version recorded (a queue run whose rows are
     /// gone has no version of its own).

@@ -342,7 +342,7 @@ pub(crate) fn run_fragment(detail: &RunDetail, at: Option<u64>) -> String {
             escape(&wait.signals.join(" or "))
         );
     }
-    out.push_str("<h2>Timeline</h2><table id=\"timeline\"><thead><tr><th>Row</th><th>Kind</th><th>State</th><th>At</th><th>In state</th><th>Entry</th><th>Detail</th></tr></thead><tbody>");
+    out.push_str("<h2>Timeline</h2><table id=\"timeline\"><thead><tr><th>Row</th><th>Kind</th><th>State</th><th>At</th><th>In state</th><th>Entry</th><th>Worker</th><th>Detail</th></tr></thead><tbody>");
     for e in &detail.timeline {
         let detail_text = [e.message.as_str(), e.note.as_str(), &e.data_keys.join(", ")]
             .iter()
@@ -352,7 +352,7 @@ pub(crate) fn run_fragment(detail: &RunDetail, at: Option<u64>) -> String {
             .join(" · ");
         let _ = write!(
             out,
-            "<tr data-seq=\"{seq}\" data-kind=\"{}\"{}><td><a href=\"?row={seq}\">{seq}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td></tr>",
+            "<tr data-seq=\"{seq}\" data-kind=\"{}\"{}><td><a href=\"?row={seq}\">{seq}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td></tr>",
             e.kind,
             if at == Some(e.seq) {
                 " class=\"at\""
@@ -364,6 +364,7 @@ pub(crate) fn run_fragment(detail: &RunDetail, at: Option<u64>) -> String {
             time(e.at_ms),
             e.in_state_ms.map_or("-".to_owned(), duration),
             e.attempt,
+            escape(e.worker.as_deref().unwrap_or("-")),
             if e.kind == "fail" || e.kind == "unreadable" {
                 " class=\"err\""
             } else {
