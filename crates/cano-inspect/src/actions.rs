@@ -129,6 +129,23 @@ impl BulkReport {
     pub fn count(&self, verdict: &str) -> usize {
         self.runs.iter().filter(|p| p.verdict == verdict).count()
     }
+
+    /// One sentence for people: `12 runs matched: 10 changed, 2 skipped, 0 failed`
+    /// (`would change` for a dry run).
+    pub fn summary(&self) -> String {
+        let (done, verb) = if self.dry_run {
+            ("will", "would change")
+        } else {
+            ("did", "changed")
+        };
+        format!(
+            "{} runs matched: {} {verb}, {} skipped, {} failed",
+            self.runs.len(),
+            self.count(done),
+            self.count("skip"),
+            self.count("failed")
+        )
+    }
 }
 
 fn now_ms() -> u64 {

@@ -219,22 +219,14 @@ pub fn bulk(report: &BulkReport) -> String {
     let mut out = table(&["RUN", "STATUS", "VERDICT", "DETAIL"], &rows);
     let _ = writeln!(
         out,
-        "{}{}: {} runs matched, {} {}, {} skipped, {} failed",
+        "{}{}: {}",
         report.action,
         if report.dry_run {
             " (dry run: nothing changed)"
         } else {
             ""
         },
-        report.runs.len(),
-        report.count(if report.dry_run { "will" } else { "did" }),
-        if report.dry_run {
-            "would change"
-        } else {
-            "changed"
-        },
-        report.count("skip"),
-        report.count("failed"),
+        report.summary()
     );
     out
 }

@@ -270,20 +270,11 @@ fn bulk_form(params: &Params) -> String {
 
 /// What a bulk action did, or would do.
 pub(crate) fn bulk(console: &Console, report: &BulkReport, params: &Params) -> String {
-    let done = if report.dry_run { "will" } else { "did" };
     let mut body = format!(
-        "<h1>{} {}</h1><p class=\"note\" id=\"note\">{} runs matched: {} {}, {} skipped, {} failed.{}</p>",
+        "<h1>{} {}</h1><p class=\"note\" id=\"note\">{}.{}</p>",
         if report.dry_run { "Dry run:" } else { "Done:" },
         report.action,
-        report.runs.len(),
-        report.count(done),
-        if report.dry_run {
-            "would change"
-        } else {
-            "changed"
-        },
-        report.count("skip"),
-        report.count("failed"),
+        escape(&report.summary()),
         if report.dry_run {
             " Nothing was changed."
         } else {
