@@ -219,13 +219,16 @@ impl Inspector {
         status: LiveStatus,
         by: &Actor,
     ) -> Result<String, InspectError> {
+        // A run the queue still manages (queued, running, parked, or interrupted by a
+        // lease that ran out: a worker will claim it again) is cancelled through the
+        // queue. A `Fail` row alone would not stop it: its next claim resumes from
+        // that row.
         #[cfg(feature = "postgres")]
         if let Backend::Postgres { queue, .. } = &self.backend
-            && matches!(
-                status,
-                LiveStatus::Queued | LiveStatus::Running | LiveStatus::Parked
-            )
-            && queue.status(run).await?.is_some()
+            && queue
+                .status(run)
+                .await?
+                .is_some_and(|record| !record.status.is_over())
         {
             let reason = format!("cancelled by {}: {}", by.who, by.why);
             let was = queue.cancel(run, &reason).await?;

@@ -189,6 +189,52 @@ async fn queue_and_log_runs_are_listed_shown_and_acted_on() {
     assert_eq!(shown["run"]["status"], "failed");
     assert_eq!(shown["actions"][0]["actor"], "ada");
 
+    // A queue run whose worker died (its lease ran out, no worker has claimed it yet)
+    // is cancelled through the queue: a Fail row alone would be resumed by its next
+    // claim.
+    let orphan = queue
+        .enqueue("reports", &Invoice::Draft, EnqueueOptions::new())
+        .await
+        .unwrap()
+        .run;
+    sql(
+        &url,
+        &format!(
+            "UPDATE {schema}.cano_runs SET status = 'running', worker = 'ghost', epoch = 1,
+                 lease_until = now() - interval '1 second', started_at = now()
+             WHERE run_id = {}",
+            orphan.as_u64() as i64
+        ),
+    )
+    .await;
+    let shown = json(with_schema(&[
+        "runs",
+        "show",
+        &orphan.to_string(),
+        "--json",
+    ]));
+    assert_eq!(shown["run"]["status"], "interrupted", "{shown}");
+    ok(with_schema(&[
+        "runs",
+        "cancel",
+        &orphan.to_string(),
+        "--by",
+        "ada",
+    ]));
+    let requested = sql(
+        &url,
+        &format!(
+            "SELECT cancel_requested FROM {schema}.cano_runs WHERE run_id = {}",
+            orphan.as_u64() as i64
+        ),
+    )
+    .await;
+    let reason: Option<String> = requested[0].get(0);
+    assert!(
+        reason.is_some_and(|r| r.contains("cancelled by ada")),
+        "no durable cancel request"
+    );
+
     // Resume the failed log run: the queue adopts it and the worker finishes it
     // from its last checkpoint.
     let out = ok(with_schema(&[
