@@ -260,6 +260,8 @@ impl Inspector {
         Ok(format!("row {} records the cancel", last.seq + 1))
     }
 
+    // Without PostgreSQL support every store answers that the program resumes its runs.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     async fn resume(&self, run: RunId) -> Result<String, InspectError> {
         match &self.backend {
             #[cfg(feature = "postgres")]
@@ -294,6 +296,17 @@ impl Inspector {
             }
         }
         match copied.last() {
+            // On PostgreSQL the new run goes to the workers, which adopt a run to
+            // resume, not one parked in a wait (nothing would wake it there).
+            #[cfg(feature = "postgres")]
+            Some(last)
+                if last.kind == RowKind::Wait
+                    && matches!(self.backend, Backend::Postgres { .. }) =>
+            {
+                return Err(InspectError::BadInput(format!(
+                    "row {from_row} of run {run} parks it in a wait: retry from the row before it, so the new run enters the wait itself"
+                )));
+            }
             Some(last) if last.seq == from_row && !last.kind.ends_run() => {}
             Some(last) if last.seq == from_row => {
                 return Err(InspectError::BadInput(format!(

@@ -12,7 +12,7 @@ use cano_core::checkpoint::{
 use serde::Serialize;
 
 use crate::error::InspectError;
-use crate::inspector::{Backend, Inspector};
+use crate::inspector::Inspector;
 use crate::value::{ShownValue, show};
 
 /// Keys the engine keeps in a run's data for itself (when the run started, ...).
@@ -421,10 +421,12 @@ impl Inspector {
         })
     }
 
+    // Only PostgreSQL keeps claims.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     async fn claims(&self, run: RunId) -> Result<Vec<ClaimView>, InspectError> {
         match &self.backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres { queue, .. } => {
+            crate::inspector::Backend::Postgres { queue, .. } => {
                 let ms = |t: SystemTime| {
                     t.duration_since(UNIX_EPOCH)
                         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

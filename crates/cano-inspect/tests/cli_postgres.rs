@@ -143,6 +143,26 @@ async fn queue_and_log_runs_are_listed_shown_and_acted_on() {
     assert_eq!(shown["claims"][0]["outcome"], "finished");
     assert!(shown["graph"].as_str().unwrap().contains("flowchart TD"));
 
+    // A retry from the row that parked a run is refused (nothing would wake the copy);
+    // from the row before, it is a new run for the workers.
+    let err = failed(with_schema(&[
+        "runs",
+        "retry",
+        &runs.parked.to_string(),
+        "--from-row",
+        "1",
+    ]));
+    assert!(err.contains("parks it in a wait"), "{err}");
+    let out = ok(with_schema(&[
+        "runs",
+        "retry",
+        &runs.parked.to_string(),
+        "--from-row",
+        "0",
+        "--json",
+    ]));
+    assert!(out.contains("queued for the workers"), "{out}");
+
     // Each row of the parked queue run names the worker whose claim wrote it.
     let shown = json(with_schema(&[
         "runs",
