@@ -131,14 +131,23 @@ fn every_acknowledged_group_is_covered_by_a_real_fdatasync_of_the_log() {
     for (durability, rows_per_sync) in [("group", PER_GROUP), ("every", 1)] {
         let dir = tempfile::tempdir().unwrap();
         let (marks, syncs) = traced_child(dir.path(), durability);
-        let log_syncs = syncs
-            .iter()
-            .filter(|l| l.contains("fdatasync(") && l.contains("/db>"))
-            .count() as u64;
+        // Syncs of sled's log file (`db/db`, not the `db` directory): the store's
+        // fdatasyncs, and the fsync sled itself may make when it closes (which then
+        // covers the store's last flush, so the store has none left to make).
+        let log = format!(
+            "{}>",
+            dir.path()
+                .join("db")
+                .canonicalize()
+                .unwrap()
+                .join("db")
+                .display()
+        );
+        let log_syncs = syncs.iter().filter(|l| l.contains(&log)).count() as u64;
         let done = marks.iter().find(|m| m.starts_with("done")).unwrap();
         let (rows, counted) = (number_after(done, "rows"), number_after(done, "syncs"));
         assert_eq!(rows, GROUPS * PER_GROUP);
-        // The store's syncs are real fdatasyncs of sled's log: at least one per
+        // The store's syncs are real syncs of sled's log: at least one per
         // acknowledged round, plus one at open and one when closing. (Not exactly one
         // per counted sync: two flushes at once may share one fdatasync, and sled's
         // own flusher may add one when the machine is slow; neither loses a row.)
