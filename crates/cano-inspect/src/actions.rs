@@ -3,8 +3,6 @@
 //! log with who did it and why. Bulk actions go by filter, with a dry run that
 //! changes nothing.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use cano_core::RunId;
 use cano_core::checkpoint::{
     ActionRecord, CheckpointRow, DataChange, LiveStatus, PageCursor, RowKind, RunFilter, StoredRow,
@@ -14,6 +12,7 @@ use serde::Serialize;
 use crate::detail::RunView;
 use crate::error::InspectError;
 use crate::inspector::{Backend, Inspector};
+use crate::when::now_ms;
 
 /// An action on one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,12 +147,6 @@ impl BulkReport {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Inspector {
     /// Does `action` to `run` as `by`, once its status allows it, and records it.
     pub async fn act(
@@ -202,7 +195,7 @@ impl Inspector {
             .await
             .map_err(|e| {
                 InspectError::BadInput(format!(
-                    "the {} of run {run} was done ({detail}) but could not be logged: {e}",
+                    "the {} of run {run} was done ({detail}) but could not be logged: {e}; do not repeat it (check the store, then note it by hand if the log must show it)",
                     action.name()
                 ))
             })?;

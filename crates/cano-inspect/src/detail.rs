@@ -3,7 +3,6 @@
 //! the actions taken on it.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cano_core::RunId;
 use cano_core::checkpoint::{
@@ -14,6 +13,7 @@ use serde::Serialize;
 use crate::error::InspectError;
 use crate::inspector::Inspector;
 use crate::value::{ShownValue, show};
+use crate::when::now_ms;
 
 /// Keys the engine keeps in a run's data for itself (when the run started, ...).
 const ENGINE_PREFIX: &str = "\u{0}cano/";
@@ -170,12 +170,6 @@ pub struct RunDetail {
     pub claims: Vec<ClaimView>,
     /// The actions taken on it.
     pub actions: Vec<ActionView>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn kind_name(kind: RowKind) -> &'static str {
@@ -427,10 +421,7 @@ impl Inspector {
         match &self.backend {
             #[cfg(feature = "postgres")]
             crate::inspector::Backend::Postgres { queue, .. } => {
-                let ms = |t: SystemTime| {
-                    t.duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                };
+                let ms = crate::when::millis;
                 Ok(queue
                     .claims(&[run])
                     .await?

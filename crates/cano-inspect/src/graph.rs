@@ -1,7 +1,7 @@
 //! A workflow's recorded Mermaid drawing with one run on it: the states it went
 //! through, the edges it took, and where it stands now.
 
-use cano_core::checkpoint::catalog::state_matches;
+use cano_core::checkpoint::catalog::{state_matches, variant_name};
 
 /// A node of the drawing: its id (`s3`) and label.
 struct Node {
@@ -43,11 +43,6 @@ fn edges(drawing: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A state's variant name: its `Debug` text before any fields.
-fn variant(label: &str) -> &str {
-    label.split([' ', '(', '{']).next().unwrap_or(label)
-}
-
 /// The node of the drawing that shows the state whose `Debug` text is `label`: the
 /// same text, or else the same variant (a state with fields is registered with one
 /// value and run with others).
@@ -55,7 +50,7 @@ fn node_of<'a>(nodes: &'a [Node], label: &str) -> Option<&'a Node> {
     nodes.iter().find(|n| n.label == label).or_else(|| {
         nodes
             .iter()
-            .find(|n| state_matches(variant(&n.label), label))
+            .find(|n| state_matches(variant_name(&n.label), label))
     })
 }
 
@@ -103,11 +98,6 @@ pub fn highlight(drawing: &str, path: &[String], current: Option<&str>) -> Strin
     out
 }
 
-/// The node id the run's current state has in `drawing` (for tests and pages).
-pub fn current_node(drawing: &str, current: &str) -> Option<String> {
-    node_of(&nodes(drawing), current).map(|n| n.id.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,7 +119,8 @@ mod tests {
         assert!(out.contains("class s1,s2 visited"), "{out}");
         assert!(out.contains("linkStyle 0 stroke"), "{out}");
         assert!(out.contains("class s2 current"), "{out}");
-        assert_eq!(current_node(DRAWING, "Parse").as_deref(), Some("s2"));
+        let nodes = nodes(DRAWING);
+        assert_eq!(node_of(&nodes, "Parse").map(|n| n.id.as_str()), Some("s2"));
     }
 
     #[test]

@@ -70,6 +70,7 @@ mod error;
 pub mod graph;
 mod inspector;
 mod open;
+pub mod query;
 pub mod render;
 pub mod value;
 pub mod web;

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use cano_core::RunId;
-use cano_core::checkpoint::{Bincode, Codec, LiveStatus, PageCursor, RunFilter};
-use cano_inspect::{Action, Actor, InspectError, Inspector, StoreSpec, render, web};
+use cano_core::checkpoint::{Bincode, Codec, PageCursor, RunFilter};
+use cano_inspect::{Action, Actor, InspectError, Inspector, StoreSpec, query, render, web};
 use clap::{Args, Parser, Subcommand};
 
 /// Look at the runs a cano store holds, and act on them.
@@ -194,35 +194,14 @@ fn run_id(text: &str) -> Result<RunId, InspectError> {
 }
 
 fn filter_of(f: &Filter) -> Result<RunFilter, InspectError> {
-    let time = |text: &Option<String>, flag: &str| -> Result<Option<u64>, InspectError> {
-        text.as_deref()
-            .map(|t| {
-                render::parse_time(t).map(|ms| ms.saturating_mul(1000)).ok_or_else(|| {
-                    InspectError::BadInput(format!(
-                        "--{flag} {t:?} is not a time: write YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (UTC) or milliseconds"
-                    ))
-                })
-            })
-            .transpose()
-    };
-    let statuses = f
-        .statuses
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.parse::<LiveStatus>()
-                .map_err(|e| InspectError::BadInput(e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
     Ok(RunFilter {
         run: None,
         workflow: f.workflow.clone(),
         version: f.version,
-        statuses,
+        statuses: query::statuses(f.statuses.iter().map(String::as_str))?,
         state: f.state.clone(),
-        started_from_us: time(&f.since, "since")?,
-        started_before_us: time(&f.until, "until")?,
+        started_from_us: query::start_time(f.since.as_deref(), "--since")?,
+        started_before_us: query::start_time(f.until.as_deref(), "--until")?,
         error_contains: f.error.clone(),
     })
 }

@@ -85,8 +85,13 @@ pub fn duration(ms: u64) -> String {
 
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    millis(SystemTime::now())
+}
+
+/// `at` in milliseconds since the Unix epoch (0 before it, `u64::MAX` past what that
+/// holds).
+pub fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 

@@ -9,11 +9,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cano_core::checkpoint::CheckpointStore;
 use cano_recovery::SledCheckpointStore;
@@ -165,14 +163,23 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Waits (up to a minute) until `addr` accepts connections: chromedriver says it is
-/// ready on its output, but only once it listens.
-fn until_listening(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} never listened");
-        std::thread::sleep(Duration::from_millis(50));
+/// Reads chromedriver's output until it says it started: it says so once it listens.
+fn until_started(driver: &mut Child) {
+    let output = BufReader::new(
+        driver
+            .stdout
+            .take()
+            .expect("chromedriver's output is piped"),
+    );
+    for line in output.lines() {
+        if line
+            .expect("chromedriver's output")
+            .contains("started successfully")
+        {
+            return;
+        }
     }
+    panic!("chromedriver exited without starting");
 }
 
 #[test]
@@ -258,16 +265,16 @@ fn the_console_lists_filters_draws_acts_and_updates_live() {
     assert_eq!(status, 404);
 
     let port = free_port();
-    let _driver = Reaped(
+    let mut chromedriver = Reaped(
         Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
+    until_started(&mut chromedriver.0);
     let driver = format!("127.0.0.1:{port}");
-    until_listening(&driver);
     let profile = tempfile::tempdir().unwrap();
     let capabilities = json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
         "binary": CHROMIUM,

@@ -211,8 +211,13 @@ impl RunFilter {
 /// or the variant's name before its fields.
 pub fn state_matches(wanted: &str, label: &str) -> bool {
     let wanted = wanted.trim();
-    let name = |text: &str| text.split([' ', '(', '{']).next().unwrap_or("").to_owned();
-    label == wanted || (wanted == name(wanted) && name(label) == wanted)
+    label == wanted || (wanted == variant_name(wanted) && variant_name(label) == wanted)
+}
+
+/// A state's variant name: its `Debug` text before any fields (`Charge` of
+/// `Charge { amount: 3 }`).
+pub fn variant_name(label: &str) -> &str {
+    label.split([' ', '(', '{']).next().unwrap_or(label)
 }
 
 /// A place in the newest-first order: a page starts after it.

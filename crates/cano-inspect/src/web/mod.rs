@@ -33,7 +33,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use cano_core::RunId;
-use cano_core::checkpoint::{LiveStatus, PageCursor, RunFilter};
+use cano_core::checkpoint::{PageCursor, RunFilter};
 
 use crate::actions::{Action, Actor};
 use crate::error::InspectError;
@@ -174,31 +174,7 @@ pub(crate) fn filter_of(params: &Params) -> Result<RunFilter, InspectError> {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    let time = |key: &str| -> Result<Option<u64>, InspectError> {
-        text(key)
-            .map(|t| {
-                crate::when::parse_time(&t)
-                    .map(|ms| ms.saturating_mul(1000))
-                    .ok_or_else(|| {
-                        InspectError::BadInput(format!(
-                            "{key}: {t:?} is not a time (YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
-                        ))
-                    })
-            })
-            .transpose()
-    };
-    let statuses = text("status")
-        .map(|s| {
-            s.split(',')
-                .filter(|p| !p.trim().is_empty())
-                .map(|p| {
-                    p.parse::<LiveStatus>()
-                        .map_err(|e| InspectError::BadInput(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
+    let statuses = crate::query::statuses(text("status").as_deref())?;
     let version = text("version")
         .map(|v| {
             v.parse::<u32>().map_err(|_| {
@@ -212,8 +188,8 @@ pub(crate) fn filter_of(params: &Params) -> Result<RunFilter, InspectError> {
         version,
         statuses,
         state: text("state"),
-        started_from_us: time("since")?,
-        started_before_us: time("until")?,
+        started_from_us: crate::query::start_time(text("since").as_deref(), "since")?,
+        started_before_us: crate::query::start_time(text("until").as_deref(), "until")?,
         error_contains: text("error"),
     })
 }
@@ -481,6 +457,7 @@ async fn mermaid(State(console): Shared) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cano_core::checkpoint::LiveStatus;
 
     #[test]
     fn secrets_compare_whole() {
