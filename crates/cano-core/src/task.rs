@@ -310,48 +310,116 @@ pub type TaskObject<S, K = DefaultKey> = Arc<DynTask<S, K>>;
 /// this way and run them with [`TaskEnv::run_registered`](crate::TaskEnv::run_registered), so every task is
 /// retried, bounded and named the same way wherever it is registered.
 pub struct RegisteredTask<S, K = DefaultKey> {
-    task: Arc<dyn Task<S, K>>,
+    // One allocation holds the config, the name and the task itself: a workflow
+    // allocates once per registered task, and a transition reaches the task through
+    // one pointer.
+    entry: Arc<dyn Held<S, K>>,
+}
+
+/// A task with what was read from it at registration. The methods are few and the
+/// engine calls `run` per transition; `config` and `name` are read off the hot path or
+/// when telling observers.
+trait Held<S, K>: Send + Sync {
+    fn task(&self) -> &dyn Task<S, K>;
+    fn run<'a>(&'a self, resources: &'a Resources<K>) -> TaskFuture<'a, S>;
+    fn config(&self) -> &TaskConfig;
+    fn name(&self) -> &Cow<'static, str>;
+}
+
+/// A task registered by value, with its config and name.
+struct ByValue<T> {
     config: TaskConfig,
     name: Cow<'static, str>,
+    task: T,
+}
+
+/// A task handed over already shared, with its config and name. (Not `ByValue` of
+/// the `Arc`: that would need the `Arc` to implement `Task`, which would overlap the
+/// blanket implementation for nodes.)
+struct Shared<S, K> {
+    config: TaskConfig,
+    name: Cow<'static, str>,
+    task: Arc<dyn Task<S, K>>,
+}
+
+impl<S, K, T: Task<S, K>> Held<S, K> for ByValue<T> {
+    fn task(&self) -> &dyn Task<S, K> {
+        &self.task
+    }
+    #[inline]
+    fn run<'a>(&'a self, resources: &'a Resources<K>) -> TaskFuture<'a, S> {
+        self.task.run(resources)
+    }
+    fn config(&self) -> &TaskConfig {
+        &self.config
+    }
+    fn name(&self) -> &Cow<'static, str> {
+        &self.name
+    }
+}
+
+impl<S, K> Held<S, K> for Shared<S, K> {
+    fn task(&self) -> &dyn Task<S, K> {
+        &*self.task
+    }
+    fn run<'a>(&'a self, resources: &'a Resources<K>) -> TaskFuture<'a, S> {
+        self.task.run(resources)
+    }
+    fn config(&self) -> &TaskConfig {
+        &self.config
+    }
+    fn name(&self) -> &Cow<'static, str> {
+        &self.name
+    }
 }
 
 impl<S, K> RegisteredTask<S, K> {
     /// Reads `task`'s config and name and keeps them beside it.
     pub fn new<T: Task<S, K> + 'static>(task: T) -> Self {
-        Self::from_arc(Arc::new(task))
+        let (config, name) = (task.config(), task.name());
+        Self {
+            entry: Arc::new(ByValue { config, name, task }),
+        }
     }
 
     /// Like [`new`](Self::new), for a task that is already shared.
-    pub fn from_arc(task: Arc<dyn Task<S, K>>) -> Self {
+    pub fn from_arc(task: Arc<dyn Task<S, K>>) -> Self
+    where
+        S: 'static,
+        K: 'static,
+    {
+        let (config, name) = (task.config(), task.name());
         Self {
-            config: task.config(),
-            name: task.name(),
-            task,
+            entry: Arc::new(Shared { config, name, task }),
         }
     }
 
     /// The task.
-    pub fn task(&self) -> &Arc<dyn Task<S, K>> {
-        &self.task
+    pub fn task(&self) -> &dyn Task<S, K> {
+        self.entry.task()
+    }
+
+    /// Starts one attempt of the task: its future, as [`Task::run`] returns it.
+    #[inline]
+    pub fn run<'a>(&'a self, resources: &'a Resources<K>) -> TaskFuture<'a, S> {
+        self.entry.run(resources)
     }
 
     /// The config read at registration.
     pub fn config(&self) -> &TaskConfig {
-        &self.config
+        self.entry.config()
     }
 
     /// The name read at registration.
     pub fn name(&self) -> &Cow<'static, str> {
-        &self.name
+        self.entry.name()
     }
 }
 
 impl<S, K> Clone for RegisteredTask<S, K> {
     fn clone(&self) -> Self {
         Self {
-            task: self.task.clone(),
-            config: self.config.clone(),
-            name: self.name.clone(),
+            entry: self.entry.clone(),
         }
     }
 }
@@ -359,8 +427,69 @@ impl<S, K> Clone for RegisteredTask<S, K> {
 impl<S, K> std::fmt::Debug for RegisteredTask<S, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegisteredTask")
-            .field("name", &self.name)
-            .field("config", &self.config)
+            .field("name", self.name())
+            .field("config", self.config())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Step(u8);
+
+    /// Names the state it was built with; bounded by a timeout, so its config is not
+    /// the default one.
+    struct Named(u8);
+
+    #[async_trait::async_trait]
+    impl Task<Step> for Named {
+        fn config(&self) -> TaskConfig {
+            TaskConfig::minimal().with_attempt_timeout(Duration::from_secs(7))
+        }
+
+        fn name(&self) -> Cow<'static, str> {
+            format!("named-{}", self.0).into()
+        }
+
+        async fn run_bare(&self) -> Result<TaskResult<Step>, CanoError> {
+            Ok(TaskResult::Single(Step(self.0)))
+        }
+    }
+
+    async fn next_of(entry: &RegisteredTask<Step>) -> Step {
+        match entry.run(&Resources::empty()).await {
+            Ok(TaskResult::Single(next)) => next,
+            other => panic!("expected a single next state, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_registered_by_value_keeps_its_name_config_and_behaviour() {
+        let entry = RegisteredTask::new(Named(3));
+        assert_eq!(entry.name(), "named-3");
+        assert_eq!(entry.config().attempt_timeout(), Some(Duration::from_secs(7)));
+        assert_eq!(next_of(&entry).await, Step(3));
+        // Through the task itself too, as handlers outside the crate reach it.
+        let through_task = entry.task().run_bare().await.unwrap();
+        assert!(matches!(through_task, TaskResult::Single(Step(3))));
+        // A clone is the same entry, not a copy of the task.
+        let copy = entry.clone();
+        assert!(std::ptr::addr_eq(copy.task(), entry.task()));
+    }
+
+    #[tokio::test]
+    async fn a_shared_task_is_kept_shared_not_copied() {
+        let shared: Arc<dyn Task<Step>> = Arc::new(Named(9));
+        let entry = RegisteredTask::from_arc(shared.clone());
+        assert_eq!(Arc::strong_count(&shared), 2);
+        assert!(std::ptr::addr_eq(entry.task(), &*shared));
+        assert_eq!(entry.name(), "named-9");
+        assert_eq!(entry.config().attempt_timeout(), Some(Duration::from_secs(7)));
+        assert_eq!(next_of(&entry).await, Step(9));
+        drop(entry);
+        assert_eq!(Arc::strong_count(&shared), 1);
     }
 }

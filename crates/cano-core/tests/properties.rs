@@ -53,7 +53,8 @@ struct Table {
 }
 
 fn table() -> impl Strategy<Value = Table> {
-    (2usize..10).prop_flat_map(|n| {
+    // Up to 39 states: past the room a new workflow starts with, so the table grows.
+    (2usize..40).prop_flat_map(|n| {
         let script = proptest::collection::vec(0..n as u8, 1..4);
         (
             proptest::collection::vec(proptest::option::weighted(0.85, script), n),

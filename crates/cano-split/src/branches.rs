@@ -59,7 +59,11 @@ impl<S, K> Branches<S, K> {
     }
 
     /// Adds a shared task as the next branch.
-    pub fn push_shared(&mut self, task: Arc<dyn Task<S, K>>) {
+    pub fn push_shared(&mut self, task: Arc<dyn Task<S, K>>)
+    where
+        S: 'static,
+        K: 'static,
+    {
         self.tasks.push(RegisteredTask::from_arc(task));
     }
 
@@ -85,7 +89,7 @@ impl<S, K> Default for Branches<S, K> {
     }
 }
 
-impl<S, K> From<Vec<Arc<dyn Task<S, K>>>> for Branches<S, K> {
+impl<S: 'static, K: 'static> From<Vec<Arc<dyn Task<S, K>>>> for Branches<S, K> {
     fn from(tasks: Vec<Arc<dyn Task<S, K>>>) -> Self {
         Self {
             tasks: tasks.into_iter().map(RegisteredTask::from_arc).collect(),
@@ -93,7 +97,7 @@ impl<S, K> From<Vec<Arc<dyn Task<S, K>>>> for Branches<S, K> {
     }
 }
 
-impl<S, K> From<Vec<Box<dyn Task<S, K>>>> for Branches<S, K> {
+impl<S: 'static, K: 'static> From<Vec<Box<dyn Task<S, K>>>> for Branches<S, K> {
     fn from(tasks: Vec<Box<dyn Task<S, K>>>) -> Self {
         Self {
             tasks: tasks

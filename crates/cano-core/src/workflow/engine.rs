@@ -411,14 +411,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
         async move {
             // (The spec and its parts are reached through `self` each time: locals
             // would be kept, a pointer each, in every run's future.)
-            //
-            // Boxed on first use: only custom handlers need it, and plain runs then
-            // carry one pointer instead of the whole environment.
             let mut env: Option<Box<TaskEnv<K>>> = None;
-            // Without spans to record or a journal to write, a direct slot's task is
-            // awaited right here (see below).
-            // Nothing to check or tell between states either (`lean`): no token, no
-            // observer of states or tasks. Such a run tests one flag per transition.
+            // `plain`: no spans to record or journal to write, so a direct slot's task
+            // takes the hot path. `lean`: nothing to check or tell between states
+            // either (no token, no observer of states or tasks).
             let (plain, lean, single, before) = self.fast_paths(run, heard);
             let mut transitions: u32 = 0;
             // Every slot the loop enters runs a handler or ends the run: a slot with
@@ -442,50 +438,51 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                 if transitions.is_multiple_of(BUDGET_EVERY) {
                     tokio::task::consume_budget().await;
                 }
-                let next = 'next: {
-                    // The common case, inline: a direct slot's task (no breaker, limiter
-                    // or timeout, no declared targets to check; see `Slot::direct`). Its
-                    // first attempt names the next state (then `$told` runs), or fails
-                    // and goes on to the task's retries. Only a failure builds the retry
-                    // loop, boxed: it is much larger than the inline attempt, and every
-                    // run's future would carry its room. A panic is caught around the
-                    // whole loop (see `Bounded`): catching it here would copy every
-                    // result once more.
-                    // (The attempt's result is taken apart in the `let`, so that it is
-                    // not kept in the run's future across the retries' await.)
-                    macro_rules! first_attempt {
-                        ($entry:expr, $told:block) => {{
-                            let other =
-                                match PlainAttempt($entry.task().run(&self.spec.resources)).await {
-                                    FirstAttempt::Next(next) => {
-                                        $told
-                                        break 'next next;
-                                    }
-                                    FirstAttempt::Other(other) => other,
-                                };
-                            Box::pin(self.after_plain(other, $entry, state, run)).await?
-                        }};
-                    }
-                    if let Some(entry) = &slot.direct {
+                let next = 'state: {
+                    // The hot path: a direct slot's task (no breaker, limiter or timeout,
+                    // no declared targets to check; see `Slot::direct`) in a run without
+                    // spans or a journal, awaited right here. Its first attempt names the
+                    // next state, or fails and goes on to the task's retries. Only a
+                    // failure builds the retry loop, boxed: it is much larger than the
+                    // inline attempt, and every run's future would carry its room. A
+                    // panic is caught around the whole loop (see `Bounded`): catching it
+                    // here would copy every result once more.
+                    if let Some(entry) = slot.direct() {
+                        // (The result is taken apart in the `let`, so that it is not kept
+                        // in the run's future across the retries' await.)
                         if lean {
-                            break 'next first_attempt!(entry, {});
+                            // Nothing to check or tell: just the task.
+                            let other = match PlainAttempt(entry.run(&self.spec.resources)).await {
+                                FirstAttempt::Next(next) => break 'state next,
+                                FirstAttempt::Other(other) => other,
+                            };
+                            break 'state Box::pin(self.after_plain(other, entry, state, run))
+                                .await?;
                         }
                         if plain {
+                            // The same, with cancellation and observers.
                             if run.is_cancelled() {
                                 return Err(self.cancelled(state, run));
                             }
                             self.tell_before(single, before, run.run_id(), state, entry.name());
-                            break 'next first_attempt!(entry, {
-                                if heard.contains(Interest::TASK_SUCCESSES) {
-                                    self.tell(single, |o| {
-                                        o.task_succeeded(run.run_id(), state, entry.name())
-                                    });
+                            let other = match PlainAttempt(entry.run(&self.spec.resources)).await {
+                                FirstAttempt::Next(next) => {
+                                    if heard.contains(Interest::TASK_SUCCESSES) {
+                                        self.tell(single, |o| {
+                                            o.task_succeeded(run.run_id(), state, entry.name())
+                                        });
+                                    }
+                                    break 'state next;
                                 }
-                            });
+                                FirstAttempt::Other(other) => other,
+                            };
+                            break 'state Box::pin(self.after_plain(other, entry, state, run))
+                                .await?;
                         }
                     }
-                    // Every other state: its handler, with spans, checkpoints and guards.
-                    // (Validation refused a slot without one; this is only a guard.)
+                    // Every other state: its handler, with spans, checkpoints and
+                    // guards. (Validation refused a slot without a handler; the `else`
+                    // is only a guard.)
                     let Some(handler) = &slot.handler else {
                         return Err(self.unregistered(state, None));
                     };
@@ -506,7 +503,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                         Handler::Task(entry) => {
                             let result = crate::spans::await_in_state!(
                                 execute_task(
-                                    &**entry,
+                                    entry,
                                     state,
                                     InRun {
                                         spec: &self.spec,
@@ -519,6 +516,8 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             self.single(result, state, entry.name())?
                         }
                         Handler::Custom(custom) => {
+                            // Boxed on first use: only custom handlers need it,
+                            // and other runs carry one pointer, not all of it.
                             let env = env.get_or_insert_with(|| {
                                 Box::new(TaskEnv {
                                     resources: self.spec.resources.clone(),
@@ -529,8 +528,9 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
                             let label = || handler.label();
                             let handled = custom.handle(StateContext { state, env, saga });
                             let mut result = crate::spans::state(handled, state, run).await;
-                            // A step that recorded its output joins the compensation
-                            // stack, even if its handler then failed: its work was done.
+                            // A step that recorded its output joins the
+                            // compensation stack, even if its handler then
+                            // failed: its work was done.
                             if let Some(saga) = saga.filter(|s| s.has_recorded()) {
                                 result = self.push_completed(saga, state, result, run).await;
                             }

@@ -47,7 +47,7 @@ pub(crate) trait TaskParts<S, K> {
 
 impl<S, K> TaskParts<S, K> for crate::task::RegisteredTask<S, K> {
     fn task(&self) -> &dyn Task<S, K> {
-        &**self.task()
+        self.task()
     }
     fn name(&self) -> &str {
         self.name()

@@ -56,7 +56,7 @@ pub enum ResourceLifecycle {
 }
 
 pub(crate) enum Handler<S, K> {
-    Task(Arc<RegisteredTask<S, K>>),
+    Task(RegisteredTask<S, K>),
     Custom(Arc<dyn StateHandler<S, K>>),
 }
 
@@ -124,19 +124,27 @@ impl<S: 'static, K: 'static> Handler<S, K> {
 /// slot can remember where its state's task went last (see [`Slot::next`]).
 pub(crate) type Slots<S, K> = indexmap::IndexMap<S, Slot<S, K>, FastBuildHasher>;
 
-/// States a new workflow has room for before its table grows.
-const INITIAL_STATES: usize = 16;
+/// States a new workflow has room for before its table grows: as many as fit in a
+/// first allocation under 1 KiB (glibc serves those from its small-chunk lists; a
+/// larger request first consolidates every free chunk, which showed in building a
+/// workflow). About ten for a small state enum.
+fn initial_states<S, K>() -> usize {
+    const SMALL_ALLOCATION: usize = 1008;
+    // An entry of the table: the key's hash, the state and its slot.
+    let entry = std::mem::size_of::<(usize, S, Slot<S, K>)>();
+    (SMALL_ALLOCATION / entry.max(1)).max(4)
+}
 
 /// One state's slot: its handler and whether it ends the run. One map lookup per
 /// transition answers both, and usually not even that (see [`Slot::next`]).
 pub(crate) struct Slot<S, K> {
     pub(crate) handler: Option<Handler<S, K>>,
     pub(crate) exit: bool,
-    /// The handler's task, when it is a task whose attempts are just its future (see
-    /// `TaskConfig::is_plain`) and no targets are declared to check its next state
-    /// against. Read with `exit`: the engine would otherwise match the handler, reach
-    /// through the task to its config and check the targets on every transition.
-    pub(crate) direct: Option<Arc<RegisteredTask<S, K>>>,
+    /// Whether the handler is a task whose attempts are just its future (see
+    /// `TaskConfig::is_plain`) with no targets declared to check its next state
+    /// against (see [`direct`](Self::direct)). A flag, not a second handle on the
+    /// task: every handle costs an atomic count at build and at drop.
+    plain_task: bool,
     /// The states this state's task declared it moves to (see
     /// [`Workflow::transitions`]); checked after every run of the state.
     pub(crate) targets: Option<Arc<[S]>>,
@@ -150,19 +158,31 @@ impl<S, K> Slot<S, K> {
     /// Works out [`direct`](Self::direct) again, after the handler or the targets
     /// changed.
     pub(crate) fn refresh(&mut self) {
-        self.direct = match &self.handler {
-            Some(Handler::Task(entry)) if self.targets.is_none() && entry.config().is_plain() => {
-                Some(entry.clone())
-            }
+        self.plain_task = matches!(
+            &self.handler,
+            Some(Handler::Task(entry)) if self.targets.is_none() && entry.config().is_plain()
+        );
+    }
+
+    /// The handler's task, when the engine may simply await it: no breaker, limiter or
+    /// timeout, no declared targets. Read with `exit`: the engine would otherwise
+    /// reach through the task to its config and check the targets on every transition.
+    #[inline]
+    pub(crate) fn direct(&self) -> Option<&RegisteredTask<S, K>> {
+        if !self.plain_task {
+            return None;
+        }
+        match &self.handler {
+            Some(Handler::Task(entry)) => Some(entry),
             _ => None,
-        };
+        }
     }
 
     fn empty() -> Self {
         Self {
             handler: None,
             exit: false,
-            direct: None,
+            plain_task: false,
             targets: None,
             hint: AtomicUsize::new(usize::MAX),
         }
@@ -201,7 +221,7 @@ impl<S, K> Clone for Slot<S, K> {
         Self {
             handler: self.handler.clone(),
             exit: self.exit,
-            direct: self.direct.clone(),
+            plain_task: self.plain_task,
             targets: self.targets.clone(),
             hint: AtomicUsize::new(usize::MAX),
         }
@@ -299,7 +319,10 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
             spec: Arc::new(Spec {
                 // Room for a typical workflow's states up front: growing the table state
                 // by state was a fifth of building one.
-                slots: Slots::with_capacity_and_hasher(INITIAL_STATES, FastBuildHasher::default()),
+                slots: Slots::with_capacity_and_hasher(
+                    initial_states::<S, K>(),
+                    FastBuildHasher::default(),
+                ),
                 resources: Arc::new(resources),
                 timeout: None,
                 observers: Observers::default(),
@@ -328,7 +351,7 @@ impl<S: WorkflowState, K: ResourceKey> Workflow<S, K> {
     /// [`config`](Task::config) and [`name`](Task::name) are read here, once.
     pub fn register<T: Task<S, K> + 'static>(self, state: S, task: T) -> Self {
         let entry = RegisteredTask::new(task);
-        self.register_slot(state, Handler::Task(Arc::new(entry)))
+        self.register_slot(state, Handler::Task(entry))
     }
 
     /// Runs a custom [`StateHandler`] whenever the workflow enters `state`. This is how
