@@ -173,8 +173,19 @@ fn bench(extra: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runs: [&[&str]; 4] = [
+    let runs: [&[&str]; 5] = [
         &["bench", "-p", "cano-benches", "--benches", "--"],
+        // The published cano 0.13 beside ours (downloaded from crates.io).
+        &[
+            "bench",
+            "-p",
+            "cano-benches",
+            "--features",
+            "vs-013",
+            "--bench",
+            "vs_013",
+            "--",
+        ],
         &[
             "bench",
             "-p",
@@ -356,6 +367,7 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
             ),
         ),
     ];
+    rows.extend(vs_013_rows(out));
     rows.extend(split_rows(criterion_home, out));
     rows.extend(admission_rows(criterion_home));
     rows.extend(recovery_rows(criterion_home, out));
@@ -378,6 +390,38 @@ fn summary(criterion_home: &Path, out: &Path) -> String {
         table.push_str(&format!("{name:<width$} | {figure:>24} | {target}\n"));
     }
     table
+}
+
+/// The rows beside the published cano 0.13: our time and the paired ratio for
+/// building a 10-state workflow and running it once, building only, running only.
+fn vs_013_rows(out: &Path) -> Vec<(&'static str, String, String)> {
+    let stats = report(out, "vs_013.json");
+    let row = |name: &'static str, key: &str, target: Option<f64>| {
+        let side = |field: &str| stats.get(key).and_then(|v| json_number(v, field));
+        let figure = match (side("ours_ns"), side("cano_0_13_ns")) {
+            (Some(ours), Some(old)) => format!("{ours:.0} ns (0.13: {old:.0} ns)"),
+            _ => "n/a".into(),
+        };
+        let ratio = side("ratio");
+        let shown = ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2}x"));
+        let target = match target {
+            Some(limit) => format!(
+                "<= {limit:.2}x {} ({shown})",
+                verdict(ratio.map(|r| r <= limit))
+            ),
+            None => shown,
+        };
+        (name, figure, target)
+    };
+    vec![
+        row(
+            "vs cano 0.13: build 10 states + run once",
+            "build_and_run",
+            Some(0.5),
+        ),
+        row("vs cano 0.13: build only", "build", None),
+        row("vs cano 0.13: run only", "run", None),
+    ]
 }
 
 /// The batch rows: 10,000 runs 100 at a time under each wait strategy, per run,
@@ -883,5 +927,32 @@ mod tests {
             checked_ratio(&Value::Null, "ratio", Some(1.2)),
             (Some(1.2), String::new())
         );
+    }
+
+    #[test]
+    fn the_rows_beside_cano_0_13_check_build_and_run_against_half() {
+        let dir = std::env::temp_dir().join(format!("xtask-vs013-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("vs_013.json"),
+            r#"{"build_and_run":{"ours_ns":2463.7,"cano_0_13_ns":5381.7,"ratio":0.462},"build":{"ours_ns":1319.7,"cano_0_13_ns":2320.4,"ratio":0.569},"run":{"ours_ns":701.6,"cano_0_13_ns":2651.0,"ratio":0.266}}"#,
+        )
+        .unwrap();
+        let rows = vs_013_rows(&dir);
+        assert_eq!(rows[0].1, "2464 ns (0.13: 5382 ns)");
+        assert_eq!(rows[0].2, "<= 0.50x (met) (0.46x)");
+        assert_eq!(rows[2].2, "0.27x");
+        // Over the target: the verdict changes.
+        std::fs::write(
+            dir.join("vs_013.json"),
+            r#"{"build_and_run":{"ours_ns":3000,"cano_0_13_ns":5000,"ratio":0.6}}"#,
+        )
+        .unwrap();
+        let over = vs_013_rows(&dir);
+        assert_eq!(over[0].2, "<= 0.50x (MISSED) (0.60x)");
+        assert_eq!(over[1].1, "n/a");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // No report at all: every row says so.
+        assert!(vs_013_rows(&dir).iter().all(|r| r.1 == "n/a"));
     }
 }
