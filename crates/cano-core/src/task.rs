@@ -326,42 +326,48 @@ trait Held<S, K>: Send + Sync {
     fn name(&self) -> &Cow<'static, str>;
 }
 
-/// A task registered by value, with its config and name.
-struct ByValue<T> {
+/// A task, as an entry holds it, with its config and name.
+struct Entry<T> {
     config: TaskConfig,
     name: Cow<'static, str>,
     task: T,
 }
 
-/// A task handed over already shared, with its config and name. (Not `ByValue` of
-/// the `Arc`: that would need the `Arc` to implement `Task`, which would overlap the
-/// blanket implementation for nodes.)
-struct Shared<S, K> {
-    config: TaskConfig,
-    name: Cow<'static, str>,
-    task: Arc<dyn Task<S, K>>,
+/// How an entry reaches its task: held by value ([`ByValue`]), or behind the `Arc` it
+/// was handed over in. (Not `Task` on the `Arc`: that would overlap the blanket
+/// implementation for nodes.)
+trait Reach<S, K>: Send + Sync {
+    fn task(&self) -> &dyn Task<S, K>;
+    fn run<'a>(&'a self, resources: &'a Resources<K>) -> TaskFuture<'a, S>;
 }
 
-impl<S, K, T: Task<S, K>> Held<S, K> for ByValue<T> {
+/// A task registered by value.
+struct ByValue<T>(T);
+
+impl<S, K, T: Task<S, K>> Reach<S, K> for ByValue<T> {
     fn task(&self) -> &dyn Task<S, K> {
-        &self.task
+        &self.0
     }
     #[inline]
     fn run<'a>(&'a self, resources: &'a Resources<K>) -> TaskFuture<'a, S> {
-        self.task.run(resources)
-    }
-    fn config(&self) -> &TaskConfig {
-        &self.config
-    }
-    fn name(&self) -> &Cow<'static, str> {
-        &self.name
+        self.0.run(resources)
     }
 }
 
-impl<S, K> Held<S, K> for Shared<S, K> {
+impl<S, K> Reach<S, K> for Arc<dyn Task<S, K>> {
     fn task(&self) -> &dyn Task<S, K> {
-        &*self.task
+        &**self
     }
+    fn run<'a>(&'a self, resources: &'a Resources<K>) -> TaskFuture<'a, S> {
+        (**self).run(resources)
+    }
+}
+
+impl<S, K, T: Reach<S, K>> Held<S, K> for Entry<T> {
+    fn task(&self) -> &dyn Task<S, K> {
+        self.task.task()
+    }
+    #[inline]
     fn run<'a>(&'a self, resources: &'a Resources<K>) -> TaskFuture<'a, S> {
         self.task.run(resources)
     }
@@ -378,7 +384,11 @@ impl<S, K> RegisteredTask<S, K> {
     pub fn new<T: Task<S, K> + 'static>(task: T) -> Self {
         let (config, name) = (task.config(), task.name());
         Self {
-            entry: Arc::new(ByValue { config, name, task }),
+            entry: Arc::new(Entry {
+                config,
+                name,
+                task: ByValue(task),
+            }),
         }
     }
 
@@ -390,7 +400,7 @@ impl<S, K> RegisteredTask<S, K> {
     {
         let (config, name) = (task.config(), task.name());
         Self {
-            entry: Arc::new(Shared { config, name, task }),
+            entry: Arc::new(Entry { config, name, task }),
         }
     }
 
@@ -470,7 +480,10 @@ mod tests {
     async fn a_task_registered_by_value_keeps_its_name_config_and_behaviour() {
         let entry = RegisteredTask::new(Named(3));
         assert_eq!(entry.name(), "named-3");
-        assert_eq!(entry.config().attempt_timeout(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            entry.config().attempt_timeout(),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(next_of(&entry).await, Step(3));
         // Through the task itself too, as handlers outside the crate reach it.
         let through_task = entry.task().run_bare().await.unwrap();
@@ -487,7 +500,10 @@ mod tests {
         assert_eq!(Arc::strong_count(&shared), 2);
         assert!(std::ptr::addr_eq(entry.task(), &*shared));
         assert_eq!(entry.name(), "named-9");
-        assert_eq!(entry.config().attempt_timeout(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            entry.config().attempt_timeout(),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(next_of(&entry).await, Step(9));
         drop(entry);
         assert_eq!(Arc::strong_count(&shared), 1);
