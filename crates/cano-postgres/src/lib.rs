@@ -35,7 +35,10 @@
 //!   through the leases (a dead worker's come back when its leases end) and a parked
 //!   run holds none. A slot a run frees is taken back by its own worker; idle
 //!   workers are told of it (NOTIFY) only when that worker cannot use it, so a
-//!   bigger cluster does not wake every worker for every run. [`RunQueue::cancel`] is a durable cancel request the driving
+//!   bigger cluster does not wake every worker for every run. A run's end is
+//!   announced only to waiters that asked ([`RunQueue::wait`], and `wait_all` for its
+//!   last 64 runs): PostgreSQL takes one lock for the whole server for every
+//!   notifying commit. [`RunQueue::cancel`] is a durable cancel request the driving
 //!   worker honours, and [`RunQueue::claims`] reads the database's record of every
 //!   claim: which worker ran what, from when to when.
 //! - [`ClusterScheduler`]: cron ticks that fire once across any number of scheduler

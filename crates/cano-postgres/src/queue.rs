@@ -355,6 +355,16 @@ fn spec_of(r: &tokio_postgres::Row) -> QueueSpec {
 /// without one, it reads every pending run again.
 const QUIET_SPELL: Duration = Duration::from_secs(10);
 
+/// How many pending runs [`RunQueue::wait_all`] asks to have announced. A run's end is
+/// announced only if someone waits for it (PostgreSQL serializes every notifying
+/// commit on one lock, so announcing every end slowed a busy cluster); a wait for
+/// more runs than this reads them every [`POLL_MANY`] until this many are left.
+const WATCH_AT_MOST: usize = 64;
+
+/// How often [`RunQueue::wait_all`] reads its runs while more than [`WATCH_AT_MOST`]
+/// are pending.
+const POLL_MANY: Duration = Duration::from_millis(200);
+
 impl RunQueue {
     /// The queue in `store`'s schema.
     pub fn new(store: &PostgresCheckpointStore) -> Self {
@@ -707,6 +717,9 @@ impl RunQueue {
     /// order, with one listening connection however many runs there are. Errors after
     /// `timeout` (naming how many are still going), or at once for a run that was
     /// never enqueued.
+    ///
+    /// The workers announce the end of the runs it waits for, up to 64 at a time: a
+    /// wait for more reads them five times a second until 64 are left.
     pub async fn wait_all(
         &self,
         runs: &[RunId],
@@ -725,10 +738,26 @@ impl RunQueue {
         pending.sort_unstable();
         pending.dedup();
         let mut first = true;
+        // Whether the pending runs' ends are announced: asked for once few are left.
+        let mut watching = false;
         // What to read next: every run still pending (at first, after a quiet spell,
         // and after a notification that names no run), or only the runs announced.
         let mut announced: Option<HashSet<i64>> = None;
         while !pending.is_empty() {
+            // Asked before the read below: a run that ends after it is announced, and
+            // one that ended before it is read as over.
+            if !watching && pending.len() <= WATCH_AT_MOST {
+                retry_transient(5, || async {
+                    let client = db.client().await?;
+                    client
+                        .execute(&self.sql.watch, &[&pending])
+                        .await
+                        .map_err(|e| db.error("asking for the runs' ends to be announced", e))
+                })
+                .await?;
+                watching = true;
+                announced = None;
+            }
             // Read after LISTEN (and after each wake-up): no announcement is missed.
             let asked: Vec<i64> = match announced.take() {
                 Some(named) => pending
@@ -777,7 +806,7 @@ impl RunQueue {
             // Sleep until an announcement (or a quiet spell, after which everything is
             // read again), then drain the others that came with it.
             let now = tokio::time::Instant::now();
-            let quiet = now + QUIET_SPELL;
+            let quiet = now + if watching { QUIET_SPELL } else { POLL_MANY };
             let wake_at = deadline.map_or(quiet, |d| d.min(quiet));
             match tokio::time::timeout_at(wake_at, notes.recv()).await {
                 Ok(Some(note)) => {

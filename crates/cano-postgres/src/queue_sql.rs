@@ -16,6 +16,7 @@ pub(crate) struct QueueSql {
     pub(crate) by_key: String,
     pub(crate) select: String,
     pub(crate) select_many: String,
+    pub(crate) watch: String,
     pub(crate) cancel_parked: String,
     pub(crate) declare: String,
     pub(crate) spec: String,
@@ -58,14 +59,19 @@ impl QueueSql {
             by_key: format!("SELECT run_id, workflow FROM {runs} WHERE idempotency_key = $1"),
             select: format!("SELECT {RECORD} FROM {runs} WHERE run_id = $1"),
             select_many: format!("SELECT {RECORD} FROM {runs} WHERE run_id = ANY($1)"),
+            // Asks for the end of these runs to be announced (see `RunQueue::wait_all`).
+            watch: format!(
+                "UPDATE {runs} SET watched = true WHERE run_id = ANY($1) AND NOT watched
+                   AND status IN ('queued', 'running', 'parked')"
+            ),
             cancel_parked: format!(
                 "WITH cancelled AS (
                     UPDATE {runs} SET status = 'failed', finished_at = clock_timestamp(),
                         wake_at = NULL, error = 'cancelled while parked'
                     WHERE run_id = $1 AND status = 'parked'
-                    RETURNING run_id),
-                 note AS (SELECT pg_notify('{done}', run_id::text) FROM cancelled)
-                 SELECT count(*) FROM cancelled, note"
+                    RETURNING run_id, watched),
+                 note AS (SELECT pg_notify('{done}', run_id::text) FROM cancelled WHERE watched)
+                 SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM note)"
             ),
             // Workers read the settings at every claim; the notice makes idle ones
             // claim at once under limits that may have been raised.
@@ -102,8 +108,8 @@ impl QueueSql {
                         error = CASE WHEN r.status = 'queued' AND r.started_at IS NULL THEN $2 ELSE r.error END,
                         wake_at = CASE WHEN r.status = 'parked' THEN clock_timestamp() ELSE r.wake_at END
                     WHERE r.run_id = ANY($1) AND r.status IN ('queued', 'running', 'parked')
-                    RETURNING r.run_id, r.status, r.workflow),
-                 told AS (SELECT pg_notify('{done}', run_id::text) FROM target WHERE status = 'cancelled'),
+                    RETURNING r.run_id, r.status, r.workflow, r.watched),
+                 told AS (SELECT pg_notify('{done}', run_id::text) FROM target WHERE status = 'cancelled' AND watched),
                  asked AS (SELECT pg_notify('{cancel}', run_id::text) FROM target WHERE status = 'running'),
                  due AS (SELECT pg_notify('{ready}', workflow) FROM target WHERE status IN ('queued', 'parked'))
                  SELECT run_id, status,

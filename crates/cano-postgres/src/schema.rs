@@ -6,7 +6,7 @@ use cano_core::CanoError;
 
 /// The schema version this build writes. A database at a higher version was written
 /// by a newer cano and is refused rather than misread.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// The steps, in order: step `i` brings the schema from version `i` to `i + 1`.
 /// `{s}` stands for the schema name. Never edit a released step; add one.
@@ -192,6 +192,12 @@ CREATE TABLE {s}.cano_schedules (
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (grp, schedule)
 );
+"#,
+    // 5 -> 6: whether anyone waits for a queue run to end. A run's end is announced
+    // (NOTIFY) only then: PostgreSQL serializes every notifying commit on one lock,
+    // and announcing every end queued sixteen workers' finishes behind it.
+    r#"
+ALTER TABLE {s}.cano_runs ADD COLUMN watched boolean NOT NULL DEFAULT false;
 "#,
 ];
 

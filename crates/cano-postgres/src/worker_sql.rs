@@ -144,10 +144,10 @@ impl WorkerSql {
                     UPDATE {runs} SET status = '{status}', finished_at = clock_timestamp(), lease_until = NULL,
                         error = {error}
                     WHERE run_id = $1 AND epoch = $2 AND status = 'running' AND {live}
-                    RETURNING run_id, workflow, queue, partition_key),
+                    RETURNING run_id, workflow, queue, partition_key, watched),
                  {closed},
                  {freed},
-                 note AS (SELECT pg_notify('{done}', run_id::text) FROM ended)
+                 note AS (SELECT pg_notify('{done}', run_id::text) FROM ended WHERE watched)
                  SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
                 closed = close("ended", &format!("'{status}'")),
                 freed = freed("ended", "$4::bool"),
@@ -258,12 +258,12 @@ impl WorkerSql {
                     UPDATE {runs} q SET status = 'failed', finished_at = clock_timestamp(), lease_until = NULL,
                         error = format('claimed %s times without finishing (the limit is %s): every worker that took it stopped before it ended, so it is treated as a poison run', q.claims, $2::integer)
                     FROM doomed WHERE q.run_id = doomed.run_id
-                    RETURNING q.run_id, q.workflow, q.queue, q.partition_key, doomed.lease_until),
+                    RETURNING q.run_id, q.workflow, q.queue, q.partition_key, doomed.lease_until, q.watched),
                  closed AS (
                     UPDATE {claims} c SET ended_at = least(coalesce(dead.lease_until, clock_timestamp()), clock_timestamp()),
                         outcome = 'lease expired'
                     FROM dead WHERE c.run_id = dead.run_id AND c.ended_at IS NULL),
-                 told AS (SELECT pg_notify('{done}', run_id::text) FROM dead),
+                 told AS (SELECT pg_notify('{done}', run_id::text) FROM dead WHERE watched),
                  {freed}
                  SELECT (SELECT count(*) FROM told) + (SELECT count(*) FROM freed)",
                 freed = freed("dead", "true")
@@ -301,14 +301,14 @@ impl WorkerSql {
                     UPDATE {runs} SET status = 'finished', finished_at = clock_timestamp(), lease_until = NULL,
                         final_state = $3, final_label = $4
                     WHERE run_id = $1 AND epoch = $2 AND status = 'running' AND {live}
-                    RETURNING run_id, workflow, queue, partition_key),
+                    RETURNING run_id, workflow, queue, partition_key, watched),
                  rows AS (DELETE FROM {rows} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  logs AS (DELETE FROM {logs} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  inbox AS (DELETE FROM {signals} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  keys AS (DELETE FROM {keys} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  {closed},
                  {freed},
-                 note AS (SELECT pg_notify('{done}', run_id::text) FROM fin)
+                 note AS (SELECT pg_notify('{done}', run_id::text) FROM fin WHERE watched)
                  SELECT (SELECT count(*) FROM fin), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
                 closed = close("fin", "'finished'"),
                 freed = freed("fin", "$6::bool"),

@@ -533,3 +533,122 @@ async fn a_claim_loop_that_cannot_prepare_says_why_and_recovers() {
     );
     worker.stop(Duration::from_secs(5)).await;
 }
+
+/// A connection listening on `channel`; its notifications' payloads, in the order the
+/// server delivered them.
+async fn listener(
+    channel: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (client, mut connection) =
+        tokio_postgres::connect(&common::pg_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(note) = message {
+                let _ = tx.send(note.payload().to_owned());
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {channel}"))
+        .await
+        .unwrap();
+    (client, rx)
+}
+
+async fn next_note(notes: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(WAIT, notes.recv())
+        .await
+        .expect("no notification for 30 s")
+        .expect("the listening connection closed")
+}
+
+#[tokio::test]
+async fn only_the_ends_someone_waits_for_are_announced() {
+    pg_or_skip!();
+    // Every announcing commit takes one lock for the whole server, so the workers
+    // announce the end of a run only when a waiter asked for it.
+    const SCHEMA: &str = "t_queue_watch";
+    let store = fresh_store(SCHEMA).await;
+    let queue = RunQueue::new(&store);
+    let (announcer, mut notes) = listener(&format!("cano_done_{SCHEMA}")).await;
+    let gate = Arc::new(Semaphore::new(0));
+    let worker = Worker::new(&store)
+        .register(
+            "orders",
+            orders(
+                Step::gated(Order::Charge, &gate),
+                Step::to(Order::Ship),
+                Step::to(Order::Shipped),
+            ),
+        )
+        .register("quick", plain())
+        .start()
+        .await
+        .unwrap();
+    let mut events = worker.subscribe();
+    let (unwatched, watched) = (enqueue_order(&queue).await, enqueue_order(&queue).await);
+
+    // Nobody waits for the first: its end is not announced. (Notifications arrive in
+    // commit order, so the marker sent after it ended comes first.)
+    gate.add_permits(1);
+    let first = next_event(&mut events, |e| matches!(e, WorkerEvent::Finished { .. })).await;
+    let WorkerEvent::Finished { run: ended, .. } = first else {
+        unreachable!()
+    };
+    announcer
+        .batch_execute(&format!("NOTIFY cano_done_{SCHEMA}, 'marker-1'"))
+        .await
+        .unwrap();
+    assert_eq!(next_note(&mut notes).await, "marker-1");
+
+    // The other has a waiter: its end is announced, and the waiter hears of it.
+    let other = if ended == unwatched {
+        watched
+    } else {
+        unwatched
+    };
+    let waiting = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.wait(other, WAIT).await })
+    };
+    // The waiter asks for the announcement before it first reads the run.
+    let client = raw().await;
+    let asked = format!("SELECT run_id FROM {SCHEMA}.cano_runs WHERE watched");
+    let key: i64 = loop {
+        if let Some(row) = client.query_opt(&asked, &[]).await.unwrap() {
+            break row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    gate.add_permits(1);
+    assert_eq!(next_note(&mut notes).await, key.to_string());
+    let record = waiting.await.unwrap().unwrap();
+    assert_eq!(record.status, QueueStatus::Finished);
+
+    // A wait for more runs than are announced at once still sees every one end.
+    let mut many = Vec::new();
+    for _ in 0..70 {
+        many.push(
+            queue
+                .enqueue("quick", &Order::Reserve, EnqueueOptions::new())
+                .await
+                .unwrap()
+                .run,
+        );
+    }
+    let records = queue.wait_all(&many, WAIT).await.unwrap();
+    assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
+    assert_eq!(
+        records.iter().map(|r| r.run).collect::<Vec<_>>(),
+        many,
+        "records come back in the order asked"
+    );
+    worker.stop(Duration::from_secs(5)).await;
+}
