@@ -60,9 +60,14 @@ impl QueueSql {
             select: format!("SELECT {RECORD} FROM {runs} WHERE run_id = $1"),
             select_many: format!("SELECT {RECORD} FROM {runs} WHERE run_id = ANY($1)"),
             // Asks for the end of these runs to be announced (see `RunQueue::wait_all`).
+            // Locks in run order, as the checkpoint writes and heartbeats do: locking
+            // several runs in another order could deadlock with them.
             watch: format!(
-                "UPDATE {runs} SET watched = true WHERE run_id = ANY($1) AND NOT watched
-                   AND status IN ('queued', 'running', 'parked')"
+                "WITH locked AS (
+                    SELECT run_id FROM {runs} WHERE run_id = ANY($1) AND NOT watched
+                      AND status IN ('queued', 'running', 'parked')
+                    ORDER BY run_id FOR UPDATE)
+                 UPDATE {runs} r SET watched = true FROM locked WHERE r.run_id = locked.run_id"
             ),
             cancel_parked: format!(
                 "WITH cancelled AS (
@@ -99,15 +104,20 @@ impl QueueSql {
             // (its worker cancels it as any run is cancelled, compensations included);
             // one parked, or handed back after starting, is made due so that a worker
             // claims it and cancels it the same way. (SET reads the old row; RETURNING
-            // the new one.)
+            // the new one.) The runs are locked in run order first, as the checkpoint
+            // writes and heartbeats lock theirs: a bulk cancel in another order could
+            // deadlock with them.
             cancel: format!(
-                "WITH target AS (
+                "WITH locked AS (
+                    SELECT run_id FROM {runs} WHERE run_id = ANY($1) AND status IN ('queued', 'running', 'parked')
+                    ORDER BY run_id FOR UPDATE),
+                 target AS (
                     UPDATE {runs} r SET cancel_requested = $2,
                         status = CASE WHEN r.status = 'queued' AND r.started_at IS NULL THEN 'cancelled' ELSE r.status END,
                         finished_at = CASE WHEN r.status = 'queued' AND r.started_at IS NULL THEN clock_timestamp() ELSE r.finished_at END,
                         error = CASE WHEN r.status = 'queued' AND r.started_at IS NULL THEN $2 ELSE r.error END,
                         wake_at = CASE WHEN r.status = 'parked' THEN clock_timestamp() ELSE r.wake_at END
-                    WHERE r.run_id = ANY($1) AND r.status IN ('queued', 'running', 'parked')
+                    FROM locked WHERE r.run_id = locked.run_id AND r.status IN ('queued', 'running', 'parked')
                     RETURNING r.run_id, r.status, r.workflow, r.watched),
                  told AS (SELECT pg_notify('{done}', run_id::text) FROM target WHERE status = 'cancelled' AND watched),
                  asked AS (SELECT pg_notify('{cancel}', run_id::text) FROM target WHERE status = 'running'),

@@ -614,18 +614,22 @@ async fn only_the_ends_someone_waits_for_are_announced() {
     } else {
         unwatched
     };
+    // A wait asks for the announcement before it first reads the run: even one that
+    // gives up at once (a zero timeout) leaves the run watched.
+    let gave_up = queue.wait(other, Duration::ZERO).await.unwrap_err();
+    assert!(gave_up.to_string().contains("not over"), "{gave_up}");
+    let key: i64 = raw()
+        .await
+        .query_one(
+            &format!("SELECT run_id FROM {SCHEMA}.cano_runs WHERE watched"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let waiting = {
         let queue = queue.clone();
         tokio::spawn(async move { queue.wait(other, WAIT).await })
-    };
-    // The waiter asks for the announcement before it first reads the run.
-    let client = raw().await;
-    let asked = format!("SELECT run_id FROM {SCHEMA}.cano_runs WHERE watched");
-    let key: i64 = loop {
-        if let Some(row) = client.query_opt(&asked, &[]).await.unwrap() {
-            break row.get(0);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     };
     gate.add_permits(1);
     assert_eq!(next_note(&mut notes).await, key.to_string());
