@@ -180,9 +180,10 @@ impl RunCatalog for PostgresCheckpointStore {
                     &p.log_codes,
                     &p.queue_statuses,
                 ];
+                let statement = db.prepared(&client, sql, "listing runs").await?;
                 rows.extend(
                     client
-                        .query(sql.as_str(), &params)
+                        .query(&statement, &params)
                         .await
                         .map_err(|e| db.error("listing runs", e))?,
                 );
@@ -220,26 +221,23 @@ impl RunCatalog for PostgresCheckpointStore {
         let sql = &self.catalog_sql().count;
         let p = Params::of(filter);
         let none: Option<Vec<String>> = None;
-        let rows = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query(
-                    sql,
-                    &[
-                        &p.workflow,
-                        &p.version,
-                        &none,
-                        &p.state,
-                        &p.from_us,
-                        &p.before_us,
-                        &p.error,
-                        &p.run,
-                    ],
-                )
-                .await
-                .map_err(|e| db.error("counting runs", e))
-        })
-        .await?;
+        let rows = db
+            .query(
+                5,
+                "counting runs",
+                sql,
+                &[
+                    &p.workflow,
+                    &p.version,
+                    &none,
+                    &p.state,
+                    &p.from_us,
+                    &p.before_us,
+                    &p.error,
+                    &p.run,
+                ],
+            )
+            .await?;
         let mut counts = StatusCounts::default();
         for row in rows {
             counts.add(status_of(row.get(0)), row.get::<_, i64>(1) as u64);
@@ -250,14 +248,8 @@ impl RunCatalog for PostgresCheckpointStore {
     async fn rows(&self, run: RunId) -> Result<Vec<StoredRow>, CanoError> {
         let db = self.db();
         let sql = &self.catalog_sql().rows;
-        let rows = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query(sql, &[&run_key(run)])
-                .await
-                .map_err(|e| db.error(&format!("loading the rows of run {run}"), e))
-        })
-        .await?;
+        let doing = format!("loading the rows of run {run}");
+        let rows = db.query(5, &doing, sql, &[&run_key(run)]).await?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -276,14 +268,8 @@ impl RunCatalog for PostgresCheckpointStore {
     async fn row_epochs(&self, run: RunId) -> Result<Vec<(u64, u64)>, CanoError> {
         let db = self.db();
         let sql = &self.catalog_sql().row_epochs;
-        let rows = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query(sql, &[&run_key(run)])
-                .await
-                .map_err(|e| db.error(&format!("reading the epochs of run {run}'s rows"), e))
-        })
-        .await?;
+        let doing = format!("reading the epochs of run {run}'s rows");
+        let rows = db.query(5, &doing, sql, &[&run_key(run)]).await?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -297,14 +283,8 @@ impl RunCatalog for PostgresCheckpointStore {
         let db = self.db();
         let sql = &self.catalog_sql().graph;
         let version = version as i32;
-        let row = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query_opt(sql, &[&workflow, &version])
-                .await
-                .map_err(|e| db.error(&format!("reading the graph of workflow {workflow:?}"), e))
-        })
-        .await?;
+        let doing = format!("reading the graph of workflow {workflow:?}");
+        let row = db.query_opt(5, &doing, sql, &[&workflow, &version]).await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -312,28 +292,20 @@ impl RunCatalog for PostgresCheckpointStore {
         let db = self.db();
         let sql = &self.catalog_sql().record_action;
         let at = i64::try_from(action.at_ms).unwrap_or(i64::MAX);
-        retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .execute(
-                    sql,
-                    &[
-                        &run_key(action.run),
-                        &action.action,
-                        &action.actor,
-                        &action.reason,
-                        &action.detail,
-                        &at,
-                    ],
-                )
-                .await
-                .map_err(|e| {
-                    db.error(
-                        &format!("recording the {} of run {}", action.action, action.run),
-                        e,
-                    )
-                })
-        })
+        let doing = format!("recording the {} of run {}", action.action, action.run);
+        db.execute(
+            5,
+            &doing,
+            sql,
+            &[
+                &run_key(action.run),
+                &action.action,
+                &action.actor,
+                &action.reason,
+                &action.detail,
+                &at,
+            ],
+        )
         .await
         .map(drop)
     }
@@ -341,14 +313,8 @@ impl RunCatalog for PostgresCheckpointStore {
     async fn actions(&self, run: RunId) -> Result<Vec<ActionRecord>, CanoError> {
         let db = self.db();
         let sql = &self.catalog_sql().actions;
-        let rows = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query(sql, &[&run_key(run)])
-                .await
-                .map_err(|e| db.error(&format!("reading the actions on run {run}"), e))
-        })
-        .await?;
+        let doing = format!("reading the actions on run {run}");
+        let rows = db.query(5, &doing, sql, &[&run_key(run)]).await?;
         Ok(rows
             .iter()
             .map(|r| ActionRecord {

@@ -447,9 +447,10 @@ impl Shared {
     /// database's clock.
     async fn take_over(&self) -> Result<Option<(i64, DbClock)>, CanoError> {
         let db = self.scheduler.store.db();
-        let client = db.client().await?;
-        let row = client
+        let row = db
             .query_opt(
+                1,
+                "taking over as cron leader",
                 &self.sql.take_over,
                 &[
                     &self.scheduler.group,
@@ -457,8 +458,7 @@ impl Shared {
                     &self.lease_ms(),
                 ],
             )
-            .await
-            .map_err(|e| db.error("taking over as cron leader", e))?;
+            .await?;
         Ok(row.map(|row| (row.get(0), DbClock::measured(row.get(1)))))
     }
 
@@ -470,9 +470,10 @@ impl Shared {
         let limit =
             (self.scheduler.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
         tokio::time::timeout(limit, async {
-            let client = db.client().await?;
-            client
+            let row = db
                 .query_opt(
+                    1,
+                    "renewing the cron lead",
                     &self.sql.renew,
                     &[
                         &self.scheduler.group,
@@ -481,9 +482,8 @@ impl Shared {
                         &self.scheduler.name,
                     ],
                 )
-                .await
-                .map(|row| row.map(|r| DbClock::measured(r.get(0))))
-                .map_err(|e| db.error("renewing the cron lead", e))
+                .await?;
+            Ok(row.map(|r| DbClock::measured(r.get(0))))
         })
         .await
         .map_err(|_| CanoError::store("renewing the cron lead timed out"))?
@@ -495,14 +495,21 @@ impl Shared {
     /// costs the inspector its view of the next tick, never a tick.
     async fn describe(&self) {
         let scheduler = &self.scheduler;
-        let Ok(client) = scheduler.store.db().client().await else {
+        let db = scheduler.store.db();
+        let Ok(client) = db.client().await else {
+            return;
+        };
+        let Ok(statement) = db
+            .prepared(&client, &self.sql.describe, "describing the schedules")
+            .await
+        else {
             return;
         };
         for entry in &scheduler.entries {
             if let Schedule::Cron { expr, zone, .. } = &entry.schedule {
                 let _ = client
                     .execute(
-                        &self.sql.describe,
+                        &statement,
                         &[
                             &scheduler.group,
                             &entry.id,
@@ -524,13 +531,15 @@ impl Shared {
         let mut next = Vec::with_capacity(scheduler.entries.len());
         self.describe().await;
         for entry in &scheduler.entries {
-            let last = match db.client().await {
-                Ok(client) => client
-                    .query_one(&self.sql.last_fire, &[&scheduler.group, &entry.id])
-                    .await
-                    .map(|row| row.get::<_, Option<i64>>(0)),
-                Err(_) => return self.step_down(epoch).await,
-            };
+            let last = db
+                .query_one(
+                    1,
+                    "reading a schedule's last tick",
+                    &self.sql.last_fire,
+                    &[&scheduler.group, &entry.id],
+                )
+                .await
+                .map(|row| row.get::<_, Option<i64>>(0));
             let Ok(last) = last else {
                 return self.step_down(epoch).await;
             };
@@ -626,11 +635,14 @@ impl Shared {
     /// Gives the lead up at once, so another process need not wait out the lease.
     async fn step_down(&self, epoch: i64) {
         let db = self.scheduler.store.db();
-        if let Ok(client) = db.client().await {
-            let _ = client
-                .execute(&self.sql.step_down, &[&self.scheduler.group, &epoch])
-                .await;
-        }
+        let _ = db
+            .execute(
+                1,
+                "stepping down as cron leader",
+                &self.sql.step_down,
+                &[&self.scheduler.group, &epoch],
+            )
+            .await;
     }
 
     async fn fire(&self, entry: &Entry, at: DateTime<Utc>, epoch: i64) -> Result<Fired, CanoError> {
@@ -639,28 +651,26 @@ impl Shared {
         let ms = at.timestamp_millis();
         let run = RunId::new();
         let key = format!("cron:{}:{}:{ms}", scheduler.group, entry.id);
-        let row = crate::db::retry_transient(3, || async {
-            let client = db.client().await?;
-            client
-                .query_one(
-                    &self.sql.fire,
-                    &[
-                        &scheduler.group,
-                        &epoch,
-                        &entry.id,
-                        &ms,
-                        &scheduler.name,
-                        &run_key(run),
-                        &entry.workflow,
-                        &key,
-                        &entry.initial,
-                        &entry.label,
-                    ],
-                )
-                .await
-                .map_err(|e| db.error(&format!("firing schedule {:?} at {at}", entry.id), e))
-        })
-        .await?;
+        let doing = format!("firing schedule {:?} at {at}", entry.id);
+        let row = db
+            .query_one(
+                3,
+                &doing,
+                &self.sql.fire,
+                &[
+                    &scheduler.group,
+                    &epoch,
+                    &entry.id,
+                    &ms,
+                    &scheduler.name,
+                    &run_key(run),
+                    &entry.workflow,
+                    &key,
+                    &entry.initial,
+                    &entry.label,
+                ],
+            )
+            .await?;
         Ok(match (row.get::<_, i64>(0), row.get::<_, i64>(1)) {
             (0, _) => Fired::Deposed,
             (_, 0) => Fired::Already,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cano_core::{CanoError, RunId};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
 
 use crate::errors::pg_error;
 
@@ -249,6 +250,105 @@ impl Db {
     /// A database error while `doing` something, naming the server.
     pub(crate) fn error(&self, doing: &str, e: tokio_postgres::Error) -> CanoError {
         pg_error(&self.place, doing, e)
+    }
+
+    /// `sql` prepared on `client`'s connection: at its first use there, then kept
+    /// with the connection. Every statement of this crate is fixed text (values are
+    /// parameters), so the cache stays small. Sent as text each time instead, a
+    /// statement is parsed and planned at every call and costs two round trips:
+    /// measured, planning cost the server more than running the statements that
+    /// finish runs and write checkpoints.
+    pub(crate) async fn prepared<C: GenericClient>(
+        &self,
+        client: &C,
+        sql: &str,
+        doing: &str,
+    ) -> Result<Statement, CanoError> {
+        client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.error(doing, e))
+    }
+
+    /// Runs the statement `sql` on a pooled connection and returns its rows, again on
+    /// a fresh connection while it fails for a transient reason (up to `attempts`
+    /// tries in all).
+    pub(crate) async fn query(
+        &self,
+        attempts: u32,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, CanoError> {
+        retry_transient(attempts, || async {
+            let client = self.client().await?;
+            let statement = self.prepared(&client, sql, doing).await?;
+            client
+                .query(&statement, params)
+                .await
+                .map_err(|e| self.error(doing, e))
+        })
+        .await
+    }
+
+    /// [`query`](Self::query) for a statement that returns exactly one row.
+    pub(crate) async fn query_one(
+        &self,
+        attempts: u32,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, CanoError> {
+        match self.query_opt(attempts, doing, sql, params).await? {
+            Some(row) => Ok(row),
+            None => Err(CanoError::store(format!(
+                "{doing} on {}: the statement returned no row where it always returns one",
+                self.place
+            ))
+            .with_hint("the schema may have been changed by hand: compare it with this version's migration")
+            .permanent()),
+        }
+    }
+
+    /// [`query`](Self::query) for a statement that returns at most one row.
+    pub(crate) async fn query_opt(
+        &self,
+        attempts: u32,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, CanoError> {
+        let mut rows = self.query(attempts, doing, sql, params).await?;
+        if rows.len() > 1 {
+            return Err(CanoError::store(format!(
+                "{doing} on {}: the statement returned {} rows where it returns at most one",
+                self.place,
+                rows.len()
+            ))
+            .with_hint("the schema may have been changed by hand: compare it with this version's migration")
+            .permanent());
+        }
+        Ok(rows.pop())
+    }
+
+    /// [`query`](Self::query) for a statement whose rows are not read: returns how
+    /// many it changed.
+    pub(crate) async fn execute(
+        &self,
+        attempts: u32,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, CanoError> {
+        retry_transient(attempts, || async {
+            let client = self.client().await?;
+            let statement = self.prepared(&client, sql, doing).await?;
+            client
+                .execute(&statement, params)
+                .await
+                .map_err(|e| self.error(doing, e))
+        })
+        .await
     }
 }
 

@@ -7,7 +7,7 @@ use cano_scheduler::Schedule;
 use chrono::Utc;
 
 use crate::channels::ready_channel;
-use crate::db::{Db, retry_transient, run_key};
+use crate::db::{Db, run_key};
 use crate::queue::RunQueue;
 use crate::store::PostgresCheckpointStore;
 
@@ -92,19 +92,10 @@ impl PostgresCheckpointStore {
              FROM {claims} c WHERE c.claimed_at > clock_timestamp() - interval '1 day'
              GROUP BY c.worker ORDER BY max(c.claimed_at) DESC"
         );
-        let (schedule_rows, worker_rows) = retry_transient(5, || async {
-            let client = db.client().await?;
-            let schedules = client
-                .query(&schedule_sql, &[])
-                .await
-                .map_err(|e| db.error("reading the cron schedules", e))?;
-            let workers = client
-                .query(&worker_sql, &[])
-                .await
-                .map_err(|e| db.error("reading the workers", e))?;
-            Ok((schedules, workers))
-        })
-        .await?;
+        let schedule_rows = db
+            .query(5, "reading the cron schedules", &schedule_sql, &[])
+            .await?;
+        let worker_rows = db.query(5, "reading the workers", &worker_sql, &[]).await?;
         let now = Utc::now();
         let schedules = schedule_rows
             .iter()
@@ -192,14 +183,8 @@ impl RunQueue {
                 SELECT pg_notify('{ready}', workflow) FROM (SELECT workflow FROM again UNION ALL SELECT workflow FROM adopted) w)
              SELECT (SELECT count(*) FROM again), (SELECT count(*) FROM adopted), (SELECT count(*) FROM told)"
         );
-        let row = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query_one(&sql, &[&run_key(run)])
-                .await
-                .map_err(|e| db.error(&format!("requeueing run {run}"), e))
-        })
-        .await?;
+        let doing = format!("requeueing run {run}");
+        let row = db.query_one(5, &doing, &sql, &[&run_key(run)]).await?;
         let (again, adopted): (i64, i64) = (row.get(0), row.get(1));
         if again > 0 {
             return Ok(Requeued::Again);
@@ -244,14 +229,8 @@ impl RunQueue {
              k AS (DELETE FROM {keys} WHERE run_id IN (SELECT run_id FROM target))
              SELECT count(*) FROM target"
         );
-        let row = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query_one(&sql, &[&run_key(run)])
-                .await
-                .map_err(|e| db.error(&format!("deleting run {run}"), e))
-        })
-        .await?;
+        let doing = format!("deleting run {run}");
+        let row = db.query_one(5, &doing, &sql, &[&run_key(run)]).await?;
         if row.get::<_, i64>(0) > 0 {
             return Ok(());
         }

@@ -387,24 +387,21 @@ impl RunQueue {
         let limit = |n: Option<u32>| n.map(|n| n as i32);
         let (rate_count, rate_ms) = spec.rate_ms();
         let db = self.store.db();
-        retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .execute(
-                    &self.sql.declare,
-                    &[
-                        &spec.name(),
-                        &limit(spec.concurrency()),
-                        &limit(spec.worker_concurrency()),
-                        &limit(spec.partition_concurrency()),
-                        &rate_count,
-                        &rate_ms,
-                        &spec.full_policy().as_text(),
-                    ],
-                )
-                .await
-                .map_err(|e| db.error(&format!("declaring queue {:?}", spec.name()), e))
-        })
+        let doing = format!("declaring queue {:?}", spec.name());
+        db.execute(
+            5,
+            &doing,
+            &self.sql.declare,
+            &[
+                &spec.name(),
+                &limit(spec.concurrency()),
+                &limit(spec.worker_concurrency()),
+                &limit(spec.partition_concurrency()),
+                &rate_count,
+                &rate_ms,
+                &spec.full_policy().as_text(),
+            ],
+        )
         .await?;
         Ok(())
     }
@@ -412,14 +409,8 @@ impl RunQueue {
     /// The settings of the named queue `name`, or `None` if it was never declared.
     pub async fn spec(&self, name: &str) -> Result<Option<QueueSpec>, CanoError> {
         let db = self.store.db();
-        let row = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query_opt(&self.sql.spec, &[&name])
-                .await
-                .map_err(|e| db.error(&format!("reading queue {name:?}"), e))
-        })
-        .await?;
+        let doing = format!("reading queue {name:?}");
+        let row = db.query_opt(5, &doing, &self.sql.spec, &[&name]).await?;
         Ok(row.as_ref().map(spec_of))
     }
 
@@ -482,27 +473,29 @@ impl RunQueue {
             });
         }
         // Nothing inserted: the key or the run id is taken.
-        if let Some(key) = key {
-            let client = db.client().await?;
-            if let Some(row) = client
-                .query_opt(&self.sql.by_key, &[&key])
-                .await
-                .map_err(|e| db.error("looking up an idempotency key", e))?
-            {
-                let first = run_of(row.get(0));
-                let first_workflow: String = row.get(1);
-                if first_workflow != workflow {
-                    return Err(CanoError::configuration(format!(
+        if let Some(key) = key
+            && let Some(row) = db
+                .query_opt(
+                    5,
+                    "looking up an idempotency key",
+                    &self.sql.by_key,
+                    &[&key],
+                )
+                .await?
+        {
+            let first = run_of(row.get(0));
+            let first_workflow: String = row.get(1);
+            if first_workflow != workflow {
+                return Err(CanoError::configuration(format!(
                         "idempotency key {key:?} was used for run {first} of workflow {first_workflow:?}, not {workflow:?}"
                     ))
                     .with_hint("idempotency keys are global to the queue: prefix them with the workflow's name"));
-                }
-                return Ok(Enqueued {
-                    run: first,
-                    created: false,
-                    skipped: false,
-                });
             }
+            return Ok(Enqueued {
+                run: first,
+                created: false,
+                skipped: false,
+            });
         }
         let existing = self.status(run).await?;
         let detail = existing
@@ -525,9 +518,10 @@ impl RunQueue {
         } else {
             "queued"
         };
+        let insert = client.prepare_cached(&self.sql.insert).await?;
         let added = client
             .query_opt(
-                &self.sql.insert,
+                &insert,
                 &[
                     &row.run,
                     &row.workflow,
@@ -557,7 +551,8 @@ impl RunQueue {
         queue: &str,
     ) -> Result<Option<bool>, Refused> {
         let tx = client.transaction().await?;
-        let Some(found) = tx.query_opt(&self.sql.spec, &[&queue]).await? else {
+        let read_spec = tx.prepare_cached(&self.sql.spec).await?;
+        let Some(found) = tx.query_opt(&read_spec, &[&queue]).await? else {
             return Err(Refused::Cano(
                 CanoError::configuration(format!(
                     "queue {queue:?} was never declared (enqueueing a run of workflow {:?})",
@@ -570,7 +565,8 @@ impl RunQueue {
         let mut spec = spec_of(&found);
         if spec.full_policy() != WhenFull::Queue && spec.partition_concurrency().is_some() {
             // Read again under the lock: the policy and limit are the ones in force.
-            if let Some(found) = tx.query_opt(&self.sql.spec_locked, &[&queue]).await? {
+            let read_locked = tx.prepare_cached(&self.sql.spec_locked).await?;
+            if let Some(found) = tx.query_opt(&read_locked, &[&queue]).await? {
                 spec = spec_of(&found);
             }
         }
@@ -581,9 +577,8 @@ impl RunQueue {
         if let Some(limit) = limit
             && policy != WhenFull::Queue
         {
-            let active = tx
-                .query(&self.sql.active_in_partition, &[&queue, &row.partition])
-                .await?;
+            let active = tx.prepare_cached(&self.sql.active_in_partition).await?;
+            let active = tx.query(&active, &[&queue, &row.partition]).await?;
             let partition = if row.partition.is_empty() {
                 "without a key".to_owned()
             } else {
@@ -616,7 +611,8 @@ impl RunQueue {
                 "cancelled in favour of the newer run {} (partition of queue {queue:?} full, policy cancel-running)",
                 run_of(row.run)
             );
-            tx.query(&self.sql.cancel, &[&supersede, &reason]).await?;
+            let cancel = tx.prepare_cached(&self.sql.cancel).await?;
+            tx.query(&cancel, &[&supersede, &reason]).await?;
         }
         tx.commit().await?;
         Ok(added)
@@ -634,14 +630,10 @@ impl RunQueue {
     /// Errors for a run that was never enqueued or is already over.
     pub async fn cancel(&self, run: RunId, reason: &str) -> Result<QueueStatus, CanoError> {
         let db = self.store.db();
-        let rows = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query(&self.sql.cancel, &[&vec![run_key(run)], &reason])
-                .await
-                .map_err(|e| db.error(&format!("cancelling run {run}"), e))
-        })
-        .await?;
+        let doing = format!("cancelling run {run}");
+        let rows = db
+            .query(5, &doing, &self.sql.cancel, &[&vec![run_key(run)], &reason])
+            .await?;
         if let Some(row) = rows.first() {
             return Ok(QueueStatus::parse(row.get(1)));
         }
@@ -664,15 +656,11 @@ impl RunQueue {
     /// one by stopping its worker or through its workflow's cancellation).
     pub async fn cancel_parked(&self, run: RunId) -> Result<(), CanoError> {
         let db = self.store.db();
-        let cancelled: i64 = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query_one(&self.sql.cancel_parked, &[&run_key(run)])
-                .await
-                .map_err(|e| db.error(&format!("cancelling parked run {run}"), e))
-        })
-        .await?
-        .get(0);
+        let doing = format!("cancelling parked run {run}");
+        let cancelled: i64 = db
+            .query_one(5, &doing, &self.sql.cancel_parked, &[&run_key(run)])
+            .await?
+            .get(0);
         if cancelled == 0 {
             let status = self.status(run).await?.map(|r| r.status);
             return Err(CanoError::workflow(format!(
@@ -688,28 +676,19 @@ impl RunQueue {
     pub async fn claims(&self, runs: &[RunId]) -> Result<Vec<ClaimRecord>, CanoError> {
         let keys: Vec<i64> = runs.iter().map(|&r| run_key(r)).collect();
         let db = self.store.db();
-        let rows = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query(&self.sql.claims, &[&keys])
-                .await
-                .map_err(|e| db.error("reading the claims of runs", e))
-        })
-        .await?;
+        let rows = db
+            .query(5, "reading the claims of runs", &self.sql.claims, &[&keys])
+            .await?;
         Ok(rows.iter().map(ClaimRecord::of).collect())
     }
 
     /// The queue's record of `run`, or `None` if it was never enqueued.
     pub async fn status(&self, run: RunId) -> Result<Option<QueuedRun>, CanoError> {
         let db = self.store.db();
-        let row = retry_transient(5, || async {
-            let client = db.client().await?;
-            client
-                .query_opt(&self.sql.select, &[&run_key(run)])
-                .await
-                .map_err(|e| db.error(&format!("reading the status of run {run}"), e))
-        })
-        .await?;
+        let doing = format!("reading the status of run {run}");
+        let row = db
+            .query_opt(5, &doing, &self.sql.select, &[&run_key(run)])
+            .await?;
         Ok(row.as_ref().map(record))
     }
 
@@ -747,13 +726,12 @@ impl RunQueue {
             // Asked before the read below: a run that ends after it is announced, and
             // one that ended before it is read as over.
             if !watching && pending.len() <= WATCH_AT_MOST {
-                retry_transient(5, || async {
-                    let client = db.client().await?;
-                    client
-                        .execute(&self.sql.watch, &[&pending])
-                        .await
-                        .map_err(|e| db.error("asking for the runs' ends to be announced", e))
-                })
+                db.execute(
+                    5,
+                    "asking for the runs' ends to be announced",
+                    &self.sql.watch,
+                    &[&pending],
+                )
                 .await?;
                 watching = true;
                 announced = None;
@@ -770,13 +748,12 @@ impl RunQueue {
             let rows = if asked.is_empty() {
                 Vec::new()
             } else {
-                retry_transient(5, || async {
-                    let client = db.client().await?;
-                    client
-                        .query(&self.sql.select_many, &[&asked])
-                        .await
-                        .map_err(|e| db.error("reading the status of runs", e))
-                })
+                db.query(
+                    5,
+                    "reading the status of runs",
+                    &self.sql.select_many,
+                    &[&asked],
+                )
                 .await?
             };
             if first && rows.len() < pending.len() {

@@ -45,16 +45,18 @@ impl PostgresCheckpointStore {
                 .transaction()
                 .await
                 .map_err(|e| db.error(&doing, e))?;
+            let take = db.prepared(&tx, &sql.take, &doing).await?;
             let taken = tx
-                .execute(&sql.take, &[&run_key(run), &(signal as i64)])
+                .execute(&take, &[&run_key(run), &(signal as i64)])
                 .await
                 .map_err(|e| db.error(&doing, e))?;
             if taken == 0 {
                 return Err(signal_taken_error(run, signal));
             }
+            let append = db.prepared(&tx, append, &doing).await?;
             let written = tx
                 .query(
-                    append,
+                    &append,
                     &[
                         &vec![run_key(run)],
                         &vec![seq as i64],
@@ -100,12 +102,14 @@ impl SignalStore for PostgresCheckpointStore {
             let err = |e| db.error(&doing, e);
             let mut client = db.client().await?;
             let tx = client.transaction().await.map_err(err)?;
+            let lock_run = db.prepared(&tx, &sql.lock_run, &doing).await?;
             let queued = tx
-                .query_opt(&sql.lock_run, &[&run_key(run)])
+                .query_opt(&lock_run, &[&run_key(run)])
                 .await
                 .map_err(err)?;
+            let last_row = db.prepared(&tx, &sql.last_row, &doing).await?;
             let last = match tx
-                .query_opt(&sql.last_row, &[&run_key(run)])
+                .query_opt(&last_row, &[&run_key(run)])
                 .await
                 .map_err(err)?
             {
@@ -127,7 +131,10 @@ impl SignalStore for PostgresCheckpointStore {
             }
             if let Some(key) = key
                 && let Some(first) = tx
-                    .query_opt(&sql.key, &[&run_key(run), &key])
+                    .query_opt(
+                        &db.prepared(&tx, &sql.key, &doing).await?,
+                        &[&run_key(run), &key],
+                    )
                     .await
                     .map_err(err)?
             {
@@ -135,21 +142,24 @@ impl SignalStore for PostgresCheckpointStore {
                     id: first.get::<_, i64>(0) as u64,
                 });
             }
+            let count = db.prepared(&tx, &sql.count, &doing).await?;
             let held: i64 = tx
-                .query_one(&sql.count, &[&run_key(run), &(INBOX_LIMIT as i64)])
+                .query_one(&count, &[&run_key(run), &(INBOX_LIMIT as i64)])
                 .await
                 .map_err(err)?
                 .get(0);
             if held >= INBOX_LIMIT as i64 {
                 return Err(signal_limit_error(run, name));
             }
+            let insert = db.prepared(&tx, &sql.insert, &doing).await?;
             let id: i64 = tx
-                .query_one(&sql.insert, &[&run_key(run), &name, &payload, &key])
+                .query_one(&insert, &[&run_key(run), &name, &payload, &key])
                 .await
                 .map_err(err)?
                 .get(0);
             if let Some(key) = key {
-                tx.execute(&sql.insert_key, &[&run_key(run), &key, &id])
+                let insert_key = db.prepared(&tx, &sql.insert_key, &doing).await?;
+                tx.execute(&insert_key, &[&run_key(run), &key, &id])
                     .await
                     .map_err(err)?;
             }
@@ -160,7 +170,8 @@ impl SignalStore for PostgresCheckpointStore {
                         .is_some_and(|names| names.iter().any(|n| n == name))
             });
             if parked_for_it {
-                tx.query(&sql.wake, &[&run_key(run), &ready])
+                let wake = db.prepared(&tx, &sql.wake, &doing).await?;
+                tx.query(&wake, &[&run_key(run), &ready])
                     .await
                     .map_err(err)?;
             }
@@ -178,30 +189,32 @@ impl SignalStore for PostgresCheckpointStore {
         let db = self.db();
         let sql = self.signal_sql();
         let names = names.to_vec();
-        retry_transient(APPEND_ATTEMPTS, || async {
-            let client = db.client().await?;
-            client
-                .query_opt(&sql.first_for, &[&run_key(run), &names])
-                .await
-                .map(|row| row.as_ref().map(signal_of))
-                .map_err(|e| db.error(&format!("reading the inbox of run {run}"), e))
-        })
-        .await
+        let doing = format!("reading the inbox of run {run}");
+        let row = db
+            .query_opt(
+                APPEND_ATTEMPTS,
+                &doing,
+                &sql.first_for,
+                &[&run_key(run), &names],
+            )
+            .await?;
+        Ok(row.as_ref().map(signal_of))
     }
 
     async fn inbox(&self, run: RunId, limit: usize) -> Result<Vec<Signal>, CanoError> {
         let db = self.db();
         let sql = self.signal_sql();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        retry_transient(APPEND_ATTEMPTS, || async {
-            let client = db.client().await?;
-            client
-                .query(&sql.inbox, &[&run_key(run), &limit])
-                .await
-                .map(|rows| rows.iter().map(signal_of).collect())
-                .map_err(|e| db.error(&format!("reading the inbox of run {run}"), e))
-        })
-        .await
+        let doing = format!("reading the inbox of run {run}");
+        let rows = db
+            .query(
+                APPEND_ATTEMPTS,
+                &doing,
+                &sql.inbox,
+                &[&run_key(run), &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(signal_of).collect())
     }
 
     async fn append_taking(&self, row: CheckpointRow, signal: u64) -> Result<(), CanoError> {
@@ -211,15 +224,16 @@ impl SignalStore for PostgresCheckpointStore {
     async fn discard(&self, run: RunId, signal: u64) -> Result<bool, CanoError> {
         let db = self.db();
         let sql = self.signal_sql();
-        retry_transient(APPEND_ATTEMPTS, || async {
-            let client = db.client().await?;
-            client
-                .execute(&sql.discard, &[&run_key(run), &(signal as i64)])
-                .await
-                .map(|n| n > 0)
-                .map_err(|e| db.error(&format!("discarding signal {signal} of run {run}"), e))
-        })
-        .await
+        let doing = format!("discarding signal {signal} of run {run}");
+        let discarded = db
+            .execute(
+                APPEND_ATTEMPTS,
+                &doing,
+                &sql.discard,
+                &[&run_key(run), &(signal as i64)],
+            )
+            .await?;
+        Ok(discarded > 0)
     }
 }
 

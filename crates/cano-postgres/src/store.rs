@@ -346,23 +346,29 @@ impl PostgresCheckpointStore {
     }
 
     async fn truncate_as(&self, run: RunId, before: u64, fence: i64) -> Result<(), CanoError> {
-        self.execute(
-            &self.inner.sql.truncate,
-            &[&run_key(run), &(before as i64), &fence],
-            "truncating a run's log",
-        )
-        .await
-        .map(drop)
+        self.inner
+            .db
+            .execute(
+                APPEND_ATTEMPTS,
+                "truncating a run's log",
+                &self.inner.sql.truncate,
+                &[&run_key(run), &(before as i64), &fence],
+            )
+            .await
+            .map(drop)
     }
 
     async fn clear_as(&self, run: RunId, fence: i64) -> Result<(), CanoError> {
-        self.execute(
-            &self.inner.sql.clear,
-            &[&run_key(run), &fence],
-            "clearing a run's log",
-        )
-        .await
-        .map(drop)
+        self.inner
+            .db
+            .execute(
+                APPEND_ATTEMPTS,
+                "clearing a run's log",
+                &self.inner.sql.clear,
+                &[&run_key(run), &fence],
+            )
+            .await
+            .map(drop)
     }
 }
 
@@ -499,9 +505,13 @@ impl Writer {
             tries += 1;
             async {
                 let client = self.db.client().await?;
+                let append = self
+                    .db
+                    .prepared(&client, &self.sql.append, "appending checkpoint rows")
+                    .await?;
                 client
                     .query(
-                        &self.sql.append,
+                        &append,
                         &[
                             &cols.run,
                             &cols.seq,
@@ -529,14 +539,15 @@ impl Writer {
     /// the lease moved on, a worker holds the run, or the row number clashes.
     async fn refused(&self, p: &Pending, retried: bool) -> Result<(), CanoError> {
         let (run, seq) = (p.run, p.seq);
-        let row = retry_transient(APPEND_ATTEMPTS, || async {
-            let client = self.db.client().await?;
-            client
-                .query_one(&self.sql.diagnose, &[&run_key(run), &(seq as i64), &p.body])
-                .await
-                .map_err(|e| self.db.error("checking a refused checkpoint row", e))
-        })
-        .await?;
+        let row = self
+            .db
+            .query_one(
+                APPEND_ATTEMPTS,
+                "checking a refused checkpoint row",
+                &self.sql.diagnose,
+                &[&run_key(run), &(seq as i64), &p.body],
+            )
+            .await?;
         let last: Option<i64> = row.get(0);
         let epoch: Option<i64> = row.get(1);
         let status: Option<String> = row.get(2);
@@ -616,14 +627,11 @@ impl CheckpointStore for PostgresCheckpointStore {
 
     async fn load(&self, run: RunId) -> Result<Vec<CheckpointRow>, CanoError> {
         let inner = &self.inner;
-        let rows = retry_transient(APPEND_ATTEMPTS, || async {
-            let client = inner.db.client().await?;
-            client
-                .query(&inner.sql.load, &[&run_key(run)])
-                .await
-                .map_err(|e| inner.db.error(&format!("loading the rows of run {run}"), e))
-        })
-        .await?;
+        let doing = format!("loading the rows of run {run}");
+        let rows = inner
+            .db
+            .query(APPEND_ATTEMPTS, &doing, &inner.sql.load, &[&run_key(run)])
+            .await?;
         rows.iter()
             .map(|r| {
                 let seq: i64 = r.get(0);
@@ -650,14 +658,15 @@ impl CheckpointStore for PostgresCheckpointStore {
 
     async fn unfinished(&self) -> Result<Vec<RunSummary>, CanoError> {
         let inner = &self.inner;
-        let rows = retry_transient(APPEND_ATTEMPTS, || async {
-            let client = inner.db.client().await?;
-            client
-                .query(&inner.sql.unfinished, &[])
-                .await
-                .map_err(|e| inner.db.error("listing unfinished runs", e))
-        })
-        .await?;
+        let rows = inner
+            .db
+            .query(
+                APPEND_ATTEMPTS,
+                "listing unfinished runs",
+                &inner.sql.unfinished,
+                &[],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| RunSummary {
@@ -680,14 +689,15 @@ impl CheckpointStore for PostgresCheckpointStore {
             Err(ahead) => -(ahead.duration().as_secs_f64() * 1_000.0),
         };
         let inner = &self.inner;
-        let row = retry_transient(APPEND_ATTEMPTS, || async {
-            let client = inner.db.client().await?;
-            client
-                .query_one(&inner.sql.prune, &[&age_ms])
-                .await
-                .map_err(|e| inner.db.error("pruning old runs", e))
-        })
-        .await?;
+        let row = inner
+            .db
+            .query_one(
+                APPEND_ATTEMPTS,
+                "pruning old runs",
+                &inner.sql.prune,
+                &[&age_ms],
+            )
+            .await?;
         Ok(row.get::<_, i64>(0) as usize)
     }
 
@@ -703,32 +713,16 @@ impl CheckpointStore for PostgresCheckpointStore {
     ) -> Result<(), CanoError> {
         let sql = &self.catalog_sql().record_graph;
         let drawing = drawing();
-        self.execute(
-            sql,
-            &[&workflow, &(version as i32), &drawing],
-            &format!("keeping the graph of workflow {workflow:?}"),
-        )
-        .await
-        .map(drop)
-    }
-}
-
-impl PostgresCheckpointStore {
-    async fn execute(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-        doing: &str,
-    ) -> Result<u64, CanoError> {
-        let db = &self.inner.db;
-        retry_transient(APPEND_ATTEMPTS, || async {
-            let client = db.client().await?;
-            client
-                .execute(sql, params)
-                .await
-                .map_err(|e| db.error(doing, e))
-        })
-        .await
+        self.inner
+            .db
+            .execute(
+                APPEND_ATTEMPTS,
+                &format!("keeping the graph of workflow {workflow:?}"),
+                sql,
+                &[&workflow, &(version as i32), &drawing],
+            )
+            .await
+            .map(drop)
     }
 }
 
@@ -801,6 +795,80 @@ mod tests {
         // `unfinished` and the partial index select `status < 2`.
         assert!(status_code(RunStatus::Interrupted) < 2 && status_code(RunStatus::Failed) < 2);
         assert!(status_code(RunStatus::Finished) >= 2 && status_code(RunStatus::RolledBack) >= 2);
+    }
+
+    /// Beside the code, not in `tests/`: it reads the pool's own connection, which
+    /// only the crate can reach. Skipped without `CANO_PG_URL`, as every PostgreSQL
+    /// test is, except under `cargo xtask test`.
+    #[tokio::test]
+    async fn a_statement_is_prepared_once_per_connection_however_often_it_runs() {
+        let Ok(url) = std::env::var("CANO_PG_URL") else {
+            assert!(
+                std::env::var_os("CANO_PG_REQUIRED").is_none(),
+                "CANO_PG_URL is not set"
+            );
+            return;
+        };
+        let schema = "unit_prepared_once";
+        let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .unwrap();
+        // One connection: every statement below runs on it.
+        let store = PostgresCheckpointStore::connect(
+            PgOptions::new(&url).with_schema(schema).with_pool_size(1),
+        )
+        .await
+        .unwrap();
+        let runs: Vec<RunId> = (0..20).map(|_| RunId::new()).collect();
+        for &run in &runs {
+            let row = CheckpointRow {
+                run,
+                seq: 0,
+                kind: cano_core::checkpoint::RowKind::Enter,
+                workflow: "prepared".into(),
+                version: 1,
+                state: vec![1],
+                label: "Start".into(),
+                data: Default::default(),
+                cursor: None,
+                message: String::new(),
+                written_at_ms: 1,
+            };
+            store.append(row).await.unwrap();
+            assert_eq!(store.load(run).await.unwrap().len(), 1);
+        }
+        store.truncate(runs[0], 1).await.unwrap();
+        store.truncate(runs[1], 1).await.unwrap();
+
+        let client = store.db().client().await.unwrap();
+        // (The client prepares this question too, for as long as it runs.)
+        let asking = "SELECT statement FROM pg_prepared_statements WHERE statement NOT LIKE '%pg_prepared_statements%'";
+        let prepared: Vec<String> = client
+            .query(asking, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let sql = &store.inner.sql;
+        for (what, text) in [
+            ("append", &sql.append),
+            ("load", &sql.load),
+            ("truncate", &sql.truncate),
+        ] {
+            let times = prepared.iter().filter(|p| *p == text).count();
+            assert_eq!(
+                times, 1,
+                "the {what} statement was prepared {times} times: {prepared:#?}"
+            );
+        }
+        // Nothing else piles up: 20 runs' writes and reads, three statements.
+        assert_eq!(prepared.len(), 3, "{prepared:#?}");
     }
 
     #[test]

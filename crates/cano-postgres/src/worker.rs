@@ -484,6 +484,10 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 const GATHER: Duration = Duration::from_millis(2);
 const GATHER_MOST: Duration = Duration::from_millis(100);
 
+/// Tries at recording a run's outcome while the database fails for a transient
+/// reason: a lost outcome costs a rerun of the run once its lease expires.
+const RECORD_ATTEMPTS: u32 = 8;
+
 /// How often the claim loop fails poison runs.
 const POISON_EVERY: Duration = Duration::from_secs(1);
 
@@ -994,36 +998,50 @@ impl Shared {
                 reason: reason.clone(),
             },
         };
-        let written = crate::db::retry_transient(8, || async {
-            let mut client = db.client().await?;
-            let result = match &verdict {
-                Verdict::Finished(bytes, label) => client
-                    .query_one(
-                        &self.sql.finish,
-                        &[&key, &epoch, bytes, label, &self.keep_rows, &tell],
-                    )
-                    .await
-                    .map(|row| row.get::<_, i64>(0) > 0),
-                Verdict::Failed(error) => client
-                    .query_one(&self.sql.fail, &[&key, &epoch, error, &tell])
-                    .await
-                    .map(|row| row.get::<_, i64>(0) > 0),
-                Verdict::Cancelled(error) => client
-                    .query_one(&self.sql.cancelled, &[&key, &epoch, error, &tell])
-                    .await
-                    .map(|row| row.get::<_, i64>(0) > 0),
-                Verdict::Release => client
-                    .query_one(&self.sql.release, &[&key, &epoch])
-                    .await
-                    .map(|row| row.get::<_, i64>(0) > 0),
-                Verdict::Parked { names, deadline_ms } => {
+        let doing = format!("recording the outcome of run {run}");
+        let changed = |row: tokio_postgres::Row| row.get::<_, i64>(0) > 0;
+        let written = match &verdict {
+            Verdict::Finished(bytes, label) => db
+                .query_one(
+                    RECORD_ATTEMPTS,
+                    &doing,
+                    &self.sql.finish,
+                    &[&key, &epoch, bytes, label, &self.keep_rows, &tell],
+                )
+                .await
+                .map(changed),
+            Verdict::Failed(error) => db
+                .query_one(
+                    RECORD_ATTEMPTS,
+                    &doing,
+                    &self.sql.fail,
+                    &[&key, &epoch, error, &tell],
+                )
+                .await
+                .map(changed),
+            Verdict::Cancelled(error) => db
+                .query_one(
+                    RECORD_ATTEMPTS,
+                    &doing,
+                    &self.sql.cancelled,
+                    &[&key, &epoch, error, &tell],
+                )
+                .await
+                .map(changed),
+            Verdict::Release => db
+                .query_one(RECORD_ATTEMPTS, &doing, &self.sql.release, &[&key, &epoch])
+                .await
+                .map(changed),
+            Verdict::Parked { names, deadline_ms } => {
+                crate::db::retry_transient(RECORD_ATTEMPTS, || async {
+                    let mut client = db.client().await?;
                     self.park(&mut client, key, epoch, names, *deadline_ms, tell)
                         .await
-                }
-            };
-            result.map_err(|e| db.error(&format!("recording the outcome of run {run}"), e))
-        })
-        .await;
+                        .map_err(|e| db.error(&doing, e))
+                })
+                .await
+            }
+        };
         match written {
             Ok(true) => self.emit(event),
             // The epoch moved on: another claim holds the run now.
@@ -1063,15 +1081,15 @@ impl Shared {
         tell: bool,
     ) -> Result<bool, tokio_postgres::Error> {
         let tx = client.transaction().await?;
-        if tx
-            .query_opt(&self.sql.park_lock, &[&key, &epoch])
-            .await?
-            .is_none()
-        {
+        let (lock, park) = (
+            tx.prepare_cached(&self.sql.park_lock).await?,
+            tx.prepare_cached(&self.sql.park).await?,
+        );
+        if tx.query_opt(&lock, &[&key, &epoch]).await?.is_none() {
             return Ok(false);
         }
         let parked = tx
-            .query_one(&self.sql.park, &[&key, &epoch, &names, &deadline_ms, &tell])
+            .query_one(&park, &[&key, &epoch, &names, &deadline_ms, &tell])
             .await?
             .get::<_, i64>(0)
             > 0;
@@ -1087,7 +1105,7 @@ impl Shared {
         let mut stop = self.stop.subscribe();
         let every = self.lease / 3;
         let db = self.store.db().clone();
-        let mut session: Option<tokio_postgres::Client> = None;
+        let mut session: Option<(tokio_postgres::Client, Statement)> = None;
         let mut next_round = Instant::now().checked_add(every);
         loop {
             // While stopping, leases are still renewed until the last run has ended.
@@ -1119,7 +1137,11 @@ impl Shared {
     /// One heartbeat: renews the claims this worker drives, by run and epoch. A claim
     /// the database no longer has at its epoch was taken over and is handed back. The
     /// statement is bounded: a half-open connection does not hold the heartbeat up.
-    async fn renew(&self, db: &crate::db::Db, session: &mut Option<tokio_postgres::Client>) {
+    async fn renew(
+        &self,
+        db: &crate::db::Db,
+        session: &mut Option<(tokio_postgres::Client, Statement)>,
+    ) {
         let held: Vec<ClaimKey> = self
             .leases()
             .iter()
@@ -1131,16 +1153,21 @@ impl Shared {
         }
         let sent = Instant::now();
         let renewed = tokio::time::timeout(statement_limit(self.lease), async {
-            if session.as_ref().is_none_or(|s| s.is_closed()) {
-                *session = Some(db.dedicated().await?.0);
+            if session.as_ref().is_none_or(|(s, _)| s.is_closed()) {
+                let client = db.dedicated().await?.0;
+                let heartbeat = client
+                    .prepare(&self.sql.heartbeat)
+                    .await
+                    .map_err(|e| db.error("preparing the heartbeat", e))?;
+                *session = Some((client, heartbeat));
             }
-            let Some(client) = session.as_ref() else {
+            let Some((client, heartbeat)) = session.as_ref() else {
                 return Err(CanoError::store("no heartbeat connection"));
             };
             let runs: Vec<i64> = held.iter().map(|(r, _)| run_key(*r)).collect();
             let epochs: Vec<i64> = held.iter().map(|(_, e)| *e).collect();
             client
-                .query(&self.sql.heartbeat, &[&runs, &epochs, &self.lease_ms()])
+                .query(heartbeat, &[&runs, &epochs, &self.lease_ms()])
                 .await
                 .map_err(|e| db.error("renewing leases", e))
         })
