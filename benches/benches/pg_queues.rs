@@ -40,8 +40,9 @@ fn workflow() -> Workflow<Call> {
 
 const SCHEMA: &str = "bench_pgq";
 
-fn options(url: &str) -> PgOptions {
-    PgOptions::new(url).with_schema(SCHEMA).with_pool_size(4)
+/// The pool each store (the enqueuer's, each worker's) keeps: `pool` connections.
+fn options(url: &str, pool: usize) -> PgOptions {
+    PgOptions::new(url).with_schema(SCHEMA).with_pool_size(pool)
 }
 
 async fn admin(url: &str) -> tokio_postgres::Client {
@@ -104,15 +105,16 @@ struct Drained {
 }
 
 /// Enqueues `runs` runs on a fresh queue (over `partitions` partitions, 0 for none)
-/// and drains them with `workers` workers (each with its own pool, like separate
-/// processes), timing from the workers' start to the last run's end.
-async fn drain(url: &str, workers: usize, runs: usize, partitions: usize) -> Drained {
+/// and drains them with `workers` workers (each with its own pool of `pool`
+/// connections, like separate processes), timing from the workers' start to the last
+/// run's end.
+async fn drain(url: &str, workers: usize, pool: usize, runs: usize, partitions: usize) -> Drained {
     let admin = admin(url).await;
     admin
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
         .await
         .unwrap();
-    let store = PostgresCheckpointStore::connect(options(url))
+    let store = PostgresCheckpointStore::connect(options(url, 4))
         .await
         .unwrap();
     let queue = RunQueue::new(&store);
@@ -137,6 +139,17 @@ async fn drain(url: &str, workers: usize, runs: usize, partitions: usize) -> Dra
                 .run,
         );
     }
+    // Each worker's store connects (and checks the schema) before the clock starts,
+    // as separate processes would have done, each on its own and not one after
+    // another: what is timed is the workers starting and draining the queue.
+    let mut stores = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        stores.push(
+            PostgresCheckpointStore::connect(options(url, pool))
+                .await
+                .unwrap(),
+        );
+    }
     let tracked = admin
         .batch_execute(
             "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
@@ -152,12 +165,9 @@ async fn drain(url: &str, workers: usize, runs: usize, partitions: usize) -> Dra
     };
     let clock = Instant::now();
     let mut started = Vec::new();
-    for _ in 0..workers {
-        let store = PostgresCheckpointStore::connect(options(url))
-            .await
-            .unwrap();
+    for store in &stores {
         started.push(
-            Worker::new(&store)
+            Worker::new(store)
                 .register("calls", workflow())
                 .with_concurrency(32)
                 .start()
@@ -194,26 +204,33 @@ fn main() {
     let measuring = cano_benches::measuring();
     let url = cano_benches::pg_url_or_exit();
     let runtime = cano_benches::two_workers();
-    let runs = if measuring { 4_000 } else { 60 };
+    let runs = std::env::var("CANO_PGQ_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if measuring { 4_000 } else { 60 });
     let mut json = Vec::new();
     runtime.block_on(async {
-        for (name, workers, partitions) in [
-            ("w1", 1, 0),
-            ("w4", 4, 0),
-            ("w16", 16, 0),
-            ("p100", 4, 100),
+        // Each worker's pool: 4 connections, and 2 in one case, because the server's
+        // cost per run grows with the connections it serves (each warms its own plans
+        // and caches): 16 workers of 4 are 16 × 6 = 96 connections.
+        for (name, workers, pool, partitions) in [
+            ("w1", 1, 4, 0),
+            ("w4", 4, 4, 0),
+            ("w16", 16, 4, 0),
+            ("w16p2", 16, 2, 0),
+            ("p100", 4, 4, 100),
         ] {
             // CANO_PGQ_ONLY=w16 (say) runs one case, to study it with the server's tools.
             if std::env::var("CANO_PGQ_ONLY").is_ok_and(|only| only != name) {
                 continue;
             }
-            let d = drain(&url, workers, runs, partitions).await;
+            let d = drain(&url, workers, pool, runs, partitions).await;
             let statements = d
                 .statements_per_run
                 .map(|s| format!("{s:.1}"))
                 .unwrap_or_else(|| "n/a (no pg_stat_statements)".into());
             println!(
-                "pg queues: {workers:>2} workers, {partitions:>3} partitions, {runs} runs: {:.0} runs started/s, {statements} statements/run, CPU per run: server {:.3} ms, workers {:.3} ms",
+                "pg queues: {workers:>2} workers (pools of {pool}), {partitions:>3} partitions, {runs} runs: {:.0} runs started/s, {statements} statements/run, CPU per run: server {:.3} ms, workers {:.3} ms",
                 d.runs_per_s, d.server_cpu_ms_per_run, d.worker_cpu_ms_per_run
             );
             json.push(format!(

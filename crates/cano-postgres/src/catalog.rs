@@ -11,7 +11,7 @@ use cano_core::checkpoint::{
 };
 use cano_core::{CanoError, RunId};
 
-use crate::db::{retry_transient, run_key, run_of};
+use crate::db::{run_key, run_of};
 use crate::store::{PostgresCheckpointStore, decode_row};
 
 /// The statuses a queue run can have in a listing.
@@ -161,36 +161,28 @@ impl RunCatalog for PostgresCheckpointStore {
         };
         // One more than asked, to know whether a next page exists.
         let fetch = limit as i64 + 1;
-        let rows = retry_transient(5, || async {
-            let client = db.client().await?;
-            let mut rows = Vec::new();
-            for sql in &sqls {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
-                    &p.workflow,
-                    &p.version,
-                    &p.statuses,
-                    &p.state,
-                    &p.from_us,
-                    &p.before_us,
-                    &p.error,
-                    &p.run,
-                    &at,
-                    &run,
-                    &fetch,
-                    &p.log_codes,
-                    &p.queue_statuses,
-                ];
-                let statement = db.prepared(&client, sql, "listing runs").await?;
-                rows.extend(
-                    client
-                        .query(&statement, &params)
-                        .await
-                        .map_err(|e| db.error("listing runs", e))?,
-                );
-            }
-            Ok(rows)
-        })
-        .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+            &p.workflow,
+            &p.version,
+            &p.statuses,
+            &p.state,
+            &p.from_us,
+            &p.before_us,
+            &p.error,
+            &p.run,
+            &at,
+            &run,
+            &fetch,
+            &p.log_codes,
+            &p.queue_statuses,
+        ];
+        let mut rows = Vec::new();
+        for sql in sqls {
+            rows.extend(
+                db.query_planned_each_time(5, "listing runs", sql, &params)
+                    .await?,
+            );
+        }
         let mut runs: Vec<ListedRun> = rows
             .iter()
             .map(|r| ListedRun {
@@ -222,7 +214,7 @@ impl RunCatalog for PostgresCheckpointStore {
         let p = Params::of(filter);
         let none: Option<Vec<String>> = None;
         let rows = db
-            .query(
+            .query_planned_each_time(
                 5,
                 "counting runs",
                 sql,

@@ -844,6 +844,17 @@ mod tests {
         }
         store.truncate(runs[0], 1).await.unwrap();
         store.truncate(runs[1], 1).await.unwrap();
+        // Listings filter on optional values: planned for each call's values, never
+        // kept (after a few calls the server would keep one plan for all values).
+        use cano_core::checkpoint::{RunCatalog, RunFilter};
+        for _ in 0..8 {
+            let page = store
+                .list_runs(&RunFilter::default(), None, 50)
+                .await
+                .unwrap();
+            assert_eq!(page.runs.len(), 20);
+            store.count_runs(&RunFilter::default()).await.unwrap();
+        }
 
         let client = store.db().client().await.unwrap();
         // (The client prepares this question too, for as long as it runs.)
@@ -866,6 +877,10 @@ mod tests {
                 times, 1,
                 "the {what} statement was prepared {times} times: {prepared:#?}"
             );
+        }
+        let catalog = store.catalog_sql();
+        for listing in [&catalog.list_queue, &catalog.list_logs, &catalog.count] {
+            assert!(!prepared.contains(listing), "kept: {listing}");
         }
         // Nothing else piles up: 20 runs' writes and reads, three statements.
         assert_eq!(prepared.len(), 3, "{prepared:#?}");
