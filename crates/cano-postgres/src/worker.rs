@@ -999,39 +999,20 @@ impl Shared {
             },
         };
         let doing = format!("recording the outcome of run {run}");
-        let changed = |row: tokio_postgres::Row| row.get::<_, i64>(0) > 0;
+        // Each statement says how many rows it changed: none when the epoch moved on.
+        type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
+        let (sql, params): (&str, Params<'_>) = match &verdict {
+            Verdict::Finished(bytes, label) => (
+                &self.sql.finish,
+                vec![&key, &epoch, bytes, label, &self.keep_rows, &tell],
+            ),
+            Verdict::Failed(error) => (&self.sql.fail, vec![&key, &epoch, error, &tell]),
+            Verdict::Cancelled(error) => (&self.sql.cancelled, vec![&key, &epoch, error, &tell]),
+            Verdict::Release => (&self.sql.release, vec![&key, &epoch]),
+            // Parked: two statements in a transaction of their own, below.
+            Verdict::Parked { .. } => ("", Vec::new()),
+        };
         let written = match &verdict {
-            Verdict::Finished(bytes, label) => db
-                .query_one(
-                    RECORD_ATTEMPTS,
-                    &doing,
-                    &self.sql.finish,
-                    &[&key, &epoch, bytes, label, &self.keep_rows, &tell],
-                )
-                .await
-                .map(changed),
-            Verdict::Failed(error) => db
-                .query_one(
-                    RECORD_ATTEMPTS,
-                    &doing,
-                    &self.sql.fail,
-                    &[&key, &epoch, error, &tell],
-                )
-                .await
-                .map(changed),
-            Verdict::Cancelled(error) => db
-                .query_one(
-                    RECORD_ATTEMPTS,
-                    &doing,
-                    &self.sql.cancelled,
-                    &[&key, &epoch, error, &tell],
-                )
-                .await
-                .map(changed),
-            Verdict::Release => db
-                .query_one(RECORD_ATTEMPTS, &doing, &self.sql.release, &[&key, &epoch])
-                .await
-                .map(changed),
             Verdict::Parked { names, deadline_ms } => {
                 crate::db::retry_transient(RECORD_ATTEMPTS, || async {
                     let mut client = db.client().await?;
@@ -1041,6 +1022,10 @@ impl Shared {
                 })
                 .await
             }
+            _ => db
+                .query_one(RECORD_ATTEMPTS, &doing, sql, &params)
+                .await
+                .map(|row| row.get::<_, i64>(0) > 0),
         };
         match written {
             Ok(true) => self.emit(event),
