@@ -148,6 +148,85 @@ async fn concurrent_runs_share_append_statements() {
     );
 }
 
+/// The writer keeps two statements in flight and holds a third batch back for them
+/// while they answer quickly; two stuck behind locks must not hold the other runs'
+/// rows up: the next batch goes on another connection.
+#[tokio::test]
+async fn appends_stuck_behind_locks_do_not_hold_up_other_runs() {
+    pg_or_skip!();
+    let schema = "t_store_stuck";
+    common::drop_schema(schema).await;
+    let store = PostgresCheckpointStore::connect(options(schema).with_pool_size(3))
+        .await
+        .unwrap();
+    let stuck = [RunId::new(), RunId::new()];
+    let free = RunId::new();
+    for run in stuck {
+        store.append(row(run, 0, RowKind::Enter)).await.unwrap();
+    }
+
+    // Another session holds the stuck runs' log rows, which their next appends update.
+    let mut holder = raw().await;
+    let lock = holder.transaction().await.unwrap();
+    let keys: Vec<i64> = stuck.iter().map(|r| r.as_u64() as i64).collect();
+    lock.query(
+        &format!("SELECT 1 FROM {schema}.cano_logs WHERE run_id = ANY($1) FOR UPDATE"),
+        &[&keys],
+    )
+    .await
+    .unwrap();
+    // One at a time, so that they are two statements, not one batch.
+    let observer = raw().await;
+    let mut waiting = Vec::new();
+    for (n, run) in stuck.into_iter().enumerate() {
+        waiting.push(tokio::spawn({
+            let store = store.clone();
+            async move { store.append(row(run, 1, RowKind::Enter)).await }
+        }));
+        // The server's word that the append waits on the lock (nothing to await for it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let blocked: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                    &[&schema],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if blocked > n as i64 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "append {n} never waited on the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // Another run's row is written while both are still stuck.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        store.append(row(free, 0, RowKind::Enter)),
+    )
+    .await
+    .expect("another run's append waited for the stuck statements")
+    .unwrap();
+    assert_eq!(seqs(&store, free).await, [0]);
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "the locks are still held"
+    );
+
+    // Let go: the stuck rows land, in order.
+    lock.rollback().await.unwrap();
+    for (run, append) in stuck.into_iter().zip(waiting) {
+        append.await.unwrap().unwrap();
+        assert_eq!(seqs(&store, run).await, [0, 1]);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum Import {
     Fetch,
