@@ -497,6 +497,23 @@ const REPORT_AGAIN: Duration = Duration::from_secs(10);
 /// How soon the claim loop tries to connect again after failing to.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
+/// Tells of each queue's freed slots with `tell`, one queue at a time, skipping
+/// queues with none. Stops at the first failure and returns what was not told of:
+/// that queue and every one after it.
+async fn tell_each<F, Fut>(queues: HashMap<String, usize>, mut tell: F) -> Vec<(String, usize)>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut left = queues.into_iter().filter(|(_, slots)| *slots > 0);
+    while let Some((queue, slots)) = left.next() {
+        if !tell(queue.clone()).await {
+            return std::iter::once((queue, slots)).chain(left).collect();
+        }
+    }
+    Vec::new()
+}
+
 /// How long one heartbeat or claim statement may take before its connection is
 /// taken for dead (a half-open connection never answers).
 fn statement_limit(lease: Duration) -> Duration {
@@ -536,14 +553,29 @@ impl Shared {
     }
 
     /// Tells the idle workers of the slots of `queues` this worker freed and did not
-    /// take back, if a run waits there. On failure the slots stay to be told of
-    /// again next round (meanwhile the others find them when they poll).
-    async fn hand_on(&self, open: &Session, queues: HashMap<String, usize>) {
-        let mut left = queues.into_iter().filter(|(_, slots)| *slots > 0);
-        while let Some((queue, slots)) = left.next() {
-            if open.client.execute(&open.hand_on, &[&queue]).await.is_err() {
-                self.keep_freed(std::iter::once((queue, slots)).chain(left));
-                return;
+    /// take back, if a run waits there. Slots not told of (a statement failed) stay
+    /// to be told of next round; meanwhile the others find them when they poll.
+    /// Bounded by `limit`, like a round of claims: a connection that hangs must not
+    /// hold the claim loop up. Past it every slot is kept (one told of twice costs
+    /// an idle worker a look) and `false` says the connection is taken for dead.
+    async fn hand_on(
+        &self,
+        open: &Session,
+        queues: HashMap<String, usize>,
+        limit: Duration,
+    ) -> bool {
+        let all: Vec<(String, usize)> = queues.iter().map(|(q, n)| (q.clone(), *n)).collect();
+        let telling = tell_each(queues, |queue| async move {
+            open.client.execute(&open.hand_on, &[&queue]).await.is_ok()
+        });
+        match tokio::time::timeout(limit, telling).await {
+            Ok(untold) => {
+                self.keep_freed(untold);
+                true
+            }
+            Err(_) => {
+                self.keep_freed(all);
+                false
             }
         }
     }
@@ -612,11 +644,12 @@ impl Shared {
                 let mut freed = std::mem::take(&mut *self.freed_slots());
                 let claiming = self.claim(open, &names, free, &mut turn, &mut freed);
                 let outcome = tokio::time::timeout(limit, claiming).await;
-                if matches!(outcome, Ok(Ok(_))) {
-                    self.hand_on(open, freed).await;
+                let answered = if matches!(outcome, Ok(Ok(_))) {
+                    self.hand_on(open, freed, limit).await
                 } else {
                     self.keep_freed(freed);
-                }
+                    true
+                };
                 match outcome {
                     Ok(Ok(batch)) => {
                         claimed = batch.len();
@@ -640,6 +673,15 @@ impl Shared {
                         );
                         session = None;
                     }
+                }
+                if !answered {
+                    self.claim_failed(
+                        &mut turn,
+                        format!(
+                            "telling idle workers of freed slots took longer than {limit:?}: its connection is taken for dead"
+                        ),
+                    );
+                    session = None;
                 }
             }
             while runs.try_join_next().is_some() {}
@@ -692,7 +734,7 @@ impl Shared {
         if !freed.is_empty()
             && let Some(open) = &session
         {
-            let _ = tokio::time::timeout(limit, self.hand_on(open, freed)).await;
+            self.hand_on(open, freed, limit).await;
         }
     }
 
@@ -1328,5 +1370,54 @@ impl Session {
             next_wake,
             hand_on,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn freed(slots: &[(&str, usize)]) -> HashMap<String, usize> {
+        slots.iter().map(|(q, n)| (q.to_string(), *n)).collect()
+    }
+
+    #[tokio::test]
+    async fn every_queue_with_freed_slots_is_told_of_once() {
+        let mut told = Vec::new();
+        let untold = tell_each(freed(&[("a", 2), ("b", 0), ("c", 1)]), |queue| {
+            told.push(queue);
+            async { true }
+        })
+        .await;
+        assert!(untold.is_empty(), "{untold:?}");
+        told.sort();
+        assert_eq!(
+            told,
+            ["a", "c"],
+            "a queue with no freed slot is not told of"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_telling_keeps_that_queue_and_the_rest_for_next_round() {
+        let slots = freed(&[("a", 1), ("b", 2), ("c", 3), ("d", 4), ("idle", 0)]);
+        let mut told = Vec::new();
+        let untold = tell_each(slots.clone(), |queue| {
+            told.push(queue);
+            let fails = told.len() == 2;
+            async move { !fails }
+        })
+        .await;
+        // The first was told of; the second failed and is kept with the two never tried.
+        assert_eq!(told.len(), 2);
+        assert_eq!(untold.len(), 3, "{untold:?}");
+        assert_eq!(untold[0].0, told[1], "the failed queue comes back first");
+        assert!(untold.iter().all(|(q, _)| *q != told[0]));
+        for (queue, n) in &untold {
+            assert_eq!(slots[queue], *n, "queue {queue} keeps its count");
+        }
+        // Nothing is lost and nothing counted twice.
+        let kept: usize = untold.iter().map(|(_, n)| n).sum();
+        assert_eq!(kept + slots[&told[0]], 10);
     }
 }
