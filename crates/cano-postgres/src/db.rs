@@ -255,8 +255,13 @@ impl Db {
         Ok((client, receiver))
     }
 
-    /// A database error while `doing` something, naming the server.
+    /// A database error while `doing` something, naming the server. A statement kept
+    /// from before a schema change empties every connection's kept statements, so the
+    /// retry prepares it afresh (rare: a migration while the pool is in use).
     pub(crate) fn error(&self, doing: &str, e: tokio_postgres::Error) -> CanoError {
+        if crate::errors::is_stale_statement(&e) {
+            self.pool.manager().statement_caches.clear();
+        }
         pg_error(&self.place, doing, e)
     }
 

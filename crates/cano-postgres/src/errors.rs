@@ -19,7 +19,7 @@ pub(crate) fn pg_error(place: &str, doing: &str, e: tokio_postgres::Error) -> Ca
     };
     let error = CanoError::store(format!("PostgreSQL at {place} failed while {doing}: {said}"))
         .with_hint(if transient {
-            "a transient failure (a lost connection, a server restart, a deadlock or serialization conflict); the call can be retried"
+            "a transient failure (a lost connection, a server restart, a deadlock or serialization conflict, a statement kept from before a schema change); the call can be retried"
         } else {
             "see the database error; check the schema and the server's log"
         });
@@ -27,13 +27,25 @@ pub(crate) fn pg_error(place: &str, doing: &str, e: tokio_postgres::Error) -> Ca
     if transient { error } else { error.permanent() }
 }
 
+/// Whether the server refused a statement the pool kept prepared because the schema
+/// changed under it (a column's type, during a rolling upgrade's migration):
+/// prepared again, it runs.
+pub(crate) fn is_stale_statement(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.code().code() == "0A000"
+            && db
+                .message()
+                .contains("cached plan must not change result type")
+    })
+}
+
 /// Whether trying the same statement again can succeed: the connection went away
 /// (closed, reset, the backend terminated or the server shutting down or starting),
-/// the server had no connection to spare, or the statement lost a deadlock or a
-/// serialization conflict. Anything the server refused for what the statement says is
+/// the server had no connection to spare, the statement lost a deadlock or a
+/// serialization conflict, or it was kept prepared from before a schema change. Anything the server refused for what the statement says is
 /// permanent.
 pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
+    if e.is_closed() || is_stale_statement(e) {
         return true;
     }
     match e.code() {

@@ -656,3 +656,31 @@ async fn only_the_ends_someone_waits_for_are_announced() {
     );
     worker.stop(Duration::from_secs(5)).await;
 }
+
+/// A migration may change a column's type while processes run with statements kept
+/// prepared from before it; the server then refuses them ("cached plan must not
+/// change result type"). The pool prepares them again and the call goes through.
+#[tokio::test]
+async fn statements_kept_from_before_a_schema_change_are_prepared_again() {
+    pg_or_skip!();
+    let schema = "t_queue_stale_plans";
+    common::drop_schema(schema).await;
+    // One connection: the second read runs on the connection that kept the first.
+    let store =
+        cano_postgres::PostgresCheckpointStore::connect(common::options(schema).with_pool_size(1))
+            .await
+            .unwrap();
+    let queue = RunQueue::new(&store);
+    let run = enqueue_order(&queue).await;
+    let before = queue.status(run).await.unwrap().unwrap();
+    raw()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.cano_runs ALTER COLUMN workflow TYPE varchar(200)"
+        ))
+        .await
+        .unwrap();
+    let after = queue.status(run).await.unwrap().unwrap();
+    assert_eq!(after.workflow, before.workflow);
+    assert_eq!(after.status, QueueStatus::Queued);
+}
