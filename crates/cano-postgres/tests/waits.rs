@@ -67,6 +67,17 @@ fn asks(begin: Begin) -> Workflow<Ask> {
 }
 
 /// The workflow as a sender sees it: its name (the worker's workflow id) and store.
+/// How many signals `run` has taken: its `Received` rows.
+async fn received(store: &PostgresCheckpointStore, run: RunId) -> usize {
+    store
+        .load(run)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind == RowKind::Received)
+        .count()
+}
+
 fn sender(store: &PostgresCheckpointStore) -> Workflow<Ask> {
     asks(Begin::default())
         .with_shared_checkpoint_store(std::sync::Arc::new(store.clone()))
@@ -207,9 +218,7 @@ async fn three_workers_park_1000_runs_and_each_goes_on_once_when_signalled() {
         assert_eq!(ends[0].1, expected);
         workers_used.insert(ends[0].0);
         // One signal taken, once.
-        let rows = store.load(*run).await.unwrap();
-        let received = rows.iter().filter(|r| r.kind == RowKind::Received).count();
-        assert_eq!(received, 1, "run {run}: {rows:?}");
+        assert_eq!(received(&store, *run).await, 1, "run {run}");
     }
     assert!(
         workers_used.len() >= 2,
@@ -293,14 +302,11 @@ async fn deadlines_wake_parked_runs_and_a_signal_sent_before_the_park_is_taken()
         .await
         .unwrap();
     assert_eq!(six.final_label.as_deref(), Some("No"));
-    let taken = store
-        .load(RunId::from(6))
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.kind == RowKind::Received)
-        .count();
-    assert_eq!(taken, 1, "the key's two sends were taken as one signal");
+    assert_eq!(
+        received(&store, RunId::from(6)).await,
+        1,
+        "the key's two sends were taken as one signal"
+    );
     let left: i64 = raw()
         .await
         .query_one(
@@ -357,14 +363,7 @@ async fn deadlines_wake_parked_runs_and_a_signal_sent_before_the_park_is_taken()
         .await
         .unwrap();
     assert_eq!(eight.final_label.as_deref(), Some("Yes"));
-    let received = store
-        .load(RunId::from(8))
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.kind == RowKind::Received)
-        .count();
-    assert_eq!(received, 1);
+    assert_eq!(received(&store, RunId::from(8)).await, 1);
     worker.stop(Duration::from_secs(5)).await;
     drop_schema(schema).await;
 }
