@@ -42,8 +42,8 @@ pub(crate) fn is_stale_statement(e: &tokio_postgres::Error) -> bool {
 /// Whether trying the same statement again can succeed: the connection went away
 /// (closed, reset, the backend terminated or the server shutting down or starting),
 /// the server had no connection to spare, the statement lost a deadlock or a
-/// serialization conflict, or it was kept prepared from before a schema change. Anything the server refused for what the statement says is
-/// permanent.
+/// serialization conflict, or it was kept prepared from before a schema change.
+/// Anything the server refused for what the statement says is permanent.
 pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() || is_stale_statement(e) {
         return true;

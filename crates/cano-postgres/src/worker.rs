@@ -458,6 +458,9 @@ struct Shared {
     events: broadcast::Sender<WorkerEvent>,
 }
 
+/// A statement's values.
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
 /// How a drive ended, as the queue records it.
 enum Verdict {
     Finished(Vec<u8>, String),
@@ -1041,20 +1044,22 @@ impl Shared {
             },
         };
         let doing = format!("recording the outcome of run {run}");
-        // Each statement says how many rows it changed: none when the epoch moved on.
-        type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
-        let (sql, params): (&str, Params<'_>) = match &verdict {
-            Verdict::Finished(bytes, label) => (
-                &self.sql.finish,
-                vec![&key, &epoch, bytes, label, &self.keep_rows, &tell],
-            ),
-            Verdict::Failed(error) => (&self.sql.fail, vec![&key, &epoch, error, &tell]),
-            Verdict::Cancelled(error) => (&self.sql.cancelled, vec![&key, &epoch, error, &tell]),
-            Verdict::Release => (&self.sql.release, vec![&key, &epoch]),
-            // Parked: two statements in a transaction of their own, below.
-            Verdict::Parked { .. } => ("", Vec::new()),
-        };
         let written = match &verdict {
+            Verdict::Finished(bytes, label) => {
+                let (keep, sql) = (&self.keep_rows, &self.sql.finish);
+                self.end(&doing, sql, &[&key, &epoch, bytes, label, keep, &tell])
+                    .await
+            }
+            Verdict::Failed(error) => {
+                self.end(&doing, &self.sql.fail, &[&key, &epoch, error, &tell])
+                    .await
+            }
+            Verdict::Cancelled(error) => {
+                self.end(&doing, &self.sql.cancelled, &[&key, &epoch, error, &tell])
+                    .await
+            }
+            Verdict::Release => self.end(&doing, &self.sql.release, &[&key, &epoch]).await,
+            // Two statements in a transaction of its own.
             Verdict::Parked { names, deadline_ms } => {
                 crate::db::retry_transient(RECORD_ATTEMPTS, || async {
                     let mut client = db.client().await?;
@@ -1064,10 +1069,6 @@ impl Shared {
                 })
                 .await
             }
-            _ => db
-                .query_one(RECORD_ATTEMPTS, &doing, sql, &params)
-                .await
-                .map(|row| row.get::<_, i64>(0) > 0),
         };
         match written {
             Ok(true) => self.emit(event),
@@ -1075,6 +1076,16 @@ impl Shared {
             Ok(false) => self.emit(WorkerEvent::LeaseLost { run, epoch }),
             Err(_) => {}
         }
+    }
+
+    /// Runs `sql`, one of the statements that end a claim (fenced by its epoch):
+    /// whether it still held the run (the statement changed a row).
+    async fn end(&self, doing: &str, sql: &str, params: Params<'_>) -> Result<bool, CanoError> {
+        self.store
+            .db()
+            .query_one(RECORD_ATTEMPTS, doing, sql, params)
+            .await
+            .map(|row| row.get::<_, i64>(0) > 0)
     }
 
     /// What a run that parked waits for, from its `Wait` row. A run whose row cannot
