@@ -103,6 +103,7 @@ mod db;
 mod errors;
 mod inbox_sql;
 mod operate;
+mod pacing;
 mod queue;
 mod queue_spec;
 mod queue_sql;

@@ -17,23 +17,13 @@ use cano_core::checkpoint::{
 };
 use cano_core::{CanoError, RunId};
 pub(crate) use cano_recovery::codec::{decode_row, encode_row};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Db, PgOptions, retry_transient, run_key, run_of};
+use crate::pacing::{MAX_BATCH, MAX_BATCH_BYTES, Pacer};
 
-/// The most rows one statement carries.
-const MAX_BATCH: usize = 512;
-/// The most row bytes one statement carries (a row larger than this goes alone): a
-/// batch of large rows must not build a statement of gigabytes.
-const MAX_BATCH_BYTES: usize = 8 << 20;
 /// How often an append is tried while the connection keeps dropping.
 pub(crate) const APPEND_ATTEMPTS: u32 = 5;
-/// How many append statements go in flight at once without waiting (see
-/// [`Writer::run`]): two keep a server with room busy.
-const FREE_IN_FLIGHT: usize = 2;
-/// How long a batch waits for a statement in flight to land before it goes on a
-/// connection of its own (see [`Writer::run`]).
-const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A checkpoint store in PostgreSQL, for runs that must survive the loss of a machine
 /// and be resumed on another.
@@ -253,15 +243,10 @@ impl PostgresCheckpointStore {
         let (appends, receiver) = mpsc::unbounded_channel();
         let stats = Arc::new(Counters::default());
         let sql = Arc::new(Sql::new(&db));
-        // At most as many append statements in flight as the pool has connections.
-        let connections = db.pool.status().max_size.max(1);
         let writer = Writer {
             db: db.clone(),
             sql: sql.clone(),
             stats: stats.clone(),
-            permits: Arc::new(Semaphore::new(connections)),
-            connections,
-            landed: tokio::sync::Notify::new(),
         };
         let signals = crate::inbox_sql::SignalSql::new(&db);
         let catalog = crate::catalog_sql::CatalogSql::new(&db);
@@ -273,7 +258,9 @@ impl PostgresCheckpointStore {
             sql,
             signals,
         });
-        tokio::spawn(writer.run(receiver));
+        // At most as many append statements in flight as the pool has connections.
+        let pacer = Pacer::new(inner.db.pool.status().max_size);
+        tokio::spawn(writer.run(receiver, pacer));
         Ok(Self { inner })
     }
 
@@ -403,32 +390,18 @@ fn status_of(code: i16) -> RunStatus {
 }
 
 /// Takes appends off the channel and sends them in batches, one statement per batch,
-/// with at most as many statements in flight as the pool has connections.
+/// paced (see [`crate::pacing`]).
 struct Writer {
     db: Arc<Db>,
     sql: Arc<Sql>,
     stats: Arc<Counters>,
-    /// One per statement in flight.
-    permits: Arc<Semaphore>,
-    /// How many permits there are: the pool's size.
-    connections: usize,
-    /// Told each time a statement's answer is in.
-    landed: tokio::sync::Notify,
 }
 
 impl Writer {
-    /// The writer's loop. Two statements go in flight freely; past that, a batch waits
-    /// for one of them to land, and the rows that arrive meanwhile go with it. A free
-    /// connection for every batch instead made batches of one or two rows, each a
-    /// statement for the server to run (and to plan: for so few rows it keeps planning
-    /// afresh). Measured with 16 workers, rows per statement went from 4.4 to 9-13
-    /// and transitions per second rose by a third; one in flight at a time cost a
-    /// lone worker (whose server has room) a tenth of its rate, two did not. A
-    /// statement slower than `LINGER` (a lock wait, a busy server, a dead connection)
-    /// holds the rest up no longer: the next batch goes on another connection.
-    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Pending>) {
+    /// The writer's loop: a batch goes when the pacer lets it, with every append that
+    /// arrived meanwhile.
+    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Pending>, mut pacer: Pacer) {
         let this = Arc::new(self);
-        let mut last_sent = tokio::time::Instant::now();
         // Rows of a run already in the batch being built wait for the next one: one
         // statement must not check two rows of a run against the same log head. So do
         // rows past the batch's byte budget.
@@ -441,24 +414,7 @@ impl Writer {
                     None => return,
                 },
             };
-            // Wait for the statement in flight (for a while), then for a free
-            // connection: appends arriving meanwhile join this batch.
-            loop {
-                let landed = this.landed.notified();
-                let in_flight = this.connections - this.permits.available_permits();
-                if in_flight < FREE_IN_FLIGHT {
-                    break;
-                }
-                if tokio::time::timeout_at(last_sent + LINGER, landed)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            let Ok(permit) = this.permits.clone().acquire_owned().await else {
-                return;
-            };
+            let in_flight = pacer.next().await;
             let mut bytes = first.body.len();
             let mut batch = vec![first];
             let mut runs: HashSet<RunId> = batch.iter().map(|p| p.run).collect();
@@ -481,11 +437,9 @@ impl Writer {
             again.extend(held.drain(..));
             held = again;
             let writer = this.clone();
-            last_sent = tokio::time::Instant::now();
             tokio::spawn(async move {
                 writer.write(batch).await;
-                drop(permit);
-                writer.landed.notify_waiters();
+                drop(in_flight);
             });
         }
     }
