@@ -101,6 +101,7 @@ mod channels;
 mod cron;
 mod db;
 mod errors;
+mod finishes;
 mod inbox_sql;
 mod operate;
 mod pacing;

@@ -35,6 +35,7 @@ use tokio_postgres::{Notification, Statement};
 
 use crate::channels::{cancel_channel, ready_channel};
 use crate::db::{run_key, run_of};
+use crate::finishes::Finishes;
 use crate::store::PostgresCheckpointStore;
 use crate::worker_sql::WorkerSql;
 
@@ -323,8 +324,16 @@ impl Worker {
         }
         let (stop, _) = watch::channel(false);
         let (events, _) = broadcast::channel(1024);
+        let sql = WorkerSql::new(&self.store);
+        let finishes = Finishes::start(
+            self.store.db().clone(),
+            sql.finish.clone(),
+            self.keep_rows,
+            RECORD_ATTEMPTS,
+        );
         let shared = Arc::new(Shared {
-            sql: WorkerSql::new(&self.store),
+            sql,
+            finishes,
             store: self.store,
             name: self.name,
             flows: self.flows,
@@ -332,7 +341,6 @@ impl Worker {
             lease: self.lease,
             max_claims: self.max_claims as i32,
             poll: self.poll,
-            keep_rows: self.keep_rows,
             leases: Mutex::new(HashMap::new()),
             slot_freed: Notify::new(),
             freed: Mutex::new(HashMap::new()),
@@ -446,7 +454,8 @@ struct Shared {
     lease: Duration,
     max_claims: i32,
     poll: Duration,
-    keep_rows: bool,
+    /// Records finished runs, many to a statement.
+    finishes: Finishes,
     leases: Mutex<HashMap<ClaimKey, Lease>>,
     slot_freed: Notify,
     /// Slots of named queues freed by runs that ended here since the last claim
@@ -1046,8 +1055,8 @@ impl Shared {
         let doing = format!("recording the outcome of run {run}");
         let written = match &verdict {
             Verdict::Finished(bytes, label) => {
-                let (keep, sql) = (&self.keep_rows, &self.sql.finish);
-                self.end(&doing, sql, &[&key, &epoch, bytes, label, keep, &tell])
+                self.finishes
+                    .finish(run, epoch, bytes.clone(), label.clone(), tell)
                     .await
             }
             Verdict::Failed(error) => {

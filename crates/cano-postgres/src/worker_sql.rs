@@ -283,35 +283,52 @@ impl WorkerSql {
             ),
             // Renews exactly the claims given, by run and epoch, and says which of them
             // are asked to cancel. The rows are locked in run order first, as a batch
-            // of checkpoint writes locks them (in any other order the two deadlock).
+            // of checkpoint writes locks them (in any other order the two deadlock),
+            // found by key alone (see `finish`).
             heartbeat: format!(
                 "WITH locked AS (
                     SELECT q.run_id FROM {runs} q
                     JOIN unnest($1::bigint[], $2::bigint[]) AS held(run_id, epoch)
                       ON q.run_id = held.run_id AND q.epoch = held.epoch
-                    WHERE q.status = 'running' AND q.lease_until >= clock_timestamp()
                     ORDER BY q.run_id FOR UPDATE OF q)
                  UPDATE {runs} q SET lease_until = CASE WHEN $3::float8 > 3e14 THEN 'infinity'::timestamptz
                         ELSE clock_timestamp() + $3::float8 * interval '1 millisecond' END
                  FROM locked WHERE q.run_id = locked.run_id
+                   AND q.status = 'running' AND q.lease_until >= clock_timestamp()
                  RETURNING q.run_id, q.epoch, q.cancel_requested IS NOT NULL"
             ),
+            // Ends every claim of the batch that still holds its run ($1 runs, $2
+            // epochs, $3 final states, $4 labels, $6 whether to tell idle workers of
+            // a freed slot; rows deleted unless $5): the runs it ended. The rows are
+            // locked in run order first, as a batch of checkpoint writes and the
+            // heartbeat lock them (in any other order they deadlock). The lock finds
+            // them by key alone: a test of status there let the planner read every
+            // running run (the index of leases) for each batch, and the update after
+            // it checks the claim still holds anyway.
             finish: format!(
-                "WITH fin AS (
-                    UPDATE {runs} SET status = 'finished', finished_at = clock_timestamp(), lease_until = NULL,
-                        final_state = $3, final_label = $4
-                    WHERE run_id = $1 AND epoch = $2 AND status = 'running' AND {live}
-                    RETURNING run_id, workflow, queue, partition_key, watched),
+                "WITH ending AS (
+                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::text[], $6::bool[])
+                        AS e(run_id, epoch, final_state, final_label, tell)),
+                 locked AS (
+                    SELECT q.run_id FROM {runs} q JOIN ending e ON q.run_id = e.run_id AND q.epoch = e.epoch
+                    ORDER BY q.run_id FOR UPDATE OF q),
+                 fin AS (
+                    UPDATE {runs} q SET status = 'finished', finished_at = clock_timestamp(), lease_until = NULL,
+                        final_state = e.final_state, final_label = e.final_label
+                    FROM locked JOIN ending e ON e.run_id = locked.run_id
+                    WHERE q.run_id = locked.run_id AND q.epoch = e.epoch AND q.status = 'running' AND {live}
+                    RETURNING q.run_id, q.epoch, q.workflow, q.queue, q.watched, e.tell),
                  rows AS (DELETE FROM {rows} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  logs AS (DELETE FROM {logs} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  inbox AS (DELETE FROM {signals} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
                  keys AS (DELETE FROM {keys} WHERE run_id IN (SELECT run_id FROM fin) AND NOT $5),
-                 {closed},
+                 closed AS (
+                    UPDATE {claims} c SET ended_at = clock_timestamp(), outcome = 'finished'
+                    FROM fin WHERE c.run_id = fin.run_id AND c.epoch = fin.epoch AND c.ended_at IS NULL),
                  {freed},
                  note AS (SELECT pg_notify('{done}', run_id::text) FROM fin WHERE watched)
-                 SELECT (SELECT count(*) FROM fin), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
-                closed = close("fin", "'finished'"),
-                freed = freed("fin", "$6::bool"),
+                 SELECT array(SELECT run_id FROM fin), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
+                freed = freed("fin", "tell"),
             ),
             fail: over("failed", "$3"),
             // A cancelled run keeps the reason it was asked to cancel for, if it was.
