@@ -101,6 +101,8 @@ pub struct ClusterScheduler {
     catch_up: Duration,
     standby_poll: Duration,
     lease: Duration,
+    /// Made before the start, so that a subscription taken before it misses nothing.
+    events: broadcast::Sender<ClusterEvent>,
 }
 
 impl fmt::Debug for ClusterScheduler {
@@ -131,7 +133,16 @@ impl ClusterScheduler {
             catch_up: Duration::from_secs(300),
             standby_poll: Duration::from_secs(1),
             lease: Duration::from_secs(6),
+            events: broadcast::channel(1024).0,
         }
+    }
+
+    /// Every event of the scheduler once started, from its first (its first
+    /// `Leading`, say, which a subscription taken after [`start`](Self::start), with
+    /// [`RunningClusterScheduler::subscribe`], can miss). A receiver that falls more
+    /// than 1,024 events behind misses the oldest (`Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.events.subscribe()
     }
 
     /// Names this process in the fire records (`scheduler-<pid>-<random>` by default).
@@ -234,7 +245,7 @@ impl ClusterScheduler {
             .with_hint("use a lease of seconds"));
         }
         let (stop, _) = watch::channel(false);
-        let (events, _) = broadcast::channel(1024);
+        let events = self.events.clone();
         let shared = Arc::new(Shared {
             sql: CronSql::new(&self.store),
             scheduler: self,
@@ -272,7 +283,9 @@ impl RunningClusterScheduler {
         self.shared.leading.load(Ordering::SeqCst)
     }
 
-    /// What the scheduler does from now on.
+    /// What the scheduler does from now on. Events sent before this call are not
+    /// seen: to see every one, subscribe before the start with
+    /// [`ClusterScheduler::subscribe`].
     pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
         self.shared.events.subscribe()
     }

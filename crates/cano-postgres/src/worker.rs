@@ -178,6 +178,8 @@ pub struct Worker {
     /// Each registered workflow's id, version and drawing, kept in the store at start
     /// (the claims' fenced stores keep none: one write per worker, not per run).
     graphs: Vec<(String, u32, String)>,
+    /// Made before the start, so that a subscription taken before it misses nothing.
+    events: broadcast::Sender<WorkerEvent>,
 }
 
 impl fmt::Debug for Worker {
@@ -211,7 +213,16 @@ impl Worker {
             poll: Duration::from_secs(1),
             keep_rows: false,
             graphs: Vec::new(),
+            events: broadcast::channel(EVENTS).0,
         }
+    }
+
+    /// Every event of the worker once started, from its first (a subscription taken
+    /// after [`start`](Self::start), with [`RunningWorker::subscribe`], sees only
+    /// what happens after it). Events go to each receiver as they happen; one that
+    /// falls more than 1,024 events behind misses the oldest (`Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.events.subscribe()
     }
 
     /// Names the worker (shown in the queue's records and in `pg_stat_activity`).
@@ -323,7 +334,7 @@ impl Worker {
                 .await?;
         }
         let (stop, _) = watch::channel(false);
-        let (events, _) = broadcast::channel(1024);
+        let events = self.events;
         let sql = WorkerSql::new(&self.store);
         let finishes = Finishes::start(
             self.store.db().clone(),
@@ -386,7 +397,9 @@ impl RunningWorker {
         self.shared.leases().len()
     }
 
-    /// What the worker does from now on (claims, outcomes, lost leases).
+    /// What the worker does from now on (claims, outcomes, lost leases). Events sent
+    /// before this call are not seen: to see every one, subscribe before the start
+    /// with [`Worker::subscribe`].
     pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
         self.shared.events.subscribe()
     }
@@ -482,6 +495,9 @@ enum Verdict {
         deadline_ms: Option<i64>,
     },
 }
+
+/// How many events a subscriber may fall behind before it misses the oldest.
+const EVENTS: usize = 1024;
 
 /// How long the claim loop waits to connect (and listen) before trying again.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);

@@ -95,8 +95,9 @@ async fn scheduler_child(schema: &str, name: &str) {
     if let Ok(ms) = std::env::var(LEASE_MS) {
         scheduler = scheduler.with_leader_lease(Duration::from_millis(ms.parse().unwrap()));
     }
-    let scheduler = scheduler.start().await.unwrap();
+    // Subscribed before the start: a quick takeover's `Leading` is not missed.
     let mut events = scheduler.subscribe();
+    let scheduler = scheduler.start().await.unwrap();
     say("ready");
     let report = async {
         while let Ok(event) = events.recv().await {
@@ -268,8 +269,7 @@ async fn three_schedulers_fire_each_of_60_ticks_once_when_the_leader_is_killed()
         let (index, event) = children.next();
         match event.split_once(' ') {
             Some(("leading", _)) => leader = Some(index),
-            // Only the leader fires. (Its `leading` event can come before the child
-            // subscribed to its events, on a loaded machine: the fire says it too.)
+            // Only the leader fires: a fire names it as well.
             Some(("fired", at)) => {
                 leader = Some(index);
                 fired.push((index, at.parse().unwrap()));
@@ -338,8 +338,7 @@ async fn a_stalled_leader_is_replaced_within_a_lease_and_fires_nothing_stale() {
         let (index, event) = children.next();
         match event.split_once(' ') {
             Some(("leading", _)) => leader = Some(index),
-            // Only the leader fires. (Its `leading` event can come before the child
-            // subscribed to its events: the fire says it too.)
+            // Only the leader fires: a fire names it as well.
             Some(("fired", _)) => {
                 leader = Some(index);
                 fired_before += 1;

@@ -477,6 +477,56 @@ async fn runs_finish_with_whole_logs_when_connections_drop_mid_run() {
     worker.stop(Duration::from_secs(5)).await;
 }
 
+/// Runs already queued are claimed in the worker's first round, before a subscription
+/// taken after `start` could hear of it; one taken on the builder sees every event
+/// from the first, in order: each run claimed once, then finished, nothing lost.
+#[tokio::test]
+async fn a_subscription_taken_before_the_start_sees_every_event_from_the_first() {
+    pg_or_skip!();
+    let schema = "t_queue_subscribe_early";
+    let store = fresh_store(schema).await;
+    let queue = RunQueue::new(&store);
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        runs.push(enqueue_order(&queue).await);
+    }
+    let worker = Worker::new(&store)
+        .register("orders", plain())
+        .with_concurrency(20);
+    let mut events = worker.subscribe();
+    let worker = worker.start().await.unwrap();
+    let mut claimed = std::collections::HashSet::new();
+    let mut finished = Vec::new();
+    while finished.len() < runs.len() {
+        let event = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("every run is claimed and finished in time")
+            .expect("no event is missed or dropped");
+        match event {
+            WorkerEvent::Claimed { run, claims, .. } => {
+                assert_eq!(claims, 1, "run {run} is claimed once");
+                assert!(claimed.insert(run), "run {run} claimed twice");
+            }
+            WorkerEvent::Finished { run, label } => {
+                assert!(
+                    claimed.contains(&run),
+                    "run {run} finished before it was claimed"
+                );
+                assert_eq!(label, "Shipped");
+                finished.push(run);
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    finished.sort();
+    runs.sort();
+    assert_eq!(
+        finished, runs,
+        "every run queued before the start, once each"
+    );
+    worker.stop(Duration::from_secs(5)).await;
+}
+
 /// A claim loop whose statements cannot be prepared (a table the worker needs was
 /// renamed away while its connections were cut) says why, as an event, instead of
 /// retrying in silence; once the table is back it claims again.

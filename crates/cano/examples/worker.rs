@@ -78,11 +78,11 @@ async fn work(name: String) -> Result<(), CanoError> {
         .named(&name)
         .register("report", report())
         .with_concurrency(4)
-        .with_lease(Duration::from_secs(3))
-        .start()
-        .await?;
-    println!("[{name}] waiting for runs");
+        .with_lease(Duration::from_secs(3));
+    // Subscribed before the start: runs already waiting are claimed at once.
     let mut events = worker.subscribe();
+    let worker = worker.start().await?;
+    println!("[{name}] waiting for runs");
     let stdin_closed = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
         while std::io::stdin()
