@@ -16,6 +16,7 @@ use crate::pacing::{InFlight, MAX_BATCH, MAX_BATCH_BYTES, Pacer};
 
 /// Records finishes for one worker; cheap to share, the batching runs in a task of
 /// its own that ends when the last handle is dropped.
+#[derive(Clone)]
 pub(crate) struct Finishes {
     sender: mpsc::UnboundedSender<Finish>,
 }

@@ -288,6 +288,7 @@ impl PostgresCheckpointStore {
             store: self.clone(),
             run,
             epoch,
+            ending: None,
         }
     }
 
@@ -727,9 +728,29 @@ pub(crate) struct FencedStore {
     store: PostgresCheckpointStore,
     run: RunId,
     epoch: i64,
+    /// Ends the claim with its run's `Finish` row, if given (see [`EndWithFinish`]).
+    ending: Option<Arc<dyn EndWithFinish>>,
+}
+
+/// Ends a claim in the queue with its run's `Finish` row, in place of appending the
+/// row, for a claim whose run's rows are deleted once the queue records its end (a
+/// worker that does not keep finished rows). Appended, the row cost a statement of
+/// its own and was deleted by the next; ended with it, the run's end and its
+/// `Finish` are one statement, so no crash can come between them either.
+#[async_trait::async_trait]
+pub(crate) trait EndWithFinish: Send + Sync {
+    /// Ends the claim with `row`, its run's `Finish` row: an error (permanent) if the
+    /// claim no longer holds the run, as a refused append is.
+    async fn end_with(&self, row: &CheckpointRow) -> Result<(), CanoError>;
 }
 
 impl FencedStore {
+    /// This store, ending the claim with its run's `Finish` row through `ending`.
+    pub(crate) fn ending_with(mut self, ending: Arc<dyn EndWithFinish>) -> Self {
+        self.ending = Some(ending);
+        self
+    }
+
     fn fence(&self, run: RunId) -> i64 {
         if run == self.run { self.epoch } else { -1 }
     }
@@ -748,6 +769,12 @@ impl FencedStore {
 #[async_trait::async_trait]
 impl CheckpointStore for FencedStore {
     async fn append(&self, row: CheckpointRow) -> Result<(), CanoError> {
+        if let Some(ending) = &self.ending
+            && row.run == self.run
+            && row.kind == cano_core::checkpoint::RowKind::Finish
+        {
+            return ending.end_with(&row).await;
+        }
         let fence = self.fence(row.run);
         self.store.append_as(row, fence).await
     }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cano_core::checkpoint::{
-    Bincode, CheckpointStore, Retention, WaitRecord, decode_state, encode_state,
+    Bincode, CheckpointRow, CheckpointStore, Retention, WaitRecord, decode_state, encode_state,
     until_not_running_here,
 };
 use cano_core::{
@@ -36,7 +36,7 @@ use tokio_postgres::{Notification, Statement};
 use crate::channels::{cancel_channel, ready_channel};
 use crate::db::{run_key, run_of};
 use crate::finishes::Finishes;
-use crate::store::PostgresCheckpointStore;
+use crate::store::{EndWithFinish, PostgresCheckpointStore};
 use crate::worker_sql::WorkerSql;
 
 /// A run's outcome with its state types erased: the exit state's bytes and `Debug` text.
@@ -234,9 +234,10 @@ impl Worker {
     }
 
     /// Registers `workflow` under `name`: runs enqueued for `name` are driven by it.
-    /// The worker gives it this store, `name` as its workflow id, and keeps its rows
-    /// until the queue has recorded the outcome (so a crash in between finishes the
-    /// run from its `Finish` row instead of running it again).
+    /// The worker gives it this store and `name` as its workflow id, and records a
+    /// run's end with its last checkpoint row, in one statement: no crash can come
+    /// between the two, so a finished run is never run again (see
+    /// [`keep_finished_rows`](Self::keep_finished_rows)).
     pub fn register<S, K>(mut self, name: &str, workflow: Workflow<S, K>) -> Self
     where
         S: WorkflowState + Serialize + DeserializeOwned,
@@ -306,7 +307,11 @@ impl Worker {
     }
 
     /// Keeps finished runs' checkpoint rows (ending with `Finish`) for audit instead of
-    /// clearing them once the queue has recorded the outcome.
+    /// clearing them once the queue has recorded the outcome. Off by default: the
+    /// statement that records a run's end then deletes its rows, and its `Finish` row
+    /// is never written (one statement a run fewer). On, the `Finish` row is written
+    /// first, and a crash before the end is recorded finishes the run from that row
+    /// instead of running its last state again.
     pub fn keep_finished_rows(mut self, keep: bool) -> Self {
         self.keep_rows = keep;
         self
@@ -344,6 +349,7 @@ impl Worker {
         );
         let shared = Arc::new(Shared {
             sql,
+            keep_rows: self.keep_rows,
             finishes,
             store: self.store,
             name: self.name,
@@ -467,6 +473,8 @@ struct Shared {
     lease: Duration,
     max_claims: i32,
     poll: Duration,
+    /// Whether a finished run's rows are kept (else its `Finish` row ends its claim).
+    keep_rows: bool,
     /// Records finished runs, many to a statement.
     finishes: Finishes,
     leases: Mutex<HashMap<ClaimKey, Lease>>,
@@ -478,6 +486,56 @@ struct Shared {
     held_us: AtomicU64,
     stop: watch::Sender<bool>,
     events: broadcast::Sender<WorkerEvent>,
+}
+
+/// A claim whose run's `Finish` row ends it in the queue (see `EndWithFinish`).
+struct ClaimEnd {
+    shared: Arc<Shared>,
+    run: RunId,
+    epoch: i64,
+    /// Once the end is recorded: the run's final label, and whether idle workers were
+    /// told of the slot it freed.
+    recorded: Mutex<Option<(String, bool)>>,
+}
+
+#[async_trait::async_trait]
+impl EndWithFinish for ClaimEnd {
+    async fn end_with(&self, row: &CheckpointRow) -> Result<(), CanoError> {
+        let (run, epoch) = (self.run, self.epoch);
+        let tell = self.shared.stopping();
+        let finishes = &self.shared.finishes;
+        let mut ended = finishes
+            .finish(run, epoch, row.state.clone(), row.label.clone(), tell)
+            .await?;
+        if !ended {
+            // A try whose reply was lost may have ended it, at this very claim.
+            let doing = format!("checking whether run {run} finished at epoch {epoch}");
+            ended = self
+                .shared
+                .store
+                .db()
+                .query_opt(
+                    RECORD_ATTEMPTS,
+                    &doing,
+                    &self.shared.sql.finished_at,
+                    &[&run_key(run), &epoch],
+                )
+                .await?
+                .is_some();
+        }
+        if !ended {
+            return Err(CanoError::store(format!(
+                "run {run} reached its exit state {}, but this claim (epoch {epoch}) no longer holds it: its lease was lost, so its end is not recorded here",
+                row.label
+            ))
+            .with_hint("the lease expired before a heartbeat renewed it (a stalled process or a lost database connection); the run goes on where it is now leased")
+            .permanent());
+        }
+        if let Ok(mut recorded) = self.recorded.lock() {
+            *recorded = Some((row.label.clone(), tell));
+        }
+        Ok(())
+    }
 }
 
 /// A statement's values.
@@ -989,6 +1047,16 @@ impl Shared {
         let Some(token) = self.leases().get(&key).map(|l| l.token.clone()) else {
             return;
         };
+        // Rows that go when the run ends need not be written: its `Finish` row ends
+        // the claim instead (see `EndWithFinish`).
+        let end = (!self.keep_rows).then(|| {
+            Arc::new(ClaimEnd {
+                shared: self.clone(),
+                run,
+                epoch,
+                recorded: Mutex::new(None),
+            })
+        });
         let outcome = match self.flows.get(&claim.workflow) {
             Some(driver) => {
                 // An older claim of this run may still be driven in this process (its
@@ -999,7 +1067,12 @@ impl Shared {
                     () = until_not_running_here(&claim.workflow, run) => {}
                     () = token.cancelled() => {}
                 }
-                let store: Arc<dyn CheckpointStore> = Arc::new(self.store.fenced(run, epoch));
+                let fenced = self.store.fenced(run, epoch);
+                let fenced = match &end {
+                    Some(end) => fenced.ending_with(end.clone()),
+                    None => fenced,
+                };
+                let store: Arc<dyn CheckpointStore> = Arc::new(fenced);
                 driver(run, claim.initial, claim.resume, token.clone(), store).await
             }
             None => Err(CanoError::configuration(format!(
@@ -1008,7 +1081,11 @@ impl Shared {
             ))),
         };
         let lost = self.leases().get(&key).and_then(|l| l.lost);
+        let ended = end.and_then(|end| end.recorded.lock().ok()?.take());
         let verdict = match outcome {
+            // The run's end went with its `Finish` row (told idle workers if stopping
+            // then): nothing is left to write.
+            _ if ended.is_some() => None,
             // Another claim holds the run now: nothing of this one is recorded.
             _ if lost == Some(Loss::TakenOver) => None,
             // Given up before the lease ended: handed back, so another claim need not
@@ -1026,16 +1103,24 @@ impl Shared {
             }
             Err(e) => Some(Verdict::Failed(e.to_string())),
         };
-        if let Some(verdict) = verdict {
-            // A run that ends or parks frees its slot of a named queue. This worker
-            // takes it back in its next round, and tells the idle workers itself only
-            // if it does not; stopping, it tells them at once.
-            let frees = !matches!(verdict, Verdict::Release);
-            let tell = self.stopping();
-            self.record(run, epoch, verdict, tell).await;
-            if let Some(queue) = claim.queue.filter(|_| frees && !tell) {
-                *self.freed_slots().entry(queue).or_default() += 1;
+        // A run that ends or parks frees its slot of a named queue. This worker takes
+        // it back in its next round, and tells the idle workers itself only if it does
+        // not; stopping, it tells them at once.
+        let (frees, told) = match (ended, verdict) {
+            (Some((label, told)), _) => {
+                self.emit(WorkerEvent::Finished { run, label });
+                (true, told)
             }
+            (None, Some(verdict)) => {
+                let frees = !matches!(verdict, Verdict::Release);
+                let tell = self.stopping();
+                self.record(run, epoch, verdict, tell).await;
+                (frees, tell)
+            }
+            (None, None) => (false, false),
+        };
+        if let Some(queue) = claim.queue.filter(|_| frees && !told) {
+            *self.freed_slots().entry(queue).or_default() += 1;
         }
         self.leases().remove(&key);
         self.note_held(began.elapsed());

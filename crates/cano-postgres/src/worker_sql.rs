@@ -19,6 +19,7 @@ pub(crate) struct WorkerSql {
     pub(crate) ready: String,
     pub(crate) heartbeat: String,
     pub(crate) finish: String,
+    pub(crate) finished_at: String,
     pub(crate) fail: String,
     pub(crate) cancelled: String,
     pub(crate) release: String,
@@ -329,6 +330,10 @@ impl WorkerSql {
                  note AS (SELECT pg_notify('{done}', run_id::text) FROM fin WHERE watched)
                  SELECT array(SELECT run_id FROM fin), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
                 freed = freed("fin", "tell"),
+            ),
+            // Whether run $1 finished at epoch $2 (a row if so).
+            finished_at: format!(
+                "SELECT 1 FROM {runs} WHERE run_id = $1 AND epoch = $2 AND status = 'finished'"
             ),
             fail: over("failed", "$3"),
             // A cancelled run keeps the reason it was asked to cancel for, if it was.

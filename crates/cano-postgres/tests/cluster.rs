@@ -51,7 +51,9 @@ fn chain() -> Workflow<Chain> {
         .add_exit_state(Chain::Done)
 }
 
-async fn worker_child(schema: &str, name: &str) {
+/// A worker child; `keep`: whether it keeps finished runs' rows (the default
+/// deletes them, ending each claim with its run's `Finish` row instead).
+async fn worker_child(schema: &str, name: &str, keep: bool) {
     let store = PostgresCheckpointStore::connect(options(schema).with_application_name(name))
         .await
         .unwrap();
@@ -61,7 +63,7 @@ async fn worker_child(schema: &str, name: &str) {
         .with_concurrency(20)
         .with_lease(Duration::from_secs(2))
         .with_poll_interval(Duration::from_millis(200))
-        .keep_finished_rows(true)
+        .keep_finished_rows(keep)
         .start()
         .await
         .unwrap();
@@ -122,7 +124,8 @@ async fn scheduler_child(schema: &str, name: &str) {
 fn child_entry() {
     serve_as_child(|mode, schema, name| async move {
         match mode.as_str() {
-            "worker" => worker_child(&schema, &name).await,
+            "worker" => worker_child(&schema, &name, true).await,
+            "lean-worker" => worker_child(&schema, &name, false).await,
             "scheduler" => scheduler_child(&schema, &name).await,
             other => panic!("unknown child mode {other}"),
         }
@@ -137,12 +140,78 @@ fn run_number(text: &str) -> u64 {
 async fn three_workers_share_300_runs_and_one_killed_mid_run_loses_none() {
     pg_or_skip!();
     let schema = "t_cluster_workers";
+    let in_flight_at_kill = share_runs_and_kill_one(schema, "worker", 300).await;
+
+    // Every log is whole: rows 0..=n, one per state and the Finish, and epochs never
+    // go back (no write of a lost lease landed after the takeover).
+    let db = raw().await;
+    let check = db
+        .query_one(
+            &format!(
+                "SELECT
+                    (SELECT count(*) FROM {schema}.cano_logs WHERE status = 2),
+                    (SELECT count(*) FROM {schema}.cano_logs l
+                        WHERE (SELECT count(*) FROM {schema}.cano_rows r WHERE r.run_id = l.run_id) <> l.last_seq + 1),
+                    (SELECT count(*) FROM (SELECT epoch < lag(epoch) OVER (PARTITION BY run_id ORDER BY seq) AS back
+                        FROM {schema}.cano_rows) t WHERE back),
+                    (SELECT count(*) FROM {schema}.cano_runs WHERE claims >= 2)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (finished_logs, gaps, backwards, reclaimed): (i64, i64, i64, i64) =
+        (check.get(0), check.get(1), check.get(2), check.get(3));
+    assert_eq!((finished_logs, gaps, backwards), (300, 0, 0));
+    assert!(reclaimed >= in_flight_at_kill);
+}
+
+/// As above with workers that keep no finished rows: each claim ends with its run's
+/// `Finish` row in one statement, so a kill between the two cannot happen. Every run
+/// still finishes once, and no log is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lean_workers_share_150_runs_and_one_killed_mid_run_loses_none() {
+    pg_or_skip!();
+    let schema = "t_cluster_lean_workers";
+    let in_flight_at_kill = share_runs_and_kill_one(schema, "lean-worker", 150).await;
+    let check = raw()
+        .await
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {schema}.cano_rows), (SELECT count(*) FROM {schema}.cano_logs),
+                    (SELECT count(*) FROM {schema}.cano_claims WHERE ended_at IS NULL),
+                    (SELECT count(*) FROM {schema}.cano_claims WHERE outcome = 'finished'),
+                    (SELECT count(*) FROM {schema}.cano_runs WHERE claims >= 2)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows, logs, open, finished, reclaimed): (i64, i64, i64, i64, i64) = (
+        check.get(0),
+        check.get(1),
+        check.get(2),
+        check.get(3),
+        check.get(4),
+    );
+    assert_eq!(
+        (rows, logs, open, finished),
+        (0, 0, 0, 150),
+        "no log left, every claim closed, one finished claim a run"
+    );
+    assert!(reclaimed >= in_flight_at_kill);
+}
+
+/// Three `mode` children share `count` runs; the first is killed (SIGKILL) once it has
+/// finished 20. Checks that each run finished exactly once and that the runs the
+/// killed worker held were finished by the others; returns how many it held.
+async fn share_runs_and_kill_one(schema: &str, mode: &str, count: usize) -> i64 {
     drop_schema(schema).await;
     let store = PostgresCheckpointStore::connect(options(schema))
         .await
         .unwrap();
     let queue = RunQueue::new(&store);
-    let mut children = Children::spawn("worker", schema, 3);
+    let mut children = Children::spawn(mode, schema, 3);
     let mut ready = 0;
     while ready < 3 {
         if children.next().1 == "ready" {
@@ -150,7 +219,7 @@ async fn three_workers_share_300_runs_and_one_killed_mid_run_loses_none() {
         }
     }
     let mut runs = Vec::new();
-    for _ in 0..300 {
+    for _ in 0..count {
         runs.push(
             queue
                 .enqueue("chain", &Chain::A, EnqueueOptions::new())
@@ -228,29 +297,7 @@ async fn three_workers_share_300_runs_and_one_killed_mid_run_loses_none() {
             "{record:?}"
         );
     }
-
-    // Every log is whole: rows 0..=n, one per state and the Finish, and epochs never
-    // go back (no write of a lost lease landed after the takeover).
-    let db = raw().await;
-    let check = db
-        .query_one(
-            &format!(
-                "SELECT
-                    (SELECT count(*) FROM {schema}.cano_logs WHERE status = 2),
-                    (SELECT count(*) FROM {schema}.cano_logs l
-                        WHERE (SELECT count(*) FROM {schema}.cano_rows r WHERE r.run_id = l.run_id) <> l.last_seq + 1),
-                    (SELECT count(*) FROM (SELECT epoch < lag(epoch) OVER (PARTITION BY run_id ORDER BY seq) AS back
-                        FROM {schema}.cano_rows) t WHERE back),
-                    (SELECT count(*) FROM {schema}.cano_runs WHERE claims >= 2)"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    let (finished_logs, gaps, backwards, reclaimed): (i64, i64, i64, i64) =
-        (check.get(0), check.get(1), check.get(2), check.get(3));
-    assert_eq!((finished_logs, gaps, backwards), (300, 0, 0));
-    assert!(reclaimed >= in_flight_at_kill.len() as i64);
+    in_flight_at_kill.len() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -306,6 +306,132 @@ async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
     b.stop(Duration::from_secs(5)).await;
 }
 
+/// How many checkpoint rows of run `key` the fenced-finish test's schema holds.
+async fn log_rows(admin: &tokio_postgres::Client, key: i64) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM t_queue_fenced_finish.cano_rows WHERE run_id = $1",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A worker that keeps no finished rows ends a claim with its run's `Finish` row, in
+/// one statement. A claim that lost its lease while in its last state reaches the
+/// exit state and is refused there: the run is not finished by it, its log is not
+/// deleted, and the worker that takes the run over resumes it from that log.
+#[tokio::test]
+async fn a_claim_that_lost_its_lease_cannot_end_the_run_with_its_finish_row() {
+    pg_or_skip!();
+    let store = fresh_store("t_queue_fenced_finish").await;
+    let queue = RunQueue::new(&store);
+    let admin = raw().await;
+    let gate = Arc::new(Semaphore::new(0));
+    let ship_a = Step::gated(Order::Shipped, &gate);
+    let a = Worker::new(&store)
+        .named("a")
+        .register(
+            "orders",
+            orders(
+                Step::to(Order::Charge),
+                Step::to(Order::Ship),
+                ship_a.clone(),
+            ),
+        )
+        .with_lease(Duration::from_secs(60)); // no heartbeat during the test: the takeover is forced
+    let mut a_events = a.subscribe();
+    let a = a.start().await.unwrap();
+    let run = enqueue_order(&queue).await;
+    let key = run.as_u64() as i64;
+    ship_a.entered(1).await;
+    // Enter Reserve, Enter Charge, Enter Ship.
+    assert_eq!(log_rows(&admin, key).await, 3);
+
+    // A stalls past its lease in its last state; another machine claims the run.
+    admin
+        .execute(
+            "UPDATE t_queue_fenced_finish.cano_runs SET epoch = epoch + 1, claims = claims + 1,
+                 worker = 'elsewhere', lease_until = now() + interval '1 minute'",
+            &[],
+        )
+        .await
+        .unwrap();
+    // A wakes up and reaches the exit state: its end is refused.
+    gate.add_permits(1);
+    let lost = next_event(&mut a_events, |e| !matches!(e, WorkerEvent::Claimed { .. })).await;
+    assert!(
+        matches!(lost, WorkerEvent::LeaseLost { run: r, epoch: 1 } if r == run),
+        "{lost:?}"
+    );
+    let held = queue.status(run).await.unwrap().unwrap();
+    assert_eq!(
+        (held.status, held.worker.as_deref(), held.final_label),
+        (QueueStatus::Running, Some("elsewhere"), None),
+        "the stale claim finished nothing"
+    );
+    assert_eq!(log_rows(&admin, key).await, 3, "nor deleted the log");
+    a.stop(Duration::from_secs(5)).await;
+
+    // The other machine dies too; B takes the run over from the log A left.
+    admin
+        .execute(
+            "UPDATE t_queue_fenced_finish.cano_runs SET lease_until = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (reserve_b, ship_b) = (Step::to(Order::Charge), Step::to(Order::Shipped));
+    let b = Worker::new(&store)
+        .named("b")
+        .register(
+            "orders",
+            orders(reserve_b.clone(), Step::to(Order::Ship), ship_b.clone()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let done = queue.wait(run, WAIT).await.unwrap();
+    assert_eq!(
+        (
+            done.status,
+            done.worker.as_deref(),
+            done.final_label.as_deref()
+        ),
+        (QueueStatus::Finished, Some("b"), Some("Shipped"))
+    );
+    assert_eq!(
+        (reserve_b.runs(), ship_b.runs()),
+        (0, 1),
+        "B resumed in Ship"
+    );
+    assert_eq!(
+        log_rows(&admin, key).await,
+        0,
+        "the finished run's log is gone"
+    );
+    let outcomes: Vec<(i64, Option<String>)> = admin
+        .query(
+            "SELECT epoch, outcome FROM t_queue_fenced_finish.cano_claims WHERE run_id = $1 ORDER BY epoch",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (1, Some("lease expired".to_owned())),
+            (3, Some("finished".to_owned()))
+        ],
+        "A's claim ended with its lease, B's with the run"
+    );
+    b.stop(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn a_run_claimed_too_often_is_failed_as_poison() {
     pg_or_skip!();
