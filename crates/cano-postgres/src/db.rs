@@ -438,6 +438,29 @@ where
     }
 }
 
+/// For the crate's unit tests that need a server: the URL and an admin connection
+/// to it, with `schema` dropped; `None` (the test is skipped) without `CANO_PG_URL`,
+/// as every PostgreSQL test is, except under `cargo xtask test` (which requires it).
+#[cfg(test)]
+pub(crate) async fn test_server(schema: &str) -> Option<(String, tokio_postgres::Client)> {
+    let Ok(url) = std::env::var("CANO_PG_URL") else {
+        assert!(
+            std::env::var_os("CANO_PG_REQUIRED").is_none(),
+            "CANO_PG_URL is not set"
+        );
+        return None;
+    };
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+    Some((url, admin))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

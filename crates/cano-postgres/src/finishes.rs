@@ -183,26 +183,13 @@ mod tests {
     type RunRow = (i64, String, Option<Vec<u8>>, Option<String>);
 
     /// Beside the code: it hands the recorder a batch of its choosing, which only the
-    /// crate can. Skipped without `CANO_PG_URL`, as every PostgreSQL test is, except
-    /// under `cargo xtask test`.
+    /// crate can.
     #[tokio::test]
     async fn a_batch_ends_only_the_claims_that_hold_their_runs_and_one_bad_finish_fails_alone() {
-        let Ok(url) = std::env::var("CANO_PG_URL") else {
-            assert!(
-                std::env::var_os("CANO_PG_REQUIRED").is_none(),
-                "CANO_PG_URL is not set"
-            );
+        let schema = "unit_batched_finishes";
+        let Some((url, admin)) = crate::db::test_server(schema).await else {
             return;
         };
-        let schema = "unit_batched_finishes";
-        let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        admin
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await
-            .unwrap();
         let store = PostgresCheckpointStore::connect(PgOptions::new(&url).with_schema(schema))
             .await
             .unwrap();

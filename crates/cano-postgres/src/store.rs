@@ -818,26 +818,13 @@ mod tests {
     }
 
     /// Beside the code, not in `tests/`: it reads the pool's own connection, which
-    /// only the crate can reach. Skipped without `CANO_PG_URL`, as every PostgreSQL
-    /// test is, except under `cargo xtask test`.
+    /// only the crate can reach.
     #[tokio::test]
     async fn a_statement_is_prepared_once_per_connection_however_often_it_runs() {
-        let Ok(url) = std::env::var("CANO_PG_URL") else {
-            assert!(
-                std::env::var_os("CANO_PG_REQUIRED").is_none(),
-                "CANO_PG_URL is not set"
-            );
+        let schema = "unit_prepared_once";
+        let Some((url, _admin)) = crate::db::test_server(schema).await else {
             return;
         };
-        let schema = "unit_prepared_once";
-        let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        admin
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await
-            .unwrap();
         // One connection: every statement below runs on it.
         let store = PostgresCheckpointStore::connect(
             PgOptions::new(&url).with_schema(schema).with_pool_size(1),

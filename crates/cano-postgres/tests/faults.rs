@@ -261,13 +261,7 @@ async fn a_claim_taken_over_inside_one_process_cannot_write_or_unfence_the_new_o
     ship.started(1).await;
     // The first claim's driver is stuck in Ship; its lease expires (a heartbeat that
     // starved), and the same worker claims the run again, in the same process.
-    admin
-        .execute(
-            &format!("UPDATE {schema}.cano_runs SET lease_until = now() - interval '1 second'"),
-            &[],
-        )
-        .await
-        .unwrap();
+    common::expire_leases(&admin, schema).await;
     let second = next_event(&mut events, |e| {
         matches!(e, WorkerEvent::Claimed { epoch: 2, .. })
     })

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cano_core::{CanoError, RunId, Task, TaskConfig, TaskResult, Workflow};
 use cano_postgres::{EnqueueOptions, QueueStatus, RunQueue, Worker, WorkerEvent};
-use common::{fresh_store, raw};
+use common::{expire_leases, fresh_store, raw};
 use tokio::sync::{Semaphore, broadcast, watch};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -205,6 +205,21 @@ async fn an_enqueued_run_is_claimed_driven_and_its_final_state_recorded() {
     worker.stop(Duration::from_secs(5)).await;
 }
 
+/// Every run of `schema` is claimed by a worker "elsewhere" (the claim the workers
+/// make, written by hand so that nothing drives it): the claims held till now are stale.
+async fn take_over_by_hand(admin: &tokio_postgres::Client, schema: &str) {
+    admin
+        .execute(
+            &format!(
+                "UPDATE {schema}.cano_runs SET epoch = epoch + 1, claims = claims + 1,
+                     worker = 'elsewhere', lease_until = now() + interval '1 minute'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
     pg_or_skip!();
@@ -237,14 +252,7 @@ async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
 
     // A stalls past its lease, and a worker on another machine claims the run (the
     // claim the workers make, written by hand so it is not driven yet).
-    admin
-        .execute(
-            "UPDATE t_queue_fence.cano_runs SET epoch = epoch + 1, claims = claims + 1, worker = 'elsewhere',
-                 lease_until = now() + interval '1 minute'",
-            &[],
-        )
-        .await
-        .unwrap();
+    take_over_by_hand(&admin, "t_queue_fence").await;
     // A wakes up and goes on: its next checkpoint write is fenced off.
     gate.add_permits(1);
     let lost = next_event(&mut a_events, |e| !matches!(e, WorkerEvent::Claimed { .. })).await;
@@ -257,13 +265,7 @@ async fn a_lease_taken_over_fences_the_old_worker_and_the_run_finishes_once() {
     a.stop(Duration::from_secs(5)).await;
 
     // The other machine dies too; worker B takes the run over from its checkpoint.
-    admin
-        .execute(
-            "UPDATE t_queue_fence.cano_runs SET lease_until = now() - interval '1 second'",
-            &[],
-        )
-        .await
-        .unwrap();
+    expire_leases(&admin, "t_queue_fence").await;
     let reserve_b = Step::to(Order::Charge);
     let charge_b = Step::to(Order::Ship);
     let b = Worker::new(&store)
@@ -350,14 +352,7 @@ async fn a_claim_that_lost_its_lease_cannot_end_the_run_with_its_finish_row() {
     assert_eq!(log_rows(&admin, key).await, 3);
 
     // A stalls past its lease in its last state; another machine claims the run.
-    admin
-        .execute(
-            "UPDATE t_queue_fenced_finish.cano_runs SET epoch = epoch + 1, claims = claims + 1,
-                 worker = 'elsewhere', lease_until = now() + interval '1 minute'",
-            &[],
-        )
-        .await
-        .unwrap();
+    take_over_by_hand(&admin, "t_queue_fenced_finish").await;
     // A wakes up and reaches the exit state: its end is refused.
     gate.add_permits(1);
     let lost = next_event(&mut a_events, |e| !matches!(e, WorkerEvent::Claimed { .. })).await;
@@ -375,13 +370,7 @@ async fn a_claim_that_lost_its_lease_cannot_end_the_run_with_its_finish_row() {
     a.stop(Duration::from_secs(5)).await;
 
     // The other machine dies too; B takes the run over from the log A left.
-    admin
-        .execute(
-            "UPDATE t_queue_fenced_finish.cano_runs SET lease_until = now() - interval '1 second'",
-            &[],
-        )
-        .await
-        .unwrap();
+    expire_leases(&admin, "t_queue_fenced_finish").await;
     let (reserve_b, ship_b) = (Step::to(Order::Charge), Step::to(Order::Shipped));
     let b = Worker::new(&store)
         .named("b")

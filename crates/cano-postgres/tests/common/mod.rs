@@ -67,6 +67,18 @@ pub async fn raw() -> tokio_postgres::Client {
     client
 }
 
+/// Every lease in `schema` has expired, as if each holder had died or stalled: the
+/// runs are claimable again.
+pub async fn expire_leases(admin: &tokio_postgres::Client, schema: &str) {
+    admin
+        .execute(
+            &format!("UPDATE {schema}.cano_runs SET lease_until = now() - interval '1 second'"),
+            &[],
+        )
+        .await
+        .unwrap();
+}
+
 /// Drops `schema` if an earlier run left it, so each test starts empty.
 pub async fn drop_schema(schema: &str) {
     raw()
