@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant};
 
+use cano::RunId;
 use cano::postgres::{
-    EnqueueOptions, PgOptions, PostgresCheckpointStore, QueueSpec, RunQueue, Worker,
+    EnqueueOptions, PgOptions, PostgresCheckpointStore, QueueSpec, RunQueue, RunningWorker, Worker,
 };
 use cano::prelude::*;
 
@@ -104,11 +105,54 @@ struct Drained {
     worker_cpu_ms_per_run: f64,
 }
 
+/// Enqueues `count` runs on the queue "calls", spread over `partitions` if any.
+async fn enqueue(queue: &RunQueue, count: usize, partitions: usize) -> Vec<RunId> {
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut options = EnqueueOptions::new().on_queue("calls");
+        if partitions > 0 {
+            options = options.with_partition(format!("tenant-{}", i % partitions));
+        }
+        ids.push(
+            queue
+                .enqueue("calls", &Call::Start, options)
+                .await
+                .unwrap()
+                .run,
+        );
+    }
+    ids
+}
+
+/// A worker on each store, up to 32 runs at once.
+async fn start_workers(stores: &[PostgresCheckpointStore]) -> Vec<RunningWorker> {
+    let mut started = Vec::with_capacity(stores.len());
+    for store in stores {
+        started.push(
+            Worker::new(store)
+                .register("calls", workflow())
+                .with_concurrency(32)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    started
+}
+
 /// Enqueues `runs` runs on a fresh queue (over `partitions` partitions, 0 for none)
 /// and drains them with `workers` workers (each with its own pool of `pool`
-/// connections, like separate processes), timing from the workers' start to the last
+/// connections, like separate processes, warmed by a first drain of
+/// `warm_per_worker` runs a worker), timing from the workers' start to the last
 /// run's end.
-async fn drain(url: &str, workers: usize, pool: usize, runs: usize, partitions: usize) -> Drained {
+async fn drain(
+    url: &str,
+    workers: usize,
+    pool: usize,
+    runs: usize,
+    partitions: usize,
+    warm_per_worker: usize,
+) -> Drained {
     let admin = admin(url).await;
     admin
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
@@ -125,20 +169,6 @@ async fn drain(url: &str, workers: usize, pool: usize, runs: usize, partitions: 
         spec = spec.with_partition_concurrency(2);
     }
     queue.declare(&spec).await.unwrap();
-    let mut ids = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let mut options = EnqueueOptions::new().on_queue("calls");
-        if partitions > 0 {
-            options = options.with_partition(format!("tenant-{}", i % partitions));
-        }
-        ids.push(
-            queue
-                .enqueue("calls", &Call::Start, options)
-                .await
-                .unwrap()
-                .run,
-        );
-    }
     // Each worker's store connects (and checks the schema) before the clock starts,
     // as separate processes would have done, each on its own and not one after
     // another: what is timed is the workers starting and draining the queue.
@@ -150,6 +180,22 @@ async fn drain(url: &str, workers: usize, pool: usize, runs: usize, partitions: 
                 .unwrap(),
         );
     }
+    // Then they serve a first drain, as workers that have run a while have: the
+    // server plans a kept statement afresh for its first few runs on each connection
+    // (five, then it settles on one plan), and a 4,000-run drain is short enough for
+    // that to be a fifth of the server's work with 16 workers' 96 connections. The
+    // timed drain starts new workers on these warm stores (their claim connections
+    // are new, so some warming up is still timed).
+    let warm = enqueue(&queue, warm_per_worker * workers, partitions).await;
+    let warming = start_workers(&stores).await;
+    queue
+        .wait_all(&warm, Duration::from_secs(600))
+        .await
+        .unwrap();
+    for worker in warming {
+        worker.stop(Duration::from_secs(5)).await;
+    }
+    let ids = enqueue(&queue, runs, partitions).await;
     let tracked = admin
         .batch_execute(
             "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
@@ -164,17 +210,7 @@ async fn drain(url: &str, workers: usize, pool: usize, runs: usize, partitions: 
         None
     };
     let clock = Instant::now();
-    let mut started = Vec::new();
-    for store in &stores {
-        started.push(
-            Worker::new(store)
-                .register("calls", workflow())
-                .with_concurrency(32)
-                .start()
-                .await
-                .unwrap(),
-        );
-    }
+    let started = start_workers(&stores).await;
     queue
         .wait_all(&ids, Duration::from_secs(600))
         .await
@@ -208,6 +244,7 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(if measuring { 4_000 } else { 60 });
+    let warm = if measuring { 100 } else { 2 };
     let mut json = Vec::new();
     runtime.block_on(async {
         // Each worker's pool: 4 connections, and 2 in one case, because the server's
@@ -224,7 +261,7 @@ fn main() {
             if std::env::var("CANO_PGQ_ONLY").is_ok_and(|only| only != name) {
                 continue;
             }
-            let d = drain(&url, workers, pool, runs, partitions).await;
+            let d = drain(&url, workers, pool, runs, partitions, warm).await;
             let statements = d
                 .statements_per_run
                 .map(|s| format!("{s:.1}"))
