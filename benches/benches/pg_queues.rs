@@ -247,15 +247,16 @@ fn main() {
     let warm = if measuring { 100 } else { 2 };
     let mut json = Vec::new();
     runtime.block_on(async {
-        // Each worker's pool: 4 connections, and 2 in one case, because the server's
-        // cost per run grows with the connections it serves (each warms its own plans
-        // and caches): 16 workers of 4 are 16 × 6 = 96 connections.
+        // Each worker's pool: the default 2 connections, and 4 in one case, because
+        // the server's cost per run grows with the connections it serves (each warms
+        // its own plans and caches, and more statements in flight make smaller
+        // batches): 16 workers of 4 are 16 × 6 = 96 connections.
         for (name, workers, pool, partitions) in [
-            ("w1", 1, 4, 0),
-            ("w4", 4, 4, 0),
-            ("w16", 16, 4, 0),
-            ("w16p2", 16, 2, 0),
-            ("p100", 4, 4, 100),
+            ("w1", 1, 2, 0),
+            ("w4", 4, 2, 0),
+            ("w16", 16, 2, 0),
+            ("w16p4", 16, 4, 0),
+            ("p100", 4, 2, 100),
         ] {
             // CANO_PGQ_ONLY=w16 (say) runs one case, to study it with the server's tools.
             if std::env::var("CANO_PGQ_ONLY").is_ok_and(|only| only != name) {

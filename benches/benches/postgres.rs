@@ -57,9 +57,7 @@ fn workflow(started: Option<mpsc::UnboundedSender<Instant>>) -> Workflow<Step> {
 }
 
 fn options(url: &str) -> PgOptions {
-    PgOptions::new(url)
-        .with_schema("bench_pg")
-        .with_pool_size(4)
+    PgOptions::new(url).with_schema("bench_pg")
 }
 
 async fn fresh(url: &str) -> PostgresCheckpointStore {

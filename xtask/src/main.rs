@@ -830,10 +830,13 @@ fn pg_queue_rows(out: &Path) -> Vec<(&'static str, String, String)> {
         )
     };
     vec![
-        row("pg named queue: 1 worker, 4,000 one-state runs", "w1"),
+        row(
+            "pg named queue: 1 worker (pool of 2), 4,000 one-state runs",
+            "w1",
+        ),
         row("pg named queue: 4 workers", "w4"),
         row("pg named queue: 16 workers", "w16"),
-        row("pg named queue: 16 workers, pools of 2", "w16p2"),
+        row("pg named queue: 16 workers, pools of 4", "w16p4"),
         row("pg named queue: 4 workers, 100 partitions of 2", "p100"),
     ]
 }

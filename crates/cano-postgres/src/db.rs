@@ -42,7 +42,7 @@ impl PgOptions {
         Self {
             url: url.into(),
             schema: "cano".to_owned(),
-            pool_size: 4,
+            pool_size: 2,
             connect_timeout: Duration::from_secs(30),
             application_name: "cano".to_owned(),
             create: true,
@@ -64,16 +64,21 @@ impl PgOptions {
         self
     }
 
-    /// The most connections the pool opens (4 by default). Appends of concurrent runs
-    /// share statements, so a few connections serve many runs.
+    /// The most connections the pool opens (2 by default). Appends of concurrent runs
+    /// share statements, and so do finishes, so a few connections serve many runs.
     ///
     /// Keep pools small where many processes share a server: each worker process
     /// holds its pool and two connections of its own (claims, heartbeats); the server
-    /// pays for every connection (each plans its statements and fills its caches)
-    /// and refuses connections past its `max_connections` (100 by default: 16
-    /// workers with pools of 4 hold 96). Measured on one queue (`pg_queues` bench, 2
-    /// cores): pools of 16 started fewer runs per second than pools of 4 with 1, 4
-    /// and 16 workers (16 workers: 965-1,093 against 1,641-1,880 runs started/s).
+    /// pays for every connection (each plans its statements and fills its caches, and
+    /// statements in flight at once make smaller batches) and refuses connections
+    /// past its `max_connections` (100 by default: 16 workers with pools of 2 hold
+    /// 64). Measured on one queue (`pg_queues` bench, 2 cores, 4,000 one-state runs,
+    /// runs started/s), pools of 2 against 4: one worker 3,805 and 3,733 against
+    /// 3,735 and 3,758; 4 workers 3,023 and 3,492 against 3,511 and 2,907; 16 workers
+    /// 2,823 and 3,267 against 2,267 and 2,765. Runs of ten states (`postgres`
+    /// bench, transitions/s): one worker 16,016 and 13,696 against 13,607 and
+    /// 13,655; 16 workers 9,256 and 9,465 against 7,598 and 8,230. A lone worker on
+    /// a server with cores to spare may do better with more.
     pub fn with_pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self
