@@ -96,8 +96,12 @@ impl WorkerSql {
         let lease = "CASE WHEN $4::float8 > 3e14 THEN 'infinity'::timestamptz ELSE clock_timestamp() + $4::float8 * interval '1 millisecond' END";
         let claimable_r = claimable("r");
         let claimable_q = claimable("q");
-        // Claims the runs of `picked` (run_id, was, old_lease), records each claim, and
-        // closes the claim whose lease expired (at its lease's end) if it had one.
+        // Claims the runs of `picked` (run_id, was, old_lease, turn), records each
+        // claim, and closes the claim whose lease expired (at its lease's end) if it
+        // had one. Claims of one statement are recorded at its start, a microsecond
+        // apart in the order their turns came (`turn`, from 0): the record then says
+        // who was served first, where the times rows happen to be written at follow
+        // the order the plan met them in.
         let claim_tail = format!(
             "claimed AS (
                 UPDATE {runs} q SET status = 'running', epoch = q.epoch + 1, claims = q.claims + 1,
@@ -105,10 +109,11 @@ impl WorkerSql {
                     started_at = coalesce(q.started_at, clock_timestamp())
                 FROM picked WHERE q.run_id = picked.run_id AND ({claimable_q})
                 RETURNING q.run_id, q.workflow, q.epoch, q.claims, q.initial_state, q.queue,
-                    q.partition_key, q.cancel_requested, picked.was, picked.old_lease),
+                    q.partition_key, q.cancel_requested, picked.was, picked.old_lease, picked.turn),
              history AS (
                 INSERT INTO {claims} (run_id, epoch, workflow, queue, partition_key, worker, claimed_at)
-                SELECT run_id, epoch, workflow, queue, partition_key, $3, clock_timestamp() FROM claimed),
+                SELECT run_id, epoch, workflow, queue, partition_key, $3,
+                    statement_timestamp() + turn * interval '1 microsecond' FROM claimed),
              expired AS (
                 UPDATE {claims} c SET ended_at = least(claimed.old_lease, clock_timestamp()), outcome = 'lease expired'
                 FROM claimed WHERE c.run_id = claimed.run_id AND c.epoch < claimed.epoch
@@ -166,11 +171,16 @@ impl WorkerSql {
         Self {
             // The default queue: no limits, so SKIP LOCKED lets claims run side by side.
             claim: format!(
-                "WITH picked AS (
-                    SELECT run_id, status AS was, lease_until AS old_lease FROM {runs} r
+                "WITH locked AS (
+                    SELECT run_id, status AS was, lease_until AS old_lease, priority, enqueued_at
+                    FROM {runs} r
                     WHERE queue IS NULL AND workflow = ANY($1) AND claims < $5 AND ({claimable_r})
                     ORDER BY priority DESC, enqueued_at LIMIT $2
                     FOR UPDATE SKIP LOCKED),
+                 picked AS (
+                    SELECT run_id, was, old_lease,
+                        row_number() OVER (ORDER BY priority DESC, enqueued_at, run_id) - 1 AS turn
+                    FROM locked),
                  {claim_tail}
                  SELECT * FROM outcome"
             ),
@@ -234,15 +244,18 @@ impl WorkerSql {
                                                    ORDER BY w.priority DESC, w.enqueued_at, w.run_id) AS rn
                     FROM waiting w),
                  chosen AS (
-                    SELECT c.run_id FROM candidates c
+                    SELECT c.run_id, row_number() OVER (ORDER BY c.priority DESC, c.rn,
+                        p.served_at NULLS FIRST, c.enqueued_at, c.run_id) - 1 AS turn
+                    FROM candidates c
                     LEFT JOIN busy b ON b.partition_key = c.partition_key
                     LEFT JOIN {partitions} p ON p.queue = $6 AND p.partition_key = c.partition_key
                     WHERE (SELECT partition_concurrency FROM spec) IS NULL
                        OR c.rn <= (SELECT partition_concurrency FROM spec) - coalesce(b.n, 0)
-                    ORDER BY c.priority DESC, c.rn, p.served_at NULLS FIRST, c.enqueued_at, c.run_id
+                    ORDER BY turn
                     LIMIT (SELECT greatest(n, 0) FROM budget)),
                  picked AS (
-                    SELECT r.run_id, r.status AS was, r.lease_until AS old_lease, r.partition_key
+                    SELECT r.run_id, r.status AS was, r.lease_until AS old_lease, r.partition_key,
+                        (SELECT turn FROM chosen WHERE chosen.run_id = r.run_id) AS turn
                     FROM {runs} r WHERE r.run_id = ANY(ARRAY(SELECT run_id FROM chosen))
                     ORDER BY r.run_id FOR UPDATE OF r),
                  served AS (

@@ -314,6 +314,48 @@ async fn partitions_take_turns_so_a_burst_does_not_starve_a_small_tenant() {
     drop_schema(schema).await;
 }
 
+/// One claim round that takes runs of several partitions records them in the order
+/// their turns came, so the database's record says who was served first: each
+/// partition's first run (the never-served ones in the order they arrived), then
+/// each one's second. (Recorded as the plan met the rows, they came out in the order
+/// the runs were enqueued: the big tenant's two first.)
+#[tokio::test]
+async fn one_claim_round_records_its_claims_in_the_order_their_turns_came() {
+    pg_or_skip!();
+    let schema = "queues_turn_record";
+    let spec = QueueSpec::new("turns")
+        .with_concurrency(6)
+        .with_partition_concurrency(2);
+    let (store, queue) = declared(schema, spec).await;
+    let mut runs = Vec::new();
+    for (tenant, count) in [("big", 12u64), ("small", 3), ("medium", 3)] {
+        for _ in 0..count {
+            let options = EnqueueOptions::new()
+                .on_queue("turns")
+                .with_partition(tenant);
+            runs.push(queue.enqueue("job", &Job::Work, options).await.unwrap().run);
+        }
+    }
+    // Six free slots: the first round takes six runs at once.
+    let worker = start_worker(&store, "turns", 6).await;
+    queue
+        .wait_all(&runs, Duration::from_secs(60))
+        .await
+        .unwrap();
+    worker.stop(Duration::from_secs(5)).await;
+    let order: Vec<String> = claims_of(schema)
+        .await
+        .into_iter()
+        .map(|c| c.partition)
+        .collect();
+    assert_eq!(
+        &order[..6],
+        ["big", "small", "medium", "big", "small", "medium"],
+        "{order:?}"
+    );
+    drop_schema(schema).await;
+}
+
 #[tokio::test]
 async fn higher_priority_goes_first_and_a_delayed_run_waits_for_its_time() {
     pg_or_skip!();
