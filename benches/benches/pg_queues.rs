@@ -1,5 +1,6 @@
 //! Named queues on PostgreSQL under load: runs started per second with 1, 4 and 16
-//! workers on one queue with limits, and with 4 workers over 100 partitions; the
+//! workers on one queue with limits, with 4 workers over 100 partitions, and with 1,
+//! 4 and 16 workers whose runs wait 10 ms each (as a call to another service); the
 //! statements the server ran per run (pg_stat_statements, when the server loads it:
 //! `.ci/postgres` does), and where the CPU went: the server's processes against this
 //! one's, per run. Not a criterion bench: draining thousands of runs is one
@@ -20,8 +21,9 @@ enum Call {
     Done,
 }
 
-/// A run of one state: what a queue costs shows, not what the states do.
-struct Start;
+/// A run of one state, which waits `0` (say, for another service) and ends: with no
+/// wait, what a queue costs shows, not what the states do.
+struct Start(Duration);
 
 #[task]
 impl Task<Call> for Start {
@@ -29,13 +31,16 @@ impl Task<Call> for Start {
         TaskConfig::minimal()
     }
     async fn run_bare(&self) -> Result<TaskResult<Call>, CanoError> {
+        if !self.0.is_zero() {
+            tokio::time::sleep(self.0).await;
+        }
         Ok(TaskResult::Single(Call::Done))
     }
 }
 
-fn workflow() -> Workflow<Call> {
+fn workflow(work: Duration) -> Workflow<Call> {
     Workflow::bare()
-        .register(Call::Start, Start)
+        .register(Call::Start, Start(work))
         .add_exit_state(Call::Done)
 }
 
@@ -124,13 +129,13 @@ async fn enqueue(queue: &RunQueue, count: usize, partitions: usize) -> Vec<RunId
     ids
 }
 
-/// A worker on each store, up to 32 runs at once.
-async fn start_workers(stores: &[PostgresCheckpointStore]) -> Vec<RunningWorker> {
+/// A worker on each store, up to 32 runs at once, each waiting `work`.
+async fn start_workers(stores: &[PostgresCheckpointStore], work: Duration) -> Vec<RunningWorker> {
     let mut started = Vec::with_capacity(stores.len());
     for store in stores {
         started.push(
             Worker::new(store)
-                .register("calls", workflow())
+                .register("calls", workflow(work))
                 .with_concurrency(32)
                 .start()
                 .await
@@ -143,8 +148,8 @@ async fn start_workers(stores: &[PostgresCheckpointStore]) -> Vec<RunningWorker>
 /// Enqueues `runs` runs on a fresh queue (over `partitions` partitions, 0 for none)
 /// and drains them with `workers` workers (each with its own pool of `pool`
 /// connections, like separate processes, warmed by a first drain of
-/// `warm_per_worker` runs a worker), timing from the workers' start to the last
-/// run's end.
+/// `warm_per_worker` runs a worker), each run waiting `work`, timing from the
+/// workers' start to the last run's end.
 async fn drain(
     url: &str,
     workers: usize,
@@ -152,6 +157,7 @@ async fn drain(
     runs: usize,
     partitions: usize,
     warm_per_worker: usize,
+    work: Duration,
 ) -> Drained {
     let admin = admin(url).await;
     admin
@@ -187,7 +193,7 @@ async fn drain(
     // timed drain starts new workers on these warm stores (their claim connections
     // are new, so some warming up is still timed).
     let warm = enqueue(&queue, warm_per_worker * workers, partitions).await;
-    let warming = start_workers(&stores).await;
+    let warming = start_workers(&stores, work).await;
     queue
         .wait_all(&warm, Duration::from_secs(600))
         .await
@@ -210,7 +216,7 @@ async fn drain(
         None
     };
     let clock = Instant::now();
-    let started = start_workers(&stores).await;
+    let started = start_workers(&stores, work).await;
     queue
         .wait_all(&ids, Duration::from_secs(600))
         .await
@@ -251,24 +257,31 @@ fn main() {
         // the server's cost per run grows with the connections it serves (each warms
         // its own plans and caches, and more statements in flight make smaller
         // batches): 16 workers of 4 are 16 × 6 = 96 connections.
-        for (name, workers, pool, partitions) in [
-            ("w1", 1, 2, 0),
-            ("w4", 4, 2, 0),
-            ("w16", 16, 2, 0),
-            ("w16p4", 16, 4, 0),
-            ("p100", 4, 2, 100),
+        // The last three cases' runs wait 10 ms each, as runs that call another
+        // service do: one worker's 32 slots then cap it, and adding workers adds
+        // capacity until the server is the limit.
+        let work = Duration::from_millis(10);
+        for (name, workers, pool, partitions, work) in [
+            ("w1", 1, 2, 0, Duration::ZERO),
+            ("w4", 4, 2, 0, Duration::ZERO),
+            ("w16", 16, 2, 0, Duration::ZERO),
+            ("w16p4", 16, 4, 0, Duration::ZERO),
+            ("p100", 4, 2, 100, Duration::ZERO),
+            ("t1", 1, 2, 0, work),
+            ("t4", 4, 2, 0, work),
+            ("t16", 16, 2, 0, work),
         ] {
             // CANO_PGQ_ONLY=w16 (say) runs one case, to study it with the server's tools.
             if std::env::var("CANO_PGQ_ONLY").is_ok_and(|only| only != name) {
                 continue;
             }
-            let d = drain(&url, workers, pool, runs, partitions, warm).await;
+            let d = drain(&url, workers, pool, runs, partitions, warm, work).await;
             let statements = d
                 .statements_per_run
                 .map(|s| format!("{s:.1}"))
                 .unwrap_or_else(|| "n/a (no pg_stat_statements)".into());
             println!(
-                "pg queues: {workers:>2} workers (pools of {pool}), {partitions:>3} partitions, {runs} runs: {:.0} runs started/s, {statements} statements/run, CPU per run: server {:.3} ms, workers {:.3} ms",
+                "pg queues: {workers:>2} workers (pools of {pool}), {partitions:>3} partitions, {runs} runs of {work:?}: {:.0} runs started/s, {statements} statements/run, CPU per run: server {:.3} ms, workers {:.3} ms",
                 d.runs_per_s, d.server_cpu_ms_per_run, d.worker_cpu_ms_per_run
             );
             json.push(format!(

@@ -838,6 +838,9 @@ fn pg_queue_rows(out: &Path) -> Vec<(&'static str, String, String)> {
         row("pg named queue: 16 workers", "w16"),
         row("pg named queue: 16 workers, pools of 4", "w16p4"),
         row("pg named queue: 4 workers, 100 partitions of 2", "p100"),
+        row("pg named queue, runs waiting 10 ms: 1 worker", "t1"),
+        row("pg named queue, runs waiting 10 ms: 4 workers", "t4"),
+        row("pg named queue, runs waiting 10 ms: 16 workers", "t16"),
     ]
 }
 
