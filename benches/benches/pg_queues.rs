@@ -260,16 +260,16 @@ fn main() {
         // The last three cases' runs wait 10 ms each, as runs that call another
         // service do: one worker's 32 slots then cap it, and adding workers adds
         // capacity until the server is the limit.
-        let work = Duration::from_millis(10);
+        let waiting = Duration::from_millis(10);
         for (name, workers, pool, partitions, work) in [
             ("w1", 1, 2, 0, Duration::ZERO),
             ("w4", 4, 2, 0, Duration::ZERO),
             ("w16", 16, 2, 0, Duration::ZERO),
             ("w16p4", 16, 4, 0, Duration::ZERO),
             ("p100", 4, 2, 100, Duration::ZERO),
-            ("t1", 1, 2, 0, work),
-            ("t4", 4, 2, 0, work),
-            ("t16", 16, 2, 0, work),
+            ("t1", 1, 2, 0, waiting),
+            ("t4", 4, 2, 0, waiting),
+            ("t16", 16, 2, 0, waiting),
         ] {
             // CANO_PGQ_ONLY=w16 (say) runs one case, to study it with the server's tools.
             if std::env::var("CANO_PGQ_ONLY").is_ok_and(|only| only != name) {

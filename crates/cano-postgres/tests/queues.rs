@@ -279,32 +279,43 @@ async fn three_worker_processes_hold_every_limit_even_when_one_is_killed() {
     drop_schema(schema).await;
 }
 
-#[tokio::test]
-async fn partitions_take_turns_so_a_burst_does_not_starve_a_small_tenant() {
-    pg_or_skip!();
-    let schema = "queues_fair";
-    let (store, queue) = declared(schema, QueueSpec::new("fair").with_concurrency(1)).await;
+/// Enqueues each tenant's burst on queue `name` (in order, one tenant after another),
+/// drains them with one worker of `slots` slots started after, and returns the
+/// partitions in the order the database recorded their claims.
+async fn served_order(
+    store: &PostgresCheckpointStore,
+    queue: &RunQueue,
+    name: &str,
+    bursts: &[(&str, usize)],
+    slots: usize,
+) -> Vec<String> {
     let mut runs = Vec::new();
-    // The big tenant's burst comes first.
-    for (tenant, count) in [("big", 12u64), ("small", 3)] {
+    for &(tenant, count) in bursts {
         for _ in 0..count {
-            let options = EnqueueOptions::new()
-                .on_queue("fair")
-                .with_partition(tenant);
+            let options = EnqueueOptions::new().on_queue(name).with_partition(tenant);
             runs.push(queue.enqueue("job", &Job::Work, options).await.unwrap().run);
         }
     }
-    let worker = start_worker(&store, "fair", 4).await;
+    let worker = start_worker(store, name, slots).await;
     queue
         .wait_all(&runs, Duration::from_secs(60))
         .await
         .unwrap();
     worker.stop(Duration::from_secs(5)).await;
-    let order: Vec<String> = claims_of(schema)
+    claims_of(store.schema())
         .await
         .into_iter()
         .map(|c| c.partition)
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn partitions_take_turns_so_a_burst_does_not_starve_a_small_tenant() {
+    pg_or_skip!();
+    let schema = "queues_fair";
+    let (store, queue) = declared(schema, QueueSpec::new("fair").with_concurrency(1)).await;
+    // The big tenant's burst comes first.
+    let order = served_order(&store, &queue, "fair", &[("big", 12), ("small", 3)], 4).await;
     assert_eq!(
         &order[..7],
         ["big", "small", "big", "small", "big", "small", "big"],
@@ -327,27 +338,9 @@ async fn one_claim_round_records_its_claims_in_the_order_their_turns_came() {
         .with_concurrency(6)
         .with_partition_concurrency(2);
     let (store, queue) = declared(schema, spec).await;
-    let mut runs = Vec::new();
-    for (tenant, count) in [("big", 12u64), ("small", 3), ("medium", 3)] {
-        for _ in 0..count {
-            let options = EnqueueOptions::new()
-                .on_queue("turns")
-                .with_partition(tenant);
-            runs.push(queue.enqueue("job", &Job::Work, options).await.unwrap().run);
-        }
-    }
     // Six free slots: the first round takes six runs at once.
-    let worker = start_worker(&store, "turns", 6).await;
-    queue
-        .wait_all(&runs, Duration::from_secs(60))
-        .await
-        .unwrap();
-    worker.stop(Duration::from_secs(5)).await;
-    let order: Vec<String> = claims_of(schema)
-        .await
-        .into_iter()
-        .map(|c| c.partition)
-        .collect();
+    let bursts = [("big", 12), ("small", 3), ("medium", 3)];
+    let order = served_order(&store, &queue, "turns", &bursts, 6).await;
     assert_eq!(
         &order[..6],
         ["big", "small", "medium", "big", "small", "medium"],
