@@ -153,20 +153,25 @@ impl Sql {
             // has already bumped the epoch (and this row is refused). Locks are taken
             // in run order, as the workers' heartbeats take theirs: two statements
             // locking the same runs in different orders deadlock (the server aborts
-            // one, measured dozens of times a minute under load).
+            // one, measured dozens of times a minute under load). Runs are found one
+            // key at a time and their status tests wrapped (`IS TRUE`), as in the
+            // worker's `finish`: otherwise statistics that counted no running run let
+            // the planner read the whole index of running runs for every row.
             append: format!(
                 "WITH input AS (
                     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[],
                                          $5::text[], $6::integer[], $7::smallint[], $8::text[], $9::bigint[], $10::text[])
                         AS t(run_id, seq, fence, body, workflow, version, status, label, at, message)),
                  locked AS (
-                    SELECT q.run_id FROM {runs} q JOIN input i ON q.run_id = i.run_id
-                    WHERE i.fence >= 0 AND q.epoch = i.fence AND q.status = 'running'
-                    ORDER BY q.run_id FOR SHARE OF q),
+                    SELECT l.run_id FROM (SELECT run_id, fence FROM input WHERE fence >= 0 ORDER BY run_id) i
+                    CROSS JOIN LATERAL (
+                        SELECT q.run_id FROM {runs} q
+                        WHERE q.run_id = i.run_id AND q.epoch = i.fence AND (q.status = 'running') IS TRUE
+                        FOR SHARE OF q) l),
                  allowed AS (
                     SELECT i.run_id FROM input i WHERE i.fence < 0 AND NOT EXISTS (
                         SELECT 1 FROM {runs} q WHERE q.run_id = i.run_id
-                          AND q.status = 'running' AND q.lease_until > clock_timestamp())
+                          AND (q.status = 'running' AND q.lease_until > clock_timestamp()) IS TRUE)
                     UNION ALL SELECT run_id FROM locked),
                  created AS (
                     INSERT INTO {logs} (run_id, last_seq, workflow, version, status, label, updated_at_ms, updated_at, message)
@@ -179,7 +184,8 @@ impl Sql {
                         status = i.status, label = i.label, updated_at_ms = i.at, updated_at = clock_timestamp(),
                         message = i.message
                     FROM input i JOIN allowed a ON a.run_id = i.run_id
-                    WHERE l.run_id = i.run_id AND i.seq > 0 AND l.last_seq = i.seq - 1
+                    WHERE l.run_id = ANY(ARRAY(SELECT run_id FROM input WHERE seq > 0))
+                      AND l.run_id = i.run_id AND i.seq > 0 AND l.last_seq = i.seq - 1
                     RETURNING l.run_id),
                  accepted AS (SELECT run_id FROM created UNION ALL SELECT run_id FROM moved),
                  written AS (
