@@ -159,8 +159,7 @@ impl Sql {
             // the planner read the whole index of running runs for every row.
             append: format!(
                 "WITH input AS (
-                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[],
-                                         $5::text[], $6::integer[], $7::smallint[], $8::text[], $9::bigint[], $10::text[])
+                    SELECT * FROM {batch}
                         AS t(run_id, seq, fence, body, workflow, version, status, label, at, message)),
                  locked AS (
                     SELECT l.run_id FROM (SELECT run_id, fence FROM input WHERE fence >= 0 ORDER BY run_id) i
@@ -193,7 +192,19 @@ impl Sql {
                     SELECT i.run_id, i.seq, greatest(i.fence, 0), i.body
                     FROM input i JOIN accepted a ON a.run_id = i.run_id
                     RETURNING run_id)
-                 SELECT run_id FROM written"
+                 SELECT run_id FROM written",
+                batch = crate::db::unnest_batch(&[
+                    "$1::bigint[]",
+                    "$2::bigint[]",
+                    "$3::bigint[]",
+                    "$4::bytea[]",
+                    "$5::text[]",
+                    "$6::integer[]",
+                    "$7::smallint[]",
+                    "$8::text[]",
+                    "$9::bigint[]",
+                    "$10::text[]"
+                ]),
             ),
             diagnose: format!(
                 "SELECT l.last_seq, q.epoch, q.status, r.body = $3 AS same, q.worker,
