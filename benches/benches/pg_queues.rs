@@ -145,10 +145,24 @@ async fn start_workers(stores: &[PostgresCheckpointStore], work: Duration) -> Ve
     started
 }
 
+/// Starts a worker on each of `stores`, waits until `ids` have ended, and stops them.
+async fn serve(
+    stores: &[PostgresCheckpointStore],
+    work: Duration,
+    queue: &RunQueue,
+    ids: &[RunId],
+) {
+    let workers = start_workers(stores, work).await;
+    queue.wait_all(ids, Duration::from_secs(600)).await.unwrap();
+    for worker in workers {
+        worker.stop(Duration::from_secs(5)).await;
+    }
+}
+
 /// Enqueues `runs` runs on a fresh queue (over `partitions` partitions, 0 for none)
 /// and drains them with `workers` workers (each with its own pool of `pool`
-/// connections, like separate processes, warmed by a first drain of
-/// `warm_per_worker` runs a worker), each run waiting `work`, timing from the
+/// connections, like separate processes, warmed by a first drain of as many
+/// runs), each run waiting `work`, timing from the
 /// workers' start to the last run's end.
 async fn drain(
     url: &str,
@@ -156,7 +170,6 @@ async fn drain(
     pool: usize,
     runs: usize,
     partitions: usize,
-    warm_per_worker: usize,
     work: Duration,
 ) -> Drained {
     let admin = admin(url).await;
@@ -186,26 +199,19 @@ async fn drain(
                 .unwrap(),
         );
     }
-    // Then they serve a first drain, as workers that have run a while have: the
-    // server plans a kept statement afresh for its first few runs on each connection
-    // (five, then it settles on one plan), and a 4,000-run drain is short enough for
-    // that to be a fifth of the server's work with 16 workers' 96 connections. The
-    // timed drain starts new workers on these warm stores (their claim connections
-    // are new, so some warming up is still timed).
-    let warm = enqueue(&queue, warm_per_worker * workers, partitions).await;
-    let warming = start_workers(&stores, work).await;
-    queue
-        .wait_all(&warm, Duration::from_secs(600))
-        .await
-        .unwrap();
-    for worker in warming {
-        worker.stop(Duration::from_secs(5)).await;
-    }
-    let ids = enqueue(&queue, runs, partitions).await;
-    // Statistics as autovacuum keeps them in a deployment that has run a while. A
-    // fresh schema has none, and plans kept from the warm-up drain, made while the
-    // tables were a few pages, would be timed instead (the server then takes any
-    // table for ten pages, and reads a whole one where a key would do).
+    // Then they serve two drains first, as workers that have run a while have. The
+    // server plans a kept statement afresh for its first five runs on each
+    // connection before it settles on one plan, and makes that plan for the tables
+    // as they are then: plans made while the tables were a few pages read them
+    // whole, and stay until the statistics change (autovacuum analyses a table
+    // once a tenth of it has changed, within a minute; a drain here takes a second
+    // or two). So the first drain fills the tables with as many runs as the timed
+    // one, an ANALYZE takes their statistics as autovacuum would, and a second,
+    // short drain lets every connection settle its plans on them. The timed drain
+    // starts new workers on these warm stores (their claim connections are new,
+    // and plan each statement once).
+    let first = enqueue(&queue, runs, partitions).await;
+    serve(&stores, work, &queue, &first).await;
     admin
         .batch_execute(&format!(
             "ANALYZE {SCHEMA}.cano_runs, {SCHEMA}.cano_claims, {SCHEMA}.cano_logs, \
@@ -213,6 +219,9 @@ async fn drain(
         ))
         .await
         .unwrap();
+    let second = enqueue(&queue, 100 * workers, partitions).await;
+    serve(&stores, work, &queue, &second).await;
+    let ids = enqueue(&queue, runs, partitions).await;
     let tracked = admin
         .batch_execute(
             "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
@@ -261,7 +270,6 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(if measuring { 4_000 } else { 60 });
-    let warm = if measuring { 100 } else { 2 };
     let mut json = Vec::new();
     runtime.block_on(async {
         // Each worker's pool: the default 2 connections, and 4 in one case, because
@@ -286,7 +294,7 @@ fn main() {
             if std::env::var("CANO_PGQ_ONLY").is_ok_and(|only| only != name) {
                 continue;
             }
-            let d = drain(&url, workers, pool, runs, partitions, warm, work).await;
+            let d = drain(&url, workers, pool, runs, partitions, work).await;
             let statements = d
                 .statements_per_run
                 .map(|s| format!("{s:.1}"))
