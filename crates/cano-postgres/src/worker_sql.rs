@@ -294,9 +294,14 @@ impl WorkerSql {
                     SELECT DISTINCT ON (partition_key) $6, partition_key, clock_timestamp() FROM picked
                     ON CONFLICT (queue, partition_key) DO UPDATE SET served_at = excluded.served_at),
                  {claim_tail}
-                 SELECT outcome.*, b.n FROM (SELECT greatest(n, 0) AS n FROM budget) b LEFT JOIN outcome ON true"
+                 SELECT outcome.*, b.n, extract(epoch FROM statement_timestamp())::float8
+                 FROM (SELECT greatest(n, 0) AS n FROM budget) b LEFT JOIN outcome ON true"
             ),
-            queue_lock: format!("SELECT 1 FROM {queues} WHERE name = $1 FOR UPDATE"),
+            // Takes a queue's lock; says when it was asked for (the claim after it
+            // says when it began, so the worker learns how long it waited).
+            queue_lock: format!(
+                "SELECT extract(epoch FROM statement_timestamp())::float8 FROM {queues} WHERE name = $1 FOR UPDATE"
+            ),
             // Fails poison runs, closing their last claim at its lease's end (run once
             // a second at most: a run only becomes poison when a lease expires). The
             // runs found are then addressed by key (`= ANY`): joined, the kept plan
