@@ -73,9 +73,9 @@ impl PgOptions {
     /// statements in flight at once make smaller batches) and refuses connections
     /// past its `max_connections` (100 by default: 16 workers with pools of 2 hold
     /// 64). Measured on one queue (`pg_queues` bench, 2 cores, 4,000 one-state runs,
-    /// runs started/s), pools of 2 against 4: one worker 3,805 and 3,733 against
-    /// 3,735 and 3,758; 4 workers 3,023 and 3,492 against 3,511 and 2,907; 16 workers
-    /// 2,823 and 3,267 against 2,267 and 2,765. Runs of ten states (`postgres`
+    /// runs started/s), 16 workers with pools of 2 started 5,234 and 5,398 runs a
+    /// second, with pools of 4, 4,126 and 4,111; with one or four workers the two
+    /// sizes measured within noise of each other. Runs of ten states (`postgres`
     /// bench, transitions/s): one worker 16,016 and 13,696 against 13,607 and
     /// 13,655; 16 workers 9,256 and 9,465 against 7,598 and 8,230. A lone worker on
     /// a server with cores to spare may do better with more.
