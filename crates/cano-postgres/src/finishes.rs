@@ -294,6 +294,26 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(closed.as_deref(), Some("finished"));
+
+        // The same finishes sent again, as a try whose reply was lost is retried: the
+        // runs this very claim finished count as ended (with the state they were
+        // given, not this one); another epoch of a finished run does not.
+        let (again, again_answer) = finish(1, 3, "Again");
+        let (other_epoch, other_answer) = finish(2, 2, "Again");
+        let (stale_again, stale_again_answer) = finish(3, 2, "Again");
+        recorder.write(vec![again, other_epoch, stale_again]).await;
+        assert_eq!(again_answer.await.unwrap(), Ok(true));
+        assert_eq!(other_answer.await.unwrap(), Ok(false));
+        assert_eq!(stale_again_answer.await.unwrap(), Ok(false));
+        let label: Option<String> = admin
+            .query_one(
+                &format!("SELECT final_label FROM {runs} WHERE run_id = 1"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(label.as_deref(), Some("Done"), "a retry rewrites nothing");
         admin
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .await

@@ -504,25 +504,11 @@ impl EndWithFinish for ClaimEnd {
         let (run, epoch) = (self.run, self.epoch);
         let tell = self.shared.stopping();
         let finishes = &self.shared.finishes;
-        let mut ended = finishes
+        // A try whose reply was lost and ended the run counts as ended (the
+        // statement says so for a run finished at this very claim).
+        let ended = finishes
             .finish(run, epoch, row.state.clone(), row.label.clone(), tell)
             .await?;
-        if !ended {
-            // A try whose reply was lost may have ended it, at this very claim.
-            let doing = format!("checking whether run {run} finished at epoch {epoch}");
-            ended = self
-                .shared
-                .store
-                .db()
-                .query_opt(
-                    RECORD_ATTEMPTS,
-                    &doing,
-                    &self.shared.sql.finished_at,
-                    &[&run_key(run), &epoch],
-                )
-                .await?
-                .is_some();
-        }
         if !ended {
             return Err(CanoError::store(format!(
                 "run {run} reached its exit state {}, but this claim (epoch {epoch}) no longer holds it: its lease was lost, so its end is not recorded here",

@@ -20,7 +20,6 @@ pub(crate) struct WorkerSql {
     pub(crate) ready: String,
     pub(crate) heartbeat: String,
     pub(crate) finish: String,
-    pub(crate) finished_at: String,
     pub(crate) fail: String,
     pub(crate) cancelled: String,
     pub(crate) release: String,
@@ -367,7 +366,10 @@ impl WorkerSql {
             ),
             // Ends every claim of the batch that still holds its run ($1 runs, $2
             // epochs, $3 final states, $4 labels, $6 whether to tell idle workers of
-            // a freed slot; rows deleted unless $5): the runs it ended. The rows are
+            // a freed slot; rows deleted unless $5): the runs it ended, and those
+            // already finished at the claim's own epoch (a try whose reply was lost
+            // ended them: only that claim finishes a run at its epoch), so that a
+            // retried statement says what the first one did. The rows are
             // locked in run order first, as a batch of checkpoint writes and the
             // heartbeat lock them (in any other order they deadlock). The lock finds
             // them one key at a time (a lateral lookup, which only the primary key
@@ -381,9 +383,9 @@ impl WorkerSql {
                     SELECT * FROM {batch}
                         AS e(run_id, epoch, final_state, final_label, tell)),
                  locked AS (
-                    SELECT l.run_id FROM (SELECT run_id, epoch FROM ending ORDER BY run_id) e
+                    SELECT l.run_id, l.status FROM (SELECT run_id, epoch FROM ending ORDER BY run_id) e
                     CROSS JOIN LATERAL (
-                        SELECT q.run_id FROM {runs} q WHERE q.run_id = e.run_id AND q.epoch = e.epoch
+                        SELECT q.run_id, q.status FROM {runs} q WHERE q.run_id = e.run_id AND q.epoch = e.epoch
                         FOR UPDATE OF q) l),
                  fin AS (
                     UPDATE {runs} q SET status = 'finished', finished_at = clock_timestamp(), lease_until = NULL,
@@ -400,7 +402,8 @@ impl WorkerSql {
                     FROM fin WHERE c.run_id = fin.run_id AND c.epoch = fin.epoch AND c.ended_at IS NULL),
                  {freed},
                  note AS (SELECT pg_notify('{done}', run_id::text) FROM fin WHERE watched)
-                 SELECT array(SELECT run_id FROM fin), (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
+                 SELECT array(SELECT run_id FROM fin UNION ALL SELECT run_id FROM locked WHERE status = 'finished'),
+                     (SELECT count(*) FROM note), (SELECT count(*) FROM freed)",
                 freed = freed("fin", "tell"),
                 batch = unnest_batch(&[
                     "$1::bigint[]",
@@ -409,10 +412,6 @@ impl WorkerSql {
                     "$4::text[]",
                     "$6::bool[]"
                 ]),
-            ),
-            // Whether run $1 finished at epoch $2 (a row if so).
-            finished_at: format!(
-                "SELECT 1 FROM {runs} WHERE run_id = $1 AND epoch = $2 AND status = 'finished'"
             ),
             fail: over("failed", "$3"),
             // A cancelled run keeps the reason it was asked to cancel for, if it was.
@@ -698,7 +697,6 @@ mod tests {
             ("poison", &sql.poison),
             ("heartbeat", &sql.heartbeat),
             ("finish", &sql.finish),
-            ("finished_at", &sql.finished_at),
             ("fail", &sql.fail),
             ("cancelled", &sql.cancelled),
             ("release", &sql.release),
