@@ -362,8 +362,26 @@ const QUIET_SPELL: Duration = Duration::from_secs(10);
 const WATCH_AT_MOST: usize = 64;
 
 /// How often [`RunQueue::wait_all`] reads its runs while more than [`WATCH_AT_MOST`]
-/// are pending.
+/// are pending, at most.
 const POLL_MANY: Duration = Duration::from_millis(200);
+
+/// How soon [`RunQueue::wait_all`] reads its runs again, at least.
+const POLL_SOON: Duration = Duration::from_millis(10);
+
+/// How long [`RunQueue::wait_all`] sleeps before reading its `pending` runs again,
+/// while too many are pending to watch, given that `ended` of them ended over the
+/// `since` before: [`POLL_MANY`], or sooner where, at that pace, few enough to watch
+/// would be left sooner. (Every [`POLL_MANY`], a wait for thousands of runs learnt
+/// of the last hundred up to 200 ms after they ended.)
+fn next_read(pending: usize, ended: usize, since: Duration) -> Duration {
+    if ended == 0 || pending <= WATCH_AT_MOST {
+        return POLL_MANY;
+    }
+    let ratio = (pending - WATCH_AT_MOST) as f64 / ended as f64;
+    Duration::try_from_secs_f64(since.as_secs_f64() * ratio)
+        .unwrap_or(POLL_MANY)
+        .clamp(POLL_SOON, POLL_MANY)
+}
 
 impl RunQueue {
     /// The queue in `store`'s schema.
@@ -722,6 +740,9 @@ impl RunQueue {
         // What to read next: every run still pending (at first, after a quiet spell,
         // and after a notification that names no run), or only the runs announced.
         let mut announced: Option<HashSet<i64>> = None;
+        // The last read of every pending run: when, and how many were pending.
+        let mut last_read: Option<(tokio::time::Instant, usize)> = None;
+        let mut pace = (0, Duration::ZERO);
         while !pending.is_empty() {
             // Asked before the read below: a run that ends after it is announced, and
             // one that ended before it is read as over.
@@ -776,14 +797,27 @@ impl RunQueue {
                     over.insert(run.run, run);
                 }
             }
+            let before = pending.len();
             pending.retain(|r| !over.contains_key(&run_of(*r)));
             if pending.is_empty() {
                 break;
             }
+            if asked.len() == before {
+                let now = tokio::time::Instant::now();
+                if let Some((at, was)) = last_read {
+                    pace = (was.saturating_sub(pending.len()), now - at);
+                }
+                last_read = Some((now, pending.len()));
+            }
             // Sleep until an announcement (or a quiet spell, after which everything is
             // read again), then drain the others that came with it.
             let now = tokio::time::Instant::now();
-            let quiet = now + if watching { QUIET_SPELL } else { POLL_MANY };
+            let quiet = now
+                + if watching {
+                    QUIET_SPELL
+                } else {
+                    next_read(pending.len(), pace.0, pace.1)
+                };
             let wake_at = deadline.map_or(quiet, |d| d.min(quiet));
             match tokio::time::timeout_at(wake_at, notes.recv()).await {
                 Ok(Some(note)) => {
@@ -863,5 +897,25 @@ enum Refused {
 impl From<tokio_postgres::Error> for Refused {
     fn from(e: tokio_postgres::Error) -> Self {
         Self::Db(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_for_many_runs_reads_sooner_as_the_last_ones_near() {
+        let ms = Duration::from_millis;
+        // Nothing ended yet, or few enough to watch: the usual pace.
+        assert_eq!(next_read(4_000, 0, ms(200)), POLL_MANY);
+        assert_eq!(next_read(WATCH_AT_MOST, 500, ms(200)), POLL_MANY);
+        // 1,000 ended in 200 ms with 564 left: 100 ms until 64 are left.
+        assert_eq!(next_read(564, 1_000, ms(200)), ms(100));
+        // Just over the line: no sooner than POLL_SOON.
+        assert_eq!(next_read(WATCH_AT_MOST + 1, 1_000, ms(200)), POLL_SOON);
+        // A slow trickle, or a pace past what a duration holds: no later than POLL_MANY.
+        assert_eq!(next_read(4_000, 1, ms(200)), POLL_MANY);
+        assert_eq!(next_read(usize::MAX, 1, Duration::MAX), POLL_MANY);
     }
 }
