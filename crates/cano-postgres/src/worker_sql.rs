@@ -29,6 +29,12 @@ pub(crate) struct WorkerSql {
     pub(crate) hand_on: String,
 }
 
+/// The order of a named queue's waiting runs in their index (`cano_runs_queued`),
+/// for a run `r`: a check for a waiting run that reads in it reads the queue's head,
+/// where statistics taken while a backlog waited let the planner expect the first
+/// row of a full scan to match, and it read every finished run before one queued.
+const QUEUED_ORDER: &str = "r.partition_key, r.priority DESC, r.enqueued_at, r.run_id";
+
 /// Whether run `r` can be claimed: queued and due, its lease expired, or parked and due.
 /// Times are compared with the statement's start (stable within it), not the clock
 /// (volatile), so that the partial indexes on lease, wake and start times serve the
@@ -48,7 +54,8 @@ fn has_claimable(runs: &str, queue: &str) -> String {
     // it the planner reaches for the index of over-claimed runs.
     let mine = format!("r.queue {queue} AND r.workflow = ANY($1)");
     // Named queues' runs are in indexes that hold only runs with a queue.
-    let mine = if queue.starts_with('=') {
+    let named = queue.starts_with('=');
+    let mine = if named {
         format!("{mine} AND r.queue IS NOT NULL")
     } else {
         mine
@@ -62,20 +69,17 @@ fn has_claimable(runs: &str, queue: &str) -> String {
             "coalesce((SELECT true FROM {runs} r WHERE {filter} AND {mine} {order} LIMIT 1), false)"
         )
     };
-    // A named queue's waiting runs are read in its index's order: statistics taken
-    // while a backlog waited (all of a queue's runs queued) otherwise let the planner
-    // expect the first row of a full scan to match, and it read every finished run
-    // before the first queued one.
-    let queued_order = if queue.starts_with('=') {
-        "ORDER BY r.partition_key, r.priority DESC, r.enqueued_at, r.run_id"
+    // A named queue's waiting runs are read in its index's order (see QUEUED_ORDER).
+    let queued_order = if named {
+        format!("ORDER BY {QUEUED_ORDER}")
     } else {
-        ""
+        String::new()
     };
     format!(
         "({} OR {} OR {})",
         any(
             "r.status = 'queued' AND (r.not_before IS NULL OR r.not_before <= statement_timestamp())",
-            queued_order
+            &queued_order
         ),
         any(
             "r.status = 'running' AND r.lease_until < statement_timestamp()",
@@ -109,11 +113,14 @@ impl WorkerSql {
         // stalled past its lease (paused, swapped out) neither renews nor records
         // anything when it wakes; the run is claimed again and resumes from its last
         // checkpoint, and the stalled claim is closed at its lease's end.
-        let live = "lease_until >= clock_timestamp()";
-        // Statements on one claim test `(status = 'running' AND {live}) IS TRUE`: a
-        // wrapped test no index of running runs can serve, so the primary key does
-        // (with statistics that counted none running, the planner read that whole
-        // index, dead versions and all, to end one run).
+        // Whether the claim of run `r` (a prefix: "q." or "") still holds it. Wrapped
+        // (`IS TRUE`) so that no index of running runs can serve it, and the primary
+        // key does: with statistics that counted none running, the planner read that
+        // whole index, dead versions and all, to end one run.
+        let holds = |r: &str| {
+            format!("({r}status = 'running' AND {r}lease_until >= clock_timestamp()) IS TRUE")
+        };
+        let (holds_q, holds_here) = (holds("q."), holds(""));
         // Past what a timestamp holds (a lease of Duration::MAX): never expires.
         let lease = "CASE WHEN $4::float8 > 3e14 THEN 'infinity'::timestamptz ELSE clock_timestamp() + $4::float8 * interval '1 millisecond' END";
         let claimable_r = claimable("r");
@@ -177,7 +184,7 @@ impl WorkerSql {
                 "WITH ended AS (
                     UPDATE {runs} SET status = '{status}', finished_at = clock_timestamp(), lease_until = NULL,
                         error = {error}
-                    WHERE run_id = $1 AND epoch = $2 AND (status = 'running' AND {live}) IS TRUE
+                    WHERE run_id = $1 AND epoch = $2 AND {holds_here}
                     RETURNING run_id, workflow, queue, partition_key, watched),
                  {closed},
                  {freed},
@@ -360,7 +367,7 @@ impl WorkerSql {
                  UPDATE {runs} q SET lease_until = CASE WHEN $3::float8 > 3e14 THEN 'infinity'::timestamptz
                         ELSE clock_timestamp() + $3::float8 * interval '1 millisecond' END
                  FROM locked WHERE q.run_id = locked.run_id
-                   AND (q.status = 'running' AND q.{live}) IS TRUE
+                   AND {holds_q}
                  RETURNING q.run_id, q.epoch, q.cancel_requested IS NOT NULL",
                 held = unnest_batch(&["$1::bigint[]", "$2::bigint[]"]),
             ),
@@ -391,7 +398,7 @@ impl WorkerSql {
                     UPDATE {runs} q SET status = 'finished', finished_at = clock_timestamp(), lease_until = NULL,
                         final_state = e.final_state, final_label = e.final_label
                     FROM locked JOIN ending e ON e.run_id = locked.run_id
-                    WHERE q.run_id = locked.run_id AND q.epoch = e.epoch AND (q.status = 'running' AND q.{live}) IS TRUE
+                    WHERE q.run_id = locked.run_id AND q.epoch = e.epoch AND {holds_q}
                     RETURNING q.run_id, q.epoch, q.workflow, q.queue, q.watched, e.tell),
                  rows AS (DELETE FROM {rows} WHERE run_id = ANY(ARRAY(SELECT run_id FROM fin)) AND NOT $5),
                  logs AS (DELETE FROM {logs} WHERE run_id = ANY(ARRAY(SELECT run_id FROM fin)) AND NOT $5),
@@ -420,7 +427,7 @@ impl WorkerSql {
             release: format!(
                 "WITH back AS (
                     UPDATE {runs} SET status = 'queued', lease_until = NULL, claims = greatest(claims - 1, 0)
-                    WHERE run_id = $1 AND epoch = $2 AND (status = 'running' AND {live}) IS TRUE
+                    WHERE run_id = $1 AND epoch = $2 AND {holds_here}
                     RETURNING workflow),
                  {closed},
                  note AS (SELECT pg_notify('{ready}', workflow) FROM back)
@@ -432,7 +439,7 @@ impl WorkerSql {
             // snapshot of its own, sees its signal) or waits for the park (and finds
             // the run parked, which it wakes).
             park_lock: format!(
-                "SELECT 1 FROM {runs} WHERE run_id = $1 AND epoch = $2 AND (status = 'running' AND {live}) IS TRUE
+                "SELECT 1 FROM {runs} WHERE run_id = $1 AND epoch = $2 AND {holds_here}
                  FOR UPDATE"
             ),
             // Not a failed claim: it does not count toward the poison limit. A parked
@@ -447,7 +454,7 @@ impl WorkerSql {
                                 THEN clock_timestamp()
                             WHEN $4::bigint IS NULL THEN 'infinity'::timestamptz
                             ELSE to_timestamp($4::bigint / 1000.0) END
-                    WHERE run_id = $1 AND epoch = $2 AND (status = 'running' AND {live}) IS TRUE
+                    WHERE run_id = $1 AND epoch = $2 AND {holds_here}
                     RETURNING workflow, queue, wake_at <= clock_timestamp() AS due),
                  {closed},
                  note AS (SELECT pg_notify('{ready}', workflow) FROM parked WHERE due OR (queue IS NOT NULL AND $5::bool))
@@ -464,7 +471,7 @@ impl WorkerSql {
                    AND (coalesce((SELECT true FROM {runs} r WHERE r.queue = $1 AND r.queue IS NOT NULL
                           AND r.status = 'queued'
                           AND (r.not_before IS NULL OR r.not_before <= statement_timestamp())
-                          ORDER BY r.partition_key, r.priority DESC, r.enqueued_at, r.run_id LIMIT 1), false)
+                          ORDER BY {QUEUED_ORDER} LIMIT 1), false)
                      OR EXISTS (SELECT 1 FROM {runs} r WHERE r.queue = $1 AND r.queue IS NOT NULL
                           AND r.status = 'running' AND r.lease_until < statement_timestamp())
                      OR EXISTS (SELECT 1 FROM {runs} r WHERE r.queue = $1 AND r.queue IS NOT NULL
