@@ -31,7 +31,7 @@
 //!   starts per period, priority ([`EnqueueOptions::with_priority`]) and delayed
 //!   starts ([`EnqueueOptions::with_delay`]); a full partition queues the new run,
 //!   skips it, or cancels its oldest run ([`WhenFull`]). Claims of a queue take its
-//!   row's lock, so every limit holds under any number of workers; slots are held
+//!   lock (an advisory lock), so every limit holds under any number of workers; slots are held
 //!   through the leases (a dead worker's come back when its leases end) and a parked
 //!   run holds none. A slot a run frees is taken back by its own worker; idle
 //!   workers are told of it (NOTIFY) only when that worker cannot use it, so a
@@ -106,6 +106,7 @@ mod inbox_sql;
 mod operate;
 mod pacing;
 mod queue;
+mod queue_lock;
 mod queue_spec;
 mod queue_sql;
 mod schema;

@@ -583,8 +583,9 @@ impl RunQueue {
         let mut spec = spec_of(&found);
         if spec.full_policy() != WhenFull::Queue && spec.partition_concurrency().is_some() {
             // Read again under the lock: the policy and limit are the ones in force.
-            let read_locked = tx.prepare_cached(&self.sql.spec_locked).await?;
-            if let Some(found) = tx.query_opt(&read_locked, &[&queue]).await? {
+            let lock = tx.prepare_cached(&self.sql.lock_queue).await?;
+            tx.execute(&lock, &[&queue]).await?;
+            if let Some(found) = tx.query_opt(&read_spec, &[&queue]).await? {
                 spec = spec_of(&found);
             }
         }

@@ -3,6 +3,7 @@
 
 use crate::channels::{cancel_channel, done_channel, ready_channel};
 use crate::db::Db;
+use crate::queue_lock::queue_lock;
 
 /// The columns of a run's record, in the order `queue::record` reads them.
 pub(crate) const RECORD: &str = "run_id, workflow, status, claims, worker, final_label, error, final_state, queue, partition_key, priority";
@@ -20,7 +21,7 @@ pub(crate) struct QueueSql {
     pub(crate) cancel_parked: String,
     pub(crate) declare: String,
     pub(crate) spec: String,
-    pub(crate) spec_locked: String,
+    pub(crate) lock_queue: String,
     pub(crate) active_in_partition: String,
     pub(crate) cancel: String,
     pub(crate) claims: String,
@@ -80,20 +81,28 @@ impl QueueSql {
             ),
             // Workers read the settings at every claim; the notice makes idle ones
             // claim at once under limits that may have been raised.
+            // It takes the queue's lock first, so a claim runs wholly under the old
+            // limits or wholly under the new (the lock is taken once, in an
+            // initplan, before the row is written).
             declare: format!(
-                "WITH saved AS (
+                "WITH locked AS (SELECT {lock}),
+                 saved AS (
                     INSERT INTO {queues} ({SPEC})
-                    VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    SELECT $1::text, $2::integer, $3::integer, $4::integer, $5::integer, $6::bigint, $7::text
+                    WHERE (SELECT count(*) FROM locked) = 1
                     ON CONFLICT (name) DO UPDATE SET concurrency = $2, worker_concurrency = $3,
                         partition_concurrency = $4, rate_count = $5, rate_period_ms = $6, when_full = $7,
                         updated_at = clock_timestamp()
                     RETURNING name)
-                 SELECT pg_notify('{ready}', name) FROM saved"
+                 SELECT pg_notify('{ready}', name) FROM saved",
+                lock = queue_lock(&db.schema, "$1"),
             ),
             spec: format!("SELECT {SPEC} FROM {queues} WHERE name = $1"),
-            // Taken by an enqueue whose policy looks at its partition, and by every
-            // claim of the queue: so a partition's count cannot change under either.
-            spec_locked: format!("SELECT {SPEC} FROM {queues} WHERE name = $1 FOR UPDATE"),
+            // The queue's lock (see `queue_lock`), taken by an enqueue whose policy
+            // looks at its partition, as by every claim of the queue: so a
+            // partition's count cannot change under either. A statement of its
+            // own, so that the spec read after it sees any declaration it waited for.
+            lock_queue: format!("SELECT FROM {lock}", lock = queue_lock(&db.schema, "$1")),
             // A run asked to cancel still holds its slot, so it counts as active.
             active_in_partition: format!(
                 "SELECT run_id, cancel_requested IS NOT NULL FROM {runs}

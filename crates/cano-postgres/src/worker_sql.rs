@@ -9,6 +9,7 @@
 
 use crate::channels::{done_channel, ready_channel};
 use crate::db::unnest_batch;
+use crate::queue_lock::queue_lock;
 use crate::store::PostgresCheckpointStore;
 
 /// The worker's statements, built once per worker.
@@ -219,9 +220,9 @@ impl WorkerSql {
                  {claim_tail}
                  SELECT * FROM outcome"
             ),
-            // A named queue, under its row's lock (taken by `queue_lock` before, in the
-            // same transaction), so neither its limits nor the counts below can change
-            // until the claim commits. $6 is the queue; its limits (NULL: none) cap the
+            // A named queue, under its lock (taken by `queue_lock` before, in the
+            // same transaction, so this statement's snapshot follows it), so neither
+            // its limits nor the counts below can change until the claim commits. $6 is the queue; its limits (NULL: none) cap the
             // runs in the cluster, on this worker, per partition, and the claims per
             // window. Partitions take turns: within a priority, every partition's first
             // candidate before any second, the least recently served first. Only the
@@ -303,10 +304,12 @@ impl WorkerSql {
                  SELECT outcome.*, b.n, extract(epoch FROM statement_timestamp())::float8
                  FROM (SELECT greatest(n, 0) AS n FROM budget) b LEFT JOIN outcome ON true"
             ),
-            // Takes a queue's lock; says when it was asked for (the claim after it
-            // says when it began, so the worker learns how long it waited).
+            // Takes queue $1's lock (see `queue_lock`); says when it was asked for
+            // (the claim after it says when it began, so the worker learns how long
+            // it waited).
             queue_lock: format!(
-                "SELECT extract(epoch FROM statement_timestamp())::float8 FROM {queues} WHERE name = $1 FOR UPDATE"
+                "SELECT extract(epoch FROM statement_timestamp())::float8 FROM {lock}",
+                lock = queue_lock(&db.schema, "$1"),
             ),
             // Fails poison runs, closing their last claim at its lease's end (run once
             // a second at most: a run only becomes poison when a lease expires). The
@@ -744,6 +747,122 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
+
+    /// Waits until a backend waits for the lock of queue "q" in `schema` (there is
+    /// no signal for it: the server's lock table is read until it shows one), or
+    /// fails if `waiter` ends first: it did not wait for the lock.
+    async fn until_it_waits_for_the_lock<T: std::fmt::Debug>(
+        admin: &tokio_postgres::Client,
+        schema: &str,
+        waiter: &mut tokio::task::JoinHandle<T>,
+    ) {
+        let waiting = async {
+            loop {
+                let waiting: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                           AND classid::text::bigint = (hashtext('cano:' || $1::text)::bigint & 4294967295)
+                           AND objid::text::bigint = (hashtext('q')::bigint & 4294967295)",
+                        &[&schema],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if waiting > 0 {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            () = waiting => {}
+            ended = waiter => panic!("ended while a claim held the queue's lock: {ended:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claims_queue_lock_holds_off_a_declaration_and_a_policy_enqueue_until_it_ends() {
+        let schema = "cano_test_queue_lock";
+        let Some((admin, store)) = store_with_queue(schema, 4).await else {
+            return;
+        };
+        let queue = RunQueue::new(&store);
+        let sql = WorkerSql::new(&store);
+        // A second connection plays the claim: it takes the lock and holds it.
+        let url = std::env::var("CANO_PG_URL").unwrap();
+        let (claim, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        claim.batch_execute("BEGIN").await.unwrap();
+        claim.query(&sql.queue_lock, &[&"q"]).await.unwrap();
+
+        // Raising the limit waits for the claim: a claim counts under one version.
+        let mut raising = tokio::spawn({
+            let queue = RunQueue::new(&store);
+            async move {
+                queue
+                    .declare(
+                        &QueueSpec::new("q")
+                            .with_concurrency(9)
+                            .with_partition_concurrency(1)
+                            .when_full(crate::WhenFull::Skip),
+                    )
+                    .await
+            }
+        });
+        until_it_waits_for_the_lock(&admin, schema, &mut raising).await;
+        let spec = queue.spec("q").await.unwrap().unwrap();
+        assert_eq!(
+            spec.concurrency(),
+            Some(4),
+            "the old limit holds while the claim runs"
+        );
+        claim.batch_execute("COMMIT").await.unwrap();
+        raising.await.unwrap().unwrap();
+        assert_eq!(
+            queue.spec("q").await.unwrap().unwrap().concurrency(),
+            Some(9)
+        );
+
+        // An enqueue whose policy counts its partition waits for the claim too, and
+        // then counts what the claim left: one run in the partition fills it.
+        let first = queue
+            .enqueue(
+                "w",
+                &1_u32,
+                crate::EnqueueOptions::new()
+                    .on_queue("q")
+                    .with_partition("t"),
+            )
+            .await
+            .unwrap();
+        assert!(first.created && !first.skipped);
+        claim.batch_execute("BEGIN").await.unwrap();
+        claim.query(&sql.queue_lock, &[&"q"]).await.unwrap();
+        let mut second = tokio::spawn(async move {
+            queue
+                .enqueue(
+                    "w",
+                    &2_u32,
+                    crate::EnqueueOptions::new()
+                        .on_queue("q")
+                        .with_partition("t"),
+                )
+                .await
+        });
+        until_it_waits_for_the_lock(&admin, schema, &mut second).await;
+        claim.batch_execute("COMMIT").await.unwrap();
+        let second = second.await.unwrap().unwrap();
+        assert!(
+            second.skipped,
+            "the partition's one slot is taken: the policy skips"
+        );
         admin
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .await
