@@ -635,6 +635,7 @@ mod tests {
             .await
             .unwrap();
     }
+
     /// A claim of the default queue reads the head of its backlog, not the
     /// backlog: run with 35,000 runs waiting over two workflows (and some parked,
     /// some with expired leases), no step of its plan handles more than a few times
