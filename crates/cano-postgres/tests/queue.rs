@@ -822,6 +822,58 @@ async fn only_the_ends_someone_waits_for_are_announced() {
     worker.stop(Duration::from_secs(5)).await;
 }
 
+/// A wait for more runs than one read looks at (1,024) reads the first still
+/// pending, and the next ones at once when those are all over: whatever order the
+/// runs end in, it returns every record, in the order asked, once the last ends.
+#[tokio::test]
+async fn a_wait_for_thousands_returns_every_run_whatever_order_they_end_in() {
+    pg_or_skip!();
+    const SCHEMA: &str = "t_queue_wait_many";
+    let store = fresh_store(SCHEMA).await;
+    let queue = RunQueue::new(&store);
+    let mut runs = Vec::new();
+    for _ in 0..2_500 {
+        runs.push(
+            queue
+                .enqueue("nobody", &Order::Reserve, EnqueueOptions::new())
+                .await
+                .unwrap()
+                .run,
+        );
+    }
+    // Asked twice, as a caller may: each run is one of the records, once a place.
+    runs.push(runs[0]);
+    let waiting = {
+        let (queue, runs) = (queue.clone(), runs.clone());
+        tokio::spawn(async move { queue.wait_all(&runs, WAIT).await })
+    };
+    // No worker runs them: they end by hand, the last asked first, in batches, so
+    // the first runs of the wait are the last to end.
+    let admin = raw().await;
+    let keys: Vec<i64> = runs.iter().rev().map(|r| r.as_u64() as i64).collect();
+    for batch in keys.chunks(400) {
+        admin
+            .execute(
+                &format!(
+                    "UPDATE {SCHEMA}.cano_runs SET status = 'finished', finished_at = clock_timestamp(),
+                         final_label = 'Shipped' WHERE run_id = ANY($1)"
+                ),
+                &[&batch],
+            )
+            .await
+            .unwrap();
+        assert!(!waiting.is_finished() || batch.contains(&keys[keys.len() - 1]));
+        tokio::task::yield_now().await;
+    }
+    let records = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.run).collect::<Vec<_>>(),
+        runs,
+        "records come back in the order asked"
+    );
+    assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
+}
+
 /// A migration may change a column's type while processes run with statements kept
 /// prepared from before it; the server then refuses them ("cached plan must not
 /// change result type"). The pool prepares them again and the call goes through.
