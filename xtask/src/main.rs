@@ -786,6 +786,11 @@ fn postgres_rows(out: &Path) -> Vec<(&'static str, String, String)> {
         ("postgres: 4 workers", rate("w4"), String::new()),
         ("postgres: 16 workers", rate("w16"), String::new()),
         (
+            "postgres: 4 workers, backlog of 20,000 runs",
+            rate("w4_backlog"),
+            String::new(),
+        ),
+        (
             "postgres: enqueue to first state p50",
             ms("p50_ms"),
             String::new(),
