@@ -823,8 +823,10 @@ impl RunQueue {
             if pending.is_empty() {
                 break;
             }
-            // Every run of a partial read was over: the next ones are read at once
-            // (each such read takes READ_AT_MOST runs off, so this ends).
+            // Every run of a partial read was over (or, for an announcement of
+            // other waiters' runs, none was asked): the next ones are read at once.
+            // A read of the first pending runs that finds them all over takes them
+            // off, so this ends.
             if asked.len() < before && before - pending.len() == asked.len() && !watching {
                 continue;
             }
