@@ -349,6 +349,39 @@ async fn one_claim_round_records_its_claims_in_the_order_their_turns_came() {
     drop_schema(schema).await;
 }
 
+/// A worker of two workflows reads each one's waiting runs apart (each from its
+/// own index, in order): the runs it takes are still the best of both together,
+/// highest priority first, then the oldest.
+#[tokio::test]
+async fn a_worker_of_two_workflows_takes_the_highest_priority_of_both_first() {
+    pg_or_skip!();
+    let schema = "queues_priority_across";
+    let (store, queue) = declared(schema, QueueSpec::new("unused")).await;
+    let mut jobs = Vec::new();
+    for (id, priority) in [(21u64, 0), (22, 0), (23, 3)] {
+        let options = EnqueueOptions::new()
+            .with_run_id(RunId::from(id))
+            .with_priority(priority);
+        jobs.push(queue.enqueue("job", &Job::Work, options).await.unwrap().run);
+    }
+    // It parks at once (and so holds no slot): the jobs go on after it.
+    let options = EnqueueOptions::new()
+        .with_run_id(RunId::from(25))
+        .with_priority(5);
+    queue.enqueue("asks", &Ask::Wait, options).await.unwrap();
+    // One run at a time, so the order of claims is the order chosen.
+    let worker = start_worker(&store, "across", 1).await;
+    let records = queue
+        .wait_all(&jobs, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
+    worker.stop(Duration::from_secs(5)).await;
+    let order: Vec<i64> = claims_of(schema).await.iter().map(|c| c.run).collect();
+    assert_eq!(order, [25, 23, 21, 22]);
+    drop_schema(schema).await;
+}
+
 #[tokio::test]
 async fn higher_priority_goes_first_and_a_delayed_run_waits_for_its_time() {
     pg_or_skip!();
