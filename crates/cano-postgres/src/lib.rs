@@ -31,11 +31,11 @@
 //!   starts per period, priority ([`EnqueueOptions::with_priority`]) and delayed
 //!   starts ([`EnqueueOptions::with_delay`]); a full partition queues the new run,
 //!   skips it, or cancels its oldest run ([`WhenFull`]). Claims of a queue take its
-//!   lock (an advisory lock), so every limit holds under any number of workers; slots are held
-//!   through the leases (a dead worker's come back when its leases end) and a parked
-//!   run holds none. A slot a run frees is taken back by its own worker; idle
-//!   workers are told of it (NOTIFY) only when that worker cannot use it, so a
-//!   bigger cluster does not wake every worker for every run. A run's end is
+//!   lock (an advisory lock), so every limit holds under any number of workers;
+//!   slots are held through the leases (a dead worker's come back when its leases
+//!   end) and a parked run holds none. A slot a run frees is taken back by its own
+//!   worker; idle workers are told of it (NOTIFY) only when that worker cannot use
+//!   it, so a bigger cluster does not wake every worker for every run. A run's end is
 //!   announced only to waiters that asked ([`RunQueue::wait`], and `wait_all` for its
 //!   last 64 runs): PostgreSQL takes one lock for the whole server for every
 //!   notifying commit. [`RunQueue::cancel`] is a durable cancel request the driving

@@ -755,10 +755,12 @@ impl RunQueue {
         let mut first = true;
         // Whether the pending runs' ends are announced: asked for once few are left.
         let mut watching = false;
-        // What to read next: every run still pending (at first, after a quiet spell,
-        // and after a notification that names no run), or only the runs announced.
+        // What to read next: the first READ_AT_MOST runs still pending (every one
+        // at first; again after a quiet spell, and after a notification that names
+        // no run), or only the runs announced.
         let mut announced: Option<HashSet<i64>> = None;
-        // The last read of every pending run: when, and how many were pending.
+        // The last read of the pending runs while they are not watched: when, and
+        // how many were pending (their pace sets the next read's time).
         let mut last_read: Option<(tokio::time::Instant, usize)> = None;
         let mut pace = (0, Duration::ZERO);
         while !pending.is_empty() {
@@ -823,14 +825,13 @@ impl RunQueue {
             if pending.is_empty() {
                 break;
             }
-            // Every run of a partial read was over (or, for an announcement of
-            // other waiters' runs, none was asked): the next ones are read at once.
-            // A read of the first pending runs that finds them all over takes them
-            // off, so this ends.
-            if asked.len() < before && before - pending.len() == asked.len() && !watching {
+            // Every run of a partial read was over: the next ones are read at once.
+            // Each such read takes its runs off, so this ends.
+            let all_over = !asked.is_empty() && before - pending.len() == asked.len();
+            if !watching && asked.len() < before && all_over {
                 continue;
             }
-            if asked.len() == before || !watching {
+            if !watching {
                 let now = tokio::time::Instant::now();
                 if let Some((at, was)) = last_read {
                     pace = (was.saturating_sub(pending.len()), now - at);

@@ -16,5 +16,15 @@
 /// the one-key space most applications' own advisory locks use; two queues whose
 /// hashes meet only share a lock, which costs time, not correctness.
 pub(crate) fn queue_lock(schema: &str, queue: &str) -> String {
-    format!("pg_advisory_xact_lock(hashtext('cano:{schema}'), hashtext({queue}))")
+    let (class, object) = lock_keys(schema, queue);
+    format!("pg_advisory_xact_lock({class}, {object})")
+}
+
+/// The two keys (SQL text, each an `integer`) of that lock: as they are given to
+/// it, and as `pg_locks` shows them in `classid` and `objid` (unsigned).
+pub(crate) fn lock_keys(schema: &str, queue: &str) -> (String, String) {
+    (
+        format!("hashtext('cano:{schema}')"),
+        format!("hashtext({queue})"),
+    )
 }

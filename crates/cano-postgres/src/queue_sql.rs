@@ -80,10 +80,9 @@ impl QueueSql {
                  SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM note)"
             ),
             // Workers read the settings at every claim; the notice makes idle ones
-            // claim at once under limits that may have been raised.
-            // It takes the queue's lock first, so a claim runs wholly under the old
-            // limits or wholly under the new (the lock is taken once, in an
-            // initplan, before the row is written).
+            // claim at once under limits that may have been raised. The queue's lock
+            // is taken first (once, in an initplan, before the row is written), so a
+            // claim runs wholly under the old limits or wholly under the new.
             declare: format!(
                 "WITH locked AS (SELECT {lock}),
                  saved AS (

@@ -252,8 +252,8 @@ impl WorkerSql {
             // its limits nor the counts below can change until the claim commits.
             // $6 is the queue; its limits (NULL: none) cap the runs in the cluster,
             // on this worker, per partition, and the claims per window. Partitions
-            // take turns: within a priority, every partition's first
-            // candidate before any second, the least recently served first. Only the
+            // take turns: within a priority, every partition's first candidate
+            // before any second, the least recently served first. Only the
             // head of each waiting partition is read (a skip scan finds the partitions
             // with queued runs), so a claim costs the partitions waiting and the runs
             // taken, not the runs queued. Its last column is the budget the limits
@@ -866,18 +866,16 @@ mod tests {
         schema: &str,
         waiter: &mut tokio::task::JoinHandle<T>,
     ) {
+        // pg_locks shows the keys unsigned.
+        let (class, object) = crate::queue_lock::lock_keys(schema, "'q'");
+        let awaited = format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+               AND classid::text::bigint = ({class}::bigint & 4294967295)
+               AND objid::text::bigint = ({object}::bigint & 4294967295)"
+        );
         let waiting = async {
             loop {
-                let waiting: i64 = admin
-                    .query_one(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-                           AND classid::text::bigint = (hashtext('cano:' || $1::text)::bigint & 4294967295)
-                           AND objid::text::bigint = (hashtext('q')::bigint & 4294967295)",
-                        &[&schema],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
+                let waiting: i64 = admin.query_one(&awaited, &[]).await.unwrap().get(0);
                 if waiting > 0 {
                     return;
                 }
