@@ -759,6 +759,11 @@ impl Shared {
             }
             while runs.try_join_next().is_some() {}
             turn.backlog = free > 0 && claimed > 0 && turn.waiting;
+            if free > 0 && session.is_some() {
+                let lost = claimed == 0 && (turn.saw_runs || turn.notified) && !turn.only_capped;
+                turn.behind = stepped_back(turn.behind, claimed, turn.waiting, lost);
+            }
+            (turn.saw_runs, turn.notified) = (false, false);
             if free > 0 && claimed == free {
                 continue; // there may be more waiting
             }
@@ -792,11 +797,43 @@ impl Shared {
                     None => session = None,
                     Some(note) if note.channel() == cancel => self.cancel_asked(note.payload()),
                     // New runs, or slots another worker left: every queue may have room.
-                    Some(_) => turn.capped.clear(),
+                    Some(note) => {
+                        turn.capped.clear();
+                        turn.notified |= names.iter().any(|name| name == note.payload());
+                    }
                 },
                 _ = slot, if free == 0 || claimed < free => {}
                 _ = tokio::time::sleep(pause) => turn.capped.clear(),
                 _ = stop.changed() => {}
+            }
+            // A worker that stepped back lets new runs wait that long for the others
+            // first (see `stepped_back`).
+            if let (Some(pace), true, Some(open)) = (turn.behind, turn.notified, session.as_mut()) {
+                let until = tokio::time::Instant::now() + pace;
+                loop {
+                    tokio::select! {
+                        note = open.notes.recv() => match note {
+                            Some(note) if note.channel() == cancel => self.cancel_asked(note.payload()),
+                            Some(_) => {}
+                            None => break,
+                        },
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = stop.changed() => break,
+                    }
+                }
+            }
+            // Notifications that came meanwhile are answered by the same round: while
+            // runs are enqueued faster than a round takes, each enqueue's announcement
+            // otherwise cost every idle worker a round (and a wait for the queue's
+            // lock) of its own.
+            if let Some(open) = session.as_mut() {
+                while let Ok(note) = open.notes.try_recv() {
+                    if note.channel() == cancel {
+                        self.cancel_asked(note.payload());
+                    } else {
+                        turn.capped.clear();
+                    }
+                }
             }
         }
         // Stopping: the runs end on their own, or are handed back by `stop`. Slots
@@ -892,11 +929,15 @@ impl Shared {
                 .map_err(|e| db.error("failing poison runs", e))?;
             turn.poisoned = Some(Instant::now());
         }
+        // Stepped back, it looks only for runs that have waited half its pace: those
+        // the workers ahead of it have not kept up with (see `stepped_back`).
+        let waited_ms = turn.behind.unwrap_or_default().as_secs_f64() * 500.0;
         let ready = client
-            .query_one(&open.ready, &[&names, &self.name])
+            .query_one(&open.ready, &[&names, &self.name, &waited_ms])
             .await
             .map_err(|e| db.error("looking for runs to claim", e))?;
         let (default_ready, ready): (bool, Vec<String>) = (ready.get(0), ready.get(1));
+        turn.saw_runs = default_ready || !ready.is_empty();
         let sent = Instant::now();
         let mut rows = if default_ready {
             client
@@ -1433,6 +1474,44 @@ struct Turn {
     only_capped: bool,
     /// The longest a claim of the last round waited for its queue's lock.
     lock_wait: Duration,
+    /// How far this worker has stepped back from new runs after finding them taken
+    /// by other workers (`None`: not at all); see `stepped_back`.
+    behind: Option<Duration>,
+    /// The last round's look found runs this worker could claim.
+    saw_runs: bool,
+    /// A notification of new runs of this worker's workflows woke it.
+    notified: bool,
+}
+
+/// The first and the longest step back of a worker that finds new runs taken.
+const BEHIND_FIRST: Duration = Duration::from_millis(2);
+const BEHIND_MOST: Duration = Duration::from_millis(50);
+
+/// How far a worker stands back from new runs after a round that `claimed` runs
+/// (`full`: and left more waiting) or, woken for runs, found them all taken by
+/// other workers (`lost`).
+///
+/// Every enqueue wakes every idle worker. While runs come one by one, each went to
+/// whichever worker was first, and the others had paid a round (and a wait for the
+/// queue's lock) for nothing: four workers started half the runs a second that one
+/// did. A worker that loses steps back, further each time it loses again (up to
+/// `BEHIND_MOST`): woken, it waits that long before it looks, and then looks only
+/// for runs that have waited half that long, which the workers still ahead have not
+/// kept up with (a run it was woken for has waited the whole pace by then, so none
+/// is left behind). It comes halfway forward each time it claims runs, and all the
+/// way once it finds more runs waiting than it has slots for.
+fn stepped_back(
+    behind: Option<Duration>,
+    claimed: usize,
+    full: bool,
+    lost: bool,
+) -> Option<Duration> {
+    match behind {
+        _ if claimed > 0 && full => None,
+        Some(pace) if claimed > 0 => Some(pace / 2).filter(|half| *half >= BEHIND_FIRST),
+        _ if lost => Some(behind.map_or(BEHIND_FIRST, |pace| (pace * 2).min(BEHIND_MOST))),
+        _ => behind,
+    }
 }
 
 /// How long a round with runs waiting gathers freed slots before it claims, and
@@ -1533,6 +1612,28 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_steps_back_each_time_it_loses_and_forward_as_it_claims() {
+        let ms = Duration::from_millis;
+        // Losing: a first step, doubled at each loss after, never past the bound.
+        assert_eq!(stepped_back(None, 0, false, true), Some(BEHIND_FIRST));
+        assert_eq!(stepped_back(Some(ms(8)), 0, false, true), Some(ms(16)));
+        assert_eq!(
+            stepped_back(Some(BEHIND_MOST), 0, false, true),
+            Some(BEHIND_MOST)
+        );
+        // An idle round that lost nothing leaves it where it stands.
+        assert_eq!(stepped_back(Some(ms(8)), 0, false, false), Some(ms(8)));
+        assert_eq!(stepped_back(None, 0, false, false), None);
+        // Claiming brings it halfway forward, and all the way below the first step.
+        assert_eq!(stepped_back(Some(ms(40)), 3, false, false), Some(ms(20)));
+        assert_eq!(stepped_back(Some(BEHIND_FIRST), 1, false, false), None);
+        // More runs waiting than it had slots for: all the way forward at once.
+        assert_eq!(stepped_back(Some(BEHIND_MOST), 4, true, false), None);
+        // A worker in front that claims stays in front.
+        assert_eq!(stepped_back(None, 2, false, false), None);
+    }
 
     #[test]
     fn a_round_gathers_every_slot_only_where_claims_queued_for_a_lock() {

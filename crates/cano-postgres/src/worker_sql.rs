@@ -49,7 +49,9 @@ fn claimable(r: &str) -> String {
 }
 
 /// Whether `runs` holds a run of the workflows `$1` on the queue `queue` (`IS NULL`, or
-/// `= q.name`) that can be claimed now (the claim limit is the claim's to check).
+/// `= q.name`) that can be claimed now, and could for at least `$3` ms (a worker that
+/// stepped back looks only for runs the others left waiting; 0 for any). The claim
+/// limit is the claim's to check.
 fn has_claimable(runs: &str, queue: &str) -> String {
     // Not the claim count: a hint needs no exactness (the claim checks it), and with
     // it the planner reaches for the index of over-claimed runs.
@@ -65,6 +67,7 @@ fn has_claimable(runs: &str, queue: &str) -> String {
     // turns OR-ed EXISTS into hashed subplans that read every queued run of every
     // queue (measured: 3,900 rows, 1.6 ms a call); a scalar subquery with LIMIT 1
     // is run per queue, reading one index entry.
+    let due = "statement_timestamp() - $3::float8 * interval '1 millisecond'";
     let any = |filter: &str, order: &str| {
         format!(
             "coalesce((SELECT true FROM {runs} r WHERE {filter} AND {mine} {order} LIMIT 1), false)"
@@ -79,15 +82,16 @@ fn has_claimable(runs: &str, queue: &str) -> String {
     format!(
         "({} OR {} OR {})",
         any(
-            "r.status = 'queued' AND (r.not_before IS NULL OR r.not_before <= statement_timestamp())",
+            &format!("r.status = 'queued' AND (r.not_before IS NULL OR r.not_before <= statement_timestamp())
+                AND greatest(r.enqueued_at, r.not_before) <= {due}"),
             &queued_order
         ),
         any(
-            "r.status = 'running' AND r.lease_until < statement_timestamp()",
+            &format!("r.status = 'running' AND r.lease_until < statement_timestamp() AND r.lease_until <= {due}"),
             ""
         ),
         any(
-            "r.status = 'parked' AND r.wake_at <= statement_timestamp()",
+            &format!("r.status = 'parked' AND r.wake_at <= statement_timestamp() AND r.wake_at <= {due}"),
             ""
         ),
     )

@@ -27,8 +27,8 @@ enum Job {
 }
 
 /// Works a while (a call to another service): runs 1 000 000 to 1 000 999 an hour
-/// (until cancelled), runs 4 000 000 to 4 000 999 until the test opens `GATE`, runs
-/// 5 000 000 to 5 000 999 three seconds, the others 20 to 80 ms, by run id. (The
+/// (until cancelled), runs 4 000 000 to 4 000 999 until the test opens `GATE` (and
+/// 6 000 000 to 6 000 999 `HOLD`), runs 5 000 000 to 5 000 999 three seconds, the others 20 to 80 ms, by run id. (The
 /// property test draws its ids from 2 000 000 to 2 999 999: short runs.)
 struct Work;
 
@@ -41,6 +41,10 @@ impl Task<Job> for Work {
         let run = RunContext::current().unwrap().run_id().as_u64();
         if (GATED..GATED + 1000).contains(&run) {
             GATE.acquire().await.unwrap().forget();
+            return Ok(TaskResult::Single(Job::Done));
+        }
+        if (HELD..HELD + 1000).contains(&run) {
+            HOLD.acquire().await.unwrap().forget();
             return Ok(TaskResult::Single(Job::Done));
         }
         let ms = if (SLOW..SLOW + 1000).contains(&run) {
@@ -62,6 +66,11 @@ const SLOW: u64 = 1_000_000;
 /// permit to `GATE`.
 const GATED: u64 = 4_000_000;
 static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// Run ids from here (for a thousand) work until the test that runs them adds a
+/// permit to `HOLD` (a gate of their own: tests run side by side).
+const HELD: u64 = 6_000_000;
+static HOLD: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 /// Run ids from here (for a thousand) work three seconds.
 const LONG: u64 = 5_000_000;
@@ -722,6 +731,73 @@ async fn cancel_reaches_queued_parked_and_running_runs_and_refuses_others() {
     let record = queue.wait(running, Duration::from_secs(30)).await.unwrap();
     assert_eq!(record.status, QueueStatus::Cancelled);
     worker.stop(Duration::from_secs(5)).await;
+    drop_schema(schema).await;
+}
+
+/// A worker that finds the run it was woken for taken by another steps back: it
+/// then lets new runs wait a moment for the workers ahead of it. A run that nobody
+/// ahead of it can take is still its own: each round here, one worker of one slot
+/// takes the first run, and the other (stepping further back each time it loses
+/// the first) must take the second. Polls are an hour apart, so only the
+/// announcement of the run can start it.
+#[tokio::test]
+async fn a_worker_that_stepped_back_still_takes_a_run_nobody_ahead_can() {
+    pg_or_skip!();
+    let schema = "queues_stepped_back";
+    let (store, queue) = declared(schema, QueueSpec::new("q")).await;
+    let start = |name: &'static str| {
+        Worker::new(&store)
+            .named(name)
+            .register("job", job())
+            .with_concurrency(1)
+            .with_lease(Duration::from_secs(10))
+            .with_poll_interval(Duration::from_secs(3600))
+            .start()
+    };
+    let (a, b) = (start("a").await.unwrap(), start("b").await.unwrap());
+    let (mut from_a, mut from_b) = (a.subscribe(), b.subscribe());
+    // The worker that claims `run`.
+    let mut claimer = async |run: RunId| {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let (event, by) = tokio::select! {
+                    event = from_a.recv() => (event.unwrap(), "a"),
+                    event = from_b.recv() => (event.unwrap(), "b"),
+                };
+                if matches!(event, WorkerEvent::Claimed { run: r, .. } if r == run) {
+                    return by;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("run {run} was never claimed"))
+    };
+    for round in 0..8 {
+        let first = HELD + 2 * round;
+        let (first, second) = (RunId::from(first), RunId::from(first + 1));
+        queue
+            .enqueue("job", &Job::Work, run_on("q", first.as_u64()))
+            .await
+            .unwrap();
+        let took_first = claimer(first).await;
+        queue
+            .enqueue("job", &Job::Work, run_on("q", second.as_u64()))
+            .await
+            .unwrap();
+        let took_second = claimer(second).await;
+        assert_ne!(took_first, took_second, "round {round}: one slot each");
+        HOLD.add_permits(2);
+        let records = queue
+            .wait_all(&[first, second], Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(
+            records.iter().all(|r| r.status == QueueStatus::Finished),
+            "{records:?}"
+        );
+    }
+    a.stop(Duration::from_secs(5)).await;
+    b.stop(Duration::from_secs(5)).await;
     drop_schema(schema).await;
 }
 
