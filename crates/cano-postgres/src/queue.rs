@@ -568,13 +568,38 @@ impl RunQueue {
 
     /// Inserts `row` on the named queue `queue`, in one transaction with its
     /// partition's policy: under the queue's lock when the policy looks at the
-    /// partition, so concurrent enqueues and claims cannot both find room.
+    /// partition, so concurrent enqueues and claims cannot both find room. A queue
+    /// whose policy does not look at partitions (the default) takes the run in one
+    /// statement.
     async fn insert_on_queue(
         &self,
         client: &mut deadpool_postgres::Object,
         row: &Insert<'_>,
         queue: &str,
     ) -> Result<Option<bool>, Refused> {
+        let plain = client.prepare_cached(&self.sql.insert_plain).await?;
+        let found = client
+            .query_one(
+                &plain,
+                &[
+                    &row.run,
+                    &row.workflow,
+                    &row.key,
+                    &row.state,
+                    &row.label,
+                    &queue,
+                    &row.partition,
+                    &row.priority,
+                    &row.delay_ms,
+                    &row.at_ms,
+                ],
+            )
+            .await?;
+        let (declared, plain, added): (bool, bool, Option<i64>) =
+            (found.get(0), found.get(1), found.get(2));
+        if declared && plain {
+            return Ok(added.map(|_| false));
+        }
         let tx = client.transaction().await?;
         let read_spec = tx.prepare_cached(&self.sql.spec).await?;
         let Some(found) = tx.query_opt(&read_spec, &[&queue]).await? else {

@@ -14,6 +14,7 @@ const SPEC: &str = "name, concurrency, worker_concurrency, partition_concurrency
 /// The run queue's statements, built once per [`RunQueue`](crate::RunQueue).
 pub(crate) struct QueueSql {
     pub(crate) insert: String,
+    pub(crate) insert_plain: String,
     pub(crate) by_key: String,
     pub(crate) select: String,
     pub(crate) select_many: String,
@@ -56,6 +57,28 @@ impl QueueSql {
                  woke AS (SELECT pg_notify('{ready}', $2) FROM added WHERE status = 'queued'),
                  told AS (SELECT pg_notify('{done}', run_id::text) FROM added WHERE status = 'cancelled')
                  SELECT run_id, (SELECT count(*) FROM woke), (SELECT count(*) FROM told) FROM added"
+            ),
+            // The insert above on named queue $6, if it is declared and its policy
+            // does not look at partitions (then nothing stands between a run and its
+            // queue but the queue's existence): one statement, where the policy's way
+            // is a transaction of four. It says whether the queue is declared, whether
+            // it is such a queue, and the run if it was added.
+            insert_plain: format!(
+                "WITH spec AS (
+                    SELECT when_full = 'queue' OR partition_concurrency IS NULL AS plain
+                    FROM {queues} WHERE name = $6),
+                 added AS (
+                    INSERT INTO {runs} (run_id, workflow, idempotency_key, initial_state, initial_label,
+                        status, queue, partition_key, priority, not_before)
+                    SELECT $1::bigint, $2::text, $3::text, $4::bytea, $5::text, 'queued', $6::text,
+                        $7::text, $8::integer,
+                        CASE WHEN $9::float8 IS NOT NULL THEN clock_timestamp() + $9::float8 * interval '1 millisecond'
+                             WHEN $10::bigint IS NOT NULL THEN to_timestamp($10::bigint / 1000.0) END
+                    FROM spec WHERE spec.plain
+                    ON CONFLICT DO NOTHING RETURNING run_id),
+                 woke AS (SELECT pg_notify('{ready}', $2) FROM added)
+                 SELECT EXISTS (SELECT FROM spec), coalesce((SELECT plain FROM spec), false),
+                    (SELECT run_id FROM added), (SELECT count(*) FROM woke)"
             ),
             by_key: format!("SELECT run_id, workflow FROM {runs} WHERE idempotency_key = $1"),
             select: format!("SELECT {RECORD} FROM {runs} WHERE run_id = $1"),

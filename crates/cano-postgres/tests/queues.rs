@@ -984,6 +984,68 @@ async fn a_slot_its_worker_cannot_use_is_handed_on_to_an_idle_worker() {
     drop_schema(schema).await;
 }
 
+/// An enqueue on a queue whose policy does not look at partitions is one statement
+/// (the queue's check and the insert together): it keeps every promise the
+/// policy's transaction kept. A key given twice names the first run, a run id
+/// given twice is refused, a delayed start waits, and a queue declared with a
+/// policy afterwards is held to it at once.
+#[tokio::test]
+async fn an_enqueue_on_a_plain_queue_keeps_keys_ids_delays_and_policies() {
+    pg_or_skip!();
+    let schema = "queues_plain_enqueue";
+    let (_store, queue) = declared(schema, QueueSpec::new("plain").with_concurrency(4)).await;
+    let keyed = || {
+        EnqueueOptions::new()
+            .on_queue("plain")
+            .with_idempotency_key("order-9")
+    };
+    let first = queue.enqueue("job", &Job::Work, keyed()).await.unwrap();
+    assert!(first.created && !first.skipped);
+    let again = queue.enqueue("job", &Job::Work, keyed()).await.unwrap();
+    assert_eq!((again.run, again.created), (first.run, false));
+    let err = queue
+        .enqueue("other", &Job::Work, keyed())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("was used for run"), "{err}");
+    let id = EnqueueOptions::new()
+        .with_run_id(first.run)
+        .on_queue("plain");
+    let err = queue.enqueue("job", &Job::Work, id).await.unwrap_err();
+    assert!(err.to_string().contains("already enqueued"), "{err}");
+    let later = EnqueueOptions::new()
+        .on_queue("plain")
+        .with_delay(Duration::from_secs(3600));
+    let delayed = queue.enqueue("job", &Job::Work, later).await.unwrap().run;
+    let admin = raw().await;
+    let waits: bool = admin
+        .query_one(
+            &format!(
+                "SELECT not_before > clock_timestamp() + interval '59 minutes'
+                 FROM {schema}.cano_runs WHERE run_id = $1"
+            ),
+            &[&i64::try_from(delayed.as_u64()).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(waits, "the delayed run keeps its start time");
+    // Declared again with a policy: the next enqueue follows it.
+    queue
+        .declare(
+            &QueueSpec::new("plain")
+                .with_partition_concurrency(1)
+                .when_full(WhenFull::Skip),
+        )
+        .await
+        .unwrap();
+    let tenant = || EnqueueOptions::new().on_queue("plain").with_partition("t");
+    let kept = queue.enqueue("job", &Job::Work, tenant()).await.unwrap();
+    let skipped = queue.enqueue("job", &Job::Work, tenant()).await.unwrap();
+    assert!(!kept.skipped && skipped.skipped, "{kept:?} {skipped:?}");
+    drop_schema(schema).await;
+}
+
 #[tokio::test]
 async fn bad_queue_input_is_a_clear_error() {
     pg_or_skip!();
