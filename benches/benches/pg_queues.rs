@@ -1,6 +1,7 @@
 //! Named queues on PostgreSQL under load: runs started per second with 1, 4 and 16
-//! workers on one queue with limits, with 4 workers over 100 partitions, and with 1,
-//! 4 and 16 workers whose runs wait 10 ms each (as a call to another service); the
+//! workers on one queue with limits, with 4 workers over 100 partitions, with 1, 4
+//! and 16 workers whose runs wait 10 ms each (as a call to another service), and
+//! with 1, 4 and 16 workers taking runs as four producers enqueue them; the
 //! statements the server ran per run (pg_stat_statements, when the server loads it:
 //! `.ci/postgres` does), and where the CPU went: the server's processes against this
 //! one's, per run. Not a criterion bench: draining thousands of runs is one
@@ -129,6 +130,36 @@ async fn enqueue(queue: &RunQueue, count: usize, partitions: usize) -> Vec<RunId
     ids
 }
 
+/// How the timed runs arrive.
+#[derive(Clone, Copy)]
+enum Arrival {
+    /// All enqueued before the workers start: they drain a backlog.
+    Backlog,
+    /// Enqueued while the workers run, by `PRODUCERS` tasks at once (as requests
+    /// of a service would), each enqueue waiting for the last: the workers take
+    /// runs as they come, and the rate is that of the whole, producers included.
+    Live,
+}
+
+/// The tasks enqueueing live runs at once (the store's pool has as many
+/// connections).
+const PRODUCERS: usize = 4;
+
+/// Enqueues `count` runs from `PRODUCERS` tasks at once; their ids.
+async fn produce(store: &PostgresCheckpointStore, count: usize, partitions: usize) -> Vec<RunId> {
+    let mut producers = tokio::task::JoinSet::new();
+    for producer in 0..PRODUCERS {
+        let queue = RunQueue::new(store);
+        let share = count / PRODUCERS + usize::from(producer < count % PRODUCERS);
+        producers.spawn(async move { enqueue(&queue, share, partitions).await });
+    }
+    let mut ids = Vec::with_capacity(count);
+    while let Some(some) = producers.join_next().await {
+        ids.extend(some.unwrap());
+    }
+    ids
+}
+
 /// A worker on each store, up to 32 runs at once, each waiting `work`.
 async fn start_workers(stores: &[PostgresCheckpointStore], work: Duration) -> Vec<RunningWorker> {
     let mut started = Vec::with_capacity(stores.len());
@@ -159,9 +190,9 @@ async fn serve(
     }
 }
 
-/// Enqueues `runs` runs on a fresh queue (over `partitions` partitions, 0 for none)
-/// and drains them with `workers` workers (each with its own pool of `pool`
-/// connections, like separate processes, warmed by a first drain of as many
+/// Enqueues `runs` runs on a fresh queue (over `partitions` partitions, 0 for none),
+/// as `arrival` says, and has `workers` workers run them (each with its own pool of
+/// `pool` connections, like separate processes, warmed by a first drain of as many
 /// runs), each run waiting `work`, timing from the first run's start to the last's
 /// as the claims record has them (the server's clock). Timed from the client, the
 /// drain ended when `wait_all` next looked, and it reads its runs every 200 ms while
@@ -173,6 +204,7 @@ async fn drain(
     runs: usize,
     partitions: usize,
     work: Duration,
+    arrival: Arrival,
 ) -> Drained {
     let admin = admin(url).await;
     admin
@@ -223,7 +255,11 @@ async fn drain(
         .unwrap();
     let second = enqueue(&queue, 100 * workers, partitions).await;
     serve(&stores, work, &queue, &second).await;
-    let ids = enqueue(&queue, runs, partitions).await;
+    // A backlog is enqueued before the workers start; live runs while they run.
+    let waiting = match arrival {
+        Arrival::Backlog => enqueue(&queue, runs, partitions).await,
+        Arrival::Live => Vec::new(),
+    };
     let tracked = admin
         .batch_execute(
             "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
@@ -238,6 +274,10 @@ async fn drain(
         None
     };
     let started = start_workers(&stores, work).await;
+    let ids = match arrival {
+        Arrival::Backlog => waiting,
+        Arrival::Live => produce(&store, runs, partitions).await,
+    };
     queue
         .wait_all(&ids, Duration::from_secs(600))
         .await
@@ -292,28 +332,38 @@ fn main() {
         // The last three cases' runs wait 10 ms each, as runs that call another
         // service do: one worker's 32 slots then cap it, and adding workers adds
         // capacity until the server is the limit.
+        // The l cases have the runs enqueued while the workers run, by four tasks
+        // at once: idle workers are woken by every run enqueued.
         let waiting = Duration::from_millis(10);
-        for (name, workers, pool, partitions, work) in [
-            ("w1", 1, 2, 0, Duration::ZERO),
-            ("w4", 4, 2, 0, Duration::ZERO),
-            ("w16", 16, 2, 0, Duration::ZERO),
-            ("w16p4", 16, 4, 0, Duration::ZERO),
-            ("p100", 4, 2, 100, Duration::ZERO),
-            ("t1", 1, 2, 0, waiting),
-            ("t4", 4, 2, 0, waiting),
-            ("t16", 16, 2, 0, waiting),
+        let (backlog, live) = (Arrival::Backlog, Arrival::Live);
+        for (name, workers, pool, partitions, work, arrival) in [
+            ("w1", 1, 2, 0, Duration::ZERO, backlog),
+            ("w4", 4, 2, 0, Duration::ZERO, backlog),
+            ("w16", 16, 2, 0, Duration::ZERO, backlog),
+            ("w16p4", 16, 4, 0, Duration::ZERO, backlog),
+            ("p100", 4, 2, 100, Duration::ZERO, backlog),
+            ("t1", 1, 2, 0, waiting, backlog),
+            ("t4", 4, 2, 0, waiting, backlog),
+            ("t16", 16, 2, 0, waiting, backlog),
+            ("l1", 1, 2, 0, Duration::ZERO, live),
+            ("l4", 4, 2, 0, Duration::ZERO, live),
+            ("l16", 16, 2, 0, Duration::ZERO, live),
         ] {
             // CANO_PGQ_ONLY=w16 (say) runs one case, to study it with the server's tools.
             if std::env::var("CANO_PGQ_ONLY").is_ok_and(|only| only != name) {
                 continue;
             }
-            let d = drain(&url, workers, pool, runs, partitions, work).await;
+            let d = drain(&url, workers, pool, runs, partitions, work, arrival).await;
+            let arrived = match arrival {
+                Arrival::Backlog => "waiting",
+                Arrival::Live => "enqueued live",
+            };
             let statements = d
                 .statements_per_run
                 .map(|s| format!("{s:.1}"))
                 .unwrap_or_else(|| "n/a (no pg_stat_statements)".into());
             println!(
-                "pg queues: {workers:>2} workers (pools of {pool}), {partitions:>3} partitions, {runs} runs of {work:?}: {:.0} runs started/s, {statements} statements/run, CPU per run: server {:.3} ms, workers {:.3} ms",
+                "pg queues: {workers:>2} workers (pools of {pool}), {partitions:>3} partitions, {runs} runs of {work:?} {arrived}: {:.0} runs started/s, {statements} statements/run, CPU per run: server {:.3} ms, workers {:.3} ms",
                 d.runs_per_s, d.server_cpu_ms_per_run, d.worker_cpu_ms_per_run
             );
             json.push(format!(

@@ -846,6 +846,9 @@ fn pg_queue_rows(out: &Path) -> Vec<(&'static str, String, String)> {
         row("pg named queue, runs waiting 10 ms: 1 worker", "t1"),
         row("pg named queue, runs waiting 10 ms: 4 workers", "t4"),
         row("pg named queue, runs waiting 10 ms: 16 workers", "t16"),
+        row("pg named queue, runs enqueued live by 4: 1 worker", "l1"),
+        row("pg named queue, runs enqueued live by 4: 4 workers", "l4"),
+        row("pg named queue, runs enqueued live by 4: 16 workers", "l16"),
     ]
 }
 
