@@ -675,6 +675,12 @@ impl Shared {
     async fn claim_loop(self: Arc<Self>) {
         let db = self.store.db().clone();
         let names: Vec<String> = self.flows.keys().cloned().collect();
+        // Workers of the same workflows share a front (see `settle_listening`).
+        let front_key = {
+            let mut sorted = names.clone();
+            sorted.sort();
+            sorted.join("\n")
+        };
         let mut stop = self.stop.subscribe();
         // A connection of the loop's own: it listens for new runs and claims them.
         let mut session: Option<Session> = None;
@@ -759,9 +765,17 @@ impl Shared {
             }
             while runs.try_join_next().is_some() {}
             turn.backlog = free > 0 && claimed > 0 && turn.waiting;
-            if free > 0 && session.is_some() {
-                let lost = claimed == 0 && (turn.saw_runs || turn.notified) && !turn.only_capped;
-                turn.behind = stepped_back(turn.behind, claimed, turn.waiting, lost);
+            if free > 0
+                && let Some(open) = &session
+            {
+                let round = Round {
+                    claimed,
+                    full: turn.waiting,
+                    lost: claimed == 0 && (turn.saw_runs || turn.notified) && !turn.only_capped,
+                    unheard: !open.listening,
+                };
+                turn.behind = stepped_back(turn.behind, &round, self.poll.min(IDLE_MOST))
+                    .filter(|_| !open.front);
             }
             (turn.saw_runs, turn.notified) = (false, false);
             if free > 0 && claimed == free {
@@ -773,6 +787,28 @@ impl Shared {
             } else {
                 self.poll.min(RECONNECT_PAUSE)
             };
+            // A worker that stepped back and drives no run stops listening (see
+            // `settle_listening`): it looks at its pace instead.
+            if let Some(open) = session.as_mut() {
+                let settled =
+                    tokio::time::timeout(limit, self.settle_listening(open, &mut turn, &front_key))
+                        .await;
+                let failed = match settled {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!(
+                        "listening for new runs took longer than {limit:?}: its connection is taken for dead"
+                    )),
+                };
+                if let Some(error) = failed {
+                    self.claim_failed(&mut turn, error);
+                    session = None;
+                } else if !open.listening
+                    && let Some(pace) = turn.behind
+                {
+                    pause = pause.min(pace);
+                }
+            }
             // A parked run's deadline, or a delayed run's start, may come before the
             // next poll (a worker with runs waiting claims again as its slots free).
             if !turn.backlog
@@ -846,6 +882,53 @@ impl Shared {
         {
             self.hand_on(open, freed, limit).await;
         }
+    }
+
+    /// Listens for new runs and cancel requests while this worker is in front (it
+    /// has not stepped back), holds its workflows' front, or drives runs; stops
+    /// otherwise.
+    ///
+    /// The server wakes every listening connection of the database for every
+    /// notification, whichever channel it listens on: with sixteen workers, each
+    /// enqueue woke sixteen server processes and sixteen clients, and that cost a
+    /// run more than all its statements did. A worker that stepped back and is
+    /// idle stops listening and looks at its pace (see `stepped_back`). Before it
+    /// stops, it tries for the front, a session lock per set of workflows: the
+    /// worker holding it never steps back, so one worker listens whatever the
+    /// others do, and a new run into an idle cluster starts at once.
+    async fn settle_listening(
+        &self,
+        open: &mut Session,
+        turn: &mut Turn,
+        front_key: &str,
+    ) -> Result<(), CanoError> {
+        let db = self.store.db();
+        let driving = !self.leases().is_empty();
+        if !open.front && turn.behind.is_some() && !driving {
+            let front = open
+                .client
+                .query_one(&open.front_lock, &[&front_key])
+                .await
+                .map_err(|e| db.error("trying for its workflows' front", e))?;
+            if front.get::<_, bool>(0) {
+                open.front = true;
+                turn.behind = None;
+            }
+        }
+        let listen = open.front || turn.behind.is_none() || driving;
+        if listen != open.listening {
+            let sql = if listen {
+                listen_to(&db.schema)
+            } else {
+                "UNLISTEN *".to_owned()
+            };
+            open.client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| db.error("listening for new runs", e))?;
+            open.listening = listen;
+        }
+        Ok(())
     }
 
     /// Reports a failed claim round or connection, unless the same error was reported
@@ -1483,13 +1566,29 @@ struct Turn {
     notified: bool,
 }
 
-/// The first and the longest step back of a worker that finds new runs taken.
-const BEHIND_FIRST: Duration = Duration::from_millis(2);
-const BEHIND_MOST: Duration = Duration::from_millis(50);
+/// The first and the longest step back of a worker that finds new runs taken (the
+/// longest: what a run that no worker in front can take may wait for one that
+/// stepped back, and listens).
+const BEHIND_FIRST: Duration = Duration::from_millis(5);
+const BEHIND_MOST: Duration = Duration::from_millis(100);
 
-/// How far a worker stands back from new runs after a round that `claimed` runs
-/// (`full`: and left more waiting) or, woken for runs, found them all taken by
-/// other workers (`lost`).
+/// The longest a worker that stepped back and stopped listening waits between looks
+/// (or its poll interval, if shorter).
+const IDLE_MOST: Duration = Duration::from_secs(1);
+
+/// What a round of claims tells a worker of its place among the others.
+struct Round {
+    /// Runs it claimed.
+    claimed: usize,
+    /// More runs waited than it had slots for.
+    full: bool,
+    /// Woken for runs, or having seen some, it found them all taken by other workers.
+    lost: bool,
+    /// It was not listening (it looked at its pace).
+    unheard: bool,
+}
+
+/// How far a worker stands back from new runs after `round` (`None`: not at all).
 ///
 /// Every enqueue wakes every idle worker. While runs come one by one, each went to
 /// whichever worker was first, and the others had paid a round (and a wait for the
@@ -1498,18 +1597,21 @@ const BEHIND_MOST: Duration = Duration::from_millis(50);
 /// `BEHIND_MOST`): woken, it waits that long before it looks, and then looks only
 /// for runs that have waited half that long, which the workers still ahead have not
 /// kept up with (a run it was woken for has waited the whole pace by then, so none
-/// is left behind). It comes halfway forward each time it claims runs, and all the
-/// way once it finds more runs waiting than it has slots for.
-fn stepped_back(
-    behind: Option<Duration>,
-    claimed: usize,
-    full: bool,
-    lost: bool,
-) -> Option<Duration> {
+/// is left behind). It keeps its place while it claims such runs (helping in
+/// batches at its pace), and comes all the way forward once it finds more runs
+/// waiting than it has slots for. (Coming halfway forward at each claim, workers on
+/// a busy server, where a run often waits a few ms, were soon all in front again:
+/// a third fewer runs a second with sixteen.) Not listening (see
+/// `settle_listening`), it looks at its pace, which grows while it finds nothing,
+/// up to `idle_most`.
+fn stepped_back(behind: Option<Duration>, round: &Round, idle_most: Duration) -> Option<Duration> {
+    let further =
+        |most: Duration| behind.map_or(BEHIND_FIRST, |pace| pace.saturating_mul(2).min(most));
     match behind {
-        _ if claimed > 0 && full => None,
-        Some(pace) if claimed > 0 => Some(pace / 2).filter(|half| *half >= BEHIND_FIRST),
-        _ if lost => Some(behind.map_or(BEHIND_FIRST, |pace| (pace * 2).min(BEHIND_MOST))),
+        _ if round.claimed > 0 && round.full => None,
+        Some(_) if round.claimed > 0 => behind,
+        _ if round.lost => Some(further(BEHIND_MOST)),
+        Some(_) if round.unheard => Some(further(idle_most.max(BEHIND_MOST))),
         _ => behind,
     }
 }
@@ -1545,6 +1647,20 @@ struct Session {
     claim_queue: Statement,
     next_wake: Statement,
     hand_on: Statement,
+    front_lock: Statement,
+    /// Whether it listens for new runs and cancel requests.
+    listening: bool,
+    /// Whether it holds its workflows' front (see `Shared::settle_listening`).
+    front: bool,
+}
+
+/// The statements that make a connection listen for new runs and cancel requests.
+fn listen_to(schema: &str) -> String {
+    format!(
+        "LISTEN {}; LISTEN {}",
+        ready_channel(schema),
+        cancel_channel(schema)
+    )
 }
 
 impl Session {
@@ -1558,9 +1674,8 @@ impl Session {
         // 0.4 ms each, once an ANALYZE had run).
         client
             .batch_execute(&format!(
-                "SET plan_cache_mode = force_generic_plan; LISTEN {}; LISTEN {}",
-                ready_channel(&db.schema),
-                cancel_channel(&db.schema)
+                "SET plan_cache_mode = force_generic_plan; {}",
+                listen_to(&db.schema)
             ))
             .await
             .map_err(err)?;
@@ -1587,6 +1702,7 @@ impl Session {
         // outside the lock, by a run that can claim nothing (no workflow, no queue,
         // an ask of 0). With sixteen workers that joined a busy queue, these plans
         // were a tenth of the time the lock was held in their first second.
+        let front_lock = client.prepare(&sql.front).await.map_err(err)?;
         let (no_workflows, none) = (Vec::<String>::new(), "");
         client
             .query(
@@ -1605,6 +1721,9 @@ impl Session {
             claim_queue,
             next_wake,
             hand_on,
+            front_lock,
+            listening: true,
+            front: false,
         })
     }
 }
@@ -1616,23 +1735,72 @@ mod tests {
     #[test]
     fn a_worker_steps_back_each_time_it_loses_and_forward_as_it_claims() {
         let ms = Duration::from_millis;
+        let round = |claimed, full, lost, unheard| Round {
+            claimed,
+            full,
+            lost,
+            unheard,
+        };
+        let step = |behind, r: Round| stepped_back(behind, &r, IDLE_MOST);
         // Losing: a first step, doubled at each loss after, never past the bound.
-        assert_eq!(stepped_back(None, 0, false, true), Some(BEHIND_FIRST));
-        assert_eq!(stepped_back(Some(ms(8)), 0, false, true), Some(ms(16)));
+        assert_eq!(step(None, round(0, false, true, false)), Some(BEHIND_FIRST));
         assert_eq!(
-            stepped_back(Some(BEHIND_MOST), 0, false, true),
+            step(Some(ms(8)), round(0, false, true, false)),
+            Some(ms(16))
+        );
+        assert_eq!(
+            step(Some(BEHIND_MOST), round(0, false, true, false)),
             Some(BEHIND_MOST)
         );
         // An idle round that lost nothing leaves it where it stands.
-        assert_eq!(stepped_back(Some(ms(8)), 0, false, false), Some(ms(8)));
-        assert_eq!(stepped_back(None, 0, false, false), None);
-        // Claiming brings it halfway forward, and all the way below the first step.
-        assert_eq!(stepped_back(Some(ms(40)), 3, false, false), Some(ms(20)));
-        assert_eq!(stepped_back(Some(BEHIND_FIRST), 1, false, false), None);
+        assert_eq!(
+            step(Some(ms(8)), round(0, false, false, false)),
+            Some(ms(8))
+        );
+        assert_eq!(step(None, round(0, false, false, false)), None);
+        // Claiming runs the others left keeps it where it stands.
+        assert_eq!(
+            step(Some(ms(40)), round(3, false, false, false)),
+            Some(ms(40))
+        );
+        assert_eq!(
+            step(Some(BEHIND_FIRST), round(1, false, false, true)),
+            Some(BEHIND_FIRST)
+        );
         // More runs waiting than it had slots for: all the way forward at once.
-        assert_eq!(stepped_back(Some(BEHIND_MOST), 4, true, false), None);
+        assert_eq!(step(Some(BEHIND_MOST), round(4, true, false, true)), None);
         // A worker in front that claims stays in front.
-        assert_eq!(stepped_back(None, 2, false, false), None);
+        assert_eq!(step(None, round(2, false, false, false)), None);
+        // Not listening, a look that finds nothing doubles its pace up to the idle
+        // bound (the poll interval if shorter; Duration::MAX polls do not overflow).
+        assert_eq!(
+            step(Some(ms(100)), round(0, false, false, true)),
+            Some(ms(200))
+        );
+        assert_eq!(
+            step(Some(ms(800)), round(0, false, false, true)),
+            Some(IDLE_MOST)
+        );
+        assert_eq!(
+            stepped_back(Some(ms(80)), &round(0, false, false, true), ms(20)),
+            Some(BEHIND_MOST),
+            "never held to less than a listening worker's bound"
+        );
+        assert_eq!(
+            stepped_back(
+                Some(IDLE_MOST),
+                &round(0, false, false, true),
+                Duration::MAX
+            ),
+            Some(IDLE_MOST * 2)
+        );
+        // Not listening and losing what it saw: back to the listening bound.
+        assert_eq!(
+            step(Some(IDLE_MOST), round(0, false, true, true)),
+            Some(BEHIND_MOST)
+        );
+        // In front, not listening never happens; a worker not behind stays so.
+        assert_eq!(step(None, round(0, false, false, true)), None);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub(crate) struct WorkerSql {
     pub(crate) park: String,
     pub(crate) next_wake: String,
     pub(crate) hand_on: String,
+    pub(crate) front: String,
 }
 
 /// The order of a named queue's waiting runs in their index (`cano_runs_queued`),
@@ -342,6 +343,12 @@ impl WorkerSql {
             queue_lock: format!(
                 "SELECT extract(epoch FROM statement_timestamp())::float8 FROM {lock}",
                 lock = queue_lock(&db.schema, "$1"),
+            ),
+            // Takes the front of the workflows named by $1 for this session, if no
+            // other session holds it (see `Shared::settle_listening`).
+            front: format!(
+                "SELECT pg_try_advisory_lock(hashtext('cano-front:{schema}'), hashtext($1))",
+                schema = db.schema
             ),
             // Fails poison runs, closing their last claim at its lease's end (run once
             // a second at most: a run only becomes poison when a lease expires). The

@@ -984,6 +984,87 @@ async fn a_slot_its_worker_cannot_use_is_handed_on_to_an_idle_worker() {
     drop_schema(schema).await;
 }
 
+/// Idle workers that stepped back stop listening (every notification wakes every
+/// listening connection of the database); one worker of the same workflows holds
+/// their front, a session lock, and listens whatever the others do. When its
+/// session ends, another takes the front at its next look, and runs still start.
+#[tokio::test]
+async fn one_worker_holds_the_front_and_another_takes_it_when_it_goes() {
+    pg_or_skip!();
+    let schema = "queues_front";
+    let (store, queue) = declared(schema, QueueSpec::new("q")).await;
+    let start = |name: &'static str| {
+        Worker::new(&store)
+            .named(name)
+            .register("job", job())
+            .with_concurrency(1)
+            .with_lease(Duration::from_secs(10))
+            .with_poll_interval(Duration::from_secs(3600))
+            .start()
+    };
+    let workers = [
+        start("a").await.unwrap(),
+        start("b").await.unwrap(),
+        start("c").await.unwrap(),
+    ];
+    // Runs one at a time (short ones): each wakes all three, one takes it, and the
+    // others step back.
+    let trickle = async |ids: std::ops::Range<u64>| {
+        for id in ids {
+            let run = queue
+                .enqueue("job", &Job::Work, run_on("q", id))
+                .await
+                .unwrap()
+                .run;
+            let record = queue.wait(run, Duration::from_secs(30)).await.unwrap();
+            assert_eq!(record.status, QueueStatus::Finished, "{record:?}");
+        }
+    };
+    trickle(7_000_000..7_000_006).await;
+    // The sessions holding the front of workflow "job", from the server's lock table
+    // (it shows the keys unsigned). Nothing signals a lock taken: the test looks.
+    let admin = raw().await;
+    let holders = format!(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+           AND classid::text::bigint = (hashtext('cano-front:{schema}')::bigint & 4294967295)
+           AND objid::text::bigint = (hashtext('job')::bigint & 4294967295)"
+    );
+    let front_other_than = async |gone: Option<i32>| {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let pids: Vec<i32> = admin
+                    .query(&holders, &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                assert!(pids.len() <= 1, "one front, not {pids:?}");
+                if let Some(&pid) = pids.first()
+                    && Some(pid) != gone
+                {
+                    return pid;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a worker holds the front")
+    };
+    let first = front_other_than(None).await;
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&first])
+        .await
+        .unwrap();
+    let second = front_other_than(Some(first)).await;
+    assert_ne!(first, second);
+    trickle(7_000_006..7_000_010).await;
+    for worker in workers {
+        worker.stop(Duration::from_secs(5)).await;
+    }
+    drop_schema(schema).await;
+}
+
 /// An enqueue on a queue whose policy does not look at partitions is one statement
 /// (the queue's check and the insert together): it keeps every promise the
 /// policy's transaction kept. A key given twice names the first run, a run id
@@ -1013,9 +1094,7 @@ async fn an_enqueue_on_a_plain_queue_keeps_keys_ids_delays_and_policies() {
         .on_queue("plain");
     let err = queue.enqueue("job", &Job::Work, id).await.unwrap_err();
     assert!(err.to_string().contains("already enqueued"), "{err}");
-    let later = EnqueueOptions::new()
-        .on_queue("plain")
-        .with_delay(Duration::from_secs(3600));
+    let later = run_on("plain", 8_000_000).with_delay(Duration::from_secs(3600));
     let delayed = queue.enqueue("job", &Job::Work, later).await.unwrap().run;
     let admin = raw().await;
     let waits: bool = admin
