@@ -17,7 +17,14 @@
 //!   (compensation runs only when the run itself fails), resumes runs whose worker
 //!   died from their last checkpoint, fails poison runs after too many claims, and is
 //!   woken by LISTEN/NOTIFY (polling as the fallback). Its heartbeat and claim loop
-//!   have connections of their own.
+//!   have connections of their own. Workers do not all race for every new run: one
+//!   that finds the runs it was woken for taken by others steps back (it then waits
+//!   5 to 100 ms before it looks, for runs the workers in front have left waiting),
+//!   and, idle, stops listening (PostgreSQL wakes every listener for every
+//!   notification) and looks at its own pace, up to a second apart. One worker per
+//!   set of workflows holds their front (a session lock) and always listens, so a
+//!   run enqueued into an idle cluster starts at once; a worker comes forward when
+//!   it finds more runs waiting than it has slots for.
 //! - Durable waits (`cano_core::wait`): the store keeps each run's signal inbox
 //!   (`Workflow::signal` from any process), and takes a signal in one fenced
 //!   transaction with the run's `Received` row. A run that parks is held by the queue

@@ -442,7 +442,8 @@ impl RunQueue {
     /// Enqueues a run of the workflow registered under `workflow` on the workers,
     /// starting in `initial`. Idle workers are woken at once (LISTEN/NOTIFY). On a
     /// named queue ([`EnqueueOptions::on_queue`]) the queue's limits apply, and a full
-    /// partition its [`WhenFull`] policy.
+    /// partition its [`WhenFull`] policy. One statement (one round trip) unless the
+    /// queue's policy looks at partitions: then a transaction under the queue's lock.
     ///
     /// Errors: a run id that is already enqueued (without the same idempotency key),
     /// an idempotency key already used for another workflow, a queue that was never

@@ -300,7 +300,9 @@ impl Worker {
     }
 
     /// How often an idle worker looks for runs when no notification wakes it (1 s by
-    /// default; notifications make it claim a new run at once).
+    /// default; notifications make it claim a new run at once). An idle worker that
+    /// stepped back from runs other workers took first looks at a pace of its own,
+    /// at most this far apart (and at most a second).
     pub fn with_poll_interval(mut self, every: Duration) -> Self {
         self.poll = every;
         self
