@@ -773,13 +773,13 @@ impl Shared {
                 let round = Round {
                     claimed,
                     full: turn.waiting,
-                    lost: claimed == 0 && (turn.saw_runs || turn.notified) && !turn.only_capped,
+                    lost: claimed == 0 && turn.notified && !turn.only_capped,
                     unheard: !open.listening,
                 };
                 turn.behind = stepped_back(turn.behind, &round, self.poll.min(IDLE_MOST))
                     .filter(|_| !open.front);
             }
-            (turn.saw_runs, turn.notified) = (false, false);
+            turn.notified = false;
             if free > 0 && claimed == free {
                 continue; // there may be more waiting
             }
@@ -1022,7 +1022,6 @@ impl Shared {
             .await
             .map_err(|e| db.error("looking for runs to claim", e))?;
         let (default_ready, ready): (bool, Vec<String>) = (ready.get(0), ready.get(1));
-        turn.saw_runs = default_ready || !ready.is_empty();
         let sent = Instant::now();
         let mut rows = if default_ready {
             client
@@ -1562,8 +1561,6 @@ struct Turn {
     /// How far this worker has stepped back from new runs after finding them taken
     /// by other workers (`None`: not at all); see `stepped_back`.
     behind: Option<Duration>,
-    /// The last round's look found runs this worker could claim.
-    saw_runs: bool,
     /// A notification of new runs of this worker's workflows woke it.
     notified: bool,
 }
@@ -1584,7 +1581,9 @@ struct Round {
     claimed: usize,
     /// More runs waited than it had slots for.
     full: bool,
-    /// Woken for runs, or having seen some, it found them all taken by other workers.
+    /// Woken for new runs, it claimed none (other workers took them first). Runs it
+    /// saw that it could not take when it woke for another reason (its own run's
+    /// end, a poll) may be held back by their partitions' limits: no loss.
     lost: bool,
     /// It was not listening (it looked at its pace).
     unheard: bool,
