@@ -506,6 +506,20 @@ async fn a_rate_limit_holds_across_workers() {
     drop_schema(schema).await;
 }
 
+/// A worker of "job" with one slot that polls once an hour: only notifications (or
+/// its own pace, once it has stepped back) make it look for runs.
+async fn one_slot_worker(store: &PostgresCheckpointStore, name: &str) -> RunningWorker {
+    Worker::new(store)
+        .named(name)
+        .register("job", job())
+        .with_concurrency(1)
+        .with_lease(Duration::from_secs(10))
+        .with_poll_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap()
+}
+
 /// A store in a fresh `schema` and its queue, with `spec` declared.
 async fn declared(schema: &str, spec: QueueSpec) -> (PostgresCheckpointStore, RunQueue) {
     let store = fresh_store(schema).await;
@@ -745,16 +759,10 @@ async fn a_worker_that_stepped_back_still_takes_a_run_nobody_ahead_can() {
     pg_or_skip!();
     let schema = "queues_stepped_back";
     let (store, queue) = declared(schema, QueueSpec::new("q")).await;
-    let start = |name: &'static str| {
-        Worker::new(&store)
-            .named(name)
-            .register("job", job())
-            .with_concurrency(1)
-            .with_lease(Duration::from_secs(10))
-            .with_poll_interval(Duration::from_secs(3600))
-            .start()
-    };
-    let (a, b) = (start("a").await.unwrap(), start("b").await.unwrap());
+    let (a, b) = (
+        one_slot_worker(&store, "a").await,
+        one_slot_worker(&store, "b").await,
+    );
     let (mut from_a, mut from_b) = (a.subscribe(), b.subscribe());
     // The worker that claims `run`.
     let mut claimer = async |run: RunId| {
@@ -993,19 +1001,10 @@ async fn one_worker_holds_the_front_and_another_takes_it_when_it_goes() {
     pg_or_skip!();
     let schema = "queues_front";
     let (store, queue) = declared(schema, QueueSpec::new("q")).await;
-    let start = |name: &'static str| {
-        Worker::new(&store)
-            .named(name)
-            .register("job", job())
-            .with_concurrency(1)
-            .with_lease(Duration::from_secs(10))
-            .with_poll_interval(Duration::from_secs(3600))
-            .start()
-    };
     let workers = [
-        start("a").await.unwrap(),
-        start("b").await.unwrap(),
-        start("c").await.unwrap(),
+        one_slot_worker(&store, "a").await,
+        one_slot_worker(&store, "b").await,
+        one_slot_worker(&store, "c").await,
     ];
     // Runs one at a time (short ones): each wakes all three, one takes it, and the
     // others step back.
