@@ -325,6 +325,61 @@ async fn heartbeats_renew_only_the_claims_this_worker_drives() {
     worker.stop(Duration::from_secs(5)).await;
 }
 
+/// A claim round that hangs (a migration holds the queues' table, so the look for
+/// runs waits on its lock) is given up at the worker's statement limit: the worker
+/// says so and drops the connection (its new ones wait on the same lock while it
+/// lasts), and once the table is free it takes the run enqueued meanwhile.
+#[tokio::test]
+async fn a_claim_round_that_hangs_is_given_up_and_the_worker_recovers() {
+    pg_or_skip!();
+    let schema = "t_fault_hung_round";
+    let store = fresh_store(schema).await;
+    let queue = RunQueue::new(&store);
+    let steps = Steps::new();
+    let worker = start_worker(
+        &store,
+        steps.workflow(),
+        Duration::from_secs(1),
+        Duration::from_millis(50),
+    )
+    .await;
+    let mut events = worker.subscribe();
+    // A first run, so that the worker's claim connection is open and claiming.
+    let first = enqueue(&queue).await;
+    queue.wait(first, WAIT).await.unwrap();
+    let migration = raw().await;
+    migration
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {schema}.cano_queues IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    // The default queue's enqueue does not read the queues' table.
+    let run = enqueue(&queue).await;
+    let said = next_event(
+        &mut events,
+        |e| matches!(e, WorkerEvent::ClaimFailed { error } if error.contains("took longer than")),
+    )
+    .await;
+    let WorkerEvent::ClaimFailed { error } = said else {
+        unreachable!()
+    };
+    assert!(error.contains("taken for dead"), "{error}");
+    assert_eq!(
+        queue.status(run).await.unwrap().unwrap().status,
+        QueueStatus::Queued,
+        "nothing was claimed while the round hung"
+    );
+    migration.batch_execute("ROLLBACK").await.unwrap();
+    let record = queue.wait(run, WAIT).await.unwrap();
+    assert_eq!(record.status, QueueStatus::Finished, "{record:?}");
+    for run in [first, run] {
+        assert_eq!(steps.ledger.count(&format!("ship {run}")), 1, "run {run}");
+    }
+    worker.stop(Duration::from_secs(5)).await;
+    drop_schema(schema).await;
+}
+
 #[tokio::test]
 async fn a_worker_that_cannot_renew_hands_its_run_back_before_the_lease_ends() {
     pg_or_skip!();
