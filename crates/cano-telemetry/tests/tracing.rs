@@ -60,6 +60,19 @@ impl Write for Capture {
     }
 }
 
+/// One test at a time. Whether a `tracing` call site is enabled is cached for the
+/// whole process, from every subscriber alive when it is first hit; with the tests'
+/// subscribers of different levels coming and going side by side, a DEBUG call site
+/// was once cached as off for the DEBUG test ("state entered" missing, one CI run
+/// in many).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A `fmt` subscriber recording up to `level` into the returned capture.
 fn capturing(level: tracing::Level) -> (Capture, impl tracing::Subscriber + Send + Sync) {
     let capture = Capture::default();
@@ -76,6 +89,7 @@ fn capturing(level: tracing::Level) -> (Capture, impl tracing::Subscriber + Send
 
 #[test]
 fn a_run_is_traced_in_spans_with_levels() {
+    let _one = one_at_a_time();
     let (capture, subscriber) = capturing(tracing::Level::DEBUG);
     let workflow = Workflow::bare()
         .register(S::Fetch, Fetch(Mutex::new(0)))
@@ -129,6 +143,7 @@ fn a_run_is_traced_in_spans_with_levels() {
 
 #[test]
 fn the_observer_asks_for_what_the_subscriber_records() {
+    let _one = one_at_a_time();
     use cano_core::{Interest, RunObserver};
 
     let observer = TracingObserver::new();
@@ -150,6 +165,7 @@ fn the_observer_asks_for_what_the_subscriber_records() {
 
 #[test]
 fn an_info_subscriber_still_hears_of_runs_and_failures() {
+    let _one = one_at_a_time();
     let (capture, subscriber) = capturing(tracing::Level::INFO);
     let workflow = Workflow::bare()
         .register(S::Store, Store)
