@@ -11,6 +11,15 @@ pub(crate) const RECORD: &str = "run_id, workflow, status, claims, worker, final
 /// A named queue's settings, in the order `queue::spec_of` reads them.
 const SPEC: &str = "name, concurrency, worker_concurrency, partition_concurrency, rate_count, rate_period_ms, when_full";
 
+/// A run's start (`not_before`) from a delay in ms (`delay`, a float8 parameter) or
+/// a time in ms since the Unix epoch (`at`, a bigint one); NULL, at once, if neither.
+fn start_time(delay: &str, at: &str) -> String {
+    format!(
+        "CASE WHEN {delay}::float8 IS NOT NULL THEN clock_timestamp() + {delay}::float8 * interval '1 millisecond'
+              WHEN {at}::bigint IS NOT NULL THEN to_timestamp({at}::bigint / 1000.0) END"
+    )
+}
+
 /// The run queue's statements, built once per [`RunQueue`](crate::RunQueue).
 pub(crate) struct QueueSql {
     pub(crate) insert: String,
@@ -49,14 +58,13 @@ impl QueueSql {
                 "WITH added AS (
                     INSERT INTO {runs} (run_id, workflow, idempotency_key, initial_state, initial_label,
                         status, queue, partition_key, priority, not_before, finished_at, error)
-                    VALUES ($1, $2, $3, $4, $5, $6::text, $7, $8, $9,
-                        CASE WHEN $10::float8 IS NOT NULL THEN clock_timestamp() + $10::float8 * interval '1 millisecond'
-                             WHEN $11::bigint IS NOT NULL THEN to_timestamp($11::bigint / 1000.0) END,
+                    VALUES ($1, $2, $3, $4, $5, $6::text, $7, $8, $9, {start},
                         CASE WHEN $6::text = 'cancelled' THEN clock_timestamp() END, $12)
                     ON CONFLICT DO NOTHING RETURNING run_id, status),
                  woke AS (SELECT pg_notify('{ready}', $2) FROM added WHERE status = 'queued'),
                  told AS (SELECT pg_notify('{done}', run_id::text) FROM added WHERE status = 'cancelled')
-                 SELECT run_id, (SELECT count(*) FROM woke), (SELECT count(*) FROM told) FROM added"
+                 SELECT run_id, (SELECT count(*) FROM woke), (SELECT count(*) FROM told) FROM added",
+                start = start_time("$10", "$11"),
             ),
             // The insert above on named queue $6, if it is declared and its policy
             // does not look at partitions (then nothing stands between a run and its
@@ -71,14 +79,13 @@ impl QueueSql {
                     INSERT INTO {runs} (run_id, workflow, idempotency_key, initial_state, initial_label,
                         status, queue, partition_key, priority, not_before)
                     SELECT $1::bigint, $2::text, $3::text, $4::bytea, $5::text, 'queued', $6::text,
-                        $7::text, $8::integer,
-                        CASE WHEN $9::float8 IS NOT NULL THEN clock_timestamp() + $9::float8 * interval '1 millisecond'
-                             WHEN $10::bigint IS NOT NULL THEN to_timestamp($10::bigint / 1000.0) END
+                        $7::text, $8::integer, {start}
                     FROM spec WHERE spec.plain
                     ON CONFLICT DO NOTHING RETURNING run_id),
                  woke AS (SELECT pg_notify('{ready}', $2) FROM added)
                  SELECT EXISTS (SELECT FROM spec), coalesce((SELECT plain FROM spec), false),
-                    (SELECT run_id FROM added), (SELECT count(*) FROM woke)"
+                    (SELECT run_id FROM added), (SELECT count(*) FROM woke)",
+                start = start_time("$9", "$10"),
             ),
             by_key: format!("SELECT run_id, workflow FROM {runs} WHERE idempotency_key = $1"),
             select: format!("SELECT {RECORD} FROM {runs} WHERE run_id = $1"),

@@ -851,8 +851,7 @@ impl Shared {
                 loop {
                     tokio::select! {
                         note = open.notes.recv() => match note {
-                            Some(note) if note.channel() == cancel => self.cancel_asked(note.payload()),
-                            Some(_) => {}
+                            Some(note) => self.heard_meanwhile(&note, &cancel, &mut turn),
                             None => break,
                         },
                         _ = tokio::time::sleep_until(until) => break,
@@ -866,11 +865,7 @@ impl Shared {
             // lock) of its own.
             if let Some(open) = session.as_mut() {
                 while let Ok(note) = open.notes.try_recv() {
-                    if note.channel() == cancel {
-                        self.cancel_asked(note.payload());
-                    } else {
-                        turn.capped.clear();
-                    }
+                    self.heard_meanwhile(&note, &cancel, &mut turn);
                 }
             }
         }
@@ -931,6 +926,17 @@ impl Shared {
             open.listening = listen;
         }
         Ok(())
+    }
+
+    /// A notification taken after the one that woke the claim loop, answered by the
+    /// round to come: a cancel request is passed on now, and any other says queues
+    /// may have room (as the first one did).
+    fn heard_meanwhile(&self, note: &Notification, cancel: &str, turn: &mut Turn) {
+        if note.channel() == cancel {
+            self.cancel_asked(note.payload());
+        } else {
+            turn.capped.clear();
+        }
     }
 
     /// Reports a failed claim round or connection, unless the same error was reported
@@ -1680,12 +1686,13 @@ impl Session {
             ))
             .await
             .map_err(err)?;
-        let ((poison, ready, hand_on), (claim, queue_lock, claim_queue, next_wake)) =
+        let ((poison, ready, hand_on, front_lock), (claim, queue_lock, claim_queue, next_wake)) =
             futures::future::try_join(
-                futures::future::try_join3(
+                futures::future::try_join4(
                     client.prepare(&sql.poison),
                     client.prepare(&sql.ready),
                     client.prepare(&sql.hand_on),
+                    client.prepare(&sql.front),
                 ),
                 futures::future::try_join4(
                     client.prepare(&sql.claim),
@@ -1703,7 +1710,6 @@ impl Session {
         // outside the lock, by a run that can claim nothing (no workflow, no queue,
         // an ask of 0). With sixteen workers that joined a busy queue, these plans
         // were a tenth of the time the lock was held in their first second.
-        let front_lock = client.prepare(&sql.front).await.map_err(err)?;
         let (no_workflows, none) = (Vec::<String>::new(), "");
         client
             .query(
