@@ -24,7 +24,16 @@
 //!   notification) and looks at its own pace, up to a second apart. One worker per
 //!   set of workflows holds their front (a session lock) and always listens, so a
 //!   run enqueued into an idle cluster starts at once; a worker comes forward when
-//!   it finds more runs waiting than it has slots for.
+//!   it finds more runs waiting than it has slots for. While runs stream in, the
+//!   worker claiming them stays *awake* to their workflow (a session lock) and looks
+//!   again every few ms, and an enqueue that finds it awake does not announce its
+//!   run: the server serializes every notifying commit through its flush to disk.
+//!   Every enqueue holds a second, shared lock of its workflow until it commits; a
+//!   worker that stops being awake lets go of the first and, before the look it owes,
+//!   makes sure (trying the second, without waiting) that every enqueue that found it
+//!   awake has committed, so no run is left unannounced and unseen. A worker whose
+//!   runs hold their slots long, or that is left with runs it cannot take, lets go
+//!   and announces them to the others.
 //! - Durable waits (`cano_core::wait`): the store keeps each run's signal inbox
 //!   (`Workflow::signal` from any process), and takes a signal in one fenced
 //!   transaction with the run's `Received` row. A run that parks is held by the queue
@@ -42,7 +51,8 @@
 //!   slots are held through the leases (a dead worker's come back when its leases
 //!   end) and a parked run holds none. A slot a run frees is taken back by its own
 //!   worker; idle workers are told of it (NOTIFY) only when that worker cannot use
-//!   it, so a bigger cluster does not wake every worker for every run. A run's end is
+//!   it and the queue was at its cluster limit, so a bigger cluster does not wake
+//!   every worker for every run. A run's end is
 //!   announced only to waiters that asked ([`RunQueue::wait`], and `wait_all` for its
 //!   last 64 runs): PostgreSQL takes one lock for the whole server for every
 //!   notifying commit. [`RunQueue::cancel`] is a durable cancel request the driving
@@ -102,6 +112,7 @@
 //! # }
 //! ```
 
+mod awake;
 mod catalog;
 mod catalog_sql;
 mod channels;

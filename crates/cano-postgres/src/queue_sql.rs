@@ -1,6 +1,7 @@
 //! The statements a [`RunQueue`](crate::RunQueue) runs: enqueueing (with a named
 //! queue's partition policy), reading runs, declaring queues and cancelling runs.
 
+use crate::awake::must_announce;
 use crate::channels::{cancel_channel, done_channel, ready_channel};
 use crate::db::Db;
 use crate::queue_lock::queue_lock;
@@ -44,6 +45,8 @@ impl QueueSql {
         let ready = ready_channel(&db.schema);
         let done = done_channel(&db.schema);
         let cancel = cancel_channel(&db.schema);
+        // A run is announced unless a worker is awake to its workflow (see `awake`).
+        let announce = must_announce(&db.schema, "$2");
         Self {
             // Times in µs since the Unix epoch, on the database's clock.
             claims: format!(
@@ -61,7 +64,7 @@ impl QueueSql {
                     VALUES ($1, $2, $3, $4, $5, $6::text, $7, $8, $9, {start},
                         CASE WHEN $6::text = 'cancelled' THEN clock_timestamp() END, $12)
                     ON CONFLICT DO NOTHING RETURNING run_id, status),
-                 woke AS (SELECT pg_notify('{ready}', $2) FROM added WHERE status = 'queued'),
+                 woke AS (SELECT pg_notify('{ready}', $2) FROM added WHERE status = 'queued' AND {announce}),
                  told AS (SELECT pg_notify('{done}', run_id::text) FROM added WHERE status = 'cancelled')
                  SELECT run_id, (SELECT count(*) FROM woke), (SELECT count(*) FROM told) FROM added",
                 start = start_time("$10", "$11"),
@@ -82,7 +85,7 @@ impl QueueSql {
                         $7::text, $8::integer, {start}
                     FROM spec WHERE spec.plain
                     ON CONFLICT DO NOTHING RETURNING run_id),
-                 woke AS (SELECT pg_notify('{ready}', $2) FROM added)
+                 woke AS (SELECT pg_notify('{ready}', $2) FROM added WHERE {announce})
                  SELECT EXISTS (SELECT FROM spec), coalesce((SELECT plain FROM spec), false),
                     (SELECT run_id FROM added), (SELECT count(*) FROM woke)",
                 start = start_time("$9", "$10"),

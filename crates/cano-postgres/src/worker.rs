@@ -576,12 +576,12 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// that queue and every one after it.
 async fn tell_each<F, Fut>(queues: HashMap<String, usize>, mut tell: F) -> Vec<(String, usize)>
 where
-    F: FnMut(String) -> Fut,
+    F: FnMut(String, usize) -> Fut,
     Fut: Future<Output = bool>,
 {
     let mut left = queues.into_iter().filter(|(_, slots)| *slots > 0);
     while let Some((queue, slots)) = left.next() {
-        if !tell(queue.clone()).await {
+        if !tell(queue.clone(), slots).await {
             return std::iter::once((queue, slots)).chain(left).collect();
         }
     }
@@ -639,8 +639,12 @@ impl Shared {
         limit: Duration,
     ) -> bool {
         let all: Vec<(String, usize)> = queues.iter().map(|(q, n)| (q.clone(), *n)).collect();
-        let telling = tell_each(queues, |queue| async move {
-            open.client.execute(&open.hand_on, &[&queue]).await.is_ok()
+        let telling = tell_each(queues, |queue, slots| async move {
+            let slots = i64::try_from(slots).unwrap_or(i64::MAX);
+            open.client
+                .execute(&open.hand_on, &[&queue, &slots])
+                .await
+                .is_ok()
         });
         match tokio::time::timeout(limit, telling).await {
             Ok(untold) => {
@@ -660,6 +664,14 @@ impl Shared {
         for (queue, slots) in queues {
             *freed.entry(queue).or_default() += slots;
         }
+    }
+
+    /// Whether this worker's runs free their slots soon (they held them less than
+    /// `QUICK` on average): awake, it may then leave runs waiting for its own
+    /// slots, since it claims again within that time (see `awake`).
+    fn quick(&self) -> bool {
+        let held = self.held_us.load(Ordering::Relaxed);
+        held > 0 && Duration::from_micros(held) < QUICK
     }
 
     fn emit(&self, event: WorkerEvent) {
@@ -715,10 +727,33 @@ impl Shared {
             }
             turn.lock_wait = Duration::ZERO;
             let free = self.concurrency.saturating_sub(self.leases().len());
+            // Awake or owing a look, and it cannot take soon what waits: the others
+            // are told instead (see `hand_over`).
+            if (turn.leaves || (free == 0 && !self.quick()))
+                && let Some(open) = session.as_mut()
+                && (open.owes || !open.awake.is_empty())
+            {
+                let failed = match tokio::time::timeout(
+                    limit,
+                    self.hand_over(open, &names, &mut turn),
+                )
+                .await
+                {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!(
+                        "telling idle workers of new runs took longer than {limit:?}: its connection is taken for dead"
+                    )),
+                };
+                if let Some(error) = failed {
+                    self.claim_failed(&mut turn, error);
+                    session = None;
+                }
+            }
             let mut claimed = 0;
             turn.round = turn.round.wrapping_add(1);
             if free > 0
-                && let Some(open) = &session
+                && let Some(open) = session.as_mut()
             {
                 // The slots freed here before this round: it takes them back, or
                 // tells the idle workers.
@@ -777,9 +812,46 @@ impl Shared {
                     unheard: !open.listening,
                 };
                 turn.behind = stepped_back(turn.behind, &round, self.poll.min(IDLE_MOST))
-                    .filter(|_| !open.front);
+                    .filter(|_| !open.front && open.awake.is_empty());
             }
             turn.notified = false;
+            // Runs it left, and cannot take soon, that enqueues may not have
+            // announced are told of next: its slots free slowly, or the runs are
+            // held back by its own limit on their queue (the others' may be free).
+            turn.leaves = free > 0 && turn.waiting && (claimed < free || !self.quick());
+            if turn.leaves
+                && std::mem::take(&mut turn.owing)
+                && let Some(open) = session.as_mut()
+            {
+                open.owes = true;
+            }
+            // Awake, it looks again after a moment (gathering what comes meanwhile):
+            // that is its promise to the enqueues that did not announce their runs.
+            // Finding nothing, it looks again later each time, and past
+            // `AWAKE_LINGER` it dozes: at once, in the round trip of its next look
+            // (see `awake`). Runs streaming in (a round took several, or more were
+            // announced while it claimed) make it awake.
+            let heard = std::mem::take(&mut turn.heard);
+            let mut awake = false;
+            if free > 0
+                && let Some(open) = session.as_mut()
+            {
+                awake = !open.awake.is_empty();
+                if !awake {
+                    turn.wake = (claimed >= 2 || (claimed >= 1 && heard >= 2))
+                        && turn.behind.is_none()
+                        && self.quick();
+                }
+                if awake && claimed == 0 {
+                    turn.awake_pace = turn.awake_pace.saturating_mul(2).max(AWAKE_GATHER);
+                    if turn.awake_pace > AWAKE_LINGER {
+                        turn.doze = true;
+                        continue;
+                    }
+                } else {
+                    turn.awake_pace = AWAKE_GATHER;
+                }
+            }
             if free > 0 && claimed == free {
                 continue; // there may be more waiting
             }
@@ -811,9 +883,17 @@ impl Shared {
                     pause = pause.min(pace);
                 }
             }
+            // Owing a look that a settle put off, it tries again soon.
+            if let (Some(open), Some(pace)) = (&session, turn.settle_pace)
+                && open.owes
+            {
+                pause = pause.min(pace);
+            }
             // A parked run's deadline, or a delayed run's start, may come before the
             // next poll (a worker with runs waiting claims again as its slots free).
-            if !turn.backlog
+            if awake {
+                pause = pause.min(turn.awake_pace);
+            } else if !turn.backlog
                 && let Some(open) = &session
                 && let Ok(Ok(row)) =
                     tokio::time::timeout(limit, open.client.query_one(&open.next_wake, &[&names]))
@@ -838,15 +918,26 @@ impl Shared {
                     Some(note) => {
                         turn.capped.clear();
                         turn.notified |= names.iter().any(|name| name == note.payload());
+                        turn.heard += 1;
                     }
                 },
-                _ = slot, if free == 0 || claimed < free => {}
+                // A freed slot is a reason to look where runs were left for want of
+                // slots, of the queue's room, or of their partitions' (its own runs'
+                // ends free them). Else every run was taken: new ones are announced,
+                // or a worker awake to them takes them. (Woken by each run it ended,
+                // sixteen workers all claimed, a few runs each, while one was awake:
+                // a fifth fewer runs a second.)
+                _ = slot, if free == 0 || turn.waiting || (claimed < free && turn.held_back) => {}
                 _ = tokio::time::sleep(pause) => turn.capped.clear(),
                 _ = stop.changed() => {}
             }
             // A worker that stepped back lets new runs wait that long for the others
             // first (see `stepped_back`).
-            if let (Some(pace), true, Some(open)) = (turn.behind, turn.notified, session.as_mut()) {
+            let wait = match (turn.behind, turn.notified) {
+                (Some(pace), true) => Some(pace),
+                _ => None,
+            };
+            if let (Some(pace), Some(open)) = (wait, session.as_mut()) {
                 let until = tokio::time::Instant::now() + pace;
                 loop {
                     tokio::select! {
@@ -869,6 +960,21 @@ impl Shared {
                 }
             }
         }
+        // Stopping: the runs that enqueues left to it, awake, are left to the others.
+        if let Some(open) = session.as_mut()
+            && (open.owes || !open.awake.is_empty())
+        {
+            let handing = async {
+                loop {
+                    self.hand_over(open, &names, &mut turn).await?;
+                    match (open.owes, turn.settle_pace) {
+                        (true, Some(pace)) => tokio::time::sleep(pace).await,
+                        _ => return Ok::<(), CanoError>(()),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(limit.min(STOP_SETTLE_MOST), handing).await;
+        }
         // Stopping: the runs end on their own, or are handed back by `stop`. Slots
         // freed before the stop was seen are told of now (those freed after it
         // were told of as they were freed).
@@ -879,6 +985,46 @@ impl Shared {
         {
             self.hand_on(open, freed, limit).await;
         }
+    }
+
+    /// Awake or owing a look (see `awake`), this worker cannot take what waits: its
+    /// slots are full, or its round left runs. It lets its awake locks go and, once
+    /// no enqueue that found it awake is under way, tells the idle workers of its
+    /// workflows' new runs. Until then it still owes that, and tries again soon.
+    async fn hand_over(
+        &self,
+        open: &mut Session,
+        names: &[String],
+        turn: &mut Turn,
+    ) -> Result<(), CanoError> {
+        let db = self.store.db();
+        let awake = std::mem::take(&mut open.awake);
+        let (dozed, settled) = futures::future::join(
+            async {
+                if awake.is_empty() {
+                    None
+                } else {
+                    Some(open.client.query_one(&open.doze, &[&awake]).await)
+                }
+            },
+            open.client.query_one(&open.settle, &[&names]),
+        )
+        .await;
+        if let Some(dozed) = dozed {
+            dozed.map_err(|e| db.error("letting new runs be announced again", e))?;
+        }
+        let settled = settled.map_err(|e| db.error("settling its look at new runs", e))?;
+        if settled.get::<_, bool>(0) {
+            open.client
+                .query_one(&open.announce, &[&names])
+                .await
+                .map_err(|e| db.error("telling idle workers of new runs", e))?;
+            (open.owes, turn.settle_pace) = (false, None);
+        } else {
+            open.owes = true;
+            turn.unsettled();
+        }
+        Ok(())
     }
 
     /// Listens for new runs and cancel requests while this worker is in front (it
@@ -936,6 +1082,7 @@ impl Shared {
             self.cancel_asked(note.payload());
         } else {
             turn.capped.clear();
+            turn.heard += 1;
         }
     }
 
@@ -1004,7 +1151,7 @@ impl Shared {
     /// different one each round, so none waits on the others).
     async fn claim(
         &self,
-        open: &Session,
+        open: &mut Session,
         names: &[String],
         free: usize,
         turn: &mut Turn,
@@ -1021,12 +1168,67 @@ impl Shared {
             turn.poisoned = Some(Instant::now());
         }
         // Stepped back, it looks only for runs that have waited half its pace: those
-        // the workers ahead of it have not kept up with (see `stepped_back`).
-        let waited_ms = turn.behind.unwrap_or_default().as_secs_f64() * 500.0;
-        let ready = client
-            .query_one(&open.ready, &[&names, &self.name, &waited_ms])
-            .await
-            .map_err(|e| db.error("looking for runs to claim", e))?;
+        // the workers ahead of it have not kept up with (see `stepped_back`). Awake or
+        // owing a look (see `awake`), for every run: enqueues left their runs to it.
+        let waited = if open.owes || !open.awake.is_empty() {
+            Duration::ZERO
+        } else {
+            turn.behind.unwrap_or_default() / 2
+        };
+        let waited_ms = waited.as_secs_f64() * 1000.0;
+        // Waking, dozing and settling (see `awake`) go in the same round trip as the
+        // look, in that order, so that a look after a settle that succeeded is the
+        // look owed.
+        let awake = std::mem::take(&mut open.awake);
+        let dozing = turn.doze && !awake.is_empty();
+        let settling = open.owes && (dozing || awake.is_empty());
+        let waking = turn.wake && awake.is_empty();
+        turn.owing = open.owes || !awake.is_empty();
+        (turn.doze, turn.wake) = (false, false);
+        let (dozed, settled, woke, ready) = futures::future::join4(
+            async {
+                if dozing {
+                    Some(client.query_one(&open.doze, &[&awake]).await)
+                } else {
+                    None
+                }
+            },
+            async {
+                if settling {
+                    Some(client.query_one(&open.settle, &[&names]).await)
+                } else {
+                    None
+                }
+            },
+            async {
+                if waking {
+                    Some(client.query_one(&open.wake, &[&names]).await)
+                } else {
+                    None
+                }
+            },
+            client.query_one(&open.ready, &[&names, &self.name, &waited_ms]),
+        )
+        .await;
+        open.awake = awake;
+        if let Some(dozed) = dozed {
+            dozed.map_err(|e| db.error("letting new runs be announced again", e))?;
+            open.awake.clear();
+        }
+        if let Some(settled) = settled {
+            let settled = settled.map_err(|e| db.error("settling its look at new runs", e))?;
+            if settled.get::<_, bool>(0) {
+                (open.owes, turn.settle_pace) = (false, None);
+            } else {
+                turn.unsettled();
+            }
+        }
+        if let Some(woke) = woke {
+            let woke = woke.map_err(|e| db.error("waking to new runs", e))?;
+            open.awake = woke.get(0);
+            open.owes |= !open.awake.is_empty();
+        }
+        let ready = ready.map_err(|e| db.error("looking for runs to claim", e))?;
         let (default_ready, ready): (bool, Vec<String>) = (ready.get(0), ready.get(1));
         let sent = Instant::now();
         let mut rows = if default_ready {
@@ -1053,6 +1255,7 @@ impl Shared {
         };
         // More runs wait than this round took (it was short of slots, not of runs).
         turn.waiting = default_ready && rows.len() == free;
+        turn.held_back = false;
         for queue in ready[start..].iter().chain(&ready[..start]) {
             let left = free.saturating_sub(rows.len());
             if left == 0 {
@@ -1106,8 +1309,10 @@ impl Shared {
                 turn.lock_wait = turn.lock_wait.max(waited);
             }
             let budget = claimed.first().map_or(0, |row| row.get::<_, i64>(8));
+            let partitioned = claimed.first().is_some_and(|row| row.get::<_, bool>(10));
             claimed.retain(|row| row.get::<_, Option<i64>>(0).is_some());
             let taken = claimed.len();
+            turn.held_back |= partitioned && taken < ask;
             // The queue's limits ran out before this worker's asking did: others took
             // the slots it freed, and nobody need be told of them.
             let queue_full = (budget as usize) < ask && taken >= budget as usize;
@@ -1569,6 +1774,53 @@ struct Turn {
     behind: Option<Duration>,
     /// A notification of new runs of this worker's workflows woke it.
     notified: bool,
+    /// The last round took runs as they streamed in: the next becomes awake to them
+    /// (see `awake`).
+    wake: bool,
+    /// Awake, the last round found nothing: the next lets the awake locks go.
+    doze: bool,
+    /// The round was made awake or owing a look: runs it leaves must be announced.
+    owing: bool,
+    /// The last round left runs of a queue with a partition limit: their
+    /// partitions may have been full, and its own runs' ends may free them.
+    held_back: bool,
+    /// Notifications of new runs (or freed slots) heard since the last round.
+    heard: usize,
+    /// Awake, how long it waits before its next look (see `AWAKE_GATHER`).
+    awake_pace: Duration,
+    /// The last round left runs this worker cannot take soon.
+    leaves: bool,
+    /// Owing a look, its last settle found an enqueue under way: it tries again
+    /// after this long (doubling up to `SETTLE_MOST`).
+    settle_pace: Option<Duration>,
+}
+
+/// The first and the longest pause between a worker's tries to settle (see `awake`).
+const SETTLE_FIRST: Duration = Duration::from_millis(1);
+const SETTLE_MOST: Duration = Duration::from_millis(100);
+
+/// Awake, a worker waits this long after a round that claimed before it looks
+/// again (runs enqueued meanwhile are claimed by one round), and twice as long each
+/// time it finds nothing, until it has waited longer than `AWAKE_LINGER` (some
+/// 30 ms in five looks): then it dozes.
+const AWAKE_GATHER: Duration = Duration::from_millis(1);
+const AWAKE_LINGER: Duration = Duration::from_millis(16);
+
+/// The longest its runs may hold their slots, on average, for a worker to stay
+/// awake while its slots are full (see `Shared::quick`).
+const QUICK: Duration = Duration::from_millis(20);
+
+/// The longest a stopping worker tries to hand over the runs it was awake to.
+const STOP_SETTLE_MOST: Duration = Duration::from_secs(1);
+
+impl Turn {
+    /// A settle found an enqueue under way: the next try comes a little later.
+    fn unsettled(&mut self) {
+        self.settle_pace = Some(
+            self.settle_pace
+                .map_or(SETTLE_FIRST, |pace| pace.saturating_mul(2).min(SETTLE_MOST)),
+        );
+    }
 }
 
 /// The first and the longest step back of a worker that finds new runs taken (the
@@ -1655,10 +1907,20 @@ struct Session {
     next_wake: Statement,
     hand_on: Statement,
     front_lock: Statement,
+    wake: Statement,
+    doze: Statement,
+    settle: Statement,
+    announce: Statement,
     /// Whether it listens for new runs and cancel requests.
     listening: bool,
     /// Whether it holds its workflows' front (see `Shared::settle_listening`).
     front: bool,
+    /// The workflows whose awake lock it holds (see `awake`): their enqueues do not
+    /// announce their runs, and it looks again after each round.
+    awake: Vec<String>,
+    /// It may have been awake when a run was enqueued whose commit its looks have
+    /// not yet been shown to follow: it owes a look after a settled `settle`.
+    owes: bool,
 }
 
 /// The statements that make a connection listen for new runs and cancel requests.
@@ -1686,23 +1948,32 @@ impl Session {
             ))
             .await
             .map_err(err)?;
-        let ((poison, ready, hand_on, front_lock), (claim, queue_lock, claim_queue, next_wake)) =
-            futures::future::try_join(
-                futures::future::try_join4(
-                    client.prepare(&sql.poison),
-                    client.prepare(&sql.ready),
-                    client.prepare(&sql.hand_on),
-                    client.prepare(&sql.front),
-                ),
-                futures::future::try_join4(
-                    client.prepare(&sql.claim),
-                    client.prepare(&sql.queue_lock),
-                    client.prepare(&sql.claim_queue),
-                    client.prepare(&sql.next_wake),
-                ),
-            )
-            .await
-            .map_err(err)?;
+        let (
+            (poison, ready, hand_on, front_lock),
+            (claim, queue_lock, claim_queue, next_wake),
+            (wake, doze, settle, announce),
+        ) = futures::future::try_join3(
+            futures::future::try_join4(
+                client.prepare(&sql.poison),
+                client.prepare(&sql.ready),
+                client.prepare(&sql.hand_on),
+                client.prepare(&sql.front),
+            ),
+            futures::future::try_join4(
+                client.prepare(&sql.claim),
+                client.prepare(&sql.queue_lock),
+                client.prepare(&sql.claim_queue),
+                client.prepare(&sql.next_wake),
+            ),
+            futures::future::try_join4(
+                client.prepare(&sql.wake),
+                client.prepare(&sql.doze),
+                client.prepare(&sql.settle),
+                client.prepare(&sql.announce),
+            ),
+        )
+        .await
+        .map_err(err)?;
         // The server plans a kept statement at its first run. The claim of a named
         // queue runs holding the queue's lock, and its plan, the biggest of the
         // loop's, takes a new connection some 5 ms: every claim of the queue in the
@@ -1729,8 +2000,16 @@ impl Session {
             next_wake,
             hand_on,
             front_lock,
+            wake,
+            doze,
+            settle,
+            announce,
             listening: true,
             front: false,
+            awake: Vec::new(),
+            // A connection before it may have been awake and died: its first look
+            // follows a settle, like any owed look.
+            owes: true,
         })
     }
 }
@@ -1885,6 +2164,164 @@ mod tests {
             .unwrap();
     }
 
+    /// The awake protocol on a real server, step by step: an enqueue that finds a
+    /// worker awake does not announce its run; the worker that lets go cannot
+    /// settle until that enqueue has committed, so the look after its settle sees
+    /// the run; an enqueue after it let go announces its run.
+    #[tokio::test]
+    async fn an_enqueue_that_found_a_worker_awake_is_seen_by_the_look_after_it_settles() {
+        let schema = "unit_awake";
+        let Some((url, admin)) = crate::db::test_server(schema).await else {
+            return;
+        };
+        let store = crate::PostgresCheckpointStore::connect(
+            crate::PgOptions::new(&url).with_schema(schema),
+        )
+        .await
+        .unwrap();
+        crate::RunQueue::new(&store)
+            .declare(&crate::QueueSpec::new("q"))
+            .await
+            .unwrap();
+        let (db, sql) = (store.db(), WorkerSql::new(&store));
+        let insert = crate::queue_sql::QueueSql::new(db).insert_plain;
+        let (producer, _) = db.dedicated().await.unwrap();
+        let (listener, mut heard) = db.dedicated().await.unwrap();
+        listener.batch_execute(&listen_to(schema)).await.unwrap();
+        // What the listener hears up to a marker sent after the step: everything a
+        // step announced arrives before it (notifications keep commit order).
+        let mut heard_up_to = async |mark: &str| {
+            let channel = crate::channels::ready_channel(schema);
+            admin
+                .execute("SELECT pg_notify($1, $2)", &[&channel, &mark])
+                .await
+                .unwrap();
+            let mut payloads = Vec::new();
+            loop {
+                let note = heard.recv().await.unwrap();
+                if note.payload() == mark {
+                    return payloads;
+                }
+                payloads.push(note.payload().to_owned());
+            }
+        };
+        let enqueue = async |client: &tokio_postgres::Client, run: i64| -> i64 {
+            let none: (Option<&str>, Option<f64>, Option<i64>) = (None, None, None);
+            let row = client
+                .query_one(
+                    &insert,
+                    &[
+                        &run,
+                        &"w",
+                        &none.0,
+                        &vec![0_u8],
+                        &"Start",
+                        &"q",
+                        &"",
+                        &0_i32,
+                        &none.1,
+                        &none.2,
+                    ],
+                )
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, Option<i64>>(2), Some(run), "run {run} added");
+            row.get(3)
+        };
+        let names = vec!["w".to_owned()];
+        let worker = Session::open(db, &sql).await.unwrap();
+        let other = Session::open(db, &sql).await.unwrap();
+        let woke = async |open: &Session| -> Vec<String> {
+            open.client
+                .query_one(&open.wake, &[&names])
+                .await
+                .unwrap()
+                .get(0)
+        };
+        let settled = async |open: &Session| -> bool {
+            open.client
+                .query_one(&open.settle, &[&names])
+                .await
+                .unwrap()
+                .get(0)
+        };
+        assert!(
+            settled(&worker).await,
+            "nothing under way: it settles at once"
+        );
+        assert_eq!(woke(&worker).await, names, "the worker wakes to w");
+        assert!(
+            woke(&other).await.is_empty(),
+            "one worker at a time is awake"
+        );
+
+        // An enqueue that finds it awake, its commit held back.
+        producer.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(
+            enqueue(&producer, 1).await,
+            0,
+            "not announced: a worker is awake"
+        );
+        let doze: i64 = worker
+            .client
+            .query_one(&worker.doze, &[&names])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(doze, 1, "the worker lets go of its awake lock");
+        for _ in 0..3 {
+            assert!(
+                !settled(&worker).await,
+                "an enqueue that found it awake is under way: no settling"
+            );
+        }
+        let look = async || -> Vec<String> {
+            worker
+                .client
+                .query_one(&worker.ready, &[&names, &"worker", &0.0_f64])
+                .await
+                .unwrap()
+                .get(1)
+        };
+        assert!(look().await.is_empty(), "the run is not committed yet");
+        producer.batch_execute("COMMIT").await.unwrap();
+        assert!(settled(&worker).await, "the enqueue committed: it settles");
+        assert_eq!(
+            look().await,
+            ["q"],
+            "the look after the settle sees the run"
+        );
+        assert!(
+            heard_up_to("one").await.is_empty(),
+            "run 1 was never announced"
+        );
+
+        // Nobody awake now: the next enqueue announces its run.
+        assert_eq!(enqueue(&producer, 2).await, 1);
+        assert_eq!(heard_up_to("two").await, ["w"]);
+        // And the enqueue lets go of both locks: the other worker wakes and settles.
+        assert_eq!(woke(&other).await, names);
+        assert!(settled(&other).await);
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn a_worker_that_cannot_settle_tries_again_sooner_than_it_polls_and_no_faster_than_a_ms() {
+        let mut turn = Turn::default();
+        let mut paces = Vec::new();
+        for _ in 0..12 {
+            turn.unsettled();
+            paces.push(turn.settle_pace.unwrap());
+        }
+        assert_eq!(paces[0], SETTLE_FIRST);
+        assert_eq!(paces[1], SETTLE_FIRST * 2);
+        assert!(paces.windows(2).all(|w| w[0] <= w[1]), "{paces:?}");
+        assert_eq!(*paces.last().unwrap(), SETTLE_MOST, "bounded: {paces:?}");
+    }
+
     fn freed(slots: &[(&str, usize)]) -> HashMap<String, usize> {
         slots.iter().map(|(q, n)| (q.to_string(), *n)).collect()
     }
@@ -1892,8 +2329,8 @@ mod tests {
     #[tokio::test]
     async fn every_queue_with_freed_slots_is_told_of_once() {
         let mut told = Vec::new();
-        let untold = tell_each(freed(&[("a", 2), ("b", 0), ("c", 1)]), |queue| {
-            told.push(queue);
+        let untold = tell_each(freed(&[("a", 2), ("b", 0), ("c", 1)]), |queue, slots| {
+            told.push((queue, slots));
             async { true }
         })
         .await;
@@ -1901,8 +2338,8 @@ mod tests {
         told.sort();
         assert_eq!(
             told,
-            ["a", "c"],
-            "a queue with no freed slot is not told of"
+            [("a".to_owned(), 2), ("c".to_owned(), 1)],
+            "a queue with no freed slot is not told of; the others with their count"
         );
     }
 
@@ -1910,7 +2347,7 @@ mod tests {
     async fn a_failed_telling_keeps_that_queue_and_the_rest_for_next_round() {
         let slots = freed(&[("a", 1), ("b", 2), ("c", 3), ("d", 4), ("idle", 0)]);
         let mut told = Vec::new();
-        let untold = tell_each(slots.clone(), |queue| {
+        let untold = tell_each(slots.clone(), |queue, _| {
             told.push(queue);
             let fails = told.len() == 2;
             async move { !fails }

@@ -7,6 +7,7 @@
 //! closed there when it ends, or, if its worker died, at the end of its lease when the
 //! run is claimed again: the database's own record of who ran what when.
 
+use crate::awake;
 use crate::channels::{done_channel, ready_channel};
 use crate::db::unnest_batch;
 use crate::queue_lock::queue_lock;
@@ -29,6 +30,10 @@ pub(crate) struct WorkerSql {
     pub(crate) next_wake: String,
     pub(crate) hand_on: String,
     pub(crate) front: String,
+    pub(crate) wake: String,
+    pub(crate) doze: String,
+    pub(crate) settle: String,
+    pub(crate) announce: String,
 }
 
 /// The order of a named queue's waiting runs in their index (`cano_runs_queued`),
@@ -334,7 +339,8 @@ impl WorkerSql {
                     SELECT DISTINCT ON (partition_key) $6, partition_key, clock_timestamp() FROM picked
                     ON CONFLICT (queue, partition_key) DO UPDATE SET served_at = excluded.served_at),
                  {claim_tail}
-                 SELECT outcome.*, b.n, extract(epoch FROM statement_timestamp())::float8
+                 SELECT outcome.*, b.n, extract(epoch FROM statement_timestamp())::float8,
+                     (SELECT partition_concurrency FROM spec) IS NOT NULL
                  FROM (SELECT greatest(n, 0) AS n FROM budget) b LEFT JOIN outcome ON true"
             ),
             // Takes queue $1's lock (see `queue_lock`); says when it was asked for
@@ -350,6 +356,12 @@ impl WorkerSql {
                 "SELECT pg_try_advisory_lock(hashtext('cano-front:{schema}'), hashtext($1))",
                 schema = db.schema
             ),
+            // A worker awake to its workflows' new runs, and its way back (see `awake`).
+            wake: awake::wake(&db.schema),
+            doze: awake::doze(&db.schema),
+            settle: awake::settle(&db.schema),
+            // New runs of the workflows $1 that an awake worker leaves to the others.
+            announce: format!("SELECT count(pg_notify('{ready}', w)) FROM unnest($1::text[]) w"),
             // Fails poison runs, closing their last claim at its lease's end (run once
             // a second at most: a run only becomes poison when a lease expires). The
             // runs found are then addressed by key (`= ANY`): joined, the kept plan
@@ -503,11 +515,16 @@ impl WorkerSql {
                  SELECT (SELECT count(*) FROM parked), (SELECT count(*) FROM note)",
                 closed = close("parked", "'parked'"),
             ),
-            // A worker that freed slots of queue $1 and did not take them all back
+            // A worker that freed $2 slots of queue $1 and did not take them all back
             // tells the idle workers, if the queue has a run to claim (of any
-            // workflow: the others may register workflows it does not) and is below
-            // its cluster limit (at it, another worker took the slot: telling the
-            // idle ones would only send them to the queue's lock for nothing).
+            // workflow: the others may register workflows it does not), is below its
+            // cluster limit (at it, another worker took the slot: telling the idle
+            // ones would only send them to the queue's lock for nothing), and was at
+            // it before these slots freed. Only then may idle workers have left the
+            // queue's runs for its limit, waiting to be told; else the runs were
+            // announced when enqueued, or a worker awake to them takes them (telling
+            // every idle worker of every run an awake worker was to take cost a
+            // round of claims each, queued on the queue's lock).
             hand_on: format!(
                 "SELECT pg_notify('{ready}', q.name) FROM {queues} q WHERE q.name = $1
                    AND (coalesce((SELECT true FROM {runs} r WHERE r.queue = $1 AND r.queue IS NOT NULL
@@ -518,9 +535,9 @@ impl WorkerSql {
                           AND r.status = 'running' AND r.lease_until < statement_timestamp())
                      OR EXISTS (SELECT 1 FROM {runs} r WHERE r.queue = $1 AND r.queue IS NOT NULL
                           AND r.status = 'parked' AND r.wake_at <= statement_timestamp()))
-                   AND (q.concurrency IS NULL OR q.concurrency > (
-                        SELECT count(*) FROM {runs} l WHERE l.queue = $1 AND l.queue IS NOT NULL
-                          AND l.status = 'running' AND {held_l}))",
+                   AND (SELECT q.concurrency > n AND q.concurrency <= n + $2::bigint FROM (
+                        SELECT count(*) AS n FROM {runs} l WHERE l.queue = $1 AND l.queue IS NOT NULL
+                          AND l.status = 'running' AND {held_l}) running)",
                 held_l = held("l.")
             ),
             // Milliseconds until the earliest deadline of a parked run, or the earliest

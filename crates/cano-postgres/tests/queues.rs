@@ -550,6 +550,212 @@ async fn claimed(events: &mut tokio::sync::broadcast::Receiver<WorkerEvent>, run
     .expect("the run was claimed");
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+enum Ping {
+    Go,
+    Done,
+}
+
+/// Ends at once: a worker's slots free as fast as it claims.
+struct Pong;
+
+#[async_trait::async_trait]
+impl Task<Ping> for Pong {
+    fn config(&self) -> TaskConfig {
+        TaskConfig::minimal()
+    }
+    async fn run_bare(&self) -> Result<TaskResult<Ping>, CanoError> {
+        Ok(TaskResult::Single(Ping::Done))
+    }
+}
+
+fn pings() -> Workflow<Ping> {
+    Workflow::bare()
+        .register(Ping::Go, Pong)
+        .add_exit_state(Ping::Done)
+}
+
+/// While runs stream in, the worker claiming them stays awake to them and their
+/// enqueues do not announce them; between bursts it dozes off. Whichever way a run
+/// was enqueued (the default queue, a named queue's one statement, a partition
+/// policy's transaction under the queue's lock), and whenever in those changes it
+/// committed, it starts: the only worker polls once an hour, so a run left
+/// unannounced and unseen would wait that hour.
+#[tokio::test]
+async fn runs_streaming_in_bursts_all_start_though_an_awake_worker_spares_their_announcements() {
+    pg_or_skip!();
+    let schema = "queues_awake";
+    let (store, queue) = declared(schema, QueueSpec::new("plain")).await;
+    queue
+        .declare(
+            &QueueSpec::new("tenants")
+                .with_partition_concurrency(10_000)
+                .when_full(WhenFull::Skip),
+        )
+        .await
+        .unwrap();
+    let worker = Worker::new(&store)
+        .named("only")
+        .register("ping", pings())
+        .with_concurrency(8)
+        .with_poll_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let mut producers = tokio::task::JoinSet::new();
+    for producer in 0..4_u64 {
+        let queue = RunQueue::new(&store);
+        producers.spawn(async move {
+            let mut ids = Vec::new();
+            for burst in 0..6_u64 {
+                for i in 0..25_u64 {
+                    let n = producer * 1000 + burst * 100 + i;
+                    let options = match n % 3 {
+                        0 => EnqueueOptions::new(),
+                        1 => EnqueueOptions::new().on_queue("plain"),
+                        _ => EnqueueOptions::new()
+                            .on_queue("tenants")
+                            .with_partition(format!("t{}", n % 5)),
+                    };
+                    let run = queue.enqueue("ping", &Ping::Go, options).await.unwrap();
+                    ids.push(run.run);
+                }
+                // Gaps of 0 to 60 ms shape the arrivals: longer ones outlast an awake
+                // worker's lingering, and it dozes off before the next burst.
+                tokio::time::sleep(Duration::from_millis(30 * ((producer + burst) % 3))).await;
+            }
+            ids
+        });
+    }
+    let ids: Vec<RunId> = producers.join_all().await.into_iter().flatten().collect();
+    assert_eq!(ids.len(), 600);
+    let records = queue
+        .wait_all(&ids, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(
+        records.iter().all(|r| r.status == QueueStatus::Finished),
+        "every run started and finished"
+    );
+    let claims = claims_of(schema).await;
+    let mut per_run: HashMap<i64, usize> = HashMap::new();
+    for claim in &claims {
+        *per_run.entry(claim.run).or_default() += 1;
+    }
+    assert_eq!(per_run.len(), 600);
+    assert!(per_run.values().all(|n| *n == 1), "each run claimed once");
+    worker.stop(Duration::from_secs(5)).await;
+    drop_schema(schema).await;
+}
+
+/// Runs held back by their partition's limit start as the worker's own runs free
+/// it: nothing announces a freed partition, and the only worker polls once an hour.
+#[tokio::test]
+async fn runs_held_back_by_their_partition_start_as_the_workers_own_runs_free_it() {
+    pg_or_skip!();
+    let schema = "queues_partition_turnover";
+    let (store, queue) = declared(
+        schema,
+        QueueSpec::new("tenants").with_partition_concurrency(1),
+    )
+    .await;
+    let worker = Worker::new(&store)
+        .named("only")
+        .register("ping", pings())
+        .with_concurrency(4)
+        .with_poll_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let options = EnqueueOptions::new()
+            .on_queue("tenants")
+            .with_partition(["a", "b"][i % 2]);
+        ids.push(queue.enqueue("ping", &Ping::Go, options).await.unwrap().run);
+    }
+    let records = queue.wait_all(&ids, Duration::from_secs(60)).await.unwrap();
+    assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
+    let claims = claims_of(schema).await;
+    assert_eq!(claims.len(), 12);
+    let most = most_at_once(&claims, |c| c.partition.as_str());
+    assert_eq!(
+        (most["a"], most["b"]),
+        (1, 1),
+        "one run a partition at a time"
+    );
+    worker.stop(Duration::from_secs(5)).await;
+    drop_schema(schema).await;
+}
+
+/// A worker awake to a stream loses its connection: the enqueues that found it
+/// awake did not announce their runs, and the server lets its lock go with the
+/// session. Its next connection owes a look before anything else, and every run
+/// starts, the only worker polling once an hour.
+#[tokio::test]
+async fn runs_an_awake_worker_was_to_take_start_after_its_connection_dies() {
+    pg_or_skip!();
+    let schema = "queues_awake_killed";
+    let (store, queue) = declared(schema, QueueSpec::new("plain")).await;
+    let worker = Worker::new(&store)
+        .named("only")
+        .register("ping", pings())
+        .with_concurrency(8)
+        .with_poll_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let (count, mut counted) = tokio::sync::watch::channel(0_usize);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producing = {
+        let (queue, stop) = (RunQueue::new(&store), stop.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let options = EnqueueOptions::new().on_queue("plain");
+                ids.push(queue.enqueue("ping", &Ping::Go, options).await.unwrap().run);
+                count.send_replace(ids.len());
+            }
+            ids
+        })
+    };
+    // The session awake to "ping", from the server's lock table (it shows the keys
+    // unsigned). Nothing signals a lock taken: the test looks.
+    let admin = raw().await;
+    let holders = format!(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock'
+           AND classid::text::bigint = (hashtext('cano-awake:{schema}')::bigint & 4294967295)
+           AND objid::text::bigint = (hashtext('ping')::bigint & 4294967295)"
+    );
+    let awake = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(row) = admin.query_opt(&holders, &[]).await.unwrap() {
+                return row.get::<_, i32>(0);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the worker wakes to the stream");
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&awake])
+        .await
+        .unwrap();
+    // The stream goes on a while past the kill, then ends.
+    let at_kill = *counted.borrow();
+    counted.wait_for(|n| *n >= at_kill + 200).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ids = producing.await.unwrap();
+    let records = queue.wait_all(&ids, Duration::from_secs(60)).await.unwrap();
+    assert!(
+        records.iter().all(|r| r.status == QueueStatus::Finished),
+        "every run of {} started and finished",
+        ids.len()
+    );
+    worker.stop(Duration::from_secs(5)).await;
+    drop_schema(schema).await;
+}
+
 #[tokio::test]
 async fn a_full_partition_skips_the_new_run_when_told_to() {
     pg_or_skip!();
