@@ -476,6 +476,20 @@ pub(crate) async fn test_server(schema: &str) -> Option<(String, tokio_postgres:
     Some((url, admin))
 }
 
+/// For the crate's unit tests: a store in a fresh `schema` of the test server and an
+/// admin connection (see `test_server`).
+#[cfg(test)]
+pub(crate) async fn test_store(
+    schema: &str,
+) -> Option<(crate::PostgresCheckpointStore, tokio_postgres::Client)> {
+    let (url, admin) = test_server(schema).await?;
+    let options = PgOptions::new(&url).with_schema(schema);
+    let store = crate::PostgresCheckpointStore::connect(options)
+        .await
+        .unwrap();
+    Some((store, admin))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

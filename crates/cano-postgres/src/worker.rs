@@ -588,6 +588,22 @@ where
     Vec::new()
 }
 
+/// What went wrong with a step of the claim loop (`doing`) bounded by `limit`, if
+/// anything: its error, or that it hung (its connection is then taken for dead).
+fn failed(
+    outcome: Result<Result<(), CanoError>, tokio::time::error::Elapsed>,
+    doing: &str,
+    limit: Duration,
+) -> Option<String> {
+    match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "{doing} took longer than {limit:?}: its connection is taken for dead"
+        )),
+    }
+}
+
 /// How long one heartbeat or claim statement may take before its connection is
 /// taken for dead (a half-open connection never answers).
 fn statement_limit(lease: Duration) -> Duration {
@@ -733,19 +749,9 @@ impl Shared {
                 && let Some(open) = session.as_mut()
                 && (open.owes || !open.awake.is_empty())
             {
-                let failed = match tokio::time::timeout(
-                    limit,
-                    self.hand_over(open, &names, &mut turn),
-                )
-                .await
+                let handed = tokio::time::timeout(limit, self.hand_over(open, &names, &mut turn));
+                if let Some(error) = failed(handed.await, "telling idle workers of new runs", limit)
                 {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some(format!(
-                        "telling idle workers of new runs took longer than {limit:?}: its connection is taken for dead"
-                    )),
-                };
-                if let Some(error) = failed {
                     self.claim_failed(&mut turn, error);
                     session = None;
                 }
@@ -867,14 +873,7 @@ impl Shared {
                 let settled =
                     tokio::time::timeout(limit, self.settle_listening(open, &mut turn, &front_key))
                         .await;
-                let failed = match settled {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some(format!(
-                        "listening for new runs took longer than {limit:?}: its connection is taken for dead"
-                    )),
-                };
-                if let Some(error) = failed {
+                if let Some(error) = failed(settled, "listening for new runs", limit) {
                     self.claim_failed(&mut turn, error);
                     session = None;
                 } else if !open.listening
@@ -2114,14 +2113,9 @@ mod tests {
     #[tokio::test]
     async fn a_new_claim_connection_plans_its_queue_claim_before_taking_any_lock() {
         let schema = "unit_claim_warmed";
-        let Some((url, admin)) = crate::db::test_server(schema).await else {
+        let Some((store, admin)) = crate::db::test_store(schema).await else {
             return;
         };
-        let store = crate::PostgresCheckpointStore::connect(
-            crate::PgOptions::new(&url).with_schema(schema),
-        )
-        .await
-        .unwrap();
         let queue = crate::RunQueue::new(&store);
         queue
             .declare(&crate::QueueSpec::new("q").with_concurrency(1))
@@ -2171,14 +2165,9 @@ mod tests {
     #[tokio::test]
     async fn an_enqueue_that_found_a_worker_awake_is_seen_by_the_look_after_it_settles() {
         let schema = "unit_awake";
-        let Some((url, admin)) = crate::db::test_server(schema).await else {
+        let Some((store, admin)) = crate::db::test_store(schema).await else {
             return;
         };
-        let store = crate::PostgresCheckpointStore::connect(
-            crate::PgOptions::new(&url).with_schema(schema),
-        )
-        .await
-        .unwrap();
         crate::RunQueue::new(&store)
             .declare(&crate::QueueSpec::new("q"))
             .await

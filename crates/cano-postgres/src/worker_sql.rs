@@ -566,7 +566,7 @@ impl WorkerSql {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{PgOptions, QueueSpec, RunQueue};
+    use crate::{QueueSpec, RunQueue};
 
     /// A store on a fresh `schema` of the test server, with queue "q" declared
     /// (a limit of `concurrency`, two runs per partition), and an admin connection;
@@ -575,11 +575,7 @@ mod tests {
         schema: &str,
         concurrency: u32,
     ) -> Option<(tokio_postgres::Client, crate::PostgresCheckpointStore)> {
-        let (url, admin) = crate::db::test_server(schema).await?;
-        let store =
-            crate::PostgresCheckpointStore::connect(PgOptions::new(&url).with_schema(schema))
-                .await
-                .unwrap();
+        let (store, admin) = crate::db::test_store(schema).await?;
         RunQueue::new(&store)
             .declare(
                 &QueueSpec::new("q")

@@ -575,6 +575,19 @@ fn pings() -> Workflow<Ping> {
         .add_exit_state(Ping::Done)
 }
 
+/// The only worker, of "ping", with `slots` slots, polling once an hour: a run that
+/// no announcement or look of its own reaches waits that hour.
+async fn only_ping_worker(store: &PostgresCheckpointStore, slots: usize) -> RunningWorker {
+    Worker::new(store)
+        .named("only")
+        .register("ping", pings())
+        .with_concurrency(slots)
+        .with_poll_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap()
+}
+
 /// While runs stream in, the worker claiming them stays awake to them and their
 /// enqueues do not announce them; between bursts it dozes off. Whichever way a run
 /// was enqueued (the default queue, a named queue's one statement, a partition
@@ -594,14 +607,7 @@ async fn runs_streaming_in_bursts_all_start_though_an_awake_worker_spares_their_
         )
         .await
         .unwrap();
-    let worker = Worker::new(&store)
-        .named("only")
-        .register("ping", pings())
-        .with_concurrency(8)
-        .with_poll_interval(Duration::from_secs(3600))
-        .start()
-        .await
-        .unwrap();
+    let worker = only_ping_worker(&store, 8).await;
     let mut producers = tokio::task::JoinSet::new();
     for producer in 0..4_u64 {
         let queue = RunQueue::new(&store);
@@ -659,14 +665,7 @@ async fn runs_held_back_by_their_partition_start_as_the_workers_own_runs_free_it
         QueueSpec::new("tenants").with_partition_concurrency(1),
     )
     .await;
-    let worker = Worker::new(&store)
-        .named("only")
-        .register("ping", pings())
-        .with_concurrency(4)
-        .with_poll_interval(Duration::from_secs(3600))
-        .start()
-        .await
-        .unwrap();
+    let worker = only_ping_worker(&store, 4).await;
     let mut ids = Vec::new();
     for i in 0..12 {
         let options = EnqueueOptions::new()
@@ -697,14 +696,7 @@ async fn runs_an_awake_worker_was_to_take_start_after_its_connection_dies() {
     pg_or_skip!();
     let schema = "queues_awake_killed";
     let (store, queue) = declared(schema, QueueSpec::new("plain")).await;
-    let worker = Worker::new(&store)
-        .named("only")
-        .register("ping", pings())
-        .with_concurrency(8)
-        .with_poll_interval(Duration::from_secs(3600))
-        .start()
-        .await
-        .unwrap();
+    let worker = only_ping_worker(&store, 8).await;
     let (count, mut counted) = tokio::sync::watch::channel(0_usize);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producing = {
