@@ -683,8 +683,8 @@ impl Shared {
     }
 
     /// Whether this worker's runs free their slots soon (they held them less than
-    /// `QUICK` on average): awake, it may then leave runs waiting for its own
-    /// slots, since it claims again within that time (see `awake`).
+    /// `QUICK` on average): only then does it become awake (see `awake`), since
+    /// awake it leaves runs waiting for its own slots, a while.
     fn quick(&self) -> bool {
         let held = self.held_us.load(Ordering::Relaxed);
         held > 0 && Duration::from_micros(held) < QUICK
@@ -743,9 +743,17 @@ impl Shared {
             }
             turn.lock_wait = Duration::ZERO;
             let free = self.concurrency.saturating_sub(self.leases().len());
-            // Awake or owing a look, and it cannot take soon what waits: the others
-            // are told instead (see `hand_over`).
-            if (turn.leaves || (free == 0 && !self.quick()))
+            // Awake or owing a look, and it cannot take what waits (its round left
+            // runs, or its slots have been full for `QUICK`): the others are told
+            // instead (see `hand_over`). Awake and full, it would look again only as
+            // its runs end, and a run may wait on the very run it was to take.
+            if free == 0 {
+                turn.full_since.get_or_insert_with(Instant::now);
+            } else {
+                turn.full_since = None;
+            }
+            let full_too_long = turn.full_since.is_some_and(|at| at.elapsed() >= QUICK);
+            if (turn.leaves || full_too_long)
                 && let Some(open) = session.as_mut()
                 && (open.owes || !open.awake.is_empty())
             {
@@ -821,10 +829,10 @@ impl Shared {
                     .filter(|_| !open.front && open.awake.is_empty());
             }
             turn.notified = false;
-            // Runs it left, and cannot take soon, that enqueues may not have
-            // announced are told of next: its slots free slowly, or the runs are
-            // held back by its own limit on their queue (the others' may be free).
-            turn.leaves = free > 0 && turn.waiting && (claimed < free || !self.quick());
+            // Runs it left with slots free, that enqueues may not have announced, are
+            // told of next: its own limit on their queue holds them back (the
+            // others' may be free).
+            turn.leaves = free > 0 && turn.waiting && claimed < free;
             if turn.leaves
                 && std::mem::take(&mut turn.owing)
                 && let Some(open) = session.as_mut()
@@ -843,9 +851,13 @@ impl Shared {
                 && let Some(open) = session.as_mut()
             {
                 awake = !open.awake.is_empty();
+                // Another worker is awake to them if its last try was refused, until
+                // a new run is announced (then nobody was).
+                turn.refused &= heard == 0;
                 if !awake {
                     turn.wake = (claimed >= 2 || (claimed >= 1 && heard >= 2))
                         && turn.behind.is_none()
+                        && !turn.refused
                         && self.quick();
                 }
                 if awake && claimed == 0 {
@@ -882,11 +894,19 @@ impl Shared {
                     pause = pause.min(pace);
                 }
             }
-            // Owing a look that a settle put off, it tries again soon.
-            if let (Some(open), Some(pace)) = (&session, turn.settle_pace)
-                && open.owes
-            {
-                pause = pause.min(pace);
+            // Owing a look that a settle put off, it tries again soon; awake and
+            // full, it hands over once full for `QUICK`.
+            if let Some(open) = &session {
+                if let Some(pace) = turn.settle_pace
+                    && open.owes
+                {
+                    pause = pause.min(pace);
+                }
+                if let Some(at) = turn.full_since
+                    && (open.owes || !open.awake.is_empty())
+                {
+                    pause = pause.min(QUICK.saturating_sub(at.elapsed()));
+                }
             }
             // A parked run's deadline, or a delayed run's start, may come before the
             // next poll (a worker with runs waiting claims again as its slots free).
@@ -1226,6 +1246,7 @@ impl Shared {
             let woke = woke.map_err(|e| db.error("waking to new runs", e))?;
             open.awake = woke.get(0);
             open.owes |= !open.awake.is_empty();
+            turn.refused = open.awake.is_empty();
         }
         let ready = ready.map_err(|e| db.error("looking for runs to claim", e))?;
         let (default_ready, ready): (bool, Vec<String>) = (ready.get(0), ready.get(1));
@@ -1783,6 +1804,10 @@ struct Turn {
     /// The last round left runs of a queue with a partition limit: their
     /// partitions may have been full, and its own runs' ends may free them.
     held_back: bool,
+    /// Since when all its slots have been taken (`None`: some are free).
+    full_since: Option<Instant>,
+    /// Its last try to wake found another worker awake to its workflows.
+    refused: bool,
     /// Notifications of new runs (or freed slots) heard since the last round.
     heard: usize,
     /// Awake, how long it waits before its next look (see `AWAKE_GATHER`).
@@ -1805,8 +1830,9 @@ const SETTLE_MOST: Duration = Duration::from_millis(100);
 const AWAKE_GATHER: Duration = Duration::from_millis(1);
 const AWAKE_LINGER: Duration = Duration::from_millis(16);
 
-/// The longest its runs may hold their slots, on average, for a worker to stay
-/// awake while its slots are full (see `Shared::quick`).
+/// The longest its runs may hold their slots, on average, for a worker to become
+/// awake (see `Shared::quick`), and the longest an awake worker stays full before
+/// it lets go and announces what waits.
 const QUICK: Duration = Duration::from_millis(20);
 
 /// The longest a stopping worker tries to hand over the runs it was awake to.

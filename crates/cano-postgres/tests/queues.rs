@@ -28,7 +28,7 @@ enum Job {
 
 /// Works a while (a call to another service): runs 1 000 000 to 1 000 999 an hour
 /// (until cancelled), runs 4 000 000 to 4 000 999 until the test opens `GATE` (and
-/// 6 000 000 to 6 000 999 `HOLD`), runs 5 000 000 to 5 000 999 three seconds, the others 20 to 80 ms, by run id. (The
+/// 6 000 000 to 6 000 999 `HOLD`, 9 000 000 to 9 000 999 `LATCH`), runs 5 000 000 to 5 000 999 three seconds, the others 20 to 80 ms, by run id. (The
 /// property test draws its ids from 2 000 000 to 2 999 999: short runs.)
 struct Work;
 
@@ -45,6 +45,10 @@ impl Task<Job> for Work {
         }
         if (HELD..HELD + 1000).contains(&run) {
             HOLD.acquire().await.unwrap().forget();
+            return Ok(TaskResult::Single(Job::Done));
+        }
+        if (LATCHED..LATCHED + 1000).contains(&run) {
+            LATCH.acquire().await.unwrap().forget();
             return Ok(TaskResult::Single(Job::Done));
         }
         let ms = if (SLOW..SLOW + 1000).contains(&run) {
@@ -71,6 +75,11 @@ static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 /// permit to `HOLD` (a gate of their own: tests run side by side).
 const HELD: u64 = 6_000_000;
 static HOLD: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// Run ids from here (for a thousand) work until the test that runs them adds a
+/// permit to `LATCH`.
+const LATCHED: u64 = 9_000_000;
+static LATCH: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 /// Run ids from here (for a thousand) work three seconds.
 const LONG: u64 = 5_000_000;
@@ -684,6 +693,104 @@ async fn runs_held_back_by_their_partition_start_as_the_workers_own_runs_free_it
         "one run a partition at a time"
     );
     worker.stop(Duration::from_secs(5)).await;
+    drop_schema(schema).await;
+}
+
+/// A worker awake to its workflows whose slots all hold long runs cannot keep its
+/// promise to look again: a run enqueued meanwhile, not announced, would wait on
+/// the very runs it holds. It lets go and announces what waits once full for a
+/// moment, and the other worker, which polls once an hour, takes the run.
+#[tokio::test]
+async fn a_worker_awake_but_full_hands_new_runs_to_the_others() {
+    pg_or_skip!();
+    let schema = "queues_awake_full";
+    let (store, queue) = declared(schema, QueueSpec::new("plain")).await;
+    let hourly = |name: &str, slots: usize| {
+        Worker::new(&store)
+            .named(name)
+            .with_concurrency(slots)
+            .with_poll_interval(Duration::from_secs(3600))
+    };
+    let other = hourly("other", 1)
+        .register("job", job())
+        .start()
+        .await
+        .unwrap();
+    let awake = hourly("awake", 2)
+        .register("ping", pings())
+        .register("hold", job())
+        .register("job", job())
+        .start()
+        .await
+        .unwrap();
+    let (mut from_awake, mut from_other) = (awake.subscribe(), other.subscribe());
+    // Pings stream in until the end, so the worker of all three stays awake.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinging = {
+        let (queue, stop) = (RunQueue::new(&store), stop.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ids.push(
+                    queue
+                        .enqueue("ping", &Ping::Go, EnqueueOptions::new())
+                        .await
+                        .unwrap()
+                        .run,
+                );
+            }
+            ids
+        })
+    };
+    let admin = raw().await;
+    let awake_to_job = format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock'
+           AND classid::text::bigint = (hashtext('cano-awake:{schema}')::bigint & 4294967295)
+           AND objid::text::bigint = (hashtext('job')::bigint & 4294967295)"
+    );
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while admin
+            .query_one(&awake_to_job, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the worker of pings wakes to its workflows");
+    // Two runs only it can take fill its slots until the test lets them end.
+    let mut held = Vec::new();
+    for id in [LATCHED, LATCHED + 1] {
+        let options = EnqueueOptions::new().with_run_id(RunId::from(id));
+        held.push(
+            queue
+                .enqueue("hold", &Job::Work, options)
+                .await
+                .unwrap()
+                .run,
+        );
+    }
+    for run in &held {
+        claimed(&mut from_awake, *run).await;
+    }
+    let job = queue
+        .enqueue("job", &Job::Work, EnqueueOptions::new())
+        .await
+        .unwrap()
+        .run;
+    claimed(&mut from_other, job).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    LATCH.add_permits(2);
+    let mut ids = pinging.await.unwrap();
+    ids.extend(held);
+    ids.push(job);
+    let records = queue.wait_all(&ids, Duration::from_secs(60)).await.unwrap();
+    assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
+    awake.stop(Duration::from_secs(5)).await;
+    other.stop(Duration::from_secs(5)).await;
     drop_schema(schema).await;
 }
 
