@@ -32,8 +32,10 @@
 //!   worker that stops being awake lets go of the first and, before the look it owes,
 //!   makes sure (trying the second, without waiting) that every enqueue that found it
 //!   awake has committed, so no run is left unannounced and unseen. A worker whose
-//!   runs hold their slots long, or that is left with runs it cannot take, lets go
-//!   and announces them to the others.
+//!   slots stay full, or that is left with runs it cannot take, lets go and
+//!   announces them to the others. One that stalls while awake (a paused process
+//!   keeps its session) leaves new runs to the others' polls
+//!   ([`Worker::with_poll_interval`], a second by default).
 //! - Durable waits (`cano_core::wait`): the store keeps each run's signal inbox
 //!   (`Workflow::signal` from any process), and takes a signal in one fenced
 //!   transaction with the run's `Received` row. A run that parks is held by the queue

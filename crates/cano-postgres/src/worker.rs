@@ -302,7 +302,9 @@ impl Worker {
     /// How often an idle worker looks for runs when no notification wakes it (1 s by
     /// default; notifications make it claim a new run at once). An idle worker that
     /// stepped back from runs other workers took first looks at a pace of its own,
-    /// at most this far apart (and at most a second).
+    /// at most this far apart (and at most a second). It is also how long new runs
+    /// may wait when the worker awake to them stalls (a paused process keeps its
+    /// session, and their enqueues do not announce them; see the crate docs).
     pub fn with_poll_interval(mut self, every: Duration) -> Self {
         self.poll = every;
         self

@@ -208,12 +208,24 @@ async fn worker_child(schema: &str, name: &str) {
     worker.stop(Duration::from_secs(5)).await;
 }
 
+/// A child worker of "ping" only (runs that end at once), polling once an hour.
+async fn ping_child(schema: &str, name: &str) {
+    let store = PostgresCheckpointStore::connect(options(schema).with_application_name(name))
+        .await
+        .unwrap();
+    let worker = only_ping_worker(&store, 8).await;
+    say("ready");
+    parent_gone().await;
+    worker.stop(Duration::from_secs(5)).await;
+}
+
 /// The entry point of the child processes; does nothing in the parent's run.
 #[test]
 fn child_entry() {
     serve_as_child(|mode, schema, name| async move {
         match mode.as_str() {
             "worker" => worker_child(&schema, &name).await,
+            "pinger" => ping_child(&schema, &name).await,
             other => panic!("unknown child mode {other}"),
         }
     });
@@ -791,6 +803,98 @@ async fn a_worker_awake_but_full_hands_new_runs_to_the_others() {
     assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
     awake.stop(Duration::from_secs(5)).await;
     other.stop(Duration::from_secs(5)).await;
+    drop_schema(schema).await;
+}
+
+/// A worker process awake to a stream is paused (SIGSTOP): its session and its
+/// awake lock live on, so enqueues of its workflow do not announce their runs. The
+/// other worker, at its poll interval (the default, a second), still finds and
+/// runs every run enqueued while it is paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_start_while_the_worker_awake_to_them_is_paused() {
+    pg_or_skip!();
+    let schema = "queues_awake_paused";
+    let (store, queue) = declared(schema, QueueSpec::new("plain")).await;
+    let children = Children::spawn("pinger", schema, 1);
+    assert_eq!(children.next(), (0, "ready".to_owned()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinging = {
+        let (queue, stop) = (RunQueue::new(&store), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let options = EnqueueOptions::new().on_queue("plain");
+                queue.enqueue("ping", &Ping::Go, options).await.unwrap();
+            }
+        })
+    };
+    // Until the child's session holds the awake lock (the server's lock table).
+    let admin = raw().await;
+    let child_awake = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock'
+           AND l.classid::text::bigint = (hashtext('cano-awake:{schema}')::bigint & 4294967295)
+           AND l.objid::text::bigint = (hashtext('ping')::bigint & 4294967295)
+           AND a.application_name = '{schema}_0'"
+    );
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while admin
+            .query_one(&child_awake, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the child wakes to the stream");
+    children.signal(0, "STOP");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pinging.await.unwrap();
+    let other = Worker::new(&store)
+        .named("other")
+        .register("ping", pings())
+        .start()
+        .await
+        .unwrap();
+    // Once it has started and taken a run, it is idle, and nothing will announce the
+    // runs to come: it finds them at its poll.
+    let mut events = other.subscribe();
+    let first = queue
+        .enqueue("ping", &Ping::Go, EnqueueOptions::new().on_queue("plain"))
+        .await
+        .unwrap()
+        .run;
+    claimed(&mut events, first).await;
+    let mut late = Vec::new();
+    for _ in 0..20 {
+        let options = EnqueueOptions::new().on_queue("plain");
+        late.push(queue.enqueue("ping", &Ping::Go, options).await.unwrap().run);
+    }
+    assert_eq!(
+        admin
+            .query_one(&child_awake, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1,
+        "the paused child is still awake to the runs"
+    );
+    let records = queue
+        .wait_all(&late, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
+    let by_other = claims_of(schema)
+        .await
+        .into_iter()
+        .filter(|c| late.iter().any(|r| r.as_u64() as i64 == c.run))
+        .all(|c| c.worker == "other");
+    assert!(by_other, "the paused child took none of them");
+    children.signal(0, "CONT");
+    other.stop(Duration::from_secs(5)).await;
+    children.finish();
     drop_schema(schema).await;
 }
 
