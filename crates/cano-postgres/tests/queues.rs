@@ -609,6 +609,67 @@ async fn only_ping_worker(store: &PostgresCheckpointStore, slots: usize) -> Runn
         .unwrap()
 }
 
+/// Pings enqueued one after another on queue "plain" until `stop` is called: their
+/// ids, counted on `count` as they go.
+struct PingStream {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: tokio::sync::watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<Vec<RunId>>,
+}
+
+impl PingStream {
+    fn start(store: &PostgresCheckpointStore) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (counting, count) = tokio::sync::watch::channel(0_usize);
+        let (queue, stopped) = (RunQueue::new(store), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let options = EnqueueOptions::new().on_queue("plain");
+                ids.push(queue.enqueue("ping", &Ping::Go, options).await.unwrap().run);
+                counting.send_replace(ids.len());
+            }
+            ids
+        });
+        Self { stop, count, task }
+    }
+
+    /// Ends the stream: the ids of every run it enqueued.
+    async fn stop(self) -> Vec<RunId> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// Waits until a session awake to `workflow` in `schema` is one `pick` takes (from
+/// the server's lock table, which shows the keys unsigned, with each session's pid
+/// and application name); what `pick` made of it. Nothing signals a lock taken:
+/// the test looks, every 2 ms.
+async fn once_awake<T>(
+    admin: &tokio_postgres::Client,
+    schema: &str,
+    workflow: &str,
+    pick: impl Fn(i32, &str) -> Option<T>,
+) -> T {
+    let sessions =
+        "SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock'
+           AND l.classid::text::bigint = (hashtext('cano-awake:' || $1::text)::bigint & 4294967295)
+           AND l.objid::text::bigint = (hashtext($2::text)::bigint & 4294967295)";
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            for row in admin.query(sessions, &[&schema, &workflow]).await.unwrap() {
+                if let Some(found) = pick(row.get(0), row.get(1)) {
+                    return found;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no worker woke to {workflow:?} as runs streamed in"))
+}
+
 /// While runs stream in, the worker claiming them stays awake to them and their
 /// enqueues do not announce them; between bursts it dozes off. Whichever way a run
 /// was enqueued (the default queue, a named queue's one statement, a partition
@@ -737,42 +798,9 @@ async fn a_worker_awake_but_full_hands_new_runs_to_the_others() {
         .unwrap();
     let (mut from_awake, mut from_other) = (awake.subscribe(), other.subscribe());
     // Pings stream in until the end, so the worker of all three stays awake.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pinging = {
-        let (queue, stop) = (RunQueue::new(&store), stop.clone());
-        tokio::spawn(async move {
-            let mut ids = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                ids.push(
-                    queue
-                        .enqueue("ping", &Ping::Go, EnqueueOptions::new())
-                        .await
-                        .unwrap()
-                        .run,
-                );
-            }
-            ids
-        })
-    };
+    let stream = PingStream::start(&store);
     let admin = raw().await;
-    let awake_to_job = format!(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock'
-           AND classid::text::bigint = (hashtext('cano-awake:{schema}')::bigint & 4294967295)
-           AND objid::text::bigint = (hashtext('job')::bigint & 4294967295)"
-    );
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while admin
-            .query_one(&awake_to_job, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 0
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await
-    .expect("the worker of pings wakes to its workflows");
+    once_awake(&admin, schema, "job", |_, _| Some(())).await;
     // Two runs only it can take fill its slots until the test lets them end.
     let mut held = Vec::new();
     for id in [LATCHED, LATCHED + 1] {
@@ -794,9 +822,8 @@ async fn a_worker_awake_but_full_hands_new_runs_to_the_others() {
         .unwrap()
         .run;
     claimed(&mut from_other, job).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     LATCH.add_permits(2);
-    let mut ids = pinging.await.unwrap();
+    let mut ids = stream.stop().await;
     ids.extend(held);
     ids.push(job);
     let records = queue.wait_all(&ids, Duration::from_secs(60)).await.unwrap();
@@ -817,41 +844,15 @@ async fn runs_start_while_the_worker_awake_to_them_is_paused() {
     let (store, queue) = declared(schema, QueueSpec::new("plain")).await;
     let children = Children::spawn("pinger", schema, 1);
     assert_eq!(children.next(), (0, "ready".to_owned()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pinging = {
-        let (queue, stop) = (RunQueue::new(&store), stop.clone());
-        tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let options = EnqueueOptions::new().on_queue("plain");
-                queue.enqueue("ping", &Ping::Go, options).await.unwrap();
-            }
-        })
-    };
-    // Until the child's session holds the awake lock (the server's lock table).
+    let stream = PingStream::start(&store);
     let admin = raw().await;
-    let child_awake = format!(
-        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock'
-           AND l.classid::text::bigint = (hashtext('cano-awake:{schema}')::bigint & 4294967295)
-           AND l.objid::text::bigint = (hashtext('ping')::bigint & 4294967295)
-           AND a.application_name = '{schema}_0'"
-    );
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while admin
-            .query_one(&child_awake, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 0
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+    let child = format!("{schema}_0");
+    let paused = once_awake(&admin, schema, "ping", |pid, app| {
+        (app == child).then_some(pid)
     })
-    .await
-    .expect("the child wakes to the stream");
+    .await;
     children.signal(0, "STOP");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    pinging.await.unwrap();
+    stream.stop().await;
     let other = Worker::new(&store)
         .named("other")
         .register("ping", pings())
@@ -872,15 +873,8 @@ async fn runs_start_while_the_worker_awake_to_them_is_paused() {
         let options = EnqueueOptions::new().on_queue("plain");
         late.push(queue.enqueue("ping", &Ping::Go, options).await.unwrap().run);
     }
-    assert_eq!(
-        admin
-            .query_one(&child_awake, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        1,
-        "the paused child is still awake to the runs"
-    );
+    let still = once_awake(&admin, schema, "ping", |pid, _| Some(pid)).await;
+    assert_eq!(still, paused, "the paused child is still awake to the runs");
     let records = queue
         .wait_all(&late, Duration::from_secs(60))
         .await
@@ -908,47 +902,21 @@ async fn runs_an_awake_worker_was_to_take_start_after_its_connection_dies() {
     let schema = "queues_awake_killed";
     let (store, queue) = declared(schema, QueueSpec::new("plain")).await;
     let worker = only_ping_worker(&store, 8).await;
-    let (count, mut counted) = tokio::sync::watch::channel(0_usize);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let producing = {
-        let (queue, stop) = (RunQueue::new(&store), stop.clone());
-        tokio::spawn(async move {
-            let mut ids = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let options = EnqueueOptions::new().on_queue("plain");
-                ids.push(queue.enqueue("ping", &Ping::Go, options).await.unwrap().run);
-                count.send_replace(ids.len());
-            }
-            ids
-        })
-    };
-    // The session awake to "ping", from the server's lock table (it shows the keys
-    // unsigned). Nothing signals a lock taken: the test looks.
+    let mut stream = PingStream::start(&store);
     let admin = raw().await;
-    let holders = format!(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock'
-           AND classid::text::bigint = (hashtext('cano-awake:{schema}')::bigint & 4294967295)
-           AND objid::text::bigint = (hashtext('ping')::bigint & 4294967295)"
-    );
-    let awake = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if let Some(row) = admin.query_opt(&holders, &[]).await.unwrap() {
-                return row.get::<_, i32>(0);
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await
-    .expect("the worker wakes to the stream");
+    let awake = once_awake(&admin, schema, "ping", |pid, _| Some(pid)).await;
     admin
         .execute("SELECT pg_terminate_backend($1)", &[&awake])
         .await
         .unwrap();
     // The stream goes on a while past the kill, then ends.
-    let at_kill = *counted.borrow();
-    counted.wait_for(|n| *n >= at_kill + 200).await.unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let ids = producing.await.unwrap();
+    let at_kill = *stream.count.borrow();
+    stream
+        .count
+        .wait_for(|n| *n >= at_kill + 200)
+        .await
+        .unwrap();
+    let ids = stream.stop().await;
     let records = queue.wait_all(&ids, Duration::from_secs(60)).await.unwrap();
     assert!(
         records.iter().all(|r| r.status == QueueStatus::Finished),
