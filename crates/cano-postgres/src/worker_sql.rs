@@ -396,10 +396,10 @@ impl WorkerSql {
             // Where this worker has runs to claim: the default queue (whether), and the
             // named queues. Each branch of a test is one index's range, so an idle
             // round costs little however many runs are stored.
-            // A named queue already at its cluster or worker limit is left out: when a
-            // run ends every idle worker hears of it, and only one can take the slot,
-            // so the others stop here instead of queueing on the queue's lock ($2 is
-            // this worker; the claim checks every limit again, under the lock).
+            // Named queues are listed whatever their limits: the claim checks every
+            // limit under the queue's lock, and a queue it finds full is then asked
+            // only for the slots this worker freed of it (see `Turn::capped`). ($2,
+            // this worker, is among the parameters but not read.)
             ready: format!(
                 "SELECT {default_ready},
                      array(SELECT q.name FROM {queues} q WHERE {queue_ready} AND $2::text IS NOT NULL)",
