@@ -20,6 +20,13 @@
 //! transaction would otherwise queue every other enqueue of the workflow behind
 //! the worker's request.
 //!
+//! A worker that stalls while awake (a paused process keeps its session, and so its
+//! lock) would leave new runs unannounced for as long as it stalls. So a worker that
+//! wakes says so (a notification, once), and a worker that opens a connection asks
+//! whether one is awake: while another worker is awake to its workflows, a worker
+//! looks for runs at least once a second, whatever its poll interval, until it hears
+//! a run of them announced (then nobody was awake to it).
+//!
 //! The keys are the hashes of the schema and of the workflow's name, in the two-key
 //! space apart from most applications' own advisory locks. Two workflows whose
 //! hashes meet share the locks: a run of one may then wait for a worker's look at
@@ -48,13 +55,37 @@ pub(crate) fn must_announce(schema: &str, workflow: &str) -> String {
     )
 }
 
+/// The start of a worker's notice that it woke; the workflow's name follows (the
+/// statement in `wake` writes it as SQL).
+const NOTICE: &str = "awake\n";
+
+/// The workflow a notification on the channel of new runs says a worker woke to,
+/// if it is such a notice (else it announces runs: its payload is their workflow).
+pub(crate) fn woke_to(payload: &str) -> Option<&str> {
+    payload.strip_prefix(NOTICE)
+}
+
 /// Takes the awake lock of each workflow of `$1` (text[]) that no other worker
-/// holds, for this session; says which it took.
-pub(crate) fn wake(schema: &str) -> String {
+/// holds, for this session, and says so on the channel of new runs (`ready`); says
+/// which it took.
+pub(crate) fn wake(schema: &str, ready: &str) -> String {
     format!(
-        "SELECT coalesce(array_agg(w ORDER BY w), '{{}}') FROM unnest($1::text[]) w
-         WHERE pg_try_advisory_lock({})",
-        keys(schema, "awake", "w")
+        "WITH taken AS (SELECT w FROM unnest($1::text[]) w WHERE pg_try_advisory_lock({keys})),
+              told AS (SELECT pg_notify('{ready}', 'awake' || chr(10) || w) FROM taken)
+         SELECT coalesce((SELECT array_agg(w ORDER BY w) FROM taken), '{{}}'),
+             (SELECT count(*) FROM told)",
+        keys = keys(schema, "awake", "w"),
+    )
+}
+
+/// Whether another session is awake to a workflow of `$1` (text[]): it looks as an
+/// enqueue does, taking each awake lock shared and letting it go at once.
+pub(crate) fn watched(schema: &str) -> String {
+    let awake = keys(schema, "awake", "w");
+    format!(
+        "SELECT coalesce(bool_or(CASE WHEN pg_try_advisory_lock_shared({awake})
+                                     THEN NOT pg_advisory_unlock_shared({awake}) ELSE true END), false)
+         FROM unnest($1::text[]) w"
     )
 }
 
@@ -88,7 +119,14 @@ mod tests {
         // The shared enqueue lock comes first: a worker settling must find every
         // enqueue that looked at its awake lock.
         assert!(a.find("cano-enqueue").unwrap() < a.find("cano-awake").unwrap());
-        assert!(wake("s2").contains("'cano-awake:s2'"));
+        assert!(wake("s2", "ready").contains("'cano-awake:s2'"));
+        assert!(watched("s2").contains("'cano-awake:s2'"));
+        assert_eq!(woke_to(&format!("{NOTICE}billing")), Some("billing"));
+        assert_eq!(
+            woke_to("billing"),
+            None,
+            "an announcement names its workflow"
+        );
         assert!(doze("s2").contains("'cano-awake:s2'"));
         assert!(settle("s2").contains("'cano-enqueue:s2'"));
     }

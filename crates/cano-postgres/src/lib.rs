@@ -33,9 +33,10 @@
 //!   makes sure (trying the second, without waiting) that every enqueue that found it
 //!   awake has committed, so no run is left unannounced and unseen. A worker whose
 //!   slots stay full, or that is left with runs it cannot take, lets go and
-//!   announces them to the others. One that stalls while awake (a paused process
-//!   keeps its session) leaves new runs to the others' polls
-//!   ([`Worker::with_poll_interval`], a second by default).
+//!   announces them to the others. A worker that wakes says so, and while one is
+//!   awake the others look at least once a second: one that stalls while awake (a
+//!   paused process keeps its session, and so its lock) delays new runs by a
+//!   second at most, whatever the others' poll interval.
 //! - Durable waits (`cano_core::wait`): the store keeps each run's signal inbox
 //!   (`Workflow::signal` from any process), and takes a signal in one fenced
 //!   transaction with the run's `Received` row. A run that parks is held by the queue

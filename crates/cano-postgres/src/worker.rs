@@ -33,6 +33,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_postgres::{Notification, Statement};
 
+use crate::awake::woke_to;
 use crate::channels::{cancel_channel, ready_channel};
 use crate::db::{run_key, run_of};
 use crate::finishes::Finishes;
@@ -302,9 +303,9 @@ impl Worker {
     /// How often an idle worker looks for runs when no notification wakes it (1 s by
     /// default; notifications make it claim a new run at once). An idle worker that
     /// stepped back from runs other workers took first looks at a pace of its own,
-    /// at most this far apart (and at most a second). It is also how long new runs
-    /// may wait when the worker awake to them stalls (a paused process keeps its
-    /// session, and their enqueues do not announce them; see the crate docs).
+    /// at most this far apart (and at most a second). While another worker is awake
+    /// to its workflows (their enqueues then do not announce new runs; see the crate
+    /// docs), it looks at least once a second, in case that worker stalls.
     pub fn with_poll_interval(mut self, every: Duration) -> Self {
         self.poll = every;
         self
@@ -606,6 +607,26 @@ fn failed(
     }
 }
 
+/// A notification on the channel of new runs, with its `payload`: whether it
+/// announced runs of this worker's workflows (`names`).
+///
+/// New runs, or slots another worker left: every queue may have room. Runs of its
+/// own announced: nobody was awake to them. Another worker that says it woke to
+/// one of them (this one is not `awake`, or it hears itself): it looks at least
+/// once a second while that one may be (see `awake`).
+fn heard_of_runs(payload: &str, names: &[String], awake: bool, turn: &mut Turn) -> bool {
+    let mine = |workflow: &str| names.iter().any(|name| name == workflow);
+    if let Some(workflow) = woke_to(payload) {
+        turn.watch |= !awake && mine(workflow);
+        return false;
+    }
+    turn.capped.clear();
+    turn.heard += 1;
+    let announced = mine(payload);
+    turn.watch &= !announced;
+    announced
+}
+
 /// How long one heartbeat or claim statement may take before its connection is
 /// taken for dead (a half-open connection never answers).
 fn statement_limit(lease: Duration) -> Duration {
@@ -724,8 +745,18 @@ impl Shared {
                 break;
             }
             if session.is_none() {
-                match tokio::time::timeout(CONNECT_LIMIT, Session::open(&db, &self.sql)).await {
-                    Ok(Ok(opened)) => session = Some(opened),
+                let opening = async {
+                    let open = Session::open(&db, &self.sql).await?;
+                    // Listening already: a worker that wakes from now on says so.
+                    let watched = open.client.query_one(&open.watched, &[&names]).await;
+                    let watched = watched.map_err(|e| db.error("asking who is awake", e))?;
+                    Ok::<_, CanoError>((open, watched.get::<_, bool>(0)))
+                };
+                match tokio::time::timeout(CONNECT_LIMIT, opening).await {
+                    Ok(Ok((opened, watched))) => {
+                        session = Some(opened);
+                        turn.watch = watched;
+                    }
                     Ok(Err(e)) => self.claim_failed(&mut turn, e.to_string()),
                     Err(_) => self.claim_failed(
                         &mut turn,
@@ -853,13 +884,10 @@ impl Shared {
                 && let Some(open) = session.as_mut()
             {
                 awake = !open.awake.is_empty();
-                // Another worker is awake to them if its last try was refused, until
-                // a new run is announced (then nobody was).
-                turn.refused &= heard == 0;
                 if !awake {
                     turn.wake = (claimed >= 2 || (claimed >= 1 && heard >= 2))
                         && turn.behind.is_none()
-                        && !turn.refused
+                        && !turn.watch
                         && self.quick();
                 }
                 if awake && claimed == 0 {
@@ -912,6 +940,9 @@ impl Shared {
             }
             // A parked run's deadline, or a delayed run's start, may come before the
             // next poll (a worker with runs waiting claims again as its slots free).
+            if turn.watch && !awake {
+                pause = pause.min(IDLE_MOST);
+            }
             if awake {
                 pause = pause.min(turn.awake_pace);
             } else if !turn.backlog
@@ -923,34 +954,58 @@ impl Shared {
             {
                 pause = pause.min(Duration::from_secs_f64(ms.clamp(0.0, 1e9) / 1000.0));
             }
-            let slot = self.slot_freed.notified();
-            let woken = async {
-                match session.as_mut() {
-                    Some(open) => open.notes.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             let cancel = cancel_channel(&db.schema);
-            tokio::select! {
-                note = woken => match note {
-                    None => session = None,
-                    Some(note) if note.channel() == cancel => self.cancel_asked(note.payload()),
-                    // New runs, or slots another worker left: every queue may have room.
-                    Some(note) => {
-                        turn.capped.clear();
-                        turn.notified |= names.iter().any(|name| name == note.payload());
-                        turn.heard += 1;
+            let mut until = tokio::time::Instant::now() + pause;
+            // A freed slot is a reason to look where runs were left for want of
+            // slots, of the queue's room, or of their partitions' (its own runs' ends
+            // free them). Else every run was taken: new ones are announced, or a
+            // worker awake to them takes them. (Woken by each run it ended, sixteen
+            // workers all claimed, a few runs each, while one was awake: a fifth
+            // fewer runs a second.)
+            let slot_wakes = free == 0 || turn.waiting || (claimed < free && turn.held_back);
+            loop {
+                let slot = self.slot_freed.notified();
+                let woken = async {
+                    match session.as_mut() {
+                        Some(open) => open.notes.recv().await,
+                        None => std::future::pending().await,
                     }
-                },
-                // A freed slot is a reason to look where runs were left for want of
-                // slots, of the queue's room, or of their partitions' (its own runs'
-                // ends free them). Else every run was taken: new ones are announced,
-                // or a worker awake to them takes them. (Woken by each run it ended,
-                // sixteen workers all claimed, a few runs each, while one was awake:
-                // a fifth fewer runs a second.)
-                _ = slot, if free == 0 || turn.waiting || (claimed < free && turn.held_back) => {}
-                _ = tokio::time::sleep(pause) => turn.capped.clear(),
-                _ = stop.changed() => {}
+                };
+                let notice = tokio::select! {
+                    note = woken => match note {
+                        None => {
+                            session = None;
+                            false
+                        }
+                        Some(note) if note.channel() == cancel => {
+                            self.cancel_asked(note.payload());
+                            false
+                        }
+                        // Another worker woke: no run to look for, only a pace to keep
+                        // (waking every idle worker for a round, it cost sixteen a
+                        // tenth of their runs a second).
+                        Some(note) if woke_to(note.payload()).is_some() => {
+                            heard_of_runs(note.payload(), &names, awake, &mut turn);
+                            true
+                        }
+                        Some(note) => {
+                            turn.notified |= heard_of_runs(note.payload(), &names, awake, &mut turn);
+                            false
+                        }
+                    },
+                    _ = slot, if slot_wakes => false,
+                    _ = tokio::time::sleep_until(until) => {
+                        turn.capped.clear();
+                        false
+                    }
+                    _ = stop.changed() => false,
+                };
+                if !notice {
+                    break;
+                }
+                if turn.watch && !awake {
+                    until = until.min(tokio::time::Instant::now() + IDLE_MOST);
+                }
             }
             // A worker that stepped back lets new runs wait that long for the others
             // first (see `stepped_back`).
@@ -963,7 +1018,7 @@ impl Shared {
                 loop {
                     tokio::select! {
                         note = open.notes.recv() => match note {
-                            Some(note) => self.heard_meanwhile(&note, &cancel, &mut turn),
+                            Some(note) => self.heard_meanwhile(&note, &cancel, &names, &mut turn),
                             None => break,
                         },
                         _ = tokio::time::sleep_until(until) => break,
@@ -977,7 +1032,7 @@ impl Shared {
             // lock) of its own.
             if let Some(open) = session.as_mut() {
                 while let Ok(note) = open.notes.try_recv() {
-                    self.heard_meanwhile(&note, &cancel, &mut turn);
+                    self.heard_meanwhile(&note, &cancel, &names, &mut turn);
                 }
             }
         }
@@ -1098,12 +1153,17 @@ impl Shared {
     /// A notification taken after the one that woke the claim loop, answered by the
     /// round to come: a cancel request is passed on now, and any other says queues
     /// may have room (as the first one did).
-    fn heard_meanwhile(&self, note: &Notification, cancel: &str, turn: &mut Turn) {
+    fn heard_meanwhile(
+        &self,
+        note: &Notification,
+        cancel: &str,
+        names: &[String],
+        turn: &mut Turn,
+    ) {
         if note.channel() == cancel {
             self.cancel_asked(note.payload());
         } else {
-            turn.capped.clear();
-            turn.heard += 1;
+            heard_of_runs(note.payload(), names, false, turn);
         }
     }
 
@@ -1248,7 +1308,7 @@ impl Shared {
             let woke = woke.map_err(|e| db.error("waking to new runs", e))?;
             open.awake = woke.get(0);
             open.owes |= !open.awake.is_empty();
-            turn.refused = open.awake.is_empty();
+            turn.watch = open.awake.is_empty();
         }
         let ready = ready.map_err(|e| db.error("looking for runs to claim", e))?;
         let (default_ready, ready): (bool, Vec<String>) = (ready.get(0), ready.get(1));
@@ -1808,8 +1868,11 @@ struct Turn {
     held_back: bool,
     /// Since when all its slots have been taken (`None`: some are free).
     full_since: Option<Instant>,
-    /// Its last try to wake found another worker awake to its workflows.
-    refused: bool,
+    /// Another worker may be awake to its workflows: it said so, or this worker's
+    /// try to wake was refused, or one was when this connection opened. Until a run
+    /// of them is announced (then nobody was), this worker looks at least once a
+    /// second and does not try to wake (see `awake`).
+    watch: bool,
     /// Notifications of new runs (or freed slots) heard since the last round.
     heard: usize,
     /// Awake, how long it waits before its next look (see `AWAKE_GATHER`).
@@ -1938,6 +2001,7 @@ struct Session {
     doze: Statement,
     settle: Statement,
     announce: Statement,
+    watched: Statement,
     /// Whether it listens for new runs and cancel requests.
     listening: bool,
     /// Whether it holds its workflows' front (see `Shared::settle_listening`).
@@ -1978,7 +2042,7 @@ impl Session {
         let (
             (poison, ready, hand_on, front_lock),
             (claim, queue_lock, claim_queue, next_wake),
-            (wake, doze, settle, announce),
+            (wake, doze, settle, announce, watched),
         ) = futures::future::try_join3(
             futures::future::try_join4(
                 client.prepare(&sql.poison),
@@ -1992,11 +2056,12 @@ impl Session {
                 client.prepare(&sql.claim_queue),
                 client.prepare(&sql.next_wake),
             ),
-            futures::future::try_join4(
+            futures::future::try_join5(
                 client.prepare(&sql.wake),
                 client.prepare(&sql.doze),
                 client.prepare(&sql.settle),
                 client.prepare(&sql.announce),
+                client.prepare(&sql.watched),
             ),
         )
         .await
@@ -2031,6 +2096,7 @@ impl Session {
             doze,
             settle,
             announce,
+            watched,
             listening: true,
             front: false,
             awake: Vec::new(),
@@ -2262,15 +2328,25 @@ mod tests {
                 .unwrap()
                 .get(0)
         };
+        let watched = async |open: &Session| -> bool {
+            open.client
+                .query_one(&open.watched, &[&names])
+                .await
+                .unwrap()
+                .get(0)
+        };
         assert!(
             settled(&worker).await,
             "nothing under way: it settles at once"
         );
+        assert!(!watched(&other).await, "nobody is awake yet");
         assert_eq!(woke(&worker).await, names, "the worker wakes to w");
         assert!(
             woke(&other).await.is_empty(),
             "one worker at a time is awake"
         );
+        assert!(watched(&other).await, "the other session sees one awake");
+        assert!(!watched(&worker).await, "a session does not watch itself");
 
         // An enqueue that finds it awake, its commit held back.
         producer.batch_execute("BEGIN").await.unwrap();
@@ -2308,10 +2384,12 @@ mod tests {
             ["q"],
             "the look after the settle sees the run"
         );
-        assert!(
-            heard_up_to("one").await.is_empty(),
-            "run 1 was never announced"
+        assert_eq!(
+            heard_up_to("one").await,
+            ["awake\nw"],
+            "the worker said it woke, once; run 1 was never announced"
         );
+        assert!(!watched(&other).await, "nobody is awake now");
 
         // Nobody awake now: the next enqueue announces its run.
         assert_eq!(enqueue(&producer, 2).await, 1);
@@ -2323,6 +2401,33 @@ mod tests {
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn a_worker_watches_while_another_says_it_woke_and_until_a_run_is_announced() {
+        let names = ["billing".to_owned(), "mail".to_owned()];
+        let mut turn = Turn::default();
+        assert!(!heard_of_runs("awake\nbilling", &names, false, &mut turn));
+        assert!(turn.watch, "another worker woke to one of its workflows");
+        assert_eq!(turn.heard, 0, "a notice announces no run");
+        assert!(!heard_of_runs("reports", &names, false, &mut turn));
+        assert!(
+            turn.watch,
+            "runs of another workflow say nothing of its own"
+        );
+        assert_eq!(turn.heard, 1);
+        assert!(heard_of_runs("mail", &names, false, &mut turn));
+        assert!(
+            !turn.watch,
+            "a run of its own announced: nobody was awake to it"
+        );
+        heard_of_runs("awake\nreports", &names, false, &mut turn);
+        assert!(
+            !turn.watch,
+            "a worker awake to another workflow is not watched"
+        );
+        heard_of_runs("awake\nmail", &names, true, &mut turn);
+        assert!(!turn.watch, "awake itself, it hears its own notice");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub(crate) struct WorkerSql {
     pub(crate) hand_on: String,
     pub(crate) front: String,
     pub(crate) wake: String,
+    pub(crate) watched: String,
     pub(crate) doze: String,
     pub(crate) settle: String,
     pub(crate) announce: String,
@@ -357,7 +358,8 @@ impl WorkerSql {
                 schema = db.schema
             ),
             // A worker awake to its workflows' new runs, and its way back (see `awake`).
-            wake: awake::wake(&db.schema),
+            wake: awake::wake(&db.schema, &ready),
+            watched: awake::watched(&db.schema),
             doze: awake::doze(&db.schema),
             settle: awake::settle(&db.schema),
             // New runs of the workflows $1 that an awake worker leaves to the others.

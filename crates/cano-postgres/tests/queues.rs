@@ -835,8 +835,9 @@ async fn a_worker_awake_but_full_hands_new_runs_to_the_others() {
 
 /// A worker process awake to a stream is paused (SIGSTOP): its session and its
 /// awake lock live on, so enqueues of its workflow do not announce their runs. The
-/// other worker, at its poll interval (the default, a second), still finds and
-/// runs every run enqueued while it is paused.
+/// other worker, whose polls are an hour apart, knows one is awake (it asked when it
+/// connected) and looks once a second meanwhile: it finds and runs every run
+/// enqueued while the first is paused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_start_while_the_worker_awake_to_them_is_paused() {
     pg_or_skip!();
@@ -856,11 +857,12 @@ async fn runs_start_while_the_worker_awake_to_them_is_paused() {
     let other = Worker::new(&store)
         .named("other")
         .register("ping", pings())
+        .with_poll_interval(Duration::from_secs(3600))
         .start()
         .await
         .unwrap();
     // Once it has started and taken a run, it is idle, and nothing will announce the
-    // runs to come: it finds them at its poll.
+    // runs to come: it finds them at its looks.
     let mut events = other.subscribe();
     let first = queue
         .enqueue("ping", &Ping::Go, EnqueueOptions::new().on_queue("plain"))
