@@ -938,11 +938,14 @@ impl Shared {
                     pause = pause.min(QUICK.saturating_sub(at.elapsed()));
                 }
             }
-            // A parked run's deadline, or a delayed run's start, may come before the
-            // next poll (a worker with runs waiting claims again as its slots free).
+            // Another worker may be awake to its workflows: it looks once a second, in
+            // case that one stalls (see `awake`).
             if turn.watch && !awake {
                 pause = pause.min(IDLE_MOST);
             }
+            // Awake, at its pace. Else a parked run's deadline, or a delayed run's
+            // start, may come before the next poll (a worker with runs waiting claims
+            // again as its slots free).
             if awake {
                 pause = pause.min(turn.awake_pace);
             } else if !turn.backlog
