@@ -958,7 +958,12 @@ impl Shared {
                 pause = pause.min(Duration::from_secs_f64(ms.clamp(0.0, 1e9) / 1000.0));
             }
             let cancel = cancel_channel(&db.schema);
-            let mut until = tokio::time::Instant::now() + pause;
+            // A poll of `Duration::MAX` (none) must not overflow the clock: a deadline
+            // thirty years on is the same.
+            let now = tokio::time::Instant::now();
+            let mut until = now
+                .checked_add(pause)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
             // A freed slot is a reason to look where runs were left for want of
             // slots, of the queue's room, or of their partitions' (its own runs' ends
             // free them). Else every run was taken: new ones are announced, or a

@@ -894,6 +894,44 @@ async fn runs_start_while_the_worker_awake_to_them_is_paused() {
     drop_schema(schema).await;
 }
 
+/// `Duration::MAX` is no limit: a worker that never polls still runs each run it is
+/// told of, through every wait of its claim loop (idle, awake, dozing).
+#[tokio::test]
+async fn a_worker_that_never_polls_runs_what_it_is_told_of() {
+    pg_or_skip!();
+    let schema = "queues_never_polls";
+    let (store, queue) = declared(schema, QueueSpec::new("plain")).await;
+    let worker = Worker::new(&store)
+        .named("never")
+        .register("ping", pings())
+        .with_poll_interval(Duration::MAX)
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let stream = PingStream::start(&store);
+        let first = stream
+            .count
+            .clone()
+            .wait_for(|n| *n >= 50)
+            .await
+            .map(|_| ());
+        first.unwrap();
+        let ids = stream.stop().await;
+        let records = queue.wait_all(&ids, Duration::from_secs(60)).await.unwrap();
+        assert!(records.iter().all(|r| r.status == QueueStatus::Finished));
+        let lone = queue
+            .enqueue("ping", &Ping::Go, EnqueueOptions::new().on_queue("plain"))
+            .await
+            .unwrap()
+            .run;
+        let record = queue.wait(lone, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(record.status, QueueStatus::Finished);
+    }
+    worker.stop(Duration::from_secs(5)).await;
+    drop_schema(schema).await;
+}
+
 /// A worker awake to a stream loses its connection: the enqueues that found it
 /// awake did not announce their runs, and the server lets its lock go with the
 /// session. Its next connection owes a look before anything else, and every run
