@@ -627,6 +627,17 @@ fn heard_of_runs(payload: &str, names: &[String], awake: bool, turn: &mut Turn) 
     announced
 }
 
+/// After a try to settle (see `awake`), whether a look is owed (`owes`): still, and
+/// the next try comes later, or no longer (the look that follows is the one owed).
+fn owed_after(owes: &mut bool, turn: &mut Turn, settled: bool) {
+    *owes = !settled;
+    if settled {
+        turn.settle_pace = None;
+    } else {
+        turn.unsettled();
+    }
+}
+
 /// How long one heartbeat or claim statement may take before its connection is
 /// taken for dead (a half-open connection never answers).
 fn statement_limit(lease: Duration) -> Duration {
@@ -1081,8 +1092,31 @@ impl Shared {
         names: &[String],
         turn: &mut Turn,
     ) -> Result<(), CanoError> {
-        let db = self.store.db();
         let awake = std::mem::take(&mut open.awake);
+        let settled = self.let_go(open, &awake, names, true).await?;
+        let settled = settled.unwrap_or(false);
+        if settled {
+            open.client
+                .query_one(&open.announce, &[&names])
+                .await
+                .map_err(|e| self.store.db().error("telling idle workers of new runs", e))?;
+        }
+        owed_after(&mut open.owes, turn, settled);
+        Ok(())
+    }
+
+    /// Lets go of the awake locks of `awake` (none: nothing to let go of) and, if
+    /// `settle`, tries to settle for `names` (see `awake`), in that order and in one
+    /// round trip with whatever the caller sends after: whether it settled (`None`:
+    /// no try).
+    async fn let_go(
+        &self,
+        open: &Session,
+        awake: &[String],
+        names: &[String],
+        settle: bool,
+    ) -> Result<Option<bool>, CanoError> {
+        let db = self.store.db();
         let (dozed, settled) = futures::future::join(
             async {
                 if awake.is_empty() {
@@ -1091,24 +1125,24 @@ impl Shared {
                     Some(open.client.query_one(&open.doze, &[&awake]).await)
                 }
             },
-            open.client.query_one(&open.settle, &[&names]),
+            async {
+                if settle {
+                    Some(open.client.query_one(&open.settle, &[&names]).await)
+                } else {
+                    None
+                }
+            },
         )
         .await;
         if let Some(dozed) = dozed {
             dozed.map_err(|e| db.error("letting new runs be announced again", e))?;
         }
-        let settled = settled.map_err(|e| db.error("settling its look at new runs", e))?;
-        if settled.get::<_, bool>(0) {
-            open.client
-                .query_one(&open.announce, &[&names])
-                .await
-                .map_err(|e| db.error("telling idle workers of new runs", e))?;
-            (open.owes, turn.settle_pace) = (false, None);
-        } else {
-            open.owes = true;
-            turn.unsettled();
-        }
-        Ok(())
+        settled
+            .map(|row| {
+                row.map(|row| row.get::<_, bool>(0))
+                    .map_err(|e| db.error("settling its look at new runs", e))
+            })
+            .transpose()
     }
 
     /// Listens for new runs and cancel requests while this worker is in front (it
@@ -1274,21 +1308,9 @@ impl Shared {
         let waking = turn.wake && awake.is_empty();
         turn.owing = open.owes || !awake.is_empty();
         (turn.doze, turn.wake) = (false, false);
-        let (dozed, settled, woke, ready) = futures::future::join4(
-            async {
-                if dozing {
-                    Some(client.query_one(&open.doze, &[&awake]).await)
-                } else {
-                    None
-                }
-            },
-            async {
-                if settling {
-                    Some(client.query_one(&open.settle, &[&names]).await)
-                } else {
-                    None
-                }
-            },
+        let dozed: &[String] = if dozing { &awake } else { &[] };
+        let (let_go, woke, ready) = futures::future::join3(
+            self.let_go(open, dozed, names, settling),
             async {
                 if waking {
                     Some(client.query_one(&open.wake, &[&names]).await)
@@ -1299,18 +1321,9 @@ impl Shared {
             client.query_one(&open.ready, &[&names, &self.name, &waited_ms]),
         )
         .await;
-        open.awake = awake;
-        if let Some(dozed) = dozed {
-            dozed.map_err(|e| db.error("letting new runs be announced again", e))?;
-            open.awake.clear();
-        }
-        if let Some(settled) = settled {
-            let settled = settled.map_err(|e| db.error("settling its look at new runs", e))?;
-            if settled.get::<_, bool>(0) {
-                (open.owes, turn.settle_pace) = (false, None);
-            } else {
-                turn.unsettled();
-            }
+        open.awake = if dozing { Vec::new() } else { awake };
+        if let Some(settled) = let_go? {
+            owed_after(&mut open.owes, turn, settled);
         }
         if let Some(woke) = woke {
             let woke = woke.map_err(|e| db.error("waking to new runs", e))?;
@@ -2322,27 +2335,12 @@ mod tests {
         let names = vec!["w".to_owned()];
         let worker = Session::open(db, &sql).await.unwrap();
         let other = Session::open(db, &sql).await.unwrap();
-        let woke = async |open: &Session| -> Vec<String> {
-            open.client
-                .query_one(&open.wake, &[&names])
-                .await
-                .unwrap()
-                .get(0)
+        let run = async |open: &Session, statement: &Statement| {
+            open.client.query_one(statement, &[&names]).await.unwrap()
         };
-        let settled = async |open: &Session| -> bool {
-            open.client
-                .query_one(&open.settle, &[&names])
-                .await
-                .unwrap()
-                .get(0)
-        };
-        let watched = async |open: &Session| -> bool {
-            open.client
-                .query_one(&open.watched, &[&names])
-                .await
-                .unwrap()
-                .get(0)
-        };
+        let woke = async |open: &Session| -> Vec<String> { run(open, &open.wake).await.get(0) };
+        let settled = async |open: &Session| -> bool { run(open, &open.settle).await.get(0) };
+        let watched = async |open: &Session| -> bool { run(open, &open.watched).await.get(0) };
         assert!(
             settled(&worker).await,
             "nothing under way: it settles at once"
